@@ -1,0 +1,516 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Open files. A reader gets a snapshot of the rendered content at open and
+ * reads offsets out of it. A writer of a spec, field, config, policy or
+ * secret edits a private buffer: each complete line is checked as it
+ * arrives (a bad one fails that write(2)), and the whole buffer is
+ * committed at flush, so close(2) reports whether the change was accepted
+ * and durable. Scratch files are plain bytes in memory.
+ */
+#include "fs.h"
+
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+
+enum handle_kind { H_VIEW, H_EDIT, H_SCRATCH, H_CTL };
+
+struct handle {
+	enum handle_kind kind;
+	struct node_key key;
+	int flags;
+	struct blob *snap; /* H_VIEW */
+	struct buf edit; /* H_EDIT */
+	bool written; /* H_EDIT: bytes arrived since the last commit */
+	bool truncated; /* H_EDIT: emptied, with nothing written yet */
+	struct caller opener; /* who opened it, for a commit at release */
+	int poisoned; /* H_EDIT: a write was refused; flush returns this */
+	struct scratch *scratch; /* H_SCRATCH */
+};
+
+static bool wants_write(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY;
+}
+
+static bool wants_read(int flags)
+{
+	return (flags & O_ACCMODE) != O_WRONLY;
+}
+
+static const struct kind_def *edit_kind(struct fs *fs,
+					const struct node_key *k)
+{
+	const struct resource *r;
+
+	switch (k->type) {
+	case NT_ENV_CONFIG:
+		return &kind_config;
+	case NT_ENV_POLICY:
+		return &kind_policy;
+	case NT_RES_SPEC:
+		r = tree_res(fs, k);
+		return r ? kind_at(r->kind) : NULL;
+	default:
+		return NULL;
+	}
+}
+
+static int open_edit(struct fs *fs, struct handle *h, int flags)
+{
+	struct blob *b;
+	int err = 0;
+
+	h->kind = H_EDIT;
+	/* A secret is replaced whole and never read back: it starts empty. */
+	if (h->key.type == NT_SECRET)
+		return 0;
+	if (flags & O_TRUNC) {
+		h->truncated = true;
+		return 0;
+	}
+	model_rdlock(fs->model);
+	b = render_get(fs, &h->key, &err);
+	model_unlock(fs->model);
+	if (!b)
+		return err;
+	buf_add(&h->edit, b->data, b->len);
+	blob_unref(b);
+	return 0;
+}
+
+static int open_view(struct fs *fs, struct handle *h,
+		     struct fuse_file_info *fi)
+{
+	int err = 0;
+
+	model_rdlock(fs->model);
+	h->snap = render_get(fs, &h->key, &err);
+	model_unlock(fs->model);
+	if (!h->snap)
+		return err;
+	h->kind = H_VIEW;
+	if (render_is_live(&h->key)) {
+		fi->direct_io = 1;
+	} else {
+		/* Kept valid by invalidation whenever the content changes. */
+		fi->keep_cache = 1;
+	}
+	fi->noflush = 1;
+	return 0;
+}
+
+static int open_scratch(struct fs *fs, struct handle *h, int flags)
+{
+	struct scratch *s;
+	int rc = 0;
+
+	pthread_mutex_lock(&fs->scratch.lock);
+	s = map_get_u64(&fs->scratch.by_id, &h->key.id);
+	if (!s || s->unlinked) {
+		rc = -ENOENT;
+	} else {
+		s->opens++;
+		if ((flags & O_TRUNC) && wants_write(flags))
+			buf_truncate(&s->data, 0);
+		h->scratch = s;
+		h->kind = H_SCRATCH;
+	}
+	pthread_mutex_unlock(&fs->scratch.lock);
+	return rc;
+}
+
+int file_open(struct fs *fs, const struct node_key *k, int flags,
+	      const struct caller *who, struct handle **out,
+	      struct fuse_file_info *fi)
+{
+	struct handle *h = xcalloc(1, sizeof(*h));
+	int rc;
+
+	h->opener = *who;
+	h->key = *k;
+	h->flags = flags;
+	if (tree_is_dir(k)) {
+		rc = -EISDIR;
+	} else if (k->type == NT_SCRATCH) {
+		rc = open_scratch(fs, h, flags);
+	} else if (k->type == NT_SECRET || k->type == NT_ENV_CTL) {
+		/* Write-only for everybody, root included. */
+		if (wants_read(flags)) {
+			rc = -EACCES;
+		} else if (k->type == NT_ENV_CTL) {
+			h->kind = H_CTL;
+			fi->direct_io = 1;
+			rc = 0;
+		} else {
+			rc = open_edit(fs, h, flags);
+			fi->direct_io = 1;
+		}
+	} else if (wants_write(flags)) {
+		rc = tree_is_editable(k) ? open_edit(fs, h, flags) : -EACCES;
+		fi->direct_io = 1;
+	} else {
+		rc = open_view(fs, h, fi);
+	}
+	if (rc) {
+		buf_free(&h->edit);
+		free(h);
+		return rc;
+	}
+	*out = h;
+	return 0;
+}
+
+/* A live file (events) grows while open: past the snapshot, look again. */
+static void refresh_live(struct fs *fs, struct handle *h, off_t off)
+{
+	struct blob *b;
+	int err;
+
+	if (!render_is_live(&h->key) || (size_t)off < h->snap->len)
+		return;
+	model_rdlock(fs->model);
+	b = render_get(fs, &h->key, &err);
+	model_unlock(fs->model);
+	if (b) {
+		blob_unref(h->snap);
+		h->snap = b;
+	}
+}
+
+static void slice(const char *data, size_t len, off_t off, size_t size,
+		  const char **out, size_t *outlen)
+{
+	if ((size_t)off >= len) {
+		*out = data;
+		*outlen = 0;
+		return;
+	}
+	*out = data + off;
+	*outlen = len - (size_t)off < size ? len - (size_t)off : size;
+}
+
+int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
+	      const char **data, size_t *len, char **owned)
+{
+	*owned = NULL;
+	switch (h->kind) {
+	case H_VIEW:
+		refresh_live(fs, h, off);
+		slice(h->snap->data, h->snap->len, off, size, data, len);
+		return 0;
+	case H_EDIT:
+		slice(buf_str(&h->edit), h->edit.len, off, size, data, len);
+		return 0;
+	case H_SCRATCH:
+		/* Copied: another descriptor's write may move the bytes. */
+		pthread_mutex_lock(&fs->scratch.lock);
+		slice(buf_str(&h->scratch->data), h->scratch->data.len, off,
+		      size, data, len);
+		*owned = xstrndup(*data, *len);
+		*data = *owned;
+		pthread_mutex_unlock(&fs->scratch.lock);
+		return 0;
+	default:
+		return -EBADF;
+	}
+}
+
+/* Where a write refused line by line leaves its reason for the user. */
+static void report_write_error(struct fs *fs, struct handle *h,
+			       const char *msg)
+{
+	struct env *e;
+	struct resource *r;
+	uint64_t env_id = 0, res_id = 0;
+	char text[700];
+
+	atomic_fetch_add(&fs->write_rejections, 1);
+	model_rdlock(fs->model);
+	e = tree_env(fs, &h->key);
+	r = tree_res(fs, &h->key);
+	if (e)
+		env_id = e->id;
+	if (r)
+		res_id = r->id;
+	model_unlock(fs->model);
+	snprintf(text, sizeof(text), "write refused: %s", msg);
+	if (env_id)
+		store_error(fs->store, env_id, res_id, text);
+	log_debug("%s", text);
+}
+
+static int check_edit_write(struct fs *fs, struct handle *h, size_t start,
+			    size_t end)
+{
+	const struct kind_def *k;
+	struct spec_error err;
+	int rc = 0;
+
+	if (h->edit.len > SPEC_MAX_BYTES) {
+		snprintf(err.msg, sizeof(err.msg),
+			 "the file would be %zu bytes; the limit is %d",
+			 h->edit.len, SPEC_MAX_BYTES);
+		report_write_error(fs, h, err.msg);
+		return -EFBIG;
+	}
+	if (h->key.type == NT_SECRET)
+		return 0;
+	model_rdlock(fs->model);
+	if (h->key.type == NT_RES_FIELD) {
+		const struct resource *r = tree_res(fs, &h->key);
+
+		if (r) {
+			const struct field_def *f =
+				&kind_at(r->kind)->fields[h->key.sub];
+			const char *nl = memrchr(h->edit.data, '\n', end);
+
+			/* A field file holds one value; check it once its
+			 * line is complete. */
+			if (nl && f->type != FT_MAP)
+				rc = spec_check_value(
+					f, h->edit.data,
+					(size_t)(nl - h->edit.data), &err);
+		}
+	} else {
+		k = edit_kind(fs, &h->key);
+		if (k)
+			rc = spec_check_lines(k, h->edit.data, h->edit.len,
+					      start, end, &err);
+	}
+	model_unlock(fs->model);
+	if (rc)
+		report_write_error(fs, h, err.msg);
+	return rc;
+}
+
+static int ctl_command(struct fs *fs, struct handle *h, const char *data,
+		       size_t len)
+{
+	static const char *const known[] = { "apply",	"approve",
+					     "discard", "refresh",
+					     "rollback" };
+	char cmd[64], text[160];
+	size_t n = strcspn(data, " \t\n");
+	struct env *e;
+	uint64_t env_id = 0;
+
+	if (n == 0 || n >= sizeof(cmd) || n > len)
+		return -EINVAL;
+	memcpy(cmd, data, n);
+	cmd[n] = '\0';
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		if (strcmp(cmd, known[i]) != 0)
+			continue;
+		model_rdlock(fs->model);
+		e = tree_env(fs, &h->key);
+		env_id = e ? e->id : 0;
+		model_unlock(fs->model);
+		snprintf(text, sizeof(text),
+			 "ctl %s: no reconciler in this build; changes are "
+			 "recorded, not applied",
+			 cmd);
+		if (env_id)
+			store_event(fs->store, env_id, 0, text);
+		return -EOPNOTSUPP;
+	}
+	return -EINVAL;
+}
+
+int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
+	       off_t off)
+{
+	int rc;
+
+	switch (h->kind) {
+	case H_CTL:
+		rc = ctl_command(fs, h, data, len);
+		return rc ? rc : (int)len;
+	case H_SCRATCH:
+		pthread_mutex_lock(&fs->scratch.lock);
+		if (h->flags & O_APPEND)
+			off = (off_t)h->scratch->data.len;
+		buf_write_at(&h->scratch->data, (size_t)off, data, len);
+		clock_gettime(CLOCK_REALTIME, &h->scratch->mtime);
+		pthread_mutex_unlock(&fs->scratch.lock);
+		return (int)len;
+	case H_EDIT:
+		break;
+	default:
+		return -EBADF;
+	}
+	if (h->poisoned)
+		return h->poisoned;
+	if (h->flags & O_APPEND)
+		off = (off_t)h->edit.len;
+	if ((size_t)off + len > SPEC_MAX_BYTES + 1) {
+		h->poisoned = -EFBIG;
+		buf_write_at(&h->edit, h->edit.len, "", 0);
+		report_write_error(fs, h, "the file would pass the 1 MiB limit");
+		return -EFBIG;
+	}
+	buf_write_at(&h->edit, (size_t)off, data, len);
+	h->written = true;
+	rc = check_edit_write(fs, h, (size_t)off, (size_t)off + len);
+	if (rc) {
+		/* Nothing of this handle may be committed now: what reached
+		 * us is not what the writer meant. */
+		h->poisoned = rc;
+		return rc;
+	}
+	return (int)len;
+}
+
+int file_truncate(struct fs *fs, struct handle *h, off_t size)
+{
+	(void)fs;
+	if (size < 0 || size > SPEC_MAX_BYTES)
+		return -EFBIG;
+	switch (h->kind) {
+	case H_EDIT:
+		buf_truncate(&h->edit, (size_t)size);
+		h->truncated = !h->written;
+		return 0;
+	case H_SCRATCH:
+		pthread_mutex_lock(&fs->scratch.lock);
+		buf_truncate(&h->scratch->data, (size_t)size);
+		pthread_mutex_unlock(&fs->scratch.lock);
+		return 0;
+	default:
+		return -EACCES;
+	}
+}
+
+off_t file_size(struct handle *h)
+{
+	if (h->kind == H_EDIT)
+		return (off_t)h->edit.len;
+	return -1;
+}
+
+/* Names of what a key edits, copied out from under the read lock. */
+struct target {
+	char env[NAME_MAX_LEN + 1];
+	char name[NAME_MAX_LEN + 1];
+	char field[64];
+	int kind;
+	uint64_t env_id, res_id;
+};
+
+static int resolve_target(struct fs *fs, const struct node_key *k,
+			  struct target *t)
+{
+	struct env *e;
+	struct resource *r;
+	int rc = 0;
+
+	memset(t, 0, sizeof(*t));
+	model_rdlock(fs->model);
+	e = tree_env(fs, k);
+	r = tree_res(fs, k);
+	if (!e) {
+		rc = -ENOENT;
+	} else {
+		snprintf(t->env, sizeof(t->env), "%s", e->name);
+		t->env_id = e->id;
+	}
+	if (r) {
+		snprintf(t->name, sizeof(t->name), "%s", r->name);
+		t->kind = r->kind;
+		t->res_id = r->id;
+		if (k->type == NT_RES_FIELD)
+			snprintf(t->field, sizeof(t->field), "%s",
+				 kind_at(r->kind)->fields[k->sub].name);
+	} else if (k->type == NT_SECRET) {
+		snprintf(t->name, sizeof(t->name), "%s", k->name);
+	}
+	model_unlock(fs->model);
+	return rc;
+}
+
+int file_commit(struct fs *fs, const struct node_key *k, const char *data,
+		size_t len, const struct caller *who)
+{
+	BUF_AUTO path = BUF_INIT;
+	struct change_result res;
+	struct change ch = { 0 };
+	struct target t;
+	int rc = resolve_target(fs, k, &t);
+
+	if (rc)
+		return rc;
+	tree_path(fs, k, &path);
+	ch.env = t.env;
+	ch.kind = t.kind;
+	ch.name = t.name;
+	ch.field = t.field;
+	ch.text = data;
+	ch.len = len;
+	ch.path = buf_str(&path);
+	ch.who = *who;
+	switch (k->type) {
+	case NT_RES_SPEC:
+		ch.op = CH_RES_COMMIT;
+		break;
+	case NT_RES_FIELD:
+		ch.op = CH_RES_FIELD;
+		break;
+	case NT_ENV_CONFIG:
+		ch.op = CH_CONFIG;
+		break;
+	case NT_ENV_POLICY:
+		ch.op = CH_POLICY;
+		break;
+	case NT_SECRET:
+		ch.op = CH_SECRET_SET;
+		break;
+	default:
+		return -EACCES;
+	}
+	rc = store_apply(fs->store, &ch, &res);
+	if (rc)
+		log_debug("%s: %s", ch.path, res.msg);
+	/* The writer's next read must show what is now in force, accepted
+	 * or not, never the bytes it wrote into the page cache. */
+	notify_changed_now(fs, t.env_id, t.res_id);
+	return rc;
+}
+
+/*
+ * Flush comes at every close(2) of a descriptor, dup'd ones included: the
+ * shell's `echo x > spec` opens, dup2()s onto stdout and closes the first
+ * descriptor before echo writes a byte. So a flush commits only what was
+ * written; a truncation with nothing written after it (`: > spec`) is
+ * committed at release, when the last descriptor is gone.
+ */
+int file_flush(struct fs *fs, struct handle *h, const struct caller *who)
+{
+	if (h->kind != H_EDIT)
+		return 0;
+	if (h->poisoned)
+		return h->poisoned;
+	if (!h->written)
+		return 0;
+	h->written = false;
+	h->truncated = false;
+	return file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len, who);
+}
+
+void file_release(struct fs *fs, struct handle *h)
+{
+	if (h->kind == H_EDIT && !h->poisoned && (h->truncated || h->written))
+		file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len,
+			    &h->opener);
+	if (h->snap)
+		blob_unref(h->snap);
+	if (h->scratch)
+		scratch_release(&fs->scratch, h->scratch);
+	/* The only copy of a secret's plain value outside the store. */
+	if (h->key.type == NT_SECRET && h->edit.data)
+		explicit_bzero(h->edit.data, h->edit.cap);
+	buf_free(&h->edit);
+	free(h);
+}

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The FUSE front end: one struct fs per mount, shared by the request
+ * handlers in ops.c. The tree's shape lives in tree.c, file contents are
+ * rendered in render.c, open files are served in files.c, editor scratch
+ * files are kept in scratch.c, and kernel caches are invalidated through
+ * notify.c. Handlers return negative errno values; only ops.c replies.
+ */
+#ifndef INFRAFS_FS_FS_H
+#define INFRAFS_FS_FS_H
+
+#include "cache/blob.h"
+#include "node.h"
+#include "store/store.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+
+/* How long the kernel may trust names and attributes; every change
+ * invalidates what it touched, so this only bounds a missed one. */
+#define FS_CACHE_SECONDS 1.0
+
+struct scratch;
+
+struct scratch_table {
+	pthread_mutex_t lock;
+	struct map by_id; /* id -> struct scratch */
+	uint64_t next_id;
+};
+
+struct notify_queue {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	fuse_ino_t *inos;
+	size_t n, cap;
+	bool stopping;
+	pthread_t thread;
+};
+
+struct fs {
+	struct store *store;
+	struct model *model;
+	struct fuse_session *se;
+	struct node_table nodes;
+	struct render_cache renders;
+	struct scratch_table scratch;
+	struct notify_queue notify;
+	uid_t owner; /* the mount's root belongs to whoever mounted it */
+	gid_t group;
+	double started;
+	atomic_ulong requests;
+	atomic_ulong write_rejections;
+};
+
+/* ---- tree.c: names, attributes and listings ---------------------------- */
+
+struct dir_entry {
+	char name[256];
+	struct node_key key;
+	mode_t type; /* S_IFDIR or S_IFREG */
+};
+
+struct dir_snapshot {
+	struct dir_entry *v;
+	size_t n, cap;
+};
+
+int tree_lookup(struct fs *fs, const struct node_key *parent,
+		const char *name, struct node_key *child);
+int tree_getattr(struct fs *fs, const struct node_key *k, struct stat *st);
+int tree_list(struct fs *fs, const struct node_key *dir,
+	      struct dir_snapshot *out);
+bool tree_is_dir(const struct node_key *k);
+/* Files whose writes are checked and committed at close. */
+bool tree_is_editable(const struct node_key *k);
+/* The path of a node inside the mount, for audit lines and messages. */
+void tree_path(struct fs *fs, const struct node_key *k, struct buf *out);
+/* The environment a node belongs to, under the model's read lock. */
+struct env *tree_env(struct fs *fs, const struct node_key *k);
+struct resource *tree_res(struct fs *fs, const struct node_key *k);
+
+/* ---- render.c: every generated file's bytes ---------------------------- */
+
+/* The current content of a generated file, shared; NULL with *err set. */
+struct blob *render_get(struct fs *fs, const struct node_key *k, int *err);
+/* Files whose content grows while open, read past the page cache. */
+bool render_is_live(const struct node_key *k);
+
+/* ---- scratch.c: editors' temporary files -------------------------------- */
+
+struct scratch {
+	uint64_t id;
+	struct node_key parent;
+	char name[256];
+	struct buf data;
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+	struct timespec atime, mtime, ctime;
+	unsigned opens;
+	bool unlinked;
+};
+
+void scratch_init(struct scratch_table *t);
+void scratch_destroy(struct scratch_table *t);
+/* Scratch files may live where editors put them: beside specs. */
+bool scratch_allowed_in(const struct node_key *dir);
+struct scratch *scratch_find(struct scratch_table *t,
+			     const struct node_key *dir, const char *name);
+struct scratch *scratch_by_id(struct scratch_table *t, uint64_t id);
+struct scratch *scratch_create(struct scratch_table *t,
+			       const struct node_key *dir, const char *name,
+			       uid_t uid, gid_t gid, mode_t mode);
+void scratch_unlink(struct scratch_table *t, struct scratch *s);
+void scratch_release(struct scratch_table *t, struct scratch *s);
+void scratch_list(struct scratch_table *t, const struct node_key *dir,
+		  struct dir_snapshot *out);
+
+/* ---- notify.c: kernel cache invalidation ------------------------------- */
+
+int notify_start(struct fs *fs);
+void notify_stop(struct fs *fs);
+/* Queues invalidation of what the kernel caches for a changed object. */
+void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id);
+/* The same, done now: for the writer who must see its own change. */
+void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id);
+
+/* ---- files.c: open files ------------------------------------------------ */
+
+struct handle;
+
+int file_open(struct fs *fs, const struct node_key *k, int flags,
+	      const struct caller *who, struct handle **out,
+	      struct fuse_file_info *fi);
+/* *owned, when set, is a copy the caller frees after replying. */
+int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
+	      const char **data, size_t *len, char **owned);
+int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
+	       off_t off);
+int file_truncate(struct fs *fs, struct handle *h, off_t size);
+int file_flush(struct fs *fs, struct handle *h, const struct caller *who);
+void file_release(struct fs *fs, struct handle *h);
+/* Size to report for an open handle, or -1 when the tree's is right. */
+off_t file_size(struct handle *h);
+/* Commits bytes to an editable file, as a close or a rename does. */
+int file_commit(struct fs *fs, const struct node_key *k, const char *data,
+		size_t len, const struct caller *who);
+
+/* ---- ops.c ------------------------------------------------------------- */
+
+extern const struct fuse_lowlevel_ops infrafs_ops;
+void caller_of(fuse_req_t req, struct caller *who);
+
+#endif

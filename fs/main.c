@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: MIT
+/*
+ * infrafs: mount ML infrastructure as a file system. This file only reads
+ * options, opens the state store, mounts and runs the request loop; the
+ * file system is in fs/, the store in store/.
+ */
+#include "fs.h"
+
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef INFRAFS_VERSION
+#define INFRAFS_VERSION "0.0.0"
+#endif
+
+struct options {
+	char state[PATH_MAX + 16];
+	char key_file[PATH_MAX];
+	char mountpoint[PATH_MAX];
+	bool foreground;
+	bool debug;
+	char fuse_opts[1024];
+};
+
+static void usage(FILE *to)
+{
+	fprintf(to,
+		"usage: infrafs [OPTIONS] MOUNTPOINT\n"
+		"\n"
+		"Mounts ML infrastructure as a directory tree: environments as\n"
+		"folders, GPU pools and endpoints declared by writing spec files.\n"
+		"\n"
+		"  --state URL       state store: sqlite:PATH\n"
+		"                    (default sqlite:$XDG_STATE_HOME/infrafs/"
+		"state.db;\n"
+		"                    root: sqlite:/var/lib/infrafs/state.db)\n"
+		"  --key-file PATH   key for secrets at rest, made when missing\n"
+		"                    (default $XDG_CONFIG_HOME/infrafs/"
+		"secret.key;\n"
+		"                    root: /etc/infrafs/secret.key)\n"
+		"  -f                stay in the foreground, log to stderr\n"
+		"  -d                debug log\n"
+		"  -o OPT[,OPT]      FUSE mount options (allow_other, ...)\n"
+		"  --version         print the version\n"
+		"  --help            print this help\n"
+		"\n"
+		"Unmount with: fusermount3 -u MOUNTPOINT\n"
+		"See infrafs(1) and infrafs-spec(5).\n");
+}
+
+/* $XDG_x_HOME, else $HOME/fallback, for a user's own files. */
+static void user_dir(const char *xdg, const char *fallback, char *out,
+		     size_t len)
+{
+	const char *v = getenv(xdg);
+	const char *home = getenv("HOME");
+
+	if (v && v[0] == '/')
+		snprintf(out, len, "%s", v);
+	else
+		snprintf(out, len, "%s/%s", home ? home : "/tmp", fallback);
+}
+
+static void default_paths(struct options *o)
+{
+	char dir[PATH_MAX - 64];
+
+	if (geteuid() == 0) {
+		snprintf(o->state, sizeof(o->state),
+			 "sqlite:/var/lib/infrafs/state.db");
+		snprintf(o->key_file, sizeof(o->key_file),
+			 "/etc/infrafs/secret.key");
+		return;
+	}
+	user_dir("XDG_STATE_HOME", ".local/state", dir, sizeof(dir));
+	snprintf(o->state, sizeof(o->state), "sqlite:%s/infrafs/state.db",
+		 dir);
+	user_dir("XDG_CONFIG_HOME", ".config", dir, sizeof(dir));
+	snprintf(o->key_file, sizeof(o->key_file), "%s/infrafs/secret.key",
+		 dir);
+}
+
+/* The daemon leaves its working folder; relative paths must not care. */
+static void absolute(char *path, size_t len)
+{
+	char cwd[PATH_MAX], tmp[PATH_MAX * 2];
+	size_t n;
+
+	if (path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		return;
+	snprintf(tmp, sizeof(tmp), "%s/%s", cwd, path);
+	n = strlen(tmp);
+	if (n < len)
+		memcpy(path, tmp, n + 1);
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{ "state", required_argument, NULL, 's' },
+		{ "key-file", required_argument, NULL, 'k' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	default_paths(o);
+	while ((c = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			snprintf(o->state, sizeof(o->state), "%s", optarg);
+			break;
+		case 'k':
+			snprintf(o->key_file, sizeof(o->key_file), "%s",
+				 optarg);
+			break;
+		case 'f':
+			o->foreground = true;
+			break;
+		case 'd':
+			o->debug = true;
+			break;
+		case 'o':
+			snprintf(o->fuse_opts + strlen(o->fuse_opts),
+				 sizeof(o->fuse_opts) - strlen(o->fuse_opts),
+				 ",%s", optarg);
+			break;
+		case 'V':
+			printf("infrafs %s\n", INFRAFS_VERSION);
+			exit(0);
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "infrafs: expected one MOUNTPOINT\n");
+		usage(stderr);
+		return -EINVAL;
+	}
+	snprintf(o->mountpoint, sizeof(o->mountpoint), "%s", argv[optind]);
+	absolute(o->mountpoint, sizeof(o->mountpoint));
+	if (!strncmp(o->state, "sqlite:", 7) && o->state[7] != '/') {
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s", o->state + 7);
+		absolute(path, sizeof(path));
+		snprintf(o->state, sizeof(o->state), "sqlite:%s", path);
+	}
+	absolute(o->key_file, sizeof(o->key_file));
+	return 0;
+}
+
+/*
+ * Goes to the background before anything starts a thread, keeping a pipe
+ * to the parent, which exits only once the child reports whether the store
+ * opened and the mount took: errors reach the terminal that asked.
+ */
+static int detach(int *report_fd)
+{
+	int fds[2];
+	pid_t pid;
+	char status = 1;
+
+	if (pipe(fds) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(fds[1]);
+		if (read(fds[0], &status, 1) != 1)
+			status = 1;
+		_exit(status ? 1 : 0);
+	}
+	close(fds[0]);
+	setsid();
+	*report_fd = fds[1];
+	return 0;
+}
+
+static void report_ready(int fd, bool ok)
+{
+	char status = ok ? 0 : 1;
+
+	if (fd < 0)
+		return;
+	if (write(fd, &status, 1) != 1)
+		log_warn("could not report start-up to the parent");
+	close(fd);
+}
+
+static void quiet_stdio(void)
+{
+	int null = open("/dev/null", O_RDWR);
+
+	if (null < 0)
+		return;
+	dup2(null, STDIN_FILENO);
+	dup2(null, STDOUT_FILENO);
+	dup2(null, STDERR_FILENO);
+	if (null > STDERR_FILENO)
+		close(null);
+}
+
+static struct fuse_session *make_session(struct fs *fs,
+					 const struct options *o)
+{
+	char opts[1200];
+	char *argv[] = { "infrafs", "-o", opts, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+	struct fuse_session *se;
+
+	/* default_permissions: the kernel checks every access against the
+	 * owner, group and mode the tree reports. */
+	snprintf(opts, sizeof(opts),
+		 "default_permissions,fsname=infrafs,subtype=infrafs%s",
+		 o->fuse_opts);
+	se = fuse_session_new(&args, &infrafs_ops, sizeof(infrafs_ops), fs);
+	fuse_opt_free_args(&args);
+	return se;
+}
+
+static int serve(struct fs *fs)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	int rc;
+
+	/* Writers wait in close(2) for the group commit; enough threads
+	 * keep readers served meanwhile. */
+	fuse_loop_cfg_set_max_threads(cfg, 64);
+	fuse_loop_cfg_set_idle_threads(cfg, 16);
+	rc = fuse_session_loop_mt(fs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct store_options so = { 0 };
+	struct options o;
+	struct fs fs = { 0 };
+	char err[1024] = "";
+	int report_fd = -1;
+	int rc;
+
+	if (parse_options(argc, argv, &o) < 0)
+		return 2;
+	log_setup(true, o.debug);
+	if (!o.foreground && detach(&report_fd) < 0) {
+		fprintf(stderr, "infrafs: cannot go to the background: %s\n",
+			strerror(errno));
+		return 1;
+	}
+	so.url = o.state;
+	so.key_file = o.key_file;
+	rc = store_open(&so, &fs.store, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "infrafs: %s\n", err);
+		report_ready(report_fd, false);
+		return 1;
+	}
+	fs.model = store_model(fs.store);
+	fs.owner = getuid();
+	fs.group = getgid();
+	fs.started = time_now();
+	node_table_init(&fs.nodes);
+	render_cache_init(&fs.renders);
+	scratch_init(&fs.scratch);
+	fs.se = make_session(&fs, &o);
+	if (!fs.se || fuse_set_signal_handlers(fs.se) != 0 ||
+	    fuse_session_mount(fs.se, o.mountpoint) != 0) {
+		fprintf(stderr, "infrafs: cannot mount on %s\n", o.mountpoint);
+		report_ready(report_fd, false);
+		rc = 1;
+		goto out;
+	}
+	notify_start(&fs);
+	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
+	if (!o.foreground) {
+		report_ready(report_fd, true);
+		if (chdir("/") < 0)
+			log_warn("cannot leave the working folder");
+		quiet_stdio();
+		log_setup(false, o.debug);
+	}
+	rc = serve(&fs) ? 1 : 0;
+	fuse_session_unmount(fs.se);
+	notify_stop(&fs);
+	fuse_remove_signal_handlers(fs.se);
+out:
+	if (fs.se)
+		fuse_session_destroy(fs.se);
+	store_close(fs.store);
+	scratch_destroy(&fs.scratch);
+	render_cache_destroy(&fs.renders);
+	node_table_destroy(&fs.nodes);
+	log_info("unmounted");
+	return rc;
+}

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+#include "node.h"
+
+#include "util/buf.h"
+
+#include <errno.h>
+#include <string.h>
+
+void node_table_init(struct node_table *t)
+{
+	memset(t, 0, sizeof(*t));
+	pthread_mutex_init(&t->lock, NULL);
+	t->next_ino = FUSE_ROOT_ID + 1;
+}
+
+void node_table_destroy(struct node_table *t)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&t->by_ino, &pos, &v);)
+		free(v);
+	map_free(&t->by_key);
+	map_free(&t->by_ino);
+	pthread_mutex_destroy(&t->lock);
+}
+
+fuse_ino_t node_get(struct node_table *t, const struct node_key *key,
+		    uint64_t lookups)
+{
+	struct node *n;
+	fuse_ino_t ino;
+
+	if (key->type == NT_ROOT)
+		return FUSE_ROOT_ID;
+	pthread_mutex_lock(&t->lock);
+	n = map_get(&t->by_key, key, sizeof(*key));
+	if (!n) {
+		n = xcalloc(1, sizeof(*n));
+		n->key = *key;
+		n->ino = t->next_ino++;
+		map_put(&t->by_key, &n->key, sizeof(n->key), n);
+		map_put(&t->by_ino, &n->ino, sizeof(n->ino), n);
+	}
+	n->nlookup += lookups;
+	ino = n->ino;
+	pthread_mutex_unlock(&t->lock);
+	return ino;
+}
+
+int node_key_of(struct node_table *t, fuse_ino_t ino, struct node_key *key)
+{
+	struct node *n;
+
+	if (ino == FUSE_ROOT_ID) {
+		*key = node_key_make(NT_ROOT, 0, 0, 0);
+		return 0;
+	}
+	pthread_mutex_lock(&t->lock);
+	n = map_get(&t->by_ino, &ino, sizeof(ino));
+	if (n)
+		*key = n->key;
+	pthread_mutex_unlock(&t->lock);
+	return n ? 0 : -ESTALE;
+}
+
+fuse_ino_t node_find(struct node_table *t, const struct node_key *key)
+{
+	struct node *n;
+	fuse_ino_t ino = 0;
+
+	if (key->type == NT_ROOT)
+		return FUSE_ROOT_ID;
+	pthread_mutex_lock(&t->lock);
+	n = map_get(&t->by_key, key, sizeof(*key));
+	if (n)
+		ino = n->ino;
+	pthread_mutex_unlock(&t->lock);
+	return ino;
+}
+
+void node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct node *n;
+
+	if (ino == FUSE_ROOT_ID)
+		return;
+	pthread_mutex_lock(&t->lock);
+	n = map_get(&t->by_ino, &ino, sizeof(ino));
+	if (n) {
+		n->nlookup = nlookup >= n->nlookup ? 0 : n->nlookup - nlookup;
+		if (!n->nlookup) {
+			map_del(&t->by_ino, &n->ino, sizeof(n->ino));
+			map_del(&t->by_key, &n->key, sizeof(n->key));
+			free(n);
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Kernel cache invalidation. Generated files are served from the kernel's
+ * page cache (that is what makes `cat status` cheap); whenever what one
+ * shows changes, its cached pages and attributes are dropped here. Changes
+ * made outside a request (the committer, later the reconciler) go through
+ * a thread of their own, because a notification sent from inside a request
+ * handler can deadlock against the kernel locks that request holds.
+ */
+#include "fs.h"
+
+#include "util/log.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* More than any kind has fields; a removed resource's kind is unknown. */
+#define MAX_FIELDS 32
+
+static const enum node_type env_nodes[] = {
+	NT_ENV,		NT_ENV_CONFIG, NT_ENV_POLICY, NT_ENV_PLAN,
+	NT_ENV_PLAN_JSON, NT_ENV_STATUS, NT_ENV_EVENTS, NT_ENV_AUDIT,
+	NT_HISTORY,	NT_SECRETS,
+};
+
+static const enum node_type res_nodes[] = {
+	NT_RES,		 NT_RES_SPEC,  NT_RES_STATUS,
+	NT_RES_STATUS_JSON, NT_RES_STATE, NT_RES_EVENTS,
+};
+
+typedef void (*ino_fn)(struct fs *fs, fuse_ino_t ino);
+
+static void visit(struct fs *fs, const struct node_key *k, ino_fn fn)
+{
+	fuse_ino_t ino = node_find(&fs->nodes, k);
+
+	if (ino)
+		fn(fs, ino);
+}
+
+/* Every inode the kernel may cache for an object. */
+static void for_each_ino(struct fs *fs, uint64_t env_id, uint64_t res_id,
+			 ino_fn fn)
+{
+	struct node_key k;
+
+	if (!env_id && !res_id) {
+		k = node_key_make(NT_ROOT, 0, 0, 0);
+		visit(fs, &k, fn);
+		return;
+	}
+	for (size_t i = 0; env_id && i < sizeof(env_nodes) / sizeof(*env_nodes);
+	     i++) {
+		k = node_key_make(env_nodes[i], 0, env_id, 0);
+		visit(fs, &k, fn);
+	}
+	for (int kind = 0; env_id && kind < NKINDS; kind++) {
+		k = node_key_make(NT_KIND_DIR, (uint16_t)kind, env_id, 0);
+		visit(fs, &k, fn);
+	}
+	if (!res_id)
+		return;
+	for (size_t i = 0; i < sizeof(res_nodes) / sizeof(*res_nodes); i++) {
+		k = node_key_make(res_nodes[i], 0, res_id, 0);
+		visit(fs, &k, fn);
+	}
+	for (uint16_t f = 0; f < MAX_FIELDS; f++) {
+		k = node_key_make(NT_RES_FIELD, f, res_id, 0);
+		visit(fs, &k, fn);
+	}
+}
+
+static void inval_now(struct fs *fs, fuse_ino_t ino)
+{
+	int rc = fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+
+	/* ENOENT: the kernel already forgot the inode, nothing to drop. */
+	if (rc && rc != -ENOENT)
+		log_debug("invalidating inode %lu: %s", (unsigned long)ino,
+			  strerror(-rc));
+}
+
+static void enqueue(struct fs *fs, fuse_ino_t ino)
+{
+	struct notify_queue *q = &fs->notify;
+
+	if (q->n == q->cap) {
+		q->cap = q->cap ? q->cap * 2 : 64;
+		q->inos = xrealloc(q->inos, q->cap * sizeof(*q->inos));
+	}
+	q->inos[q->n++] = ino;
+}
+
+void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id)
+{
+	if (fs->se)
+		for_each_ino(fs, env_id, res_id, inval_now);
+}
+
+void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id)
+{
+	struct notify_queue *q = &fs->notify;
+
+	pthread_mutex_lock(&q->lock);
+	for_each_ino(fs, env_id, res_id, enqueue);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+static void *notifier(void *arg)
+{
+	struct fs *fs = arg;
+	struct notify_queue *q = &fs->notify;
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		fuse_ino_t *batch;
+		size_t n;
+
+		while (!q->n && !q->stopping)
+			pthread_cond_wait(&q->cond, &q->lock);
+		if (q->stopping)
+			break;
+		batch = q->inos;
+		n = q->n;
+		q->inos = NULL;
+		q->n = q->cap = 0;
+		pthread_mutex_unlock(&q->lock);
+		for (size_t i = 0; i < n; i++) {
+			if (fs->se)
+				inval_now(fs, batch[i]);
+		}
+		free(batch);
+		pthread_mutex_lock(&q->lock);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
+}
+
+static void on_store_change(void *ctx, uint64_t env_id, uint64_t res_id)
+{
+	notify_changed(ctx, env_id, res_id);
+}
+
+int notify_start(struct fs *fs)
+{
+	struct notify_queue *q = &fs->notify;
+
+	memset(q, 0, sizeof(*q));
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	if (pthread_create(&q->thread, NULL, notifier, fs) != 0)
+		return -EAGAIN;
+	store_set_change_hook(fs->store, on_store_change, fs);
+	return 0;
+}
+
+void notify_stop(struct fs *fs)
+{
+	struct notify_queue *q = &fs->notify;
+
+	store_set_change_hook(fs->store, NULL, NULL);
+	pthread_mutex_lock(&q->lock);
+	q->stopping = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	pthread_join(q->thread, NULL);
+	free(q->inos);
+	pthread_mutex_destroy(&q->lock);
+	pthread_cond_destroy(&q->cond);
+}

@@ -1,0 +1,862 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The FUSE low-level request handlers. Each one turns a request into calls
+ * on the tree, the files and the store, and sends exactly one reply; errors
+ * travel as negative errno values up to here and become fuse_reply_err().
+ * Nothing here waits on a provider or the network: the only thing a
+ * request may wait for is the local state store's fsync at close.
+ */
+#include "fs.h"
+
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	struct fs *fs = fuse_req_userdata(req);
+
+	atomic_fetch_add(&fs->requests, 1);
+	return fs;
+}
+
+void caller_of(fuse_req_t req, struct caller *who)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char path[64];
+	FILE *f;
+
+	memset(who, 0, sizeof(*who));
+	who->uid = ctx->uid;
+	who->gid = ctx->gid;
+	who->pid = ctx->pid;
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (f) {
+		if (fgets(who->comm, sizeof(who->comm), f))
+			who->comm[strcspn(who->comm, "\n")] = '\0';
+		fclose(f);
+	}
+}
+
+static void reply_errno(fuse_req_t req, int rc)
+{
+	fuse_reply_err(req, rc < 0 ? -rc : rc);
+}
+
+static int entry_of(struct fs *fs, const struct node_key *k,
+		    struct fuse_entry_param *e)
+{
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	rc = tree_getattr(fs, k, &e->attr);
+	if (rc)
+		return rc;
+	e->ino = node_get(&fs->nodes, k, 1);
+	e->attr.st_ino = e->ino;
+	e->attr_timeout = FS_CACHE_SECONDS;
+	e->entry_timeout = FS_CACHE_SECONDS;
+	return 0;
+}
+
+static int key_of(struct fs *fs, fuse_ino_t ino, struct node_key *k)
+{
+	return node_key_of(&fs->nodes, ino, k);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* O_TRUNC arrives with open, so a truncating open is one request
+	 * that knows it truncates (and `echo > spec` starts empty). */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* Writes must reach us one write(2) at a time to be checked. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct node_key pk, ck;
+	struct fuse_entry_param e;
+	int rc = key_of(fs, parent, &pk);
+
+	if (!rc)
+		rc = tree_lookup(fs, &pk, name, &ck);
+	if (!rc)
+		rc = entry_of(fs, &ck, &e);
+	if (rc)
+		reply_errno(req, rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs *fs = fs_of(req);
+
+	node_forget(&fs->nodes, ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	struct fs *fs = fs_of(req);
+
+	for (size_t i = 0; i < count; i++)
+		node_forget(&fs->nodes, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct node_key k;
+	struct stat st;
+	int rc = key_of(fs, ino, &k);
+
+	if (!rc)
+		rc = tree_getattr(fs, &k, &st);
+	if (rc) {
+		reply_errno(req, rc);
+		return;
+	}
+	if (fi && fi->fh) {
+		off_t size = file_size((struct handle *)fi->fh);
+
+		if (size >= 0)
+			st.st_size = size;
+	}
+	st.st_ino = ino;
+	fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
+}
+
+/* ---- setattr ----------------------------------------------------------- */
+
+static int setattr_env(struct fs *fs, fuse_req_t req, const struct node_key *k,
+		       const struct stat *attr, int to_set)
+{
+	struct change ch = { .op = CH_ENV_ATTR };
+	struct change_result res;
+	char name[NAME_MAX_LEN + 1] = "";
+	struct env *e;
+	int rc;
+
+	if (to_set & (FUSE_SET_ATTR_SIZE))
+		return -EISDIR;
+	if (!(to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+			FUSE_SET_ATTR_GID)))
+		return 0; /* times: nothing to keep */
+	model_rdlock(fs->model);
+	e = tree_env(fs, k);
+	if (e)
+		snprintf(name, sizeof(name), "%s", e->name);
+	model_unlock(fs->model);
+	if (!name[0])
+		return -ENOENT;
+	caller_of(req, &ch.who);
+	ch.env = name;
+	ch.path = name;
+	ch.uid = to_set & FUSE_SET_ATTR_UID ? attr->st_uid : (uid_t)-1;
+	ch.gid = to_set & FUSE_SET_ATTR_GID ? attr->st_gid : (gid_t)-1;
+	ch.mode = to_set & FUSE_SET_ATTR_MODE ? attr->st_mode : (mode_t)-1;
+	rc = store_apply(fs->store, &ch, &res);
+	notify_changed_now(fs, 0, 0);
+	return rc;
+}
+
+static int setattr_scratch(struct fs *fs, const struct node_key *k,
+			   const struct stat *attr, int to_set)
+{
+	struct scratch *s;
+	int rc = 0;
+
+	pthread_mutex_lock(&fs->scratch.lock);
+	s = map_get_u64(&fs->scratch.by_id, &k->id);
+	if (!s) {
+		rc = -ENOENT;
+	} else {
+		if (to_set & FUSE_SET_ATTR_SIZE)
+			buf_truncate(&s->data, (size_t)attr->st_size);
+		if (to_set & FUSE_SET_ATTR_MODE)
+			s->mode = attr->st_mode & 07777;
+		if (to_set & FUSE_SET_ATTR_UID)
+			s->uid = attr->st_uid;
+		if (to_set & FUSE_SET_ATTR_GID)
+			s->gid = attr->st_gid;
+		if (to_set & FUSE_SET_ATTR_MTIME)
+			s->mtime = attr->st_mtim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			clock_gettime(CLOCK_REALTIME, &s->mtime);
+		if (to_set & FUSE_SET_ATTR_ATIME)
+			s->atime = attr->st_atim;
+	}
+	pthread_mutex_unlock(&fs->scratch.lock);
+	return rc;
+}
+
+/*
+ * Mode and owner of files below an environment follow the environment
+ * folder. Tools that copy attributes (vim, sed -i, cp -p) set them to what
+ * they already are: that is accepted; a real change is refused.
+ */
+static int setattr_fixed(struct fs *fs, const struct node_key *k,
+			 const struct stat *attr, int to_set)
+{
+	struct stat cur;
+	int rc = tree_getattr(fs, k, &cur);
+
+	if (rc)
+		return rc;
+	if ((to_set & FUSE_SET_ATTR_MODE) &&
+	    (attr->st_mode & 07777) != (cur.st_mode & 07777))
+		return -EPERM;
+	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != cur.st_uid)
+		return -EPERM;
+	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != cur.st_gid)
+		return -EPERM;
+	return 0;
+}
+
+static int setattr_size(struct fs *fs, fuse_req_t req,
+			const struct node_key *k, off_t size,
+			struct fuse_file_info *fi)
+{
+	struct caller who;
+	struct blob *b;
+	int err = 0, rc;
+
+	if (fi && fi->fh)
+		return file_truncate(fs, (struct handle *)fi->fh, size);
+	if (!tree_is_editable(k) || k->type == NT_ENV_CTL ||
+	    k->type == NT_SECRET)
+		return -EACCES;
+	/* truncate(1) on a spec: a commit of its first `size` bytes. */
+	model_rdlock(fs->model);
+	b = render_get(fs, k, &err);
+	model_unlock(fs->model);
+	if (!b)
+		return err;
+	caller_of(req, &who);
+	rc = (size_t)size <= b->len
+		     ? file_commit(fs, k, b->data, (size_t)size, &who)
+		     : -EINVAL;
+	blob_unref(b);
+	return rc;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct node_key k;
+	int rc = key_of(fs, ino, &k);
+
+	if (rc)
+		goto out;
+	if (k.type == NT_ENV) {
+		rc = setattr_env(fs, req, &k, attr, to_set);
+	} else if (k.type == NT_SCRATCH) {
+		rc = setattr_scratch(fs, &k, attr, to_set);
+	} else {
+		rc = setattr_fixed(fs, &k, attr, to_set);
+		if (!rc && (to_set & FUSE_SET_ATTR_SIZE))
+			rc = setattr_size(fs, req, &k, attr->st_size, fi);
+	}
+out:
+	if (rc) {
+		reply_errno(req, rc);
+		return;
+	}
+	op_getattr(req, ino, fi);
+	atomic_fetch_sub(&fs->requests, 1);
+}
+
+/* ---- directories ------------------------------------------------------- */
+
+static int mkdir_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
+		    const char *name, mode_t mode, struct node_key *child)
+{
+	struct change ch = { 0 };
+	struct change_result res;
+	BUF_AUTO path = BUF_INIT;
+	char env[NAME_MAX_LEN + 1] = "";
+	int rc;
+
+	if (!name_is_valid(name)) {
+		log_debug("mkdir %s: not a valid name", name);
+		return -EINVAL;
+	}
+	caller_of(req, &ch.who);
+	ch.name = name;
+	ch.mode = mode;
+	if (p->type == NT_ROOT) {
+		ch.op = CH_ENV_CREATE;
+		ch.path = name;
+	} else if (p->type == NT_KIND_DIR) {
+		struct env *e;
+
+		model_rdlock(fs->model);
+		e = tree_env(fs, p);
+		if (e)
+			snprintf(env, sizeof(env), "%s", e->name);
+		model_unlock(fs->model);
+		if (!env[0])
+			return -ENOENT;
+		ch.op = CH_RES_DRAFT;
+		ch.env = env;
+		ch.kind = p->sub;
+		buf_printf(&path, "%s/%s/%s", env, kind_at(p->sub)->dir, name);
+		ch.path = buf_str(&path);
+	} else {
+		return tree_is_dir(p) ? -EPERM : -ENOTDIR;
+	}
+	rc = store_apply(fs->store, &ch, &res);
+	if (rc)
+		return rc;
+	return tree_lookup(fs, p, name, child);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct fs *fs = fs_of(req);
+	struct node_key pk, ck;
+	struct fuse_entry_param e;
+	int rc = key_of(fs, parent, &pk);
+
+	if (!rc)
+		rc = mkdir_in(fs, req, &pk, name, mode, &ck);
+	if (!rc)
+		rc = entry_of(fs, &ck, &e);
+	if (rc)
+		reply_errno(req, rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct change ch = { 0 };
+	struct change_result res;
+	BUF_AUTO path = BUF_INIT;
+	struct node_key pk, ck;
+	char env[NAME_MAX_LEN + 1] = "";
+	int rc = key_of(fs, parent, &pk);
+
+	if (!rc)
+		rc = tree_lookup(fs, &pk, name, &ck);
+	if (rc)
+		goto out;
+	caller_of(req, &ch.who);
+	ch.name = name;
+	if (pk.type == NT_ROOT && ck.type == NT_ENV) {
+		ch.op = CH_ENV_REMOVE;
+		ch.env = name;
+		ch.path = name;
+	} else if (pk.type == NT_KIND_DIR && ck.type == NT_RES) {
+		struct env *e;
+
+		model_rdlock(fs->model);
+		e = tree_env(fs, &pk);
+		if (e)
+			snprintf(env, sizeof(env), "%s", e->name);
+		model_unlock(fs->model);
+		ch.op = CH_RES_REMOVE;
+		ch.env = env;
+		ch.kind = pk.sub;
+		buf_printf(&path, "%s/%s/%s", env, kind_at(pk.sub)->dir, name);
+		ch.path = buf_str(&path);
+	} else {
+		rc = tree_is_dir(&ck) ? -EPERM : -ENOTDIR;
+		goto out;
+	}
+	rc = store_apply(fs->store, &ch, &res);
+	if (rc)
+		log_info("rmdir %s: %s", ch.path, res.msg);
+	else
+		notify_changed_now(fs, ck.type == NT_ENV ? 0 : pk.id, 0);
+out:
+	reply_errno(req, rc);
+}
+
+struct dir_handle {
+	struct dir_snapshot snap;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct dir_handle *d = xcalloc(1, sizeof(*d));
+	struct node_key k;
+	int rc = key_of(fs, ino, &k);
+
+	if (!rc)
+		rc = tree_is_dir(&k) ? tree_list(fs, &k, &d->snap) : -ENOTDIR;
+	if (rc) {
+		free(d->snap.v);
+		free(d);
+		reply_errno(req, rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+/* Offsets: 1 is ".", 2 is "..", 3 + i is snapshot entry i. */
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi, bool plus)
+{
+	struct fs *fs = fs_of(req);
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+	char *buf = xmalloc(size);
+	size_t used = 0;
+
+	for (off_t pos = off; pos < (off_t)d->snap.n + 2; pos++) {
+		struct fuse_entry_param e = { 0 };
+		const char *name;
+		size_t need;
+
+		if (pos < 2) {
+			name = pos == 0 ? "." : "..";
+			e.attr.st_mode = S_IFDIR;
+			e.attr.st_ino = pos == 0 ? ino : FUSE_ROOT_ID;
+		} else {
+			const struct dir_entry *de = &d->snap.v[pos - 2];
+
+			name = de->name;
+			e.attr.st_mode = de->type;
+		}
+		need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
+			    : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+		if (used + need > size)
+			break;
+		if (plus && pos >= 2) {
+			const struct dir_entry *de = &d->snap.v[pos - 2];
+
+			/* Gone since opendir: skip it, as a listing may. */
+			if (entry_of(fs, &de->key, &e) < 0)
+				continue;
+		}
+		if (plus)
+			fuse_add_direntry_plus(req, buf + used, size - used,
+					       name, &e, pos + 1);
+		else
+			fuse_add_direntry(req, buf + used, size - used, name,
+					  &e.attr, pos + 1);
+		used += need;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	fs_of(req);
+	free(d->snap.v);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct handle *h = NULL;
+	struct caller who;
+	struct node_key k;
+	int rc = key_of(fs, ino, &k);
+
+	caller_of(req, &who);
+	if (!rc)
+		rc = file_open(fs, &k, fi->flags, &who, &h, fi);
+	if (rc) {
+		reply_errno(req, rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)h;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		file_release(fs, h); /* the opener was interrupted */
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	const char *data;
+	char *owned;
+	size_t len;
+	int rc = file_read(fs, (struct handle *)(uintptr_t)fi->fh, off, size,
+			   &data, &len, &owned);
+
+	(void)ino;
+	if (rc)
+		reply_errno(req, rc);
+	else
+		fuse_reply_buf(req, data, len);
+	free(owned);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int rc = file_write(fs, (struct handle *)(uintptr_t)fi->fh, data, size,
+			    off);
+
+	(void)ino;
+	if (rc < 0)
+		reply_errno(req, rc);
+	else
+		fuse_reply_write(req, (size_t)rc);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who;
+
+	(void)ino;
+	caller_of(req, &who);
+	reply_errno(req, file_flush(fs, (struct handle *)(uintptr_t)fi->fh,
+				    &who));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+
+	(void)ino;
+	file_release(fs, (struct handle *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* Commits are durable when close(2) returns; nothing is left to sync. */
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	fs_of(req);
+	fuse_reply_err(req, 0);
+}
+
+static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
+		     const char *name, mode_t mode, struct node_key *child)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct node_key probe;
+
+	if (strlen(name) > 255)
+		return -ENAMETOOLONG;
+	if (tree_lookup(fs, p, name, &probe) == 0)
+		return -EEXIST;
+	if (p->type == NT_SECRETS) {
+		if (!name_is_valid(name))
+			return -EINVAL;
+		*child = node_key_make(NT_SECRET, 0, p->id, 0);
+		snprintf(child->name, sizeof(child->name), "%s", name);
+		return 0;
+	}
+	if (!scratch_allowed_in(p))
+		return tree_is_dir(p) ? -EPERM : -ENOTDIR;
+	*child = node_key_make(
+		NT_SCRATCH, 0,
+		scratch_create(&fs->scratch, p, name, ctx->uid, ctx->gid, mode)
+			->id,
+		0);
+	return 0;
+}
+
+/* A secret being created has no attributes until its first commit. */
+static void new_secret_entry(struct fs *fs, const struct node_key *k,
+			     struct fuse_entry_param *e)
+{
+	struct env *env;
+
+	memset(e, 0, sizeof(*e));
+	model_rdlock(fs->model);
+	env = tree_env(fs, k);
+	e->attr.st_uid = env ? env->uid : 0;
+	e->attr.st_gid = env ? env->gid : 0;
+	model_unlock(fs->model);
+	e->attr.st_mode = S_IFREG | 0200;
+	e->attr.st_nlink = 1;
+	e->ino = node_get(&fs->nodes, k, 1);
+	e->attr.st_ino = e->ino;
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct handle *h = NULL;
+	struct node_key pk, ck;
+	struct caller who;
+	int rc = key_of(fs, parent, &pk);
+
+	caller_of(req, &who);
+	if (!rc)
+		rc = create_in(fs, req, &pk, name, mode, &ck);
+	if (!rc)
+		rc = file_open(fs, &ck, fi->flags | O_TRUNC, &who, &h, fi);
+	if (!rc) {
+		if (ck.type == NT_SECRET)
+			new_secret_entry(fs, &ck, &e);
+		else
+			rc = entry_of(fs, &ck, &e);
+	}
+	if (rc) {
+		if (h)
+			file_release(fs, h);
+		reply_errno(req, rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fuse_reply_create(req, &e, fi);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct node_key pk, ck;
+	int rc = key_of(fs, parent, &pk);
+
+	if (!rc)
+		rc = tree_lookup(fs, &pk, name, &ck);
+	if (rc)
+		goto out;
+	if (ck.type == NT_SCRATCH) {
+		struct scratch *s = scratch_by_id(&fs->scratch, ck.id);
+
+		if (s)
+			scratch_unlink(&fs->scratch, s);
+	} else if (ck.type == NT_SECRET) {
+		struct change ch = { .op = CH_SECRET_REMOVE };
+		struct change_result res;
+		BUF_AUTO path = BUF_INIT;
+		char env[NAME_MAX_LEN + 1] = "";
+		struct env *e;
+
+		model_rdlock(fs->model);
+		e = tree_env(fs, &ck);
+		if (e)
+			snprintf(env, sizeof(env), "%s", e->name);
+		model_unlock(fs->model);
+		caller_of(req, &ch.who);
+		tree_path(fs, &ck, &path);
+		ch.env = env;
+		ch.name = ck.name;
+		ch.path = buf_str(&path);
+		rc = store_apply(fs->store, &ch, &res);
+	} else {
+		/* spec, status and the rest are the object; rmdir removes it. */
+		rc = tree_is_dir(&ck) ? -EISDIR : -EPERM;
+	}
+out:
+	reply_errno(req, rc);
+}
+
+/* ---- rename ------------------------------------------------------------ */
+
+static int scratch_bytes(struct fs *fs, uint64_t id, struct buf *out)
+{
+	struct scratch *s;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&fs->scratch.lock);
+	s = map_get_u64(&fs->scratch.by_id, &id);
+	if (s) {
+		buf_add(out, buf_str(&s->data), s->data.len);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&fs->scratch.lock);
+	return rc;
+}
+
+/* `mv tmp spec`, sed -i, vim: the file's bytes become the new spec. */
+static int rename_over_editable(struct fs *fs, fuse_req_t req,
+				const struct node_key *from,
+				const struct node_key *to)
+{
+	BUF_AUTO data = BUF_INIT;
+	struct caller who;
+	struct scratch *s;
+	int rc = scratch_bytes(fs, from->id, &data);
+
+	if (rc)
+		return rc;
+	caller_of(req, &who);
+	rc = file_commit(fs, to, buf_str(&data), data.len, &who);
+	if (rc)
+		return rc;
+	s = scratch_by_id(&fs->scratch, from->id);
+	if (s)
+		scratch_unlink(&fs->scratch, s);
+	return 0;
+}
+
+/*
+ * Editors that keep a backup rename the original away first (vim's
+ * `spec~`, emacs's). The spec stays where it is; the new name gets a copy,
+ * and the editor's next write to spec commits as usual.
+ */
+static int rename_editable_away(struct fs *fs, fuse_req_t req,
+				const struct node_key *from,
+				const struct node_key *newp,
+				const char *newname)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct scratch *s = scratch_find(&fs->scratch, newp, newname);
+	struct blob *b;
+	int err = 0;
+
+	if (!scratch_allowed_in(newp))
+		return -EPERM;
+	model_rdlock(fs->model);
+	b = render_get(fs, from, &err);
+	model_unlock(fs->model);
+	if (!b)
+		return err;
+	if (!s)
+		s = scratch_create(&fs->scratch, newp, newname, ctx->uid,
+				   ctx->gid, 0644);
+	pthread_mutex_lock(&fs->scratch.lock);
+	buf_truncate(&s->data, 0);
+	buf_add(&s->data, b->data, b->len);
+	pthread_mutex_unlock(&fs->scratch.lock);
+	blob_unref(b);
+	return 0;
+}
+
+static int rename_scratch(struct fs *fs, const struct node_key *from,
+			  const struct node_key *newp, const char *newname,
+			  const struct node_key *to, bool to_exists)
+{
+	struct scratch *s = scratch_by_id(&fs->scratch, from->id);
+
+	if (!s)
+		return -ENOENT;
+	if (!scratch_allowed_in(newp))
+		return -EPERM;
+	if (to_exists) {
+		struct scratch *old = scratch_by_id(&fs->scratch, to->id);
+
+		if (old && old != s)
+			scratch_unlink(&fs->scratch, old);
+	}
+	pthread_mutex_lock(&fs->scratch.lock);
+	s->parent = *newp;
+	snprintf(s->name, sizeof(s->name), "%s", newname);
+	pthread_mutex_unlock(&fs->scratch.lock);
+	return 0;
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	struct fs *fs = fs_of(req);
+	struct node_key pk, npk, from, to;
+	bool to_exists;
+	int rc = key_of(fs, parent, &pk);
+
+	if (!rc)
+		rc = key_of(fs, newparent, &npk);
+	if (!rc)
+		rc = tree_lookup(fs, &pk, name, &from);
+	if (rc)
+		goto out;
+	if (flags & RENAME_EXCHANGE) {
+		rc = -EINVAL;
+		goto out;
+	}
+	to_exists = tree_lookup(fs, &npk, newname, &to) == 0;
+	if (to_exists && (flags & RENAME_NOREPLACE)) {
+		rc = -EEXIST;
+	} else if (from.type == NT_SCRATCH && to_exists &&
+		   to.type != NT_SCRATCH) {
+		rc = tree_is_editable(&to) && to.type != NT_ENV_CTL
+			     ? rename_over_editable(fs, req, &from, &to)
+			     : -EPERM;
+	} else if (from.type == NT_SCRATCH) {
+		rc = rename_scratch(fs, &from, &npk, newname, &to, to_exists);
+	} else if (tree_is_editable(&from) && from.type != NT_ENV_CTL &&
+		   from.type != NT_SECRET && !to_exists) {
+		rc = rename_editable_away(fs, req, &from, &npk, newname);
+	} else {
+		rc = -EPERM;
+	}
+out:
+	reply_errno(req, rc);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv = { 0 };
+
+	(void)ino;
+	fs_of(req);
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+const struct fuse_lowlevel_ops infrafs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mkdir = op_mkdir,
+	.rmdir = op_rmdir,
+	.unlink = op_unlink,
+	.rename = op_rename,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.create = op_create,
+	.statfs = op_statfs,
+};

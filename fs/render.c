@@ -1,0 +1,435 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Every generated file's bytes are made here and nowhere else; files.c
+ * serves offsets out of what this returns. Results are cached by the
+ * generation of the state they show, so an unchanged file is rendered once
+ * however often it is read. Callers hold the model's read lock.
+ */
+#include "fs.h"
+
+#include "providers/provider.h"
+#include "store/policy.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#ifndef INFRAFS_VERSION
+#define INFRAFS_VERSION "0.0.0"
+#endif
+
+static const char readme_text[] =
+	"infrafs: ML infrastructure as a file system\n"
+	"\n"
+	"Each folder here is an environment (dev, staging, prod). Make one\n"
+	"with mkdir; declare GPU pools and inference endpoints inside it by\n"
+	"writing small `key = value` files; read their live state from\n"
+	"status files. Every accepted change is a revision in history/.\n"
+	"\n"
+	"  mkdir dev                          an environment\n"
+	"  mkdir dev/pools/train              a GPU pool, as a draft\n"
+	"  echo 'accelerator = nvidia-h100-80gb' > dev/pools/train/spec\n"
+	"  echo 4 > dev/pools/train/nodes     one field, one revision\n"
+	"  cat dev/pools/train/status         observed state\n"
+	"  cat dev/history/2/diff             what revision 2 changed\n"
+	"  cat kinds/pool                     every field of a pool\n"
+	"\n"
+	"A bad line fails the write(2) that carries it; the whole spec is\n"
+	"checked when the file is closed, and a refused commit fails close(2)\n"
+	"and keeps the previous spec. The reason is in the resource's status\n"
+	"(last_error:) and events.\n"
+	"\n"
+	"Files at this level:\n"
+	"  README      this text\n"
+	"  version     the daemon's version\n"
+	"  metrics     Prometheus text exposition\n"
+	"  kinds/      the schema of each resource kind\n"
+	"  providers/  the providers built in, what they support\n"
+	"\n"
+	"In an environment: config, policy (rw), plan, plan.json, status,\n"
+	"events, audit (r), ctl (w), history/, pools/, endpoints/, secrets/.\n"
+	"See infrafs(1) and infrafs-spec(5).\n";
+
+static void render_version(struct buf *out)
+{
+	buf_printf(out, "infrafs %s\n", INFRAFS_VERSION);
+}
+
+static void render_metrics(struct fs *fs, struct buf *out)
+{
+	const struct model *m = fs->model;
+	size_t counts[NKINDS] = { 0 };
+
+	for (size_t i = 0; i < m->envs.n; i++) {
+		for (int k = 0; k < NKINDS; k++)
+			counts[k] += m->envs.v[i]->list[k].n;
+	}
+	buf_adds(out, "# HELP infrafs_environments Environments declared.\n"
+		      "# TYPE infrafs_environments gauge\n");
+	buf_printf(out, "infrafs_environments %zu\n", m->envs.n);
+	buf_adds(out, "# HELP infrafs_resources Resources declared, by kind.\n"
+		      "# TYPE infrafs_resources gauge\n");
+	for (int k = 0; k < NKINDS; k++)
+		buf_printf(out, "infrafs_resources{kind=\"%s\"} %zu\n",
+			   kind_at(k)->name, counts[k]);
+	buf_adds(out, "# HELP infrafs_commits_total Accepted changes.\n"
+		      "# TYPE infrafs_commits_total counter\n");
+	buf_printf(out, "infrafs_commits_total %" PRIu64 "\n", m->commits);
+	buf_adds(out, "# HELP infrafs_commit_rejections_total Commits refused "
+		      "at close.\n"
+		      "# TYPE infrafs_commit_rejections_total counter\n");
+	buf_printf(out, "infrafs_commit_rejections_total %" PRIu64 "\n",
+		   m->rejections);
+	buf_adds(out, "# HELP infrafs_write_rejections_total Writes refused "
+		      "line by line.\n"
+		      "# TYPE infrafs_write_rejections_total counter\n");
+	buf_printf(out, "infrafs_write_rejections_total %lu\n",
+		   atomic_load(&fs->write_rejections));
+	buf_adds(out, "# HELP infrafs_fuse_requests_total Requests served.\n"
+		      "# TYPE infrafs_fuse_requests_total counter\n");
+	buf_printf(out, "infrafs_fuse_requests_total %lu\n",
+		   atomic_load(&fs->requests));
+	buf_adds(out, "# HELP infrafs_render_cache_hits_total Generated files "
+		      "served without rendering.\n"
+		      "# TYPE infrafs_render_cache_hits_total counter\n");
+	buf_printf(out, "infrafs_render_cache_hits_total %" PRIu64 "\n",
+		   fs->renders.hits);
+	buf_adds(out, "# HELP infrafs_uptime_seconds Seconds since mount.\n"
+		      "# TYPE infrafs_uptime_seconds gauge\n");
+	buf_printf(out, "infrafs_uptime_seconds %.0f\n",
+		   time_now() - fs->started);
+}
+
+/* ---- environments ------------------------------------------------------ */
+
+static void render_env_status(struct fs *fs, const struct env *e,
+			      struct buf *out)
+{
+	size_t drafts = 0, committed = 0;
+	char when[40], provider[32];
+
+	for (int k = 0; k < NKINDS; k++) {
+		for (size_t i = 0; i < e->list[k].n; i++) {
+			if (e->list[k].v[i]->spec.text)
+				committed++;
+			else
+				drafts++;
+		}
+	}
+	spec_text(e->config.parsed, "provider", provider, sizeof(provider));
+	time_rfc3339(e->rev_time, when, sizeof(when));
+	buf_printf(out, "environment: %s\n", e->name);
+	buf_printf(out, "provider: %s\n", provider[0] ? provider : "local");
+	buf_printf(out, "revision: %" PRIu64 "\n", e->rev);
+	buf_printf(out, "revised_at: %s\n", when);
+	buf_printf(out, "resources: %zu\n", committed + drafts);
+	for (int k = 0; k < NKINDS; k++)
+		buf_printf(out, "%s: %zu\n", kind_at(k)->dir, e->list[k].n);
+	buf_printf(out, "pending: %zu\n", committed + drafts);
+	buf_printf(out, "drafts: %zu\n", drafts);
+	buf_adds(out, "plan: none (no reconciler in this build)\n");
+	buf_adds(out, "last_apply: never\n");
+	buf_printf(out, "secrets: %zu\n", e->secrets.count);
+	buf_printf(out, "lock: %s\n", store_lock_holder(fs->store));
+	buf_printf(out, "last_error: %s\n", e->last_error ? e->last_error : "");
+}
+
+static void render_plan(const struct env *e, bool json, struct buf *out)
+{
+	if (json) {
+		buf_printf(out,
+			   "{\"environment\": \"%s\", \"plan\": null, "
+			   "\"reconciler\": false, \"steps\": []}\n",
+			   e->name);
+		return;
+	}
+	/* Empty means "nothing pending"; without a reconciler, nothing is
+	 * planned, and status says so. */
+}
+
+/* ---- resources ------------------------------------------------------- */
+
+static const char *res_state(const struct resource *r)
+{
+	(void)r;
+	return "pending";
+}
+
+static const char *res_reason(const struct resource *r)
+{
+	if (!r->spec.text)
+		return "draft: nothing is applied until spec or a field is "
+		       "written";
+	return "accepted; no reconciler in this build applies it yet";
+}
+
+static struct spec *effective_spec(const struct resource *r, bool *owned)
+{
+	struct spec *s = NULL;
+	struct spec_error err;
+
+	*owned = false;
+	if (r->spec.parsed)
+		return r->spec.parsed;
+	/* A draft shows the defaults it would get. */
+	if (spec_parse(kind_at(r->kind), "", 0, &s, &err) == 0)
+		*owned = true;
+	return s;
+}
+
+static void render_res_status(const struct resource *r, struct buf *out)
+{
+	buf_printf(out, "name: %s\n", r->name);
+	buf_printf(out, "kind: %s\n", kind_at(r->kind)->name);
+	buf_printf(out, "environment: %s\n", r->env->name);
+	buf_printf(out, "state: %s\n", res_state(r));
+	buf_printf(out, "reason: %s\n", res_reason(r));
+	buf_adds(out, "synced: no\n");
+	buf_printf(out, "revision: %" PRIu64 "\n", r->spec.rev);
+	buf_adds(out, "drift: none\n");
+	buf_printf(out, "last_error: %s\n", r->last_error ? r->last_error : "");
+	buf_adds(out, "observed_at: never\n");
+}
+
+static void render_res_status_json(const struct resource *r, struct buf *out)
+{
+	bool owned;
+	struct spec *s = effective_spec(r, &owned);
+	json_t *o = json_object();
+	char *text;
+
+	json_object_set_new(o, "name", json_string(r->name));
+	json_object_set_new(o, "kind", json_string(kind_at(r->kind)->name));
+	json_object_set_new(o, "environment", json_string(r->env->name));
+	json_object_set_new(o, "state", json_string(res_state(r)));
+	json_object_set_new(o, "reason", json_string(res_reason(r)));
+	json_object_set_new(o, "synced", json_false());
+	json_object_set_new(o, "revision", json_integer((json_int_t)r->spec.rev));
+	json_object_set_new(o, "draft", json_boolean(!r->spec.text));
+	json_object_set_new(o, "drift", json_array());
+	json_object_set_new(o, "last_error",
+			    r->last_error ? json_string(r->last_error)
+					  : json_null());
+	json_object_set_new(o, "observed_at", json_null());
+	json_object_set_new(o, "spec", s ? spec_to_json(s) : json_object());
+	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	buf_adds(out, text ? text : "{}");
+	buf_addc(out, '\n');
+	free(text);
+	json_decref(o);
+	if (owned)
+		spec_free(s);
+}
+
+static void render_field(const struct resource *r, uint16_t field,
+			 struct buf *out)
+{
+	bool owned;
+	struct spec *s = effective_spec(r, &owned);
+
+	if (!s)
+		return;
+	spec_field_text(s, &kind_at(r->kind)->fields[field], out);
+	if (owned)
+		spec_free(s);
+}
+
+static int render_res(struct fs *fs, const struct node_key *k,
+		      const struct resource *r, struct buf *out)
+{
+	switch (k->type) {
+	case NT_RES_SPEC:
+		if (r->spec.text)
+			buf_add(out, r->spec.text, r->spec.len);
+		return 0;
+	case NT_RES_FIELD:
+		if (k->sub >= kind_at(r->kind)->nfields)
+			return -ENOENT;
+		render_field(r, k->sub, out);
+		return 0;
+	case NT_RES_STATUS:
+		render_res_status(r, out);
+		return 0;
+	case NT_RES_STATUS_JSON:
+		render_res_status_json(r, out);
+		return 0;
+	case NT_RES_STATE:
+		buf_printf(out, "%s\n", res_state(r));
+		return 0;
+	case NT_RES_EVENTS:
+		return store_events_text(fs->store, r->env, r, out);
+	default:
+		return -EISDIR;
+	}
+}
+
+static int render_history(struct fs *fs, const struct node_key *k,
+			  struct buf *out)
+{
+	switch (k->type) {
+	case NT_REV_INFO:
+		return store_history_info(fs->store, k->id, k->rev, out);
+	case NT_REV_DIFF:
+		return store_history_diff(fs->store, k->id, k->rev, out);
+	case NT_REV_CONFIG:
+		return store_history_text(fs->store, k->id, k->rev, "config",
+					  "", out);
+	case NT_REV_POLICY:
+		return store_history_text(fs->store, k->id, k->rev, "policy",
+					  "", out);
+	default:
+		return store_history_text(fs->store, k->id, k->rev,
+					  kind_at(k->sub)->name, k->name, out);
+	}
+}
+
+static int render_env(struct fs *fs, const struct node_key *k,
+		      const struct env *e, struct buf *out)
+{
+	switch (k->type) {
+	case NT_ENV_CONFIG:
+		if (e->config.text)
+			buf_add(out, e->config.text, e->config.len);
+		return 0;
+	case NT_ENV_POLICY:
+		if (e->policy.text)
+			buf_add(out, e->policy.text, e->policy.len);
+		return 0;
+	case NT_ENV_PLAN:
+	case NT_ENV_PLAN_JSON:
+		render_plan(e, k->type == NT_ENV_PLAN_JSON, out);
+		return 0;
+	case NT_ENV_STATUS:
+		render_env_status(fs, e, out);
+		return 0;
+	case NT_ENV_EVENTS:
+		return store_events_text(fs->store, e, NULL, out);
+	case NT_ENV_AUDIT:
+		return store_audit(fs->store, e->id, out);
+	case NT_ENV_CTL:
+	case NT_SECRET:
+		return 0;
+	case NT_REV_INFO:
+	case NT_REV_DIFF:
+	case NT_REV_CONFIG:
+	case NT_REV_POLICY:
+	case NT_REV_SPEC:
+		if (k->rev > e->rev)
+			return -ENOENT;
+		return render_history(fs, k, out);
+	default:
+		return -EISDIR;
+	}
+}
+
+static int render_static(struct fs *fs, const struct node_key *k,
+			 struct buf *out)
+{
+	switch (k->type) {
+	case NT_README:
+		buf_adds(out, readme_text);
+		return 0;
+	case NT_VERSION:
+		render_version(out);
+		return 0;
+	case NT_METRICS:
+		render_metrics(fs, out);
+		return 0;
+	case NT_KIND_DOC:
+		if (k->sub >= NKINDS)
+			return -ENOENT;
+		kind_render_doc(kind_at(k->sub), out);
+		return 0;
+	case NT_PROVIDER_DOC:
+		provider_render_doc(builtin_providers[k->sub], out);
+		return 0;
+	default:
+		return -EISDIR;
+	}
+}
+
+/*
+ * The generation a node's content was made from; a cached blob of another
+ * generation is stale. Returns false for files never cached.
+ */
+static bool content_gen(struct fs *fs, const struct node_key *k,
+			uint64_t *gen)
+{
+	const struct resource *r = tree_res(fs, k);
+	const struct env *e;
+
+	if (k->type == NT_METRICS)
+		return false;
+	if (r) {
+		*gen = k->type == NT_RES_EVENTS ? r->events.total : r->gen;
+		return true;
+	}
+	e = tree_env(fs, k);
+	if (!e) {
+		*gen = 1; /* the static files never change */
+		return true;
+	}
+	switch (k->type) {
+	case NT_ENV_EVENTS:
+		*gen = e->events.total;
+		return true;
+	case NT_ENV_AUDIT:
+		*gen = e->audit_lines;
+		return true;
+	case NT_REV_INFO:
+	case NT_REV_DIFF:
+	case NT_REV_CONFIG:
+	case NT_REV_POLICY:
+	case NT_REV_SPEC:
+		*gen = 1; /* a revision never changes once made */
+		return true;
+	default:
+		*gen = e->gen;
+		return true;
+	}
+}
+
+static int render_bytes(struct fs *fs, const struct node_key *k,
+			struct buf *out)
+{
+	const struct resource *r = tree_res(fs, k);
+	const struct env *e;
+
+	if (r)
+		return render_res(fs, k, r, out);
+	e = tree_env(fs, k);
+	if (e)
+		return render_env(fs, k, e, out);
+	if (k->type >= NT_ENV)
+		return -ENOENT;
+	return render_static(fs, k, out);
+}
+
+struct blob *render_get(struct fs *fs, const struct node_key *k, int *err)
+{
+	BUF_AUTO out = BUF_INIT;
+	uint64_t gen = 0;
+	bool cacheable = content_gen(fs, k, &gen);
+	struct blob *b;
+
+	if (cacheable) {
+		b = render_cache_get(&fs->renders, k, sizeof(*k), gen);
+		if (b)
+			return b;
+	}
+	*err = render_bytes(fs, k, &out);
+	if (*err)
+		return NULL;
+	b = blob_new(out.data, out.len, gen);
+	if (cacheable)
+		render_cache_put(&fs->renders, k, sizeof(*k), b);
+	return b;
+}
+
+bool render_is_live(const struct node_key *k)
+{
+	return k->type == NT_ENV_EVENTS || k->type == NT_RES_EVENTS ||
+	       k->type == NT_METRICS;
+}

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Scratch files: what editors and tools create beside the file they edit
+ * (vim's swap file and its 4913 probe, sed -i's temporary, `jq > tmp`).
+ * They behave as ordinary files, live in memory until removed or until
+ * the daemon stops, and are never part of a spec; renaming one over a
+ * spec commits its bytes as that spec.
+ */
+#include "fs.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+void scratch_init(struct scratch_table *t)
+{
+	memset(t, 0, sizeof(*t));
+	pthread_mutex_init(&t->lock, NULL);
+	t->next_id = 1;
+}
+
+static void scratch_free(struct scratch *s)
+{
+	buf_free(&s->data);
+	free(s);
+}
+
+void scratch_destroy(struct scratch_table *t)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&t->by_id, &pos, &v);)
+		scratch_free(v);
+	map_free(&t->by_id);
+	pthread_mutex_destroy(&t->lock);
+}
+
+bool scratch_allowed_in(const struct node_key *dir)
+{
+	return dir->type == NT_ENV || dir->type == NT_RES;
+}
+
+static bool same_key(const struct node_key *a, const struct node_key *b)
+{
+	return memcmp(a, b, sizeof(*a)) == 0;
+}
+
+/* Caller holds t->lock. Scratch files are few, so a scan is enough. */
+static struct scratch *find_locked(struct scratch_table *t,
+				   const struct node_key *dir,
+				   const char *name)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&t->by_id, &pos, &v);) {
+		struct scratch *s = v;
+
+		if (!s->unlinked && same_key(&s->parent, dir) &&
+		    !strcmp(s->name, name))
+			return s;
+	}
+	return NULL;
+}
+
+struct scratch *scratch_find(struct scratch_table *t,
+			     const struct node_key *dir, const char *name)
+{
+	struct scratch *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = find_locked(t, dir, name);
+	pthread_mutex_unlock(&t->lock);
+	return s;
+}
+
+struct scratch *scratch_by_id(struct scratch_table *t, uint64_t id)
+{
+	struct scratch *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = map_get_u64(&t->by_id, &id);
+	pthread_mutex_unlock(&t->lock);
+	return s;
+}
+
+struct scratch *scratch_create(struct scratch_table *t,
+			       const struct node_key *dir, const char *name,
+			       uid_t uid, gid_t gid, mode_t mode)
+{
+	struct scratch *s = xcalloc(1, sizeof(*s));
+
+	s->parent = *dir;
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->uid = uid;
+	s->gid = gid;
+	s->mode = mode & 07777;
+	clock_gettime(CLOCK_REALTIME, &s->mtime);
+	s->atime = s->ctime = s->mtime;
+	pthread_mutex_lock(&t->lock);
+	s->id = t->next_id++;
+	map_put(&t->by_id, &s->id, sizeof(s->id), s);
+	pthread_mutex_unlock(&t->lock);
+	return s;
+}
+
+/* An unlinked file stays readable through the descriptors open on it. */
+void scratch_unlink(struct scratch_table *t, struct scratch *s)
+{
+	pthread_mutex_lock(&t->lock);
+	s->unlinked = true;
+	if (!s->opens) {
+		map_del(&t->by_id, &s->id, sizeof(s->id));
+		scratch_free(s);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+void scratch_release(struct scratch_table *t, struct scratch *s)
+{
+	pthread_mutex_lock(&t->lock);
+	if (--s->opens == 0 && s->unlinked) {
+		map_del(&t->by_id, &s->id, sizeof(s->id));
+		scratch_free(s);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+void scratch_list(struct scratch_table *t, const struct node_key *dir,
+		  struct dir_snapshot *out)
+{
+	void *v;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t pos = 0; map_next(&t->by_id, &pos, &v);) {
+		struct scratch *s = v;
+		struct dir_entry *de;
+
+		if (s->unlinked || !same_key(&s->parent, dir))
+			continue;
+		if (out->n == out->cap) {
+			out->cap = out->cap ? out->cap * 2 : 32;
+			out->v = xrealloc(out->v, out->cap * sizeof(*out->v));
+		}
+		de = &out->v[out->n++];
+		snprintf(de->name, sizeof(de->name), "%s", s->name);
+		de->key = node_key_make(NT_SCRATCH, 0, s->id, 0);
+		de->type = S_IFREG;
+	}
+	pthread_mutex_unlock(&t->lock);
+}

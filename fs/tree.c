@@ -1,0 +1,784 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The shape of the tree: which names each folder holds, what node each name
+ * is, and the attributes the kernel sees. Permissions of everything inside
+ * an environment derive from the environment folder's owner, group and
+ * mode, so `chmod 750 dev` governs every file below it, and the kernel's
+ * default_permissions enforces that.
+ */
+#include "fs.h"
+
+#include "providers/provider.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How a node's permission bits follow from its environment's mode. */
+enum access {
+	A_STATIC_FILE, /* 0444, belongs to the mount */
+	A_STATIC_DIR, /* 0555 */
+	A_DIR, /* the environment's own mode */
+	A_RO_DIR, /* the environment's mode without write */
+	A_RW, /* read and write bits of the environment */
+	A_RO, /* read bits only */
+	A_WO, /* write bits only: ctl */
+	A_SECRET, /* 0200, whatever the environment says */
+};
+
+struct type_info {
+	const char *name; /* fixed name, or NULL for named children */
+	bool dir;
+	enum access access;
+};
+
+static const struct type_info types[NT_COUNT] = {
+	[NT_ROOT] = { NULL, true, A_STATIC_DIR },
+	[NT_README] = { "README", false, A_STATIC_FILE },
+	[NT_VERSION] = { "version", false, A_STATIC_FILE },
+	[NT_METRICS] = { "metrics", false, A_STATIC_FILE },
+	[NT_KINDS] = { "kinds", true, A_STATIC_DIR },
+	[NT_KIND_DOC] = { NULL, false, A_STATIC_FILE },
+	[NT_PROVIDERS] = { "providers", true, A_STATIC_DIR },
+	[NT_PROVIDER_DOC] = { NULL, false, A_STATIC_FILE },
+	[NT_ENV] = { NULL, true, A_DIR },
+	[NT_ENV_CONFIG] = { "config", false, A_RW },
+	[NT_ENV_POLICY] = { "policy", false, A_RW },
+	[NT_ENV_PLAN] = { "plan", false, A_RO },
+	[NT_ENV_PLAN_JSON] = { "plan.json", false, A_RO },
+	[NT_ENV_CTL] = { "ctl", false, A_WO },
+	[NT_ENV_STATUS] = { "status", false, A_RO },
+	[NT_ENV_EVENTS] = { "events", false, A_RO },
+	[NT_ENV_AUDIT] = { "audit", false, A_RO },
+	[NT_HISTORY] = { "history", true, A_RO_DIR },
+	[NT_REV] = { NULL, true, A_RO_DIR },
+	[NT_REV_INFO] = { "info", false, A_RO },
+	[NT_REV_DIFF] = { "diff", false, A_RO },
+	[NT_REV_CONFIG] = { "config", false, A_RO },
+	[NT_REV_POLICY] = { "policy", false, A_RO },
+	[NT_REV_KIND] = { NULL, true, A_RO_DIR },
+	[NT_REV_SPEC] = { NULL, false, A_RO },
+	[NT_KIND_DIR] = { NULL, true, A_DIR },
+	[NT_RES] = { NULL, true, A_DIR },
+	[NT_RES_SPEC] = { "spec", false, A_RW },
+	[NT_RES_FIELD] = { NULL, false, A_RW },
+	[NT_RES_STATUS] = { "status", false, A_RO },
+	[NT_RES_STATUS_JSON] = { "status.json", false, A_RO },
+	[NT_RES_STATE] = { "state", false, A_RO },
+	[NT_RES_EVENTS] = { "events", false, A_RO },
+	[NT_SECRETS] = { "secrets", true, A_DIR },
+	[NT_SECRET] = { NULL, false, A_SECRET },
+	[NT_SCRATCH] = { NULL, false, A_RW },
+};
+
+/* Fixed children, in listing order. */
+static const enum node_type root_children[] = { NT_README, NT_VERSION,
+						NT_METRICS, NT_KINDS,
+						NT_PROVIDERS };
+static const enum node_type env_children[] = {
+	NT_ENV_CONFIG, NT_ENV_POLICY, NT_ENV_PLAN,  NT_ENV_PLAN_JSON,
+	NT_ENV_CTL,    NT_ENV_STATUS, NT_ENV_EVENTS, NT_ENV_AUDIT,
+	NT_HISTORY,    NT_SECRETS,
+};
+static const enum node_type res_children[] = { NT_RES_SPEC, NT_RES_STATUS,
+					       NT_RES_STATUS_JSON,
+					       NT_RES_STATE, NT_RES_EVENTS };
+static const enum node_type rev_children[] = { NT_REV_INFO, NT_REV_DIFF,
+					       NT_REV_CONFIG, NT_REV_POLICY };
+
+bool tree_is_dir(const struct node_key *k)
+{
+	return types[k->type].dir;
+}
+
+bool tree_is_editable(const struct node_key *k)
+{
+	switch (k->type) {
+	case NT_ENV_CONFIG:
+	case NT_ENV_POLICY:
+	case NT_RES_SPEC:
+	case NT_RES_FIELD:
+	case NT_SECRET:
+	case NT_ENV_CTL:
+		return true;
+	default:
+		return false;
+	}
+}
+
+struct env *tree_env(struct fs *fs, const struct node_key *k)
+{
+	switch (k->type) {
+	case NT_ROOT:
+	case NT_README:
+	case NT_VERSION:
+	case NT_METRICS:
+	case NT_KINDS:
+	case NT_KIND_DOC:
+	case NT_PROVIDERS:
+	case NT_PROVIDER_DOC:
+		return NULL;
+	case NT_RES:
+	case NT_RES_SPEC:
+	case NT_RES_FIELD:
+	case NT_RES_STATUS:
+	case NT_RES_STATUS_JSON:
+	case NT_RES_STATE:
+	case NT_RES_EVENTS: {
+		struct resource *r = model_res_by_id(fs->model, k->id);
+
+		return r ? r->env : NULL;
+	}
+	case NT_SCRATCH: {
+		struct scratch *s = scratch_by_id(&fs->scratch, k->id);
+
+		return s ? tree_env(fs, &s->parent) : NULL;
+	}
+	default:
+		return model_env_by_id(fs->model, k->id);
+	}
+}
+
+struct resource *tree_res(struct fs *fs, const struct node_key *k)
+{
+	if (k->type < NT_RES || k->type > NT_RES_EVENTS)
+		return NULL;
+	return model_res_by_id(fs->model, k->id);
+}
+
+/* ---- lookup ------------------------------------------------------------ */
+
+static int fixed_child(const enum node_type *list, size_t n, const char *name,
+		       enum node_type *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(types[list[i]].name, name)) {
+			*out = list[i];
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+#define FIXED(list, name, out)                                             \
+	fixed_child(list, sizeof(list) / sizeof(list[0]), name, out)
+
+static int parse_rev(const char *name, uint64_t *rev)
+{
+	char *end;
+	unsigned long long v;
+
+	if (name[0] < '1' || name[0] > '9')
+		return -ENOENT;
+	errno = 0;
+	v = strtoull(name, &end, 10);
+	if (*end || errno)
+		return -ENOENT;
+	*rev = v;
+	return 0;
+}
+
+static int lookup_root(struct fs *fs, const char *name, struct node_key *c)
+{
+	enum node_type t;
+	struct env *e;
+
+	if (FIXED(root_children, name, &t) == 0) {
+		*c = node_key_make(t, 0, 0, 0);
+		return 0;
+	}
+	e = model_env(fs->model, name);
+	if (!e)
+		return -ENOENT;
+	*c = node_key_make(NT_ENV, 0, e->id, 0);
+	return 0;
+}
+
+static int lookup_env(struct fs *fs, const struct env *e, const char *name,
+		      struct node_key *c)
+{
+	enum node_type t;
+	const struct kind_def *k = kind_by_dir(name);
+
+	if (FIXED(env_children, name, &t) == 0) {
+		*c = node_key_make(t, 0, e->id, 0);
+		return 0;
+	}
+	if (k && kind_index(k) >= 0) {
+		*c = node_key_make(NT_KIND_DIR, (uint16_t)kind_index(k), e->id,
+				   0);
+		return 0;
+	}
+	(void)fs;
+	return -ENOENT;
+}
+
+static int lookup_res(const struct resource *r, const char *name,
+		      struct node_key *c)
+{
+	const struct kind_def *k = kind_at(r->kind);
+	const struct field_def *f;
+	enum node_type t;
+
+	if (FIXED(res_children, name, &t) == 0) {
+		*c = node_key_make(t, 0, r->id, 0);
+		return 0;
+	}
+	f = kind_field(k, name, strlen(name));
+	if (!f)
+		return -ENOENT;
+	*c = node_key_make(NT_RES_FIELD, (uint16_t)kind_field_index(k, f),
+			   r->id, 0);
+	return 0;
+}
+
+static int lookup_rev_spec(struct fs *fs, const struct node_key *p,
+			   const char *name, struct node_key *c)
+{
+	BUF_AUTO b = BUF_INIT;
+
+	if (!name_is_valid(name))
+		return -ENOENT;
+	if (store_history_text(fs->store, p->id, p->rev, kind_at(p->sub)->name,
+			       name, &b) < 0)
+		return -ENOENT;
+	*c = node_key_make(NT_REV_SPEC, p->sub, p->id, p->rev);
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	return 0;
+}
+
+static int lookup_rev(const struct env *e, const struct node_key *p,
+		      const char *name, struct node_key *c)
+{
+	enum node_type t;
+	const struct kind_def *k = kind_by_dir(name);
+
+	if (FIXED(rev_children, name, &t) == 0) {
+		*c = node_key_make(t, 0, e->id, p->rev);
+		return 0;
+	}
+	if (k && kind_index(k) >= 0) {
+		*c = node_key_make(NT_REV_KIND, (uint16_t)kind_index(k), e->id,
+				   p->rev);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+static int lookup_in_env(struct fs *fs, const struct env *e,
+			 const struct node_key *p, const char *name,
+			 struct node_key *c)
+{
+	uint64_t rev;
+
+	switch (p->type) {
+	case NT_ENV:
+		return lookup_env(fs, e, name, c);
+	case NT_KIND_DIR: {
+		struct resource *r = model_res(e, p->sub, name);
+
+		if (!r)
+			return -ENOENT;
+		*c = node_key_make(NT_RES, 0, r->id, 0);
+		return 0;
+	}
+	case NT_HISTORY:
+		if (parse_rev(name, &rev) < 0 || rev > e->rev)
+			return -ENOENT;
+		*c = node_key_make(NT_REV, 0, e->id, rev);
+		return 0;
+	case NT_REV:
+		return lookup_rev(e, p, name, c);
+	case NT_REV_KIND:
+		return lookup_rev_spec(fs, p, name, c);
+	case NT_SECRETS:
+		if (!map_get(&e->secrets, name, strlen(name)))
+			return -ENOENT;
+		*c = node_key_make(NT_SECRET, 0, e->id, 0);
+		snprintf(c->name, sizeof(c->name), "%s", name);
+		return 0;
+	default:
+		return -ENOTDIR;
+	}
+}
+
+static int lookup_static(const struct node_key *p, const char *name,
+			 struct node_key *c)
+{
+	if (p->type == NT_KINDS) {
+		const struct kind_def *k = kind_by_name(name);
+
+		if (!k || kind_index(k) < 0)
+			return -ENOENT;
+		*c = node_key_make(NT_KIND_DOC, (uint16_t)kind_index(k), 0, 0);
+		return 0;
+	}
+	for (size_t i = 0; builtin_providers[i]; i++) {
+		if (!strcmp(builtin_providers[i]->name, name)) {
+			*c = node_key_make(NT_PROVIDER_DOC, (uint16_t)i, 0, 0);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int tree_lookup(struct fs *fs, const struct node_key *p, const char *name,
+		struct node_key *c)
+{
+	int rc = -ENOENT;
+	struct scratch *s;
+
+	model_rdlock(fs->model);
+	switch (p->type) {
+	case NT_ROOT:
+		rc = lookup_root(fs, name, c);
+		break;
+	case NT_KINDS:
+	case NT_PROVIDERS:
+		rc = lookup_static(p, name, c);
+		break;
+	case NT_RES: {
+		struct resource *r = model_res_by_id(fs->model, p->id);
+
+		rc = r ? lookup_res(r, name, c) : -ENOENT;
+		break;
+	}
+	default: {
+		struct env *e = tree_env(fs, p);
+
+		if (!tree_is_dir(p))
+			rc = -ENOTDIR;
+		else if (e)
+			rc = lookup_in_env(fs, e, p, name, c);
+	}
+	}
+	model_unlock(fs->model);
+	if (rc == -ENOENT && scratch_allowed_in(p)) {
+		s = scratch_find(&fs->scratch, p, name);
+		if (s) {
+			*c = node_key_make(NT_SCRATCH, 0, s->id, 0);
+			rc = 0;
+		}
+	}
+	return rc;
+}
+
+/* ---- attributes -------------------------------------------------------- */
+
+static mode_t perm_of(enum access a, mode_t env_mode)
+{
+	switch (a) {
+	case A_STATIC_FILE:
+		return 0444;
+	case A_STATIC_DIR:
+		return 0555;
+	case A_DIR:
+		return env_mode & 07777;
+	case A_RO_DIR:
+		return env_mode & 0555;
+	case A_RW:
+		return env_mode & 0666;
+	case A_RO:
+		return env_mode & 0444;
+	case A_WO:
+		return env_mode & 0222;
+	case A_SECRET:
+		return 0200;
+	}
+	return 0;
+}
+
+static void set_time(struct timespec *ts, double t)
+{
+	ts->tv_sec = (time_t)t;
+	ts->tv_nsec = (long)((t - (double)ts->tv_sec) * 1e9);
+}
+
+/* The time a node last changed, as well as the model can say. */
+static double mtime_of(struct fs *fs, const struct node_key *k,
+		       const struct env *e)
+{
+	const struct resource *r = tree_res(fs, k);
+
+	if (r) {
+		if (k->type == NT_RES_EVENTS || k->type == NT_RES_STATUS ||
+		    k->type == NT_RES_STATUS_JSON || k->type == NT_RES_STATE)
+			return r->events.mtime > r->spec.mtime
+				       ? r->events.mtime
+				       : r->spec.mtime;
+		return r->spec.mtime ? r->spec.mtime : r->ctime;
+	}
+	if (e) {
+		if (k->type == NT_ENV_EVENTS || k->type == NT_ENV_STATUS)
+			return e->events.mtime ? e->events.mtime : e->mtime;
+		if (k->type == NT_SECRET) {
+			const struct secret_meta *s =
+				map_get(&e->secrets, k->name, strlen(k->name));
+
+			return s ? s->mtime : e->mtime;
+		}
+		return e->mtime;
+	}
+	return fs->started;
+}
+
+static int size_of(struct fs *fs, const struct node_key *k, off_t *size)
+{
+	struct blob *b;
+	int err = 0;
+
+	if (k->type == NT_ENV_CTL || k->type == NT_SECRET) {
+		*size = 0;
+		return 0;
+	}
+	if (k->type == NT_METRICS) {
+		/* Rendered fresh at every open; its size is only a hint. */
+		*size = 4096;
+		return 0;
+	}
+	if (k->type == NT_RES_EVENTS || k->type == NT_ENV_EVENTS) {
+		const struct env *e = tree_env(fs, k);
+		const struct resource *r = tree_res(fs, k);
+
+		*size = (off_t)(r ? r->events.bytes : e ? e->events.bytes : 0);
+		return 0;
+	}
+	b = render_get(fs, k, &err);
+	if (!b)
+		return err;
+	*size = (off_t)b->len;
+	blob_unref(b);
+	return 0;
+}
+
+static int scratch_getattr(struct fs *fs, const struct node_key *k,
+			   struct stat *st)
+{
+	struct scratch *s;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&fs->scratch.lock);
+	s = map_get_u64(&fs->scratch.by_id, &k->id);
+	if (s && !s->unlinked) {
+		st->st_mode = S_IFREG | s->mode;
+		st->st_nlink = 1;
+		st->st_uid = s->uid;
+		st->st_gid = s->gid;
+		st->st_size = (off_t)s->data.len;
+		st->st_atim = s->atime;
+		st->st_mtim = s->mtime;
+		st->st_ctim = s->ctime;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&fs->scratch.lock);
+	return rc;
+}
+
+static bool node_exists(struct fs *fs, const struct node_key *k,
+			const struct env *e)
+{
+	switch (k->type) {
+	case NT_ROOT:
+	case NT_README:
+	case NT_VERSION:
+	case NT_METRICS:
+	case NT_KINDS:
+	case NT_PROVIDERS:
+	case NT_KIND_DOC:
+	case NT_PROVIDER_DOC:
+		return true;
+	case NT_REV:
+	case NT_REV_INFO:
+	case NT_REV_DIFF:
+	case NT_REV_CONFIG:
+	case NT_REV_POLICY:
+	case NT_REV_KIND:
+	case NT_REV_SPEC:
+		return e && k->rev <= e->rev;
+	case NT_SECRET:
+		return e && map_get(&e->secrets, k->name, strlen(k->name));
+	default:
+		return e != NULL;
+	}
+	(void)fs;
+}
+
+int tree_getattr(struct fs *fs, const struct node_key *k, struct stat *st)
+{
+	const struct type_info *ti = &types[k->type];
+	struct env *e;
+	int rc = 0;
+
+	memset(st, 0, sizeof(*st));
+	if (k->type == NT_SCRATCH)
+		return scratch_getattr(fs, k, st);
+	model_rdlock(fs->model);
+	e = tree_env(fs, k);
+	if (!node_exists(fs, k, e)) {
+		rc = -ENOENT;
+		goto out;
+	}
+	st->st_mode = (ti->dir ? S_IFDIR : S_IFREG) |
+		      perm_of(ti->access, e ? e->mode : 0755);
+	st->st_nlink = ti->dir ? 2 : 1;
+	st->st_uid = e ? e->uid : fs->owner;
+	st->st_gid = e ? e->gid : fs->group;
+	if (k->type == NT_ROOT)
+		st->st_mode = S_IFDIR | 0755;
+	set_time(&st->st_mtim, mtime_of(fs, k, e));
+	st->st_ctim = st->st_mtim;
+	st->st_atim = st->st_mtim;
+	st->st_blksize = 4096;
+	if (!ti->dir)
+		rc = size_of(fs, k, &st->st_size);
+	st->st_blocks = (st->st_size + 511) / 512;
+out:
+	model_unlock(fs->model);
+	return rc;
+}
+
+/* ---- listings ---------------------------------------------------------- */
+
+static void add_entry(struct dir_snapshot *d, const char *name,
+		      const struct node_key *k)
+{
+	struct dir_entry *de;
+
+	if (d->n == d->cap) {
+		d->cap = d->cap ? d->cap * 2 : 32;
+		d->v = xrealloc(d->v, d->cap * sizeof(*d->v));
+	}
+	de = &d->v[d->n++];
+	snprintf(de->name, sizeof(de->name), "%s", name);
+	de->key = *k;
+	de->type = types[k->type].dir ? S_IFDIR : S_IFREG;
+}
+
+static void add_fixed(struct dir_snapshot *d, const enum node_type *list,
+		      size_t n, uint64_t id, uint64_t rev)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct node_key k = node_key_make(list[i], 0, id, rev);
+
+		add_entry(d, types[list[i]].name, &k);
+	}
+}
+
+#define ADD_FIXED(d, list, id, rev)                                        \
+	add_fixed(d, list, sizeof(list) / sizeof(list[0]), id, rev)
+
+static void list_root(struct fs *fs, struct dir_snapshot *d)
+{
+	ADD_FIXED(d, root_children, 0, 0);
+	for (size_t i = 0; i < fs->model->envs.n; i++) {
+		const struct env *e = fs->model->envs.v[i];
+		struct node_key k = node_key_make(NT_ENV, 0, e->id, 0);
+
+		add_entry(d, e->name, &k);
+	}
+}
+
+static void list_static(const struct node_key *dir, struct dir_snapshot *d)
+{
+	if (dir->type == NT_KINDS) {
+		for (int i = 0; i < NKINDS; i++) {
+			struct node_key k =
+				node_key_make(NT_KIND_DOC, (uint16_t)i, 0, 0);
+
+			add_entry(d, kind_at(i)->name, &k);
+		}
+		return;
+	}
+	for (size_t i = 0; builtin_providers[i]; i++) {
+		struct node_key k =
+			node_key_make(NT_PROVIDER_DOC, (uint16_t)i, 0, 0);
+
+		add_entry(d, builtin_providers[i]->name, &k);
+	}
+}
+
+static void list_kind_dirs(enum node_type t, uint64_t id, uint64_t rev,
+			   struct dir_snapshot *d)
+{
+	for (int i = 0; i < NKINDS; i++) {
+		struct node_key k = node_key_make(t, (uint16_t)i, id, rev);
+
+		add_entry(d, kind_at(i)->dir, &k);
+	}
+}
+
+static void list_resources(const struct env *e, int kind,
+			   struct dir_snapshot *d)
+{
+	const struct res_list *l = &e->list[kind];
+
+	for (size_t i = 0; i < l->n; i++) {
+		struct node_key k = node_key_make(NT_RES, 0, l->v[i]->id, 0);
+
+		add_entry(d, l->v[i]->name, &k);
+	}
+}
+
+static void list_res(const struct resource *r, struct dir_snapshot *d)
+{
+	const struct kind_def *k = kind_at(r->kind);
+
+	ADD_FIXED(d, res_children, r->id, 0);
+	for (size_t i = 0; i < k->nfields; i++) {
+		struct node_key key =
+			node_key_make(NT_RES_FIELD, (uint16_t)i, r->id, 0);
+
+		add_entry(d, k->fields[i].name, &key);
+	}
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(((const struct dir_entry *)a)->name,
+		      ((const struct dir_entry *)b)->name);
+}
+
+static void list_secrets(const struct env *e, struct dir_snapshot *d)
+{
+	size_t first = d->n;
+	void *v;
+
+	for (size_t pos = 0; map_next(&e->secrets, &pos, &v);) {
+		const struct secret_meta *s = v;
+		struct node_key k = node_key_make(NT_SECRET, 0, e->id, 0);
+
+		snprintf(k.name, sizeof(k.name), "%s", s->name);
+		add_entry(d, s->name, &k);
+	}
+	qsort(d->v + first, d->n - first, sizeof(*d->v), cmp_names);
+}
+
+static void list_history(const struct env *e, struct dir_snapshot *d)
+{
+	for (uint64_t rev = 1; rev <= e->rev; rev++) {
+		struct node_key k = node_key_make(NT_REV, 0, e->id, rev);
+		char name[24];
+
+		snprintf(name, sizeof(name), "%" PRIu64, rev);
+		add_entry(d, name, &k);
+	}
+}
+
+static int list_rev_kind(struct fs *fs, const struct node_key *dir,
+			 struct dir_snapshot *d)
+{
+	BUF_AUTO names = BUF_INIT;
+	int rc = store_history_names(fs->store, dir->id, dir->rev,
+				     kind_at(dir->sub)->name, &names);
+	char *save = NULL;
+
+	if (rc)
+		return rc;
+	for (char *n = strtok_r(names.data, "\n", &save); n;
+	     n = strtok_r(NULL, "\n", &save)) {
+		struct node_key k = node_key_make(NT_REV_SPEC, dir->sub,
+						  dir->id, dir->rev);
+
+		snprintf(k.name, sizeof(k.name), "%s", n);
+		add_entry(d, n, &k);
+	}
+	return 0;
+}
+
+static int list_in_env(struct fs *fs, const struct env *e,
+		       const struct node_key *dir, struct dir_snapshot *d)
+{
+	switch (dir->type) {
+	case NT_ENV:
+		ADD_FIXED(d, env_children, e->id, 0);
+		list_kind_dirs(NT_KIND_DIR, e->id, 0, d);
+		return 0;
+	case NT_KIND_DIR:
+		list_resources(e, dir->sub, d);
+		return 0;
+	case NT_HISTORY:
+		list_history(e, d);
+		return 0;
+	case NT_REV:
+		if (dir->rev > e->rev)
+			return -ENOENT;
+		ADD_FIXED(d, rev_children, e->id, dir->rev);
+		list_kind_dirs(NT_REV_KIND, e->id, dir->rev, d);
+		return 0;
+	case NT_REV_KIND:
+		return list_rev_kind(fs, dir, d);
+	case NT_SECRETS:
+		list_secrets(e, d);
+		return 0;
+	default:
+		return -ENOTDIR;
+	}
+}
+
+int tree_list(struct fs *fs, const struct node_key *dir,
+	      struct dir_snapshot *d)
+{
+	int rc = 0;
+
+	model_rdlock(fs->model);
+	switch (dir->type) {
+	case NT_ROOT:
+		list_root(fs, d);
+		break;
+	case NT_KINDS:
+	case NT_PROVIDERS:
+		list_static(dir, d);
+		break;
+	case NT_RES: {
+		struct resource *r = model_res_by_id(fs->model, dir->id);
+
+		if (r)
+			list_res(r, d);
+		else
+			rc = -ENOENT;
+		break;
+	}
+	default: {
+		struct env *e = tree_env(fs, dir);
+
+		rc = e ? list_in_env(fs, e, dir, d) : -ENOENT;
+	}
+	}
+	model_unlock(fs->model);
+	if (!rc && scratch_allowed_in(dir))
+		scratch_list(&fs->scratch, dir, d);
+	return rc;
+}
+
+/* ---- paths ------------------------------------------------------------- */
+
+void tree_path(struct fs *fs, const struct node_key *k, struct buf *out)
+{
+	const struct resource *r;
+	const struct env *e;
+
+	model_rdlock(fs->model);
+	r = tree_res(fs, k);
+	e = tree_env(fs, k);
+	if (r) {
+		buf_printf(out, "%s/%s/%s", e->name, kind_at(r->kind)->dir,
+			   r->name);
+		if (k->type == NT_RES_FIELD)
+			buf_printf(out, "/%s",
+				   kind_at(r->kind)->fields[k->sub].name);
+		else if (k->type != NT_RES)
+			buf_printf(out, "/%s", types[k->type].name);
+	} else if (e) {
+		buf_adds(out, e->name);
+		if (k->type == NT_SECRET)
+			buf_printf(out, "/secrets/%s", k->name);
+		else if (types[k->type].name && k->type != NT_ENV)
+			buf_printf(out, "/%s", types[k->type].name);
+	} else if (types[k->type].name) {
+		buf_adds(out, types[k->type].name);
+	}
+	model_unlock(fs->model);
+}

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What a state-store backend provides to the committer. The committer
+ * decides what to write and when; a backend only stores rows durably and
+ * reads them back. SQLite (sqlite.c) is the first; an etcd backend will sit
+ * behind the same table. Rows written between begin() and commit() become
+ * durable together at commit(), or not at all.
+ */
+#ifndef INFRAFS_STORE_BACKEND_H
+#define INFRAFS_STORE_BACKEND_H
+
+#include "model.h"
+#include "util/buf.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct revision_row {
+	uint64_t env_id, rev;
+	double time;
+	uint32_t uid, gid;
+	int32_t pid;
+	const char *comm, *path, *summary, *diff;
+	char *storage; /* readers: the strings above live here; free it */
+};
+
+struct backend;
+
+struct backend_ops {
+	const char *scheme; /* "sqlite" */
+	/* Opens, takes the single-daemon lock, checks integrity, migrates. */
+	int (*open)(const char *location, struct backend **out, char *err,
+		    size_t errlen);
+	void (*close)(struct backend *be);
+	const char *(*lock_holder)(struct backend *be);
+	/* Fills an empty model with everything declared. */
+	int (*load)(struct backend *be, struct model *m);
+
+	int (*begin)(struct backend *be);
+	int (*commit)(struct backend *be); /* durable when it returns 0 */
+	void (*rollback)(struct backend *be);
+
+	/* Row writers, between begin() and commit(). An id of 0 asks the
+	 * backend for a new one, returned in *id. */
+	int (*put_env)(struct backend *be, const struct env *e, uint64_t *id);
+	int (*drop_env)(struct backend *be, uint64_t env_id);
+	int (*put_res)(struct backend *be, const struct resource *r,
+		       uint64_t *id);
+	int (*drop_res)(struct backend *be, uint64_t res_id);
+	int (*add_revision)(struct backend *be, const struct revision_row *row);
+	/* text NULL records that the object was destroyed at rev. */
+	int (*add_history)(struct backend *be, uint64_t env_id, uint64_t rev,
+			   const char *kind, const char *name,
+			   const char *text, size_t len);
+	int (*add_audit)(struct backend *be, uint64_t env_id,
+			 const char *line);
+	int (*add_event)(struct backend *be, uint64_t env_id, uint64_t res_id,
+			 const char *line);
+	int (*put_secret)(struct backend *be, uint64_t env_id,
+			  const struct secret_meta *s, const void *sealed,
+			  size_t len);
+	int (*drop_secret)(struct backend *be, uint64_t env_id,
+			   const char *name);
+
+	/* Readers, from any thread. */
+	int (*revision)(struct backend *be, uint64_t env_id, uint64_t rev,
+			struct revision_row *row);
+	int (*history_text)(struct backend *be, uint64_t env_id, uint64_t rev,
+			    const char *kind, const char *name,
+			    struct buf *out);
+	int (*history_names)(struct backend *be, uint64_t env_id, uint64_t rev,
+			     const char *kind, struct buf *out);
+	int (*audit)(struct backend *be, uint64_t env_id, struct buf *out);
+	/* The oldest `limit` event lines of an object (res_id 0: the env). */
+	int (*events)(struct backend *be, uint64_t env_id, uint64_t res_id,
+		      uint64_t limit, struct buf *out);
+};
+
+extern const struct backend_ops sqlite_backend;
+
+#endif

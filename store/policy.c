@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: MIT
+#include "policy.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void spec_text(const struct spec *s, const char *field, char *out,
+	       size_t outlen)
+{
+	const struct field_def *f = kind_field(s->kind, field, strlen(field));
+	BUF_AUTO b = BUF_INIT;
+
+	out[0] = '\0';
+	if (!f)
+		return;
+	spec_field_text(s, f, &b);
+	snprintf(out, outlen, "%.*s", (int)strcspn(buf_str(&b), "\n"),
+		 buf_str(&b));
+}
+
+int64_t spec_int(const struct spec *s, const char *field, int64_t dflt)
+{
+	char text[32];
+	char *end;
+	long long v;
+
+	spec_text(s, field, text, sizeof(text));
+	if (!text[0])
+		return dflt;
+	v = strtoll(text, &end, 10);
+	return *end ? dflt : v;
+}
+
+static bool list_has(const struct spec_value *v, const char *item)
+{
+	for (size_t i = 0; i < v->nitems; i++) {
+		if (strcmp(v->items[i], item) == 0)
+			return true;
+	}
+	return false;
+}
+
+static const struct spec_value *policy_value(const struct env *e,
+					     const char *field)
+{
+	const struct spec *p = e->policy.parsed;
+	const struct field_def *f;
+
+	if (!p)
+		return NULL;
+	f = kind_field(p->kind, field, strlen(field));
+	if (!f || !p->v[kind_field_index(p->kind, f)].set)
+		return NULL;
+	return &p->v[kind_field_index(p->kind, f)];
+}
+
+/*
+ * Devices a resource holds at its most: autoscaling may take it to its
+ * upper bound, so that is what counts against the limit. Endpoints placed
+ * on a pool use that pool's devices and add none of their own.
+ */
+static int64_t accelerators_of(int kind, const struct spec *s)
+{
+	char acc[64];
+
+	if (kind == KIND_POOL_IDX) {
+		int64_t nodes = spec_int(s, "nodes", 1);
+		int64_t maxn = spec_int(s, "max_nodes", nodes);
+
+		spec_text(s, "accelerator", acc, sizeof(acc));
+		if (!strcmp(acc, "cpu") || !acc[0])
+			return 0;
+		return (nodes > maxn ? nodes : maxn) *
+		       spec_int(s, "accelerators_per_node", 1);
+	}
+	spec_text(s, "pool", acc, sizeof(acc));
+	if (acc[0])
+		return 0;
+	{
+		int64_t reps = spec_int(s, "replicas", 1);
+		int64_t maxr = spec_int(s, "max_replicas", reps);
+
+		return (reps > maxr ? reps : maxr) *
+		       spec_int(s, "accelerators", 0);
+	}
+}
+
+static int64_t env_accelerators(const struct env *e, int kind,
+				const char *name, const struct spec *proposed)
+{
+	int64_t total = accelerators_of(kind, proposed);
+
+	for (int k = 0; k < NKINDS; k++) {
+		for (size_t i = 0; i < e->list[k].n; i++) {
+			const struct resource *r = e->list[k].v[i];
+
+			if (!r->spec.parsed ||
+			    (k == kind && !strcmp(r->name, name)))
+				continue;
+			total += accelerators_of(k, r->spec.parsed);
+		}
+	}
+	return total;
+}
+
+static int check_lists(const struct env *e, int kind, const char *name,
+		       const struct spec *s, char *msg, size_t msglen)
+{
+	const struct spec_value *allowed =
+		policy_value(e, "allowed_accelerators");
+	const struct spec_value *cap = policy_value(e, "allowed_capacity");
+	const struct spec_value *labels = policy_value(e, "require_labels");
+	const char *dir = kind_at(kind)->dir;
+	char acc[64];
+
+	spec_text(s, "accelerator", acc, sizeof(acc));
+	if (allowed && acc[0] && !list_has(allowed, acc)) {
+		snprintf(msg, msglen,
+			 "policy allowed_accelerators: %s is not allowed in "
+			 "%s (allowed: %s)",
+			 acc, e->name, allowed->text);
+		return -EACCES;
+	}
+	if (cap && kind == KIND_POOL_IDX) {
+		spec_text(s, "capacity", acc, sizeof(acc));
+		if (!list_has(cap, acc)) {
+			snprintf(msg, msglen,
+				 "policy allowed_capacity: %s is not allowed "
+				 "in %s (allowed: %s)",
+				 acc, e->name, cap->text);
+			return -EACCES;
+		}
+	}
+	for (size_t i = 0; labels && i < labels->nitems; i++) {
+		const struct field_def *f = kind_field(s->kind, "labels", 6);
+		const struct spec_value *v =
+			f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+		bool found = false;
+
+		for (size_t j = 0; v && j < v->npairs; j++)
+			found |= !strcmp(v->pairs[j].key, labels->items[i]);
+		if (!found) {
+			snprintf(msg, msglen,
+				 "policy require_labels: %s/%s lacks label "
+				 "%s (labels.%s = ...)",
+				 dir, name, labels->items[i], labels->items[i]);
+			return -EACCES;
+		}
+	}
+	return 0;
+}
+
+static int check_quantities(const struct env *e, int kind, const char *name,
+			    const struct spec *s, char *msg, size_t msglen)
+{
+	const struct spec_value *max_acc = policy_value(e, "max_accelerators");
+	const struct spec_value *max_nodes =
+		policy_value(e, "max_nodes_per_pool");
+
+	if (max_nodes && kind == KIND_POOL_IDX) {
+		int64_t nodes = spec_int(s, "nodes", 1);
+		int64_t maxn = spec_int(s, "max_nodes", nodes);
+		int64_t want = nodes > maxn ? nodes : maxn;
+
+		if (want > max_nodes->i) {
+			snprintf(msg, msglen,
+				 "policy max_nodes_per_pool: %" PRId64
+				 " requested for pools/%s, limit %" PRId64,
+				 want, name, max_nodes->i);
+			return -EDQUOT;
+		}
+	}
+	if (max_acc) {
+		int64_t total = env_accelerators(e, kind, name, s);
+
+		if (total > max_acc->i) {
+			snprintf(msg, msglen,
+				 "policy max_accelerators: %" PRId64
+				 " requested in %s, limit %" PRId64,
+				 total, e->name, max_acc->i);
+			return -EDQUOT;
+		}
+	}
+	return 0;
+}
+
+int policy_check(const struct env *e, int kind, const char *name,
+		 const struct spec *proposed, char *msg, size_t msglen)
+{
+	int rc = check_lists(e, kind, name, proposed, msg, msglen);
+
+	if (rc)
+		return rc;
+	return check_quantities(e, kind, name, proposed, msg, msglen);
+}

@@ -1,0 +1,1114 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The committer: the one thread that changes the declared world. Callers
+ * queue a change and sleep; the committer takes everything queued, checks
+ * and writes each change inside one backend transaction, commits once (one
+ * fsync for the whole group) and wakes them all. Validation happens here,
+ * not in the caller, so every check sees the world exactly as the change
+ * will land in it, with no window between check and write.
+ */
+#include "store.h"
+
+#include "backend.h"
+#include "diff.h"
+#include "policy.h"
+#include "providers/provider.h"
+#include "secretbox.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+struct pending {
+	const struct change *ch;
+	struct change_result *res;
+	int err;
+	bool done;
+	struct pending *next;
+};
+
+struct queued_event {
+	uint64_t env_id, res_id;
+	char *line;
+	bool is_error;
+	struct queued_event *next;
+};
+
+/* Objects a batch changed, for the change hook once it is durable. */
+struct touched {
+	uint64_t env_id, res_id;
+};
+
+struct store {
+	const struct backend_ops *ops;
+	struct backend *be;
+	struct model model;
+	struct secret_key key;
+	bool have_key;
+	char key_error[256];
+	char url[4200];
+
+	pthread_t thread;
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond; /* work arrived */
+	pthread_cond_t donecond; /* a batch finished */
+	struct pending *head, **tail;
+	struct queued_event *ev_head, **ev_tail;
+	bool stopping;
+
+	store_change_fn hook;
+	void *hook_ctx;
+
+	/* Committer-only state for the batch in flight. */
+	struct touched *touched;
+	size_t ntouched, touched_cap;
+	bool batch_failed;
+};
+
+static const struct backend_ops *const backends[] = { &sqlite_backend };
+
+struct model *store_model(struct store *st)
+{
+	return &st->model;
+}
+
+const char *store_lock_holder(const struct store *st)
+{
+	return st->ops->lock_holder(st->be);
+}
+
+const char *store_url(const struct store *st)
+{
+	return st->url;
+}
+
+void store_set_change_hook(struct store *st, store_change_fn fn, void *ctx)
+{
+	st->hook = fn;
+	st->hook_ctx = ctx;
+}
+
+static void touch(struct store *st, uint64_t env_id, uint64_t res_id)
+{
+	if (st->ntouched == st->touched_cap) {
+		st->touched_cap = st->touched_cap ? st->touched_cap * 2 : 16;
+		st->touched = xrealloc(st->touched,
+				       st->touched_cap * sizeof(*st->touched));
+	}
+	st->touched[st->ntouched++] = (struct touched){ env_id, res_id };
+}
+
+/* Backend writes in a batch: the first failure dooms the whole batch. */
+static int bw(struct store *st, int rc)
+{
+	if (rc)
+		st->batch_failed = true;
+	return rc;
+}
+
+__attribute__((format(printf, 3, 4))) static int
+refuse(struct change_result *res, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(res->msg, sizeof(res->msg), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+static char *event_line(const char *text)
+{
+	char when[40];
+	struct buf b = BUF_INIT;
+
+	time_rfc3339(time_now(), when, sizeof(when));
+	buf_printf(&b, "%s %s\n", when, text);
+	return buf_steal(&b);
+}
+
+/* Records an event in memory and in the batch; the committer's only. */
+static void add_event(struct store *st, struct env *e, struct resource *r,
+		      const char *text)
+{
+	char *line = event_line(text);
+
+	bw(st, st->ops->add_event(st->be, e->id, r ? r->id : 0, line));
+	event_log_append(r ? &r->events : &e->events, line);
+	if (r)
+		r->gen++;
+	e->gen++;
+	touch(st, e->id, r ? r->id : 0);
+}
+
+/* Command names come from /proc and may hold anything; audit lines are
+ * space-separated, so keep them to one printable word. */
+static void sanitize_word(char *s)
+{
+	for (; *s; s++) {
+		if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
+			*s = '_';
+	}
+}
+
+/*
+ * One accepted change to an environment: a new revision with its info and
+ * diff, an audit line, an environment event. Returns the revision number.
+ */
+static uint64_t new_revision(struct store *st, struct env *e,
+			     const struct change *ch, const char *summary,
+			     const char *diff)
+{
+	char when[40], comm[sizeof(ch->who.comm)];
+	double now = time_now();
+	struct revision_row row;
+	BUF_AUTO line = BUF_INIT;
+	BUF_AUTO ev = BUF_INIT;
+	uint64_t id = e->id;
+
+	e->rev++;
+	e->rev_time = now;
+	e->mtime = now;
+	snprintf(comm, sizeof(comm), "%s", ch->who.comm[0] ? ch->who.comm : "?");
+	sanitize_word(comm);
+	row = (struct revision_row){
+		.env_id = e->id,
+		.rev = e->rev,
+		.time = now,
+		.uid = ch->who.uid,
+		.gid = ch->who.gid,
+		.pid = ch->who.pid,
+		.comm = comm,
+		.path = ch->path ? ch->path : "",
+		.summary = summary,
+		.diff = diff ? diff : "",
+	};
+	bw(st, st->ops->add_revision(st->be, &row));
+	time_rfc3339(now, when, sizeof(when));
+	buf_printf(&line,
+		   "%s rev=%" PRIu64 " uid=%u gid=%u pid=%d comm=%s path=%s %s",
+		   when, e->rev, (unsigned)ch->who.uid, (unsigned)ch->who.gid,
+		   (int)ch->who.pid, comm, ch->path ? ch->path : "-", summary);
+	bw(st, st->ops->add_audit(st->be, e->id, buf_str(&line)));
+	e->audit_lines++;
+	bw(st, st->ops->put_env(st->be, e, &id));
+	buf_printf(&ev, "revision %" PRIu64 ": %s (uid %u, %s)", e->rev,
+		   summary, (unsigned)ch->who.uid, comm);
+	add_event(st, e, NULL, buf_str(&ev));
+	st->model.commits++;
+	return e->rev;
+}
+
+static void make_diff(const struct kind_def *k, const char *name,
+		      const char *old, size_t oldlen, const char *neu,
+		      size_t newlen, struct buf *out)
+{
+	char a[160], b[160];
+
+	if (k->dir) {
+		snprintf(a, sizeof(a), "a/%s/%s/spec", k->dir, name);
+		snprintf(b, sizeof(b), "b/%s/%s/spec", k->dir, name);
+	} else {
+		snprintf(a, sizeof(a), "a/%s", k->name);
+		snprintf(b, sizeof(b), "b/%s", k->name);
+	}
+	diff_unified(old ? old : "", old ? oldlen : 0, neu ? neu : "",
+		     neu ? newlen : 0, old ? a : "/dev/null",
+		     neu ? b : "/dev/null", out);
+}
+
+/* "nodes, capacity": the fields whose effective values differ. */
+static void changed_fields(const struct spec *old, const struct spec *neu,
+			   struct buf *out)
+{
+	const struct kind_def *k = neu->kind;
+
+	for (size_t i = 0; i < k->nfields; i++) {
+		BUF_AUTO a = BUF_INIT;
+		BUF_AUTO b = BUF_INIT;
+
+		spec_field_text(old, &k->fields[i], &a);
+		spec_field_text(neu, &k->fields[i], &b);
+		if (strcmp(buf_str(&a), buf_str(&b)) != 0)
+			buf_printf(out, "%s%s", out->len ? ", " : "",
+				   k->fields[i].name);
+	}
+}
+
+/* ---- environment changes ---------------------------------------------- */
+
+static const char default_config[] =
+	"# How this environment is applied. Keys: provider, region, approval,\n"
+	"# settle_ms, refresh_s, drift, and PROVIDER.KEY settings.\n"
+	"provider = local\n"
+	"approval = auto\n";
+
+static const char default_policy[] =
+	"# Guardrails checked at every commit. Keys: max_accelerators,\n"
+	"# max_nodes_per_pool, allowed_accelerators, allowed_capacity,\n"
+	"# max_hourly_cost_usd, protect, require_labels. None set: no limits.\n";
+
+static void set_doc_text(struct doc *d, const struct kind_def *k,
+			 const char *text, uint64_t rev)
+{
+	struct spec *parsed = NULL;
+	struct spec_error err;
+
+	spec_parse(k, text, strlen(text), &parsed, &err);
+	doc_set(d, xstrdup(text), strlen(text), parsed, rev, time_now());
+}
+
+static int env_create(struct store *st, const struct change *ch,
+		      struct change_result *res)
+{
+	struct model *m = &st->model;
+	struct env *e;
+	uint64_t id = 0;
+	double now = time_now();
+	char summary[128];
+
+	if (!name_is_valid(ch->name))
+		return refuse(res, -EINVAL,
+			      "%s: not a valid name: use lowercase letters, "
+			      "digits and '-', at most 63",
+			      ch->name);
+	if (model_env(m, ch->name))
+		return refuse(res, -EEXIST, "environment %s exists", ch->name);
+	/* Written first to learn the id; the model follows only on success. */
+	{
+		struct env tmp = { 0 };
+
+		snprintf(tmp.name, sizeof(tmp.name), "%s", ch->name);
+		tmp.uid = ch->who.uid;
+		tmp.gid = ch->who.gid;
+		tmp.mode = ch->mode & 07777;
+		tmp.ctime = tmp.mtime = now;
+		if (bw(st, st->ops->put_env(st->be, &tmp, &id)))
+			return refuse(res, -EIO, "state store write failed");
+	}
+	e = model_add_env(m, id, ch->name);
+	e->uid = ch->who.uid;
+	e->gid = ch->who.gid;
+	e->mode = ch->mode & 07777;
+	e->ctime = e->mtime = now;
+	set_doc_text(&e->config, &kind_config, default_config, 1);
+	set_doc_text(&e->policy, &kind_policy, default_policy, 1);
+	bw(st, st->ops->add_history(st->be, id, 1, "config", "",
+				    e->config.text, e->config.len));
+	bw(st, st->ops->add_history(st->be, id, 1, "policy", "",
+				    e->policy.text, e->policy.len));
+	snprintf(summary, sizeof(summary), "create environment %s", e->name);
+	res->rev = new_revision(st, e, ch, summary, NULL);
+	touch(st, 0, 0);
+	return 0;
+}
+
+static size_t env_resource_count(const struct env *e)
+{
+	size_t n = 0;
+
+	for (int k = 0; k < NKINDS; k++)
+		n += e->list[k].n;
+	return n;
+}
+
+static int env_remove(struct store *st, struct env *e, const struct change *ch,
+		      struct change_result *res)
+{
+	size_t n = env_resource_count(e);
+	char summary[128];
+
+	if (n) {
+		const struct resource *first = e->list[0].n ? e->list[0].v[0]
+							    : e->list[1].v[0];
+
+		return refuse(res, -ENOTEMPTY,
+			      "environment %s still holds %zu resource%s "
+			      "(%s/%s%s); remove them first",
+			      e->name, n, n == 1 ? "" : "s",
+			      kind_at(first->kind)->dir, first->name,
+			      n > 1 ? ", ..." : "");
+	}
+	snprintf(summary, sizeof(summary), "remove environment %s", e->name);
+	new_revision(st, e, ch, summary, NULL);
+	bw(st, st->ops->drop_env(st->be, e->id));
+	{
+		void *v;
+
+		for (size_t pos = 0; map_next(&e->secrets, &pos, &v);)
+			bw(st, st->ops->drop_secret(st->be, e->id, v));
+	}
+	touch(st, e->id, 0);
+	model_remove_env(&st->model, e);
+	touch(st, 0, 0);
+	return 0;
+}
+
+static int env_attr(struct store *st, struct env *e, const struct change *ch,
+		    struct change_result *res)
+{
+	char summary[160];
+	uid_t uid = ch->uid == (uid_t)-1 ? e->uid : ch->uid;
+	gid_t gid = ch->gid == (gid_t)-1 ? e->gid : ch->gid;
+	mode_t mode = ch->mode == (mode_t)-1 ? e->mode : (ch->mode & 07777);
+
+	if (ch->who.uid != 0 && ch->who.uid != e->uid)
+		return refuse(res, -EPERM,
+			      "only the owner of %s (uid %u) or root may "
+			      "change its owner, group or mode",
+			      e->name, (unsigned)e->uid);
+	if (ch->who.uid != 0 && uid != e->uid)
+		return refuse(res, -EPERM, "only root may give %s away",
+			      e->name);
+	if (uid == e->uid && gid == e->gid && mode == e->mode)
+		return 0;
+	snprintf(summary, sizeof(summary),
+		 "set owner %u, group %u, mode %04o on %s", (unsigned)uid,
+		 (unsigned)gid, (unsigned)mode, e->name);
+	e->uid = uid;
+	e->gid = gid;
+	e->mode = mode;
+	res->rev = new_revision(st, e, ch, summary, NULL);
+	touch(st, e->id, 0);
+	return 0;
+}
+
+/* ---- resource changes ------------------------------------------------- */
+
+static int res_draft(struct store *st, struct env *e, const struct change *ch,
+		     struct change_result *res)
+{
+	const struct kind_def *k = kind_at(ch->kind);
+	struct resource tmp = { 0 };
+	struct resource *r;
+	uint64_t id = 0;
+
+	if (!name_is_valid(ch->name))
+		return refuse(res, -EINVAL,
+			      "%s: not a valid name: use lowercase letters, "
+			      "digits and '-', at most 63",
+			      ch->name);
+	if (model_res(e, ch->kind, ch->name))
+		return refuse(res, -EEXIST, "%s/%s exists", k->dir, ch->name);
+	snprintf(tmp.name, sizeof(tmp.name), "%s", ch->name);
+	tmp.env = e;
+	tmp.kind = ch->kind;
+	tmp.ctime = tmp.spec.mtime = time_now();
+	if (bw(st, st->ops->put_res(st->be, &tmp, &id)))
+		return refuse(res, -EIO, "state store write failed");
+	r = model_add_res(&st->model, e, id, ch->kind, ch->name);
+	r->ctime = tmp.ctime;
+	r->spec.mtime = tmp.ctime;
+	add_event(st, e, r,
+		  "declared as a draft: nothing is applied until spec or a "
+		  "field is written");
+	return 0;
+}
+
+/* Checks what only the environment can tell: names that must exist. */
+static int check_references(const struct env *e, const struct spec *s,
+			    struct change_result *res)
+{
+	const struct kind_def *k = s->kind;
+	const struct field_def *f;
+
+	if (k != &kind_endpoint)
+		return 0;
+	f = kind_field(k, "pool", 4);
+	if (f && s->v[kind_field_index(k, f)].set) {
+		const struct spec_value *v = &s->v[kind_field_index(k, f)];
+		const struct resource *pool =
+			model_res(e, KIND_POOL_IDX, v->text);
+
+		if (!pool || !pool->spec.text)
+			return refuse(res, -EINVAL,
+				      "line %u: pool: no pool named \"%s\" in "
+				      "%s",
+				      v->line, v->text, e->name);
+	}
+	f = kind_field(k, "env", 3);
+	if (f) {
+		const struct spec_value *v = &s->v[kind_field_index(k, f)];
+
+		for (size_t i = 0; i < v->npairs; i++) {
+			const char *val = v->pairs[i].value;
+
+			if (strncmp(val, "secret:", 7) != 0 ||
+			    map_get(&e->secrets, val + 7, strlen(val + 7)))
+				continue;
+			return refuse(res, -EINVAL,
+				      "line %u: env.%s: no secret named \"%s\" "
+				      "in %s (write it to secrets/%s first)",
+				      v->pairs[i].line, v->pairs[i].key,
+				      val + 7, e->name, val + 7);
+		}
+	}
+	return 0;
+}
+
+static int check_spec(const struct kind_def *k, const struct change *ch,
+		      struct spec **parsed, struct change_result *res)
+{
+	struct spec_error err;
+
+	if (ch->len > SPEC_MAX_BYTES)
+		return refuse(res, -EFBIG, "%s is %zu bytes; the limit is %d",
+			      k->name, ch->len, SPEC_MAX_BYTES);
+	if (spec_parse(k, ch->text, ch->len, parsed, &err) < 0 ||
+	    spec_check_rules(*parsed, &err) < 0)
+		return refuse(res, -EINVAL, "%s", err.msg);
+	return 0;
+}
+
+static void record_refusal(struct store *st, struct env *e, struct resource *r,
+			   char **slot, const struct change_result *res)
+{
+	char text[700];
+
+	snprintf(text, sizeof(text), "commit refused: %s", res->msg);
+	model_set_error(slot, res->msg);
+	add_event(st, e, r, text);
+	st->model.rejections++;
+}
+
+static int res_commit(struct store *st, struct env *e, struct resource *r,
+		      const struct change *ch, struct change_result *res);
+
+/*
+ * A field file's value lands on the spec as it is now, in the committer,
+ * so two writers of different fields never lose each other's change.
+ */
+static int res_field(struct store *st, struct env *e, struct resource *r,
+		     const struct change *ch, struct change_result *res)
+{
+	const struct kind_def *k = kind_at(r->kind);
+	const struct field_def *f = kind_field(k, ch->field, strlen(ch->field));
+	BUF_AUTO text = BUF_INIT;
+	struct change whole = *ch;
+	struct spec_error err;
+
+	if (!f)
+		return refuse(res, -ENOENT, "%s has no field %s", k->name,
+			      ch->field);
+	if (spec_set_field(k, r->spec.text ? r->spec.text : "", r->spec.len, f,
+			   ch->text, ch->len, &text, &err) < 0) {
+		refuse(res, -EINVAL, "%s", err.msg);
+		record_refusal(st, e, r, &r->last_error, res);
+		return -EINVAL;
+	}
+	whole.op = CH_RES_COMMIT;
+	whole.text = buf_str(&text);
+	whole.len = text.len;
+	return res_commit(st, e, r, &whole, res);
+}
+
+static int res_commit(struct store *st, struct env *e, struct resource *r,
+		      const struct change *ch, struct change_result *res)
+{
+	const struct kind_def *k = kind_at(r->kind);
+	SPEC_AUTO *parsed = NULL;
+	BUF_AUTO diff = BUF_INIT;
+	BUF_AUTO summary = BUF_INIT;
+	uint64_t id = r->id;
+	int rc = check_spec(k, ch, &parsed, res);
+
+	if (!rc)
+		rc = check_references(e, parsed, res);
+	if (!rc)
+		rc = policy_check(e, r->kind, r->name, parsed, res->msg,
+				  sizeof(res->msg));
+	if (rc) {
+		record_refusal(st, e, r, &r->last_error, res);
+		return rc;
+	}
+	model_set_error(&r->last_error, NULL);
+	/* Writing back what is there (an editor's :wq) is no change. */
+	if (r->spec.text && r->spec.len == ch->len &&
+	    memcmp(r->spec.text, ch->text, ch->len) == 0) {
+		res->rev = r->spec.rev;
+		r->gen++;
+		touch(st, e->id, r->id);
+		return 0;
+	}
+	make_diff(k, r->name, r->spec.text, r->spec.len, ch->text, ch->len,
+		  &diff);
+	if (!r->spec.text) {
+		buf_printf(&summary, "create %s/%s", k->dir, r->name);
+	} else {
+		BUF_AUTO fields = BUF_INIT;
+
+		if (r->spec.parsed)
+			changed_fields(r->spec.parsed, parsed, &fields);
+		buf_printf(&summary, "update %s/%s%s%s%s", k->dir, r->name,
+			   fields.len ? " (" : "", buf_str(&fields),
+			   fields.len ? ")" : "");
+	}
+	res->rev = new_revision(st, e, ch, buf_str(&summary), buf_str(&diff));
+	doc_set(&r->spec, xstrndup(ch->text, ch->len), ch->len, parsed,
+		res->rev, time_now());
+	parsed = NULL;
+	bw(st, st->ops->put_res(st->be, r, &id));
+	bw(st, st->ops->add_history(st->be, e->id, res->rev, k->name, r->name,
+				    r->spec.text, r->spec.len));
+	r->gen++;
+	{
+		char text[80];
+
+		snprintf(text, sizeof(text), "committed as revision %" PRIu64,
+			 res->rev);
+		add_event(st, e, r, text);
+	}
+	return 0;
+}
+
+static const struct resource *pool_user(const struct env *e, const char *pool)
+{
+	for (size_t i = 0; i < e->list[KIND_ENDPOINT_IDX].n; i++) {
+		const struct resource *r = e->list[KIND_ENDPOINT_IDX].v[i];
+		char name[NAME_MAX_LEN + 1];
+
+		if (!r->spec.parsed)
+			continue;
+		spec_text(r->spec.parsed, "pool", name, sizeof(name));
+		if (!strcmp(name, pool))
+			return r;
+	}
+	return NULL;
+}
+
+static int res_remove(struct store *st, struct env *e, struct resource *r,
+		      const struct change *ch, struct change_result *res)
+{
+	const struct kind_def *k = kind_at(r->kind);
+	const struct resource *user =
+		r->kind == KIND_POOL_IDX ? pool_user(e, r->name) : NULL;
+
+	if (user)
+		return refuse(res, -EBUSY,
+			      "pools/%s is used by endpoints/%s; change or "
+			      "remove that first",
+			      r->name, user->name);
+	if (r->spec.text) {
+		BUF_AUTO diff = BUF_INIT;
+		char summary[160];
+
+		make_diff(k, r->name, r->spec.text, r->spec.len, NULL, 0,
+			  &diff);
+		snprintf(summary, sizeof(summary), "destroy %s/%s", k->dir,
+			 r->name);
+		res->rev = new_revision(st, e, ch, summary, buf_str(&diff));
+		bw(st, st->ops->add_history(st->be, e->id, res->rev, k->name,
+					    r->name, NULL, 0));
+	}
+	bw(st, st->ops->drop_res(st->be, r->id));
+	touch(st, e->id, r->id);
+	model_remove_res(&st->model, r);
+	return 0;
+}
+
+static int check_provider(const struct spec *config,
+			  struct change_result *res)
+{
+	const struct field_def *f = kind_field(&kind_config, "provider", 8);
+	const struct spec_value *v =
+		&config->v[kind_field_index(&kind_config, f)];
+	BUF_AUTO built = BUF_INIT;
+
+	if (!v->set || provider_by_name(v->text))
+		return 0;
+	for (size_t i = 0; builtin_providers[i]; i++)
+		buf_printf(&built, "%s%s", i ? ", " : "",
+			   builtin_providers[i]->name);
+	return refuse(res, -EINVAL,
+		      "line %u: provider: %s is not built into this infrafs "
+		      "(built in: %s)",
+		      v->line, v->text, buf_str(&built));
+}
+
+static int doc_commit(struct store *st, struct env *e, const struct change *ch,
+		      struct change_result *res)
+{
+	const struct kind_def *k =
+		ch->op == CH_CONFIG ? &kind_config : &kind_policy;
+	struct doc *d = ch->op == CH_CONFIG ? &e->config : &e->policy;
+	SPEC_AUTO *parsed = NULL;
+	BUF_AUTO diff = BUF_INIT;
+	BUF_AUTO summary = BUF_INIT;
+	BUF_AUTO fields = BUF_INIT;
+	int rc = check_spec(k, ch, &parsed, res);
+
+	if (!rc && ch->op == CH_CONFIG)
+		rc = check_provider(parsed, res);
+	if (rc) {
+		record_refusal(st, e, NULL, &e->last_error, res);
+		return rc;
+	}
+	model_set_error(&e->last_error, NULL);
+	if (d->text && d->len == ch->len &&
+	    memcmp(d->text, ch->text, ch->len) == 0) {
+		res->rev = d->rev;
+		return 0;
+	}
+	make_diff(k, "", d->text, d->len, ch->text, ch->len, &diff);
+	if (d->parsed)
+		changed_fields(d->parsed, parsed, &fields);
+	buf_printf(&summary, "update %s%s%s%s", k->name, fields.len ? " (" : "",
+		   buf_str(&fields), fields.len ? ")" : "");
+	res->rev = e->rev + 1;
+	doc_set(d, xstrndup(ch->text, ch->len), ch->len, parsed, res->rev,
+		time_now());
+	parsed = NULL;
+	new_revision(st, e, ch, buf_str(&summary), buf_str(&diff));
+	bw(st, st->ops->add_history(st->be, e->id, res->rev, k->name, "",
+				    d->text, d->len));
+	touch(st, e->id, 0);
+	return 0;
+}
+
+/* ---- secrets ---------------------------------------------------------- */
+
+static int secret_set(struct store *st, struct env *e, const struct change *ch,
+		      struct change_result *res)
+{
+	struct secret_meta *s = map_get(&e->secrets, ch->name,
+					strlen(ch->name));
+	BUF_AUTO sealed = BUF_INIT;
+	char aad[160], summary[160];
+	size_t len = ch->len;
+
+	if (!st->have_key)
+		return refuse(res, -EIO, "secrets cannot be stored: %s",
+			      st->key_error);
+	if (!name_is_valid(ch->name))
+		return refuse(res, -EINVAL,
+			      "%s: not a valid secret name: use lowercase "
+			      "letters, digits and '-', at most 63",
+			      ch->name);
+	if (len > 65536)
+		return refuse(res, -EFBIG, "a secret holds at most 64 KiB");
+	/* `echo value > secrets/x` adds a newline nobody means as data. */
+	if (len && ch->text[len - 1] == '\n')
+		len--;
+	snprintf(aad, sizeof(aad), "%" PRIu64 "/%s", e->id, ch->name);
+	if (secret_seal(&st->key, ch->text, len, aad, strlen(aad), &sealed))
+		return refuse(res, -EIO, "sealing the secret failed");
+	if (!s) {
+		s = xcalloc(1, sizeof(*s));
+		snprintf(s->name, sizeof(s->name), "%s", ch->name);
+		map_put(&e->secrets, s->name, strlen(s->name), s);
+	}
+	s->version++;
+	s->mtime = time_now();
+	bw(st, st->ops->put_secret(st->be, e->id, s, sealed.data, sealed.len));
+	snprintf(summary, sizeof(summary), "set secret %s (version %" PRIu64 ")",
+		 s->name, s->version);
+	res->rev = new_revision(st, e, ch, summary, NULL);
+	touch(st, e->id, 0);
+	return 0;
+}
+
+static const struct resource *secret_user(const struct env *e,
+					  const char *name)
+{
+	for (size_t i = 0; i < e->list[KIND_ENDPOINT_IDX].n; i++) {
+		const struct resource *r = e->list[KIND_ENDPOINT_IDX].v[i];
+		const struct field_def *f = kind_field(&kind_endpoint, "env", 3);
+		const struct spec_value *v;
+
+		if (!r->spec.parsed || !f)
+			continue;
+		v = &r->spec.parsed->v[kind_field_index(&kind_endpoint, f)];
+		for (size_t j = 0; j < v->npairs; j++) {
+			if (!strncmp(v->pairs[j].value, "secret:", 7) &&
+			    !strcmp(v->pairs[j].value + 7, name))
+				return r;
+		}
+	}
+	return NULL;
+}
+
+static int secret_remove(struct store *st, struct env *e,
+			 const struct change *ch, struct change_result *res)
+{
+	struct secret_meta *s = map_get(&e->secrets, ch->name,
+					strlen(ch->name));
+	const struct resource *user = s ? secret_user(e, ch->name) : NULL;
+	char summary[160];
+
+	if (!s)
+		return refuse(res, -ENOENT, "no secret %s in %s", ch->name,
+			      e->name);
+	if (user)
+		return refuse(res, -EBUSY,
+			      "secret %s is used by endpoints/%s; change that "
+			      "first",
+			      ch->name, user->name);
+	bw(st, st->ops->drop_secret(st->be, e->id, s->name));
+	snprintf(summary, sizeof(summary), "remove secret %s", s->name);
+	map_del(&e->secrets, s->name, strlen(s->name));
+	free(s);
+	res->rev = new_revision(st, e, ch, summary, NULL);
+	touch(st, e->id, 0);
+	return 0;
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+static int apply_to_env(struct store *st, struct env *e,
+			const struct change *ch, struct change_result *res)
+{
+	struct resource *r = NULL;
+
+	if (ch->op == CH_RES_COMMIT || ch->op == CH_RES_REMOVE ||
+	    ch->op == CH_RES_FIELD) {
+		r = model_res(e, ch->kind, ch->name);
+		if (!r)
+			return refuse(res, -ENOENT, "no %s/%s in %s",
+				      kind_at(ch->kind)->dir, ch->name,
+				      e->name);
+	}
+	switch (ch->op) {
+	case CH_ENV_REMOVE:
+		return env_remove(st, e, ch, res);
+	case CH_ENV_ATTR:
+		return env_attr(st, e, ch, res);
+	case CH_RES_DRAFT:
+		return res_draft(st, e, ch, res);
+	case CH_RES_COMMIT:
+		return res_commit(st, e, r, ch, res);
+	case CH_RES_FIELD:
+		return res_field(st, e, r, ch, res);
+	case CH_RES_REMOVE:
+		return res_remove(st, e, r, ch, res);
+	case CH_CONFIG:
+	case CH_POLICY:
+		return doc_commit(st, e, ch, res);
+	case CH_SECRET_SET:
+		return secret_set(st, e, ch, res);
+	case CH_SECRET_REMOVE:
+		return secret_remove(st, e, ch, res);
+	case CH_ENV_CREATE:
+		break;
+	}
+	return refuse(res, -EINVAL, "unknown change");
+}
+
+static int apply_change(struct store *st, const struct change *ch,
+			struct change_result *res)
+{
+	struct env *e;
+
+	if (ch->op == CH_ENV_CREATE)
+		return env_create(st, ch, res);
+	e = model_env(&st->model, ch->env);
+	if (!e)
+		return refuse(res, -ENOENT, "no environment %s", ch->env);
+	return apply_to_env(st, e, ch, res);
+}
+
+/* ---- the committer thread ---------------------------------------------- */
+
+static void reload_model(struct store *st)
+{
+	model_wrlock(&st->model);
+	model_clear(&st->model);
+	if (st->ops->load(st->be, &st->model) < 0)
+		log_err("state store: reloading after a failed commit failed "
+			"too");
+	model_unlock(&st->model);
+}
+
+static void apply_queued_events(struct store *st, struct queued_event *q)
+{
+	while (q) {
+		struct queued_event *next = q->next;
+		struct env *e = model_env_by_id(&st->model, q->env_id);
+		struct resource *r =
+			q->res_id ? model_res_by_id(&st->model, q->res_id) : NULL;
+
+		if (e && (r || !q->res_id))
+			add_event(st, e, r, q->line);
+		if (e && (r || !q->res_id) && q->is_error)
+			model_set_error(r ? &r->last_error : &e->last_error,
+					q->line);
+		free(q->line);
+		free(q);
+		q = next;
+	}
+}
+
+static void run_batch(struct store *st, struct pending *batch,
+		      struct queued_event *events)
+{
+	int rc = st->ops->begin(st->be);
+
+	st->ntouched = 0;
+	st->batch_failed = rc != 0;
+	for (struct pending *p = batch; p; p = p->next) {
+		if (st->batch_failed) {
+			p->err = -EIO;
+			continue;
+		}
+		model_wrlock(&st->model);
+		p->err = apply_change(st, p->ch, p->res);
+		model_unlock(&st->model);
+	}
+	model_wrlock(&st->model);
+	if (!st->batch_failed)
+		apply_queued_events(st, events);
+	model_unlock(&st->model);
+	if (!st->batch_failed && st->ops->commit(st->be) == 0)
+		return;
+	log_err("state store: a commit failed; no change of this batch was "
+		"kept");
+	if (rc == 0)
+		st->ops->rollback(st->be);
+	reload_model(st);
+	for (struct pending *p = batch; p; p = p->next) {
+		p->err = -EIO;
+		snprintf(p->res->msg, sizeof(p->res->msg),
+			 "the state store could not record the change");
+	}
+}
+
+static void *committer(void *arg)
+{
+	struct store *st = arg;
+
+	pthread_mutex_lock(&st->qlock);
+	for (;;) {
+		struct pending *batch;
+		struct queued_event *events;
+
+		while (!st->head && !st->ev_head && !st->stopping)
+			pthread_cond_wait(&st->qcond, &st->qlock);
+		if (!st->head && !st->ev_head)
+			break;
+		batch = st->head;
+		events = st->ev_head;
+		st->head = NULL;
+		st->tail = &st->head;
+		st->ev_head = NULL;
+		st->ev_tail = &st->ev_head;
+		pthread_mutex_unlock(&st->qlock);
+
+		run_batch(st, batch, events);
+
+		pthread_mutex_lock(&st->qlock);
+		for (struct pending *p = batch; p; p = p->next)
+			p->done = true;
+		pthread_cond_broadcast(&st->donecond);
+		pthread_mutex_unlock(&st->qlock);
+		if (st->hook) {
+			for (size_t i = 0; i < st->ntouched; i++)
+				st->hook(st->hook_ctx, st->touched[i].env_id,
+					 st->touched[i].res_id);
+		}
+		pthread_mutex_lock(&st->qlock);
+	}
+	pthread_mutex_unlock(&st->qlock);
+	return NULL;
+}
+
+int store_apply(struct store *st, const struct change *ch,
+		struct change_result *res)
+{
+	struct pending p = { .ch = ch, .res = res };
+
+	memset(res, 0, sizeof(*res));
+	pthread_mutex_lock(&st->qlock);
+	*st->tail = &p;
+	st->tail = &p.next;
+	pthread_cond_signal(&st->qcond);
+	while (!p.done)
+		pthread_cond_wait(&st->donecond, &st->qlock);
+	pthread_mutex_unlock(&st->qlock);
+	if (p.err)
+		log_debug("change refused: %s", res->msg);
+	return p.err;
+}
+
+static void queue_event(struct store *st, uint64_t env_id, uint64_t res_id,
+			const char *text, bool is_error)
+{
+	struct queued_event *q = xcalloc(1, sizeof(*q));
+
+	q->is_error = is_error;
+	q->env_id = env_id;
+	q->res_id = res_id;
+	q->line = xstrdup(text);
+	pthread_mutex_lock(&st->qlock);
+	*st->ev_tail = q;
+	st->ev_tail = &q->next;
+	pthread_cond_signal(&st->qcond);
+	pthread_mutex_unlock(&st->qlock);
+}
+
+void store_event(struct store *st, uint64_t env_id, uint64_t res_id,
+		 const char *text)
+{
+	queue_event(st, env_id, res_id, text, false);
+}
+
+void store_error(struct store *st, uint64_t env_id, uint64_t res_id,
+		 const char *text)
+{
+	queue_event(st, env_id, res_id, text, true);
+}
+
+/* ---- history ---------------------------------------------------------- */
+
+int store_history_info(struct store *st, uint64_t env_id, uint64_t rev,
+		       struct buf *out)
+{
+	struct revision_row row;
+	char when[40];
+	int rc = st->ops->revision(st->be, env_id, rev, &row);
+
+	if (rc)
+		return rc;
+	time_rfc3339(row.time, when, sizeof(when));
+	buf_printf(out,
+		   "revision: %" PRIu64 "\ntime: %s\nuid: %u\ngid: %u\n"
+		   "pid: %d\ncommand: %s\npath: %s\nsummary: %s\n",
+		   rev, when, row.uid, row.gid, row.pid, row.comm, row.path,
+		   row.summary);
+	free(row.storage);
+	return 0;
+}
+
+int store_history_diff(struct store *st, uint64_t env_id, uint64_t rev,
+		       struct buf *out)
+{
+	struct revision_row row;
+	int rc = st->ops->revision(st->be, env_id, rev, &row);
+
+	if (rc)
+		return rc;
+	buf_adds(out, row.diff);
+	free(row.storage);
+	return 0;
+}
+
+int store_history_text(struct store *st, uint64_t env_id, uint64_t rev,
+		       const char *kind, const char *name, struct buf *out)
+{
+	return st->ops->history_text(st->be, env_id, rev, kind, name, out);
+}
+
+int store_history_names(struct store *st, uint64_t env_id, uint64_t rev,
+			const char *kind, struct buf *out)
+{
+	return st->ops->history_names(st->be, env_id, rev, kind, out);
+}
+
+int store_audit(struct store *st, uint64_t env_id, struct buf *out)
+{
+	return st->ops->audit(st->be, env_id, out);
+}
+
+int store_events_text(struct store *st, const struct env *e,
+		      const struct resource *r, struct buf *out)
+{
+	const struct event_log *log = r ? &r->events : &e->events;
+	uint64_t older = log->total - log->count;
+
+	if (older) {
+		int rc = st->ops->events(st->be, e->id, r ? r->id : 0, older,
+					 out);
+
+		if (rc)
+			return rc;
+	}
+	for (size_t i = 0; i < log->count; i++)
+		buf_adds(out, event_log_line(log, i));
+	return 0;
+}
+
+/* ---- open and close --------------------------------------------------- */
+
+static const struct backend_ops *backend_for(const char *url,
+					     const char **location)
+{
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		size_t n = strlen(backends[i]->scheme);
+
+		if (!strncmp(url, backends[i]->scheme, n) && url[n] == ':') {
+			*location = url + n + 1;
+			return backends[i];
+		}
+	}
+	return NULL;
+}
+
+int store_open(const struct store_options *opt, struct store **out, char *err,
+	       size_t errlen)
+{
+	struct store *st = xcalloc(1, sizeof(*st));
+	const char *location;
+	int rc;
+
+	snprintf(st->url, sizeof(st->url), "%s", opt->url);
+	st->ops = backend_for(opt->url, &location);
+	if (!st->ops) {
+		snprintf(err, errlen,
+			 "unknown state store %s: use sqlite:PATH", opt->url);
+		free(st);
+		return -EINVAL;
+	}
+	rc = st->ops->open(location, &st->be, err, errlen);
+	if (rc) {
+		free(st);
+		return rc;
+	}
+	model_init(&st->model);
+	rc = st->ops->load(st->be, &st->model);
+	if (rc) {
+		snprintf(err, errlen, "state store %s could not be loaded: %s",
+			 opt->url, strerror(-rc));
+		store_close(st);
+		return rc;
+	}
+	if (opt->key_file) {
+		st->have_key = secret_key_load(opt->key_file, true, &st->key,
+					       st->key_error,
+					       sizeof(st->key_error)) == 0;
+		if (!st->have_key)
+			log_warn("%s", st->key_error);
+	} else {
+		snprintf(st->key_error, sizeof(st->key_error),
+			 "no secret key file is configured");
+	}
+	pthread_mutex_init(&st->qlock, NULL);
+	pthread_cond_init(&st->qcond, NULL);
+	pthread_cond_init(&st->donecond, NULL);
+	st->tail = &st->head;
+	st->ev_tail = &st->ev_head;
+	pthread_create(&st->thread, NULL, committer, st);
+	*out = st;
+	return 0;
+}
+
+void store_close(struct store *st)
+{
+	if (!st)
+		return;
+	if (st->tail) {
+		pthread_mutex_lock(&st->qlock);
+		st->stopping = true;
+		pthread_cond_signal(&st->qcond);
+		pthread_mutex_unlock(&st->qlock);
+		pthread_join(st->thread, NULL);
+		pthread_mutex_destroy(&st->qlock);
+		pthread_cond_destroy(&st->qcond);
+		pthread_cond_destroy(&st->donecond);
+	}
+	st->ops->close(st->be);
+	model_destroy(&st->model);
+	free(st->touched);
+	memset(&st->key, 0, sizeof(st->key));
+	free(st);
+}

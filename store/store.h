@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The state store: the durable record of everything declared, every
+ * revision, every audit line. One store per mount.
+ *
+ * Every change goes through store_apply(): a committer thread checks it
+ * against the model (spec rules, references, policy), writes it to the
+ * backend and applies it to the in-memory model. Changes that arrive
+ * together share one durable commit (group commit), and store_apply()
+ * returns only once its change is on disk, so close(2) reports durability.
+ *
+ * The backend (SQLite now, etcd later) sits behind struct store_backend in
+ * backend.h; nothing outside store/ sees it.
+ */
+#ifndef INFRAFS_STORE_STORE_H
+#define INFRAFS_STORE_STORE_H
+
+#include "model.h"
+#include "util/buf.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct store;
+
+/* Who made a change, for audit lines and history. */
+struct caller {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	char comm[32];
+};
+
+enum change_op {
+	CH_ENV_CREATE, /* name, mode */
+	CH_ENV_REMOVE, /* env */
+	CH_ENV_ATTR, /* env, uid, gid, mode (-1 keeps) */
+	CH_RES_DRAFT, /* env, kind, name: mkdir of a resource */
+	CH_RES_COMMIT, /* env, kind, name, text */
+	CH_RES_FIELD, /* env, kind, name, field, text: one field's value */
+	CH_RES_REMOVE, /* env, kind, name */
+	CH_CONFIG, /* env, text */
+	CH_POLICY, /* env, text */
+	CH_SECRET_SET, /* env, name, text (the value) */
+	CH_SECRET_REMOVE, /* env, name */
+};
+
+struct change {
+	enum change_op op;
+	const char *env;
+	int kind; /* KIND_*_IDX for resource changes */
+	const char *name;
+	const char *field; /* CH_RES_FIELD */
+	const char *text;
+	size_t len;
+	uid_t uid; /* CH_ENV_ATTR; (uid_t)-1 keeps */
+	gid_t gid;
+	mode_t mode; /* CH_ENV_CREATE, CH_ENV_ATTR; (mode_t)-1 keeps */
+	const char *path; /* as the user named it, for audit: dev/pools/a/spec */
+	struct caller who;
+};
+
+struct change_result {
+	uint64_t rev; /* the revision made, 0 when none */
+	char msg[600]; /* why it was refused, for the user */
+};
+
+struct store_options {
+	const char *url; /* sqlite:PATH */
+	const char *key_file; /* secret key file, created when missing */
+};
+
+/* Called by the committer after each applied change, under no lock. */
+typedef void (*store_change_fn)(void *ctx, uint64_t env_id, uint64_t res_id);
+
+int store_open(const struct store_options *opt, struct store **out, char *err,
+	       size_t errlen);
+void store_close(struct store *st);
+struct model *store_model(struct store *st);
+void store_set_change_hook(struct store *st, store_change_fn fn, void *ctx);
+/* What holds the store's lock: "pid 123 on host since RFC3339". */
+const char *store_lock_holder(const struct store *st);
+const char *store_url(const struct store *st);
+
+/*
+ * Validates, makes durable and applies one change. Returns 0, or a
+ * negative errno (-EINVAL bad spec, -EACCES/-EDQUOT policy, -ENOENT,
+ * -EEXIST, -ENOTEMPTY, -EBUSY, -EIO) with res->msg saying why; a refused
+ * commit to a resource is also recorded as its last_error and an event.
+ */
+int store_apply(struct store *st, const struct change *ch,
+		struct change_result *res);
+
+/* Appends an event line to a resource (res_id) or to its environment. */
+void store_event(struct store *st, uint64_t env_id, uint64_t res_id,
+		 const char *text);
+/* The same, and shows the text as the object's last_error. */
+void store_error(struct store *st, uint64_t env_id, uint64_t res_id,
+		 const char *text);
+
+/*
+ * History and audit, read from the backend on demand (not kept in memory).
+ * Each returns 0 or a negative errno; text is appended to out.
+ */
+int store_history_info(struct store *st, uint64_t env_id, uint64_t rev,
+		       struct buf *out);
+int store_history_diff(struct store *st, uint64_t env_id, uint64_t rev,
+		       struct buf *out);
+/* The text of config, policy ("" name) or a resource as of rev. */
+int store_history_text(struct store *st, uint64_t env_id, uint64_t rev,
+		       const char *kind, const char *name, struct buf *out);
+/* Names of a kind's resources that existed at rev, one per line. */
+int store_history_names(struct store *st, uint64_t env_id, uint64_t rev,
+			const char *kind, struct buf *out);
+int store_audit(struct store *st, uint64_t env_id, struct buf *out);
+/*
+ * The whole events file of an object: lines no longer kept in memory come
+ * from the backend, the newest from the model. Call under the read lock.
+ */
+int store_events_text(struct store *st, const struct env *e,
+		      const struct resource *r, struct buf *out);
+
+#endif
