@@ -16,6 +16,49 @@
 #include <stdio.h>
 #include <string.h>
 
+struct pending_secret {
+	struct node_key key;
+	unsigned count;
+};
+
+void pending_secret_add(struct fs *fs, const struct node_key *k)
+{
+	struct pending_secret *p;
+
+	pthread_mutex_lock(&fs->pending_lock);
+	p = map_get(&fs->pending_secrets, k, sizeof(*k));
+	if (!p) {
+		p = xcalloc(1, sizeof(*p));
+		p->key = *k;
+		map_put(&fs->pending_secrets, &p->key, sizeof(p->key), p);
+	}
+	p->count++;
+	pthread_mutex_unlock(&fs->pending_lock);
+}
+
+void pending_secret_drop(struct fs *fs, const struct node_key *k)
+{
+	struct pending_secret *p;
+
+	pthread_mutex_lock(&fs->pending_lock);
+	p = map_get(&fs->pending_secrets, k, sizeof(*k));
+	if (p && --p->count == 0) {
+		map_del(&fs->pending_secrets, k, sizeof(*k));
+		free(p);
+	}
+	pthread_mutex_unlock(&fs->pending_lock);
+}
+
+bool pending_secret_has(struct fs *fs, const struct node_key *k)
+{
+	bool has;
+
+	pthread_mutex_lock(&fs->pending_lock);
+	has = map_get(&fs->pending_secrets, k, sizeof(*k)) != NULL;
+	pthread_mutex_unlock(&fs->pending_lock);
+	return has;
+}
+
 enum handle_kind { H_VIEW, H_EDIT, H_SCRATCH, H_CTL };
 
 struct handle {
@@ -25,6 +68,7 @@ struct handle {
 	struct blob *snap; /* H_VIEW */
 	struct buf edit; /* H_EDIT */
 	bool written; /* H_EDIT: bytes arrived since the last commit */
+	bool created; /* a secret made by this open, pending until release */
 	bool truncated; /* H_EDIT: emptied, with nothing written yet */
 	struct caller opener; /* who opened it, for a commit at release */
 	int poisoned; /* H_EDIT: a write was refused; flush returns this */
@@ -130,6 +174,11 @@ int file_open(struct fs *fs, const struct node_key *k, int flags,
 	struct handle *h = xcalloc(1, sizeof(*h));
 	int rc;
 
+	if (k->type == NT_SECRET && (flags & O_CREAT)) {
+		h->created = true;
+		pending_secret_add(fs, k);
+	}
+
 	h->opener = *who;
 	h->key = *k;
 	h->flags = flags;
@@ -156,6 +205,8 @@ int file_open(struct fs *fs, const struct node_key *k, int flags,
 		rc = open_view(fs, h, fi);
 	}
 	if (rc) {
+		if (h->created)
+			pending_secret_drop(fs, k);
 		buf_free(&h->edit);
 		free(h);
 		return rc;
@@ -508,6 +559,8 @@ void file_release(struct fs *fs, struct handle *h)
 		blob_unref(h->snap);
 	if (h->scratch)
 		scratch_release(&fs->scratch, h->scratch);
+	if (h->created)
+		pending_secret_drop(fs, &h->key);
 	/* The only copy of a secret's plain value outside the store. */
 	if (h->key.type == NT_SECRET && h->edit.data)
 		explicit_bzero(h->edit.data, h->edit.cap);

@@ -49,6 +49,10 @@ struct fs {
 	uid_t owner; /* the mount's root belongs to whoever mounted it */
 	gid_t group;
 	double started;
+	/* Secrets created but not yet committed: they exist for the
+	 * creator's descriptor before their first value lands. */
+	pthread_mutex_t pending_lock;
+	struct map pending_secrets; /* node key -> struct pending_secret */
 	atomic_ulong requests;
 	atomic_ulong write_rejections;
 };
@@ -125,6 +129,10 @@ void notify_stop(struct fs *fs);
 void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id);
 /* The same, done now: for the writer who must see its own change. */
 void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id);
+
+void pending_secret_add(struct fs *fs, const struct node_key *k);
+void pending_secret_drop(struct fs *fs, const struct node_key *k);
+bool pending_secret_has(struct fs *fs, const struct node_key *k);
 
 /* ---- files.c: open files ------------------------------------------------ */
 

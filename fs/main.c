@@ -280,6 +280,7 @@ int main(int argc, char **argv)
 	node_table_init(&fs.nodes);
 	render_cache_init(&fs.renders);
 	scratch_init(&fs.scratch);
+	pthread_mutex_init(&fs.pending_lock, NULL);
 	fs.se = make_session(&fs, &o);
 	if (!fs.se || fuse_set_signal_handlers(fs.se) != 0 ||
 	    fuse_session_mount(fs.se, o.mountpoint) != 0) {

@@ -600,24 +600,6 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	return 0;
 }
 
-/* A secret being created has no attributes until its first commit. */
-static void new_secret_entry(struct fs *fs, const struct node_key *k,
-			     struct fuse_entry_param *e)
-{
-	struct env *env;
-
-	memset(e, 0, sizeof(*e));
-	model_rdlock(fs->model);
-	env = tree_env(fs, k);
-	e->attr.st_uid = env ? env->uid : 0;
-	e->attr.st_gid = env ? env->gid : 0;
-	model_unlock(fs->model);
-	e->attr.st_mode = S_IFREG | 0200;
-	e->attr.st_nlink = 1;
-	e->ino = node_get(&fs->nodes, k, 1);
-	e->attr.st_ino = e->ino;
-}
-
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
@@ -632,13 +614,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!rc)
 		rc = create_in(fs, req, &pk, name, mode, &ck);
 	if (!rc)
-		rc = file_open(fs, &ck, fi->flags | O_TRUNC, &who, &h, fi);
-	if (!rc) {
-		if (ck.type == NT_SECRET)
-			new_secret_entry(fs, &ck, &e);
-		else
-			rc = entry_of(fs, &ck, &e);
-	}
+		rc = file_open(fs, &ck, fi->flags | O_TRUNC | O_CREAT, &who,
+			       &h, fi);
+	if (!rc)
+		rc = entry_of(fs, &ck, &e);
 	if (rc) {
 		if (h)
 			file_release(fs, h);

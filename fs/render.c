@@ -316,7 +316,7 @@ static int render_env(struct fs *fs, const struct node_key *k,
 	case NT_REV_CONFIG:
 	case NT_REV_POLICY:
 	case NT_REV_SPEC:
-		if (k->rev > e->rev)
+		if (k->rev > e->rev_durable)
 			return -ENOENT;
 		return render_history(fs, k, out);
 	default:

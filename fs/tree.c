@@ -286,7 +286,7 @@ static int lookup_in_env(struct fs *fs, const struct env *e,
 		return 0;
 	}
 	case NT_HISTORY:
-		if (parse_rev(name, &rev) < 0 || rev > e->rev)
+		if (parse_rev(name, &rev) < 0 || rev > e->rev_durable)
 			return -ENOENT;
 		*c = node_key_make(NT_REV, 0, e->id, rev);
 		return 0;
@@ -497,13 +497,13 @@ static bool node_exists(struct fs *fs, const struct node_key *k,
 	case NT_REV_POLICY:
 	case NT_REV_KIND:
 	case NT_REV_SPEC:
-		return e && k->rev <= e->rev;
+		return e && k->rev <= e->rev_durable;
 	case NT_SECRET:
-		return e && map_get(&e->secrets, k->name, strlen(k->name));
+		return e && (map_get(&e->secrets, k->name, strlen(k->name)) ||
+			     pending_secret_has(fs, k));
 	default:
 		return e != NULL;
 	}
-	(void)fs;
 }
 
 int tree_getattr(struct fs *fs, const struct node_key *k, struct stat *st)
@@ -658,7 +658,7 @@ static void list_secrets(const struct env *e, struct dir_snapshot *d)
 
 static void list_history(const struct env *e, struct dir_snapshot *d)
 {
-	for (uint64_t rev = 1; rev <= e->rev; rev++) {
+	for (uint64_t rev = 1; rev <= e->rev_durable; rev++) {
 		struct node_key k = node_key_make(NT_REV, 0, e->id, rev);
 		char name[24];
 
@@ -675,7 +675,7 @@ static int list_rev_kind(struct fs *fs, const struct node_key *dir,
 				     kind_at(dir->sub)->name, &names);
 	char *save = NULL;
 
-	if (rc)
+	if (rc || !names.len)
 		return rc;
 	for (char *n = strtok_r(names.data, "\n", &save); n;
 	     n = strtok_r(NULL, "\n", &save)) {
@@ -703,7 +703,7 @@ static int list_in_env(struct fs *fs, const struct env *e,
 		list_history(e, d);
 		return 0;
 	case NT_REV:
-		if (dir->rev > e->rev)
+		if (dir->rev > e->rev_durable)
 			return -ENOENT;
 		ADD_FIXED(d, rev_children, e->id, dir->rev);
 		list_kind_dirs(NT_REV_KIND, e->id, dir->rev, d);

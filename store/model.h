@@ -77,6 +77,9 @@ struct env {
 	mode_t mode; /* permission bits of the folder */
 	double ctime, mtime;
 	uint64_t rev; /* newest revision; revisions are 1..rev */
+	/* Newest revision on disk: history shows no more than this, as the
+	 * store's readers cannot see a revision before its commit. */
+	uint64_t rev_durable;
 	double rev_time;
 	struct doc config, policy;
 	struct map by_name[NKINDS]; /* name -> struct resource */

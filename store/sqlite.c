@@ -624,6 +624,7 @@ static int load_envs(struct backend *be, struct model *m)
 		e->ctime = sqlite3_column_double(st, 5);
 		e->mtime = sqlite3_column_double(st, 6);
 		e->rev = (uint64_t)sqlite3_column_int64(st, 7);
+		e->rev_durable = e->rev;
 		e->rev_time = sqlite3_column_double(st, 8);
 		text = column_dup(st, 9, &len);
 		load_doc(&e->config, &kind_config, text, len,

@@ -840,6 +840,19 @@ static void apply_queued_events(struct store *st, struct queued_event *q)
 	}
 }
 
+static void mark_durable(struct store *st)
+{
+	model_wrlock(&st->model);
+	for (size_t i = 0; i < st->ntouched; i++) {
+		struct env *e = model_env_by_id(&st->model,
+						st->touched[i].env_id);
+
+		if (e)
+			e->rev_durable = e->rev;
+	}
+	model_unlock(&st->model);
+}
+
 static void run_batch(struct store *st, struct pending *batch,
 		      struct queued_event *events)
 {
@@ -860,8 +873,10 @@ static void run_batch(struct store *st, struct pending *batch,
 	if (!st->batch_failed)
 		apply_queued_events(st, events);
 	model_unlock(&st->model);
-	if (!st->batch_failed && st->ops->commit(st->be) == 0)
+	if (!st->batch_failed && st->ops->commit(st->be) == 0) {
+		mark_durable(st);
 		return;
+	}
 	log_err("state store: a commit failed; no change of this batch was "
 		"kept");
 	if (rc == 0)

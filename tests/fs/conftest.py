@@ -1,0 +1,133 @@
+"""Fixtures that mount the real infrafs daemon in a temporary folder.
+
+Every test drives the mount with real programs (bash, cat, sed, vim, ed,
+jq, python's open()) and asserts on what a user would see.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("INFRAFS_BIN", str(ROOT / "build" / "infrafs"))
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Mount:
+    """One infrafs daemon in the foreground, on its own state store."""
+
+    def __init__(self, tmp: Path, extra=()):
+        self.tmp = tmp
+        self.path = tmp / "mnt"
+        self.state = tmp / "state" / "state.db"
+        self.key = tmp / "keys" / "secret.key"
+        self.log = tmp / "daemon.log"
+        self.extra = list(extra)
+        self.proc = None
+        self.path.mkdir(exist_ok=True)
+
+    def start(self, extra=()):
+        args = [BIN, "-f", "--state", f"sqlite:{self.state}",
+                "--key-file", str(self.key), *self.extra, *extra,
+                str(self.path)]
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.ismount(self.path) or
+                 self.proc.poll() is not None, what="mount")
+        if self.proc.poll() is not None:
+            raise AssertionError("daemon exited: " + self.log.read_text())
+        return self
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if os.path.ismount(self.path):
+            subprocess.run(["fusermount3", "-u", str(self.path)],
+                           check=False)
+        try:
+            rc = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        self.logf.close()
+        return rc
+
+    def kill(self):
+        """SIGKILL the daemon, as a crash would, and clean the mount up."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+        self.logf.close()
+        subprocess.run(["fusermount3", "-u", "-z", str(self.path)],
+                       check=False)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def __truediv__(self, other):
+        return self.path / other
+
+    def sh(self, script, check=True, user=None):
+        """Runs a bash script in the mount; returns the CompletedProcess."""
+        cmd = ["bash", "-c", script]
+        if user is not None:
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}",
+                   "--clear-groups", *cmd]
+        res = subprocess.run(cmd, cwd=self.path, capture_output=True,
+                             text=True)
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"script failed ({res.returncode}):\n{script}\n"
+                f"stdout: {res.stdout}\nstderr: {res.stderr}")
+        return res
+
+
+@pytest.fixture
+def mnt(tmp_path):
+    m = Mount(tmp_path).start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def env(mnt):
+    """A mount with an environment `dev` and a committed pool `train`."""
+    mnt.sh("mkdir dev && mkdir dev/pools/train && "
+           "echo 'accelerator = nvidia-t4' > dev/pools/train/spec")
+    return mnt
+
+
+def read(path):
+    return Path(path).read_text()
+
+
+def status_of(path):
+    """Parses a `key: value` status file into a dict."""
+    out = {}
+    for line in read(path).splitlines():
+        key, _, value = line.partition(": ")
+        out[key.rstrip(":")] = value
+    return out
+
+
+def revisions(mnt, env="dev"):
+    return sorted(int(r) for r in os.listdir(mnt / env / "history"))
+
+
+def have(program):
+    return shutil.which(program) is not None

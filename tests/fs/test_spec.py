@@ -1,0 +1,199 @@
+"""The spec language through the mount: line checks at write(2), whole
+checks at close(2), field files, JSON, comments, errors users can read."""
+import errno
+import json
+import os
+
+import pytest
+
+from conftest import read, revisions, status_of, wait_for
+
+SPEC = "dev/pools/train/spec"
+
+
+def test_bad_line_fails_the_shell_builtin_echo(env):
+    res = env.sh(f"echo 'nodes = four' > {SPEC}", check=False)
+    assert res.returncode != 0
+    assert "Invalid argument" in res.stderr
+    # The accepted spec is untouched, and the reason is shown.
+    assert read(env / SPEC) == "accelerator = nvidia-t4\n"
+    st = status_of(env / "dev/pools/train/status")
+    assert st["last_error"].endswith(
+        'line 1: nodes: expected an integer >= 0, got "four"')
+    assert 'got "four"' in read(env / "dev/pools/train/events")
+
+
+def test_bad_line_in_the_middle_names_its_line(env):
+    res = env.sh(f"printf 'nodes = 2\\n# c\\ncolour = red\\n' > {SPEC}",
+                 check=False)
+    assert res.returncode != 0
+    err = status_of(env / "dev/pools/train/status")["last_error"]
+    assert "line 3: colour: unknown key" in err
+    assert read(env / SPEC) == "accelerator = nvidia-t4\n"
+
+
+def test_write_error_reaches_python(env):
+    with pytest.raises(OSError) as e:
+        with open(env / SPEC, "w") as f:
+            f.write("accelerator = h100\n")
+            f.flush()
+    assert e.value.errno == errno.EINVAL
+    assert read(env / SPEC) == "accelerator = nvidia-t4\n"
+
+
+def test_cross_field_rule_fails_close_and_keeps_old_spec(env):
+    fd = os.open(env / SPEC, os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"nodes = 3\nmin_nodes = 5\n")  # each line is fine alone
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EINVAL
+    assert read(env / SPEC) == "accelerator = nvidia-t4\n"
+    st = status_of(env / "dev/pools/train/status")
+    assert st["last_error"] == "line 2: min_nodes: must be <= nodes (5 > 3)"
+    assert "commit refused" in read(env / "dev/pools/train/events")
+
+
+def test_incomplete_last_line_is_checked_at_close(env):
+    fd = os.open(env / SPEC, os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"nodes = 2\nnodes = x")  # no newline: checked at close
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EINVAL
+    assert read(env / SPEC) == "accelerator = nvidia-t4\n"
+
+
+def test_comments_are_kept_and_later_assignment_wins(env):
+    text = ("# training pool\naccelerator = nvidia-a100-80gb  # big\n"
+            "\nnodes = 2\nnodes = 3\nlabels.team = nlp\n")
+    (env / SPEC).write_text(text)
+    assert read(env / SPEC) == text
+    assert read(env / "dev/pools/train/nodes") == "3\n"
+    assert read(env / "dev/pools/train/labels") == "team = nlp\n"
+    doc = json.loads(read(env / "dev/pools/train/status.json"))
+    assert doc["spec"]["nodes"] == 3
+    assert doc["spec"]["labels"] == {"team": "nlp"}
+    assert doc["spec"]["accelerator"] == "nvidia-a100-80gb"
+
+
+def test_json_object_is_accepted_as_the_whole_spec(env):
+    (env / SPEC).write_text(json.dumps(
+        {"accelerator": "nvidia-l4", "nodes": 2, "zones": ["a", "b"],
+         "labels": {"team": "cv"}}))
+    assert read(env / "dev/pools/train/accelerator") == "nvidia-l4\n"
+    assert read(env / "dev/pools/train/zones") == "a, b\n"
+    # JSON is checked whole at close; coreutils' echo reports close errors.
+    bad = env.sh(f"/bin/echo '{{\"nodes\": \"four\"}}' > {SPEC}",
+                 check=False)
+    assert bad.returncode != 0
+    assert read(env / "dev/pools/train/nodes") == "2\n"
+
+
+def test_field_file_changes_one_field_as_one_revision(env):
+    (env / SPEC).write_text("# keep me\naccelerator = nvidia-t4\nnodes = 2\n")
+    before = revisions(env)
+    env.sh("echo 4 > dev/pools/train/nodes")
+    assert revisions(env) == before + [before[-1] + 1]
+    assert read(env / SPEC) == "# keep me\naccelerator = nvidia-t4\nnodes = 4\n"
+    info = read(env / f"dev/history/{before[-1] + 1}/info")
+    assert "path: dev/pools/train/nodes" in info
+
+
+def test_bad_field_value_fails_echo(env):
+    res = env.sh("echo 99 > dev/pools/train/accelerators_per_node",
+                 check=False)
+    assert res.returncode != 0
+    assert read(env / "dev/pools/train/accelerators_per_node") == "1\n"
+    err = status_of(env / "dev/pools/train/status")["last_error"]
+    assert "accelerators_per_node: expected an integer from 1 to 16" in err
+
+
+def test_empty_field_write_goes_back_to_the_default(env):
+    env.sh("echo 3 > dev/pools/train/nodes && : > dev/pools/train/nodes")
+    assert read(env / "dev/pools/train/nodes") == "1\n"
+    assert "nodes" not in read(env / SPEC)
+
+
+def test_map_field_file_replaces_the_map(env):
+    env.sh("printf 'team = nlp\\ncost_center = 42\\n' > dev/pools/train/labels")
+    assert "labels.team = nlp" in read(env / SPEC)
+    assert "labels.cost_center = 42" in read(env / SPEC)
+
+
+def test_draft_is_applied_by_its_first_write_even_empty(mnt):
+    mnt.sh("mkdir dev dev/pools/gpu")
+    assert revisions(mnt) == [1]
+    mnt.sh(": > dev/pools/gpu/spec")
+    # Nothing was written, so the commit comes at release, after close.
+    wait_for(lambda: revisions(mnt) == [1, 2], what="revision 2")
+    assert "create pools/gpu" in read(mnt / "dev/history/2/info")
+    assert "draft" not in status_of(mnt / "dev/pools/gpu/status")["reason"]
+
+
+def test_rewriting_the_same_spec_makes_no_revision(env):
+    before = revisions(env)
+    env.sh(f"cat {SPEC} > /tmp/same && cat /tmp/same > {SPEC}")
+    assert revisions(env) == before
+
+
+def test_endpoint_pool_must_exist(mnt):
+    mnt.sh("mkdir dev dev/endpoints/chat")
+    res = mnt.sh("/bin/echo 'pool = nope' > dev/endpoints/chat/spec",
+                 check=False)
+    assert res.returncode != 0
+    err = status_of(mnt / "dev/endpoints/chat/status")["last_error"]
+    assert err == 'line 1: pool: no pool named "nope" in dev'
+
+
+def test_endpoint_secret_reference_must_exist(mnt):
+    mnt.sh("mkdir dev dev/endpoints/chat")
+    res = mnt.sh("/bin/echo 'env.TOKEN = secret:hf' > "
+                 "dev/endpoints/chat/spec", check=False)
+    assert res.returncode != 0
+    assert 'no secret named "hf"' in status_of(
+        mnt / "dev/endpoints/chat/status")["last_error"]
+    mnt.sh("echo s3cret > dev/secrets/hf && "
+           "echo 'env.TOKEN = secret:hf' > dev/endpoints/chat/spec")
+    assert "secret:hf" in read(mnt / "dev/endpoints/chat/spec")
+
+
+def test_config_is_checked_like_a_spec(mnt):
+    os.mkdir(mnt / "dev")
+    res = mnt.sh("echo 'approval = sometimes' >> dev/config", check=False)
+    assert res.returncode != 0
+    assert "approval = sometimes" not in read(mnt / "dev/config")
+    mnt.sh("echo 'approval = manual' >> dev/config")
+    assert "approval = manual" in read(mnt / "dev/config")
+    res = mnt.sh("/bin/echo 'provider = gcp' > dev/config", check=False)
+    assert res.returncode != 0
+    assert "not built into this infrafs" in status_of(
+        mnt / "dev/status")["last_error"]
+
+
+@pytest.mark.parametrize("policy,spec,err,message", [
+    ("max_nodes_per_pool = 4", "nodes = 8", errno.EDQUOT,
+     "policy max_nodes_per_pool: 8 requested for pools/train, limit 4"),
+    ("max_accelerators = 8", "accelerator = nvidia-t4\nnodes = 3\n"
+     "accelerators_per_node = 4", errno.EDQUOT,
+     "policy max_accelerators: 12 requested in dev, limit 8"),
+    ("allowed_accelerators = cpu, nvidia-t4", "accelerator = nvidia-b200",
+     errno.EACCES, "policy allowed_accelerators: nvidia-b200 is not allowed"),
+    ("allowed_capacity = on-demand", "capacity = spot", errno.EACCES,
+     "policy allowed_capacity: spot is not allowed"),
+    ("require_labels = team", "nodes = 1", errno.EACCES,
+     "policy require_labels: pools/train lacks label team"),
+])
+def test_policy_refuses_at_close(env, policy, spec, err, message):
+    env.sh(f"echo '{policy}' >> dev/policy")
+    before = read(env / SPEC)
+    with pytest.raises(OSError) as e:
+        with open(env / SPEC, "w") as f:
+            f.write(spec + "\n")
+    assert e.value.errno == err
+    assert read(env / SPEC) == before
+    assert message in status_of(env / "dev/pools/train/status")["last_error"]
+
+
+def test_policy_accepts_a_compliant_spec(env):
+    env.sh("echo 'max_nodes_per_pool = 4' >> dev/policy && "
+           "echo 'nodes = 4' > dev/pools/train/spec")
+    assert read(env / "dev/pools/train/nodes") == "4\n"

@@ -1,0 +1,163 @@
+"""The tree the contract shows, and mkdir/rmdir of environments and resources."""
+import errno
+import json
+import os
+import stat
+
+import pytest
+
+from conftest import read, status_of
+
+
+def test_root_lists_the_fixed_files(mnt):
+    assert sorted(os.listdir(mnt.path)) == sorted(
+        ["README", "version", "metrics", "kinds", "providers"])
+    assert "mkdir" in read(mnt / "README")
+    assert read(mnt / "version").startswith("infrafs ")
+
+
+def test_kinds_are_rendered_from_the_schema(mnt):
+    assert sorted(os.listdir(mnt / "kinds")) == ["endpoint", "pool"]
+    pool = read(mnt / "kinds" / "pool")
+    for field in ["accelerator", "accelerators_per_node", "nodes",
+                  "min_nodes", "max_nodes", "capacity", "zones",
+                  "instance_type", "labels"]:
+        assert field in pool
+    assert "nvidia-h100-80gb" in pool
+    endpoint = read(mnt / "kinds" / "endpoint")
+    for field in ["model", "image", "command", "replicas", "scale_metric",
+                  "health_path", "port", "env"]:
+        assert field in endpoint
+
+
+def test_providers_lists_the_local_provider(mnt):
+    assert os.listdir(mnt / "providers") == ["local"]
+    text = read(mnt / "providers" / "local")
+    assert "provider: local" in text and "health:" in text
+
+
+def test_metrics_is_prometheus_text(mnt):
+    mnt.sh("mkdir dev")
+    text = read(mnt / "metrics")
+    assert "# TYPE infrafs_environments gauge" in text
+    assert "infrafs_environments 1" in text
+    for line in text.splitlines():
+        assert line.startswith("#") or len(line.split(" ")) == 2, line
+
+
+def test_environment_shape(mnt):
+    os.mkdir(mnt / "dev")
+    assert sorted(os.listdir(mnt / "dev")) == sorted([
+        "config", "policy", "plan", "plan.json", "ctl", "status", "events",
+        "audit", "history", "pools", "endpoints", "secrets"])
+    assert "provider = local" in read(mnt / "dev" / "config")
+    assert status_of(mnt / "dev" / "status")["environment"] == "dev"
+    assert json.loads(read(mnt / "dev" / "plan.json"))["steps"] == []
+    mode = stat.S_IMODE(os.stat(mnt / "dev" / "ctl").st_mode)
+    assert mode & 0o444 == 0, "ctl is write-only"
+
+
+def test_resource_shape_and_draft_state(mnt):
+    os.mkdir(mnt / "dev")
+    os.mkdir(mnt / "dev" / "pools" / "train")
+    names = set(os.listdir(mnt / "dev" / "pools" / "train"))
+    assert {"spec", "status", "status.json", "state", "events",
+            "accelerator", "nodes", "min_nodes", "labels"} <= names
+    assert read(mnt / "dev" / "pools" / "train" / "state") == "pending\n"
+    st = status_of(mnt / "dev" / "pools" / "train" / "status")
+    assert st["state"] == "pending" and "draft" in st["reason"]
+    assert read(mnt / "dev" / "pools" / "train" / "spec") == ""
+    # A draft shows the defaults it would get.
+    assert read(mnt / "dev" / "pools" / "train" / "accelerator") == "cpu\n"
+    doc = json.loads(read(mnt / "dev" / "pools" / "train" / "status.json"))
+    assert doc["draft"] is True and doc["spec"]["nodes"] == 1
+    # Drafts make no revision.
+    assert os.listdir(mnt / "dev" / "history") == ["1"]
+
+
+def test_endpoints_work_like_pools(mnt):
+    mnt.sh("mkdir dev dev/endpoints/chat && "
+           "printf 'command = python3 -m http.server $PORT\\nreplicas = 2\\n'"
+           " > dev/endpoints/chat/spec")
+    assert read(mnt / "dev" / "endpoints" / "chat" / "replicas") == "2\n"
+    assert read(mnt / "dev" / "endpoints" / "chat" / "port") == "8080\n"
+
+
+@pytest.mark.parametrize("name", [
+    "Dev", "dev_1", "-dev", "dev-", "a" * 64, "dév", "a.b", "..x"])
+def test_bad_names_get_einval(mnt, name):
+    with pytest.raises(OSError) as e:
+        os.mkdir(mnt / name)
+    assert e.value.errno == errno.EINVAL
+    os.mkdir(mnt / "dev")
+    with pytest.raises(OSError) as e:
+        os.mkdir(mnt / "dev" / "pools" / name)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_longest_valid_name_is_accepted(mnt):
+    name = "a" + "-" * 61 + "z"
+    os.mkdir(mnt / name)
+    assert name in os.listdir(mnt.path)
+
+
+def test_name_of_300_characters(mnt):
+    with pytest.raises(OSError) as e:
+        os.mkdir(mnt / ("a" * 300))
+    assert e.value.errno in (errno.ENAMETOOLONG, errno.EINVAL)
+
+
+def test_rmdir_environment_refused_while_it_holds_resources(env):
+    with pytest.raises(OSError) as e:
+        os.rmdir(env / "dev")
+    assert e.value.errno == errno.ENOTEMPTY
+    assert "train" in os.listdir(env / "dev" / "pools")
+    os.rmdir(env / "dev" / "pools" / "train")
+    os.rmdir(env / "dev")
+    assert "dev" not in os.listdir(env.path)
+
+
+def test_mkdir_twice_is_eexist(mnt):
+    os.mkdir(mnt / "dev")
+    with pytest.raises(FileExistsError):
+        os.mkdir(mnt / "dev")
+    os.mkdir(mnt / "dev" / "pools" / "a")
+    with pytest.raises(FileExistsError):
+        os.mkdir(mnt / "dev" / "pools" / "a")
+
+
+def test_mkdir_outside_kind_folders_is_refused(mnt):
+    os.mkdir(mnt / "dev")
+    for where in ["dev/history/x", "dev/plan-x/y", "kinds/x"]:
+        with pytest.raises(OSError) as e:
+            os.mkdir(mnt / where)
+        assert e.value.errno in (errno.EPERM, errno.ENOENT, errno.EACCES)
+    with pytest.raises(OSError) as e:
+        os.mkdir(mnt / "dev" / "history" / "x")
+    assert e.value.errno in (errno.EPERM, errno.EACCES)
+
+
+def test_rmdir_of_a_pool_used_by_an_endpoint_is_ebusy(env):
+    env.sh("mkdir dev/endpoints/chat && "
+           "echo 'pool = train' > dev/endpoints/chat/spec")
+    with pytest.raises(OSError) as e:
+        os.rmdir(env / "dev" / "pools" / "train")
+    assert e.value.errno == errno.EBUSY
+    assert "train" in os.listdir(env / "dev" / "pools")
+
+
+def test_recreated_resource_gets_a_new_inode(env):
+    before = os.stat(env / "dev" / "pools" / "train" / "spec").st_ino
+    os.rmdir(env / "dev" / "pools" / "train")
+    os.mkdir(env / "dev" / "pools" / "train")
+    after = os.stat(env / "dev" / "pools" / "train" / "spec").st_ino
+    assert before != after
+    assert read(env / "dev" / "pools" / "train" / "spec") == ""
+
+
+def test_ls_l_and_find_walk_the_tree(env):
+    res = env.sh("ls -lR . >/dev/null && find . -type f | sort")
+    files = res.stdout.splitlines()
+    assert "./dev/pools/train/spec" in files
+    assert "./dev/history/2/pools/train" in files
+    assert "./README" in files
