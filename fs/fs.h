@@ -29,11 +29,18 @@ struct scratch_table {
 	uint64_t next_id;
 };
 
+struct notify_entry {
+	fuse_ino_t parent;
+	char name[256];
+};
+
 struct notify_queue {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	fuse_ino_t *inos;
 	size_t n, cap;
+	struct notify_entry *entries;
+	size_t nentries, entries_cap;
 	bool stopping;
 	pthread_t thread;
 };
@@ -104,6 +111,9 @@ struct scratch {
 	struct timespec atime, mtime, ctime;
 	unsigned opens;
 	bool unlinked;
+	/* Renamed over a spec: the kernel's dentry for the spec points at
+	 * this inode until it looks again, so the inode stands for the spec. */
+	struct node_key alias;
 };
 
 void scratch_init(struct scratch_table *t);
@@ -118,6 +128,13 @@ struct scratch *scratch_create(struct scratch_table *t,
 			       uid_t uid, gid_t gid, mode_t mode);
 void scratch_unlink(struct scratch_table *t, struct scratch *s);
 void scratch_release(struct scratch_table *t, struct scratch *s);
+/* The scratch file became the spec `to`: hide it, keep it as an alias. */
+void scratch_become_alias(struct scratch_table *t, struct scratch *s,
+			  const struct node_key *to);
+/* The key a scratch inode stands for now: itself, or the spec it became. */
+void scratch_resolve(struct scratch_table *t, struct node_key *k);
+/* The kernel forgot a scratch inode: an alias or unlinked file may go. */
+void scratch_forget(struct scratch_table *t, uint64_t id);
 void scratch_list(struct scratch_table *t, const struct node_key *dir,
 		  struct dir_snapshot *out);
 
@@ -129,6 +146,8 @@ void notify_stop(struct fs *fs);
 void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id);
 /* The same, done now: for the writer who must see its own change. */
 void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id);
+/* Queues dropping the kernel's cached name `name` in folder `parent`. */
+void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name);
 
 void pending_secret_add(struct fs *fs, const struct node_key *k);
 void pending_secret_drop(struct fs *fs, const struct node_key *k);

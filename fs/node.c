@@ -78,12 +78,14 @@ fuse_ino_t node_find(struct node_table *t, const struct node_key *key)
 	return ino;
 }
 
-void node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup)
+bool node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup,
+		 struct node_key *gone)
 {
 	struct node *n;
+	bool freed = false;
 
 	if (ino == FUSE_ROOT_ID)
-		return;
+		return false;
 	pthread_mutex_lock(&t->lock);
 	n = map_get(&t->by_ino, &ino, sizeof(ino));
 	if (n) {
@@ -91,8 +93,11 @@ void node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup)
 		if (!n->nlookup) {
 			map_del(&t->by_ino, &n->ino, sizeof(n->ino));
 			map_del(&t->by_key, &n->key, sizeof(n->key));
+			*gone = n->key;
 			free(n);
+			freed = true;
 		}
 	}
 	pthread_mutex_unlock(&t->lock);
+	return freed;
 }

@@ -13,6 +13,7 @@
 #include <fuse_lowlevel.h>
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "util/map.h"
@@ -103,6 +104,8 @@ fuse_ino_t node_get(struct node_table *t, const struct node_key *key,
 int node_key_of(struct node_table *t, fuse_ino_t ino, struct node_key *key);
 /* The inode number of key if the kernel knows it, else 0. */
 fuse_ino_t node_find(struct node_table *t, const struct node_key *key);
-void node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup);
+/* Drops lookups; true with *gone set when the kernel forgot the node. */
+bool node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup,
+		 struct node_key *gone);
 
 #endif

@@ -12,6 +12,7 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 /* More than any kind has fields; a removed resource's kind is unknown. */
@@ -97,6 +98,31 @@ void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id)
 		for_each_ino(fs, env_id, res_id, inval_now);
 }
 
+void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name)
+{
+	struct notify_queue *q = &fs->notify;
+	struct notify_entry *e;
+
+	pthread_mutex_lock(&q->lock);
+	if (q->nentries == q->entries_cap) {
+		q->entries_cap = q->entries_cap ? q->entries_cap * 2 : 16;
+		q->entries = xrealloc(q->entries,
+				      q->entries_cap * sizeof(*q->entries));
+	}
+	e = &q->entries[q->nentries++];
+	e->parent = parent;
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+static void inval_entries(struct fs *fs, struct notify_entry *v, size_t n)
+{
+	for (size_t i = 0; i < n && fs->se; i++)
+		fuse_lowlevel_notify_inval_entry(fs->se, v[i].parent, v[i].name,
+						 strlen(v[i].name));
+}
+
 void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id)
 {
 	struct notify_queue *q = &fs->notify;
@@ -117,7 +143,10 @@ static void *notifier(void *arg)
 		fuse_ino_t *batch;
 		size_t n;
 
-		while (!q->n && !q->stopping)
+		struct notify_entry *entries;
+		size_t nentries;
+
+		while (!q->n && !q->nentries && !q->stopping)
 			pthread_cond_wait(&q->cond, &q->lock);
 		if (q->stopping)
 			break;
@@ -125,7 +154,13 @@ static void *notifier(void *arg)
 		n = q->n;
 		q->inos = NULL;
 		q->n = q->cap = 0;
+		entries = q->entries;
+		nentries = q->nentries;
+		q->entries = NULL;
+		q->nentries = q->entries_cap = 0;
 		pthread_mutex_unlock(&q->lock);
+		inval_entries(fs, entries, nentries);
+		free(entries);
 		for (size_t i = 0; i < n; i++) {
 			if (fs->se)
 				inval_now(fs, batch[i]);
@@ -166,6 +201,7 @@ void notify_stop(struct fs *fs)
 	pthread_mutex_unlock(&q->lock);
 	pthread_join(q->thread, NULL);
 	free(q->inos);
+	free(q->entries);
 	pthread_mutex_destroy(&q->lock);
 	pthread_cond_destroy(&q->cond);
 }

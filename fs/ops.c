@@ -67,7 +67,11 @@ static int entry_of(struct fs *fs, const struct node_key *k,
 
 static int key_of(struct fs *fs, fuse_ino_t ino, struct node_key *k)
 {
-	return node_key_of(&fs->nodes, ino, k);
+	int rc = node_key_of(&fs->nodes, ino, k);
+
+	if (!rc)
+		scratch_resolve(&fs->scratch, k);
+	return rc;
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -100,11 +104,22 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 }
 
+static void forget_one(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct node_key gone;
+
+	if (!node_forget(&fs->nodes, ino, nlookup, &gone))
+		return;
+	if (gone.type == NT_SCRATCH)
+		scratch_forget(&fs->scratch, gone.id);
+	render_cache_drop(&fs->renders, &gone, sizeof(gone));
+}
+
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct fs *fs = fs_of(req);
 
-	node_forget(&fs->nodes, ino, nlookup);
+	forget_one(fs, ino, nlookup);
 	fuse_reply_none(req);
 }
 
@@ -114,7 +129,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 	struct fs *fs = fs_of(req);
 
 	for (size_t i = 0; i < count; i++)
-		node_forget(&fs->nodes, forgets[i].ino, forgets[i].nlookup);
+		forget_one(fs, forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -704,7 +719,7 @@ static int rename_over_editable(struct fs *fs, fuse_req_t req,
 		return rc;
 	s = scratch_by_id(&fs->scratch, from->id);
 	if (s)
-		scratch_unlink(&fs->scratch, s);
+		scratch_become_alias(&fs->scratch, s, to);
 	return 0;
 }
 
@@ -801,6 +816,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 out:
 	reply_errno(req, rc);
+	/* The kernel has moved its dentries as a rename does; where the
+	 * tree kept a spec in place or made a copy, make it look again. */
+	if (!rc && from.type != NT_SCRATCH) {
+		notify_entry(fs, parent, name);
+		notify_entry(fs, newparent, newname);
+	}
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -193,6 +193,17 @@ static void render_res_status(const struct resource *r, struct buf *out)
 	buf_adds(out, "observed_at: never\n");
 }
 
+static json_t *declared_json(const struct spec *s)
+{
+	json_t *all = spec_to_json(s);
+
+	for (size_t i = 0; i < s->kind->nfields; i++) {
+		if (!s->v[i].set)
+			json_object_del(all, s->kind->fields[i].name);
+	}
+	return all;
+}
+
 static void render_res_status_json(const struct resource *r, struct buf *out)
 {
 	bool owned;
@@ -213,7 +224,10 @@ static void render_res_status_json(const struct resource *r, struct buf *out)
 			    r->last_error ? json_string(r->last_error)
 					  : json_null());
 	json_object_set_new(o, "observed_at", json_null());
-	json_object_set_new(o, "spec", s ? spec_to_json(s) : json_object());
+	/* `spec` is what was declared, so `jq .spec status.json > spec`
+	 * round-trips; `effective` adds the defaults. */
+	json_object_set_new(o, "spec", s ? declared_json(s) : json_object());
+	json_object_set_new(o, "effective", s ? spec_to_json(s) : json_object());
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	buf_adds(out, text ? text : "{}");
 	buf_addc(out, '\n');

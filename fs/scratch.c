@@ -108,7 +108,43 @@ void scratch_unlink(struct scratch_table *t, struct scratch *s)
 {
 	pthread_mutex_lock(&t->lock);
 	s->unlinked = true;
-	if (!s->opens) {
+	if (!s->opens && s->alias.type == NT_NONE) {
+		map_del(&t->by_id, &s->id, sizeof(s->id));
+		scratch_free(s);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+void scratch_become_alias(struct scratch_table *t, struct scratch *s,
+			  const struct node_key *to)
+{
+	pthread_mutex_lock(&t->lock);
+	s->alias = *to;
+	s->unlinked = true;
+	buf_free(&s->data);
+	pthread_mutex_unlock(&t->lock);
+}
+
+void scratch_resolve(struct scratch_table *t, struct node_key *k)
+{
+	struct scratch *s;
+
+	if (k->type != NT_SCRATCH)
+		return;
+	pthread_mutex_lock(&t->lock);
+	s = map_get_u64(&t->by_id, &k->id);
+	if (s && s->alias.type != NT_NONE)
+		*k = s->alias;
+	pthread_mutex_unlock(&t->lock);
+}
+
+void scratch_forget(struct scratch_table *t, uint64_t id)
+{
+	struct scratch *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = map_get_u64(&t->by_id, &id);
+	if (s && s->unlinked && !s->opens) {
 		map_del(&t->by_id, &s->id, sizeof(s->id));
 		scratch_free(s);
 	}
@@ -118,7 +154,7 @@ void scratch_unlink(struct scratch_table *t, struct scratch *s)
 void scratch_release(struct scratch_table *t, struct scratch *s)
 {
 	pthread_mutex_lock(&t->lock);
-	if (--s->opens == 0 && s->unlinked) {
+	if (--s->opens == 0 && s->unlinked && s->alias.type == NT_NONE) {
 		map_del(&t->by_id, &s->id, sizeof(s->id));
 		scratch_free(s);
 	}

@@ -10,17 +10,19 @@
  *   benchfs readloop FILE SECONDS
  *	open, read to EOF, close, in a loop on one thread for SECONDS.
  *   benchfs populate DIR COUNT THREADS PREFIX
- *	mkdir DIR/PREFIX00000.. and write one spec in each (the first write
- *	of a draft commits it), spread over THREADS threads.
- *   benchfs commit DIR PREFIX WRITERS SECONDS
- *	WRITERS threads, writer i committing DIR/PREFIXi/spec over and over
- *	(open O_WRONLY|O_TRUNC, write, close); counts successful closes.
- *   benchfs statall DIR
- *	readdir DIR, then stat(2) every entry.
- *   benchfs readall DIR FILE
- *	readdir DIR, then open, read to EOF and close DIR/ENTRY/FILE once each.
+ *	mkdir DIR/PREFIX00000 .. PREFIX(COUNT-1) and write one spec in each
+ *	(the first write of a draft commits it), spread over THREADS threads.
+ *   benchfs commit DIR PREFIX WRITERS SECONDS BASE
+ *	WRITERS threads, writer i committing DIR/PREFIX<i, 5 digits>/spec
+ *	again and again (open O_WRONLY|O_TRUNC, write, close) with the values
+ *	BASE, BASE+1, ...; counts successful closes.
+ *   benchfs statall DIR PREFIX COUNT
+ *	stat(2) DIR/PREFIX00000 .. PREFIX(COUNT-1).
+ *   benchfs readall DIR PREFIX COUNT FILE
+ *	open, read to EOF and close DIR/PREFIXnnnnn/FILE once each.
  *   benchfs count DIR
- *	the number of entries in DIR, "." and ".." left out.
+ *	the entries of DIR ("." and ".." left out), from getdents64 and from
+ *	readdir(3).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -34,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,103 +125,119 @@ static int cmd_readloop(int argc, char **argv)
 
 /* ---- directory listings -------------------------------------------------- */
 
-struct names {
-	char **v;
-	size_t n, cap;
+/*
+ * Counts a folder's entries twice: as the getdents64 system call returns
+ * them, and as glibc's readdir(3) hands them to programs like ls. glibc
+ * skips entries whose d_ino is 0, so the two differ when a file system
+ * leaves inode numbers out of a listing: the script reports that.
+ */
+struct linux_dirent64 {
+	unsigned long long d_ino;
+	long long d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
 };
-
-static void list_dir(const char *dir, struct names *out)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-
-	if (!d)
-		die("opening", dir);
-	errno = 0;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (out->n == out->cap) {
-			out->cap = out->cap ? out->cap * 2 : 1024;
-			out->v = realloc(out->v, out->cap * sizeof(*out->v));
-			if (!out->v)
-				die("listing", dir);
-		}
-		out->v[out->n] = strdup(de->d_name);
-		if (!out->v[out->n++])
-			die("listing", dir);
-		errno = 0;
-	}
-	if (errno)
-		die("reading", dir);
-	closedir(d);
-}
-
-static void free_names(struct names *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-}
 
 static int cmd_count(int argc, char **argv)
 {
-	struct names l = { 0 };
+	static char buf[32768];
+	unsigned long raw = 0, no_ino = 0, seen = 0;
+	struct dirent *de;
+	long n;
+	DIR *d;
+	int fd;
 
 	if (argc != 1)
 		return 2;
-	list_dir(argv[0], &l);
-	printf("entries=%zu\n", l.n);
-	free_names(&l);
+	fd = open(argv[0], O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		die("opening", argv[0]);
+	while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0) {
+		for (long pos = 0; pos < n;) {
+			struct linux_dirent64 *e = (void *)(buf + pos);
+
+			pos += e->d_reclen;
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+				continue;
+			raw++;
+			if (!e->d_ino)
+				no_ino++;
+		}
+	}
+	if (n < 0)
+		die("listing", argv[0]);
+	close(fd);
+	d = opendir(argv[0]);
+	if (!d)
+		die("opening", argv[0]);
+	errno = 0;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			seen++;
+		errno = 0;
+	}
+	if (errno)
+		die("reading", argv[0]);
+	closedir(d);
+	printf("entries=%lu readdir_entries=%lu zero_ino=%lu\n", raw, seen,
+	       no_ino);
 	return 0;
+}
+
+/*
+ * statall and readall name the resources the way populate made them
+ * (PREFIX00000 up to COUNT) instead of listing the folder, so their figures
+ * stand even when a listing is incomplete.
+ */
+static void res_path(char *out, size_t len, const char *dir,
+		     const char *prefix, long i, const char *file)
+{
+	snprintf(out, len, "%s/%s%05ld%s%s", dir, prefix, i, file ? "/" : "",
+		 file ? file : "");
 }
 
 static int cmd_statall(int argc, char **argv)
 {
-	struct names l = { 0 };
 	char path[PATH_MAX];
 	struct stat st;
-	double t0, t1, t2;
+	double t0, t1;
+	long count;
 
-	if (argc != 1)
+	if (argc != 3)
 		return 2;
+	count = parse_long(argv[2], 1, 99999);
 	t0 = now();
-	list_dir(argv[0], &l);
-	t1 = now();
-	for (size_t i = 0; i < l.n; i++) {
-		snprintf(path, sizeof(path), "%s/%s", argv[0], l.v[i]);
+	for (long i = 0; i < count; i++) {
+		res_path(path, sizeof(path), argv[0], argv[1], i, NULL);
 		if (stat(path, &st) < 0)
 			die("stat", path);
 	}
-	t2 = now();
-	printf("entries=%zu readdir_ms=%.1f stat_ms=%.1f per_sec=%.0f\n", l.n,
-	       (t1 - t0) * 1e3, (t2 - t1) * 1e3,
-	       l.n ? (double)l.n / (t2 - t1) : 0.0);
-	free_names(&l);
+	t1 = now();
+	printf("entries=%ld ms=%.1f per_sec=%.0f\n", count, (t1 - t0) * 1e3,
+	       (double)count / (t1 - t0));
 	return 0;
 }
 
 static int cmd_readall(int argc, char **argv)
 {
 	static char buf[READ_BUF];
-	struct names l = { 0 };
 	char path[PATH_MAX];
 	double t0, t1;
+	long count;
 
-	if (argc != 2)
+	if (argc != 4)
 		return 2;
-	list_dir(argv[0], &l);
+	count = parse_long(argv[2], 1, 99999);
 	t0 = now();
-	for (size_t i = 0; i < l.n; i++) {
-		snprintf(path, sizeof(path), "%s/%s/%s", argv[0], l.v[i],
-			 argv[1]);
+	for (long i = 0; i < count; i++) {
+		res_path(path, sizeof(path), argv[0], argv[1], i, argv[3]);
 		if (read_whole(path, buf) <= 0)
 			die("reading", path);
 	}
 	t1 = now();
-	printf("files=%zu ms=%.1f per_sec=%.0f\n", l.n, (t1 - t0) * 1e3,
-	       l.n ? (double)l.n / (t1 - t0) : 0.0);
-	free_names(&l);
+	printf("files=%ld ms=%.1f per_sec=%.0f\n", count, (t1 - t0) * 1e3,
+	       (double)count / (t1 - t0));
 	return 0;
 }
 
@@ -315,7 +334,7 @@ static int cmd_populate(int argc, char **argv)
 struct writer {
 	pthread_t thread;
 	char path[PATH_MAX];
-	long id;
+	long base;
 	pthread_barrier_t *go;
 	double deadline;
 	unsigned long ok, failed;
@@ -332,13 +351,17 @@ static void *writer_main(void *arg)
 	while (now() < w->deadline) {
 		double t = now();
 
-		/* Alternate the value so every commit is a real change. */
-		if (commit_spec(w->path, 1 + (n++ & 7)) < 0) {
+		/* The store makes no revision for a spec written back
+		 * unchanged; a value never used before on this resource
+		 * makes every commit a real change, so each success must
+		 * show up as one revision. */
+		if (commit_spec(w->path, w->base + n++) < 0) {
+			/* A refused commit is a bug worth seeing, not a
+			 * figure: report it and stop this writer. */
 			w->failed++;
-			if (w->failed == 1)
-				fprintf(stderr, "benchfs: committing %s: %s\n",
-					w->path, strerror(errno));
-			continue;
+			fprintf(stderr, "benchfs: committing %s: %s\n",
+				w->path, strerror(errno));
+			break;
 		}
 		w->ok++;
 		if (w->nlat == w->caplat) {
@@ -366,20 +389,21 @@ static int cmd_commit(int argc, char **argv)
 	unsigned long ok = 0, failed = 0;
 	double *lat = NULL, t0, t1, p50 = 0, p99 = 0;
 	size_t nlat = 0;
-	long nw, secs;
+	long nw, secs, base;
 
-	if (argc != 4)
+	if (argc != 5)
 		return 2;
 	nw = parse_long(argv[2], 1, 256);
 	secs = parse_long(argv[3], 1, 600);
+	base = parse_long(argv[4], 1, 1L << 40);
 	w = calloc((size_t)nw, sizeof(*w));
 	if (!w)
 		die("allocating writers for", argv[0]);
 	pthread_barrier_init(&go, NULL, (unsigned)nw + 1);
 	for (long i = 0; i < nw; i++) {
-		w[i].id = i;
+		w[i].base = base;
 		w[i].go = &go;
-		snprintf(w[i].path, sizeof(w[i].path), "%s/%s%ld/spec",
+		snprintf(w[i].path, sizeof(w[i].path), "%s/%s%05ld/spec",
 			 argv[0], argv[1], i);
 		if (pthread_create(&w[i].thread, NULL, writer_main, &w[i]))
 			die("starting a writer for", argv[0]);
@@ -443,8 +467,11 @@ int main(int argc, char **argv)
 			break;
 		return rc;
 	}
-	fprintf(stderr, "usage: benchfs readloop FILE SECONDS | populate DIR "
-			"COUNT THREADS PREFIX | commit DIR PREFIX WRITERS "
-			"SECONDS | statall DIR | readall DIR FILE | count DIR\n");
+	fprintf(stderr, "usage: benchfs readloop FILE SECONDS\n"
+			"       benchfs populate DIR COUNT THREADS PREFIX\n"
+			"       benchfs commit DIR PREFIX WRITERS SECONDS BASE\n"
+			"       benchfs statall DIR PREFIX COUNT\n"
+			"       benchfs readall DIR PREFIX COUNT FILE\n"
+			"       benchfs count DIR\n");
 	return 2;
 }

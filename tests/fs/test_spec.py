@@ -70,9 +70,9 @@ def test_comments_are_kept_and_later_assignment_wins(env):
     assert read(env / "dev/pools/train/nodes") == "3\n"
     assert read(env / "dev/pools/train/labels") == "team = nlp\n"
     doc = json.loads(read(env / "dev/pools/train/status.json"))
-    assert doc["spec"]["nodes"] == 3
-    assert doc["spec"]["labels"] == {"team": "nlp"}
-    assert doc["spec"]["accelerator"] == "nvidia-a100-80gb"
+    assert doc["spec"] == {"accelerator": "nvidia-a100-80gb", "nodes": 3,
+                           "labels": {"team": "nlp"}}
+    assert doc["effective"]["max_nodes"] == 3
 
 
 def test_json_object_is_accepted_as_the_whole_spec(env):

@@ -70,7 +70,8 @@ def test_resource_shape_and_draft_state(mnt):
     # A draft shows the defaults it would get.
     assert read(mnt / "dev" / "pools" / "train" / "accelerator") == "cpu\n"
     doc = json.loads(read(mnt / "dev" / "pools" / "train" / "status.json"))
-    assert doc["draft"] is True and doc["spec"]["nodes"] == 1
+    assert doc["draft"] is True and doc["effective"]["nodes"] == 1
+    assert doc["spec"] == {}
     # Drafts make no revision.
     assert os.listdir(mnt / "dev" / "history") == ["1"]
 
