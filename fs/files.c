@@ -49,6 +49,16 @@ void pending_secret_drop(struct fs *fs, const struct node_key *k)
 	pthread_mutex_unlock(&fs->pending_lock);
 }
 
+void pending_secrets_destroy(struct fs *fs)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&fs->pending_secrets, &pos, &v);)
+		free(v);
+	map_free(&fs->pending_secrets);
+	pthread_mutex_destroy(&fs->pending_lock);
+}
+
 bool pending_secret_has(struct fs *fs, const struct node_key *k)
 {
 	bool has;

@@ -152,6 +152,7 @@ void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name);
 void pending_secret_add(struct fs *fs, const struct node_key *k);
 void pending_secret_drop(struct fs *fs, const struct node_key *k);
 bool pending_secret_has(struct fs *fs, const struct node_key *k);
+void pending_secrets_destroy(struct fs *fs);
 
 /* ---- files.c: open files ------------------------------------------------ */
 

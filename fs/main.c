@@ -307,6 +307,7 @@ out:
 		fuse_session_destroy(fs.se);
 	store_close(fs.store);
 	scratch_destroy(&fs.scratch);
+	pending_secrets_destroy(&fs);
 	render_cache_destroy(&fs.renders);
 	node_table_destroy(&fs.nodes);
 	log_info("unmounted");

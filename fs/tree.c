@@ -653,7 +653,8 @@ static void list_secrets(const struct env *e, struct dir_snapshot *d)
 		snprintf(k.name, sizeof(k.name), "%s", s->name);
 		add_entry(d, s->name, &k);
 	}
-	qsort(d->v + first, d->n - first, sizeof(*d->v), cmp_names);
+	if (d->n - first > 1)
+		qsort(d->v + first, d->n - first, sizeof(*d->v), cmp_names);
 }
 
 static void list_history(const struct env *e, struct dir_snapshot *d)

@@ -64,7 +64,15 @@ class Mount:
             rc = self.proc.wait()
         self.proc = None
         self.logf.close()
+        self.check_log()
         return rc
+
+    def check_log(self):
+        """Sanitizer reports fail the test that caused them."""
+        text = self.log.read_text(errors="replace")
+        for marker in ("runtime error:", "AddressSanitizer",
+                       "LeakSanitizer"):
+            assert marker not in text, f"daemon log:\n{text}"
 
     def kill(self):
         """SIGKILL the daemon, as a crash would, and clean the mount up."""

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what infrafs needs to build, run and be tested, on Debian 12.
+# Used by tools/demo.sh and .ci/run so both install the same set.
+set -euo pipefail
+
+packages=(
+	# build
+	gcc meson ninja-build pkg-config
+	libfuse3-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
+	libssl-dev
+	# run
+	fuse3
+	# tests drive the mount with these real programs
+	python3 python3-pytest jq vim ed diffutils coreutils util-linux passwd
+	procps
+	# man pages
+	man-db groff-base
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: run as root (apt-get needs it)" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

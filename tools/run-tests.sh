@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds infrafs twice (optimised, and with AddressSanitizer and
+# UndefinedBehaviorSanitizer) and runs every test against each build:
+# C unit tests, then the file-system tests that mount the real daemon.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build() {
+	local dir=$1
+	shift
+	if [ -d "$dir" ]; then
+		meson setup --reconfigure "$dir" "$@" >/dev/null
+	else
+		meson setup "$dir" "$@" >/dev/null
+	fi
+	ninja -C "$dir"
+}
+
+run() {
+	local dir=$1
+	echo "== tests with $dir"
+	meson test -C "$dir" --print-errorlogs
+}
+
+build build
+build build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+	-Dbuildtype=debug
+
+# Sanitizer findings must fail the run, not scroll past.
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+
+status=0
+run build || status=1
+run build-asan || status=1
+
+python3 - build build-asan <<'PY'
+import json, sys
+passed = failed = 0
+for d in sys.argv[1:]:
+    for line in open(f"{d}/meson-logs/testlog.json"):
+        r = json.loads(line)
+        if r["result"] in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif r["result"] != "SKIP":
+            failed += 1
+print(f"{passed} passed, {failed} failed")
+PY
+exit $status
