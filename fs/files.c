@@ -83,6 +83,7 @@ struct handle {
 	struct caller opener; /* who opened it, for a commit at release */
 	int poisoned; /* H_EDIT: a write was refused; flush returns this */
 	struct scratch *scratch; /* H_SCRATCH */
+	pthread_mutex_t lock; /* H_EDIT: the buffer against concurrent I/O */
 };
 
 static bool wants_write(int flags)
@@ -184,6 +185,7 @@ int file_open(struct fs *fs, const struct node_key *k, int flags,
 	struct handle *h = xcalloc(1, sizeof(*h));
 	int rc;
 
+	pthread_mutex_init(&h->lock, NULL);
 	if (k->type == NT_SECRET && (flags & O_CREAT)) {
 		h->created = true;
 		pending_secret_add(fs, k);
@@ -218,6 +220,7 @@ int file_open(struct fs *fs, const struct node_key *k, int flags,
 		if (h->created)
 			pending_secret_drop(fs, k);
 		buf_free(&h->edit);
+		pthread_mutex_destroy(&h->lock);
 		free(h);
 		return rc;
 	}
@@ -264,7 +267,13 @@ int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
 		slice(h->snap->data, h->snap->len, off, size, data, len);
 		return 0;
 	case H_EDIT:
+		/* Copied: a write on the same descriptor may move the bytes
+		 * (direct I/O reads do not wait for writes). */
+		pthread_mutex_lock(&h->lock);
 		slice(buf_str(&h->edit), h->edit.len, off, size, data, len);
+		*owned = xstrndup(*data, *len);
+		*data = *owned;
+		pthread_mutex_unlock(&h->lock);
 		return 0;
 	case H_SCRATCH:
 		/* Copied: another descriptor's write may move the bytes. */
@@ -381,6 +390,32 @@ static int ctl_command(struct fs *fs, struct handle *h, const char *data,
 	return -EINVAL;
 }
 
+static int edit_write(struct fs *fs, struct handle *h, const char *data,
+		      size_t len, off_t off)
+{
+	int rc;
+
+	if (h->poisoned)
+		return h->poisoned;
+	if (h->flags & O_APPEND)
+		off = (off_t)h->edit.len;
+	if ((size_t)off + len > SPEC_MAX_BYTES) {
+		h->poisoned = -EFBIG;
+		report_write_error(fs, h, "the file would pass the 1 MiB limit");
+		return -EFBIG;
+	}
+	buf_write_at(&h->edit, (size_t)off, data, len);
+	h->written = true;
+	rc = check_edit_write(fs, h, (size_t)off, (size_t)off + len);
+	if (rc) {
+		/* Nothing of this handle may be committed now: what reached
+		 * us is not what the writer meant. */
+		h->poisoned = rc;
+		return rc;
+	}
+	return (int)len;
+}
+
 int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 	       off_t off)
 {
@@ -403,26 +438,10 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 	default:
 		return -EBADF;
 	}
-	if (h->poisoned)
-		return h->poisoned;
-	if (h->flags & O_APPEND)
-		off = (off_t)h->edit.len;
-	if ((size_t)off + len > SPEC_MAX_BYTES + 1) {
-		h->poisoned = -EFBIG;
-		buf_write_at(&h->edit, h->edit.len, "", 0);
-		report_write_error(fs, h, "the file would pass the 1 MiB limit");
-		return -EFBIG;
-	}
-	buf_write_at(&h->edit, (size_t)off, data, len);
-	h->written = true;
-	rc = check_edit_write(fs, h, (size_t)off, (size_t)off + len);
-	if (rc) {
-		/* Nothing of this handle may be committed now: what reached
-		 * us is not what the writer meant. */
-		h->poisoned = rc;
-		return rc;
-	}
-	return (int)len;
+	pthread_mutex_lock(&h->lock);
+	rc = edit_write(fs, h, data, len, off);
+	pthread_mutex_unlock(&h->lock);
+	return rc;
 }
 
 int file_truncate(struct fs *fs, struct handle *h, off_t size)
@@ -432,8 +451,10 @@ int file_truncate(struct fs *fs, struct handle *h, off_t size)
 		return -EFBIG;
 	switch (h->kind) {
 	case H_EDIT:
+		pthread_mutex_lock(&h->lock);
 		buf_truncate(&h->edit, (size_t)size);
 		h->truncated = !h->written;
+		pthread_mutex_unlock(&h->lock);
 		return 0;
 	case H_SCRATCH:
 		pthread_mutex_lock(&fs->scratch.lock);
@@ -575,5 +596,6 @@ void file_release(struct fs *fs, struct handle *h)
 	if (h->key.type == NT_SECRET && h->edit.data)
 		explicit_bzero(h->edit.data, h->edit.cap);
 	buf_free(&h->edit);
+	pthread_mutex_destroy(&h->lock);
 	free(h);
 }

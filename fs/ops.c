@@ -25,17 +25,24 @@ static struct fs *fs_of(fuse_req_t req)
 	return fs;
 }
 
-void caller_of(fuse_req_t req, struct caller *who)
+/* Who asks, without the command name: cheap enough for every open. */
+static void caller_ids(fuse_req_t req, struct caller *who)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	char path[64];
-	FILE *f;
 
 	memset(who, 0, sizeof(*who));
 	who->uid = ctx->uid;
 	who->gid = ctx->gid;
 	who->pid = ctx->pid;
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)ctx->pid);
+}
+
+void caller_of(fuse_req_t req, struct caller *who)
+{
+	char path[64];
+	FILE *f;
+
+	caller_ids(req, who);
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)who->pid);
 	f = fopen(path, "re");
 	if (f) {
 		if (fgets(who->comm, sizeof(who->comm), f))
@@ -512,7 +519,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct node_key k;
 	int rc = key_of(fs, ino, &k);
 
-	caller_of(req, &who);
+	/* Only writers are named in audit lines; readers skip /proc. */
+	if ((fi->flags & O_ACCMODE) == O_RDONLY)
+		caller_ids(req, &who);
+	else
+		caller_of(req, &who);
 	if (!rc)
 		rc = file_open(fs, &k, fi->flags, &who, &h, fi);
 	if (rc) {
