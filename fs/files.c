@@ -289,28 +289,70 @@ int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
 	}
 }
 
-/* Where a write refused line by line leaves its reason for the user. */
-static void report_write_error(struct fs *fs, struct handle *h,
-			       const char *msg)
+/* Names of what a key edits, copied out from under the read lock. */
+struct target {
+	char env[NAME_MAX_LEN + 1];
+	char name[NAME_MAX_LEN + 1];
+	char field[64];
+	int kind;
+	uint64_t env_id, res_id;
+};
+
+static int resolve_target(struct fs *fs, const struct node_key *k,
+			  struct target *t)
 {
 	struct env *e;
 	struct resource *r;
-	uint64_t env_id = 0, res_id = 0;
-	char text[700];
+	int rc = 0;
+
+	memset(t, 0, sizeof(*t));
+	model_rdlock(fs->model);
+	e = tree_env(fs, k);
+	r = tree_res(fs, k);
+	if (!e) {
+		rc = -ENOENT;
+	} else {
+		snprintf(t->env, sizeof(t->env), "%s", e->name);
+		t->env_id = e->id;
+	}
+	if (r) {
+		snprintf(t->name, sizeof(t->name), "%s", r->name);
+		t->kind = r->kind;
+		t->res_id = r->id;
+		if (k->type == NT_RES_FIELD)
+			snprintf(t->field, sizeof(t->field), "%s",
+				 kind_at(r->kind)->fields[k->sub].name);
+	} else if (k->type == NT_SECRET) {
+		snprintf(t->name, sizeof(t->name), "%s", k->name);
+	}
+	model_unlock(fs->model);
+	return rc;
+}
+
+/*
+ * Where a write refused line by line leaves its reason for the user: in
+ * status and events, recorded before the write returns, so a `cat status`
+ * right after the failed `echo` shows it.
+ */
+static void report_write_error(struct fs *fs, struct handle *h,
+			       const char *msg)
+{
+	struct change ch = { .op = CH_NOTE_ERROR };
+	struct change_result res;
+	struct target t;
 
 	atomic_fetch_add(&fs->write_rejections, 1);
-	model_rdlock(fs->model);
-	e = tree_env(fs, &h->key);
-	r = tree_res(fs, &h->key);
-	if (e)
-		env_id = e->id;
-	if (r)
-		res_id = r->id;
-	model_unlock(fs->model);
-	snprintf(text, sizeof(text), "write refused: %s", msg);
-	if (env_id)
-		store_error(fs->store, env_id, res_id, text);
-	log_debug("%s", text);
+	if (resolve_target(fs, &h->key, &t) < 0)
+		return;
+	ch.env = t.env;
+	ch.kind = t.kind;
+	ch.name = t.res_id ? t.name : NULL;
+	ch.text = msg;
+	ch.len = strlen(msg);
+	ch.who = h->opener;
+	store_apply(fs->store, &ch, &res);
+	notify_changed_now(fs, t.env_id, t.res_id);
+	log_debug("write refused: %s", msg);
 }
 
 static int check_edit_write(struct fs *fs, struct handle *h, size_t start,
@@ -451,6 +493,9 @@ int file_truncate(struct fs *fs, struct handle *h, off_t size)
 		return -EFBIG;
 	switch (h->kind) {
 	case H_EDIT:
+		/* Growing would pad the text with NUL bytes: never a spec. */
+		if ((size_t)size > h->edit.len)
+			return -EINVAL;
 		pthread_mutex_lock(&h->lock);
 		buf_truncate(&h->edit, (size_t)size);
 		h->truncated = !h->written;
@@ -471,46 +516,6 @@ off_t file_size(struct handle *h)
 	if (h->kind == H_EDIT)
 		return (off_t)h->edit.len;
 	return -1;
-}
-
-/* Names of what a key edits, copied out from under the read lock. */
-struct target {
-	char env[NAME_MAX_LEN + 1];
-	char name[NAME_MAX_LEN + 1];
-	char field[64];
-	int kind;
-	uint64_t env_id, res_id;
-};
-
-static int resolve_target(struct fs *fs, const struct node_key *k,
-			  struct target *t)
-{
-	struct env *e;
-	struct resource *r;
-	int rc = 0;
-
-	memset(t, 0, sizeof(*t));
-	model_rdlock(fs->model);
-	e = tree_env(fs, k);
-	r = tree_res(fs, k);
-	if (!e) {
-		rc = -ENOENT;
-	} else {
-		snprintf(t->env, sizeof(t->env), "%s", e->name);
-		t->env_id = e->id;
-	}
-	if (r) {
-		snprintf(t->name, sizeof(t->name), "%s", r->name);
-		t->kind = r->kind;
-		t->res_id = r->id;
-		if (k->type == NT_RES_FIELD)
-			snprintf(t->field, sizeof(t->field), "%s",
-				 kind_at(r->kind)->fields[k->sub].name);
-	} else if (k->type == NT_SECRET) {
-		snprintf(t->name, sizeof(t->name), "%s", k->name);
-	}
-	model_unlock(fs->model);
-	return rc;
 }
 
 int file_commit(struct fs *fs, const struct node_key *k, const char *data,

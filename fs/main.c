@@ -9,6 +9,8 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -245,6 +247,9 @@ static int serve(struct fs *fs)
 	fuse_loop_cfg_set_idle_threads(cfg, 16);
 	rc = fuse_session_loop_mt(fs->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
+	/* A stop by signal (the loop returns its number) is a clean stop. */
+	if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP)
+		rc = 0;
 	return rc;
 }
 
@@ -259,6 +264,8 @@ int main(int argc, char **argv)
 
 	if (parse_options(argc, argv, &o) < 0)
 		return 2;
+	/* The store and key hold every spec and secret: ours alone. */
+	umask(077);
 	log_setup(true, o.debug);
 	if (!o.foreground && detach(&report_fd) < 0) {
 		fprintf(stderr, "infrafs: cannot go to the background: %s\n",
@@ -302,6 +309,7 @@ int main(int argc, char **argv)
 	fuse_session_unmount(fs.se);
 	notify_stop(&fs);
 	fuse_remove_signal_handlers(fs.se);
+	log_info("unmounted %s", o.mountpoint);
 out:
 	if (fs.se)
 		fuse_session_destroy(fs.se);
@@ -310,6 +318,5 @@ out:
 	pending_secrets_destroy(&fs);
 	render_cache_destroy(&fs.renders);
 	node_table_destroy(&fs.nodes);
-	log_info("unmounted");
 	return rc;
 }

@@ -134,13 +134,15 @@ static int check_lists(const struct env *e, int kind, const char *name,
 			return -EACCES;
 		}
 	}
-	for (size_t i = 0; labels && i < labels->nitems; i++) {
-		const struct field_def *f = kind_field(s->kind, "labels", 6);
+	/* Only kinds that carry labels can be asked for them. */
+	const struct field_def *lf = kind_field(s->kind, "labels", 6);
+
+	for (size_t i = 0; labels && lf && i < labels->nitems; i++) {
 		const struct spec_value *v =
-			f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+			&s->v[kind_field_index(s->kind, lf)];
 		bool found = false;
 
-		for (size_t j = 0; v && j < v->npairs; j++)
+		for (size_t j = 0; j < v->npairs; j++)
 			found |= !strcmp(v->pairs[j].key, labels->items[i]);
 		if (!found) {
 			snprintf(msg, msglen,

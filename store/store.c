@@ -33,7 +33,6 @@ struct pending {
 struct queued_event {
 	uint64_t env_id, res_id;
 	char *line;
-	bool is_error;
 	struct queued_event *next;
 };
 
@@ -755,6 +754,23 @@ static int secret_remove(struct store *st, struct env *e,
 	return 0;
 }
 
+/* A write refused line by line: no revision, but the user must see why. */
+static int note_error(struct store *st, struct env *e, const struct change *ch)
+{
+	struct resource *r =
+		ch->name && ch->name[0] ? model_res(e, ch->kind, ch->name) : NULL;
+	char text[700];
+
+	snprintf(text, sizeof(text), "write refused: %.*s", (int)ch->len,
+		 ch->text);
+	model_set_error(r ? &r->last_error : &e->last_error, text);
+	add_event(st, e, r, text);
+	if (r)
+		r->gen++;
+	e->gen++;
+	return 0;
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 static int apply_to_env(struct store *st, struct env *e,
@@ -790,6 +806,8 @@ static int apply_to_env(struct store *st, struct env *e,
 		return secret_set(st, e, ch, res);
 	case CH_SECRET_REMOVE:
 		return secret_remove(st, e, ch, res);
+	case CH_NOTE_ERROR:
+		return note_error(st, e, ch);
 	case CH_ENV_CREATE:
 		break;
 	}
@@ -831,9 +849,6 @@ static void apply_queued_events(struct store *st, struct queued_event *q)
 
 		if (e && (r || !q->res_id))
 			add_event(st, e, r, q->line);
-		if (e && (r || !q->res_id) && q->is_error)
-			model_set_error(r ? &r->last_error : &e->last_error,
-					q->line);
 		free(q->line);
 		free(q);
 		q = next;
@@ -946,12 +961,11 @@ int store_apply(struct store *st, const struct change *ch,
 	return p.err;
 }
 
-static void queue_event(struct store *st, uint64_t env_id, uint64_t res_id,
-			const char *text, bool is_error)
+void store_event(struct store *st, uint64_t env_id, uint64_t res_id,
+		 const char *text)
 {
 	struct queued_event *q = xcalloc(1, sizeof(*q));
 
-	q->is_error = is_error;
 	q->env_id = env_id;
 	q->res_id = res_id;
 	q->line = xstrdup(text);
@@ -962,17 +976,7 @@ static void queue_event(struct store *st, uint64_t env_id, uint64_t res_id,
 	pthread_mutex_unlock(&st->qlock);
 }
 
-void store_event(struct store *st, uint64_t env_id, uint64_t res_id,
-		 const char *text)
-{
-	queue_event(st, env_id, res_id, text, false);
-}
 
-void store_error(struct store *st, uint64_t env_id, uint64_t res_id,
-		 const char *text)
-{
-	queue_event(st, env_id, res_id, text, true);
-}
 
 /* ---- history ---------------------------------------------------------- */
 

@@ -43,6 +43,7 @@ enum change_op {
 	CH_POLICY, /* env, text */
 	CH_SECRET_SET, /* env, name, text (the value) */
 	CH_SECRET_REMOVE, /* env, name */
+	CH_NOTE_ERROR, /* env, kind, name (or none), text: a refused write */
 };
 
 struct change {
@@ -93,9 +94,6 @@ int store_apply(struct store *st, const struct change *ch,
 
 /* Appends an event line to a resource (res_id) or to its environment. */
 void store_event(struct store *st, uint64_t env_id, uint64_t res_id,
-		 const char *text);
-/* The same, and shows the text as the object's last_error. */
-void store_error(struct store *st, uint64_t env_id, uint64_t res_id,
 		 const char *text);
 
 /*

@@ -137,3 +137,12 @@ def test_create_where_only_mkdir_belongs(guarded):
 def test_chmod_of_a_spec_is_refused_unless_a_no_op(guarded):
     os.chmod(guarded / SPEC, 0o644)
     expect_errno(errno.EPERM, os.chmod, guarded / SPEC, 0o600)
+
+
+def test_growing_a_spec_by_ftruncate_is_refused(guarded):
+    fd = os.open(guarded / SPEC, os.O_RDWR)
+    try:
+        expect_errno(errno.EINVAL, os.ftruncate, fd, 500)
+    finally:
+        os.close(fd)
+    expect_errno(errno.EINVAL, os.truncate, guarded / SPEC, 500)

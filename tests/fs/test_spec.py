@@ -197,3 +197,10 @@ def test_policy_accepts_a_compliant_spec(env):
     env.sh("echo 'max_nodes_per_pool = 4' >> dev/policy && "
            "echo 'nodes = 4' > dev/pools/train/spec")
     assert read(env / "dev/pools/train/nodes") == "4\n"
+
+
+def test_require_labels_applies_to_kinds_with_labels(env):
+    env.sh("echo 'require_labels = team' >> dev/policy && "
+           "mkdir dev/endpoints/chat && "
+           "echo 'replicas = 1' > dev/endpoints/chat/spec")
+    assert read(env / "dev/endpoints/chat/replicas") == "1\n"

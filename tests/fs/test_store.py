@@ -244,3 +244,19 @@ def test_chown_chmod_are_kept_and_enforced(tmp_path, users):
         assert "set owner 0, group" in read(m / "dev/audit")
     finally:
         m.stop()
+
+
+def test_sigterm_unmounts_and_exits_zero(env):
+    env.proc.terminate()
+    assert env.proc.wait(timeout=10) == 0
+    env.proc = None
+    env.logf.close()
+    assert not os.path.ismount(env.path)
+    env.start()
+    assert read(env / "dev/pools/train/spec") == "accelerator = nvidia-t4\n"
+
+
+def test_store_files_are_private(env):
+    for p in env.state.parent.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, p
+    assert stat.S_IMODE(env.key.stat().st_mode) == 0o600
