@@ -297,7 +297,6 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	notify_start(&fs);
-	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
 	if (!o.foreground) {
 		report_ready(report_fd, true);
 		if (chdir("/") < 0)
@@ -305,6 +304,7 @@ int main(int argc, char **argv)
 		quiet_stdio();
 		log_setup(false, o.debug);
 	}
+	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
 	rc = serve(&fs) ? 1 : 0;
 	fuse_session_unmount(fs.se);
 	notify_stop(&fs);

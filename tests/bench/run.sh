@@ -44,9 +44,10 @@ WORK=""
 SHM=""
 MNT=""
 DAEMON_PID=""
-FLOOR_MNT=""
-FLOOR_PID=""
+FLOOR_MNTS=()
+FLOOR_PIDS=()
 
+# shellcheck disable=SC2317 # reached through the trap below
 cleanup() {
 	local rc=$?
 
@@ -57,11 +58,11 @@ cleanup() {
 			{ sleep 1; fusermount3 -u "$MNT" 2>/dev/null; } ||
 			fusermount3 -uz "$MNT"
 	fi
-	if [[ -n $FLOOR_PID ]]; then
-		mountpoint -q "$FLOOR_MNT" && fusermount3 -uz "$FLOOR_MNT"
-		kill "$FLOOR_PID" 2>/dev/null
-		wait "$FLOOR_PID" 2>/dev/null
-	fi
+	for i in "${!FLOOR_PIDS[@]}"; do
+		mountpoint -q "${FLOOR_MNTS[$i]}" && fusermount3 -uz "${FLOOR_MNTS[$i]}"
+		kill "${FLOOR_PIDS[$i]}" 2>/dev/null
+		wait "${FLOOR_PIDS[$i]}" 2>/dev/null
+	done
 	if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
 		# Unmounted, it exits by itself; give it a moment, then stop
 		# the one process this script started.
@@ -254,48 +255,71 @@ HIST_ALL=$(kv "$HIST1" entries)
 # memory and does nothing else (what any FUSE daemon pays per open), and
 # the same with open answered ENOSYS (no request reaches the daemon per
 # open at all). They need the fuse3 headers; without them the rows say n/a.
-echo "bench: open+read+close loops, ${SECS} s each: infrafs, FUSE floor, tmpfs" >&2
+# Three rounds, the four loops taking turns in each, and the median of
+# each: a burst of other work then spoils one sample, not a comparison.
 STATUS=$POOLS/${PREFIX}00000/status
 cat "$STATUS" >"$SHM/status"
-REQ0=$(requests)
-RF=$("$B" readloop "$STATUS" "$SECS") || die "read loop on infrafs failed"
-REQ1=$(requests)
-RT=$("$B" readloop "$SHM/status" "$SECS") || die "read loop on tmpfs failed"
-RF_RATE=$(kv "$RF" per_sec)
-RT_RATE=$(kv "$RT" per_sec)
-READ_RATIO=$(ratio "$RF_RATE" "$RT_RATE")
-REQ_PER_READ=$(per $((REQ1 - REQ0)) "$(kv "$RF" ops)")
-FLOOR_RATE=n/a
-FLOOR_NOOPEN_RATE=n/a
-# shellcheck disable=SC2046 # pkg-config prints several words on purpose
+declare -A LOOP_PATH=([infrafs]=$STATUS [tmpfs]=$SHM/status)
+LOOPS=(infrafs tmpfs)
+# shellcheck disable=SC2086 # pkg-config prints several words on purpose
 if FUSE_FLAGS=$(pkg-config --cflags --libs fuse3 2>/dev/null) &&
 	cc -std=c17 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE \
 		-o "$WORK/floor" "$ROOT/tests/bench/floor.c" $FUSE_FLAGS; then
-	for mode in open no-open; do
-		FLOOR_MNT=$WORK/floor-$mode
-		mkdir "$FLOOR_MNT"
-		args=("$SHM/status" "$FLOOR_MNT")
-		[[ $mode == no-open ]] && args=(--no-open "${args[@]}")
+	for mode in floor floor-no-open; do
+		dir=$WORK/$mode
+		mkdir "$dir"
+		FLOOR_MNTS+=("$dir")
+		args=("$SHM/status" "$dir")
+		[[ $mode == floor-no-open ]] && args=(--no-open "${args[@]}")
 		"$WORK/floor" "${args[@]}" 2>>"$WORK/floor.log" &
-		FLOOR_PID=$!
+		FLOOR_PIDS+=($!)
 		for _ in $(seq 1 200); do
-			mountpoint -q "$FLOOR_MNT" && break
+			mountpoint -q "$dir" && break
 			sleep 0.02
 		done
-		R=$("$B" readloop "$FLOOR_MNT/status" "$SECS") ||
-			die "read loop on the FUSE floor failed"
-		fusermount3 -u "$FLOOR_MNT" || die "cannot unmount $FLOOR_MNT"
-		wait "$FLOOR_PID" || true
-		FLOOR_PID=""
-		if [[ $mode == open ]]; then
-			FLOOR_RATE=$(kv "$R" per_sec)
-		else
-			FLOOR_NOOPEN_RATE=$(kv "$R" per_sec)
-		fi
+		cat "$dir/status" >/dev/null || die "floor.c did not mount"
+		LOOP_PATH[$mode]=$dir/status
+		LOOPS+=("$mode")
 	done
 else
 	echo "bench: no fuse3 headers; the FUSE floor rows are left out" >&2
 fi
+echo "bench: open+read+close loops, 3 rounds of ${SECS} s: ${LOOPS[*]}" >&2
+declare -A RATES=()
+READ_OPS=0
+READ_REQ=0
+for _ in 1 2 3; do
+	for l in "${LOOPS[@]}"; do
+		[[ $l == infrafs ]] && REQ0=$(requests)
+		R=$("$B" readloop "${LOOP_PATH[$l]}" "$SECS") ||
+			die "read loop on $l failed"
+		RATES[$l]+="$(kv "$R" per_sec) "
+		if [[ $l == infrafs ]]; then
+			READ_REQ=$((READ_REQ + $(requests) - REQ0))
+			READ_OPS=$((READ_OPS + $(kv "$R" ops)))
+		fi
+	done
+done
+for i in "${!FLOOR_MNTS[@]}"; do
+	fusermount3 -u "${FLOOR_MNTS[$i]}" || die "cannot unmount ${FLOOR_MNTS[$i]}"
+	wait "${FLOOR_PIDS[$i]}" || true
+done
+FLOOR_MNTS=()
+FLOOR_PIDS=()
+loop_rate() {
+	if [[ -n ${RATES[$1]:-} ]]; then
+		# shellcheck disable=SC2086 # three numbers, split on purpose
+		median3 ${RATES[$1]}
+	else
+		echo n/a
+	fi
+}
+RF_RATE=$(loop_rate infrafs)
+RT_RATE=$(loop_rate tmpfs)
+FLOOR_RATE=$(loop_rate floor)
+FLOOR_NOOPEN_RATE=$(loop_rate floor-no-open)
+READ_RATIO=$(ratio "$RF_RATE" "$RT_RATE")
+REQ_PER_READ=$(per "$READ_REQ" "$READ_OPS")
 
 # A long-lived daemon's footprint: everything above, then every status.
 "$B" readall "$POOLS" "$PREFIX" "$RESOURCES" status >/dev/null ||
@@ -308,16 +332,23 @@ umount_fs
 # ---- phase 4: a fresh daemon on the same store: listings and memory ---------
 
 echo "bench: remounting; ls -l, stat and read of $RESOURCES pools" >&2
-mount_fs
-REMOUNT_MS=$MOUNT_MS
-RSS_START=$(rss_kb VmRSS)
-
-# Nothing is cached in the kernel or the daemon's render cache yet.
-REQ0=$(requests)
-time_ls "$POOLS"
-LS_COLD_REQ=$(($(requests) - REQ0))
-LS_COLD=$LS_MS
-LS_COLD_N=$LS_N
+# A cold ls -l happens once per mount: three mounts, the median of three.
+LS_C=()
+MOUNTS=()
+for i in 1 2 3; do
+	((i == 1)) || umount_fs
+	mount_fs
+	MOUNTS+=("$MOUNT_MS")
+	RSS_START=$(rss_kb VmRSS)
+	# Nothing is cached in the kernel or the daemon's render cache yet.
+	REQ0=$(requests)
+	time_ls "$POOLS"
+	LS_COLD_REQ=$(($(requests) - REQ0))
+	LS_C+=("$LS_MS")
+	LS_COLD_N=$LS_N
+done
+LS_COLD=$(median3 "${LS_C[@]}")
+REMOUNT_MS=$(median3 "${MOUNTS[@]}")
 LS_W=()
 for _ in 1 2 3; do
 	time_ls "$POOLS"
@@ -402,13 +433,14 @@ echo "run: $RESOURCES pools, ${SECS} s per timed loop, $WRITERS writers;" \
 	"CPU busy with other work before the run: $BACKGROUND"
 echo
 row "#" "figure" "value" "target" "result"
-row "1" "status open+read+close, infrafs" "$RF_RATE /s" "" ""
+row "1" "status open+read+close, infrafs (median of 3)" "$RF_RATE /s" "" ""
 row "" "same loop on tmpfs (/dev/shm)" "$RT_RATE /s" "" ""
 row "" "infrafs / tmpfs" "$READ_RATIO" ">= 0.25" "$V_READ"
 row "" "same loop, minimal FUSE server (floor.c)" "$FLOOR_RATE /s" "" ""
 row "" "same loop, floor.c with no open/release" "$FLOOR_NOOPEN_RATE /s" "" ""
 row "" "FUSE requests per open+read+close" "$REQ_PER_READ" "" ""
-row "2" "ls -l pools/, cold (fresh mount)" "$LS_COLD ms, $LS_COLD_N listed" "< 100 ms, all" "$V_LS"
+row "2" "ls -l pools/, cold (3 fresh mounts, median)" "$LS_COLD ms, $LS_COLD_N listed" "< 100 ms, all" "$V_LS"
+row "" "  the three cold runs" "${LS_C[*]} ms" "" ""
 row "" "ls -l pools/, warm (median of 3)" "$LS_WARM ms, $LS_WARM_N listed" "" ""
 row "" "FUSE requests: cold ls -l / warm ls -l" "$LS_COLD_REQ / $LS_WARM_REQ" "" ""
 row "" "ls -l of $RESOURCES folders on tmpfs (median of 3)" "$LS_TMPFS ms" "" ""
@@ -427,7 +459,7 @@ row "4" "daemon VmRSS, fresh, after ls+stat+read all" "$(mb "$RSS") (peak $(mb "
 row "" "daemon VmRSS, long-lived (phases 1-3)" "$(mb "$RSS_LONG") (peak $(mb "$HWM_LONG"))" "" ""
 row "" "daemon VmRSS right after mount" "$(mb "$RSS_START")" "" ""
 row "+" "populate: mkdir + spec, $POP_THREADS threads" "$(kv "$POP" seconds) s ($(kv "$POP" per_sec) /s)" "" ""
-row "" "mount with $RESOURCES pools in the store" "$REMOUNT_MS ms" "" ""
+row "" "mount with $RESOURCES pools in the store" "$REMOUNT_MS ms (median of 3)" "" ""
 row "" "read every status once (fresh mount)" "$(kv "$RA" ms) ms ($(kv "$RA" per_sec) /s)" "" ""
 if [[ -n $FULL_ROW ]]; then
 	row "" "read every file of every pool once" "$FULL_ROW" "" ""
