@@ -438,6 +438,9 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_open(req, fi);
 }
 
+/* The kernel's FUSE_UNKNOWN_INO: a real inode number comes at lookup. */
+#define UNKNOWN_INO 0xffffffffULL
+
 /* Offsets: 1 is ".", 2 is "..", 3 + i is snapshot entry i. */
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi, bool plus)
@@ -458,9 +461,14 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			e.attr.st_ino = pos == 0 ? ino : FUSE_ROOT_ID;
 		} else {
 			const struct dir_entry *de = &d->snap.v[pos - 2];
+			fuse_ino_t known = node_find(&fs->nodes, &de->key);
 
 			name = de->name;
 			e.attr.st_mode = de->type;
+			/* readdir(3) skips entries whose inode number is 0;
+			 * one the kernel has not looked up yet gets the
+			 * "unknown" number the kernel reserves for this. */
+			e.attr.st_ino = known ? known : UNKNOWN_INO;
 		}
 		need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
 			    : fuse_add_direntry(req, NULL, 0, name, NULL, 0);

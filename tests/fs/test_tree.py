@@ -162,3 +162,16 @@ def test_ls_l_and_find_walk_the_tree(env):
     assert "./dev/pools/train/spec" in files
     assert "./dev/history/2/pools/train" in files
     assert "./README" in files
+
+
+def test_large_folders_list_every_entry(mnt):
+    """readdir(3) drops entries with inode number 0: every one of many
+    pools must show in os.listdir, ls, find and shell globs."""
+    mnt.sh("mkdir dev && cd dev/pools && mkdir $(seq -f 'p%g' 1 450)")
+    names = os.listdir(mnt / "dev/pools")
+    assert len(names) == 450 and len(set(names)) == 450
+    assert mnt.sh("ls dev/pools | wc -l").stdout.strip() == "450"
+    assert mnt.sh("find dev/pools -mindepth 1 -maxdepth 1 | wc -l"
+                  ).stdout.strip() == "450"
+    assert mnt.sh("echo dev/pools/* | wc -w").stdout.strip() == "450"
+    assert mnt.sh("ls -l dev/pools | grep -c '^d'").stdout.strip() == "450"
