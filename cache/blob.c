@@ -36,9 +36,10 @@ void blob_unref(struct blob *b)
 		free(b);
 }
 
-void render_cache_init(struct render_cache *c)
+void render_cache_init(struct render_cache *c, size_t max_bytes)
 {
 	memset(c, 0, sizeof(*c));
+	c->max_bytes = max_bytes;
 	pthread_mutex_init(&c->lock, NULL);
 }
 
@@ -77,6 +78,32 @@ struct blob *render_cache_get(struct render_cache *c, const void *key,
 	return b;
 }
 
+/*
+ * Over the cap, entries go in the map's slot order from a rotating start:
+ * no bookkeeping per hit, and a file read again is rendered again, which
+ * costs microseconds. Caller holds c->lock.
+ */
+static void evict_locked(struct render_cache *c, const void *keep)
+{
+	size_t scanned = 0;
+
+	while (c->bytes > c->max_bytes && scanned++ < c->entries.cap) {
+		struct map_slot *slot;
+		struct render_entry *e;
+
+		c->evict_pos = (c->evict_pos + 1) & (c->entries.cap - 1);
+		slot = &c->entries.slots[c->evict_pos];
+		if (!slot->hash || slot->key == keep)
+			continue;
+		e = slot->value;
+		map_del(&c->entries, e->key, e->klen);
+		c->bytes -= sizeof(*e) + e->klen + e->blob->len;
+		entry_free(e);
+		/* The deletion shifted a later entry into this slot. */
+		c->evict_pos--;
+	}
+}
+
 void render_cache_put(struct render_cache *c, const void *key, size_t klen,
 		      struct blob *b)
 {
@@ -90,10 +117,14 @@ void render_cache_put(struct render_cache *c, const void *key, size_t klen,
 		memcpy(e->key, key, klen);
 		e->klen = klen;
 		map_put(&c->entries, e->key, klen, e);
+		c->bytes += sizeof(*e) + klen;
 	} else {
+		c->bytes -= e->blob->len;
 		blob_unref(e->blob);
 	}
 	e->blob = blob_ref(b);
+	c->bytes += b->len;
+	evict_locked(c, e->key);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -103,6 +134,8 @@ void render_cache_drop(struct render_cache *c, const void *key, size_t klen)
 
 	pthread_mutex_lock(&c->lock);
 	e = map_del(&c->entries, key, klen);
+	if (e)
+		c->bytes -= sizeof(*e) + e->klen + e->blob->len;
 	pthread_mutex_unlock(&c->lock);
 	if (e)
 		entry_free(e);

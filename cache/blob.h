@@ -32,10 +32,13 @@ void blob_unref(struct blob *b);
 struct render_cache {
 	pthread_mutex_t lock;
 	struct map entries; /* key bytes -> struct render_entry */
+	size_t bytes, max_bytes; /* what the cached blobs hold, and the cap */
+	size_t evict_pos; /* where the next eviction scan starts */
 	uint64_t hits, misses;
 };
 
-void render_cache_init(struct render_cache *c);
+/* Keeps at most max_bytes of rendered content. */
+void render_cache_init(struct render_cache *c, size_t max_bytes);
 void render_cache_destroy(struct render_cache *c);
 /* A new reference to the cached blob if it was made at gen, else NULL. */
 struct blob *render_cache_get(struct render_cache *c, const void *key,

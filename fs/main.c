@@ -23,6 +23,10 @@
 #define INFRAFS_VERSION "0.0.0"
 #endif
 
+/* Enough for every status of ten thousand resources; past it, renders
+ * are dropped and made again when next read. */
+#define RENDER_CACHE_BYTES (16u << 20)
+
 struct options {
 	char state[PATH_MAX + 16];
 	char key_file[PATH_MAX];
@@ -285,7 +289,7 @@ int main(int argc, char **argv)
 	fs.group = getgid();
 	fs.started = time_now();
 	node_table_init(&fs.nodes);
-	render_cache_init(&fs.renders);
+	render_cache_init(&fs.renders, RENDER_CACHE_BYTES);
 	scratch_init(&fs.scratch);
 	pthread_mutex_init(&fs.pending_lock, NULL);
 	fs.se = make_session(&fs, &o);
