@@ -20,10 +20,8 @@ static void doc_clear(struct doc *d)
 
 static void event_log_clear(struct event_log *log)
 {
-	if (log->lines) {
-		for (size_t i = 0; i < EVENTS_KEPT; i++)
-			free(log->lines[i]);
-	}
+	for (size_t i = 0; i < log->count; i++)
+		free(log->lines[(log->head + i) % log->cap]);
 	free(log->lines);
 	memset(log, 0, sizeof(*log));
 }
@@ -244,14 +242,18 @@ void event_log_append(struct event_log *log, char *line)
 {
 	size_t slot;
 
-	if (!log->lines)
-		log->lines = xcalloc(EVENTS_KEPT, sizeof(*log->lines));
-	if (log->count == EVENTS_KEPT) {
+	/* The ring only wraps once full, so while it grows head is 0. */
+	if (log->count == log->cap && log->cap < EVENTS_KEPT) {
+		log->cap = log->cap ? log->cap * 2 : 4;
+		log->lines = xrealloc(log->lines,
+				      log->cap * sizeof(*log->lines));
+	}
+	if (log->count == log->cap) {
 		slot = log->head;
 		free(log->lines[slot]);
-		log->head = (log->head + 1) % EVENTS_KEPT;
+		log->head = (log->head + 1) % log->cap;
 	} else {
-		slot = (log->head + log->count) % EVENTS_KEPT;
+		slot = (log->head + log->count) % log->cap;
 		log->count++;
 	}
 	log->lines[slot] = line;
@@ -262,5 +264,5 @@ void event_log_append(struct event_log *log, char *line)
 
 const char *event_log_line(const struct event_log *log, size_t i)
 {
-	return log->lines[(log->head + i) % EVENTS_KEPT];
+	return log->lines[(log->head + i) % log->cap];
 }

@@ -27,7 +27,11 @@ enum { KIND_POOL_IDX, KIND_ENDPOINT_IDX, NKINDS };
 #define EVENTS_KEPT 256
 
 struct event_log {
-	char **lines; /* ring of EVENTS_KEPT lines, each ending in '\n' */
+	/* Ring of the newest lines, each ending in '\n'; it grows to
+	 * EVENTS_KEPT slots only as lines come, since most resources have
+	 * a handful and there may be hundreds of thousands of them. */
+	char **lines;
+	size_t cap;
 	size_t head; /* index of the oldest line */
 	size_t count;
 	uint64_t total; /* lines ever appended: a content generation */

@@ -260,3 +260,19 @@ def test_store_files_are_private(env):
     for p in env.state.parent.iterdir():
         assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, p
     assert stat.S_IMODE(env.key.stat().st_mode) == 0o600
+
+
+def test_events_keep_every_line_past_what_memory_holds(env):
+    """The newest 256 lines of each events file are kept in memory, the
+    rest come from the store; the file shows them all, oldest first."""
+    env.sh("for i in $(seq 1 300); do echo $((i % 2 + 1)) > "
+           "dev/pools/train/nodes; done")
+    lines = read(env / "dev/pools/train/events").splitlines()
+    assert len(lines) == 2 + 300  # draft, first commit, one per commit
+    assert "declared as a draft" in lines[0]
+    assert lines[1].endswith("committed as revision 2")
+    assert lines[-1].endswith("committed as revision 302")
+    size = os.stat(env / "dev/pools/train/events").st_size
+    assert size == len(read(env / "dev/pools/train/events").encode())
+    env.restart()
+    assert read(env / "dev/pools/train/events").splitlines() == lines
