@@ -90,6 +90,9 @@ void tree_path(struct fs *fs, const struct node_key *k, struct buf *out);
 /* The environment a node belongs to, under the model's read lock. */
 struct env *tree_env(struct fs *fs, const struct node_key *k);
 struct resource *tree_res(struct fs *fs, const struct node_key *k);
+/* Copies out the name of a node's environment; 0 or -ENOENT. */
+int tree_env_name(struct fs *fs, const struct node_key *k,
+		  char out[NAME_MAX_LEN + 1]);
 
 /* ---- render.c: every generated file's bytes ---------------------------- */
 

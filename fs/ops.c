@@ -171,8 +171,7 @@ static int setattr_env(struct fs *fs, fuse_req_t req, const struct node_key *k,
 {
 	struct change ch = { .op = CH_ENV_ATTR };
 	struct change_result res;
-	char name[NAME_MAX_LEN + 1] = "";
-	struct env *e;
+	char name[NAME_MAX_LEN + 1];
 	int rc;
 
 	if (to_set & (FUSE_SET_ATTR_SIZE))
@@ -180,12 +179,7 @@ static int setattr_env(struct fs *fs, fuse_req_t req, const struct node_key *k,
 	if (!(to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
 			FUSE_SET_ATTR_GID)))
 		return 0; /* times: nothing to keep */
-	model_rdlock(fs->model);
-	e = tree_env(fs, k);
-	if (e)
-		snprintf(name, sizeof(name), "%s", e->name);
-	model_unlock(fs->model);
-	if (!name[0])
+	if (tree_env_name(fs, k, name) < 0)
 		return -ENOENT;
 	caller_of(req, &ch.who);
 	ch.env = name;
@@ -327,14 +321,7 @@ static int mkdir_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 		ch.op = CH_ENV_CREATE;
 		ch.path = name;
 	} else if (p->type == NT_KIND_DIR) {
-		struct env *e;
-
-		model_rdlock(fs->model);
-		e = tree_env(fs, p);
-		if (e)
-			snprintf(env, sizeof(env), "%s", e->name);
-		model_unlock(fs->model);
-		if (!env[0])
+		if (tree_env_name(fs, p, env) < 0)
 			return -ENOENT;
 		ch.op = CH_RES_DRAFT;
 		ch.env = env;
@@ -389,13 +376,9 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ch.env = name;
 		ch.path = name;
 	} else if (pk.type == NT_KIND_DIR && ck.type == NT_RES) {
-		struct env *e;
-
-		model_rdlock(fs->model);
-		e = tree_env(fs, &pk);
-		if (e)
-			snprintf(env, sizeof(env), "%s", e->name);
-		model_unlock(fs->model);
+		rc = tree_env_name(fs, &pk, env);
+		if (rc)
+			goto out;
 		ch.op = CH_RES_REMOVE;
 		ch.env = env;
 		ch.kind = pk.sub;
@@ -682,13 +665,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		struct change_result res;
 		BUF_AUTO path = BUF_INIT;
 		char env[NAME_MAX_LEN + 1] = "";
-		struct env *e;
 
-		model_rdlock(fs->model);
-		e = tree_env(fs, &ck);
-		if (e)
-			snprintf(env, sizeof(env), "%s", e->name);
-		model_unlock(fs->model);
+		rc = tree_env_name(fs, &ck, env);
+		if (rc)
+			goto out;
 		caller_of(req, &ch.who);
 		tree_path(fs, &ck, &path);
 		ch.env = env;

@@ -142,6 +142,19 @@ struct env *tree_env(struct fs *fs, const struct node_key *k)
 	}
 }
 
+int tree_env_name(struct fs *fs, const struct node_key *k,
+		  char out[NAME_MAX_LEN + 1])
+{
+	struct env *e;
+
+	model_rdlock(fs->model);
+	e = tree_env(fs, k);
+	if (e)
+		memcpy(out, e->name, NAME_MAX_LEN + 1);
+	model_unlock(fs->model);
+	return e ? 0 : -ENOENT;
+}
+
 struct resource *tree_res(struct fs *fs, const struct node_key *k)
 {
 	if (k->type < NT_RES || k->type > NT_RES_EVENTS)

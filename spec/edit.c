@@ -6,15 +6,13 @@
  */
 #include "spec.h"
 
+#include "lex.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-struct span {
-	const char *p;
-	size_t n;
-};
 
 /* One line of the text, split as spec/parse.c reads it. */
 struct line {
@@ -27,42 +25,9 @@ struct line {
 	size_t tail; /* offset of the blanks and comment after the value */
 };
 
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' ||
-	       c == '\f';
-}
 
-static struct span trim(const char *p, size_t n)
-{
-	while (n && is_space(*p)) {
-		p++;
-		n--;
-	}
-	while (n && is_space(p[n - 1]))
-		n--;
-	return (struct span){ p, n };
-}
-
-static bool opens_json(const char *text, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		if (!is_space(text[i]))
-			return text[i] == '{';
-	}
-	return false;
-}
 
 /* The comment rule of spec/parse.c: '#' at the start or after a blank. */
-static size_t comment_at(const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '#' &&
-		    (i == 0 || p[i - 1] == ' ' || p[i - 1] == '\t'))
-			return i;
-	}
-	return n;
-}
 
 static int fail(struct spec_error *err, const char *key, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

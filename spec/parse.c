@@ -7,6 +7,8 @@
  */
 #include "spec.h"
 
+#include "lex.h"
+
 #include "util/map.h"
 #include "util/text.h"
 
@@ -23,10 +25,6 @@
 #define QUOTE_MAX 64
 #define QUOTE_SIZE (QUOTE_MAX + 8)
 
-struct span {
-	const char *p;
-	size_t n;
-};
 
 static const struct span no_key;
 
@@ -52,22 +50,6 @@ static struct span span_of(const char *s)
 	return (struct span){ s, strlen(s) };
 }
 
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' ||
-	       c == '\f';
-}
-
-static struct span trim(const char *p, size_t n)
-{
-	while (n && is_space(*p)) {
-		p++;
-		n--;
-	}
-	while (n && is_space(p[n - 1]))
-		n--;
-	return (struct span){ p, n };
-}
 
 static bool span_eq(struct span s, const char *word)
 {
@@ -180,29 +162,12 @@ static long bad_byte_at(const char *p, size_t n, const char **what)
 	return nul ? nul - p : -1;
 }
 
-static bool opens_json(const char *text, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		if (!is_space(text[i]))
-			return text[i] == '{';
-	}
-	return false;
-}
 
 /*
  * A '#' starts a comment only at the start of a line or after white
  * space, so that image = repo/x#1 and URI fragments keep their '#'.
  * spec/edit.c applies the same rule.
  */
-static size_t comment_at(const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '#' &&
-		    (i == 0 || p[i - 1] == ' ' || p[i - 1] == '\t'))
-			return i;
-	}
-	return n;
-}
 
 /* ---- Keys ---- */
 
