@@ -96,8 +96,7 @@ static bool wants_read(int flags)
 	return (flags & O_ACCMODE) != O_WRONLY;
 }
 
-static const struct kind_def *edit_kind(struct fs *fs,
-					const struct node_key *k)
+static const struct kind_def *edit_kind(struct fs *fs, const struct node_key *k)
 {
 	const struct resource *r;
 
@@ -137,8 +136,7 @@ static int open_edit(struct fs *fs, struct handle *h, int flags)
 	return 0;
 }
 
-static int open_view(struct fs *fs, struct handle *h,
-		     struct fuse_file_info *fi)
+static int open_view(struct fs *fs, struct handle *h, struct fuse_file_info *fi)
 {
 	int err = 0;
 
@@ -334,8 +332,7 @@ static int resolve_target(struct fs *fs, const struct node_key *k,
  * status and events, recorded before the write returns, so a `cat status`
  * right after the failed `echo` shows it.
  */
-static void report_write_error(struct fs *fs, struct handle *h,
-			       const char *msg)
+static void report_write_error(struct fs *fs, struct handle *h, const char *msg)
 {
 	struct change ch = { .op = CH_NOTE_ERROR };
 	struct change_result res;
@@ -402,9 +399,8 @@ static int check_edit_write(struct fs *fs, struct handle *h, size_t start,
 static int ctl_command(struct fs *fs, struct handle *h, const char *data,
 		       size_t len)
 {
-	static const char *const known[] = { "apply",	"approve",
-					     "discard", "refresh",
-					     "rollback" };
+	static const char *const known[] = { "apply", "approve", "discard",
+					     "refresh", "rollback" };
 	char cmd[64], text[160];
 	size_t n = strcspn(data, " \t\n");
 	struct env *e;
@@ -443,7 +439,8 @@ static int edit_write(struct fs *fs, struct handle *h, const char *data,
 		off = (off_t)h->edit.len;
 	if ((size_t)off + len > SPEC_MAX_BYTES) {
 		h->poisoned = -EFBIG;
-		report_write_error(fs, h, "the file would pass the 1 MiB limit");
+		report_write_error(fs, h,
+				   "the file would pass the 1 MiB limit");
 		return -EFBIG;
 	}
 	buf_write_at(&h->edit, (size_t)off, data, len);

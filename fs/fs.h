@@ -77,8 +77,8 @@ struct dir_snapshot {
 	size_t n, cap;
 };
 
-int tree_lookup(struct fs *fs, const struct node_key *parent,
-		const char *name, struct node_key *child);
+int tree_lookup(struct fs *fs, const struct node_key *parent, const char *name,
+		struct node_key *child);
 int tree_getattr(struct fs *fs, const struct node_key *k, struct stat *st);
 int tree_list(struct fs *fs, const struct node_key *dir,
 	      struct dir_snapshot *out);

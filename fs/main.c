@@ -87,8 +87,7 @@ static void default_paths(struct options *o)
 		return;
 	}
 	user_dir("XDG_STATE_HOME", ".local/state", dir, sizeof(dir));
-	snprintf(o->state, sizeof(o->state), "sqlite:%s/infrafs/state.db",
-		 dir);
+	snprintf(o->state, sizeof(o->state), "sqlite:%s/infrafs/state.db", dir);
 	user_dir("XDG_CONFIG_HOME", ".config", dir, sizeof(dir));
 	snprintf(o->key_file, sizeof(o->key_file), "%s/infrafs/secret.key",
 		 dir);
@@ -222,8 +221,7 @@ static void quiet_stdio(void)
 		close(null);
 }
 
-static struct fuse_session *make_session(struct fs *fs,
-					 const struct options *o)
+static struct fuse_session *make_session(struct fs *fs, const struct options *o)
 {
 	char opts[1200];
 	char *argv[] = { "infrafs", "-o", opts, NULL };

@@ -19,14 +19,14 @@
 #define MAX_FIELDS 32
 
 static const enum node_type env_nodes[] = {
-	NT_ENV,		NT_ENV_CONFIG, NT_ENV_POLICY, NT_ENV_PLAN,
+	NT_ENV,		  NT_ENV_CONFIG, NT_ENV_POLICY, NT_ENV_PLAN,
 	NT_ENV_PLAN_JSON, NT_ENV_STATUS, NT_ENV_EVENTS, NT_ENV_AUDIT,
-	NT_HISTORY,	NT_SECRETS,
+	NT_HISTORY,	  NT_SECRETS,
 };
 
 static const enum node_type res_nodes[] = {
-	NT_RES,		 NT_RES_SPEC,  NT_RES_STATUS,
-	NT_RES_STATUS_JSON, NT_RES_STATE, NT_RES_EVENTS,
+	NT_RES,	      NT_RES_SPEC,   NT_RES_STATUS, NT_RES_STATUS_JSON,
+	NT_RES_STATE, NT_RES_EVENTS,
 };
 
 typedef void (*ino_fn)(struct fs *fs, fuse_ino_t ino);

@@ -176,8 +176,8 @@ static int setattr_env(struct fs *fs, fuse_req_t req, const struct node_key *k,
 
 	if (to_set & (FUSE_SET_ATTR_SIZE))
 		return -EISDIR;
-	if (!(to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
-			FUSE_SET_ATTR_GID)))
+	if (!(to_set &
+	      (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
 		return 0; /* times: nothing to keep */
 	if (tree_env_name(fs, k, name) < 0)
 		return -ENOENT;
@@ -245,9 +245,8 @@ static int setattr_fixed(struct fs *fs, const struct node_key *k,
 	return 0;
 }
 
-static int setattr_size(struct fs *fs, fuse_req_t req,
-			const struct node_key *k, off_t size,
-			struct fuse_file_info *fi)
+static int setattr_size(struct fs *fs, fuse_req_t req, const struct node_key *k,
+			off_t size, struct fuse_file_info *fi)
 {
 	struct caller who;
 	struct blob *b;
@@ -453,7 +452,8 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			 * "unknown" number the kernel reserves for this. */
 			e.attr.st_ino = known ? known : UNKNOWN_INO;
 		}
-		need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
+		need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL,
+						     0)
 			    : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
 		if (used + need > size)
 			break;
@@ -565,8 +565,8 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	(void)ino;
 	caller_of(req, &who);
-	reply_errno(req, file_flush(fs, (struct handle *)(uintptr_t)fi->fh,
-				    &who));
+	reply_errno(req,
+		    file_flush(fs, (struct handle *)(uintptr_t)fi->fh, &who));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
@@ -631,8 +631,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!rc)
 		rc = create_in(fs, req, &pk, name, mode, &ck);
 	if (!rc)
-		rc = file_open(fs, &ck, fi->flags | O_TRUNC | O_CREAT, &who,
-			       &h, fi);
+		rc = file_open(fs, &ck, fi->flags | O_TRUNC | O_CREAT, &who, &h,
+			       fi);
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc) {

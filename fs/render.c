@@ -217,7 +217,8 @@ static void render_res_status_json(const struct resource *r, struct buf *out)
 	json_object_set_new(o, "state", json_string(res_state(r)));
 	json_object_set_new(o, "reason", json_string(res_reason(r)));
 	json_object_set_new(o, "synced", json_false());
-	json_object_set_new(o, "revision", json_integer((json_int_t)r->spec.rev));
+	json_object_set_new(o, "revision",
+			    json_integer((json_int_t)r->spec.rev));
 	json_object_set_new(o, "draft", json_boolean(!r->spec.text));
 	json_object_set_new(o, "drift", json_array());
 	json_object_set_new(o, "last_error",
@@ -227,7 +228,8 @@ static void render_res_status_json(const struct resource *r, struct buf *out)
 	/* `spec` is what was declared, so `jq .spec status.json > spec`
 	 * round-trips; `effective` adds the defaults. */
 	json_object_set_new(o, "spec", s ? declared_json(s) : json_object());
-	json_object_set_new(o, "effective", s ? spec_to_json(s) : json_object());
+	json_object_set_new(o, "effective",
+			    s ? spec_to_json(s) : json_object());
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	buf_adds(out, text ? text : "{}");
 	buf_addc(out, '\n');
@@ -368,8 +370,7 @@ static int render_static(struct fs *fs, const struct node_key *k,
  * The generation a node's content was made from; a cached blob of another
  * generation is stale. Returns false for files never cached.
  */
-static bool content_gen(struct fs *fs, const struct node_key *k,
-			uint64_t *gen)
+static bool content_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
 {
 	const struct resource *r = tree_res(fs, k);
 	const struct env *e;

@@ -47,8 +47,7 @@ static bool same_key(const struct node_key *a, const struct node_key *b)
 
 /* Caller holds t->lock. Scratch files are few, so a scan is enough. */
 static struct scratch *find_locked(struct scratch_table *t,
-				   const struct node_key *dir,
-				   const char *name)
+				   const struct node_key *dir, const char *name)
 {
 	void *v;
 

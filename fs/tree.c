@@ -79,13 +79,13 @@ static const enum node_type root_children[] = { NT_README, NT_VERSION,
 						NT_METRICS, NT_KINDS,
 						NT_PROVIDERS };
 static const enum node_type env_children[] = {
-	NT_ENV_CONFIG, NT_ENV_POLICY, NT_ENV_PLAN,  NT_ENV_PLAN_JSON,
+	NT_ENV_CONFIG, NT_ENV_POLICY, NT_ENV_PLAN,   NT_ENV_PLAN_JSON,
 	NT_ENV_CTL,    NT_ENV_STATUS, NT_ENV_EVENTS, NT_ENV_AUDIT,
 	NT_HISTORY,    NT_SECRETS,
 };
 static const enum node_type res_children[] = { NT_RES_SPEC, NT_RES_STATUS,
-					       NT_RES_STATUS_JSON,
-					       NT_RES_STATE, NT_RES_EVENTS };
+					       NT_RES_STATUS_JSON, NT_RES_STATE,
+					       NT_RES_EVENTS };
 static const enum node_type rev_children[] = { NT_REV_INFO, NT_REV_DIFF,
 					       NT_REV_CONFIG, NT_REV_POLICY };
 
@@ -176,7 +176,7 @@ static int fixed_child(const enum node_type *list, size_t n, const char *name,
 	return -ENOENT;
 }
 
-#define FIXED(list, name, out)                                             \
+#define FIXED(list, name, out) \
 	fixed_child(list, sizeof(list) / sizeof(list[0]), name, out)
 
 static int parse_rev(const char *name, uint64_t *rev)
@@ -419,9 +419,8 @@ static double mtime_of(struct fs *fs, const struct node_key *k,
 	if (r) {
 		if (k->type == NT_RES_EVENTS || k->type == NT_RES_STATUS ||
 		    k->type == NT_RES_STATUS_JSON || k->type == NT_RES_STATE)
-			return r->events.mtime > r->spec.mtime
-				       ? r->events.mtime
-				       : r->spec.mtime;
+			return r->events.mtime > r->spec.mtime ? r->events.mtime
+							       : r->spec.mtime;
 		return r->spec.mtime ? r->spec.mtime : r->ctime;
 	}
 	if (e) {
@@ -580,7 +579,7 @@ static void add_fixed(struct dir_snapshot *d, const enum node_type *list,
 	}
 }
 
-#define ADD_FIXED(d, list, id, rev)                                        \
+#define ADD_FIXED(d, list, id, rev) \
 	add_fixed(d, list, sizeof(list) / sizeof(list[0]), id, rev)
 
 static void list_root(struct fs *fs, struct dir_snapshot *d)
@@ -693,8 +692,8 @@ static int list_rev_kind(struct fs *fs, const struct node_key *dir,
 		return rc;
 	for (char *n = strtok_r(names.data, "\n", &save); n;
 	     n = strtok_r(NULL, "\n", &save)) {
-		struct node_key k = node_key_make(NT_REV_SPEC, dir->sub,
-						  dir->id, dir->rev);
+		struct node_key k =
+			node_key_make(NT_REV_SPEC, dir->sub, dir->id, dir->rev);
 
 		snprintf(k.name, sizeof(k.name), "%s", n);
 		add_entry(d, n, &k);
@@ -732,8 +731,7 @@ static int list_in_env(struct fs *fs, const struct env *e,
 	}
 }
 
-int tree_list(struct fs *fs, const struct node_key *dir,
-	      struct dir_snapshot *d)
+int tree_list(struct fs *fs, const struct node_key *dir, struct dir_snapshot *d)
 {
 	int rc = 0;
 

@@ -8,8 +8,10 @@
 static const char *const local_kinds[] = { "pool", "endpoint", NULL };
 
 static const char *const local_unsupported[] = {
-	"pool.capacity = spot", "one machine has no spot market",
-	"endpoint.image", "the local provider runs `command`, not images",
+	"pool.capacity = spot",
+	"one machine has no spot market",
+	"endpoint.image",
+	"the local provider runs `command`, not images",
 	NULL,
 };
 

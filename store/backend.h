@@ -50,10 +50,9 @@ struct backend_ops {
 	int (*add_revision)(struct backend *be, const struct revision_row *row);
 	/* text NULL records that the object was destroyed at rev. */
 	int (*add_history)(struct backend *be, uint64_t env_id, uint64_t rev,
-			   const char *kind, const char *name,
-			   const char *text, size_t len);
-	int (*add_audit)(struct backend *be, uint64_t env_id,
-			 const char *line);
+			   const char *kind, const char *name, const char *text,
+			   size_t len);
+	int (*add_audit)(struct backend *be, uint64_t env_id, const char *line);
 	int (*add_event)(struct backend *be, uint64_t env_id, uint64_t res_id,
 			 const char *line);
 	int (*put_secret)(struct backend *be, uint64_t env_id,

@@ -111,27 +111,26 @@ const struct kind_def *kind_at(int kind)
  * Both lists are sorted by id and ids only grow, so adding appends; a
  * removal shifts the tail, which is cheap next to the fsync it follows.
  */
-#define LIST_PUSH(l, item)                                                 \
-	do {                                                               \
-		if ((l)->n == (l)->cap) {                                  \
-			(l)->cap = (l)->cap ? (l)->cap * 2 : 8;            \
-			(l)->v = xrealloc((l)->v,                          \
-					  (l)->cap * sizeof(*(l)->v));     \
-		}                                                          \
-		(l)->v[(l)->n++] = (item);                                 \
+#define LIST_PUSH(l, item)                                                     \
+	do {                                                                   \
+		if ((l)->n == (l)->cap) {                                      \
+			(l)->cap = (l)->cap ? (l)->cap * 2 : 8;                \
+			(l)->v = xrealloc((l)->v, (l)->cap * sizeof(*(l)->v)); \
+		}                                                              \
+		(l)->v[(l)->n++] = (item);                                     \
 	} while (0)
 
-#define LIST_SEEK(l, after)                                                \
-	do {                                                               \
-		size_t lo = 0, hi = (l)->n;                                \
-		while (lo < hi) {                                          \
-			size_t mid = lo + (hi - lo) / 2;                   \
-			if ((l)->v[mid]->id <= (after))                    \
-				lo = mid + 1;                              \
-			else                                               \
-				hi = mid;                                  \
-		}                                                          \
-		return lo;                                                 \
+#define LIST_SEEK(l, after)                              \
+	do {                                             \
+		size_t lo = 0, hi = (l)->n;              \
+		while (lo < hi) {                        \
+			size_t mid = lo + (hi - lo) / 2; \
+			if ((l)->v[mid]->id <= (after))  \
+				lo = mid + 1;            \
+			else                             \
+				hi = mid;                \
+		}                                        \
+		return lo;                               \
 	} while (0)
 
 #define LIST_REMOVE(l, item)                                               \
@@ -245,8 +244,8 @@ void event_log_append(struct event_log *log, char *line)
 	/* The ring only wraps once full, so while it grows head is 0. */
 	if (log->count == log->cap && log->cap < EVENTS_KEPT) {
 		log->cap = log->cap ? log->cap * 2 : 4;
-		log->lines = xrealloc(log->lines,
-				      log->cap * sizeof(*log->lines));
+		log->lines =
+			xrealloc(log->lines, log->cap * sizeof(*log->lines));
 	}
 	if (log->count == log->cap) {
 		slot = log->head;

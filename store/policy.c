@@ -88,8 +88,8 @@ static int64_t accelerators_of(int kind, const struct spec *s)
 	}
 }
 
-static int64_t env_accelerators(const struct env *e, int kind,
-				const char *name, const struct spec *proposed)
+static int64_t env_accelerators(const struct env *e, int kind, const char *name,
+				const struct spec *proposed)
 {
 	int64_t total = accelerators_of(kind, proposed);
 

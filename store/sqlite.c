@@ -222,8 +222,8 @@ static int make_parent_dirs(const char *path)
 static int check_integrity(struct backend *be, char *err, size_t errlen)
 {
 	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(be->db, "PRAGMA quick_check", -1, &st,
-				    NULL);
+	int rc =
+		sqlite3_prepare_v2(be->db, "PRAGMA quick_check", -1, &st, NULL);
 	const char *verdict;
 
 	if (rc == SQLITE_OK)
@@ -261,10 +261,11 @@ static int migrate(struct backend *be, char *err, size_t errlen)
 		return -EIO;
 	}
 	if (tables > 0 && app != APPLICATION_ID) {
-		snprintf(err, errlen,
-			 "sqlite:%s is a SQLite database of some other program, "
-			 "not an infrafs state store; it was left as it is",
-			 be->path);
+		snprintf(
+			err, errlen,
+			"sqlite:%s is a SQLite database of some other program, "
+			"not an infrafs state store; it was left as it is",
+			be->path);
 		return -EINVAL;
 	}
 	if (version > SCHEMA_VERSION) {
@@ -297,8 +298,7 @@ static int migrate(struct backend *be, char *err, size_t errlen)
 	return 0;
 }
 
-static int open_conn(struct backend *be, sqlite3 **db, char *err,
-		     size_t errlen)
+static int open_conn(struct backend *be, sqlite3 **db, char *err, size_t errlen)
 {
 	int rc = sqlite3_open_v2(be->path, db,
 				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -373,8 +373,8 @@ static int be_open(const char *location, struct backend **out, char *err,
 		goto fail;
 	for (int i = 0; i < S_COUNT; i++) {
 		if (sqlite3_prepare_v3(be->db, stmt_sql[i], -1,
-				       SQLITE_PREPARE_PERSISTENT,
-				       &be->stmts[i], NULL) != SQLITE_OK) {
+				       SQLITE_PREPARE_PERSISTENT, &be->stmts[i],
+				       NULL) != SQLITE_OK) {
 			snprintf(err, errlen, "state store sqlite:%s: %s",
 				 be->path, sqlite3_errmsg(be->db));
 			rc = -EIO;
@@ -409,8 +409,7 @@ static int run(struct backend *be, sqlite3_stmt *st)
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_DONE) {
-		log_err("state store write failed: %s",
-			sqlite3_errmsg(be->db));
+		log_err("state store write failed: %s", sqlite3_errmsg(be->db));
 		return sql_errno(rc);
 	}
 	return 0;
@@ -558,8 +557,7 @@ static int be_put_secret(struct backend *be, uint64_t env_id,
 	return run(be, st);
 }
 
-static int be_drop_secret(struct backend *be, uint64_t env_id,
-			  const char *name)
+static int be_drop_secret(struct backend *be, uint64_t env_id, const char *name)
 {
 	sqlite3_stmt *st = be->stmts[S_DROP_SECRET];
 
@@ -612,9 +610,9 @@ static int load_envs(struct backend *be, struct model *m)
 	if (rc != SQLITE_OK)
 		return sql_errno(rc);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct env *e = model_add_env(
-			m, (uint64_t)sqlite3_column_int64(st, 0),
-			(const char *)sqlite3_column_text(st, 1));
+		struct env *e =
+			model_add_env(m, (uint64_t)sqlite3_column_int64(st, 0),
+				      (const char *)sqlite3_column_text(st, 1));
 		size_t len;
 		char *text;
 
@@ -751,8 +749,8 @@ static int load_event_totals(struct backend *be, struct model *m)
 		struct env *e = model_env_by_id(
 			m, (uint64_t)sqlite3_column_int64(st, 0));
 		struct resource *r = res_id ? model_res_by_id(m, res_id) : NULL;
-		struct event_log *log = r ? &r->events
-				      : (e && !res_id ? &e->events : NULL);
+		struct event_log *log =
+			r ? &r->events : (e && !res_id ? &e->events : NULL);
 
 		if (!log)
 			continue;
@@ -809,8 +807,8 @@ static int be_revision(struct backend *be, uint64_t env_id, uint64_t rev,
 		row->gid = (uint32_t)sqlite3_column_int64(st, 2);
 		row->pid = (int32_t)sqlite3_column_int64(st, 3);
 		for (int i = 0; i < 4; i++) {
-			const char *t = (const char *)sqlite3_column_text(
-				st, 4 + i);
+			const char *t =
+				(const char *)sqlite3_column_text(st, 4 + i);
 
 			off[i] = b.len;
 			buf_adds(&b, t ? t : "");

@@ -171,7 +171,8 @@ static uint64_t new_revision(struct store *st, struct env *e,
 	e->rev++;
 	e->rev_time = now;
 	e->mtime = now;
-	snprintf(comm, sizeof(comm), "%s", ch->who.comm[0] ? ch->who.comm : "?");
+	snprintf(comm, sizeof(comm), "%s",
+		 ch->who.comm[0] ? ch->who.comm : "?");
 	sanitize_word(comm);
 	row = (struct revision_row){
 		.env_id = e->id,
@@ -295,10 +296,10 @@ static int env_create(struct store *st, const struct change *ch,
 	e->ctime = e->mtime = now;
 	set_doc_text(&e->config, &kind_config, default_config, 1);
 	set_doc_text(&e->policy, &kind_policy, default_policy, 1);
-	bw(st, st->ops->add_history(st->be, id, 1, "config", "",
-				    e->config.text, e->config.len));
-	bw(st, st->ops->add_history(st->be, id, 1, "policy", "",
-				    e->policy.text, e->policy.len));
+	bw(st, st->ops->add_history(st->be, id, 1, "config", "", e->config.text,
+				    e->config.len));
+	bw(st, st->ops->add_history(st->be, id, 1, "policy", "", e->policy.text,
+				    e->policy.len));
 	snprintf(summary, sizeof(summary), "create environment %s", e->name);
 	res->rev = new_revision(st, e, ch, summary, NULL);
 	touch(st, 0, 0);
@@ -321,8 +322,8 @@ static int env_remove(struct store *st, struct env *e, const struct change *ch,
 	char summary[128];
 
 	if (n) {
-		const struct resource *first = e->list[0].n ? e->list[0].v[0]
-							    : e->list[1].v[0];
+		const struct resource *first =
+			e->list[0].n ? e->list[0].v[0] : e->list[1].v[0];
 
 		return refuse(res, -ENOTEMPTY,
 			      "environment %s still holds %zu resource%s "
@@ -608,8 +609,7 @@ static int res_remove(struct store *st, struct env *e, struct resource *r,
 	return 0;
 }
 
-static int check_provider(const struct spec *config,
-			  struct change_result *res)
+static int check_provider(const struct spec *config, struct change_result *res)
 {
 	const struct field_def *f = kind_field(&kind_config, "provider", 8);
 	const struct spec_value *v =
@@ -672,8 +672,8 @@ static int doc_commit(struct store *st, struct env *e, const struct change *ch,
 static int secret_set(struct store *st, struct env *e, const struct change *ch,
 		      struct change_result *res)
 {
-	struct secret_meta *s = map_get(&e->secrets, ch->name,
-					strlen(ch->name));
+	struct secret_meta *s =
+		map_get(&e->secrets, ch->name, strlen(ch->name));
 	BUF_AUTO sealed = BUF_INIT;
 	char aad[160], summary[160];
 	size_t len = ch->len;
@@ -702,19 +702,19 @@ static int secret_set(struct store *st, struct env *e, const struct change *ch,
 	s->version++;
 	s->mtime = time_now();
 	bw(st, st->ops->put_secret(st->be, e->id, s, sealed.data, sealed.len));
-	snprintf(summary, sizeof(summary), "set secret %s (version %" PRIu64 ")",
-		 s->name, s->version);
+	snprintf(summary, sizeof(summary),
+		 "set secret %s (version %" PRIu64 ")", s->name, s->version);
 	res->rev = new_revision(st, e, ch, summary, NULL);
 	touch(st, e->id, 0);
 	return 0;
 }
 
-static const struct resource *secret_user(const struct env *e,
-					  const char *name)
+static const struct resource *secret_user(const struct env *e, const char *name)
 {
 	for (size_t i = 0; i < e->list[KIND_ENDPOINT_IDX].n; i++) {
 		const struct resource *r = e->list[KIND_ENDPOINT_IDX].v[i];
-		const struct field_def *f = kind_field(&kind_endpoint, "env", 3);
+		const struct field_def *f =
+			kind_field(&kind_endpoint, "env", 3);
 		const struct spec_value *v;
 
 		if (!r->spec.parsed || !f)
@@ -732,8 +732,8 @@ static const struct resource *secret_user(const struct env *e,
 static int secret_remove(struct store *st, struct env *e,
 			 const struct change *ch, struct change_result *res)
 {
-	struct secret_meta *s = map_get(&e->secrets, ch->name,
-					strlen(ch->name));
+	struct secret_meta *s =
+		map_get(&e->secrets, ch->name, strlen(ch->name));
 	const struct resource *user = s ? secret_user(e, ch->name) : NULL;
 	char summary[160];
 
@@ -757,8 +757,9 @@ static int secret_remove(struct store *st, struct env *e,
 /* A write refused line by line: no revision, but the user must see why. */
 static int note_error(struct store *st, struct env *e, const struct change *ch)
 {
-	struct resource *r =
-		ch->name && ch->name[0] ? model_res(e, ch->kind, ch->name) : NULL;
+	struct resource *r = ch->name && ch->name[0]
+				     ? model_res(e, ch->kind, ch->name)
+				     : NULL;
 	char text[700];
 
 	snprintf(text, sizeof(text), "write refused: %.*s", (int)ch->len,
@@ -845,7 +846,8 @@ static void apply_queued_events(struct store *st, struct queued_event *q)
 		struct queued_event *next = q->next;
 		struct env *e = model_env_by_id(&st->model, q->env_id);
 		struct resource *r =
-			q->res_id ? model_res_by_id(&st->model, q->res_id) : NULL;
+			q->res_id ? model_res_by_id(&st->model, q->res_id)
+				  : NULL;
 
 		if (e && (r || !q->res_id))
 			add_event(st, e, r, q->line);
@@ -859,8 +861,8 @@ static void mark_durable(struct store *st)
 {
 	model_wrlock(&st->model);
 	for (size_t i = 0; i < st->ntouched; i++) {
-		struct env *e = model_env_by_id(&st->model,
-						st->touched[i].env_id);
+		struct env *e =
+			model_env_by_id(&st->model, st->touched[i].env_id);
 
 		if (e)
 			e->rev_durable = e->rev;
@@ -976,8 +978,6 @@ void store_event(struct store *st, uint64_t env_id, uint64_t res_id,
 	pthread_mutex_unlock(&st->qlock);
 }
 
-
-
 /* ---- history ---------------------------------------------------------- */
 
 int store_history_info(struct store *st, uint64_t env_id, uint64_t rev,
@@ -1073,8 +1073,8 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	snprintf(st->url, sizeof(st->url), "%s", opt->url);
 	st->ops = backend_for(opt->url, &location);
 	if (!st->ops) {
-		snprintf(err, errlen,
-			 "unknown state store %s: use sqlite:PATH", opt->url);
+		snprintf(err, errlen, "unknown state store %s: use sqlite:PATH",
+			 opt->url);
 		free(st);
 		return -EINVAL;
 	}

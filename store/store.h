@@ -57,7 +57,8 @@ struct change {
 	uid_t uid; /* CH_ENV_ATTR; (uid_t)-1 keeps */
 	gid_t gid;
 	mode_t mode; /* CH_ENV_CREATE, CH_ENV_ATTR; (mode_t)-1 keeps */
-	const char *path; /* as the user named it, for audit: dev/pools/a/spec */
+	const char
+		*path; /* as the user named it, for audit: dev/pools/a/spec */
 	struct caller who;
 };
 

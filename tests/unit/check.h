@@ -13,44 +13,42 @@
 static int check_failures;
 static int check_count;
 
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		check_count++;                                             \
-		if (!(cond)) {                                             \
-			check_failures++;                                  \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n",       \
-				__FILE__, __LINE__, #cond);                \
-		}                                                          \
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		check_count++;                                                 \
+		if (!(cond)) {                                                 \
+			check_failures++;                                      \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
+				__LINE__, #cond);                              \
+		}                                                              \
 	} while (0)
 
-#define CHECK_STR(got, want)                                               \
-	do {                                                               \
-		const char *g_ = (got), *w_ = (want);                      \
-		check_count++;                                             \
-		if (!g_ || strcmp(g_, w_) != 0) {                          \
-			check_failures++;                                  \
-			fprintf(stderr,                                    \
-				"%s:%d: got \"%s\"\n%*swant \"%s\"\n",     \
-				__FILE__, __LINE__, g_ ? g_ : "(null)",    \
-				(int)strlen(__FILE__) + 2, "", w_);        \
-		}                                                          \
+#define CHECK_STR(got, want)                                                   \
+	do {                                                                   \
+		const char *g_ = (got), *w_ = (want);                          \
+		check_count++;                                                 \
+		if (!g_ || strcmp(g_, w_) != 0) {                              \
+			check_failures++;                                      \
+			fprintf(stderr, "%s:%d: got \"%s\"\n%*swant \"%s\"\n", \
+				__FILE__, __LINE__, g_ ? g_ : "(null)",        \
+				(int)strlen(__FILE__) + 2, "", w_);            \
+		}                                                              \
 	} while (0)
 
-#define CHECK_INT(got, want)                                               \
-	do {                                                               \
-		long long g_ = (long long)(got), w_ = (long long)(want);   \
-		check_count++;                                             \
-		if (g_ != w_) {                                            \
-			check_failures++;                                  \
-			fprintf(stderr, "%s:%d: %s = %lld, want %lld\n",   \
-				__FILE__, __LINE__, #got, g_, w_);         \
-		}                                                          \
+#define CHECK_INT(got, want)                                             \
+	do {                                                             \
+		long long g_ = (long long)(got), w_ = (long long)(want); \
+		check_count++;                                           \
+		if (g_ != w_) {                                          \
+			check_failures++;                                \
+			fprintf(stderr, "%s:%d: %s = %lld, want %lld\n", \
+				__FILE__, __LINE__, #got, g_, w_);       \
+		}                                                        \
 	} while (0)
 
 static inline int check_report(const char *name)
 {
-	printf("%s: %d checks, %d failed\n", name, check_count,
-	       check_failures);
+	printf("%s: %d checks, %d failed\n", name, check_count, check_failures);
 	return check_failures ? 1 : 0;
 }
 
