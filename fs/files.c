@@ -288,7 +288,7 @@ int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
 }
 
 /* Names of what a key edits, copied out from under the read lock. */
-struct target {
+struct edit_target {
 	char env[NAME_MAX_LEN + 1];
 	char name[NAME_MAX_LEN + 1];
 	char field[64];
@@ -297,7 +297,7 @@ struct target {
 };
 
 static int resolve_target(struct fs *fs, const struct node_key *k,
-			  struct target *t)
+			  struct edit_target *t)
 {
 	struct env *e;
 	struct resource *r;
@@ -336,7 +336,7 @@ static void report_write_error(struct fs *fs, struct handle *h, const char *msg)
 {
 	struct change ch = { .op = CH_NOTE_ERROR };
 	struct change_result res;
-	struct target t;
+	struct edit_target t;
 
 	atomic_fetch_add(&fs->write_rejections, 1);
 	if (resolve_target(fs, &h->key, &t) < 0)
@@ -396,36 +396,37 @@ static int check_edit_write(struct fs *fs, struct handle *h, size_t start,
 	return rc;
 }
 
+/* One command per write(2), carried out before the write returns. */
 static int ctl_command(struct fs *fs, struct handle *h, const char *data,
 		       size_t len)
 {
-	static const char *const known[] = { "apply", "approve", "discard",
-					     "refresh", "rollback" };
-	char cmd[64], text[160];
-	size_t n = strcspn(data, " \t\n");
-	struct env *e;
-	uint64_t env_id = 0;
+	char line[128], msg[600];
+	struct edit_target t;
+	int rc;
 
-	if (n == 0 || n >= sizeof(cmd) || n > len)
+	if (len == 0 || len >= sizeof(line) || memchr(data, '\0', len))
 		return -EINVAL;
-	memcpy(cmd, data, n);
-	cmd[n] = '\0';
-	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-		if (strcmp(cmd, known[i]) != 0)
-			continue;
-		model_rdlock(fs->model);
-		e = tree_env(fs, &h->key);
-		env_id = e ? e->id : 0;
-		model_unlock(fs->model);
-		snprintf(text, sizeof(text),
-			 "ctl %s: no reconciler in this build; changes are "
-			 "recorded, not applied",
-			 cmd);
-		if (env_id)
-			store_event(fs->store, env_id, 0, text);
+	memcpy(line, data, len);
+	line[len] = '\0';
+	if (resolve_target(fs, &h->key, &t) < 0)
+		return -ENOENT;
+	if (!fs->rec)
 		return -EOPNOTSUPP;
+	rc = reconciler_ctl(fs->rec, t.env, line, &h->opener, msg, sizeof(msg));
+	if (rc && msg[0]) {
+		struct change ch = { .op = CH_NOTE_ERROR, .env = t.env };
+		struct change_result res;
+		char text[700];
+
+		snprintf(text, sizeof(text), "ctl %.*s: %s",
+			 (int)strcspn(line, "\n"), line, msg);
+		ch.text = text;
+		ch.len = strlen(text);
+		ch.who = h->opener;
+		store_apply(fs->store, &ch, &res);
+		notify_changed_now(fs, t.env_id, 0);
 	}
-	return -EINVAL;
+	return rc;
 }
 
 static int edit_write(struct fs *fs, struct handle *h, const char *data,
@@ -521,7 +522,7 @@ int file_commit(struct fs *fs, const struct node_key *k, const char *data,
 	BUF_AUTO path = BUF_INIT;
 	struct change_result res;
 	struct change ch = { 0 };
-	struct target t;
+	struct edit_target t;
 	int rc = resolve_target(fs, k, &t);
 
 	if (rc)

@@ -10,7 +10,9 @@
 #define INFRAFS_FS_FS_H
 
 #include "cache/blob.h"
+#include "cache/observed.h"
 #include "node.h"
+#include "reconciler/reconciler.h"
 #include "store/store.h"
 
 #include <stdatomic.h>
@@ -51,6 +53,8 @@ struct fs {
 	struct fuse_session *se;
 	struct node_table nodes;
 	struct render_cache renders;
+	struct observed_cache observed; /* written by the reconciler */
+	struct reconciler *rec;
 	struct scratch_table scratch;
 	struct notify_queue notify;
 	uid_t owner; /* the mount's root belongs to whoever mounted it */

@@ -238,6 +238,29 @@ static struct fuse_session *make_session(struct fs *fs, const struct options *o)
 	return se;
 }
 
+static void on_observed(void *ctx, uint64_t env_id, uint64_t res_id)
+{
+	notify_changed(ctx, env_id, res_id);
+}
+
+/* Providers keep their files beside the state store they serve. */
+static int start_reconciler(struct fs *fs, const struct options *o)
+{
+	struct reconciler_options ro = {
+		.store = fs->store,
+		.observed = &fs->observed,
+		.changed = on_observed,
+		.ctx = fs,
+	};
+	char dir[PATH_MAX];
+
+	snprintf(dir, sizeof(dir), "%s",
+		 strncmp(o->state, "sqlite:", 7) ? "/tmp" : o->state + 7);
+	*strrchr(dir, '/') = '\0';
+	ro.state_dir = dir;
+	return reconciler_start(&ro, &fs->rec);
+}
+
 static int serve(struct fs *fs)
 {
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
@@ -288,6 +311,7 @@ int main(int argc, char **argv)
 	fs.started = time_now();
 	node_table_init(&fs.nodes);
 	render_cache_init(&fs.renders, RENDER_CACHE_BYTES);
+	observed_init(&fs.observed);
 	scratch_init(&fs.scratch);
 	pthread_mutex_init(&fs.pending_lock, NULL);
 	fs.se = make_session(&fs, &o);
@@ -299,6 +323,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	notify_start(&fs);
+	if (start_reconciler(&fs, &o) < 0) {
+		fprintf(stderr, "infrafs: cannot start the reconciler\n");
+		report_ready(report_fd, false);
+		rc = 1;
+		goto unmount;
+	}
 	if (!o.foreground) {
 		report_ready(report_fd, true);
 		if (chdir("/") < 0)
@@ -308,7 +338,10 @@ int main(int argc, char **argv)
 	}
 	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
 	rc = serve(&fs) ? 1 : 0;
+unmount:
 	fuse_session_unmount(fs.se);
+	reconciler_stop(fs.rec);
+	fs.rec = NULL;
 	notify_stop(&fs);
 	fuse_remove_signal_handlers(fs.se);
 	log_info("unmounted %s", o.mountpoint);
@@ -319,6 +352,7 @@ out:
 	scratch_destroy(&fs.scratch);
 	pending_secrets_destroy(&fs);
 	render_cache_destroy(&fs.renders);
+	observed_destroy(&fs.observed);
 	node_table_destroy(&fs.nodes);
 	return rc;
 }

@@ -174,7 +174,11 @@ static void *notifier(void *arg)
 
 static void on_store_change(void *ctx, uint64_t env_id, uint64_t res_id)
 {
-	notify_changed(ctx, env_id, res_id);
+	struct fs *fs = ctx;
+
+	notify_changed(fs, env_id, res_id);
+	if (fs->rec)
+		reconciler_kick(fs->rec, env_id, res_id);
 }
 
 int notify_start(struct fs *fs)

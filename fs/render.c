@@ -104,18 +104,63 @@ static void render_metrics(struct fs *fs, struct buf *out)
 
 /* ---- environments ------------------------------------------------------ */
 
+/* What the reconciler last saw of a resource, or a draft's nothing. */
+struct view {
+	struct observed_res o;
+	bool have;
+	const char *state;
+	const char *reason;
+	bool synced;
+};
+
+static void view_of(struct fs *fs, const struct resource *r, struct view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->have = observed_get_res(&fs->observed, r->id, &v->o);
+	v->state = "pending";
+	if (!r->spec.text) {
+		v->reason = "draft: nothing is applied until spec or a field "
+			    "is written";
+		return;
+	}
+	if (!v->have) {
+		v->reason = "accepted; the reconciler has not looked yet";
+		return;
+	}
+	v->state = res_state_word(v->o.state);
+	v->reason = v->o.reason;
+	/* In sync only if the provider runs the revision in force now. */
+	v->synced = v->o.synced && v->o.applied_rev == r->spec.rev;
+}
+
+static void view_free(struct view *v)
+{
+	if (v->have)
+		observed_res_free(&v->o);
+}
+
 static void render_env_status(struct fs *fs, const struct env *e,
 			      struct buf *out)
 {
-	size_t drafts = 0, committed = 0;
+	size_t by_state[RS_DELETING + 1] = { 0 }, drafts = 0, total = 0;
+	struct observed_env oe;
+	bool have_env = observed_get_env(&fs->observed, e->id, &oe);
 	char when[40], provider[32];
 
 	for (int k = 0; k < NKINDS; k++) {
 		for (size_t i = 0; i < e->list[k].n; i++) {
-			if (e->list[k].v[i]->spec.text)
-				committed++;
-			else
+			const struct resource *r = e->list[k].v[i];
+			struct observed_res o;
+
+			total++;
+			if (!r->spec.text) {
 				drafts++;
+			} else if (observed_get_res(&fs->observed, r->id, &o)) {
+				by_state[o.state]++;
+				observed_res_free(&o);
+			} else {
+				by_state[RS_PENDING]++;
+			}
 		}
 	}
 	spec_text(e->config.parsed, "provider", provider, sizeof(provider));
@@ -124,46 +169,55 @@ static void render_env_status(struct fs *fs, const struct env *e,
 	buf_printf(out, "provider: %s\n", provider[0] ? provider : "local");
 	buf_printf(out, "revision: %" PRIu64 "\n", e->rev);
 	buf_printf(out, "revised_at: %s\n", when);
-	buf_printf(out, "resources: %zu\n", committed + drafts);
+	buf_printf(out, "applied_revision: %" PRIu64 "\n", e->applied_rev);
+	buf_printf(out, "resources: %zu\n", total);
 	for (int k = 0; k < NKINDS; k++)
 		buf_printf(out, "%s: %zu\n", kind_at(k)->dir, e->list[k].n);
-	buf_printf(out, "pending: %zu\n", committed + drafts);
+	for (int st = RS_PENDING; st <= RS_DELETING; st++)
+		buf_printf(out, "%s: %zu\n", res_state_word(st),
+			   by_state[st] + (st == RS_PENDING ? drafts : 0));
 	buf_printf(out, "drafts: %zu\n", drafts);
-	buf_adds(out, "plan: none (no reconciler in this build)\n");
-	buf_adds(out, "last_apply: never\n");
+	if (have_env && oe.plan_no)
+		buf_printf(out, "plan: %" PRIu64 " pending\n", oe.plan_no);
+	else
+		buf_adds(out, "plan: none pending\n");
+	if (have_env && oe.last_apply) {
+		time_rfc3339(oe.last_apply, when, sizeof(when));
+		buf_printf(out, "last_apply: %s\n", when);
+	} else {
+		buf_adds(out, "last_apply: never\n");
+	}
 	buf_printf(out, "secrets: %zu\n", e->secrets.count);
 	buf_printf(out, "lock: %s\n", store_lock_holder(fs->store));
 	buf_printf(out, "last_error: %s\n", e->last_error ? e->last_error : "");
+	if (have_env)
+		observed_env_free(&oe);
 }
 
-static void render_plan(const struct env *e, bool json, struct buf *out)
+static void render_plan(struct fs *fs, const struct env *e, bool json,
+			struct buf *out)
 {
-	if (json) {
-		buf_printf(out,
-			   "{\"environment\": \"%s\", \"plan\": null, "
-			   "\"reconciler\": false, \"steps\": []}\n",
-			   e->name);
+	struct observed_env oe;
+
+	if (!observed_get_env(&fs->observed, e->id, &oe)) {
+		if (json)
+			buf_printf(out,
+				   "{\n  \"environment\": \"%s\",\n  \"plan\": "
+				   "null,\n  \"approval\": null,\n  \"steps\": "
+				   "[]\n}\n",
+				   e->name);
 		return;
 	}
-	/* Empty means "nothing pending"; without a reconciler, nothing is
-	 * planned, and status says so. */
+	if (json) {
+		buf_adds(out, oe.plan_json ? oe.plan_json : "{}");
+		buf_addc(out, '\n');
+	} else if (oe.plan_text) {
+		buf_adds(out, oe.plan_text);
+	}
+	observed_env_free(&oe);
 }
 
 /* ---- resources ------------------------------------------------------- */
-
-static const char *res_state(const struct resource *r)
-{
-	(void)r;
-	return "pending";
-}
-
-static const char *res_reason(const struct resource *r)
-{
-	if (!r->spec.text)
-		return "draft: nothing is applied until spec or a field is "
-		       "written";
-	return "accepted; no reconciler in this build applies it yet";
-}
 
 static struct spec *effective_spec(const struct resource *r, bool *owned)
 {
@@ -179,18 +233,62 @@ static struct spec *effective_spec(const struct resource *r, bool *owned)
 	return s;
 }
 
-static void render_res_status(const struct resource *r, struct buf *out)
+static void render_res_status(struct fs *fs, const struct resource *r,
+			      struct buf *out)
 {
+	struct view v;
+	char when[40] = "never";
+
+	view_of(fs, r, &v);
+	if (v.have && v.o.observed_at)
+		time_rfc3339(v.o.observed_at, when, sizeof(when));
 	buf_printf(out, "name: %s\n", r->name);
 	buf_printf(out, "kind: %s\n", kind_at(r->kind)->name);
 	buf_printf(out, "environment: %s\n", r->env->name);
-	buf_printf(out, "state: %s\n", res_state(r));
-	buf_printf(out, "reason: %s\n", res_reason(r));
-	buf_adds(out, "synced: no\n");
+	buf_printf(out, "state: %s\n", v.state);
+	if (v.reason)
+		buf_printf(out, "reason: %s\n", v.reason);
+	buf_printf(out, "synced: %s\n", v.synced ? "yes" : "no");
 	buf_printf(out, "revision: %" PRIu64 "\n", r->spec.rev);
-	buf_adds(out, "drift: none\n");
-	buf_printf(out, "last_error: %s\n", r->last_error ? r->last_error : "");
-	buf_adds(out, "observed_at: never\n");
+	buf_printf(out, "applied_revision: %" PRIu64 "\n",
+		   v.have ? v.o.applied_rev : 0);
+	buf_printf(out, "drift: %s\n",
+		   v.have && v.o.drift ? v.o.drift : "none");
+	/* A refused commit is the newer news; else what the provider says. */
+	buf_printf(out, "last_error: %s\n",
+		   r->last_error ? r->last_error
+				 : (v.have && v.o.error ? v.o.error : ""));
+	buf_printf(out, "observed_at: %s\n", when);
+	if (v.have) {
+		buf_printf(out, "hourly_cost_usd: %.2f\n", v.o.hourly_cost_usd);
+		if (v.o.details)
+			buf_adds(out, v.o.details);
+	}
+	view_free(&v);
+}
+
+/* Provider lines ("key: value") become string members of one object. */
+static json_t *details_json(const char *details)
+{
+	json_t *o = json_object();
+
+	for (const char *p = details; p && *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		const char *colon = memchr(p, ':', len);
+
+		if (colon && colon + 1 < p + len) {
+			char *key = xstrndup(p, (size_t)(colon - p));
+			char *val = xstrndup(colon + 2,
+					     len - (size_t)(colon - p) - 2);
+
+			json_object_set_new(o, key, json_string(val));
+			free(key);
+			free(val);
+		}
+		p += len + (nl ? 1 : 0);
+	}
+	return o;
 }
 
 static json_t *declared_json(const struct spec *s)
@@ -204,27 +302,49 @@ static json_t *declared_json(const struct spec *s)
 	return all;
 }
 
-static void render_res_status_json(const struct resource *r, struct buf *out)
+static void render_res_status_json(struct fs *fs, const struct resource *r,
+				   struct buf *out)
 {
 	bool owned;
 	struct spec *s = effective_spec(r, &owned);
 	json_t *o = json_object();
+	struct view v;
+	char when[40];
 	char *text;
 
+	view_of(fs, r, &v);
 	json_object_set_new(o, "name", json_string(r->name));
 	json_object_set_new(o, "kind", json_string(kind_at(r->kind)->name));
 	json_object_set_new(o, "environment", json_string(r->env->name));
-	json_object_set_new(o, "state", json_string(res_state(r)));
-	json_object_set_new(o, "reason", json_string(res_reason(r)));
-	json_object_set_new(o, "synced", json_false());
+	json_object_set_new(o, "state", json_string(v.state));
+	json_object_set_new(o, "reason",
+			    v.reason ? json_string(v.reason) : json_null());
+	json_object_set_new(o, "synced", json_boolean(v.synced));
 	json_object_set_new(o, "revision",
 			    json_integer((json_int_t)r->spec.rev));
+	json_object_set_new(
+		o, "applied_revision",
+		json_integer(v.have ? (json_int_t)v.o.applied_rev : 0));
 	json_object_set_new(o, "draft", json_boolean(!r->spec.text));
-	json_object_set_new(o, "drift", json_array());
+	json_object_set_new(o, "drift",
+			    v.have && v.o.drift ? json_string(v.o.drift)
+						: json_null());
 	json_object_set_new(o, "last_error",
 			    r->last_error ? json_string(r->last_error)
-					  : json_null());
-	json_object_set_new(o, "observed_at", json_null());
+					  : (v.have && v.o.error
+						     ? json_string(v.o.error)
+						     : json_null()));
+	if (v.have && v.o.observed_at) {
+		time_rfc3339(v.o.observed_at, when, sizeof(when));
+		json_object_set_new(o, "observed_at", json_string(when));
+	} else {
+		json_object_set_new(o, "observed_at", json_null());
+	}
+	json_object_set_new(o, "hourly_cost_usd",
+			    json_real(v.have ? v.o.hourly_cost_usd : 0));
+	json_object_set_new(o, "provider",
+			    details_json(v.have ? v.o.details : NULL));
+	view_free(&v);
 	/* `spec` is what was declared, so `jq .spec status.json > spec`
 	 * round-trips; `effective` adds the defaults. */
 	json_object_set_new(o, "spec", s ? declared_json(s) : json_object());
@@ -266,14 +386,19 @@ static int render_res(struct fs *fs, const struct node_key *k,
 		render_field(r, k->sub, out);
 		return 0;
 	case NT_RES_STATUS:
-		render_res_status(r, out);
+		render_res_status(fs, r, out);
 		return 0;
 	case NT_RES_STATUS_JSON:
-		render_res_status_json(r, out);
+		render_res_status_json(fs, r, out);
 		return 0;
-	case NT_RES_STATE:
-		buf_printf(out, "%s\n", res_state(r));
+	case NT_RES_STATE: {
+		struct view v;
+
+		view_of(fs, r, &v);
+		buf_printf(out, "%s\n", v.state);
+		view_free(&v);
 		return 0;
+	}
 	case NT_RES_EVENTS:
 		return store_events_text(fs->store, r->env, r, out);
 	default:
@@ -315,7 +440,7 @@ static int render_env(struct fs *fs, const struct node_key *k,
 		return 0;
 	case NT_ENV_PLAN:
 	case NT_ENV_PLAN_JSON:
-		render_plan(e, k->type == NT_ENV_PLAN_JSON, out);
+		render_plan(fs, e, k->type == NT_ENV_PLAN_JSON, out);
 		return 0;
 	case NT_ENV_STATUS:
 		render_env_status(fs, e, out);
@@ -378,7 +503,11 @@ static bool content_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
 	if (k->type == NT_METRICS)
 		return false;
 	if (r) {
-		*gen = k->type == NT_RES_EVENTS ? r->events.total : r->gen;
+		/* Status files show both the spec and the live world. */
+		*gen = k->type == NT_RES_EVENTS
+			       ? r->events.total
+			       : r->gen * 1000003u +
+					 observed_res_gen(&fs->observed, r->id);
 		return true;
 	}
 	e = tree_env(fs, k);
@@ -399,6 +528,15 @@ static bool content_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
 	case NT_REV_POLICY:
 	case NT_REV_SPEC:
 		*gen = 1; /* a revision never changes once made */
+		return true;
+	case NT_ENV_STATUS:
+		/* Counts of every resource's state: any observation. */
+		*gen = e->gen * 1000003u + fs->observed.gen;
+		return true;
+	case NT_ENV_PLAN:
+	case NT_ENV_PLAN_JSON:
+		*gen = e->gen * 1000003u +
+		       observed_env_gen(&fs->observed, e->id);
 		return true;
 	default:
 		*gen = e->gen;

@@ -330,7 +330,7 @@ static int lookup_static(const struct node_key *p, const char *name,
 		return 0;
 	}
 	for (size_t i = 0; builtin_providers[i]; i++) {
-		if (!strcmp(builtin_providers[i]->name, name)) {
+		if (!strcmp(builtin_providers[i]->info->name, name)) {
 			*c = node_key_make(NT_PROVIDER_DOC, (uint16_t)i, 0, 0);
 			return 0;
 		}
@@ -608,7 +608,7 @@ static void list_static(const struct node_key *dir, struct dir_snapshot *d)
 		struct node_key k =
 			node_key_make(NT_PROVIDER_DOC, (uint16_t)i, 0, 0);
 
-		add_entry(d, builtin_providers[i]->name, &k);
+		add_entry(d, builtin_providers[i]->info->name, &k);
 	}
 }
 

@@ -1,31 +1,119 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Providers carry declared resources to where they run: the local machine,
- * AWS, Kubernetes, GCP. This header describes each built-in provider: its
- * name, what it supports, and its health, as providers/NAME shows them.
- * The operations a provider performs (observe, create, update, delete,
- * estimate cost) join this table with the reconciler.
+ * Providers carry declared resources to where they run: this machine
+ * (local), later AWS, Kubernetes and GCP. Each is one struct provider_ops.
+ *
+ * Writing a provider
+ * ------------------
+ * The reconciler owns the loop; a provider only answers two questions,
+ * both level-triggered and idempotent:
+ *
+ *   observe  What runs now for these resources? Fill each target's
+ *            observation from the live world. Batch them: one call gets
+ *            every resource of an environment (one /proc scan, one List
+ *            call). Return quickly: never wait for a resource to change.
+ *
+ *   step     Take the next step from what runs towards what is wanted
+ *            (want == NULL: towards nothing). Start it and return: a step
+ *            that takes minutes is reported as creating/updating/deleting
+ *            by later observations. A step may run again after a crash at
+ *            any point, so it must find what an earlier attempt made
+ *            (deterministic names, describe-before-create) and never
+ *            make a second one.
+ *
+ * Neither runs in a FUSE request: the reconciler calls them from its own
+ * thread, and file reads only show the last observation. A provider says
+ * what it supports in its provider_info; check() refuses a spec it cannot
+ * run, at commit, with the reason (the user sees it at close(2)).
  */
 #ifndef INFRAFS_PROVIDERS_PROVIDER_H
 #define INFRAFS_PROVIDERS_PROVIDER_H
 
+#include "spec/spec.h"
 #include "util/buf.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The state words of the contract, in one place. */
+enum res_state {
+	RS_PENDING,
+	RS_CREATING,
+	RS_READY,
+	RS_UPDATING,
+	RS_DEGRADED,
+	RS_FAILED,
+	RS_DELETING,
+};
+
+const char *res_state_word(enum res_state s);
+
+/* What the user declared for one resource, as the reconciler hands it. */
+struct desired {
+	const char *env;
+	int kind; /* KIND_POOL_IDX, KIND_ENDPOINT_IDX */
+	const char *name;
+	uint64_t rev; /* the revision that set this spec */
+	const struct spec *spec;
+	const struct spec *config; /* the environment's config */
+};
+
+/* What a provider saw of one resource. */
+struct observation {
+	bool exists; /* anything live for it at all */
+	enum res_state state;
+	uint64_t applied_rev; /* revision the live resource carries, 0 none */
+	struct buf details; /* provider's "key: value\n" lines for status */
+	char error[512]; /* why it is not as wanted, "" when it is */
+	char drift[256]; /* what changed outside infrafs, "" nothing */
+	double hourly_cost_usd;
+};
+
+struct target {
+	const char *env;
+	int kind;
+	const char *name;
+	const struct desired *want; /* NULL: declared no more */
+	struct observation obs; /* filled by observe(), updated by step() */
+};
+
+/* Services the daemon offers a provider. */
+struct provider_host {
+	const char *state_dir; /* the provider's own folder, kept across runs */
+	void (*wake)(void *ctx); /* something changed: observe again soon */
+	void *ctx;
+};
 
 struct provider_info {
 	const char *name; /* as written in config: provider = NAME */
 	const char *summary;
 	/* The resource kinds it can run, NULL-terminated. */
 	const char *const *kinds;
-	/* Spec fields it ignores or refuses, with why, NULL-terminated
-	 * pairs: "pool.zones", "one machine has no zones". */
+	/* Spec settings it refuses, with why: NULL-terminated pairs. */
 	const char *const *unsupported;
 };
 
-/* The providers built into this daemon, NULL-terminated. */
-extern const struct provider_info *const builtin_providers[];
+struct provider_ops {
+	const struct provider_info *info;
+	int (*start)(const struct provider_host *host, void **state);
+	/* The daemon stops; what runs keeps running. */
+	void (*stop)(void *state);
+	void (*observe)(void *state, struct target *targets, size_t n);
+	/* Returns 0 when a step started or none was needed; a negative errno
+	 * with obs.error saying why otherwise. */
+	int (*step)(void *state, struct target *t);
+	/* Names of everything it runs in env, one "kind/name\n" per line, so
+	 * that what is no longer declared is found and removed. */
+	void (*list)(void *state, const char *env, struct buf *out);
+	/* At commit: 0, or -EINVAL with msg naming the setting and why. */
+	int (*check)(const struct desired *want, char *msg, size_t len);
+};
 
-const struct provider_info *provider_by_name(const char *name);
+/* The providers built into this daemon, NULL-terminated. */
+extern const struct provider_ops *const builtin_providers[];
+
+const struct provider_ops *provider_by_name(const char *name);
 /* The text of providers/NAME. */
-void provider_render_doc(const struct provider_info *p, struct buf *out);
+void provider_render_doc(const struct provider_ops *p, struct buf *out);
 
 #endif

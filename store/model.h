@@ -84,6 +84,9 @@ struct env {
 	/* Newest revision on disk: history shows no more than this, as the
 	 * store's readers cannot see a revision before its commit. */
 	uint64_t rev_durable;
+	/* Every revision up to this one has been carried to the provider:
+	 * what `discard` goes back to. */
+	uint64_t applied_rev;
 	double rev_time;
 	struct doc config, policy;
 	struct map by_name[NKINDS]; /* name -> struct resource */

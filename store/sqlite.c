@@ -56,6 +56,8 @@ static const char *const migrations[] = {
 	"CREATE TABLE secrets(env_id INTEGER NOT NULL, name TEXT NOT NULL,"
 	" version INTEGER NOT NULL, mtime REAL NOT NULL, sealed BLOB NOT NULL,"
 	" PRIMARY KEY(env_id, name)) WITHOUT ROWID;",
+	/* 2: what the reconciler has applied, for `discard`. */
+	"ALTER TABLE envs ADD COLUMN applied_rev INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -78,10 +80,11 @@ enum stmt_id {
 static const char *const stmt_sql[S_COUNT] = {
 	[S_PUT_ENV_NEW] = "INSERT INTO envs(name, uid, gid, mode, ctime, mtime,"
 			  " rev, rev_time, config, config_rev, policy,"
-			  " policy_rev) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+			  " policy_rev, applied_rev)"
+			  " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[S_PUT_ENV] = "UPDATE envs SET name=?, uid=?, gid=?, mode=?, ctime=?,"
 		      " mtime=?, rev=?, rev_time=?, config=?, config_rev=?,"
-		      " policy=?, policy_rev=? WHERE id=?",
+		      " policy=?, policy_rev=?, applied_rev=? WHERE id=?",
 	[S_DROP_ENV] = "UPDATE envs SET deleted=1 WHERE id=?",
 	[S_PUT_RES_NEW] = "INSERT INTO resources(env_id, kind, name, spec, rev,"
 			  " ctime, mtime) VALUES(?,?,?,?,?,?,?)",
@@ -447,8 +450,9 @@ static int be_put_env(struct backend *be, const struct env *e, uint64_t *id)
 	sqlite3_bind_int64(st, 10, (sqlite3_int64)e->config.rev);
 	bind_text(st, 11, e->policy.text, e->policy.len);
 	sqlite3_bind_int64(st, 12, (sqlite3_int64)e->policy.rev);
+	sqlite3_bind_int64(st, 13, (sqlite3_int64)e->applied_rev);
 	if (*id)
-		sqlite3_bind_int64(st, 13, (sqlite3_int64)*id);
+		sqlite3_bind_int64(st, 14, (sqlite3_int64)*id);
 	rc = run(be, st);
 	if (!rc && !*id)
 		*id = (uint64_t)sqlite3_last_insert_rowid(be->db);
@@ -603,8 +607,8 @@ static int load_envs(struct backend *be, struct model *m)
 		be->db,
 		"SELECT id, name, uid, gid, mode, ctime, mtime, rev, rev_time,"
 		" config, config_rev, policy, policy_rev,"
-		" (SELECT count(*) FROM audit a WHERE a.env_id = envs.id)"
-		" FROM envs WHERE deleted = 0 ORDER BY id",
+		" (SELECT count(*) FROM audit a WHERE a.env_id = envs.id),"
+		" applied_rev FROM envs WHERE deleted = 0 ORDER BY id",
 		-1, &st, NULL);
 
 	if (rc != SQLITE_OK)
@@ -631,6 +635,7 @@ static int load_envs(struct backend *be, struct model *m)
 		load_doc(&e->policy, &kind_policy, text, len,
 			 (uint64_t)sqlite3_column_int64(st, 12), e->mtime);
 		e->audit_lines = (uint64_t)sqlite3_column_int64(st, 13);
+		e->applied_rev = (uint64_t)sqlite3_column_int64(st, 14);
 	}
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : sql_errno(rc);

@@ -505,6 +505,29 @@ static int res_field(struct store *st, struct env *e, struct resource *r,
 	return res_commit(st, e, r, &whole, res);
 }
 
+/* What the environment's provider cannot run is refused now, not later. */
+static int check_provider_support(const struct env *e, const struct resource *r,
+				  const struct spec *parsed,
+				  struct change_result *res)
+{
+	char name[32] = "local";
+	const struct provider_ops *p;
+	struct desired want = {
+		.env = e->name,
+		.kind = r->kind,
+		.name = r->name,
+		.spec = parsed,
+		.config = e->config.parsed,
+	};
+
+	if (e->config.parsed)
+		spec_text(e->config.parsed, "provider", name, sizeof(name));
+	p = provider_by_name(name);
+	if (!p || !p->check)
+		return 0;
+	return p->check(&want, res->msg, sizeof(res->msg));
+}
+
 static int res_commit(struct store *st, struct env *e, struct resource *r,
 		      const struct change *ch, struct change_result *res)
 {
@@ -520,6 +543,8 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	if (!rc)
 		rc = policy_check(e, r->kind, r->name, parsed, res->msg,
 				  sizeof(res->msg));
+	if (!rc)
+		rc = check_provider_support(e, r, parsed, res);
 	if (rc) {
 		record_refusal(st, e, r, &r->last_error, res);
 		return rc;
@@ -620,7 +645,7 @@ static int check_provider(const struct spec *config, struct change_result *res)
 		return 0;
 	for (size_t i = 0; builtin_providers[i]; i++)
 		buf_printf(&built, "%s%s", i ? ", " : "",
-			   builtin_providers[i]->name);
+			   builtin_providers[i]->info->name);
 	return refuse(res, -EINVAL,
 		      "line %u: provider: %s is not built into this infrafs "
 		      "(built in: %s)",
@@ -772,6 +797,163 @@ static int note_error(struct store *st, struct env *e, const struct change *ch)
 	return 0;
 }
 
+/* ---- rollback ----------------------------------------------------------- */
+
+struct rollback {
+	struct store *st;
+	struct env *e;
+	uint64_t to; /* the revision restored */
+	uint64_t rev; /* the revision being made */
+	unsigned changes;
+	struct buf diff;
+};
+
+static bool name_listed(const char *names, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = names; *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+
+		if (len == n && !memcmp(p, name, n))
+			return true;
+		p += len + (nl ? 1 : 0);
+	}
+	return false;
+}
+
+/* Sets one resource (or config, policy) to the text it had. */
+static void rollback_text(struct rollback *rb, const struct kind_def *k,
+			  struct doc *d, const char *name, const char *text,
+			  size_t len)
+{
+	struct spec *parsed = NULL;
+	struct spec_error err;
+
+	if (d->text && d->len == len && !memcmp(d->text, text, len))
+		return;
+	if (spec_parse(k, text, len, &parsed, &err) < 0)
+		log_warn("rollback: %s %s no longer parses: %s", k->name, name,
+			 err.msg);
+	make_diff(k, name, d->text, d->len, text, len, &rb->diff);
+	doc_set(d, xstrndup(text, len), len, parsed, rb->rev, time_now());
+	bw(rb->st, rb->st->ops->add_history(rb->st->be, rb->e->id, rb->rev,
+					    k->name, name, text, len));
+	rb->changes++;
+}
+
+static void rollback_kind(struct rollback *rb, int kind)
+{
+	struct store *st = rb->st;
+	struct env *e = rb->e;
+	const struct kind_def *k = kind_at(kind);
+	BUF_AUTO names = BUF_INIT;
+	char *save = NULL;
+
+	st->ops->history_names(st->be, e->id, rb->to, k->name, &names);
+	/* What did not exist then goes. */
+	for (size_t i = e->list[kind].n; i-- > 0;) {
+		struct resource *r = e->list[kind].v[i];
+
+		if (name_listed(buf_str(&names), r->name))
+			continue;
+		if (r->spec.text) {
+			make_diff(k, r->name, r->spec.text, r->spec.len, NULL,
+				  0, &rb->diff);
+			bw(st, st->ops->add_history(st->be, e->id, rb->rev,
+						    k->name, r->name, NULL, 0));
+			rb->changes++;
+		}
+		bw(st, st->ops->drop_res(st->be, r->id));
+		touch(st, e->id, r->id);
+		model_remove_res(&st->model, r);
+	}
+	/* What existed then comes back as it was. */
+	for (char *n = names.len ? strtok_r(names.data, "\n", &save) : NULL; n;
+	     n = strtok_r(NULL, "\n", &save)) {
+		struct resource *r = model_res(e, kind, n);
+		BUF_AUTO text = BUF_INIT;
+		uint64_t id;
+
+		if (st->ops->history_text(st->be, e->id, rb->to, k->name, n,
+					  &text) < 0)
+			continue;
+		if (!r) {
+			struct resource tmp = { .env = e, .kind = kind };
+
+			snprintf(tmp.name, sizeof(tmp.name), "%s", n);
+			tmp.ctime = time_now();
+			id = 0;
+			if (bw(st, st->ops->put_res(st->be, &tmp, &id)))
+				return;
+			r = model_add_res(&st->model, e, id, kind, n);
+			r->ctime = tmp.ctime;
+		}
+		rollback_text(rb, k, &r->spec, n, buf_str(&text), text.len);
+		id = r->id;
+		bw(st, st->ops->put_res(st->be, r, &id));
+		r->gen++;
+		touch(st, e->id, r->id);
+	}
+}
+
+static void rollback_doc(struct rollback *rb, const struct kind_def *k,
+			 struct doc *d)
+{
+	BUF_AUTO text = BUF_INIT;
+
+	if (rb->st->ops->history_text(rb->st->be, rb->e->id, rb->to, k->name,
+				      "", &text) == 0)
+		rollback_text(rb, k, d, "", buf_str(&text), text.len);
+}
+
+/*
+ * rollback REV: one new revision in which everything declared is as it
+ * was at REV. It restores what was accepted then, so today's policy is not
+ * checked against it again.
+ */
+static int rollback(struct store *st, struct env *e, const struct change *ch,
+		    struct change_result *res)
+{
+	struct rollback rb = { .st = st, .e = e, .to = ch->rev };
+	char summary[96];
+
+	if (ch->rev < 1 || ch->rev > e->rev_durable)
+		return refuse(res, -EINVAL,
+			      "rollback %" PRIu64 ": %s has revisions 1 to "
+			      "%" PRIu64,
+			      ch->rev, e->name, e->rev_durable);
+	rb.rev = e->rev + 1;
+	for (int k = 0; k < NKINDS; k++)
+		rollback_kind(&rb, k);
+	rollback_doc(&rb, &kind_config, &e->config);
+	rollback_doc(&rb, &kind_policy, &e->policy);
+	if (!rb.changes) {
+		buf_free(&rb.diff);
+		res->rev = e->rev;
+		return 0;
+	}
+	snprintf(summary, sizeof(summary),
+		 "rollback to revision %" PRIu64 " (%u change%s)", ch->rev,
+		 rb.changes, rb.changes == 1 ? "" : "s");
+	res->rev = new_revision(st, e, ch, summary, buf_str(&rb.diff));
+	buf_free(&rb.diff);
+	touch(st, e->id, 0);
+	return 0;
+}
+
+static int set_applied(struct store *st, struct env *e, const struct change *ch)
+{
+	uint64_t id = e->id;
+
+	if (ch->rev <= e->applied_rev)
+		return 0;
+	e->applied_rev = ch->rev;
+	bw(st, st->ops->put_env(st->be, e, &id));
+	return 0;
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 static int apply_to_env(struct store *st, struct env *e,
@@ -809,6 +991,10 @@ static int apply_to_env(struct store *st, struct env *e,
 		return secret_remove(st, e, ch, res);
 	case CH_NOTE_ERROR:
 		return note_error(st, e, ch);
+	case CH_ROLLBACK:
+		return rollback(st, e, ch, res);
+	case CH_APPLIED:
+		return set_applied(st, e, ch);
 	case CH_ENV_CREATE:
 		break;
 	}

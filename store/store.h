@@ -44,6 +44,8 @@ enum change_op {
 	CH_SECRET_SET, /* env, name, text (the value) */
 	CH_SECRET_REMOVE, /* env, name */
 	CH_NOTE_ERROR, /* env, kind, name (or none), text: a refused write */
+	CH_ROLLBACK, /* env, rev: a new revision equal to rev */
+	CH_APPLIED, /* env, rev: every revision up to rev is applied */
 };
 
 struct change {
@@ -57,8 +59,9 @@ struct change {
 	uid_t uid; /* CH_ENV_ATTR; (uid_t)-1 keeps */
 	gid_t gid;
 	mode_t mode; /* CH_ENV_CREATE, CH_ENV_ATTR; (mode_t)-1 keeps */
-	const char
-		*path; /* as the user named it, for audit: dev/pools/a/spec */
+	uint64_t rev; /* CH_ROLLBACK, CH_APPLIED */
+	/* As the user named it, for audit: dev/pools/a/spec. */
+	const char *path;
 	struct caller who;
 };
 

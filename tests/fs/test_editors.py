@@ -115,9 +115,9 @@ def test_rename_away_then_write_new(env):
 def test_python_open_write_in_with_block(env):
     with open(env / SPEC, "w") as f:
         f.write("nodes = 7\n")
-        f.write("capacity = spot\n")
+        f.write("labels.team = cv\n")
     assert status_of(env / f"{RES}/status")["revision"] == "3"
-    assert read(env / f"{RES}/capacity") == "spot\n"
+    assert read(env / f"{RES}/labels") == "team = cv\n"
 
 
 @pytest.mark.skipif(not have("jq"), reason="jq not installed")
@@ -200,11 +200,11 @@ def test_writes_from_another_process_do_not_leak_between_handles(env):
 def test_concurrent_field_writers_lose_nothing(env):
     procs = [subprocess.Popen(["bash", "-c", f"echo {v} > {RES}/{f}"],
                               cwd=env.path)
-             for f, v in [("nodes", "4"), ("capacity", "spot"),
+             for f, v in [("nodes", "4"), ("capacity", "on-demand"),
                           ("zones", "a, b"), ("instance_type", "g5")]]
     assert all(p.wait() == 0 for p in procs)
     spec = read(env / SPEC)
-    for line in ["nodes = 4", "capacity = spot", "zones = a, b",
+    for line in ["nodes = 4", "capacity = on-demand", "zones = a, b",
                  "instance_type = g5", "accelerator = nvidia-t4"]:
         assert line in spec
     assert revisions(env)[-1] == 6

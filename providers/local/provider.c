@@ -1,0 +1,606 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The local provider: this machine. Endpoints become supervised processes
+ * (replicas.c), pools become reservations of this machine's devices
+ * (pools.c). What it must remember across restarts (reservations, the
+ * revision each endpoint runs) is in STATE_DIR/local/state.json; which
+ * replicas run is always read from /proc.
+ */
+#include "local.h"
+
+#include "store/policy.h"
+#include "util/log.h"
+#include "util/text.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Crash loop: this many starts without ever being healthy is a failure. */
+#define MAX_STARTS 4
+/* GPU memory and utilization are read again this often. */
+#define GPU_REFRESH_SECONDS 10.0
+
+static const char *const local_kinds[] = { "pool", "endpoint", NULL };
+
+static const char *const local_unsupported[] = {
+	"pool.capacity = spot",
+	"one machine has no spot market",
+	"endpoint.image",
+	"the local provider runs `command`, not images",
+	NULL,
+};
+
+static const struct provider_info local_info = {
+	.name = "local",
+	.summary = "This machine: endpoints run as supervised processes "
+		   "(`command` under sh -c with $PORT set), pools reserve "
+		   "this machine's GPUs or CPU slots.",
+	.kinds = local_kinds,
+	.unsupported = local_unsupported,
+};
+
+/* ---- persistence -------------------------------------------------------- */
+
+static void state_path(const struct local *l, char *out, size_t len)
+{
+	snprintf(out, len, "%s/state.json", l->dir);
+}
+
+int local_save(struct local *l)
+{
+	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+	json_t *doc = json_object(), *pools = json_object(),
+	       *eps = json_object();
+	void *v;
+	int rc;
+
+	for (size_t pos = 0; map_next(&l->pools, &pos, &v);) {
+		const struct pool_res *p = v;
+		json_t *devs = json_array();
+
+		if (!p->ndev)
+			continue;
+		for (size_t i = 0; i < p->ndev; i++)
+			json_array_append_new(devs,
+					      json_integer(p->devices[i]));
+		json_object_set_new(pools, p->key,
+				    json_pack("{s:I, s:s, s:o}", "rev",
+					      (json_int_t)p->rev, "accelerator",
+					      p->accelerator, "devices", devs));
+	}
+	for (size_t pos = 0; map_next(&l->endpoints, &pos, &v);) {
+		const struct endpoint_rec *e = v;
+
+		json_object_set_new(
+			eps, e->key,
+			json_pack("{s:I}", "rev", (json_int_t)e->rev));
+	}
+	json_object_set_new(doc, "pools", pools);
+	json_object_set_new(doc, "endpoints", eps);
+	state_path(l, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	/* Written aside and renamed, so a crash leaves the old or the new. */
+	rc = json_dump_file(doc, tmp, JSON_INDENT(1) | JSON_SORT_KEYS);
+	json_decref(doc);
+	if (rc == 0 && rename(tmp, path) == 0)
+		return 0;
+	log_warn("local provider: cannot save %s", path);
+	return -EIO;
+}
+
+static void load_pools(struct local *l, json_t *pools)
+{
+	const char *key;
+	json_t *p;
+
+	json_object_foreach(pools, key, p)
+	{
+		struct pool_res *r = xcalloc(1, sizeof(*r));
+		json_t *dev;
+		size_t i;
+
+		snprintf(r->key, sizeof(r->key), "%s", key);
+		r->rev =
+			(uint64_t)json_integer_value(json_object_get(p, "rev"));
+		snprintf(r->accelerator, sizeof(r->accelerator), "%s",
+			 json_string_value(json_object_get(p, "accelerator"))
+				 ?: "cpu");
+		json_array_foreach(json_object_get(p, "devices"), i, dev)
+		{
+			if (r->ndev < 64)
+				r->devices[r->ndev++] =
+					(unsigned)json_integer_value(dev);
+		}
+		map_put(&l->pools, r->key, strlen(r->key), r);
+	}
+}
+
+static void load_state(struct local *l)
+{
+	char path[PATH_MAX + 16];
+	json_t *doc, *e;
+	const char *key;
+
+	state_path(l, path, sizeof(path));
+	doc = json_load_file(path, 0, NULL);
+	if (!doc)
+		return;
+	load_pools(l, json_object_get(doc, "pools"));
+	json_object_foreach(json_object_get(doc, "endpoints"), key, e)
+	{
+		struct endpoint_rec *r = xcalloc(1, sizeof(*r));
+
+		snprintf(r->key, sizeof(r->key), "%s", key);
+		r->rev =
+			(uint64_t)json_integer_value(json_object_get(e, "rev"));
+		map_put(&l->endpoints, r->key, strlen(r->key), r);
+	}
+	json_decref(doc);
+}
+
+/* ---- endpoints ------------------------------------------------------------ */
+
+static struct endpoint_rec *endpoint_get(struct local *l, const char *env,
+					 const char *name, bool make)
+{
+	char key[140];
+	struct endpoint_rec *e;
+
+	snprintf(key, sizeof(key), "%s/%s", env, name);
+	e = map_get(&l->endpoints, key, strlen(key));
+	if (!e && make) {
+		e = xcalloc(1, sizeof(*e));
+		snprintf(e->key, sizeof(e->key), "%s", key);
+		map_put(&l->endpoints, e->key, strlen(e->key), e);
+	}
+	return e;
+}
+
+static bool is_replica_of(const struct replica *r, const struct target *t)
+{
+	return !strcmp(r->env, t->env) && !strcmp(r->name, t->name);
+}
+
+static struct replica *replica_at(struct local *l, const struct target *t,
+				  unsigned idx)
+{
+	for (size_t i = 0; i < l->running.n; i++) {
+		struct replica *r = &l->running.v[i];
+
+		if (is_replica_of(r, t) && r->idx == idx)
+			return r;
+	}
+	return NULL;
+}
+
+static unsigned wanted_replicas(const struct target *t)
+{
+	return t->want ? (unsigned)spec_int(t->want->spec, "replicas", 1) : 0;
+}
+
+static bool drift_reported(const struct target *t)
+{
+	char word[16] = "";
+
+	if (t->want && t->want->config)
+		spec_text(t->want->config, "drift", word, sizeof(word));
+	return !strcmp(word, "report");
+}
+
+static void replica_lines(struct local *l, const struct target *t,
+			  const struct replica *r, struct buf *out)
+{
+	struct slot *s = slot_of(l, t->env, t->name, r->idx);
+	char log[PATH_MAX];
+
+	replica_log_path(l, t->env, t->name, r->idx, log, sizeof(log));
+	buf_printf(out,
+		   "replica.%u: pid %d, port %d, %s, restarts %u, "
+		   "last_exit %d, revision %" PRIu64 "\n",
+		   r->idx, (int)r->pid, r->port,
+		   r->healthy ? "healthy" : "unhealthy", s->restarts,
+		   s->last_exit, r->rev);
+	buf_printf(out, "log.%u: %s\n", r->idx, log);
+}
+
+/* Exit statuses of replicas that died since we looked, into their slots. */
+static void note_exits(struct local *l, const struct target *t, unsigned wanted,
+		       struct buf *drift)
+{
+	for (unsigned idx = 0; idx < wanted; idx++) {
+		struct slot *s = slot_of(l, t->env, t->name, idx);
+		int *code;
+
+		if (replica_at(l, t, idx) || !s->pid)
+			continue;
+		code = map_del(&l->exits, &s->pid, sizeof(s->pid));
+		if (code) {
+			s->last_exit = code[0];
+			free(code);
+		}
+		if (t->want && s->rev && !s->term_sent)
+			buf_printf(drift, "%sreplica %u gone (pid %d, exit %d)",
+				   drift->len ? "; " : "", idx, (int)s->pid,
+				   s->last_exit);
+	}
+}
+
+static bool crash_looping(struct local *l, const struct target *t,
+			  unsigned wanted, char *err, size_t errlen)
+{
+	for (unsigned idx = 0; idx < wanted; idx++) {
+		struct slot *s = slot_of(l, t->env, t->name, idx);
+
+		if (s->starts >= MAX_STARTS && !replica_at(l, t, idx)) {
+			snprintf(err, errlen,
+				 "replica %u exited with status %d, %u starts "
+				 "in a row without becoming healthy",
+				 idx, s->last_exit, s->starts);
+			return true;
+		}
+	}
+	return false;
+}
+
+static void endpoint_devices(struct local *l, const struct target *t, char *out,
+			     size_t len)
+{
+	char pool[NAME_MAX_LEN + 1] = "";
+
+	out[0] = '\0';
+	if (t->want)
+		spec_text(t->want->spec, "pool", pool, sizeof(pool));
+	if (pool[0])
+		pool_visible_devices(l, t->env, pool, out, len);
+}
+
+static uint64_t desired_template(struct local *l, const struct target *t)
+{
+	char devices[256];
+
+	if (!t->want)
+		return 0;
+	endpoint_devices(l, t, devices, sizeof(devices));
+	return replica_template(t->want, devices);
+}
+
+static uint64_t lowest_rev_of(struct local *l, const struct target *t)
+{
+	uint64_t lowest = UINT64_MAX;
+
+	for (size_t i = 0; i < l->running.n; i++) {
+		if (is_replica_of(&l->running.v[i], t) &&
+		    l->running.v[i].rev < lowest)
+			lowest = l->running.v[i].rev;
+	}
+	return lowest == UINT64_MAX ? 0 : lowest;
+}
+
+static void endpoint_observe(struct local *l, struct target *t)
+{
+	struct observation *o = &t->obs;
+	struct endpoint_rec *e = endpoint_get(l, t->env, t->name, false);
+	unsigned wanted = wanted_replicas(t), healthy = 0, running = 0;
+	uint64_t lowest = UINT64_MAX, tmpl = desired_template(l, t);
+	bool stale = false;
+	char health[256] = "/health";
+	BUF_AUTO drift = BUF_INIT;
+
+	if (t->want)
+		spec_text(t->want->spec, "health_path", health, sizeof(health));
+	for (size_t i = 0; i < l->running.n; i++) {
+		struct replica *r = &l->running.v[i];
+
+		if (!is_replica_of(r, t))
+			continue;
+		running++;
+		if (r->template != tmpl && r->rev < lowest) {
+			lowest = r->rev;
+			stale = true;
+		}
+		replicas_probe(l, health, r);
+		if (r->healthy && r->idx < wanted) {
+			struct slot *s = slot_of(l, t->env, t->name, r->idx);
+
+			healthy++;
+			s->starts = 0;
+			s->ever_healthy = true;
+		}
+	}
+	o->exists = running || e;
+	/* Replicas made from another template run an older revision; if all
+	 * match, the endpoint is at the revision last applied to it. */
+	o->applied_rev = stale ? lowest : (e ? e->rev : 0);
+	if (!stale && !e && running)
+		o->applied_rev = lowest_rev_of(l, t);
+	note_exits(l, t, wanted, &drift);
+	snprintf(o->drift, sizeof(o->drift), "%s", buf_str(&drift));
+	if (!t->want)
+		o->state = RS_DELETING;
+	else if (crash_looping(l, t, wanted, o->error, sizeof(o->error)))
+		o->state = RS_FAILED;
+	else if (healthy >= wanted && o->applied_rev == t->want->rev &&
+		 running == wanted)
+		o->state = RS_READY;
+	else if (o->applied_rev && o->applied_rev != t->want->rev)
+		o->state = RS_UPDATING;
+	else if (drift.len && healthy)
+		o->state = RS_DEGRADED;
+	else
+		o->state = RS_CREATING;
+	if (running) {
+		struct replica *first = NULL;
+
+		for (unsigned idx = 0; idx < wanted && !first; idx++)
+			first = replica_at(l, t, idx);
+		if (first)
+			buf_printf(&o->details, "url: http://127.0.0.1:%d\n",
+				   first->port);
+	}
+	buf_printf(&o->details, "replicas: %u/%u ready, %u running\n", healthy,
+		   wanted, running);
+	for (unsigned idx = 0; idx < 64; idx++) {
+		struct replica *r = replica_at(l, t, idx);
+
+		if (r)
+			replica_lines(l, t, r, &o->details);
+	}
+}
+
+/* Stops what is not wanted: replicas past the count, or of an older rev. */
+static unsigned stop_unwanted(struct local *l, struct target *t,
+			      unsigned wanted)
+{
+	uint64_t tmpl = desired_template(l, t);
+	unsigned stopping = 0;
+
+	for (size_t i = 0; i < l->running.n; i++) {
+		struct replica *r = &l->running.v[i];
+
+		if (!is_replica_of(r, t))
+			continue;
+		if (t->want && r->idx < wanted && r->template == tmpl)
+			continue;
+		if (!replica_stop(l, r))
+			stopping++;
+	}
+	return stopping;
+}
+
+static int start_missing(struct local *l, struct target *t, unsigned wanted)
+{
+	char devices[256];
+	double now = time_now();
+	int rc = 0;
+
+	endpoint_devices(l, t, devices, sizeof(devices));
+	for (unsigned idx = 0; idx < wanted; idx++) {
+		struct slot *s = slot_of(l, t->env, t->name, idx);
+		struct replica *r = replica_at(l, t, idx);
+
+		if (r)
+			continue;
+		/* A new revision is a fresh start for a slot that failed. */
+		if (s->rev != t->want->rev) {
+			s->starts = 0;
+			s->next_start = 0;
+		}
+		/* Gone from outside with drift = report: leave it so. */
+		if (s->pid && !s->term_sent && drift_reported(t))
+			continue;
+		if (s->starts >= MAX_STARTS || now < s->next_start)
+			continue;
+		if (s->pid && !s->term_sent)
+			s->restarts++;
+		/* Backoff between starts of a replica that keeps dying. */
+		s->next_start =
+			now +
+			0.25 * (double)(1u << (s->starts < 6 ? s->starts : 6));
+		rc = replica_start(l, t->want, idx, devices, t->obs.error,
+				   sizeof(t->obs.error));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int endpoint_step(struct local *l, struct target *t)
+{
+	unsigned wanted = wanted_replicas(t);
+	unsigned stopping = stop_unwanted(l, t, wanted);
+	struct endpoint_rec *e;
+	int rc;
+
+	if (!t->want) {
+		if (!stopping) {
+			e = endpoint_get(l, t->env, t->name, false);
+			if (e) {
+				map_del(&l->endpoints, e->key, strlen(e->key));
+				free(e);
+				local_save(l);
+			}
+		}
+		replicas_scan(l);
+		endpoint_observe(l, t);
+		t->obs.exists = stopping > 0;
+		return 0;
+	}
+	/* An update replaces replicas once the old ones are gone. */
+	if (stopping && t->obs.applied_rev != t->want->rev)
+		return 0;
+	rc = start_missing(l, t, wanted);
+	e = endpoint_get(l, t->env, t->name, true);
+	if (e->rev != t->want->rev) {
+		e->rev = t->want->rev;
+		local_save(l);
+	}
+	buf_truncate(&t->obs.details, 0);
+	endpoint_observe(l, t);
+	return rc;
+}
+
+/* ---- the provider ------------------------------------------------------ */
+
+/* A failed discovery keeps the last good list: a passing nvidia-smi
+ * error must not look like every GPU gone. */
+static void refresh_devices(struct local *l)
+{
+	struct gpu_list fresh = { 0 };
+	char err[256];
+	double now = time_now();
+
+	if (l->gpus_at && now - l->gpus_at < GPU_REFRESH_SECONDS)
+		return;
+	l->gpus_at = now;
+	if (gpu_discover(NULL, &fresh, err, sizeof(err)) < 0) {
+		log_warn("GPU discovery: %s", err);
+		return;
+	}
+	gpu_list_free(&l->gpus);
+	l->gpus = fresh;
+}
+
+static void local_observe(void *state, struct target *t, size_t n)
+{
+	struct local *l = state;
+
+	replicas_reap(l);
+	replicas_scan(l);
+	refresh_devices(l);
+	for (size_t i = 0; i < n; i++) {
+		if (t[i].kind == KIND_POOL_IDX)
+			pool_observe(l, &t[i]);
+		else
+			endpoint_observe(l, &t[i]);
+	}
+}
+
+static int local_step(void *state, struct target *t)
+{
+	struct local *l = state;
+	int rc;
+
+	buf_truncate(&t->obs.details, 0);
+	t->obs.error[0] = '\0';
+	rc = t->kind == KIND_POOL_IDX ? pool_step(l, t) : endpoint_step(l, t);
+	if (rc && !t->obs.error[0])
+		snprintf(t->obs.error, sizeof(t->obs.error), "%s",
+			 strerror(-rc));
+	return rc;
+}
+
+static void local_list(void *state, const char *env, struct buf *out)
+{
+	struct local *l = state;
+	size_t n = strlen(env);
+	void *v;
+
+	for (size_t pos = 0; map_next(&l->pools, &pos, &v);) {
+		const struct pool_res *p = v;
+
+		if (!strncmp(p->key, env, n) && p->key[n] == '/')
+			buf_printf(out, "pools/%s\n", p->key + n + 1);
+	}
+	for (size_t pos = 0; map_next(&l->endpoints, &pos, &v);) {
+		const struct endpoint_rec *e = v;
+
+		if (!strncmp(e->key, env, n) && e->key[n] == '/')
+			buf_printf(out, "endpoints/%s\n", e->key + n + 1);
+	}
+	for (size_t i = 0; i < l->running.n; i++) {
+		if (!strcmp(l->running.v[i].env, env))
+			buf_printf(out, "endpoints/%s\n", l->running.v[i].name);
+	}
+}
+
+static int local_check(const struct desired *want, char *msg, size_t len)
+{
+	char word[64];
+
+	if (want->kind == KIND_POOL_IDX) {
+		spec_text(want->spec, "capacity", word, sizeof(word));
+		if (!strcmp(word, "spot")) {
+			snprintf(msg, len,
+				 "capacity: spot is not supported by the local "
+				 "provider (one machine has no spot market)");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	spec_text(want->spec, "image", word, sizeof(word));
+	if (word[0]) {
+		snprintf(msg, len,
+			 "image: not supported by the local provider, which "
+			 "runs `command`; remove image or use another "
+			 "provider");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A stable mark per state folder: replicas of another daemon are not ours. */
+static void make_owner(struct local *l)
+{
+	snprintf(l->owner, sizeof(l->owner), "%016" PRIx64,
+		 map_hash(l->dir, strlen(l->dir)));
+}
+
+static int local_start(const struct provider_host *host, void **state)
+{
+	struct local *l = xcalloc(1, sizeof(*l));
+
+	l->host = *host;
+	snprintf(l->dir, sizeof(l->dir), "%s/local", host->state_dir);
+	if (mkdir(l->dir, 0700) < 0 && errno != EEXIST) {
+		log_warn("local provider: cannot make %s: %s", l->dir,
+			 strerror(errno));
+	}
+	make_owner(l);
+	l->cpus = cpu_slots();
+	l->curl = curl_easy_init();
+	load_state(l);
+	*state = l;
+	return 0;
+}
+
+static void free_map(struct map *m)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(m, &pos, &v);)
+		free(v);
+	map_free(m);
+}
+
+/* Replicas keep running: the next daemon adopts them. */
+static void local_stop(void *state)
+{
+	struct local *l = state;
+
+	free_map(&l->pools);
+	free_map(&l->endpoints);
+	free_map(&l->slots);
+	free_map(&l->exits);
+	free(l->running.v);
+	gpu_list_free(&l->gpus);
+	if (l->curl)
+		curl_easy_cleanup(l->curl);
+	free(l);
+}
+
+const struct provider_ops local_provider = {
+	.info = &local_info,
+	.start = local_start,
+	.stop = local_stop,
+	.observe = local_observe,
+	.step = local_step,
+	.list = local_list,
+	.check = local_check,
+};

@@ -1,0 +1,983 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The reconciler's thread. Each pass:
+ *   1. copies what is declared out of the model (only what changed since
+ *      the last pass is parsed again),
+ *   2. asks each environment's provider what runs, in one batch,
+ *   3. works out each environment's plan (create, update, destroy),
+ *   4. takes the steps that are due, approved and within the rate limit,
+ *   5. publishes observations and plans to the observed cache, from
+ *      which status files are rendered.
+ * Nothing here holds the model's lock while a provider works.
+ */
+#include "reconciler.h"
+
+#include "store/policy.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* The overall rate limit: steps started per pass, over all resources. */
+#define STEPS_PER_PASS 32
+/* How often every resource is observed when nothing else wakes us. */
+#define PASS_SECONDS 0.5
+#define BACKOFF_MAX_SECONDS 60.0
+
+/* One declared (or formerly declared) resource. */
+struct rec {
+	char key[160]; /* env/kind/name: what identifies it to a provider */
+	char env[NAME_MAX_LEN + 1];
+	char name[NAME_MAX_LEN + 1];
+	int kind;
+	uint64_t env_id;
+	uint64_t res_id; /* 0: declared no more, destroy what runs */
+	uint64_t rev; /* revision of the copy below */
+	struct spec *spec; /* NULL for a draft or an undeclared resource */
+	bool draft;
+	double due; /* act no earlier than this (settle, backoff) */
+	unsigned failures;
+	struct observation obs;
+	bool observed;
+	/* The spec the live resource carries, to say what an update changes. */
+	uint64_t applied_text_rev;
+	struct spec *applied;
+	bool seen; /* found in the model in this pass */
+};
+
+struct env_state {
+	uint64_t env_id;
+	char name[NAME_MAX_LEN + 1];
+	struct spec *config;
+	uint64_t config_rev;
+	uint64_t rev; /* the environment's newest revision */
+	uint64_t applied_rev;
+	uint64_t plan_no;
+	uint64_t plan_hash;
+	uint64_t approved; /* the plan number approved, 0 none */
+	double last_apply;
+	double next_refresh;
+	bool seen;
+};
+
+struct reconciler {
+	struct reconciler_options opt;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stopping;
+	bool kicked;
+	/* Guarded by lock: requests from other threads. */
+	struct map approvals; /* env name -> uint64 plan approved */
+	bool refresh_all;
+
+	/* The thread's own. */
+	struct map recs; /* key -> struct rec */
+	struct map envs; /* env_id -> struct env_state */
+	void *provider_state[8];
+	struct provider_host host;
+	char state_dir[4096];
+};
+
+static double now_s(void)
+{
+	return time_now();
+}
+
+static void wake(void *ctx)
+{
+	struct reconciler *r = ctx;
+
+	pthread_mutex_lock(&r->lock);
+	r->kicked = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void reconciler_kick(struct reconciler *r, uint64_t env_id, uint64_t res_id)
+{
+	(void)env_id;
+	(void)res_id;
+	wake(r);
+}
+
+/* ---- desired state, copied from the model ------------------------------ */
+
+static void rec_key(char *out, size_t len, const char *env, int kind,
+		    const char *name)
+{
+	snprintf(out, len, "%s/%s/%s", env, kind_at(kind)->dir, name);
+}
+
+static struct spec *parse_copy(const struct kind_def *k, const char *text,
+			       size_t len)
+{
+	struct spec *s = NULL;
+	struct spec_error err;
+
+	if (spec_parse(k, text, len, &s, &err) < 0)
+		return NULL;
+	return s;
+}
+
+static struct env_state *env_state_of(struct reconciler *r, const struct env *e)
+{
+	struct env_state *es = map_get_u64(&r->envs, &e->id);
+
+	if (!es) {
+		es = xcalloc(1, sizeof(*es));
+		es->env_id = e->id;
+		snprintf(es->name, sizeof(es->name), "%s", e->name);
+		map_put(&r->envs, &es->env_id, sizeof(es->env_id), es);
+	}
+	return es;
+}
+
+static int64_t config_int(const struct spec *config, const char *field,
+			  int64_t dflt)
+{
+	return config ? spec_int(config, field, dflt) : dflt;
+}
+
+static void config_word(const struct spec *config, const char *field,
+			const char *dflt, char *out, size_t len)
+{
+	if (config)
+		spec_text(config, field, out, len);
+	else
+		out[0] = '\0';
+	if (!out[0])
+		snprintf(out, len, "%s", dflt);
+}
+
+static void sync_env(struct reconciler *r, const struct env *e)
+{
+	struct env_state *es = env_state_of(r, e);
+
+	es->seen = true;
+	es->rev = e->rev_durable;
+	es->applied_rev = e->applied_rev;
+	if (es->config_rev != e->config.rev || !es->config) {
+		if (es->config)
+			spec_free(es->config);
+		es->config = e->config.text
+				     ? parse_copy(&kind_config, e->config.text,
+						  e->config.len)
+				     : NULL;
+		es->config_rev = e->config.rev;
+	}
+}
+
+static struct rec *rec_get(struct reconciler *r, const char *env, int kind,
+			   const char *name)
+{
+	char key[160];
+	struct rec *rc;
+
+	rec_key(key, sizeof(key), env, kind, name);
+	rc = map_get(&r->recs, key, strlen(key));
+	if (!rc) {
+		rc = xcalloc(1, sizeof(*rc));
+		snprintf(rc->key, sizeof(rc->key), "%s", key);
+		snprintf(rc->env, sizeof(rc->env), "%s", env);
+		snprintf(rc->name, sizeof(rc->name), "%s", name);
+		rc->kind = kind;
+		map_put(&r->recs, rc->key, strlen(rc->key), rc);
+	}
+	return rc;
+}
+
+static void sync_res(struct reconciler *r, const struct env *e,
+		     const struct resource *res, double settle)
+{
+	struct rec *rc = rec_get(r, e->name, res->kind, res->name);
+
+	rc->seen = true;
+	rc->env_id = e->id;
+	rc->res_id = res->id;
+	rc->draft = !res->spec.text;
+	if (rc->draft || rc->rev == res->spec.rev)
+		return;
+	if (rc->spec)
+		spec_free(rc->spec);
+	rc->spec =
+		parse_copy(kind_at(res->kind), res->spec.text, res->spec.len);
+	rc->rev = res->spec.rev;
+	/* A burst of edits settles into one step. */
+	rc->due = now_s() + settle;
+	rc->failures = 0;
+}
+
+/* Copies what changed since the last pass; marks what is gone. */
+static void sync_from_model(struct reconciler *r)
+{
+	struct model *m = store_model(r->opt.store);
+	void *v;
+
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);)
+		((struct rec *)v)->seen = false;
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);)
+		((struct env_state *)v)->seen = false;
+	model_rdlock(m);
+	for (size_t i = 0; i < m->envs.n; i++) {
+		const struct env *e = m->envs.v[i];
+		double settle;
+
+		sync_env(r, e);
+		settle = (double)config_int(env_state_of(r, e)->config,
+					    "settle_ms", 500) /
+			 1000.0;
+		for (int k = 0; k < NKINDS; k++) {
+			for (size_t j = 0; j < e->list[k].n; j++)
+				sync_res(r, e, e->list[k].v[j], settle);
+		}
+	}
+	model_unlock(m);
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		struct rec *rc = v;
+
+		if (rc->seen || !rc->res_id)
+			continue;
+		/* rmdir: what runs must go; keep the record until it has. */
+		observed_drop_res(r->opt.observed, rc->res_id);
+		rc->res_id = 0;
+		rc->draft = false;
+		rc->due = 0;
+		rc->failures = 0;
+	}
+}
+
+/* ---- observing ---------------------------------------------------------- */
+
+static const struct provider_ops *provider_of(const struct env_state *es,
+					      int *index)
+{
+	char name[32];
+
+	config_word(es ? es->config : NULL, "provider", "local", name,
+		    sizeof(name));
+	for (int i = 0; builtin_providers[i]; i++) {
+		if (!strcmp(builtin_providers[i]->info->name, name)) {
+			*index = i;
+			return builtin_providers[i];
+		}
+	}
+	return NULL;
+}
+
+static struct env_state *env_by_name(struct reconciler *r, const char *name)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
+		struct env_state *es = v;
+
+		if (es->seen && !strcmp(es->name, name))
+			return es;
+	}
+	return NULL;
+}
+
+/* Finds what runs but is declared no more (a crash between rmdir and the
+ * destroy, or a restart since). */
+static void adopt_orphans(struct reconciler *r, const struct env_state *es,
+			  const struct provider_ops *p, void *pstate)
+{
+	BUF_AUTO live = BUF_INIT;
+	char *save = NULL;
+
+	if (!p->list)
+		return;
+	p->list(pstate, es->name, &live);
+	for (char *line = live.len ? strtok_r(live.data, "\n", &save) : NULL;
+	     line; line = strtok_r(NULL, "\n", &save)) {
+		char *slash = strchr(line, '/');
+		const struct kind_def *k;
+
+		if (!slash)
+			continue;
+		*slash = '\0';
+		k = kind_by_dir(line);
+		if (!k || kind_index(k) < 0 || !name_is_valid(slash + 1))
+			continue;
+		rec_get(r, es->name, kind_index(k), slash + 1);
+	}
+}
+
+struct batch {
+	struct target *t;
+	struct rec **recs;
+	struct desired *want;
+	size_t n, cap;
+};
+
+static void batch_add(struct batch *b, struct rec *rc, struct env_state *es)
+{
+	if (b->n == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 32;
+		b->t = xrealloc(b->t, b->cap * sizeof(*b->t));
+		b->recs = xrealloc(b->recs, b->cap * sizeof(*b->recs));
+		b->want = xrealloc(b->want, b->cap * sizeof(*b->want));
+	}
+	b->recs[b->n] = rc;
+	b->want[b->n] = (struct desired){
+		.env = rc->env,
+		.kind = rc->kind,
+		.name = rc->name,
+		.rev = rc->rev,
+		.spec = rc->spec,
+		.config = es ? es->config : NULL,
+	};
+	memset(&b->t[b->n], 0, sizeof(b->t[b->n]));
+	b->t[b->n].env = rc->env;
+	b->t[b->n].kind = rc->kind;
+	b->t[b->n].name = rc->name;
+	b->n++;
+}
+
+static void batch_free(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		buf_free(&b->t[i].obs.details);
+	free(b->t);
+	free(b->recs);
+	free(b->want);
+	memset(b, 0, sizeof(*b));
+}
+
+/* Desired pointers are fixed up once the arrays stop moving. */
+static void batch_link(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		const struct rec *rc = b->recs[i];
+
+		b->t[i].want = rc->res_id && rc->spec && !rc->draft
+				       ? &b->want[i]
+				       : NULL;
+	}
+}
+
+static void keep_observation(struct rec *rc, const struct observation *o)
+{
+	buf_free(&rc->obs.details);
+	rc->obs = *o;
+	memset(&rc->obs.details, 0, sizeof(rc->obs.details));
+	buf_add(&rc->obs.details, buf_str(&o->details), o->details.len);
+	rc->observed = true;
+}
+
+/* ---- planning ----------------------------------------------------------- */
+
+enum action { ACT_NONE, ACT_CREATE, ACT_UPDATE, ACT_DESTROY, ACT_HEAL };
+
+static enum action action_of(const struct rec *rc, const struct env_state *es)
+{
+	char drift[16];
+
+	if (rc->draft)
+		return ACT_NONE;
+	if (!rc->res_id)
+		return rc->obs.exists ? ACT_DESTROY : ACT_NONE;
+	if (!rc->spec)
+		return ACT_NONE;
+	if (!rc->obs.exists)
+		return ACT_CREATE;
+	if (rc->obs.applied_rev != rc->rev)
+		return ACT_UPDATE;
+	config_word(es ? es->config : NULL, "drift", "heal", drift,
+		    sizeof(drift));
+	if (rc->obs.drift[0] && !strcmp(drift, "heal"))
+		return ACT_HEAL;
+	return ACT_NONE;
+}
+
+/* The spec the live resource was made from, for "field: old -> new". */
+static const struct spec *applied_spec(struct reconciler *r, struct rec *rc)
+{
+	BUF_AUTO text = BUF_INIT;
+
+	if (rc->applied_text_rev == rc->obs.applied_rev)
+		return rc->applied;
+	if (rc->applied)
+		spec_free(rc->applied);
+	rc->applied = NULL;
+	rc->applied_text_rev = rc->obs.applied_rev;
+	if (store_history_text(r->opt.store, rc->env_id, rc->obs.applied_rev,
+			       kind_at(rc->kind)->name, rc->name, &text) == 0)
+		rc->applied =
+			parse_copy(kind_at(rc->kind), buf_str(&text), text.len);
+	return rc->applied;
+}
+
+static void field_changes(const struct spec *old, const struct spec *neu,
+			  struct buf *text, json_t *changes)
+{
+	const struct kind_def *k = neu->kind;
+
+	for (size_t i = 0; i < k->nfields; i++) {
+		BUF_AUTO a = BUF_INIT;
+		BUF_AUTO b = BUF_INIT;
+
+		if (old)
+			spec_field_text(old, &k->fields[i], &a);
+		spec_field_text(neu, &k->fields[i], &b);
+		if (!strcmp(buf_str(&a), buf_str(&b)))
+			continue;
+		/* Map fields hold lines; show them on one. */
+		for (char *p = a.data; p && *p; p++)
+			if (*p == '\n')
+				*p = p[1] ? ';' : '\0';
+		for (char *p = b.data; p && *p; p++)
+			if (*p == '\n')
+				*p = p[1] ? ';' : '\0';
+		buf_printf(text, "%s%s: %s -> %s", text->len ? ", " : "",
+			   k->fields[i].name, a.len ? buf_str(&a) : "(unset)",
+			   b.len ? buf_str(&b) : "(unset)");
+		json_array_append_new(
+			changes,
+			json_pack("{s:s, s:s, s:s}", "field", k->fields[i].name,
+				  "from", buf_str(&a), "to", buf_str(&b)));
+	}
+}
+
+static const char *const action_words[] = {
+	[ACT_NONE] = "none",	 [ACT_CREATE] = "create",
+	[ACT_UPDATE] = "update", [ACT_DESTROY] = "destroy",
+	[ACT_HEAL] = "heal",
+};
+static const char action_marks[] = {
+	[ACT_NONE] = ' ',    [ACT_CREATE] = '+', [ACT_UPDATE] = '~',
+	[ACT_DESTROY] = '-', [ACT_HEAL] = '~',
+};
+
+static void plan_step(struct reconciler *r, struct rec *rc, enum action a,
+		      struct buf *text, json_t *steps)
+{
+	BUF_AUTO fields = BUF_INIT;
+	json_t *changes = json_array();
+
+	if (a == ACT_UPDATE)
+		field_changes(applied_spec(r, rc), rc->spec, &fields, changes);
+	if (a == ACT_HEAL)
+		buf_printf(&fields, "drift: %s", rc->obs.drift);
+	buf_printf(text, "%c %s %s/%s%s%s\n", action_marks[a], action_words[a],
+		   kind_at(rc->kind)->dir, rc->name, fields.len ? ": " : "",
+		   buf_str(&fields));
+	json_array_append_new(steps, json_pack("{s:s, s:s, s:s, s:s++, s:o}",
+					       "action", action_words[a],
+					       "kind", kind_at(rc->kind)->name,
+					       "name", rc->name, "path",
+					       kind_at(rc->kind)->dir, "/",
+					       rc->name, "changes", changes));
+}
+
+struct plan {
+	struct buf text;
+	json_t *steps;
+	uint64_t hash;
+	size_t n;
+};
+
+static int cmp_recs(const void *a, const void *b)
+{
+	return strcmp((*(struct rec *const *)a)->key,
+		      (*(struct rec *const *)b)->key);
+}
+
+/* The plan of one environment: every step its resources need. */
+static void make_plan(struct reconciler *r, struct env_state *es,
+		      struct rec **recs, size_t n, struct plan *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->steps = json_array();
+	qsort(recs, n, sizeof(*recs), cmp_recs);
+	for (size_t i = 0; i < n; i++) {
+		enum action a = action_of(recs[i], es);
+
+		if (a == ACT_NONE)
+			continue;
+		plan_step(r, recs[i], a, &p->text, p->steps);
+		p->n++;
+	}
+	p->hash = map_hash(buf_str(&p->text), p->text.len);
+}
+
+static bool manual(const struct env_state *es)
+{
+	char word[16];
+
+	config_word(es->config, "approval", "auto", word, sizeof(word));
+	return !strcmp(word, "manual");
+}
+
+static void publish_plan(struct reconciler *r, struct env_state *es,
+			 const struct plan *p)
+{
+	struct observed_env oe = { .env_id = es->env_id };
+	json_t *doc;
+	BUF_AUTO text = BUF_INIT;
+	char *json;
+
+	if (!p->n) {
+		es->plan_hash = 0;
+	} else if (p->hash != es->plan_hash) {
+		es->plan_no++;
+		es->plan_hash = p->hash;
+	}
+	if (p->n) {
+		buf_printf(&text, "plan %" PRIu64 " for %s (approval: %s)\n",
+			   es->plan_no, es->name,
+			   manual(es) ? "manual" : "auto");
+		buf_add(&text, buf_str(&p->text), p->text.len);
+		if (manual(es) && es->approved != es->plan_no)
+			buf_printf(
+				&text,
+				"waiting for approval: echo 'approve %" PRIu64
+				"' > ctl\n",
+				es->plan_no);
+	}
+	doc = json_pack(
+		"{s:s, s:o, s:s, s:O}", "environment", es->name, "plan",
+		p->n ? json_integer((json_int_t)es->plan_no) : json_null(),
+		"approval", manual(es) ? "manual" : "auto", "steps", p->steps);
+	json = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(doc);
+	oe.plan_no = p->n ? es->plan_no : 0;
+	oe.plan_text = (char *)buf_str(&text);
+	oe.plan_json = json;
+	oe.applied_rev = es->applied_rev;
+	oe.last_apply = es->last_apply;
+	if (observed_put_env(r->opt.observed, &oe) && r->opt.changed)
+		r->opt.changed(r->opt.ctx, es->env_id, 0);
+	free(json);
+}
+
+/* ---- stepping ----------------------------------------------------------- */
+
+static void backoff(struct rec *rc)
+{
+	double wait = 0.5 * pow(2.0, rc->failures < 8 ? rc->failures : 8);
+
+	rc->failures++;
+	rc->due = now_s() +
+		  (wait < BACKOFF_MAX_SECONDS ? wait : BACKOFF_MAX_SECONDS);
+}
+
+static int take_step(const struct provider_ops *p, void *pstate,
+		     struct target *t, struct rec *rc)
+{
+	int rc_step = p->step(pstate, t);
+
+	if (rc_step < 0) {
+		backoff(rc);
+		log_info("%s: %s", rc->key, t->obs.error);
+	} else {
+		rc->failures = 0;
+	}
+	keep_observation(rc, &t->obs);
+	return rc_step;
+}
+
+static void publish_res(struct reconciler *r, struct rec *rc,
+			const struct env_state *es, enum action pending,
+			bool held)
+{
+	struct observed_res o = {
+		.res_id = rc->res_id,
+		.state = rc->obs.state,
+		.applied_rev = rc->obs.applied_rev,
+		.observed_at = now_s(),
+		.hourly_cost_usd = rc->obs.hourly_cost_usd,
+		.details = (char *)buf_str(&rc->obs.details),
+		.error = rc->obs.error[0] ? rc->obs.error : NULL,
+		.drift = rc->obs.drift[0] ? rc->obs.drift : NULL,
+	};
+	char reason[160] = "";
+
+	if (!rc->res_id)
+		return;
+	o.synced = pending == ACT_NONE && rc->obs.exists &&
+		   rc->obs.applied_rev == rc->rev;
+	if (held)
+		snprintf(reason, sizeof(reason),
+			 "plan %" PRIu64 " waits for approval (echo 'approve "
+			 "%" PRIu64 "' > ctl)",
+			 es->plan_no, es->plan_no);
+	else if (!rc->obs.exists && pending == ACT_CREATE)
+		snprintf(reason, sizeof(reason),
+			 rc->failures ? "retrying after a failure"
+				      : "settling: applied shortly");
+	if (pending == ACT_CREATE && !rc->obs.error[0])
+		o.state = RS_PENDING;
+	o.reason = reason[0] ? reason : NULL;
+	if (observed_put_res(r->opt.observed, &o) && r->opt.changed)
+		r->opt.changed(r->opt.ctx, rc->env_id, rc->res_id);
+}
+
+static void forget_rec(struct reconciler *r, struct rec *rc)
+{
+	map_del(&r->recs, rc->key, strlen(rc->key));
+	buf_free(&rc->obs.details);
+	if (rc->spec)
+		spec_free(rc->spec);
+	if (rc->applied)
+		spec_free(rc->applied);
+	free(rc);
+}
+
+static void mark_applied(struct reconciler *r, struct env_state *es)
+{
+	struct change ch = { .op = CH_APPLIED, .env = es->name };
+	struct change_result res;
+
+	if (es->applied_rev >= es->rev)
+		return;
+	ch.rev = es->rev;
+	snprintf(ch.who.comm, sizeof(ch.who.comm), "reconciler");
+	if (store_apply(r->opt.store, &ch, &res) == 0) {
+		es->applied_rev = es->rev;
+		es->last_apply = now_s();
+	}
+}
+
+/* One environment's pass: observe, plan, step, publish. */
+static void pass_env(struct reconciler *r, struct env_state *es,
+		     unsigned *budget)
+{
+	int pi = 0;
+	const struct provider_ops *p = provider_of(es, &pi);
+	void *pstate = r->provider_state[pi];
+	struct batch b = { 0 };
+	struct plan plan;
+	bool held, all_synced = true;
+	double now = now_s();
+	void *v;
+
+	if (!p || !pstate)
+		return;
+	adopt_orphans(r, es, p, pstate);
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		struct rec *rc = v;
+
+		if (!strcmp(rc->env, es->name))
+			batch_add(&b, rc, es);
+	}
+	batch_link(&b);
+	p->observe(pstate, b.t, b.n);
+	for (size_t i = 0; i < b.n; i++)
+		keep_observation(b.recs[i], &b.t[i].obs);
+	make_plan(r, es, b.recs, b.n, &plan);
+	publish_plan(r, es, &plan);
+	held = plan.n && manual(es) && es->approved != es->plan_no;
+	for (size_t i = 0; i < b.n; i++) {
+		struct rec *rc = b.recs[i];
+		enum action a = action_of(rc, es);
+
+		if (a != ACT_NONE && !held && rc->due <= now && *budget) {
+			(*budget)--;
+			take_step(p, pstate, &b.t[i], rc);
+			a = action_of(rc, es);
+		}
+		if (a != ACT_NONE || rc->obs.state != RS_READY)
+			all_synced = false;
+		publish_res(r, rc, es, a, held && a != ACT_NONE);
+	}
+	for (size_t i = 0; i < b.n; i++) {
+		struct rec *rc = b.recs[i];
+
+		if (!rc->res_id && !rc->obs.exists)
+			forget_rec(r, rc);
+	}
+	if (plan.n == 0 || all_synced)
+		mark_applied(r, es);
+	buf_free(&plan.text);
+	json_decref(plan.steps);
+	batch_free(&b);
+}
+
+static void take_requests(struct reconciler *r)
+{
+	bool all_now;
+	void *v;
+
+	pthread_mutex_lock(&r->lock);
+	all_now = r->refresh_all;
+	r->refresh_all = false;
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
+		struct env_state *es = v;
+		uint64_t *approved =
+			map_get(&r->approvals, es->name, strlen(es->name));
+
+		if (approved)
+			es->approved = *approved;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (!all_now)
+		return;
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		((struct rec *)v)->due = 0;
+		((struct rec *)v)->failures = 0;
+	}
+}
+
+static void run_pass(struct reconciler *r)
+{
+	unsigned budget = STEPS_PER_PASS;
+	void *v;
+
+	sync_from_model(r);
+	take_requests(r);
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
+		struct env_state *es = v;
+
+		if (es->seen)
+			pass_env(r, es, &budget);
+	}
+	/* Records of environments that are gone, with nothing left live. */
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		struct rec *rc = v;
+
+		if (!env_by_name(r, rc->env) && !rc->obs.exists) {
+			forget_rec(r, rc);
+			pos = 0;
+		}
+	}
+}
+
+static void *reconcile_loop(void *arg)
+{
+	struct reconciler *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	while (!r->stopping) {
+		struct timespec until;
+		double t = now_s() + PASS_SECONDS;
+
+		pthread_mutex_unlock(&r->lock);
+		run_pass(r);
+		pthread_mutex_lock(&r->lock);
+		if (r->kicked) {
+			r->kicked = false;
+			continue;
+		}
+		until.tv_sec = (time_t)t;
+		until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+		while (!r->stopping && !r->kicked &&
+		       pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
+			;
+		r->kicked = false;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* ---- ctl --------------------------------------------------------------- */
+
+static int store_change_for(struct reconciler *r, const char *env,
+			    enum change_op op, uint64_t rev,
+			    const struct caller *who, char *msg, size_t msglen)
+{
+	struct change ch = { .op = op, .env = env, .rev = rev, .who = *who };
+	struct change_result res;
+	char path[NAME_MAX_LEN + 8];
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/ctl", env);
+	ch.path = path;
+	rc = store_apply(r->opt.store, &ch, &res);
+	if (rc)
+		snprintf(msg, msglen, "%s", res.msg);
+	else
+		wake(r);
+	return rc;
+}
+
+static int parse_number(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (!*s)
+		return -EINVAL;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno || *end ? -EINVAL : 0;
+}
+
+static int approve(struct reconciler *r, const char *env, const char *arg,
+		   char *msg, size_t msglen)
+{
+	struct observed_env oe;
+	struct model *m = store_model(r->opt.store);
+	uint64_t env_id = 0, current, wanted;
+	uint64_t *slot;
+	struct env *e;
+
+	model_rdlock(m);
+	e = model_env(m, env);
+	if (e)
+		env_id = e->id;
+	model_unlock(m);
+	if (!observed_get_env(r->opt.observed, env_id, &oe) || !oe.plan_no) {
+		if (env_id)
+			observed_env_free(&oe);
+		snprintf(msg, msglen, "approve: %s has no pending plan", env);
+		return -EINVAL;
+	}
+	current = oe.plan_no;
+	observed_env_free(&oe);
+	if (*arg && parse_number(arg, &wanted) < 0) {
+		snprintf(msg, msglen, "approve: expected a plan number, got %s",
+			 arg);
+		return -EINVAL;
+	}
+	if (*arg && wanted != current) {
+		snprintf(msg, msglen,
+			 "approve %" PRIu64 ": the current plan is %" PRIu64,
+			 wanted, current);
+		return -ESTALE;
+	}
+	pthread_mutex_lock(&r->lock);
+	slot = map_get(&r->approvals, env, strlen(env));
+	if (!slot) {
+		/* The key lives right behind the number it maps to. */
+		slot = xcalloc(1, sizeof(*slot) + strlen(env) + 1);
+		memcpy(slot + 1, env, strlen(env) + 1);
+		map_put(&r->approvals, (char *)(slot + 1), strlen(env), slot);
+	}
+	*slot = current;
+	r->kicked = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* `apply` and `refresh`: act and look again now, settle or not. */
+static void due_now(struct reconciler *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->refresh_all = true;
+	r->kicked = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
+		   const struct caller *who, char *msg, size_t msglen)
+{
+	char cmd[32] = "", arg[64] = "";
+	uint64_t rev;
+
+	msg[0] = '\0';
+	if (sscanf(line, "%31s %63s", cmd, arg) < 1)
+		return -EINVAL;
+	if (!strcmp(cmd, "apply") || !strcmp(cmd, "refresh")) {
+		due_now(r);
+		return 0;
+	}
+	if (!strcmp(cmd, "approve"))
+		return approve(r, env, arg, msg, msglen);
+	if (!strcmp(cmd, "discard")) {
+		struct model *m = store_model(r->opt.store);
+		struct env *e;
+
+		model_rdlock(m);
+		e = model_env(m, env);
+		rev = e ? e->applied_rev : 0;
+		model_unlock(m);
+		if (!rev) {
+			snprintf(msg, msglen,
+				 "discard: nothing of %s was applied yet", env);
+			return -EINVAL;
+		}
+		return store_change_for(r, env, CH_ROLLBACK, rev, who, msg,
+					msglen);
+	}
+	if (!strcmp(cmd, "rollback")) {
+		if (parse_number(arg, &rev) < 0) {
+			snprintf(msg, msglen,
+				 "rollback: expected a revision number");
+			return -EINVAL;
+		}
+		return store_change_for(r, env, CH_ROLLBACK, rev, who, msg,
+					msglen);
+	}
+	snprintf(msg, msglen,
+		 "%s: unknown command; ctl takes apply, approve [PLAN], "
+		 "discard, refresh, rollback REV",
+		 cmd);
+	return -EINVAL;
+}
+
+/* ---- start and stop ---------------------------------------------------- */
+
+int reconciler_start(const struct reconciler_options *opt,
+		     struct reconciler **out)
+{
+	struct reconciler *r = xcalloc(1, sizeof(*r));
+
+	r->opt = *opt;
+	snprintf(r->state_dir, sizeof(r->state_dir), "%s", opt->state_dir);
+	r->host.state_dir = r->state_dir;
+	r->host.wake = wake;
+	r->host.ctx = r;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	for (int i = 0; builtin_providers[i] && i < 8; i++) {
+		if (builtin_providers[i]->start(&r->host,
+						&r->provider_state[i]) < 0)
+			log_warn("provider %s did not start",
+				 builtin_providers[i]->info->name);
+	}
+	if (pthread_create(&r->thread, NULL, reconcile_loop, r) != 0) {
+		free(r);
+		return -EAGAIN;
+	}
+	*out = r;
+	return 0;
+}
+
+void reconciler_stop(struct reconciler *r)
+{
+	void *v;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->stopping = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	pthread_join(r->thread, NULL);
+	for (int i = 0; builtin_providers[i] && i < 8; i++) {
+		if (r->provider_state[i])
+			builtin_providers[i]->stop(r->provider_state[i]);
+	}
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		struct rec *rc = v;
+
+		buf_free(&rc->obs.details);
+		if (rc->spec)
+			spec_free(rc->spec);
+		if (rc->applied)
+			spec_free(rc->applied);
+		free(rc);
+	}
+	map_free(&r->recs);
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
+		struct env_state *es = v;
+
+		if (es->config)
+			spec_free(es->config);
+		free(es);
+	}
+	map_free(&r->envs);
+	for (size_t pos = 0; map_next(&r->approvals, &pos, &v);)
+		free(v);
+	map_free(&r->approvals);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	free(r);
+}

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The reconciler: one thread that makes the live world match what was
+ * declared. It is level-triggered: every pass compares the last accepted
+ * spec of each resource with what its provider observes and takes the
+ * next idempotent step, so a crash or restart at any point converges and
+ * never makes a resource twice.
+ *
+ * It works from a queue of resources that are due: a committed change is
+ * due after the environment's settle_ms (so a burst of edits becomes one
+ * plan), a failing resource after its own exponential backoff, every
+ * resource every refresh_s; and no more than STEPS_PER_PASS steps are
+ * taken per pass, so one failing resource never starves the others.
+ * With approval = manual, steps wait in the plan until `approve`.
+ */
+#ifndef INFRAFS_RECONCILER_RECONCILER_H
+#define INFRAFS_RECONCILER_RECONCILER_H
+
+#include "cache/observed.h"
+#include "store/store.h"
+
+struct reconciler;
+
+struct reconciler_options {
+	struct store *store;
+	struct observed_cache *observed;
+	const char *state_dir; /* providers keep their files below it */
+	/* Something a file shows changed: invalidate the kernel's copy. */
+	void (*changed)(void *ctx, uint64_t env_id, uint64_t res_id);
+	void *ctx;
+};
+
+int reconciler_start(const struct reconciler_options *opt,
+		     struct reconciler **out);
+void reconciler_stop(struct reconciler *r);
+
+/* A declared change landed (the store's change hook). */
+void reconciler_kick(struct reconciler *r, uint64_t env_id, uint64_t res_id);
+
+/*
+ * One command written to ENV/ctl: apply, approve [PLAN], discard, refresh,
+ * rollback REV. Returns 0 or a negative errno (-EINVAL unknown command,
+ * -ESTALE plan no longer current) with msg for the user.
+ */
+int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
+		   const struct caller *who, char *msg, size_t msglen);
+
+#endif
