@@ -83,6 +83,7 @@ struct handle {
 	struct caller opener; /* who opened it, for a commit at release */
 	int poisoned; /* H_EDIT: a write was refused; flush returns this */
 	struct scratch *scratch; /* H_SCRATCH */
+	fuse_ino_t ino;
 	pthread_mutex_t lock; /* H_EDIT: the buffer against concurrent I/O */
 };
 
@@ -148,9 +149,15 @@ static int open_view(struct fs *fs, struct handle *h, struct fuse_file_info *fi)
 	h->kind = H_VIEW;
 	if (render_is_live(&h->key)) {
 		fi->direct_io = 1;
-	} else {
-		/* Kept valid by invalidation whenever the content changes. */
+	} else if (node_cached_gen(&fs->nodes, h->ino) == h->snap->gen) {
+		/* The kernel's pages and size are of this very content. */
 		fi->keep_cache = 1;
+	} else {
+		/* They may be of an older one, and a stale size would cut the
+		 * read short: bypass them this once, and have them dropped so
+		 * that later opens of this content can use the cache. */
+		fi->direct_io = 1;
+		notify_inode(fs, h->ino, h->snap->gen);
 	}
 	fi->noflush = 1;
 	return 0;
@@ -176,13 +183,14 @@ static int open_scratch(struct fs *fs, struct handle *h, int flags)
 	return rc;
 }
 
-int file_open(struct fs *fs, const struct node_key *k, int flags,
-	      const struct caller *who, struct handle **out,
+int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
+	      int flags, const struct caller *who, struct handle **out,
 	      struct fuse_file_info *fi)
 {
 	struct handle *h = xcalloc(1, sizeof(*h));
 	int rc;
 
+	h->ino = ino;
 	pthread_mutex_init(&h->lock, NULL);
 	if (k->type == NT_SECRET && (flags & O_CREAT)) {
 		h->created = true;
@@ -263,6 +271,11 @@ int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
 	case H_VIEW:
 		refresh_live(fs, h, off);
 		slice(h->snap->data, h->snap->len, off, size, data, len);
+		/* An older snapshot read into the page cache after the cache
+		 * moved on: what the kernel keeps of it must go again. */
+		if (!render_is_live(&h->key) &&
+		    node_cached_gen(&fs->nodes, h->ino) != h->snap->gen)
+			notify_inode(fs, h->ino, 0);
 		return 0;
 	case H_EDIT:
 		/* Copied: a write on the same descriptor may move the bytes

@@ -36,10 +36,15 @@ struct notify_entry {
 	char name[256];
 };
 
+struct notify_inode {
+	fuse_ino_t ino;
+	uint64_t gen; /* the inode's cached generation once dropped */
+};
+
 struct notify_queue {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	fuse_ino_t *inos;
+	struct notify_inode *inos;
 	size_t n, cap;
 	struct notify_entry *entries;
 	size_t nentries, entries_cap;
@@ -153,6 +158,9 @@ void notify_stop(struct fs *fs);
 void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id);
 /* The same, done now: for the writer who must see its own change. */
 void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id);
+/* Queues dropping the kernel's cached pages and attributes of one inode;
+ * once dropped, the inode's cached generation becomes gen. */
+void notify_inode(struct fs *fs, fuse_ino_t ino, uint64_t gen);
 /* Queues dropping the kernel's cached name `name` in folder `parent`. */
 void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name);
 
@@ -165,8 +173,8 @@ void pending_secrets_destroy(struct fs *fs);
 
 struct handle;
 
-int file_open(struct fs *fs, const struct node_key *k, int flags,
-	      const struct caller *who, struct handle **out,
+int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
+	      int flags, const struct caller *who, struct handle **out,
 	      struct fuse_file_info *fi);
 /* *owned, when set, is a copy the caller frees after replying. */
 int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,

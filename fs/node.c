@@ -101,3 +101,27 @@ bool node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup,
 	pthread_mutex_unlock(&t->lock);
 	return freed;
 }
+
+void node_set_cached_gen(struct node_table *t, fuse_ino_t ino, uint64_t gen)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&t->lock);
+	n = map_get(&t->by_ino, &ino, sizeof(ino));
+	if (n)
+		n->cached_gen = gen;
+	pthread_mutex_unlock(&t->lock);
+}
+
+uint64_t node_cached_gen(struct node_table *t, fuse_ino_t ino)
+{
+	struct node *n;
+	uint64_t gen = 0;
+
+	pthread_mutex_lock(&t->lock);
+	n = map_get(&t->by_ino, &ino, sizeof(ino));
+	if (n)
+		gen = n->cached_gen;
+	pthread_mutex_unlock(&t->lock);
+	return gen;
+}

@@ -73,6 +73,9 @@ struct node {
 	struct node_key key;
 	fuse_ino_t ino;
 	uint64_t nlookup;
+	/* Generation of the content the kernel may hold in its page cache
+	 * for this inode: an open whose snapshot differs drops that cache. */
+	uint64_t cached_gen;
 };
 
 struct node_table {
@@ -104,6 +107,14 @@ fuse_ino_t node_get(struct node_table *t, const struct node_key *key,
 int node_key_of(struct node_table *t, fuse_ino_t ino, struct node_key *key);
 /* The inode number of key if the kernel knows it, else 0. */
 fuse_ino_t node_find(struct node_table *t, const struct node_key *key);
+/*
+ * The generation of content the kernel may cache for ino (pages and
+ * size), 0 when it may hold anything. Set only once the kernel's cache
+ * of the inode has been dropped, by the notifier.
+ */
+uint64_t node_cached_gen(struct node_table *t, fuse_ino_t ino);
+void node_set_cached_gen(struct node_table *t, fuse_ino_t ino, uint64_t gen);
+
 /* Drops lookups; true with *gone set when the kernel forgot the node. */
 bool node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup,
 		 struct node_key *gone);

@@ -73,7 +73,12 @@ static void for_each_ino(struct fs *fs, uint64_t env_id, uint64_t res_id,
 
 static void inval_now(struct fs *fs, fuse_ino_t ino)
 {
-	int rc = fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+	int rc;
+
+	/* Whatever the kernel caches from here on is of unknown content
+	 * until an open records what it is. */
+	node_set_cached_gen(&fs->nodes, ino, 0);
+	rc = fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 
 	/* ENOENT: the kernel already forgot the inode, nothing to drop. */
 	if (rc && rc != -ENOENT)
@@ -81,7 +86,7 @@ static void inval_now(struct fs *fs, fuse_ino_t ino)
 			  strerror(-rc));
 }
 
-static void enqueue(struct fs *fs, fuse_ino_t ino)
+static void enqueue_gen(struct fs *fs, fuse_ino_t ino, uint64_t gen)
 {
 	struct notify_queue *q = &fs->notify;
 
@@ -89,7 +94,12 @@ static void enqueue(struct fs *fs, fuse_ino_t ino)
 		q->cap = q->cap ? q->cap * 2 : 64;
 		q->inos = xrealloc(q->inos, q->cap * sizeof(*q->inos));
 	}
-	q->inos[q->n++] = ino;
+	q->inos[q->n++] = (struct notify_inode){ ino, gen };
+}
+
+static void enqueue(struct fs *fs, fuse_ino_t ino)
+{
+	enqueue_gen(fs, ino, 0);
 }
 
 void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id)
@@ -123,6 +133,16 @@ static void inval_entries(struct fs *fs, struct notify_entry *v, size_t n)
 						 strlen(v[i].name));
 }
 
+void notify_inode(struct fs *fs, fuse_ino_t ino, uint64_t gen)
+{
+	struct notify_queue *q = &fs->notify;
+
+	pthread_mutex_lock(&q->lock);
+	enqueue_gen(fs, ino, gen);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
 void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id)
 {
 	struct notify_queue *q = &fs->notify;
@@ -140,7 +160,7 @@ static void *notifier(void *arg)
 
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
-		fuse_ino_t *batch;
+		struct notify_inode *batch;
 		size_t n;
 
 		struct notify_entry *entries;
@@ -161,9 +181,11 @@ static void *notifier(void *arg)
 		pthread_mutex_unlock(&q->lock);
 		inval_entries(fs, entries, nentries);
 		free(entries);
-		for (size_t i = 0; i < n; i++) {
-			if (fs->se)
-				inval_now(fs, batch[i]);
+		for (size_t i = 0; i < n && fs->se; i++) {
+			inval_now(fs, batch[i].ino);
+			if (batch[i].gen)
+				node_set_cached_gen(&fs->nodes, batch[i].ino,
+						    batch[i].gen);
 		}
 		free(batch);
 		pthread_mutex_lock(&q->lock);

@@ -516,7 +516,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	else
 		caller_of(req, &who);
 	if (!rc)
-		rc = file_open(fs, &k, fi->flags, &who, &h, fi);
+		rc = file_open(fs, ino, &k, fi->flags, &who, &h, fi);
 	if (rc) {
 		reply_errno(req, rc);
 		return;
@@ -630,9 +630,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	caller_of(req, &who);
 	if (!rc)
 		rc = create_in(fs, req, &pk, name, mode, &ck);
+	/* Opened before its entry is made: a new secret exists for getattr
+	 * only once its creator's handle is there. */
 	if (!rc)
-		rc = file_open(fs, &ck, fi->flags | O_TRUNC | O_CREAT, &who, &h,
-			       fi);
+		rc = file_open(fs, node_get(&fs->nodes, &ck, 0), &ck,
+			       fi->flags | O_TRUNC | O_CREAT, &who, &h, fi);
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc) {

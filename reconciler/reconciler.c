@@ -372,9 +372,25 @@ static void keep_observation(struct rec *rc, const struct observation *o)
 
 /* ---- planning ----------------------------------------------------------- */
 
-enum action { ACT_NONE, ACT_CREATE, ACT_UPDATE, ACT_DESTROY, ACT_HEAL };
+/*
+ * ACT_RESTAMP: the live resource already matches the spec, which only
+ * carries a newer revision (a rollback or discard restoring what runs):
+ * the provider records the revision; nothing to plan or approve.
+ */
+enum action {
+	ACT_NONE,
+	ACT_CREATE,
+	ACT_UPDATE,
+	ACT_DESTROY,
+	ACT_HEAL,
+	ACT_RESTAMP
+};
 
-static enum action action_of(const struct rec *rc, const struct env_state *es)
+static const struct spec *applied_spec(struct reconciler *r, struct rec *rc);
+static bool same_effect(const struct spec *a, const struct spec *b);
+
+static enum action action_of(struct reconciler *r, struct rec *rc,
+			     const struct env_state *es)
 {
 	char drift[16];
 
@@ -387,7 +403,8 @@ static enum action action_of(const struct rec *rc, const struct env_state *es)
 	if (!rc->obs.exists)
 		return ACT_CREATE;
 	if (rc->obs.applied_rev != rc->rev)
-		return ACT_UPDATE;
+		return same_effect(applied_spec(r, rc), rc->spec) ? ACT_RESTAMP
+								  : ACT_UPDATE;
 	config_word(es ? es->config : NULL, "drift", "heal", drift,
 		    sizeof(drift));
 	if (rc->obs.drift[0] && !strcmp(drift, "heal"))
@@ -411,6 +428,22 @@ static const struct spec *applied_spec(struct reconciler *r, struct rec *rc)
 		rc->applied =
 			parse_copy(kind_at(rc->kind), buf_str(&text), text.len);
 	return rc->applied;
+}
+
+static bool same_effect(const struct spec *a, const struct spec *b)
+{
+	if (!a || !b || a->kind != b->kind)
+		return false;
+	for (size_t i = 0; i < a->kind->nfields; i++) {
+		BUF_AUTO x = BUF_INIT;
+		BUF_AUTO y = BUF_INIT;
+
+		spec_field_text(a, &a->kind->fields[i], &x);
+		spec_field_text(b, &b->kind->fields[i], &y);
+		if (strcmp(buf_str(&x), buf_str(&y)) != 0)
+			return false;
+	}
+	return true;
 }
 
 static void field_changes(const struct spec *old, const struct spec *neu,
@@ -451,7 +484,7 @@ static const char *const action_words[] = {
 };
 static const char action_marks[] = {
 	[ACT_NONE] = ' ',    [ACT_CREATE] = '+', [ACT_UPDATE] = '~',
-	[ACT_DESTROY] = '-', [ACT_HEAL] = '~',
+	[ACT_DESTROY] = '-', [ACT_HEAL] = '~',	 [ACT_RESTAMP] = ' ',
 };
 
 static void plan_step(struct reconciler *r, struct rec *rc, enum action a,
@@ -496,9 +529,9 @@ static void make_plan(struct reconciler *r, struct env_state *es,
 	p->steps = json_array();
 	qsort(recs, n, sizeof(*recs), cmp_recs);
 	for (size_t i = 0; i < n; i++) {
-		enum action a = action_of(recs[i], es);
+		enum action a = action_of(r, recs[i], es);
 
-		if (a == ACT_NONE)
+		if (a == ACT_NONE || a == ACT_RESTAMP)
 			continue;
 		plan_step(r, recs[i], a, &p->text, p->steps);
 		p->n++;
@@ -675,16 +708,18 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	held = plan.n && manual(es) && es->approved != es->plan_no;
 	for (size_t i = 0; i < b.n; i++) {
 		struct rec *rc = b.recs[i];
-		enum action a = action_of(rc, es);
+		enum action a = action_of(r, rc, es);
+		bool waits = held && a != ACT_RESTAMP;
 
-		if (a != ACT_NONE && !held && rc->due <= now && *budget) {
+		if (a != ACT_NONE && !waits && rc->due <= now && *budget) {
 			(*budget)--;
 			take_step(p, pstate, &b.t[i], rc);
-			a = action_of(rc, es);
+			a = action_of(r, rc, es);
 		}
-		if (a != ACT_NONE || rc->obs.state != RS_READY)
+		if (a != ACT_NONE ||
+		    (rc->res_id && !rc->draft && rc->obs.state != RS_READY))
 			all_synced = false;
-		publish_res(r, rc, es, a, held && a != ACT_NONE);
+		publish_res(r, rc, es, a, waits && a != ACT_NONE);
 	}
 	for (size_t i = 0; i < b.n; i++) {
 		struct rec *rc = b.recs[i];

@@ -122,7 +122,6 @@ int pool_step(struct local *l, struct target *t)
 			free(p);
 		}
 		local_save(l);
-		t->obs.exists = false;
 		return 0;
 	}
 	spec_text(t->want->spec, "accelerator", acc, sizeof(acc));
@@ -149,10 +148,8 @@ int pool_step(struct local *l, struct target *t)
 		local_save(l);
 	} else {
 		snprintf(t->obs.error, sizeof(t->obs.error), "%s", p->error);
-		t->obs.state = RS_FAILED;
 		return rc;
 	}
-	pool_observe(l, t);
 	return 0;
 }
 

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -427,9 +428,6 @@ static int endpoint_step(struct local *l, struct target *t)
 				local_save(l);
 			}
 		}
-		replicas_scan(l);
-		endpoint_observe(l, t);
-		t->obs.exists = stopping > 0;
 		return 0;
 	}
 	/* An update replaces replicas once the old ones are gone. */
@@ -441,8 +439,6 @@ static int endpoint_step(struct local *l, struct target *t)
 		e->rev = t->want->rev;
 		local_save(l);
 	}
-	buf_truncate(&t->obs.details, 0);
-	endpoint_observe(l, t);
 	return rc;
 }
 
@@ -482,17 +478,27 @@ static void local_observe(void *state, struct target *t, size_t n)
 	}
 }
 
+/* A step is followed by a fresh look, so what it reports is what runs. */
 static int local_step(void *state, struct target *t)
 {
 	struct local *l = state;
+	char err[sizeof(t->obs.error)];
 	int rc;
 
-	buf_truncate(&t->obs.details, 0);
 	t->obs.error[0] = '\0';
 	rc = t->kind == KIND_POOL_IDX ? pool_step(l, t) : endpoint_step(l, t);
-	if (rc && !t->obs.error[0])
-		snprintf(t->obs.error, sizeof(t->obs.error), "%s",
-			 strerror(-rc));
+	snprintf(err, sizeof(err), "%s",
+		 t->obs.error[0] ? t->obs.error : (rc ? strerror(-rc) : ""));
+	memset(&t->obs, 0, offsetof(struct observation, details));
+	buf_truncate(&t->obs.details, 0);
+	t->obs.error[0] = t->obs.drift[0] = '\0';
+	replicas_scan(l);
+	if (t->kind == KIND_POOL_IDX)
+		pool_observe(l, t);
+	else
+		endpoint_observe(l, t);
+	if (rc && err[0])
+		snprintf(t->obs.error, sizeof(t->obs.error), "%s", err);
 	return rc;
 }
 

@@ -67,6 +67,29 @@ class Mount:
         self.check_log()
         return rc
 
+    def replicas(self):
+        """pids of replica processes this mount's daemon started: they
+        write their output to log files below the test's folder."""
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                env = open(f"/proc/{pid}/environ", "rb").read()
+                out = os.readlink(f"/proc/{pid}/fd/1")
+            except OSError:
+                continue
+            if b"INFRAFS_REPLICA=" in env and out.startswith(str(self.tmp)):
+                found.append(int(pid))
+        return found
+
+    def kill_replicas(self):
+        for pid in self.replicas():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
     def check_log(self):
         """Sanitizer reports fail the test that caused them."""
         text = self.log.read_text(errors="replace")
@@ -110,6 +133,8 @@ def mnt(tmp_path):
     m = Mount(tmp_path).start()
     yield m
     m.stop()
+    # Replicas outlive the daemon by design; tests clean up after theirs.
+    m.kill_replicas()
 
 
 @pytest.fixture
