@@ -85,6 +85,7 @@ struct handle {
 	struct scratch *scratch; /* H_SCRATCH */
 	fuse_ino_t ino;
 	pthread_mutex_t lock; /* H_EDIT: the buffer against concurrent I/O */
+	struct handle *prev, *next; /* fs->handles */
 };
 
 static bool wants_write(int flags)
@@ -230,6 +231,12 @@ int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 		free(h);
 		return rc;
 	}
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->handles_lock);
 	*out = h;
 	return 0;
 }
@@ -597,11 +604,8 @@ int file_flush(struct fs *fs, struct handle *h, const struct caller *who)
 	return file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len, who);
 }
 
-void file_release(struct fs *fs, struct handle *h)
+static void handle_free(struct fs *fs, struct handle *h)
 {
-	if (h->kind == H_EDIT && !h->poisoned && (h->truncated || h->written))
-		file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len,
-			    &h->opener);
 	if (h->snap)
 		blob_unref(h->snap);
 	if (h->scratch)
@@ -614,4 +618,31 @@ void file_release(struct fs *fs, struct handle *h)
 	buf_free(&h->edit);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
+}
+
+void file_release_all(struct fs *fs)
+{
+	while (fs->handles) {
+		struct handle *h = fs->handles;
+
+		fs->handles = h->next;
+		handle_free(fs, h);
+	}
+	pthread_mutex_destroy(&fs->handles_lock);
+}
+
+void file_release(struct fs *fs, struct handle *h)
+{
+	if (h->kind == H_EDIT && !h->poisoned && (h->truncated || h->written))
+		file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len,
+			    &h->opener);
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+	handle_free(fs, h);
 }

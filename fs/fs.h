@@ -69,6 +69,10 @@ struct fs {
 	 * creator's descriptor before their first value lands. */
 	pthread_mutex_t pending_lock;
 	struct map pending_secrets; /* node key -> struct pending_secret */
+	/* Open handles, so that those the kernel never released (a release
+	 * still in flight at unmount) are freed at exit. */
+	pthread_mutex_t handles_lock;
+	struct handle *handles;
 	atomic_ulong requests;
 	atomic_ulong write_rejections;
 };
@@ -184,6 +188,8 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 int file_truncate(struct fs *fs, struct handle *h, off_t size);
 int file_flush(struct fs *fs, struct handle *h, const struct caller *who);
 void file_release(struct fs *fs, struct handle *h);
+/* Frees every handle still open, at exit. */
+void file_release_all(struct fs *fs);
 /* Size to report for an open handle, or -1 when the tree's is right. */
 off_t file_size(struct handle *h);
 /* Commits bytes to an editable file, as a close or a rename does. */

@@ -314,6 +314,7 @@ int main(int argc, char **argv)
 	observed_init(&fs.observed);
 	scratch_init(&fs.scratch);
 	pthread_mutex_init(&fs.pending_lock, NULL);
+	pthread_mutex_init(&fs.handles_lock, NULL);
 	fs.se = make_session(&fs, &o);
 	if (!fs.se || fuse_set_signal_handlers(fs.se) != 0 ||
 	    fuse_session_mount(fs.se, o.mountpoint) != 0) {
@@ -348,6 +349,7 @@ unmount:
 out:
 	if (fs.se)
 		fuse_session_destroy(fs.se);
+	file_release_all(&fs);
 	store_close(fs.store);
 	scratch_destroy(&fs.scratch);
 	pending_secrets_destroy(&fs);

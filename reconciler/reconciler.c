@@ -527,7 +527,8 @@ static void make_plan(struct reconciler *r, struct env_state *es,
 {
 	memset(p, 0, sizeof(*p));
 	p->steps = json_array();
-	qsort(recs, n, sizeof(*recs), cmp_recs);
+	if (n > 1)
+		qsort(recs, n, sizeof(*recs), cmp_recs);
 	for (size_t i = 0; i < n; i++) {
 		enum action a = action_of(r, recs[i], es);
 

@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stddef.h>
@@ -64,10 +65,11 @@ int local_save(struct local *l)
 
 	for (size_t pos = 0; map_next(&l->pools, &pos, &v);) {
 		const struct pool_res *p = v;
-		json_t *devs = json_array();
+		json_t *devs;
 
 		if (!p->ndev)
 			continue;
+		devs = json_array();
 		for (size_t i = 0; i < p->ndev; i++)
 			json_array_append_new(devs,
 					      json_integer(p->devices[i]));
@@ -375,6 +377,29 @@ static unsigned stop_unwanted(struct local *l, struct target *t,
 	return stopping;
 }
 
+/* Alive and not a zombie waiting to be reaped. */
+static bool process_alive(pid_t pid)
+{
+	char path[64], buf[512];
+	const char *p;
+	ssize_t n;
+	int fd;
+
+	if (kill(pid, 0) < 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
 static int start_missing(struct local *l, struct target *t, unsigned wanted)
 {
 	char devices[256];
@@ -387,6 +412,11 @@ static int start_missing(struct local *l, struct target *t, unsigned wanted)
 		struct replica *r = replica_at(l, t, idx);
 
 		if (r)
+			continue;
+		/* A replica between fork and exec, or exec'ing, can miss a
+		 * scan; the process infrafs started last is not started
+		 * twice while it lives. */
+		if (s->pid && !s->term_sent && process_alive(s->pid))
 			continue;
 		/* A new revision is a fresh start for a slot that failed. */
 		if (s->rev != t->want->rev) {
