@@ -271,17 +271,25 @@ static void slice(const char *data, size_t len, off_t off, size_t size,
 }
 
 int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
-	      const char **data, size_t *len, char **owned)
+	      const char **data, size_t *len, char **owned,
+	      struct blob **hold)
 {
 	*owned = NULL;
+	*hold = NULL;
 	switch (h->kind) {
 	case H_VIEW:
+		/* The reply goes out after this returns, and the kernel may
+		 * release the handle as soon as it has the bytes: the caller
+		 * holds its own reference to them until the reply is sent. */
+		pthread_mutex_lock(&h->lock);
 		refresh_live(fs, h, off);
-		slice(h->snap->data, h->snap->len, off, size, data, len);
+		*hold = blob_ref(h->snap);
+		pthread_mutex_unlock(&h->lock);
+		slice((*hold)->data, (*hold)->len, off, size, data, len);
 		/* An older snapshot read into the page cache after the cache
 		 * moved on: what the kernel keeps of it must go again. */
 		if (!render_is_live(&h->key) &&
-		    node_cached_gen(&fs->nodes, h->ino) != h->snap->gen)
+		    node_cached_gen(&fs->nodes, h->ino) != (*hold)->gen)
 			notify_inode(fs, h->ino, 0);
 		return 0;
 	case H_EDIT:

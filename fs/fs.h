@@ -180,9 +180,11 @@ struct handle;
 int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 	      int flags, const struct caller *who, struct handle **out,
 	      struct fuse_file_info *fi);
-/* *owned, when set, is a copy the caller frees after replying. */
+/* *owned, when set, is a copy the caller frees after replying; *hold,
+ * when set, a reference to the bytes it drops after replying. */
 int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
-	      const char **data, size_t *len, char **owned);
+	      const char **data, size_t *len, char **owned,
+	      struct blob **hold);
 int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 	       off_t off);
 int file_truncate(struct fs *fs, struct handle *h, off_t size);

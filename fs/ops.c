@@ -530,11 +530,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
+	struct blob *hold;
 	const char *data;
 	char *owned;
 	size_t len;
 	int rc = file_read(fs, (struct handle *)(uintptr_t)fi->fh, off, size,
-			   &data, &len, &owned);
+			   &data, &len, &owned, &hold);
 
 	(void)ino;
 	if (rc)
@@ -542,6 +543,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	else
 		fuse_reply_buf(req, data, len);
 	free(owned);
+	blob_unref(hold);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,

@@ -61,6 +61,9 @@ struct desired {
 /* What a provider saw of one resource. */
 struct observation {
 	bool exists; /* anything live for it at all */
+	/* What runs is all the wanted revision asks for; false while a step
+	 * is unfinished (a crash mid-apply left two replicas of three). */
+	bool settled;
 	enum res_state state;
 	uint64_t applied_rev; /* revision the live resource carries, 0 none */
 	struct buf details; /* provider's "key: value\n" lines for status */

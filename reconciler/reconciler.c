@@ -375,7 +375,9 @@ static void keep_observation(struct rec *rc, const struct observation *o)
 /*
  * ACT_RESTAMP: the live resource already matches the spec, which only
  * carries a newer revision (a rollback or discard restoring what runs):
- * the provider records the revision; nothing to plan or approve.
+ * the provider records the revision; nothing to plan or approve. The same
+ * for ACT_RESUME: a step of this revision was cut short (a crash) and is
+ * finished; it was planned and approved already.
  */
 enum action {
 	ACT_NONE,
@@ -383,7 +385,8 @@ enum action {
 	ACT_UPDATE,
 	ACT_DESTROY,
 	ACT_HEAL,
-	ACT_RESTAMP
+	ACT_RESTAMP,
+	ACT_RESUME
 };
 
 static const struct spec *applied_spec(struct reconciler *r, struct rec *rc);
@@ -407,9 +410,9 @@ static enum action action_of(struct reconciler *r, struct rec *rc,
 								  : ACT_UPDATE;
 	config_word(es ? es->config : NULL, "drift", "heal", drift,
 		    sizeof(drift));
-	if (rc->obs.drift[0] && !strcmp(drift, "heal"))
-		return ACT_HEAL;
-	return ACT_NONE;
+	if (rc->obs.drift[0])
+		return strcmp(drift, "heal") ? ACT_NONE : ACT_HEAL;
+	return rc->obs.settled ? ACT_NONE : ACT_RESUME;
 }
 
 /* The spec the live resource was made from, for "field: old -> new". */
@@ -532,7 +535,7 @@ static void make_plan(struct reconciler *r, struct env_state *es,
 	for (size_t i = 0; i < n; i++) {
 		enum action a = action_of(r, recs[i], es);
 
-		if (a == ACT_NONE || a == ACT_RESTAMP)
+		if (a == ACT_NONE || a == ACT_RESTAMP || a == ACT_RESUME)
 			continue;
 		plan_step(r, recs[i], a, &p->text, p->steps);
 		p->n++;
@@ -710,7 +713,7 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	for (size_t i = 0; i < b.n; i++) {
 		struct rec *rc = b.recs[i];
 		enum action a = action_of(r, rc, es);
-		bool waits = held && a != ACT_RESTAMP;
+		bool waits = held && a != ACT_RESTAMP && a != ACT_RESUME;
 
 		if (a != ACT_NONE && !waits && rc->due <= now && *budget) {
 			(*budget)--;

@@ -170,6 +170,7 @@ void pool_observe(struct local *l, struct target *t)
 	struct observation *o = &t->obs;
 
 	o->exists = p && p->ndev;
+	o->settled = o->exists && !p->error[0];
 	o->applied_rev = o->exists ? p->rev : 0;
 	o->hourly_cost_usd = 0;
 	if (p && p->error[0]) {

@@ -318,6 +318,7 @@ static void endpoint_observe(struct local *l, struct target *t)
 		}
 	}
 	o->exists = running || e;
+	o->settled = !stale && running == wanted;
 	/* Replicas made from another template run an older revision; if all
 	 * match, the endpoint is at the revision last applied to it. */
 	o->applied_rev = stale ? lowest : (e ? e->rev : 0);

@@ -67,9 +67,11 @@ class Mount:
         self.check_log()
         return rc
 
-    def replicas(self):
+    def replicas(self, leaders_only=True):
         """pids of replica processes this mount's daemon started: they
-        write their output to log files below the test's folder."""
+        write their output to log files below the test's folder. A
+        replica is the leader of its own session; its children (a shell
+        wrapper's helpers) share the marker but are not replicas."""
         found = []
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
@@ -77,14 +79,18 @@ class Mount:
             try:
                 env = open(f"/proc/{pid}/environ", "rb").read()
                 out = os.readlink(f"/proc/{pid}/fd/1")
+                stat = open(f"/proc/{pid}/stat").read()
             except OSError:
+                continue
+            session = int(stat.rsplit(")", 1)[1].split()[3])
+            if leaders_only and session != int(pid):
                 continue
             if b"INFRAFS_REPLICA=" in env and out.startswith(str(self.tmp)):
                 found.append(int(pid))
         return found
 
     def kill_replicas(self):
-        for pid in self.replicas():
+        for pid in self.replicas(leaders_only=False):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
