@@ -96,6 +96,21 @@ static void render_metrics(struct fs *fs, struct buf *out)
 		      "# TYPE infrafs_render_cache_hits_total counter\n");
 	buf_printf(out, "infrafs_render_cache_hits_total %" PRIu64 "\n",
 		   fs->renders.hits);
+	if (fs->rec) {
+		double secs;
+		size_t n;
+
+		reconciler_stats(fs->rec, &secs, &n);
+		buf_adds(out, "# HELP infrafs_reconcile_pass_seconds How long "
+			      "the last reconciler pass took.\n"
+			      "# TYPE infrafs_reconcile_pass_seconds gauge\n");
+		buf_printf(out, "infrafs_reconcile_pass_seconds %.6f\n", secs);
+		buf_adds(out,
+			 "# HELP infrafs_reconcile_pass_resources "
+			 "Resources the last pass looked at.\n"
+			 "# TYPE infrafs_reconcile_pass_resources gauge\n");
+		buf_printf(out, "infrafs_reconcile_pass_resources %zu\n", n);
+	}
 	buf_adds(out, "# HELP infrafs_uptime_seconds Seconds since mount.\n"
 		      "# TYPE infrafs_uptime_seconds gauge\n");
 	buf_printf(out, "infrafs_uptime_seconds %.0f\n",

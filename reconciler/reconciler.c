@@ -46,7 +46,17 @@ struct rec {
 	/* The spec the live resource carries, to say what an update changes. */
 	uint64_t applied_text_rev;
 	struct spec *applied;
-	bool seen; /* found in the model in this pass */
+	bool seen; /* found in the model by a full sweep */
+	bool eval; /* to be observed and planned in this pass */
+	bool watched; /* observed every pass: it may change on its own */
+};
+
+/* One pending step of an environment's plan. */
+struct step {
+	char key[160];
+	char *line;
+	json_t *json;
+	uint64_t hash;
 };
 
 struct env_state {
@@ -57,11 +67,19 @@ struct env_state {
 	uint64_t rev; /* the environment's newest revision */
 	uint64_t applied_rev;
 	uint64_t plan_no;
-	uint64_t plan_hash;
+	uint64_t plan_hash; /* XOR of the steps' hashes: order-free */
+	uint64_t published_hash;
+	bool published;
 	uint64_t approved; /* the plan number approved, 0 none */
 	double last_apply;
 	double next_refresh;
 	bool seen;
+	struct map steps; /* rec key -> struct step */
+};
+
+struct ids {
+	uint64_t *v;
+	size_t n, cap;
 };
 
 struct reconciler {
@@ -74,10 +92,19 @@ struct reconciler {
 	/* Guarded by lock: requests from other threads. */
 	struct map approvals; /* env name -> uint64 plan approved */
 	bool refresh_all;
+	bool sweep; /* environments came or went: look at everything */
+	struct ids dirty_res, dirty_env; /* what the store changed */
 
 	/* The thread's own. */
 	struct map recs; /* key -> struct rec */
+	struct map by_res; /* res_id -> struct rec */
+	struct map watched; /* key -> struct rec */
 	struct map envs; /* env_id -> struct env_state */
+	struct rec **evals; /* this pass's recs to evaluate */
+	size_t nevals, evals_cap;
+	/* What the last pass cost, for metrics and the benchmark. */
+	double last_pass_seconds;
+	size_t last_pass_evaluated;
 	void *provider_state[8];
 	struct provider_host host;
 	char state_dir[4096];
@@ -98,11 +125,41 @@ static void wake(void *ctx)
 	pthread_mutex_unlock(&r->lock);
 }
 
+static void ids_add(struct ids *l, uint64_t id)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
+	}
+	l->v[l->n++] = id;
+}
+
+/* The store's change hook: remember what changed, so the next pass looks
+ * at that and not at the world. */
 void reconciler_kick(struct reconciler *r, uint64_t env_id, uint64_t res_id)
 {
-	(void)env_id;
-	(void)res_id;
-	wake(r);
+	pthread_mutex_lock(&r->lock);
+	if (res_id)
+		ids_add(&r->dirty_res, res_id);
+	else if (env_id)
+		ids_add(&r->dirty_env, env_id);
+	else
+		r->sweep = true;
+	r->kicked = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void mark_eval(struct reconciler *r, struct rec *rc)
+{
+	if (rc->eval)
+		return;
+	rc->eval = true;
+	if (r->nevals == r->evals_cap) {
+		r->evals_cap = r->evals_cap ? r->evals_cap * 2 : 64;
+		r->evals = xrealloc(r->evals, r->evals_cap * sizeof(*r->evals));
+	}
+	r->evals[r->nevals++] = rc;
 }
 
 /* ---- desired state, copied from the model ------------------------------ */
@@ -154,22 +211,30 @@ static void config_word(const struct spec *config, const char *field,
 		snprintf(out, len, "%s", dflt);
 }
 
-static void sync_env(struct reconciler *r, const struct env *e)
+/* Returns true when the config changed: every plan of it may change. */
+static bool sync_env(struct reconciler *r, const struct env *e)
 {
 	struct env_state *es = env_state_of(r, e);
 
 	es->seen = true;
 	es->rev = e->rev_durable;
 	es->applied_rev = e->applied_rev;
-	if (es->config_rev != e->config.rev || !es->config) {
-		if (es->config)
-			spec_free(es->config);
-		es->config = e->config.text
-				     ? parse_copy(&kind_config, e->config.text,
-						  e->config.len)
-				     : NULL;
-		es->config_rev = e->config.rev;
-	}
+	if (es->config_rev == e->config.rev && es->config)
+		return false;
+	if (es->config)
+		spec_free(es->config);
+	es->config = e->config.text ? parse_copy(&kind_config, e->config.text,
+						 e->config.len)
+				    : NULL;
+	es->config_rev = e->config.rev;
+	return true;
+}
+
+static double settle_of(struct reconciler *r, const struct env *e)
+{
+	return (double)config_int(env_state_of(r, e)->config, "settle_ms",
+				  500) /
+	       1000.0;
 }
 
 static struct rec *rec_get(struct reconciler *r, const char *env, int kind,
@@ -198,8 +263,14 @@ static void sync_res(struct reconciler *r, const struct env *e,
 
 	rc->seen = true;
 	rc->env_id = e->id;
-	rc->res_id = res->id;
+	if (rc->res_id != res->id) {
+		if (rc->res_id)
+			map_del(&r->by_res, &rc->res_id, sizeof(rc->res_id));
+		rc->res_id = res->id;
+		map_put(&r->by_res, &rc->res_id, sizeof(rc->res_id), rc);
+	}
 	rc->draft = !res->spec.text;
+	mark_eval(r, rc);
 	if (rc->draft || rc->rev == res->spec.rev)
 		return;
 	if (rc->spec)
@@ -212,7 +283,20 @@ static void sync_res(struct reconciler *r, const struct env *e,
 	rc->failures = 0;
 }
 
-/* Copies what changed since the last pass; marks what is gone. */
+/* rmdir: what runs must go; the record stays until it has. */
+static void undeclare(struct reconciler *r, struct rec *rc)
+{
+	observed_drop_res(r->opt.observed, rc->res_id);
+	map_del(&r->by_res, &rc->res_id, sizeof(rc->res_id));
+	rc->res_id = 0;
+	rc->draft = false;
+	rc->due = 0;
+	rc->failures = 0;
+	mark_eval(r, rc);
+}
+
+/* Copies everything declared; marks what is gone. For start and for
+ * environments coming or going. */
 static void sync_from_model(struct reconciler *r)
 {
 	struct model *m = store_model(r->opt.store);
@@ -228,9 +312,7 @@ static void sync_from_model(struct reconciler *r)
 		double settle;
 
 		sync_env(r, e);
-		settle = (double)config_int(env_state_of(r, e)->config,
-					    "settle_ms", 500) /
-			 1000.0;
+		settle = settle_of(r, e);
 		for (int k = 0; k < NKINDS; k++) {
 			for (size_t j = 0; j < e->list[k].n; j++)
 				sync_res(r, e, e->list[k].v[j], settle);
@@ -242,13 +324,43 @@ static void sync_from_model(struct reconciler *r)
 
 		if (rc->seen || !rc->res_id)
 			continue;
-		/* rmdir: what runs must go; keep the record until it has. */
-		observed_drop_res(r->opt.observed, rc->res_id);
-		rc->res_id = 0;
-		rc->draft = false;
-		rc->due = 0;
-		rc->failures = 0;
+		undeclare(r, rc);
 	}
+}
+
+/* Only what the store said changed; O(changes), not O(resources). */
+static void sync_changes(struct reconciler *r, const struct ids *res_ids,
+			 const struct ids *env_ids)
+{
+	struct model *m = store_model(r->opt.store);
+
+	model_rdlock(m);
+	for (size_t i = 0; i < env_ids->n; i++) {
+		const struct env *e = model_env_by_id(m, env_ids->v[i]);
+		void *v;
+
+		if (!e || !sync_env(r, e))
+			continue;
+		/* A new config (approval, drift) may change every step. */
+		for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+			if (((struct rec *)v)->env_id == e->id)
+				mark_eval(r, v);
+		}
+	}
+	for (size_t i = 0; i < res_ids->n; i++) {
+		const struct resource *res = model_res_by_id(m, res_ids->v[i]);
+		struct rec *rc;
+
+		if (res) {
+			sync_env(r, res->env);
+			sync_res(r, res->env, res, settle_of(r, res->env));
+			continue;
+		}
+		rc = map_get_u64(&r->by_res, &res_ids->v[i]);
+		if (rc)
+			undeclare(r, rc);
+	}
+	model_unlock(m);
 }
 
 /* ---- observing ---------------------------------------------------------- */
@@ -297,6 +409,7 @@ static void adopt_orphans(struct reconciler *r, const struct env_state *es,
 	     line; line = strtok_r(NULL, "\n", &save)) {
 		char *slash = strchr(line, '/');
 		const struct kind_def *k;
+		struct rec *rc;
 
 		if (!slash)
 			continue;
@@ -304,7 +417,9 @@ static void adopt_orphans(struct reconciler *r, const struct env_state *es,
 		k = kind_by_dir(line);
 		if (!k || kind_index(k) < 0 || !name_is_valid(slash + 1))
 			continue;
-		rec_get(r, es->name, kind_index(k), slash + 1);
+		rc = rec_get(r, es->name, kind_index(k), slash + 1);
+		rc->env_id = es->env_id;
+		mark_eval(r, rc);
 	}
 }
 
@@ -490,57 +605,72 @@ static const char action_marks[] = {
 	[ACT_DESTROY] = '-', [ACT_HEAL] = '~',	 [ACT_RESTAMP] = ' ',
 };
 
-static void plan_step(struct reconciler *r, struct rec *rc, enum action a,
-		      struct buf *text, json_t *steps)
+static bool plan_visible(enum action a)
+{
+	return a == ACT_CREATE || a == ACT_UPDATE || a == ACT_DESTROY ||
+	       a == ACT_HEAL;
+}
+
+static void step_free(struct step *st)
+{
+	free(st->line);
+	json_decref(st->json);
+	free(st);
+}
+
+static void drop_step(struct env_state *es, const char *key)
+{
+	struct step *st = map_del(&es->steps, key, strlen(key));
+
+	if (st) {
+		es->plan_hash ^= st->hash;
+		step_free(st);
+	}
+}
+
+/* Keeps the environment's plan up to date with one resource's action. */
+static void set_step(struct reconciler *r, struct env_state *es, struct rec *rc,
+		     enum action a)
 {
 	BUF_AUTO fields = BUF_INIT;
-	json_t *changes = json_array();
+	BUF_AUTO line = BUF_INIT;
+	json_t *changes;
+	struct step *st;
 
+	if (!plan_visible(a)) {
+		drop_step(es, rc->key);
+		return;
+	}
+	changes = json_array();
 	if (a == ACT_UPDATE)
 		field_changes(applied_spec(r, rc), rc->spec, &fields, changes);
 	if (a == ACT_HEAL)
 		buf_printf(&fields, "drift: %s", rc->obs.drift);
-	buf_printf(text, "%c %s %s/%s%s%s\n", action_marks[a], action_words[a],
+	buf_printf(&line, "%c %s %s/%s%s%s\n", action_marks[a], action_words[a],
 		   kind_at(rc->kind)->dir, rc->name, fields.len ? ": " : "",
 		   buf_str(&fields));
-	json_array_append_new(steps, json_pack("{s:s, s:s, s:s, s:s++, s:o}",
-					       "action", action_words[a],
-					       "kind", kind_at(rc->kind)->name,
-					       "name", rc->name, "path",
-					       kind_at(rc->kind)->dir, "/",
-					       rc->name, "changes", changes));
-}
-
-struct plan {
-	struct buf text;
-	json_t *steps;
-	uint64_t hash;
-	size_t n;
-};
-
-static int cmp_recs(const void *a, const void *b)
-{
-	return strcmp((*(struct rec *const *)a)->key,
-		      (*(struct rec *const *)b)->key);
-}
-
-/* The plan of one environment: every step its resources need. */
-static void make_plan(struct reconciler *r, struct env_state *es,
-		      struct rec **recs, size_t n, struct plan *p)
-{
-	memset(p, 0, sizeof(*p));
-	p->steps = json_array();
-	if (n > 1)
-		qsort(recs, n, sizeof(*recs), cmp_recs);
-	for (size_t i = 0; i < n; i++) {
-		enum action a = action_of(r, recs[i], es);
-
-		if (a == ACT_NONE || a == ACT_RESTAMP || a == ACT_RESUME)
-			continue;
-		plan_step(r, recs[i], a, &p->text, p->steps);
-		p->n++;
+	st = map_get(&es->steps, rc->key, strlen(rc->key));
+	if (st && !strcmp(st->line, buf_str(&line))) {
+		json_decref(changes);
+		return;
 	}
-	p->hash = map_hash(buf_str(&p->text), p->text.len);
+	drop_step(es, rc->key);
+	st = xcalloc(1, sizeof(*st));
+	snprintf(st->key, sizeof(st->key), "%s", rc->key);
+	st->line = buf_steal(&line);
+	st->hash = map_hash(st->line, strlen(st->line)) | 1;
+	st->json = json_pack("{s:s, s:s, s:s, s:s++, s:o}", "action",
+			     action_words[a], "kind", kind_at(rc->kind)->name,
+			     "name", rc->name, "path", kind_at(rc->kind)->dir,
+			     "/", rc->name, "changes", changes);
+	map_put(&es->steps, st->key, strlen(st->key), st);
+	es->plan_hash ^= st->hash;
+}
+
+static int cmp_steps(const void *a, const void *b)
+{
+	return strcmp((*(struct step *const *)a)->key,
+		      (*(struct step *const *)b)->key);
 }
 
 static bool manual(const struct env_state *es)
@@ -551,39 +681,46 @@ static bool manual(const struct env_state *es)
 	return !strcmp(word, "manual");
 }
 
-static void publish_plan(struct reconciler *r, struct env_state *es,
-			 const struct plan *p)
+/* The plan files, from the pending steps alone (sorted for reading). */
+static void publish_plan(struct reconciler *r, struct env_state *es)
 {
 	struct observed_env oe = { .env_id = es->env_id };
-	json_t *doc;
+	size_t n = es->steps.count, i = 0;
+	struct step **sorted = xcalloc(n ? n : 1, sizeof(*sorted));
+	json_t *steps = json_array(), *doc;
 	BUF_AUTO text = BUF_INIT;
 	char *json;
+	void *v;
 
-	if (!p->n) {
-		es->plan_hash = 0;
-	} else if (p->hash != es->plan_hash) {
+	if (n && es->plan_hash != es->published_hash)
 		es->plan_no++;
-		es->plan_hash = p->hash;
-	}
-	if (p->n) {
+	es->published_hash = n ? es->plan_hash : 0;
+	es->published = true;
+	for (size_t pos = 0; map_next(&es->steps, &pos, &v);)
+		sorted[i++] = v;
+	if (n > 1)
+		qsort(sorted, n, sizeof(*sorted), cmp_steps);
+	if (n)
 		buf_printf(&text, "plan %" PRIu64 " for %s (approval: %s)\n",
 			   es->plan_no, es->name,
 			   manual(es) ? "manual" : "auto");
-		buf_add(&text, buf_str(&p->text), p->text.len);
-		if (manual(es) && es->approved != es->plan_no)
-			buf_printf(
-				&text,
-				"waiting for approval: echo 'approve %" PRIu64
-				"' > ctl\n",
-				es->plan_no);
+	for (i = 0; i < n; i++) {
+		buf_adds(&text, sorted[i]->line);
+		json_array_append(steps, sorted[i]->json);
 	}
-	doc = json_pack(
-		"{s:s, s:o, s:s, s:O}", "environment", es->name, "plan",
-		p->n ? json_integer((json_int_t)es->plan_no) : json_null(),
-		"approval", manual(es) ? "manual" : "auto", "steps", p->steps);
+	if (n && manual(es) && es->approved != es->plan_no)
+		buf_printf(&text,
+			   "waiting for approval: echo 'approve %" PRIu64
+			   "' > ctl\n",
+			   es->plan_no);
+	free(sorted);
+	doc = json_pack("{s:s, s:o, s:s, s:o}", "environment", es->name, "plan",
+			n ? json_integer((json_int_t)es->plan_no) : json_null(),
+			"approval", manual(es) ? "manual" : "auto", "steps",
+			steps);
 	json = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(doc);
-	oe.plan_no = p->n ? es->plan_no : 0;
+	oe.plan_no = n ? es->plan_no : 0;
 	oe.plan_text = (char *)buf_str(&text);
 	oe.plan_json = json;
 	oe.applied_rev = es->applied_rev;
@@ -657,6 +794,13 @@ static void publish_res(struct reconciler *r, struct rec *rc,
 
 static void forget_rec(struct reconciler *r, struct rec *rc)
 {
+	struct env_state *es = map_get_u64(&r->envs, &rc->env_id);
+
+	if (es)
+		drop_step(es, rc->key);
+	if (rc->res_id)
+		map_del(&r->by_res, &rc->res_id, sizeof(rc->res_id));
+	map_del(&r->watched, rc->key, strlen(rc->key));
 	map_del(&r->recs, rc->key, strlen(rc->key));
 	buf_free(&rc->obs.details);
 	if (rc->spec)
@@ -678,67 +822,82 @@ static void mark_applied(struct reconciler *r, struct env_state *es)
 	if (store_apply(r->opt.store, &ch, &res) == 0) {
 		es->applied_rev = es->rev;
 		es->last_apply = now_s();
+		publish_plan(r, es);
 	}
 }
 
-/* One environment's pass: observe, plan, step, publish. */
+/*
+ * Resources that change on their own (replicas crash, a step is under
+ * way, a failure waits for its retry) are looked at every pass; the rest
+ * when they change or at the environment's refresh.
+ */
+static void set_watched(struct reconciler *r, struct rec *rc, enum action a)
+{
+	bool watch = a != ACT_NONE || rc->failures || !rc->obs.settled ||
+		     (rc->kind == KIND_ENDPOINT_IDX && rc->obs.exists);
+
+	if (watch == rc->watched)
+		return;
+	rc->watched = watch;
+	if (watch)
+		map_put(&r->watched, rc->key, strlen(rc->key), rc);
+	else
+		map_del(&r->watched, rc->key, strlen(rc->key));
+}
+
+/* One environment's share of a pass: observe, plan, step, publish. */
 static void pass_env(struct reconciler *r, struct env_state *es,
-		     unsigned *budget)
+		     struct rec **recs, size_t n, unsigned *budget)
 {
 	int pi = 0;
 	const struct provider_ops *p = provider_of(es, &pi);
 	void *pstate = r->provider_state[pi];
 	struct batch b = { 0 };
-	struct plan plan;
-	bool held, all_synced = true;
+	bool held;
 	double now = now_s();
-	void *v;
 
 	if (!p || !pstate)
 		return;
-	adopt_orphans(r, es, p, pstate);
-	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
-		struct rec *rc = v;
-
-		if (!strcmp(rc->env, es->name))
-			batch_add(&b, rc, es);
-	}
+	for (size_t i = 0; i < n; i++)
+		batch_add(&b, recs[i], es);
 	batch_link(&b);
 	p->observe(pstate, b.t, b.n);
-	for (size_t i = 0; i < b.n; i++)
+	for (size_t i = 0; i < b.n; i++) {
 		keep_observation(b.recs[i], &b.t[i].obs);
-	make_plan(r, es, b.recs, b.n, &plan);
-	publish_plan(r, es, &plan);
-	held = plan.n && manual(es) && es->approved != es->plan_no;
+		set_step(r, es, b.recs[i], action_of(r, b.recs[i], es));
+	}
+	if (!es->published || es->plan_hash != es->published_hash)
+		publish_plan(r, es);
+	held = es->steps.count && manual(es) && es->approved != es->plan_no;
 	for (size_t i = 0; i < b.n; i++) {
 		struct rec *rc = b.recs[i];
 		enum action a = action_of(r, rc, es);
-		bool waits = held && a != ACT_RESTAMP && a != ACT_RESUME;
+		bool waits = held && plan_visible(a);
 
 		if (a != ACT_NONE && !waits && rc->due <= now && *budget) {
 			(*budget)--;
 			take_step(p, pstate, &b.t[i], rc);
 			a = action_of(r, rc, es);
+			set_step(r, es, rc, a);
 		}
-		if (a != ACT_NONE ||
-		    (rc->res_id && !rc->draft && rc->obs.state != RS_READY))
-			all_synced = false;
+		set_watched(r, rc, a);
 		publish_res(r, rc, es, a, waits && a != ACT_NONE);
 	}
+	if (!es->published || es->plan_hash != es->published_hash)
+		publish_plan(r, es);
 	for (size_t i = 0; i < b.n; i++) {
 		struct rec *rc = b.recs[i];
 
 		if (!rc->res_id && !rc->obs.exists)
 			forget_rec(r, rc);
 	}
-	if (plan.n == 0 || all_synced)
+	if (!es->steps.count)
 		mark_applied(r, es);
-	buf_free(&plan.text);
-	json_decref(plan.steps);
 	batch_free(&b);
 }
 
-static void take_requests(struct reconciler *r)
+static void take_requests(struct reconciler *r, struct ids *res_ids,
+			  struct ids *env_ids, bool *sweep)
 {
 	bool all_now;
 	void *v;
@@ -746,6 +905,12 @@ static void take_requests(struct reconciler *r)
 	pthread_mutex_lock(&r->lock);
 	all_now = r->refresh_all;
 	r->refresh_all = false;
+	*sweep = r->sweep;
+	r->sweep = false;
+	*res_ids = r->dirty_res;
+	*env_ids = r->dirty_env;
+	memset(&r->dirty_res, 0, sizeof(r->dirty_res));
+	memset(&r->dirty_env, 0, sizeof(r->dirty_env));
 	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
 		struct env_state *es = v;
 		uint64_t *approved =
@@ -760,31 +925,93 @@ static void take_requests(struct reconciler *r)
 	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
 		((struct rec *)v)->due = 0;
 		((struct rec *)v)->failures = 0;
+		mark_eval(r, v);
 	}
+}
+
+/* Every refresh_s, an environment's resources are all looked at again,
+ * and the provider asked for what runs that is declared no more. */
+static void due_refreshes(struct reconciler *r, double now)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
+		struct env_state *es = v;
+		int pi = 0;
+		const struct provider_ops *p = provider_of(es, &pi);
+		void *w;
+
+		if (!es->seen || now < es->next_refresh)
+			continue;
+		es->next_refresh =
+			now + (double)config_int(es->config, "refresh_s", 30);
+		if (p && r->provider_state[pi])
+			adopt_orphans(r, es, p, r->provider_state[pi]);
+		for (size_t at = 0; map_next(&r->recs, &at, &w);) {
+			if (((struct rec *)w)->env_id == es->env_id ||
+			    !strcmp(((struct rec *)w)->env, es->name))
+				mark_eval(r, w);
+		}
+	}
+}
+
+static int cmp_by_env(const void *a, const void *b)
+{
+	const struct rec *x = *(struct rec *const *)a;
+	const struct rec *y = *(struct rec *const *)b;
+
+	return strcmp(x->env, y->env);
 }
 
 static void run_pass(struct reconciler *r)
 {
 	unsigned budget = STEPS_PER_PASS;
+	struct ids res_ids, env_ids;
+	double start = now_s();
+	bool sweep;
 	void *v;
 
-	sync_from_model(r);
-	take_requests(r);
-	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
-		struct env_state *es = v;
+	take_requests(r, &res_ids, &env_ids, &sweep);
+	if (sweep)
+		sync_from_model(r);
+	else
+		sync_changes(r, &res_ids, &env_ids);
+	free(res_ids.v);
+	free(env_ids.v);
+	due_refreshes(r, start);
+	for (size_t pos = 0; map_next(&r->watched, &pos, &v);)
+		mark_eval(r, v);
+	/* Group by environment: one provider batch each. */
+	if (r->nevals > 1)
+		qsort(r->evals, r->nevals, sizeof(*r->evals), cmp_by_env);
+	for (size_t i = 0; i < r->nevals;) {
+		size_t j = i;
+		struct env_state *es;
 
-		if (es->seen)
-			pass_env(r, es, &budget);
+		while (j < r->nevals &&
+		       !strcmp(r->evals[j]->env, r->evals[i]->env))
+			j++;
+		es = env_by_name(r, r->evals[i]->env);
+		for (size_t k = i; k < j; k++)
+			r->evals[k]->eval = false;
+		if (es)
+			pass_env(r, es, r->evals + i, j - i, &budget);
+		i = j;
 	}
+	r->last_pass_evaluated = r->nevals;
+	r->nevals = 0;
 	/* Records of environments that are gone, with nothing left live. */
-	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
-		struct rec *rc = v;
+	if (sweep) {
+		for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+			struct rec *rc = v;
 
-		if (!env_by_name(r, rc->env) && !rc->obs.exists) {
-			forget_rec(r, rc);
-			pos = 0;
+			if (!env_by_name(r, rc->env) && !rc->obs.exists) {
+				forget_rec(r, rc);
+				pos = 0;
+			}
 		}
 	}
+	r->last_pass_seconds = now_s() - start;
 }
 
 static void *reconcile_loop(void *arg)
@@ -812,6 +1039,15 @@ static void *reconcile_loop(void *arg)
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
+}
+
+void reconciler_stats(struct reconciler *r, double *pass_seconds,
+		      size_t *evaluated)
+{
+	/* Written by the thread between passes; a torn read of two plain
+	 * numbers shown in metrics is harmless. */
+	*pass_seconds = r->last_pass_seconds;
+	*evaluated = r->last_pass_evaluated;
 }
 
 /* ---- ctl --------------------------------------------------------------- */
@@ -965,6 +1201,7 @@ int reconciler_start(const struct reconciler_options *opt,
 	r->host.ctx = r;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
+	r->sweep = true; /* the first pass looks at everything */
 	for (int i = 0; builtin_providers[i] && i < 8; i++) {
 		if (builtin_providers[i]->start(&r->host,
 						&r->provider_state[i]) < 0)
@@ -1005,9 +1242,18 @@ void reconciler_stop(struct reconciler *r)
 		free(rc);
 	}
 	map_free(&r->recs);
+	map_free(&r->by_res);
+	map_free(&r->watched);
+	free(r->evals);
+	free(r->dirty_res.v);
+	free(r->dirty_env.v);
 	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
 		struct env_state *es = v;
+		void *w;
 
+		for (size_t at = 0; map_next(&es->steps, &at, &w);)
+			step_free(w);
+		map_free(&es->steps);
 		if (es->config)
 			spec_free(es->config);
 		free(es);

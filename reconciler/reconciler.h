@@ -42,6 +42,10 @@ void reconciler_kick(struct reconciler *r, uint64_t env_id, uint64_t res_id);
  * rollback REV. Returns 0 or a negative errno (-EINVAL unknown command,
  * -ESTALE plan no longer current) with msg for the user.
  */
+/* What the last pass cost: its duration and the resources it looked at. */
+void reconciler_stats(struct reconciler *r, double *pass_seconds,
+		      size_t *evaluated);
+
 int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 		   const struct caller *who, char *msg, size_t msglen);
 

@@ -950,7 +950,9 @@ static int set_applied(struct store *st, struct env *e, const struct change *ch)
 	if (ch->rev <= e->applied_rev)
 		return 0;
 	e->applied_rev = ch->rev;
+	e->gen++;
 	bw(st, st->ops->put_env(st->be, e, &id));
+	touch(st, e->id, 0);
 	return 0;
 }
 
