@@ -102,7 +102,7 @@ static void render_metrics(struct fs *fs, struct buf *out)
 
 		reconciler_stats(fs->rec, &secs, &n);
 		buf_adds(out, "# HELP infrafs_reconcile_pass_seconds How long "
-			      "the last reconciler pass took.\n"
+			      "the last reconciler pass with work took.\n"
 			      "# TYPE infrafs_reconcile_pass_seconds gauge\n");
 		buf_printf(out, "infrafs_reconcile_pass_seconds %.6f\n", secs);
 		buf_adds(out,

@@ -968,6 +968,7 @@ static void run_pass(struct reconciler *r)
 	unsigned budget = STEPS_PER_PASS;
 	struct ids res_ids, env_ids;
 	double start = now_s();
+	size_t evaluated;
 	bool sweep;
 	void *v;
 
@@ -998,7 +999,7 @@ static void run_pass(struct reconciler *r)
 			pass_env(r, es, r->evals + i, j - i, &budget);
 		i = j;
 	}
-	r->last_pass_evaluated = r->nevals;
+	evaluated = r->nevals;
 	r->nevals = 0;
 	/* Records of environments that are gone, with nothing left live. */
 	if (sweep) {
@@ -1011,7 +1012,12 @@ static void run_pass(struct reconciler *r)
 			}
 		}
 	}
-	r->last_pass_seconds = now_s() - start;
+	/* Idle passes would hide what a change cost: keep the last pass that
+	 * had something to look at. */
+	if (evaluated) {
+		r->last_pass_evaluated = evaluated;
+		r->last_pass_seconds = now_s() - start;
+	}
 }
 
 static void *reconcile_loop(void *arg)

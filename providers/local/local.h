@@ -97,7 +97,8 @@ int pool_step(struct local *l, struct target *t);
 void pool_visible_devices(struct local *l, const char *env, const char *pool,
 			  char *out, size_t len);
 
-/* provider.c */
-int local_save(struct local *l);
+/* provider.c: the records that outlive the daemon */
+int local_save_pool(struct local *l, const struct pool_res *p);
+void local_forget(struct local *l, const char *kind, const char *key);
 
 #endif

@@ -119,9 +119,9 @@ int pool_step(struct local *l, struct target *t)
 	if (!t->want) {
 		if (p) {
 			map_del(&l->pools, p->key, strlen(p->key));
+			local_forget(l, "pool", p->key);
 			free(p);
 		}
-		local_save(l);
 		return 0;
 	}
 	spec_text(t->want->spec, "accelerator", acc, sizeof(acc));
@@ -145,7 +145,7 @@ int pool_step(struct local *l, struct target *t)
 	if (rc == 0) {
 		p->error[0] = '\0';
 		p->rev = t->want->rev;
-		local_save(l);
+		local_save_pool(l, p);
 	} else {
 		snprintf(t->obs.error, sizeof(t->obs.error), "%s", p->error);
 		return rc;

@@ -3,7 +3,7 @@
  * The local provider: this machine. Endpoints become supervised processes
  * (replicas.c), pools become reservations of this machine's devices
  * (pools.c). What it must remember across restarts (reservations, the
- * revision each endpoint runs) is in STATE_DIR/local/state.json; which
+ * revision each endpoint runs) is in STATE_DIR/local/records/; which
  * replicas run is always read from /proc.
  */
 #include "local.h"
@@ -13,6 +13,7 @@
 #include "util/text.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -48,49 +49,35 @@ static const struct provider_info local_info = {
 	.unsupported = local_unsupported,
 };
 
-/* ---- persistence -------------------------------------------------------- */
+/* ---- persistence --------------------------------------------------------
+ *
+ * One small file per reservation and per endpoint, named KIND@ENV@NAME
+ * ('@' is in no name), written aside and renamed: a change rewrites its
+ * own record, never a file that grows with the number of resources.
+ */
 
-static void state_path(const struct local *l, char *out, size_t len)
+static void record_path(const struct local *l, const char *kind,
+			const char *key, char *out, size_t len)
 {
-	snprintf(out, len, "%s/state.json", l->dir);
+	char flat[160];
+
+	snprintf(flat, sizeof(flat), "%s", key);
+	for (char *p = flat; *p; p++) {
+		if (*p == '/')
+			*p = '@';
+	}
+	snprintf(out, len, "%s/records/%s@%s.json", l->dir, kind, flat);
 }
 
-int local_save(struct local *l)
+static int write_record(const struct local *l, const char *kind,
+			const char *key, json_t *doc)
 {
-	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
-	json_t *doc = json_object(), *pools = json_object(),
-	       *eps = json_object();
-	void *v;
+	char path[PATH_MAX + 200], tmp[PATH_MAX + 220];
 	int rc;
 
-	for (size_t pos = 0; map_next(&l->pools, &pos, &v);) {
-		const struct pool_res *p = v;
-		json_t *devs;
-
-		if (!p->ndev)
-			continue;
-		devs = json_array();
-		for (size_t i = 0; i < p->ndev; i++)
-			json_array_append_new(devs,
-					      json_integer(p->devices[i]));
-		json_object_set_new(pools, p->key,
-				    json_pack("{s:I, s:s, s:o}", "rev",
-					      (json_int_t)p->rev, "accelerator",
-					      p->accelerator, "devices", devs));
-	}
-	for (size_t pos = 0; map_next(&l->endpoints, &pos, &v);) {
-		const struct endpoint_rec *e = v;
-
-		json_object_set_new(
-			eps, e->key,
-			json_pack("{s:I}", "rev", (json_int_t)e->rev));
-	}
-	json_object_set_new(doc, "pools", pools);
-	json_object_set_new(doc, "endpoints", eps);
-	state_path(l, path, sizeof(path));
+	record_path(l, kind, key, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	/* Written aside and renamed, so a crash leaves the old or the new. */
-	rc = json_dump_file(doc, tmp, JSON_INDENT(1) | JSON_SORT_KEYS);
+	rc = json_dump_file(doc, tmp, JSON_COMPACT);
 	json_decref(doc);
 	if (rc == 0 && rename(tmp, path) == 0)
 		return 0;
@@ -98,54 +85,109 @@ int local_save(struct local *l)
 	return -EIO;
 }
 
-static void load_pools(struct local *l, json_t *pools)
+int local_save_pool(struct local *l, const struct pool_res *p)
 {
-	const char *key;
-	json_t *p;
+	json_t *devs = json_array();
 
-	json_object_foreach(pools, key, p)
+	for (size_t i = 0; i < p->ndev; i++)
+		json_array_append_new(devs, json_integer(p->devices[i]));
+	return write_record(l, "pool", p->key,
+			    json_pack("{s:I, s:s, s:o}", "rev",
+				      (json_int_t)p->rev, "accelerator",
+				      p->accelerator, "devices", devs));
+}
+
+static int save_endpoint(struct local *l, const struct endpoint_rec *e)
+{
+	return write_record(l, "endpoint", e->key,
+			    json_pack("{s:I}", "rev", (json_int_t)e->rev));
+}
+
+void local_forget(struct local *l, const char *kind, const char *key)
+{
+	char path[PATH_MAX + 200];
+
+	record_path(l, kind, key, path, sizeof(path));
+	if (unlink(path) < 0 && errno != ENOENT)
+		log_warn("local provider: cannot remove %s", path);
+}
+
+static void load_pool(struct local *l, const char *key, json_t *p)
+{
+	struct pool_res *r = xcalloc(1, sizeof(*r));
+	json_t *dev;
+	size_t i;
+
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	r->rev = (uint64_t)json_integer_value(json_object_get(p, "rev"));
+	snprintf(r->accelerator, sizeof(r->accelerator), "%s",
+		 json_string_value(json_object_get(p, "accelerator")) ?: "cpu");
+	json_array_foreach(json_object_get(p, "devices"), i, dev)
 	{
-		struct pool_res *r = xcalloc(1, sizeof(*r));
-		json_t *dev;
-		size_t i;
-
-		snprintf(r->key, sizeof(r->key), "%s", key);
-		r->rev =
-			(uint64_t)json_integer_value(json_object_get(p, "rev"));
-		snprintf(r->accelerator, sizeof(r->accelerator), "%s",
-			 json_string_value(json_object_get(p, "accelerator"))
-				 ?: "cpu");
-		json_array_foreach(json_object_get(p, "devices"), i, dev)
-		{
-			if (r->ndev < 64)
-				r->devices[r->ndev++] =
-					(unsigned)json_integer_value(dev);
-		}
-		map_put(&l->pools, r->key, strlen(r->key), r);
+		if (r->ndev < 64)
+			r->devices[r->ndev++] =
+				(unsigned)json_integer_value(dev);
 	}
+	free(map_put(&l->pools, r->key, strlen(r->key), r));
+}
+
+static void load_endpoint(struct local *l, const char *key, json_t *e)
+{
+	struct endpoint_rec *r = xcalloc(1, sizeof(*r));
+
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	r->rev = (uint64_t)json_integer_value(json_object_get(e, "rev"));
+	free(map_put(&l->endpoints, r->key, strlen(r->key), r));
+}
+
+/* KIND@ENV@NAME.json back to KIND and ENV/NAME. */
+static bool parse_record_name(const char *file, char *kind, size_t klen,
+			      char *key, size_t keylen)
+{
+	const char *at = strchr(file, '@');
+	const char *dot = strrchr(file, '.');
+
+	if (!at || !dot || strcmp(dot, ".json") != 0 || at > dot)
+		return false;
+	snprintf(kind, klen, "%.*s", (int)(at - file), file);
+	snprintf(key, keylen, "%.*s", (int)(dot - at - 1), at + 1);
+	for (char *p = key; *p; p++) {
+		if (*p == '@')
+			*p = '/';
+	}
+	return true;
 }
 
 static void load_state(struct local *l)
 {
-	char path[PATH_MAX + 16];
-	json_t *doc, *e;
-	const char *key;
+	char dir[PATH_MAX + 16];
+	struct dirent *de;
+	DIR *d;
 
-	state_path(l, path, sizeof(path));
-	doc = json_load_file(path, 0, NULL);
-	if (!doc)
+	snprintf(dir, sizeof(dir), "%s/records", l->dir);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		log_warn("local provider: cannot make %s", dir);
+	d = opendir(dir);
+	if (!d)
 		return;
-	load_pools(l, json_object_get(doc, "pools"));
-	json_object_foreach(json_object_get(doc, "endpoints"), key, e)
-	{
-		struct endpoint_rec *r = xcalloc(1, sizeof(*r));
+	while ((de = readdir(d))) {
+		char kind[16], key[140], path[PATH_MAX + 300];
+		json_t *doc;
 
-		snprintf(r->key, sizeof(r->key), "%s", key);
-		r->rev =
-			(uint64_t)json_integer_value(json_object_get(e, "rev"));
-		map_put(&l->endpoints, r->key, strlen(r->key), r);
+		if (!parse_record_name(de->d_name, kind, sizeof(kind), key,
+				       sizeof(key)))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		doc = json_load_file(path, 0, NULL);
+		if (!doc)
+			continue;
+		if (!strcmp(kind, "pool"))
+			load_pool(l, key, doc);
+		else if (!strcmp(kind, "endpoint"))
+			load_endpoint(l, key, doc);
+		json_decref(doc);
 	}
-	json_decref(doc);
+	closedir(d);
 }
 
 /* ---- endpoints ------------------------------------------------------------ */
@@ -455,8 +497,8 @@ static int endpoint_step(struct local *l, struct target *t)
 			e = endpoint_get(l, t->env, t->name, false);
 			if (e) {
 				map_del(&l->endpoints, e->key, strlen(e->key));
+				local_forget(l, "endpoint", e->key);
 				free(e);
-				local_save(l);
 			}
 		}
 		return 0;
@@ -468,7 +510,7 @@ static int endpoint_step(struct local *l, struct target *t)
 	e = endpoint_get(l, t->env, t->name, true);
 	if (e->rev != t->want->rev) {
 		e->rev = t->want->rev;
-		local_save(l);
+		save_endpoint(l, e);
 	}
 	return rc;
 }
