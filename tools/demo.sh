@@ -26,7 +26,9 @@ nodes = 1
 labels.team = demo
 SPEC
 	cat >mnt/dev/endpoints/chat/spec <<'SPEC'
-command = python3 -m http.server $PORT
+# A web server on this machine, one replica, on the pool's CPU slot.
+command = exec python3 -m http.server $PORT --bind 127.0.0.1
+health_path = /
 pool = train
 replicas = 1
 SPEC
@@ -37,10 +39,12 @@ infrafs is mounted at ./mnt (state in ./.demo). Try:
 
   cat mnt/README
   cat mnt/kinds/pool                     # every field of a pool
-  cat mnt/dev/pools/train/status
-  echo 2 > mnt/dev/pools/train/nodes     # one field, one revision
+  cat mnt/dev/endpoints/chat/status      # a running replica, its URL
+  build/tools/infrafs-wait mnt/dev/endpoints/chat ready
+  echo 2 > mnt/dev/endpoints/chat/replicas   # one field, one revision
   echo 'nodes = two' > mnt/dev/pools/train/spec    # refused at write(2)
   ls mnt/dev/history; cat mnt/dev/history/4/diff
+  echo 'rollback 3' > mnt/dev/ctl        # back, as a new revision
   cat mnt/dev/audit
   jq . mnt/dev/endpoints/chat/status.json
 
