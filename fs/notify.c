@@ -194,13 +194,14 @@ static void *notifier(void *arg)
 	return NULL;
 }
 
-static void on_store_change(void *ctx, uint64_t env_id, uint64_t res_id)
+static void on_store_change(void *ctx, const struct store_touch *t, size_t n)
 {
 	struct fs *fs = ctx;
 
-	notify_changed(fs, env_id, res_id);
+	for (size_t i = 0; i < n; i++)
+		notify_changed(fs, t[i].env_id, t[i].res_id);
 	if (fs->rec)
-		reconciler_kick(fs->rec, env_id, res_id);
+		reconciler_kick(fs->rec, t, n);
 }
 
 int notify_start(struct fs *fs)

@@ -49,6 +49,9 @@ struct rec {
 	bool seen; /* found in the model by a full sweep */
 	bool eval; /* to be observed and planned in this pass */
 	bool watched; /* observed every pass: it may change on its own */
+	/* The drift and state last written to events, to write changes. */
+	char drift_said[256];
+	int state_said;
 };
 
 /* One pending step of an environment's plan. */
@@ -136,15 +139,22 @@ static void ids_add(struct ids *l, uint64_t id)
 
 /* The store's change hook: remember what changed, so the next pass looks
  * at that and not at the world. */
-void reconciler_kick(struct reconciler *r, uint64_t env_id, uint64_t res_id)
+void reconciler_kick(struct reconciler *r, const struct store_touch *t,
+		     size_t n)
 {
 	pthread_mutex_lock(&r->lock);
-	if (res_id)
-		ids_add(&r->dirty_res, res_id);
-	else if (env_id)
-		ids_add(&r->dirty_env, env_id);
-	else
-		r->sweep = true;
+	for (size_t i = 0; i < n; i++) {
+		if (t[i].res_id)
+			ids_add(&r->dirty_res, t[i].res_id);
+		if (t[i].env_id) {
+			/* Pairs: the environment and the revision its
+			 * batch made durable. */
+			ids_add(&r->dirty_env, t[i].env_id);
+			ids_add(&r->dirty_env, t[i].rev);
+		} else {
+			r->sweep = true;
+		}
+	}
 	r->kicked = true;
 	pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&r->lock);
@@ -211,13 +221,20 @@ static void config_word(const struct spec *config, const char *field,
 		snprintf(out, len, "%s", dflt);
 }
 
-/* Returns true when the config changed: every plan of it may change. */
-static bool sync_env(struct reconciler *r, const struct env *e)
+/*
+ * Returns true when the config changed: every plan of it may change.
+ * The environment's revision moves only to what a change notice said
+ * (rev): the model may already hold a newer batch whose notice, with its
+ * resources, has not come yet, and marking that revision applied would
+ * skip its changes.
+ */
+static bool sync_env(struct reconciler *r, const struct env *e, uint64_t rev)
 {
 	struct env_state *es = env_state_of(r, e);
 
 	es->seen = true;
-	es->rev = e->rev_durable;
+	if (rev > es->rev)
+		es->rev = rev;
 	es->applied_rev = e->applied_rev;
 	if (es->config_rev == e->config.rev && es->config)
 		return false;
@@ -311,7 +328,7 @@ static void sync_from_model(struct reconciler *r)
 		const struct env *e = m->envs.v[i];
 		double settle;
 
-		sync_env(r, e);
+		sync_env(r, e, e->rev_durable);
 		settle = settle_of(r, e);
 		for (int k = 0; k < NKINDS; k++) {
 			for (size_t j = 0; j < e->list[k].n; j++)
@@ -335,11 +352,11 @@ static void sync_changes(struct reconciler *r, const struct ids *res_ids,
 	struct model *m = store_model(r->opt.store);
 
 	model_rdlock(m);
-	for (size_t i = 0; i < env_ids->n; i++) {
+	for (size_t i = 0; i + 1 < env_ids->n; i += 2) {
 		const struct env *e = model_env_by_id(m, env_ids->v[i]);
 		void *v;
 
-		if (!e || !sync_env(r, e))
+		if (!e || !sync_env(r, e, env_ids->v[i + 1]))
 			continue;
 		/* A new config (approval, drift) may change every step. */
 		for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
@@ -352,7 +369,7 @@ static void sync_changes(struct reconciler *r, const struct ids *res_ids,
 		struct rec *rc;
 
 		if (res) {
-			sync_env(r, res->env);
+			sync_env(r, res->env, 0);
 			sync_res(r, res->env, res, settle_of(r, res->env));
 			continue;
 		}
@@ -756,6 +773,36 @@ static int take_step(const struct provider_ops *p, void *pstate,
 	return rc_step;
 }
 
+/* Events say when a resource's state changes and when drift shows or
+ * goes; status says what is true now. */
+static void tell_drift(struct reconciler *r, struct rec *rc)
+{
+	char text[sizeof(rc->obs.drift) + 16];
+
+	if (rc->res_id && strcmp(rc->drift_said, rc->obs.drift) != 0) {
+		snprintf(text, sizeof(text), "drift: %s",
+			 rc->obs.drift[0] ? rc->obs.drift : "none any more");
+		store_event(r->opt.store, rc->env_id, rc->res_id, text);
+		snprintf(rc->drift_said, sizeof(rc->drift_said), "%s",
+			 rc->obs.drift);
+	}
+}
+
+static void tell_events(struct reconciler *r, struct rec *rc,
+			enum res_state state)
+{
+	char text[sizeof(rc->obs.error) + 64];
+
+	tell_drift(r, rc);
+	if (rc->state_said != (int)state + 1) {
+		snprintf(text, sizeof(text), "state: %s%s%s",
+			 res_state_word(state), rc->obs.error[0] ? ": " : "",
+			 rc->obs.error);
+		store_event(r->opt.store, rc->env_id, rc->res_id, text);
+		rc->state_said = (int)state + 1;
+	}
+}
+
 static void publish_res(struct reconciler *r, struct rec *rc,
 			const struct env_state *es, enum action pending,
 			bool held)
@@ -788,6 +835,7 @@ static void publish_res(struct reconciler *r, struct rec *rc,
 	if (pending == ACT_CREATE && !rc->obs.error[0])
 		o.state = RS_PENDING;
 	o.reason = reason[0] ? reason : NULL;
+	tell_events(r, rc, o.state);
 	if (observed_put_res(r->opt.observed, &o) && r->opt.changed)
 		r->opt.changed(r->opt.ctx, rc->env_id, rc->res_id);
 }
@@ -864,6 +912,8 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	p->observe(pstate, b.t, b.n);
 	for (size_t i = 0; i < b.n; i++) {
 		keep_observation(b.recs[i], &b.t[i].obs);
+		/* Drift healed by this very pass is still news. */
+		tell_drift(r, b.recs[i]);
 		set_step(r, es, b.recs[i], action_of(r, b.recs[i], es));
 	}
 	if (!es->published || es->plan_hash != es->published_hash)

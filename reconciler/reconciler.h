@@ -34,8 +34,9 @@ int reconciler_start(const struct reconciler_options *opt,
 		     struct reconciler **out);
 void reconciler_stop(struct reconciler *r);
 
-/* A declared change landed (the store's change hook). */
-void reconciler_kick(struct reconciler *r, uint64_t env_id, uint64_t res_id);
+/* Declared changes landed (the store's change hook, one batch). */
+void reconciler_kick(struct reconciler *r, const struct store_touch *t,
+		     size_t n);
 
 /*
  * One command written to ENV/ctl: apply, approve [PLAN], discard, refresh,

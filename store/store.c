@@ -36,11 +36,6 @@ struct queued_event {
 	struct queued_event *next;
 };
 
-/* Objects a batch changed, for the change hook once it is durable. */
-struct touched {
-	uint64_t env_id, res_id;
-};
-
 struct store {
 	const struct backend_ops *ops;
 	struct backend *be;
@@ -62,7 +57,7 @@ struct store {
 	void *hook_ctx;
 
 	/* Committer-only state for the batch in flight. */
-	struct touched *touched;
+	struct store_touch *touched;
 	size_t ntouched, touched_cap;
 	bool batch_failed;
 };
@@ -97,7 +92,7 @@ static void touch(struct store *st, uint64_t env_id, uint64_t res_id)
 		st->touched = xrealloc(st->touched,
 				       st->touched_cap * sizeof(*st->touched));
 	}
-	st->touched[st->ntouched++] = (struct touched){ env_id, res_id };
+	st->touched[st->ntouched++] = (struct store_touch){ env_id, res_id, 0 };
 }
 
 /* Backend writes in a batch: the first failure dooms the whole batch. */
@@ -1052,8 +1047,10 @@ static void mark_durable(struct store *st)
 		struct env *e =
 			model_env_by_id(&st->model, st->touched[i].env_id);
 
-		if (e)
+		if (e) {
 			e->rev_durable = e->rev;
+			st->touched[i].rev = e->rev;
+		}
 	}
 	model_unlock(&st->model);
 }
@@ -1122,11 +1119,8 @@ static void *committer(void *arg)
 			p->done = true;
 		pthread_cond_broadcast(&st->donecond);
 		pthread_mutex_unlock(&st->qlock);
-		if (st->hook) {
-			for (size_t i = 0; i < st->ntouched; i++)
-				st->hook(st->hook_ctx, st->touched[i].env_id,
-					 st->touched[i].res_id);
-		}
+		if (st->hook && st->ntouched)
+			st->hook(st->hook_ctx, st->touched, st->ntouched);
 		pthread_mutex_lock(&st->qlock);
 	}
 	pthread_mutex_unlock(&st->qlock);

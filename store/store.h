@@ -75,8 +75,20 @@ struct store_options {
 	const char *key_file; /* secret key file, created when missing */
 };
 
-/* Called by the committer after each applied change, under no lock. */
-typedef void (*store_change_fn)(void *ctx, uint64_t env_id, uint64_t res_id);
+/* One object a committed batch changed: res_id 0 is the environment
+ * itself; env_id 0 too means environments came or went. */
+struct store_touch {
+	uint64_t env_id, res_id;
+	uint64_t rev; /* the environment's durable revision after the batch */
+};
+
+/*
+ * Called by the committer once per durable batch with everything it
+ * changed, under no lock: all of a batch at once, so that a reader never
+ * sees half of a commit's changes announced.
+ */
+typedef void (*store_change_fn)(void *ctx, const struct store_touch *t,
+				size_t n);
 
 int store_open(const struct store_options *opt, struct store **out, char *err,
 	       size_t errlen);

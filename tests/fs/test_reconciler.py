@@ -81,7 +81,9 @@ def test_replica_killed_from_outside_is_healed(ep):
     wait_state(ep, "ready")
     st = status_of(ep / EP / "status")
     assert "restarts 1" in st["replica.0"]
-    assert "replica 0 gone" in read(ep / EP / "events") or True
+    events = read(ep / EP / "events")
+    assert "drift: replica 0 gone" in events
+    assert "state: ready" in events
 
 
 def test_drift_report_leaves_a_killed_replica_dead(ep):
