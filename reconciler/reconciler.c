@@ -794,6 +794,10 @@ static void tell_events(struct reconciler *r, struct rec *rc,
 	char text[sizeof(rc->obs.error) + 64];
 
 	tell_drift(r, rc);
+	/* The first look after a start is no change: a restart must not
+	 * write a line for every resource. */
+	if (!rc->state_said)
+		rc->state_said = (int)state + 1;
 	if (rc->state_said != (int)state + 1) {
 		snprintf(text, sizeof(text), "state: %s%s%s",
 			 res_state_word(state), rc->obs.error[0] ? ": " : "",
