@@ -844,6 +844,16 @@ static void publish_res(struct reconciler *r, struct rec *rc,
 		r->opt.changed(r->opt.ctx, rc->env_id, rc->res_id);
 }
 
+static void rec_free(struct rec *rc)
+{
+	buf_free(&rc->obs.details);
+	if (rc->spec)
+		spec_free(rc->spec);
+	if (rc->applied)
+		spec_free(rc->applied);
+	free(rc);
+}
+
 static void forget_rec(struct reconciler *r, struct rec *rc)
 {
 	struct env_state *es = map_get_u64(&r->envs, &rc->env_id);
@@ -854,12 +864,7 @@ static void forget_rec(struct reconciler *r, struct rec *rc)
 		map_del(&r->by_res, &rc->res_id, sizeof(rc->res_id));
 	map_del(&r->watched, rc->key, strlen(rc->key));
 	map_del(&r->recs, rc->key, strlen(rc->key));
-	buf_free(&rc->obs.details);
-	if (rc->spec)
-		spec_free(rc->spec);
-	if (rc->applied)
-		spec_free(rc->applied);
-	free(rc);
+	rec_free(rc);
 }
 
 static void mark_applied(struct reconciler *r, struct env_state *es)
@@ -1291,16 +1296,8 @@ void reconciler_stop(struct reconciler *r)
 		if (r->provider_state[i])
 			builtin_providers[i]->stop(r->provider_state[i]);
 	}
-	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
-		struct rec *rc = v;
-
-		buf_free(&rc->obs.details);
-		if (rc->spec)
-			spec_free(rc->spec);
-		if (rc->applied)
-			spec_free(rc->applied);
-		free(rc);
-	}
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);)
+		rec_free(v);
 	map_free(&r->recs);
 	map_free(&r->by_res);
 	map_free(&r->watched);

@@ -8,6 +8,7 @@
  */
 #include "backend.h"
 
+#include "util/files.h"
 #include "util/log.h"
 #include "util/text.h"
 
@@ -202,22 +203,6 @@ static int take_lock(struct backend *be, char *err, size_t errlen)
 	return 0;
 }
 
-static int make_parent_dirs(const char *path)
-{
-	char tmp[PATH_MAX];
-
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return 0;
-}
-
 /*
  * A damaged store is refused, never repaired behind the user's back: the
  * revisions in it may be the only record of what runs where.
@@ -345,7 +330,7 @@ static int be_open(const char *location, struct backend **out, char *err,
 		goto fail;
 	}
 	snprintf(be->path, sizeof(be->path), "%s", location);
-	rc = make_parent_dirs(be->path);
+	rc = mkdir_parents(be->path);
 	if (rc) {
 		snprintf(err, errlen, "cannot create the folder of %s: %s",
 			 be->path, strerror(-rc));

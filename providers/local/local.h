@@ -76,6 +76,9 @@ struct local {
 };
 
 /* replicas.c */
+/* Fields of /proc/PID/stat: state letter, session id, start time. */
+bool proc_stat(pid_t pid, char *state, pid_t *session,
+	       unsigned long long *start);
 void replicas_scan(struct local *l);
 void replicas_reap(struct local *l);
 void replicas_probe(struct local *l, const char *health_path,

@@ -423,24 +423,12 @@ static unsigned stop_unwanted(struct local *l, struct target *t,
 /* Alive and not a zombie waiting to be reaped. */
 static bool process_alive(pid_t pid)
 {
-	char path[64], buf[512];
-	const char *p;
-	ssize_t n;
-	int fd;
+	unsigned long long start;
+	pid_t session;
+	char state;
 
-	if (kill(pid, 0) < 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+	return kill(pid, 0) == 0 && proc_stat(pid, &state, &session, &start) &&
+	       state != 'Z' && state != 'X';
 }
 
 static int start_missing(struct local *l, struct target *t, unsigned wanted)

@@ -8,6 +8,7 @@
  */
 #include "local.h"
 
+#include "util/files.h"
 #include "util/log.h"
 #include "util/text.h"
 
@@ -73,8 +74,9 @@ static const char *env_value(const char *environ_blob, size_t len,
 	return NULL;
 }
 
-/* Fields 5 (pgrp), 6 (session) and 22 (start time) of /proc/PID/stat. */
-static bool read_stat(pid_t pid, pid_t *session, unsigned long long *start)
+/* Fields 3 (state), 6 (session) and 22 (start time) of /proc/PID/stat. */
+bool proc_stat(pid_t pid, char *state, pid_t *session,
+	       unsigned long long *start)
 {
 	char path[64], buf[1024];
 	const char *p;
@@ -93,8 +95,9 @@ static bool read_stat(pid_t pid, pid_t *session, unsigned long long *start)
 	/* The command name may hold spaces and parentheses: skip past the
 	 * last ')'. */
 	p = strrchr(buf, ')');
-	if (!p)
+	if (!p || p[1] != ' ')
 		return false;
+	*state = p[2];
 	for (field = 2; *p && field < 22; p++) {
 		if (*p != ' ')
 			continue;
@@ -124,6 +127,7 @@ static void consider(struct local *l, pid_t pid)
 	const char *owner, *marker, *rev, *port, *tmpl;
 	struct replica r = { .pid = pid };
 	pid_t session = 0;
+	char state;
 	ssize_t n;
 	int fd;
 
@@ -147,7 +151,7 @@ static void consider(struct local *l, pid_t pid)
 		return;
 	/* Children of the replica inherit the marker; only the session
 	 * leader infrafs started is the replica. */
-	if (!read_stat(pid, &session, &r.start_time) || session != pid)
+	if (!proc_stat(pid, &state, &session, &r.start_time) || session != pid)
 		return;
 	if (sscanf(marker, "%63[^/]/%63[^/]/%u", r.env, r.name, &r.idx) != 3)
 		return;
@@ -245,22 +249,6 @@ static int free_port(void)
 		port = ntohs(a.sin_port);
 	close(fd);
 	return port;
-}
-
-static int make_dirs(const char *path)
-{
-	char tmp[PATH_MAX];
-
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return 0;
 }
 
 struct envp {
@@ -373,7 +361,7 @@ int replica_start(struct local *l, const struct desired *want, unsigned idx,
 		return -EADDRINUSE;
 	}
 	replica_log_path(l, want->env, want->name, idx, log, sizeof(log));
-	make_dirs(log);
+	mkdir_parents(log);
 	build_env(l, want, idx, port, visible_devices, &env);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
