@@ -203,6 +203,9 @@ static void render_env_status(struct fs *fs, const struct env *e,
 		buf_adds(out, "last_apply: never\n");
 	}
 	buf_printf(out, "secrets: %zu\n", e->secrets.count);
+	if (store_key_problem(fs->store))
+		buf_printf(out, "secrets_unavailable: %s\n",
+			   store_key_problem(fs->store));
 	buf_printf(out, "lock: %s\n", store_lock_holder(fs->store));
 	buf_printf(out, "last_error: %s\n", e->last_error ? e->last_error : "");
 	if (have_env)

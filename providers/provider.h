@@ -84,6 +84,14 @@ struct target {
 struct provider_host {
 	const char *state_dir; /* the provider's own folder, kept across runs */
 	void (*wake)(void *ctx); /* something changed: observe again soon */
+	/* The plain value of secret:NAME in env, only while applying it: a
+	 * locked buffer released with secret_wipe_free(*value, *len). Never
+	 * put it in observations, errors or logs. */
+	int (*secret)(void *ctx, const char *env, const char *name,
+		      char **value, size_t *len);
+	/* Its version, cheap: a new one must roll what uses it. */
+	uint64_t (*secret_version)(void *ctx, const char *env,
+				   const char *name);
 	void *ctx;
 };
 

@@ -1254,6 +1254,24 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 
 /* ---- start and stop ---------------------------------------------------- */
 
+static int host_secret(void *ctx, const char *env, const char *name,
+		       char **value, size_t *len)
+{
+	struct reconciler *r = ctx;
+	uint64_t version;
+
+	return store_secret_value(r->opt.store, env, name, value, len,
+				  &version);
+}
+
+static uint64_t host_secret_version(void *ctx, const char *env,
+				    const char *name)
+{
+	struct reconciler *r = ctx;
+
+	return store_secret_version(r->opt.store, env, name);
+}
+
 int reconciler_start(const struct reconciler_options *opt,
 		     struct reconciler **out)
 {
@@ -1263,6 +1281,8 @@ int reconciler_start(const struct reconciler_options *opt,
 	snprintf(r->state_dir, sizeof(r->state_dir), "%s", opt->state_dir);
 	r->host.state_dir = r->state_dir;
 	r->host.wake = wake;
+	r->host.secret = host_secret;
+	r->host.secret_version = host_secret_version;
 	r->host.ctx = r;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);

@@ -70,6 +70,13 @@ struct backend_ops {
 	int (*history_names)(struct backend *be, uint64_t env_id, uint64_t rev,
 			     const char *kind, struct buf *out);
 	int (*audit)(struct backend *be, uint64_t env_id, struct buf *out);
+	/* The sealed bytes of a secret's current version. */
+	int (*secret_sealed)(struct backend *be, uint64_t env_id,
+			     const char *name, struct buf *out);
+	/* Small facts about the store itself (the secret key's fingerprint);
+	 * meta_get returns -ENOENT for an unknown key. */
+	int (*meta_get)(struct backend *be, const char *key, struct buf *out);
+	int (*meta_put)(struct backend *be, const char *key, const char *value);
 	/* The oldest `limit` event lines of an object (res_id 0: the env). */
 	int (*events)(struct backend *be, uint64_t env_id, uint64_t res_id,
 		      uint64_t limit, struct buf *out);

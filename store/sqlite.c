@@ -59,6 +59,9 @@ static const char *const migrations[] = {
 	" PRIMARY KEY(env_id, name)) WITHOUT ROWID;",
 	/* 2: what the reconciler has applied, for `discard`. */
 	"ALTER TABLE envs ADD COLUMN applied_rev INTEGER NOT NULL DEFAULT 0;",
+	/* 3: facts about the store, such as which key sealed its secrets. */
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+	" WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -929,6 +932,67 @@ static int be_events(struct backend *be, uint64_t env_id, uint64_t res_id,
 	return rc;
 }
 
+/* One text value from the read connection, for a one-column query. */
+static int read_one(struct backend *be, const char *sql, sqlite3_int64 id,
+		    const char *text, struct buf *out)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&be->rd_lock);
+	rc = sqlite3_prepare_v2(be->rd, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		int i = 1;
+
+		if (id >= 0)
+			sqlite3_bind_int64(st, i++, id);
+		sqlite3_bind_text(st, i, text, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+	}
+	if (rc == SQLITE_ROW) {
+		buf_add(out, sqlite3_column_blob(st, 0),
+			(size_t)sqlite3_column_bytes(st, 0));
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&be->rd_lock);
+	return rc;
+}
+
+static int be_secret_sealed(struct backend *be, uint64_t env_id,
+			    const char *name, struct buf *out)
+{
+	return read_one(be,
+			"SELECT sealed FROM secrets WHERE env_id = ? AND"
+			" name = ?",
+			(sqlite3_int64)env_id, name, out);
+}
+
+static int be_meta_get(struct backend *be, const char *key, struct buf *out)
+{
+	return read_one(be, "SELECT value FROM meta WHERE key = ?", -1, key,
+			out);
+}
+
+static int be_meta_put(struct backend *be, const char *key, const char *value)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(be->db,
+				    "INSERT OR REPLACE INTO meta(key, value)"
+				    " VALUES(?, ?)",
+				    -1, &st, NULL);
+
+	if (rc != SQLITE_OK)
+		return sql_errno(rc);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : sql_errno(rc);
+}
+
 const struct backend_ops sqlite_backend = {
 	.scheme = "sqlite",
 	.open = be_open,
@@ -953,4 +1017,7 @@ const struct backend_ops sqlite_backend = {
 	.history_names = be_history_names,
 	.audit = be_audit,
 	.events = be_events,
+	.secret_sealed = be_secret_sealed,
+	.meta_get = be_meta_get,
+	.meta_put = be_meta_put,
 };

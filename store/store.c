@@ -17,6 +17,9 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/crypto.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -72,6 +75,11 @@ struct model *store_model(struct store *st)
 const char *store_lock_holder(const struct store *st)
 {
 	return st->ops->lock_holder(st->be);
+}
+
+const char *store_key_problem(const struct store *st)
+{
+	return st->have_key ? NULL : st->key_error;
 }
 
 const char *store_url(const struct store *st)
@@ -698,9 +706,12 @@ static int secret_set(struct store *st, struct env *e, const struct change *ch,
 	char aad[160], summary[160];
 	size_t len = ch->len;
 
-	if (!st->have_key)
-		return refuse(res, -EIO, "secrets cannot be stored: %s",
-			      st->key_error);
+	if (!st->have_key) {
+		refuse(res, -EIO, "secrets cannot be stored: %s",
+		       st->key_error);
+		record_refusal(st, e, NULL, &e->last_error, res);
+		return -EIO;
+	}
 	if (!name_is_valid(ch->name))
 		return refuse(res, -EINVAL,
 			      "%s: not a valid secret name: use lowercase "
@@ -1231,6 +1242,113 @@ int store_events_text(struct store *st, const struct env *e,
 
 /* ---- open and close --------------------------------------------------- */
 
+/* A fingerprint of the key, safe to store: an HMAC of a fixed text. */
+static void key_fingerprint(const struct secret_key *key, char out[17])
+{
+	static const char text[] = "infrafs secret key fingerprint";
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	HMAC(EVP_sha256(), key->bytes, sizeof(key->bytes),
+	     (const unsigned char *)text, sizeof(text) - 1, mac, &len);
+	for (int i = 0; i < 8; i++)
+		snprintf(out + 2 * i, 3, "%02x", mac[i]);
+}
+
+/*
+ * The key that seals secrets lives outside the store. The store keeps its
+ * fingerprint, so a lost or swapped key file is said plainly instead of
+ * a new key being made that cannot open the secrets already sealed.
+ */
+static void load_key(struct store *st, const char *path)
+{
+	BUF_AUTO recorded = BUF_INIT;
+	char fp[17];
+	bool known;
+
+	if (!path) {
+		snprintf(st->key_error, sizeof(st->key_error),
+			 "no secret key file is configured");
+		return;
+	}
+	known = st->ops->meta_get(st->be, "key_fingerprint", &recorded) == 0;
+	if (secret_key_load(path, !known, &st->key, st->key_error,
+			    sizeof(st->key_error)) < 0) {
+		if (known)
+			snprintf(st->key_error, sizeof(st->key_error),
+				 "the key file %s that sealed this store's "
+				 "secrets is missing or unreadable; secrets "
+				 "cannot be read or written until it is "
+				 "restored",
+				 path);
+		log_err("%s", st->key_error);
+		return;
+	}
+	key_fingerprint(&st->key, fp);
+	if (known && strcmp(buf_str(&recorded), fp) != 0) {
+		snprintf(st->key_error, sizeof(st->key_error),
+			 "the key file %s is not the key that sealed this "
+			 "store's secrets (fingerprint %s, sealed with %s); "
+			 "restore the right key file",
+			 path, fp, buf_str(&recorded));
+		log_err("%s", st->key_error);
+		OPENSSL_cleanse(&st->key, sizeof(st->key));
+		return;
+	}
+	if (!known && st->ops->meta_put(st->be, "key_fingerprint", fp) < 0)
+		log_warn("could not record the secret key's fingerprint");
+	st->have_key = true;
+}
+
+int store_secret_value(struct store *st, const char *env, const char *name,
+		       char **plain, size_t *len, uint64_t *version)
+{
+	BUF_AUTO sealed = BUF_INIT;
+	uint64_t env_id = 0;
+	char aad[160];
+	struct env *e;
+	int rc;
+
+	if (!st->have_key)
+		return -EIO;
+	model_rdlock(&st->model);
+	e = model_env(&st->model, env);
+	if (e) {
+		const struct secret_meta *s =
+			map_get(&e->secrets, name, strlen(name));
+
+		env_id = e->id;
+		*version = s ? s->version : 0;
+	}
+	model_unlock(&st->model);
+	if (!env_id || !*version)
+		return -ENOENT;
+	rc = st->ops->secret_sealed(st->be, env_id, name, &sealed);
+	if (rc)
+		return rc;
+	snprintf(aad, sizeof(aad), "%" PRIu64 "/%s", env_id, name);
+	return secret_open(&st->key, sealed.data, sealed.len, aad, strlen(aad),
+			   plain, len);
+}
+
+uint64_t store_secret_version(struct store *st, const char *env,
+			      const char *name)
+{
+	uint64_t version = 0;
+	struct env *e;
+
+	model_rdlock(&st->model);
+	e = model_env(&st->model, env);
+	if (e) {
+		const struct secret_meta *s =
+			map_get(&e->secrets, name, strlen(name));
+
+		version = s ? s->version : 0;
+	}
+	model_unlock(&st->model);
+	return version;
+}
+
 static const struct backend_ops *backend_for(const char *url,
 					     const char **location)
 {
@@ -1273,16 +1391,7 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 		store_close(st);
 		return rc;
 	}
-	if (opt->key_file) {
-		st->have_key = secret_key_load(opt->key_file, true, &st->key,
-					       st->key_error,
-					       sizeof(st->key_error)) == 0;
-		if (!st->have_key)
-			log_warn("%s", st->key_error);
-	} else {
-		snprintf(st->key_error, sizeof(st->key_error),
-			 "no secret key file is configured");
-	}
+	load_key(st, opt->key_file);
 	pthread_mutex_init(&st->qlock, NULL);
 	pthread_cond_init(&st->qcond, NULL);
 	pthread_cond_init(&st->donecond, NULL);

@@ -98,6 +98,8 @@ void store_set_change_hook(struct store *st, store_change_fn fn, void *ctx);
 /* What holds the store's lock: "pid 123 on host since RFC3339". */
 const char *store_lock_holder(const struct store *st);
 const char *store_url(const struct store *st);
+/* Why secrets cannot be used (key missing, wrong), or NULL when they can. */
+const char *store_key_problem(const struct store *st);
 
 /*
  * Validates, makes durable and applies one change. Returns 0, or a
@@ -107,6 +109,17 @@ const char *store_url(const struct store *st);
  */
 int store_apply(struct store *st, const struct change *ch,
 		struct change_result *res);
+
+/*
+ * The plain value of a secret, for a provider applying it: *plain is a
+ * locked buffer to release with secret_wipe_free(*plain, *len). Returns 0,
+ * -ENOENT, or -EIO when the key is missing or wrong.
+ */
+int store_secret_value(struct store *st, const char *env, const char *name,
+		       char **plain, size_t *len, uint64_t *version);
+/* The current version of a secret, 0 when there is none: cheap. */
+uint64_t store_secret_version(struct store *st, const char *env,
+			      const char *name);
 
 /* Appends an event line to a resource (res_id) or to its environment. */
 void store_event(struct store *st, uint64_t env_id, uint64_t res_id,

@@ -85,7 +85,8 @@ void replicas_probe(struct local *l, const char *health_path,
 		    struct replica *r);
 int replica_start(struct local *l, const struct desired *want, unsigned idx,
 		  const char *visible_devices, char *err, size_t errlen);
-uint64_t replica_template(const struct desired *want, const char *devices);
+uint64_t replica_template(const struct local *l, const struct desired *want,
+			  const char *devices);
 /* Asks a replica to stop; true once it has. */
 bool replica_stop(struct local *l, struct replica *r);
 struct slot *slot_of(struct local *l, const char *env, const char *name,

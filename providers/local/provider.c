@@ -313,7 +313,7 @@ static uint64_t desired_template(struct local *l, const struct target *t)
 	if (!t->want)
 		return 0;
 	endpoint_devices(l, t, devices, sizeof(devices));
-	return replica_template(t->want, devices);
+	return replica_template(l, t->want, devices);
 }
 
 static uint64_t lowest_rev_of(struct local *l, const struct target *t)

@@ -8,6 +8,7 @@
  */
 #include "local.h"
 
+#include "store/secretbox.h"
 #include "util/files.h"
 #include "util/log.h"
 #include "util/text.h"
@@ -269,15 +270,48 @@ static void envp_add(struct envp *e, const char *name, const char *value)
 	e->v[e->n] = NULL;
 }
 
+/* Secret values passed through here: wipe every string, not only them. */
 static void envp_free(struct envp *e)
 {
-	for (size_t i = 0; i < e->n; i++)
+	for (size_t i = 0; i < e->n; i++) {
+		explicit_bzero(e->v[i], strlen(e->v[i]));
 		free(e->v[i]);
+	}
 	free(e->v);
 }
 
-uint64_t replica_template(const struct desired *want, const char *devices)
+static int add_secret(struct local *l, const struct desired *want,
+		      const char *key, const char *name, struct envp *e,
+		      char *err, size_t errlen)
 {
+	char *value = NULL;
+	size_t len = 0;
+	int rc = l->host.secret ? l->host.secret(l->host.ctx, want->env, name,
+						 &value, &len)
+				: -ENOSYS;
+
+	if (rc < 0) {
+		snprintf(err, errlen, "env.%s: secret %s cannot be read (%s)",
+			 key, name, strerror(-rc));
+		return rc;
+	}
+	envp_add(e, key, value);
+	secret_wipe_free(value, len);
+	return 0;
+}
+
+/* env.* pairs whose value is secret:NAME, for the template and the env. */
+static const struct spec_value *env_pairs(const struct desired *want)
+{
+	const struct field_def *f = kind_field(want->spec->kind, "env", 3);
+
+	return f ? &want->spec->v[kind_field_index(want->spec->kind, f)] : NULL;
+}
+
+uint64_t replica_template(const struct local *l, const struct desired *want,
+			  const char *devices)
+{
+	const struct spec_value *pairs = env_pairs(want);
 	static const char *const fields[] = {
 		"command",	"env",	 "pool", "accelerator",
 		"accelerators", "model", NULL
@@ -293,14 +327,23 @@ uint64_t replica_template(const struct desired *want, const char *devices)
 		buf_addc(&b, '\0');
 	}
 	buf_adds(&b, devices ? devices : "");
+	/* A secret's new version rolls the replicas that use it. */
+	for (size_t i = 0; pairs && i < pairs->npairs; i++) {
+		const char *v = pairs->pairs[i].value;
+
+		if (!strncmp(v, "secret:", 7) && l->host.secret_version)
+			buf_printf(&b, "\n%s=%" PRIu64, v + 7,
+				   l->host.secret_version(l->host.ctx,
+							  want->env, v + 7));
+	}
 	return map_hash(buf_str(&b), b.len);
 }
 
 /* The replica's environment: the daemon's PATH and locale, the spec's
- * env.*, and the markers. Secrets are not resolved by this provider yet:
- * a secret:NAME value is left out rather than passed as text. */
-static void build_env(struct local *l, const struct desired *want, unsigned idx,
-		      int port, const char *devices, struct envp *e)
+ * env.* with secret:NAME values opened, and the markers. */
+static int build_env(struct local *l, const struct desired *want, unsigned idx,
+		     int port, const char *devices, struct envp *e, char *err,
+		     size_t errlen)
 {
 	static const char *const keep[] = { "PATH", "LANG", "LC_ALL",
 					    "HOME", "TZ",   NULL };
@@ -318,8 +361,13 @@ static void build_env(struct local *l, const struct desired *want, unsigned idx,
 			&want->spec->v[kind_field_index(want->spec->kind, f)];
 
 		for (size_t i = 0; i < v->npairs; i++) {
-			if (strncmp(v->pairs[i].value, "secret:", 7) != 0)
-				envp_add(e, v->pairs[i].key, v->pairs[i].value);
+			const char *val = v->pairs[i].value;
+
+			if (strncmp(val, "secret:", 7) != 0)
+				envp_add(e, v->pairs[i].key, val);
+			else if (add_secret(l, want, v->pairs[i].key, val + 7,
+					    e, err, errlen) < 0)
+				return -EIO;
 		}
 	}
 	if (devices && devices[0])
@@ -333,8 +381,9 @@ static void build_env(struct local *l, const struct desired *want, unsigned idx,
 	snprintf(num, sizeof(num), "%" PRIu64, want->rev);
 	envp_add(e, "INFRAFS_REV", num);
 	snprintf(num, sizeof(num), "%016" PRIx64,
-		 replica_template(want, devices));
+		 replica_template(l, want, devices));
 	envp_add(e, "INFRAFS_TEMPLATE", num);
+	return 0;
 }
 
 int replica_start(struct local *l, const struct desired *want, unsigned idx,
@@ -362,7 +411,10 @@ int replica_start(struct local *l, const struct desired *want, unsigned idx,
 	}
 	replica_log_path(l, want->env, want->name, idx, log, sizeof(log));
 	mkdir_parents(log);
-	build_env(l, want, idx, port, visible_devices, &env);
+	if (build_env(l, want, idx, port, visible_devices, &env, err, errlen)) {
+		envp_free(&env);
+		return -EIO;
+	}
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 1, log,
@@ -398,7 +450,7 @@ int replica_start(struct local *l, const struct desired *want, unsigned idx,
 			.pid = pid,
 			.port = port,
 			.rev = want->rev,
-			.template = replica_template(want, visible_devices),
+			.template = replica_template(l, want, visible_devices),
 		};
 
 		s->pid = pid;
