@@ -94,6 +94,7 @@ struct env {
 	struct map secrets; /* name -> struct secret_meta */
 	struct event_log events;
 	uint64_t audit_lines;
+	char audit_head[65]; /* SHA-256 (hex) of the newest audit line */
 	char *last_error;
 	uint64_t gen;
 };

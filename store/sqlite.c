@@ -62,6 +62,8 @@ static const char *const migrations[] = {
 	/* 3: facts about the store, such as which key sealed its secrets. */
 	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 	" WITHOUT ROWID;",
+	/* 4: the hash of each environment's newest audit line. */
+	"ALTER TABLE envs ADD COLUMN audit_head TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -84,11 +86,12 @@ enum stmt_id {
 static const char *const stmt_sql[S_COUNT] = {
 	[S_PUT_ENV_NEW] = "INSERT INTO envs(name, uid, gid, mode, ctime, mtime,"
 			  " rev, rev_time, config, config_rev, policy,"
-			  " policy_rev, applied_rev)"
-			  " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+			  " policy_rev, applied_rev, audit_head)"
+			  " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[S_PUT_ENV] = "UPDATE envs SET name=?, uid=?, gid=?, mode=?, ctime=?,"
 		      " mtime=?, rev=?, rev_time=?, config=?, config_rev=?,"
-		      " policy=?, policy_rev=?, applied_rev=? WHERE id=?",
+		      " policy=?, policy_rev=?, applied_rev=?, audit_head=?"
+		      " WHERE id=?",
 	[S_DROP_ENV] = "UPDATE envs SET deleted=1 WHERE id=?",
 	[S_PUT_RES_NEW] = "INSERT INTO resources(env_id, kind, name, spec, rev,"
 			  " ctime, mtime) VALUES(?,?,?,?,?,?,?)",
@@ -439,8 +442,9 @@ static int be_put_env(struct backend *be, const struct env *e, uint64_t *id)
 	bind_text(st, 11, e->policy.text, e->policy.len);
 	sqlite3_bind_int64(st, 12, (sqlite3_int64)e->policy.rev);
 	sqlite3_bind_int64(st, 13, (sqlite3_int64)e->applied_rev);
+	sqlite3_bind_text(st, 14, e->audit_head, -1, SQLITE_STATIC);
 	if (*id)
-		sqlite3_bind_int64(st, 14, (sqlite3_int64)*id);
+		sqlite3_bind_int64(st, 15, (sqlite3_int64)*id);
 	rc = run(be, st);
 	if (!rc && !*id)
 		*id = (uint64_t)sqlite3_last_insert_rowid(be->db);
@@ -596,7 +600,8 @@ static int load_envs(struct backend *be, struct model *m)
 		"SELECT id, name, uid, gid, mode, ctime, mtime, rev, rev_time,"
 		" config, config_rev, policy, policy_rev,"
 		" (SELECT count(*) FROM audit a WHERE a.env_id = envs.id),"
-		" applied_rev FROM envs WHERE deleted = 0 ORDER BY id",
+		" applied_rev, audit_head FROM envs WHERE deleted = 0"
+		" ORDER BY id",
 		-1, &st, NULL);
 
 	if (rc != SQLITE_OK)
@@ -624,6 +629,8 @@ static int load_envs(struct backend *be, struct model *m)
 			 (uint64_t)sqlite3_column_int64(st, 12), e->mtime);
 		e->audit_lines = (uint64_t)sqlite3_column_int64(st, 13);
 		e->applied_rev = (uint64_t)sqlite3_column_int64(st, 14);
+		snprintf(e->audit_head, sizeof(e->audit_head), "%s",
+			 (const char *)sqlite3_column_text(st, 15));
 	}
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : sql_errno(rc);

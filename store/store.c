@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <openssl/crypto.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -157,6 +158,25 @@ static void sanitize_word(char *s)
 }
 
 /*
+ * Audit lines form a chain: each ends with prev=SHA-256 of the line before
+ * it, and the environment keeps the hash of its newest line, so
+ * infrafs-audit-verify names the first line changed or removed, the last
+ * one included.
+ */
+static void audit_chain(struct env *e, struct buf *line)
+{
+	unsigned char md[32];
+
+	buf_printf(line, " prev=%s",
+		   e->audit_head[0] ? e->audit_head
+				    : "00000000000000000000000000000000"
+				      "00000000000000000000000000000000");
+	SHA256((const unsigned char *)line->data, line->len, md);
+	for (int i = 0; i < 32; i++)
+		snprintf(e->audit_head + 2 * i, 3, "%02x", md[i]);
+}
+
+/*
  * One accepted change to an environment: a new revision with its info and
  * diff, an audit line, an environment event. Returns the revision number.
  */
@@ -195,6 +215,7 @@ static uint64_t new_revision(struct store *st, struct env *e,
 		   "%s rev=%" PRIu64 " uid=%u gid=%u pid=%d comm=%s path=%s %s",
 		   when, e->rev, (unsigned)ch->who.uid, (unsigned)ch->who.gid,
 		   (int)ch->who.pid, comm, ch->path ? ch->path : "-", summary);
+	audit_chain(e, &line);
 	bw(st, st->ops->add_audit(st->be, e->id, buf_str(&line)));
 	e->audit_lines++;
 	bw(st, st->ops->put_env(st->be, e, &id));
