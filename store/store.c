@@ -226,6 +226,32 @@ static uint64_t new_revision(struct store *st, struct env *e,
 	return e->rev;
 }
 
+static void audit_refusal(struct store *st, struct env *e,
+			  const struct change *ch, const char *why)
+{
+	char when[40], comm[sizeof(ch->who.comm)];
+	BUF_AUTO line = BUF_INIT;
+	uint64_t id = e->id;
+
+	snprintf(comm, sizeof(comm), "%s",
+		 ch->who.comm[0] ? ch->who.comm : "?");
+	sanitize_word(comm);
+	time_rfc3339(time_now(), when, sizeof(when));
+	buf_printf(&line,
+		   "%s rev=- uid=%u gid=%u pid=%d comm=%s path=%s refused: %s",
+		   when, (unsigned)ch->who.uid, (unsigned)ch->who.gid,
+		   (int)ch->who.pid, comm, ch->path ? ch->path : "-", why);
+	for (char *p = line.data; *p; p++) {
+		if (*p == '\n')
+			*p = ' ';
+	}
+	audit_chain(e, &line);
+	bw(st, st->ops->add_audit(st->be, e->id, buf_str(&line)));
+	e->audit_lines++;
+	e->gen++;
+	bw(st, st->ops->put_env(st->be, e, &id));
+}
+
 static void make_diff(const struct kind_def *k, const char *name,
 		      const char *old, size_t oldlen, const char *neu,
 		      size_t newlen, struct buf *out)
@@ -379,14 +405,19 @@ static int env_attr(struct store *st, struct env *e, const struct change *ch,
 	gid_t gid = ch->gid == (gid_t)-1 ? e->gid : ch->gid;
 	mode_t mode = ch->mode == (mode_t)-1 ? e->mode : (ch->mode & 07777);
 
-	if (ch->who.uid != 0 && ch->who.uid != e->uid)
-		return refuse(res, -EPERM,
-			      "only the owner of %s (uid %u) or root may "
-			      "change its owner, group or mode",
-			      e->name, (unsigned)e->uid);
-	if (ch->who.uid != 0 && uid != e->uid)
-		return refuse(res, -EPERM, "only root may give %s away",
-			      e->name);
+	if (ch->who.uid != 0 && ch->who.uid != e->uid) {
+		refuse(res, -EPERM,
+		       "only the owner of %s (uid %u) or root may change its "
+		       "owner, group or mode",
+		       e->name, (unsigned)e->uid);
+		audit_refusal(st, e, ch, res->msg);
+		return -EPERM;
+	}
+	if (ch->who.uid != 0 && uid != e->uid) {
+		refuse(res, -EPERM, "only root may give %s away", e->name);
+		audit_refusal(st, e, ch, res->msg);
+		return -EPERM;
+	}
 	if (uid == e->uid && gid == e->gid && mode == e->mode)
 		return 0;
 	snprintf(summary, sizeof(summary),
@@ -487,14 +518,17 @@ static int check_spec(const struct kind_def *k, const struct change *ch,
 	return 0;
 }
 
+/* A refused attempt is news for the user and a fact for the audit. */
 static void record_refusal(struct store *st, struct env *e, struct resource *r,
-			   char **slot, const struct change_result *res)
+			   char **slot, const struct change *ch,
+			   const struct change_result *res)
 {
 	char text[700];
 
 	snprintf(text, sizeof(text), "commit refused: %s", res->msg);
 	model_set_error(slot, res->msg);
 	add_event(st, e, r, text);
+	audit_refusal(st, e, ch, res->msg);
 	st->model.rejections++;
 }
 
@@ -520,7 +554,7 @@ static int res_field(struct store *st, struct env *e, struct resource *r,
 	if (spec_set_field(k, r->spec.text ? r->spec.text : "", r->spec.len, f,
 			   ch->text, ch->len, &text, &err) < 0) {
 		refuse(res, -EINVAL, "%s", err.msg);
-		record_refusal(st, e, r, &r->last_error, res);
+		record_refusal(st, e, r, &r->last_error, ch, res);
 		return -EINVAL;
 	}
 	whole.op = CH_RES_COMMIT;
@@ -570,7 +604,7 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	if (!rc)
 		rc = check_provider_support(e, r, parsed, res);
 	if (rc) {
-		record_refusal(st, e, r, &r->last_error, res);
+		record_refusal(st, e, r, &r->last_error, ch, res);
 		return rc;
 	}
 	model_set_error(&r->last_error, NULL);
@@ -686,12 +720,21 @@ static int doc_commit(struct store *st, struct env *e, const struct change *ch,
 	BUF_AUTO diff = BUF_INIT;
 	BUF_AUTO summary = BUF_INIT;
 	BUF_AUTO fields = BUF_INIT;
-	int rc = check_spec(k, ch, &parsed, res);
+	int rc = 0;
 
+	/* Group members may change specs; guardrails and settings are the
+	 * owner's. */
+	if (ch->who.uid != 0 && ch->who.uid != e->uid)
+		rc = refuse(res, -EACCES,
+			    "only the owner of %s (uid %u) or root may change "
+			    "its %s",
+			    e->name, (unsigned)e->uid, k->name);
+	if (!rc)
+		rc = check_spec(k, ch, &parsed, res);
 	if (!rc && ch->op == CH_CONFIG)
 		rc = check_provider(parsed, res);
 	if (rc) {
-		record_refusal(st, e, NULL, &e->last_error, res);
+		record_refusal(st, e, NULL, &e->last_error, ch, res);
 		return rc;
 	}
 	model_set_error(&e->last_error, NULL);
@@ -730,7 +773,7 @@ static int secret_set(struct store *st, struct env *e, const struct change *ch,
 	if (!st->have_key) {
 		refuse(res, -EIO, "secrets cannot be stored: %s",
 		       st->key_error);
-		record_refusal(st, e, NULL, &e->last_error, res);
+		record_refusal(st, e, NULL, &e->last_error, ch, res);
 		return -EIO;
 	}
 	if (!name_is_valid(ch->name))

@@ -242,9 +242,18 @@ def test_chown_chmod_are_kept_and_enforced(tmp_path, users):
         assert r.returncode != 0 and "Permission denied" in r.stderr
         r = as_user(m, bob, bob, "echo 'nodes = 5' > dev/pools/train/spec")
         assert r.returncode != 0
-        # Only the owner (root here) may change the mode.
+        # Only the owner (root here) may change the mode, the policy or
+        # the config; the refused attempt is itself audited.
         r = as_user(m, alice, alice, "chmod 777 dev", groups=[team])
         assert r.returncode != 0
+        r = as_user(m, alice, alice,
+                    "/bin/echo 'max_accelerators = 100' >> dev/policy",
+                    groups=[team])
+        assert r.returncode != 0
+        assert "max_accelerators = 100" not in read(m / "dev/policy")
+        last = read(m / "dev/audit").splitlines()[-1]
+        assert f"uid={alice}" in last and "rev=-" in last
+        assert "refused: only the owner of dev" in last
         m.restart()
         st = os.stat(m / "dev")
         assert st.st_gid == team and stat.S_IMODE(st.st_mode) == 0o770
