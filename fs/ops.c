@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 static struct fs *fs_of(fuse_req_t req)
@@ -48,6 +49,61 @@ void caller_of(fuse_req_t req, struct caller *who)
 		if (fgets(who->comm, sizeof(who->comm), f))
 			who->comm[strcspn(who->comm, "\n")] = '\0';
 		fclose(f);
+	}
+}
+
+static bool in_groups(fuse_req_t req, gid_t gid)
+{
+	gid_t groups[64];
+	int n = fuse_req_getgroups(req, 64, groups);
+
+	for (int i = 0; i < n && i < 64; i++) {
+		if (groups[i] == gid)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The daemon's own check of the caller against a node's owner, group and
+ * mode, with the caller's supplementary groups from the request. The
+ * kernel's default_permissions makes the same check first; this one holds
+ * whatever the mount options, for every request that reads or changes.
+ */
+static int may_access(struct fs *fs, fuse_req_t req, const struct node_key *k,
+		      int want)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	mode_t bits;
+	int rc;
+
+	if (ctx->uid == 0)
+		return 0;
+	rc = tree_getattr(fs, k, &st);
+	if (rc)
+		return rc;
+	if (ctx->uid == st.st_uid)
+		bits = (st.st_mode >> 6) & 7;
+	else if (ctx->gid == st.st_gid || in_groups(req, st.st_gid))
+		bits = (st.st_mode >> 3) & 7;
+	else
+		bits = st.st_mode & 7;
+	if (((want & R_OK) && !(bits & 4)) || ((want & W_OK) && !(bits & 2)) ||
+	    ((want & X_OK) && !(bits & 1)))
+		return -EACCES;
+	return 0;
+}
+
+static int open_mode(int flags)
+{
+	switch (flags & O_ACCMODE) {
+	case O_RDONLY:
+		return R_OK;
+	case O_WRONLY:
+		return W_OK;
+	default:
+		return R_OK | W_OK;
 	}
 }
 
@@ -286,6 +342,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		rc = setattr_scratch(fs, &k, attr, to_set);
 	} else {
 		rc = setattr_fixed(fs, &k, attr, to_set);
+		if (!rc && (to_set & FUSE_SET_ATTR_SIZE) && !(fi && fi->fh))
+			rc = may_access(fs, req, &k, W_OK);
 		if (!rc && (to_set & FUSE_SET_ATTR_SIZE))
 			rc = setattr_size(fs, req, &k, attr->st_size, fi);
 	}
@@ -345,6 +403,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int rc = key_of(fs, parent, &pk);
 
 	if (!rc)
+		rc = may_access(fs, req, &pk, W_OK | X_OK);
+	if (!rc)
 		rc = mkdir_in(fs, req, &pk, name, mode, &ck);
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
@@ -364,6 +424,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char env[NAME_MAX_LEN + 1] = "";
 	int rc = key_of(fs, parent, &pk);
 
+	if (!rc)
+		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &ck);
 	if (rc)
@@ -408,6 +470,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct node_key k;
 	int rc = key_of(fs, ino, &k);
 
+	if (!rc && tree_is_dir(&k))
+		rc = may_access(fs, req, &k, R_OK);
 	if (!rc)
 		rc = tree_is_dir(&k) ? tree_list(fs, &k, &d->snap) : -ENOTDIR;
 	if (rc) {
@@ -515,6 +579,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		caller_ids(req, &who);
 	else
 		caller_of(req, &who);
+	if (!rc)
+		rc = may_access(fs, req, &k,
+				open_mode(fi->flags) |
+					(fi->flags & O_TRUNC ? W_OK : 0));
 	if (!rc)
 		rc = file_open(fs, ino, &k, fi->flags, &who, &h, fi);
 	if (rc) {
@@ -631,6 +699,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	caller_of(req, &who);
 	if (!rc)
+		rc = may_access(fs, req, &pk, W_OK | X_OK);
+	if (!rc)
 		rc = create_in(fs, req, &pk, name, mode, &ck);
 	/* Opened before its entry is made: a new secret exists for getattr
 	 * only once its creator's handle is there. */
@@ -655,6 +725,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct node_key pk, ck;
 	int rc = key_of(fs, parent, &pk);
 
+	if (!rc)
+		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &ck);
 	if (rc)
@@ -793,6 +865,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	if (!rc)
 		rc = key_of(fs, newparent, &npk);
+	if (!rc)
+		rc = may_access(fs, req, &pk, W_OK | X_OK);
+	if (!rc)
+		rc = may_access(fs, req, &npk, W_OK | X_OK);
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &from);
 	if (rc)
