@@ -272,6 +272,14 @@ static void render_res_status(struct fs *fs, const struct resource *r,
 		   v.have ? v.o.applied_rev : 0);
 	buf_printf(out, "drift: %s\n",
 		   v.have && v.o.drift ? v.o.drift : "none");
+	if (r->spec.parsed) {
+		char rule[128];
+
+		/* A policy tightened below what is declared: say so here. */
+		if (policy_violation(r->env, r->kind, r->name, r->spec.parsed,
+				     rule, sizeof(rule)) < 0)
+			buf_printf(out, "policy: violates %s\n", rule + 7);
+	}
 	/* A refused commit is the newer news; else what the provider says. */
 	buf_printf(out, "last_error: %s\n",
 		   r->last_error ? r->last_error
@@ -522,9 +530,11 @@ static bool content_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
 		return false;
 	if (r) {
 		/* Status files show both the spec and the live world. */
+		/* The policy too: tightening it can mark the status. */
 		*gen = k->type == NT_RES_EVENTS
 			       ? r->events.total
-			       : r->gen * 1000003u +
+			       : (r->gen + r->env->policy.rev * 7919u) *
+						 1000003u +
 					 observed_res_gen(&fs->observed, r->id);
 		return true;
 	}

@@ -155,19 +155,32 @@ static int check_lists(const struct env *e, int kind, const char *name,
 	return 0;
 }
 
+static int64_t pool_nodes(const struct spec *s)
+{
+	int64_t nodes = spec_int(s, "nodes", 1);
+	int64_t maxn = spec_int(s, "max_nodes", nodes);
+
+	return nodes > maxn ? nodes : maxn;
+}
+
+/*
+ * Quantities over a limit are refused only when they grow: a policy
+ * tightened below what is declared holds it where it is and lets it
+ * shrink, rather than refusing every edit until it is fixed at once.
+ */
 static int check_quantities(const struct env *e, int kind, const char *name,
-			    const struct spec *s, char *msg, size_t msglen)
+			    const struct spec *s, const struct spec *current,
+			    char *msg, size_t msglen)
 {
 	const struct spec_value *max_acc = policy_value(e, "max_accelerators");
 	const struct spec_value *max_nodes =
 		policy_value(e, "max_nodes_per_pool");
 
 	if (max_nodes && kind == KIND_POOL_IDX) {
-		int64_t nodes = spec_int(s, "nodes", 1);
-		int64_t maxn = spec_int(s, "max_nodes", nodes);
-		int64_t want = nodes > maxn ? nodes : maxn;
+		int64_t want = pool_nodes(s);
+		int64_t had = current ? pool_nodes(current) : 0;
 
-		if (want > max_nodes->i) {
+		if (want > max_nodes->i && want > had) {
 			snprintf(msg, msglen,
 				 "policy max_nodes_per_pool: %" PRId64
 				 " requested for pools/%s, limit %" PRId64,
@@ -177,8 +190,11 @@ static int check_quantities(const struct env *e, int kind, const char *name,
 	}
 	if (max_acc) {
 		int64_t total = env_accelerators(e, kind, name, s);
+		int64_t before =
+			current ? env_accelerators(e, kind, name, current)
+				: total - accelerators_of(kind, s);
 
-		if (total > max_acc->i) {
+		if (total > max_acc->i && total > before) {
 			snprintf(msg, msglen,
 				 "policy max_accelerators: %" PRId64
 				 " requested in %s, limit %" PRId64,
@@ -190,11 +206,35 @@ static int check_quantities(const struct env *e, int kind, const char *name,
 }
 
 int policy_check(const struct env *e, int kind, const char *name,
-		 const struct spec *proposed, char *msg, size_t msglen)
+		 const struct spec *proposed, const struct spec *current,
+		 char *msg, size_t msglen)
 {
 	int rc = check_lists(e, kind, name, proposed, msg, msglen);
 
 	if (rc)
 		return rc;
-	return check_quantities(e, kind, name, proposed, msg, msglen);
+	return check_quantities(e, kind, name, proposed, current, msg, msglen);
+}
+
+int policy_violation(const struct env *e, int kind, const char *name,
+		     const struct spec *s, char *msg, size_t msglen)
+{
+	const struct spec_value *max_acc = policy_value(e, "max_accelerators");
+	const struct spec_value *max_nodes =
+		policy_value(e, "max_nodes_per_pool");
+	int rc = check_lists(e, kind, name, s, msg, msglen);
+
+	if (rc)
+		return rc;
+	if (max_nodes && kind == KIND_POOL_IDX &&
+	    pool_nodes(s) > max_nodes->i) {
+		snprintf(msg, msglen, "policy max_nodes_per_pool");
+		return -EDQUOT;
+	}
+	if (max_acc && accelerators_of(kind, s) > 0 &&
+	    env_accelerators(e, kind, name, s) > max_acc->i) {
+		snprintf(msg, msglen, "policy max_accelerators");
+		return -EDQUOT;
+	}
+	return 0;
 }

@@ -18,7 +18,16 @@
  * the value, e.g. "policy max_accelerators: 40 requested in dev, limit 32".
  */
 int policy_check(const struct env *e, int kind, const char *name,
-		 const struct spec *proposed, char *msg, size_t msglen);
+		 const struct spec *proposed, const struct spec *current,
+		 char *msg, size_t msglen);
+
+/*
+ * Whether a declared spec breaks the policy as it stands now (after a
+ * policy was tightened): 0, or a negative errno with msg naming the rule
+ * only ("policy max_accelerators"). For status; no commit is refused.
+ */
+int policy_violation(const struct env *e, int kind, const char *name,
+		     const struct spec *s, char *msg, size_t msglen);
 
 /* The effective integer value of a field (default applied), or dflt. */
 int64_t spec_int(const struct spec *s, const char *field, int64_t dflt);

@@ -599,8 +599,8 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	if (!rc)
 		rc = check_references(e, parsed, res);
 	if (!rc)
-		rc = policy_check(e, r->kind, r->name, parsed, res->msg,
-				  sizeof(res->msg));
+		rc = policy_check(e, r->kind, r->name, parsed, r->spec.parsed,
+				  res->msg, sizeof(res->msg));
 	if (!rc)
 		rc = check_provider_support(e, r, parsed, res);
 	if (rc) {

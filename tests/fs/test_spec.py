@@ -204,3 +204,21 @@ def test_require_labels_applies_to_kinds_with_labels(env):
            "mkdir dev/endpoints/chat && "
            "echo 'replicas = 1' > dev/endpoints/chat/spec")
     assert read(env / "dev/endpoints/chat/replicas") == "1\n"
+
+
+def test_tightened_policy_marks_and_holds_but_lets_shrink(env):
+    env.sh("printf 'accelerator = nvidia-t4\\nnodes = 4\\n' > "
+           "dev/pools/train/spec")
+    env.sh("echo 'max_accelerators = 2' >> dev/policy")
+    st = status_of(env / "dev/pools/train/status")
+    assert st["policy"] == "violates max_accelerators"
+    # Growth is held...
+    with pytest.raises(OSError) as e:
+        with open(env / "dev/pools/train/nodes", "w") as f:
+            f.write("5\n")
+    assert e.value.errno == errno.EDQUOT
+    # ...shrinking is not, even while still over the limit.
+    env.sh("echo 3 > dev/pools/train/nodes")
+    assert read(env / "dev/pools/train/nodes") == "3\n"
+    env.sh("echo 2 > dev/pools/train/nodes")
+    assert "policy" not in status_of(env / "dev/pools/train/status")
