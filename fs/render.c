@@ -548,7 +548,7 @@ static bool content_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
 		*gen = e->events.total;
 		return true;
 	case NT_ENV_AUDIT:
-		*gen = e->audit_lines;
+		*gen = e->audit_durable;
 		return true;
 	case NT_REV_INFO:
 	case NT_REV_DIFF:

@@ -39,6 +39,7 @@ struct rec {
 	uint64_t rev; /* revision of the copy below */
 	struct spec *spec; /* NULL for a draft or an undeclared resource */
 	bool draft;
+	bool destroy_requested; /* protect = destroy: waits for approval */
 	double due; /* act no earlier than this (settle, backoff) */
 	unsigned failures;
 	struct observation obs;
@@ -287,6 +288,7 @@ static void sync_res(struct reconciler *r, const struct env *e,
 		map_put(&r->by_res, &rc->res_id, sizeof(rc->res_id), rc);
 	}
 	rc->draft = !res->spec.text;
+	rc->destroy_requested = res->destroy_requested;
 	mark_eval(r, rc);
 	if (rc->draft || rc->rev == res->spec.rev)
 		return;
@@ -533,6 +535,8 @@ static enum action action_of(struct reconciler *r, struct rec *rc,
 		return ACT_NONE;
 	if (!rc->res_id)
 		return rc->obs.exists ? ACT_DESTROY : ACT_NONE;
+	if (rc->destroy_requested)
+		return ACT_DESTROY;
 	if (!rc->spec)
 		return ACT_NONE;
 	if (!rc->obs.exists)
@@ -883,6 +887,25 @@ static void mark_applied(struct reconciler *r, struct env_state *es)
 	}
 }
 
+/* An approved protected destroy has run: now the resource itself goes. */
+static void finish_protected_destroy(struct reconciler *r, struct rec *rc)
+{
+	struct change ch = { .op = CH_RES_REMOVE,
+			     .env = rc->env,
+			     .kind = rc->kind,
+			     .name = rc->name,
+			     .approved = true };
+	struct change_result res;
+	char path[200];
+
+	snprintf(path, sizeof(path), "%s/%s/%s", rc->env,
+		 kind_at(rc->kind)->dir, rc->name);
+	ch.path = path;
+	snprintf(ch.who.comm, sizeof(ch.who.comm), "reconciler");
+	if (store_apply(r->opt.store, &ch, &res) < 0)
+		log_warn("%s: %s", rc->key, res.msg);
+}
+
 /*
  * Resources that change on their own (replicas crash, a step is under
  * way, a failure waits for its retry) are looked at every pass; the rest
@@ -927,15 +950,22 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	}
 	if (!es->published || es->plan_hash != es->published_hash)
 		publish_plan(r, es);
-	held = es->steps.count && manual(es) && es->approved != es->plan_no;
+	held = es->steps.count && es->approved != es->plan_no;
 	for (size_t i = 0; i < b.n; i++) {
 		struct rec *rc = b.recs[i];
 		enum action a = action_of(r, rc, es);
-		bool waits = held && plan_visible(a);
+		/* A protected destroy waits for approval whatever the
+		 * environment's approval setting. */
+		bool waits = held && plan_visible(a) &&
+			     (manual(es) || rc->destroy_requested);
 
 		if (a != ACT_NONE && !waits && rc->due <= now && *budget) {
 			(*budget)--;
+			if (rc->destroy_requested)
+				b.t[i].want = NULL;
 			take_step(p, pstate, &b.t[i], rc);
+			if (rc->destroy_requested && !rc->obs.exists)
+				finish_protected_destroy(r, rc);
 			a = action_of(r, rc, es);
 			set_step(r, es, rc, a);
 		}
@@ -1147,20 +1177,45 @@ static int parse_number(const char *s, uint64_t *out)
 	return errno || *end ? -EINVAL : 0;
 }
 
+static bool has_protected_destroy(const struct env *e)
+{
+	for (int k = 0; k < NKINDS; k++) {
+		for (size_t i = 0; i < e->list[k].n; i++) {
+			if (e->list[k].v[i]->destroy_requested)
+				return true;
+		}
+	}
+	return false;
+}
+
 static int approve(struct reconciler *r, const char *env, const char *arg,
-		   char *msg, size_t msglen)
+		   const struct caller *who, char *msg, size_t msglen)
 {
 	struct observed_env oe;
 	struct model *m = store_model(r->opt.store);
 	uint64_t env_id = 0, current, wanted;
+	bool owner_only = false;
+	uid_t owner = 0;
 	uint64_t *slot;
 	struct env *e;
 
 	model_rdlock(m);
 	e = model_env(m, env);
-	if (e)
+	if (e) {
 		env_id = e->id;
+		owner = e->uid;
+		owner_only = has_protected_destroy(e);
+	}
 	model_unlock(m);
+	/* A protected destroy needs someone who may write the policy. */
+	if (owner_only && who->uid != 0 && who->uid != owner) {
+		snprintf(msg, msglen,
+			 "approve: the plan destroys protected resources; "
+			 "only the owner of %s (uid %u) or root may approve "
+			 "it",
+			 env, (unsigned)owner);
+		return -EACCES;
+	}
 	if (!observed_get_env(r->opt.observed, env_id, &oe) || !oe.plan_no) {
 		if (env_id)
 			observed_env_free(&oe);
@@ -1219,7 +1274,7 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 		return 0;
 	}
 	if (!strcmp(cmd, "approve"))
-		return approve(r, env, arg, msg, msglen);
+		return approve(r, env, arg, who, msg, msglen);
 	if (!strcmp(cmd, "discard")) {
 		struct model *m = store_model(r->opt.store);
 		struct env *e;

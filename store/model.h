@@ -60,6 +60,8 @@ struct resource {
 	char *last_error; /* why the last commit was refused, or NULL */
 	struct event_log events;
 	uint64_t gen; /* bumps whenever anything its files show changes */
+	/* rmdir under protect = destroy: waits for an approval. */
+	bool destroy_requested;
 };
 
 struct secret_meta {
@@ -94,6 +96,9 @@ struct env {
 	struct map secrets; /* name -> struct secret_meta */
 	struct event_log events;
 	uint64_t audit_lines;
+	/* Audit lines on disk: the audit file, read from the store, shows
+	 * these, so it is cached by this count, not by audit_lines. */
+	uint64_t audit_durable;
 	char audit_head[65]; /* SHA-256 (hex) of the newest audit line */
 	char *last_error;
 	uint64_t gen;

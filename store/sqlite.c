@@ -64,6 +64,9 @@ static const char *const migrations[] = {
 	" WITHOUT ROWID;",
 	/* 4: the hash of each environment's newest audit line. */
 	"ALTER TABLE envs ADD COLUMN audit_head TEXT NOT NULL DEFAULT '';",
+	/* 5: protected destroys waiting for approval. */
+	"ALTER TABLE resources ADD COLUMN destroy_requested INTEGER NOT NULL"
+	" DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -94,9 +97,11 @@ static const char *const stmt_sql[S_COUNT] = {
 		      " WHERE id=?",
 	[S_DROP_ENV] = "UPDATE envs SET deleted=1 WHERE id=?",
 	[S_PUT_RES_NEW] = "INSERT INTO resources(env_id, kind, name, spec, rev,"
-			  " ctime, mtime) VALUES(?,?,?,?,?,?,?)",
+			  " ctime, mtime, destroy_requested)"
+			  " VALUES(?,?,?,?,?,?,?,?)",
 	[S_PUT_RES] = "UPDATE resources SET env_id=?, kind=?, name=?, spec=?,"
-		      " rev=?, ctime=?, mtime=? WHERE id=?",
+		      " rev=?, ctime=?, mtime=?, destroy_requested=?"
+		      " WHERE id=?",
 	[S_DROP_RES] = "DELETE FROM resources WHERE id=?",
 	[S_ADD_REVISION] = "INSERT INTO revisions(env_id, rev, time, uid, gid,"
 			   " pid, comm, path, summary, diff)"
@@ -472,8 +477,9 @@ static int be_put_res(struct backend *be, const struct resource *r,
 	sqlite3_bind_int64(st, 5, (sqlite3_int64)r->spec.rev);
 	sqlite3_bind_double(st, 6, r->ctime);
 	sqlite3_bind_double(st, 7, r->spec.mtime);
+	sqlite3_bind_int(st, 8, r->destroy_requested);
 	if (*id)
-		sqlite3_bind_int64(st, 8, (sqlite3_int64)*id);
+		sqlite3_bind_int64(st, 9, (sqlite3_int64)*id);
 	rc = run(be, st);
 	if (!rc && !*id)
 		*id = (uint64_t)sqlite3_last_insert_rowid(be->db);
@@ -628,6 +634,7 @@ static int load_envs(struct backend *be, struct model *m)
 		load_doc(&e->policy, &kind_policy, text, len,
 			 (uint64_t)sqlite3_column_int64(st, 12), e->mtime);
 		e->audit_lines = (uint64_t)sqlite3_column_int64(st, 13);
+		e->audit_durable = e->audit_lines;
 		e->applied_rev = (uint64_t)sqlite3_column_int64(st, 14);
 		snprintf(e->audit_head, sizeof(e->audit_head), "%s",
 			 (const char *)sqlite3_column_text(st, 15));
@@ -641,7 +648,8 @@ static int load_resources(struct backend *be, struct model *m)
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(be->db,
 				    "SELECT id, env_id, kind, name, spec, rev,"
-				    " ctime, mtime FROM resources ORDER BY id",
+				    " ctime, mtime, destroy_requested"
+				    " FROM resources ORDER BY id",
 				    -1, &st, NULL);
 
 	if (rc != SQLITE_OK)
@@ -661,6 +669,7 @@ static int load_resources(struct backend *be, struct model *m)
 				  kind_index(k),
 				  (const char *)sqlite3_column_text(st, 3));
 		r->ctime = sqlite3_column_double(st, 6);
+		r->destroy_requested = sqlite3_column_int(st, 8) != 0;
 		text = column_dup(st, 4, &len);
 		load_doc(&r->spec, k, text, len,
 			 (uint64_t)sqlite3_column_int64(st, 5),

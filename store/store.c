@@ -662,6 +662,44 @@ static const struct resource *pool_user(const struct env *e, const char *pool)
 	return NULL;
 }
 
+static bool protected_destroy(const struct env *e)
+{
+	char word[16] = "";
+
+	if (e->policy.parsed)
+		spec_text(e->policy.parsed, "protect", word, sizeof(word));
+	return !strcmp(word, "destroy");
+}
+
+/*
+ * protect = destroy: rmdir records the wish as a revision and a plan step;
+ * the destroy happens once someone allowed to write the policy approves.
+ */
+static int request_destroy(struct store *st, struct env *e, struct resource *r,
+			   const struct change *ch, struct change_result *res)
+{
+	const struct kind_def *k = kind_at(r->kind);
+	char summary[160];
+	uint64_t id = r->id;
+
+	if (!r->destroy_requested) {
+		snprintf(summary, sizeof(summary),
+			 "request destroy of %s/%s (protect = destroy)", k->dir,
+			 r->name);
+		r->destroy_requested = true;
+		r->gen++;
+		new_revision(st, e, ch, summary, NULL);
+		bw(st, st->ops->put_res(st->be, r, &id));
+		add_event(st, e, r,
+			  "destroy requested: waits for approval (echo "
+			  "approve > ctl) by the environment's owner or root");
+	}
+	return refuse(res, -EINPROGRESS,
+		      "%s/%s is protected (protect = destroy): the destroy "
+		      "waits in the plan for approval",
+		      k->dir, r->name);
+}
+
 static int res_remove(struct store *st, struct env *e, struct resource *r,
 		      const struct change *ch, struct change_result *res)
 {
@@ -674,6 +712,8 @@ static int res_remove(struct store *st, struct env *e, struct resource *r,
 			      "pools/%s is used by endpoints/%s; change or "
 			      "remove that first",
 			      r->name, user->name);
+	if (r->spec.text && !ch->approved && protected_destroy(e))
+		return request_destroy(st, e, r, ch, res);
 	if (r->spec.text) {
 		BUF_AUTO diff = BUF_INIT;
 		char summary[160];
@@ -1124,6 +1164,7 @@ static void mark_durable(struct store *st)
 
 		if (e) {
 			e->rev_durable = e->rev;
+			e->audit_durable = e->audit_lines;
 			st->touched[i].rev = e->rev;
 		}
 	}

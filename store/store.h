@@ -60,6 +60,7 @@ struct change {
 	gid_t gid;
 	mode_t mode; /* CH_ENV_CREATE, CH_ENV_ATTR; (mode_t)-1 keeps */
 	uint64_t rev; /* CH_ROLLBACK, CH_APPLIED */
+	bool approved; /* CH_RES_REMOVE: a protected destroy was approved */
 	/* As the user named it, for audit: dev/pools/a/spec. */
 	const char *path;
 	struct caller who;

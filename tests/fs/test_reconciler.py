@@ -284,3 +284,24 @@ def test_infrafs_wait_and_plan_against_the_mount(mnt):
     res = subprocess.run([f"{tools}/infrafs-plan", str(mnt / "dev")],
                          capture_output=True, text=True)
     assert res.returncode == 0
+
+
+def test_protected_destroy_waits_for_approval(mnt):
+    mnt.sh("mkdir dev dev/pools/keep && echo 'nodes = 0' > dev/pools/keep/spec"
+           " && echo 'protect = destroy' >> dev/policy")
+    wait_state(mnt, "ready", "dev/pools/keep")
+    with pytest.raises(OSError) as e:
+        os.rmdir(mnt / "dev/pools/keep")
+    assert e.value.errno == errno.EINPROGRESS
+    assert os.listdir(mnt / "dev/pools") == ["keep"]
+    assert "request destroy of pools/keep" in read(mnt / "dev/audit")
+    wait_for(lambda: "- destroy pools/keep" in read(mnt / "dev/plan"), 10,
+             "the destroy in the plan")
+    time.sleep(1)
+    assert os.listdir(mnt / "dev/pools") == ["keep"], "not before approval"
+    mnt.sh("echo approve > dev/ctl")
+    wait_for(lambda: os.listdir(mnt / "dev/pools") == [], 10,
+             "the pool to go")
+    wait_for(lambda: " destroy pools/keep " in read(mnt / "dev/audit"), 10,
+             "the destroy in the audit:\n" + read(mnt / "dev/audit"))
+    wait_for(lambda: read(mnt / "dev/plan") == "", 10, "an empty plan")

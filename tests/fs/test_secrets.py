@@ -34,11 +34,17 @@ def test_secret_reaches_the_replica_and_rotation_rolls_it(mnt):
         assert "hunter2" not in read(mnt / path), path
     assert b"hunter2" not in mnt.log.read_bytes()
     mnt.sh("printf swordfish > dev/secrets/hf")
-    wait_for(lambda: mnt.replicas() and mnt.replicas() != [pid], 20,
-             "a new replica")
+
+    def rolled():
+        pids = mnt.replicas()
+        try:
+            return len(pids) == 1 and pids != [pid] and \
+                b"HF_TOKEN=swordfish" in environ_of(pids[0])
+        except OSError:
+            return False
+
+    wait_for(rolled, 20, "a replica with the new value")
     wait_ready(mnt)
-    (new,) = mnt.replicas()
-    assert b"HF_TOKEN=swordfish" in environ_of(new)
     store = b"".join(p.read_bytes() for p in mnt.state.parent.rglob("*")
                      if p.is_file())
     assert b"hunter2" not in store and b"swordfish" not in store
