@@ -294,3 +294,34 @@ def test_events_keep_every_line_past_what_memory_holds(env):
     assert size == len(read(env / "dev/pools/train/events").encode())
     env.restart()
     assert read(env / "dev/pools/train/events").splitlines() == lines
+
+
+def test_protected_destroy_needs_the_owner_to_approve(tmp_path, users):
+    m = Mount(tmp_path, extra=["-o", "allow_other"]).start()
+    try:
+        os.chmod(tmp_path, 0o755)
+        alice, team = users["ifs-alice"], users["team"]
+        m.sh("mkdir dev && mkdir dev/pools/keep && "
+             "echo 'nodes = 0' > dev/pools/keep/spec && "
+             "echo 'protect = destroy' >> dev/policy")
+        os.chown(m / "dev", 0, team)
+        os.chmod(m / "dev", 0o770)
+        r = as_user(m, alice, alice, "rmdir dev/pools/keep", groups=[team])
+        assert r.returncode != 0 and "in progress" in r.stderr
+        wait_for_plan = time.monotonic() + 10
+        while "- destroy" not in read(m / "dev/plan"):
+            assert time.monotonic() < wait_for_plan, read(m / "dev/plan")
+            time.sleep(0.05)
+        r = as_user(m, alice, alice, "echo approve > dev/ctl",
+                    groups=[team])
+        assert r.returncode != 0 and "Permission denied" in r.stderr
+        assert "only the owner of dev" in read(m / "dev/events")
+        time.sleep(1)
+        assert os.listdir(m / "dev/pools") == ["keep"]
+        m.sh("echo approve > dev/ctl")
+        deadline = time.monotonic() + 10
+        while os.listdir(m / "dev/pools"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        m.stop()
