@@ -158,6 +158,7 @@ static void render_env_status(struct fs *fs, const struct env *e,
 			      struct buf *out)
 {
 	size_t by_state[RS_DELETING + 1] = { 0 }, drafts = 0, total = 0;
+	double cost = 0;
 	struct observed_env oe;
 	bool have_env = observed_get_env(&fs->observed, e->id, &oe);
 	char when[40], provider[32];
@@ -172,6 +173,7 @@ static void render_env_status(struct fs *fs, const struct env *e,
 				drafts++;
 			} else if (observed_get_res(&fs->observed, r->id, &o)) {
 				by_state[o.state]++;
+				cost += o.hourly_cost_usd;
 				observed_res_free(&o);
 			} else {
 				by_state[RS_PENDING]++;
@@ -192,6 +194,7 @@ static void render_env_status(struct fs *fs, const struct env *e,
 		buf_printf(out, "%s: %zu\n", res_state_word(st),
 			   by_state[st] + (st == RS_PENDING ? drafts : 0));
 	buf_printf(out, "drafts: %zu\n", drafts);
+	buf_printf(out, "hourly_cost_usd: %.2f\n", cost);
 	if (have_env && oe.plan_no)
 		buf_printf(out, "plan: %" PRIu64 " pending\n", oe.plan_no);
 	else

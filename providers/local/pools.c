@@ -10,6 +10,8 @@
 
 #include "store/policy.h"
 
+extern const struct provider_ops local_provider;
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -172,7 +174,8 @@ void pool_observe(struct local *l, struct target *t)
 	o->exists = p && p->ndev;
 	o->settled = o->exists && !p->error[0];
 	o->applied_rev = o->exists ? p->rev : 0;
-	o->hourly_cost_usd = 0;
+	o->hourly_cost_usd =
+		o->exists && t->want ? local_provider.hourly_cost(t->want) : 0;
 	if (p && p->error[0]) {
 		snprintf(o->error, sizeof(o->error), "%s", p->error);
 		o->state = RS_FAILED;

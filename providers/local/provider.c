@@ -612,6 +612,48 @@ static int local_check(const struct desired *want, char *msg, size_t len)
 	return 0;
 }
 
+/*
+ * One machine has no price list, but teams charge back what their GPUs
+ * are worth: `local.price.ACCELERATOR = USD per device-hour` in the
+ * environment's config. Unpriced devices cost nothing.
+ */
+static double device_price(const struct desired *want, const char *acc)
+{
+	const struct field_def *f =
+		want->config ? kind_field(&kind_config, "local", 5) : NULL;
+	const struct spec_value *v =
+		f ? &want->config->v[kind_field_index(&kind_config, f)] : NULL;
+	char key[64];
+
+	snprintf(key, sizeof(key), "price.%s", acc);
+	for (size_t i = 0; v && i < v->npairs; i++) {
+		if (!strcmp(v->pairs[i].key, key))
+			return strtod(v->pairs[i].value, NULL);
+	}
+	return 0;
+}
+
+static double local_hourly_cost(const struct desired *want)
+{
+	char acc[64], pool[NAME_MAX_LEN + 1];
+
+	spec_text(want->spec, "accelerator", acc, sizeof(acc));
+	if (!acc[0])
+		snprintf(acc, sizeof(acc), "cpu");
+	if (want->kind == KIND_POOL_IDX)
+		return (double)(spec_int(want->spec, "nodes", 1) *
+				spec_int(want->spec, "accelerators_per_node",
+					 1)) *
+		       device_price(want, acc);
+	/* Replicas on a pool use what the pool already counts. */
+	spec_text(want->spec, "pool", pool, sizeof(pool));
+	if (pool[0])
+		return 0;
+	return (double)(spec_int(want->spec, "replicas", 1) *
+			spec_int(want->spec, "accelerators", 0)) *
+	       device_price(want, acc);
+}
+
 /* A stable mark per state folder: replicas of another daemon are not ours. */
 static void make_owner(struct local *l)
 {
@@ -670,4 +712,5 @@ const struct provider_ops local_provider = {
 	.step = local_step,
 	.list = local_list,
 	.check = local_check,
+	.hourly_cost = local_hourly_cost,
 };

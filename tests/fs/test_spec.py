@@ -223,3 +223,18 @@ def test_tightened_policy_marks_and_holds_but_lets_shrink(env):
     assert read(env / "dev/pools/train/nodes") == "3\n"
     env.sh("echo 2 > dev/pools/train/nodes")
     assert "policy" not in status_of(env / "dev/pools/train/status")
+
+
+def test_max_hourly_cost_uses_the_providers_estimate(mnt):
+    mnt.sh("mkdir dev dev/pools/cpu && "
+           "echo 'local.price.cpu = 0.5' >> dev/config && "
+           "echo 'max_hourly_cost_usd = 1.5' >> dev/policy")
+    with pytest.raises(OSError) as e:
+        with open(mnt / "dev/pools/cpu/spec", "w") as f:
+            f.write("nodes = 4\n")
+    assert e.value.errno == errno.EDQUOT
+    assert status_of(mnt / "dev/pools/cpu/status")["last_error"] == (
+        "policy max_hourly_cost_usd: 2.00 requested in dev, limit 1.50")
+    mnt.sh("echo 'nodes = 1' > dev/pools/cpu/spec")
+    wait_for(lambda: status_of(mnt / "dev/pools/cpu/status").get(
+        "hourly_cost_usd") == "0.50", 10, "the cost in status")
