@@ -173,20 +173,24 @@ def test_config_is_checked_like_a_spec(mnt):
         mnt / "dev/status")["last_error"]
 
 
-@pytest.mark.parametrize("policy,spec,err,message", [
+@pytest.mark.parametrize("policy,spec,err,message,compliant", [
     ("max_nodes_per_pool = 4", "nodes = 8", errno.EDQUOT,
-     "policy max_nodes_per_pool: 8 requested for pools/train, limit 4"),
+     "policy max_nodes_per_pool: 8 requested for pools/train, limit 4",
+     "nodes = 4"),
     ("max_accelerators = 8", "accelerator = nvidia-t4\nnodes = 3\n"
      "accelerators_per_node = 4", errno.EDQUOT,
-     "policy max_accelerators: 12 requested in dev, limit 8"),
+     "policy max_accelerators: 12 requested in dev, limit 8",
+     "accelerator = nvidia-t4\nnodes = 2\naccelerators_per_node = 4"),
     ("allowed_accelerators = cpu, nvidia-t4", "accelerator = nvidia-b200",
-     errno.EACCES, "policy allowed_accelerators: nvidia-b200 is not allowed"),
+     errno.EACCES, "policy allowed_accelerators: nvidia-b200 is not allowed",
+     "accelerator = nvidia-t4"),
     ("allowed_capacity = on-demand", "capacity = spot", errno.EACCES,
-     "policy allowed_capacity: spot is not allowed"),
+     "policy allowed_capacity: spot is not allowed", "capacity = on-demand"),
     ("require_labels = team", "nodes = 1", errno.EACCES,
-     "policy require_labels: pools/train lacks label team"),
+     "policy require_labels: pools/train lacks label team",
+     "nodes = 1\nlabels.team = nlp"),
 ])
-def test_policy_refuses_at_close(env, policy, spec, err, message):
+def test_policy_refuses_at_close(env, policy, spec, err, message, compliant):
     env.sh(f"echo '{policy}' >> dev/policy")
     before = read(env / SPEC)
     with pytest.raises(OSError) as e:
@@ -195,6 +199,12 @@ def test_policy_refuses_at_close(env, policy, spec, err, message):
     assert e.value.errno == err
     assert read(env / SPEC) == before
     assert message in status_of(env / "dev/pools/train/status")["last_error"]
+    # The same rule accepts a spec that keeps it.
+    with open(env / SPEC, "w") as f:
+        f.write(compliant + "\n")
+    assert read(env / SPEC) == compliant + "\n"
+    assert "policy" not in status_of(env / "dev/pools/train/status")[
+        "last_error"]
 
 
 def test_policy_accepts_a_compliant_spec(env):
