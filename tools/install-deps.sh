@@ -11,7 +11,7 @@ packages=(
 	# run
 	fuse3
 	# tests drive the mount with these real programs
-	python3 python3-pytest jq vim ed diffutils coreutils util-linux passwd
+	python3 python3-pytest jq vim ed diffutils coreutils util-linux passwd curl
 	procps
 	# man pages
 	man-db groff-base
