@@ -563,13 +563,21 @@ static int res_field(struct store *st, struct env *e, struct resource *r,
 	return res_commit(st, e, r, &whole, res);
 }
 
+static const struct provider_ops *provider_of_env(const struct env *e)
+{
+	char name[32] = "local";
+
+	if (e->config.parsed)
+		spec_text(e->config.parsed, "provider", name, sizeof(name));
+	return provider_by_name(name);
+}
+
 /* What the environment's provider cannot run is refused now, not later. */
 static int check_provider_support(const struct env *e, const struct resource *r,
 				  const struct spec *parsed,
 				  struct change_result *res)
 {
-	char name[32] = "local";
-	const struct provider_ops *p;
+	const struct provider_ops *p = provider_of_env(e);
 	struct desired want = {
 		.env = e->name,
 		.kind = r->kind,
@@ -578,21 +586,9 @@ static int check_provider_support(const struct env *e, const struct resource *r,
 		.config = e->config.parsed,
 	};
 
-	if (e->config.parsed)
-		spec_text(e->config.parsed, "provider", name, sizeof(name));
-	p = provider_by_name(name);
 	if (!p || !p->check)
 		return 0;
 	return p->check(&want, res->msg, sizeof(res->msg));
-}
-
-static const struct provider_ops *provider_of_env(const struct env *e)
-{
-	char name[32] = "local";
-
-	if (e->config.parsed)
-		spec_text(e->config.parsed, "provider", name, sizeof(name));
-	return provider_by_name(name);
 }
 
 /*
