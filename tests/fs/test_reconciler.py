@@ -255,7 +255,7 @@ def test_endpoint_on_a_gpu_pool_gets_cuda_visible_devices(gpus):
             "printf 'accelerator = nvidia-h100-80gb\\n' > dev/pools/gpu/spec")
     wait_state(gpus, "ready", "dev/pools/gpu")
     (gpus / "dev/endpoints/env/spec").write_text(
-        "command = env > $PORT.env; exec python3 -m http.server $PORT "
+        "command = exec python3 -m http.server $PORT "
         "--bind 127.0.0.1\nhealth_path = /\npool = gpu\n"
         "env.LOG_LEVEL = debug\n")
     wait_state(gpus, "ready", "dev/endpoints/env")
