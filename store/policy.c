@@ -21,6 +21,21 @@ void spec_text(const struct spec *s, const char *field, char *out,
 		 buf_str(&b));
 }
 
+const char *spec_map_get(const struct spec *s, const char *field,
+			 const char *key)
+{
+	const struct field_def *f =
+		s ? kind_field(s->kind, field, strlen(field)) : NULL;
+	const struct spec_value *v =
+		f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+
+	for (size_t i = 0; v && i < v->npairs; i++) {
+		if (!strcmp(v->pairs[i].key, key))
+			return v->pairs[i].value;
+	}
+	return NULL;
+}
+
 int64_t spec_int(const struct spec *s, const char *field, int64_t dflt)
 {
 	char text[32];

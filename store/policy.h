@@ -34,5 +34,9 @@ int64_t spec_int(const struct spec *s, const char *field, int64_t dflt);
 /* The effective value of a scalar field as text, without the newline. */
 void spec_text(const struct spec *s, const char *field, char *out,
 	       size_t outlen);
+/* The value of KEY in a map field (config's `aws.KEY = VALUE` is field
+ * "aws", key "KEY"); NULL when s is NULL or the key is not set. */
+const char *spec_map_get(const struct spec *s, const char *field,
+			 const char *key);
 
 #endif

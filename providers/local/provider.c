@@ -8,12 +8,12 @@
  */
 #include "local.h"
 
+#include "providers/records.h"
 #include "store/policy.h"
 #include "util/log.h"
 #include "util/text.h"
 
 #include <curl/curl.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -51,39 +51,9 @@ static const struct provider_info local_info = {
 
 /* ---- persistence --------------------------------------------------------
  *
- * One small file per reservation and per endpoint, named KIND@ENV@NAME
- * ('@' is in no name), written aside and renamed: a change rewrites its
- * own record, never a file that grows with the number of resources.
+ * Reservations and the revision each endpoint runs, in STATE_DIR/local/
+ * records/ (providers/records.h); which replicas run is read from /proc.
  */
-
-static void record_path(const struct local *l, const char *kind,
-			const char *key, char *out, size_t len)
-{
-	char flat[160];
-
-	snprintf(flat, sizeof(flat), "%s", key);
-	for (char *p = flat; *p; p++) {
-		if (*p == '/')
-			*p = '@';
-	}
-	snprintf(out, len, "%s/records/%s@%s.json", l->dir, kind, flat);
-}
-
-static int write_record(const struct local *l, const char *kind,
-			const char *key, json_t *doc)
-{
-	char path[PATH_MAX + 200], tmp[PATH_MAX + 220];
-	int rc;
-
-	record_path(l, kind, key, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	rc = json_dump_file(doc, tmp, JSON_COMPACT);
-	json_decref(doc);
-	if (rc == 0 && rename(tmp, path) == 0)
-		return 0;
-	log_warn("local provider: cannot save %s", path);
-	return -EIO;
-}
 
 int local_save_pool(struct local *l, const struct pool_res *p)
 {
@@ -91,25 +61,21 @@ int local_save_pool(struct local *l, const struct pool_res *p)
 
 	for (size_t i = 0; i < p->ndev; i++)
 		json_array_append_new(devs, json_integer(p->devices[i]));
-	return write_record(l, "pool", p->key,
-			    json_pack("{s:I, s:s, s:o}", "rev",
-				      (json_int_t)p->rev, "accelerator",
-				      p->accelerator, "devices", devs));
+	return record_save(l->dir, "pool", p->key,
+			   json_pack("{s:I, s:s, s:o}", "rev",
+				     (json_int_t)p->rev, "accelerator",
+				     p->accelerator, "devices", devs));
 }
 
 static int save_endpoint(struct local *l, const struct endpoint_rec *e)
 {
-	return write_record(l, "endpoint", e->key,
-			    json_pack("{s:I}", "rev", (json_int_t)e->rev));
+	return record_save(l->dir, "endpoint", e->key,
+			   json_pack("{s:I}", "rev", (json_int_t)e->rev));
 }
 
 void local_forget(struct local *l, const char *kind, const char *key)
 {
-	char path[PATH_MAX + 200];
-
-	record_path(l, kind, key, path, sizeof(path));
-	if (unlink(path) < 0 && errno != ENOENT)
-		log_warn("local provider: cannot remove %s", path);
+	record_forget(l->dir, kind, key);
 }
 
 static void load_pool(struct local *l, const char *key, json_t *p)
@@ -140,54 +106,13 @@ static void load_endpoint(struct local *l, const char *key, json_t *e)
 	free(map_put(&l->endpoints, r->key, strlen(r->key), r));
 }
 
-/* KIND@ENV@NAME.json back to KIND and ENV/NAME. */
-static bool parse_record_name(const char *file, char *kind, size_t klen,
-			      char *key, size_t keylen)
+static void load_record(void *ctx, const char *kind, const char *key,
+			json_t *doc)
 {
-	const char *at = strchr(file, '@');
-	const char *dot = strrchr(file, '.');
-
-	if (!at || !dot || strcmp(dot, ".json") != 0 || at > dot)
-		return false;
-	snprintf(kind, klen, "%.*s", (int)(at - file), file);
-	snprintf(key, keylen, "%.*s", (int)(dot - at - 1), at + 1);
-	for (char *p = key; *p; p++) {
-		if (*p == '@')
-			*p = '/';
-	}
-	return true;
-}
-
-static void load_state(struct local *l)
-{
-	char dir[PATH_MAX + 16];
-	struct dirent *de;
-	DIR *d;
-
-	snprintf(dir, sizeof(dir), "%s/records", l->dir);
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		log_warn("local provider: cannot make %s", dir);
-	d = opendir(dir);
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		char kind[16], key[140], path[PATH_MAX + 300];
-		json_t *doc;
-
-		if (!parse_record_name(de->d_name, kind, sizeof(kind), key,
-				       sizeof(key)))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		doc = json_load_file(path, 0, NULL);
-		if (!doc)
-			continue;
-		if (!strcmp(kind, "pool"))
-			load_pool(l, key, doc);
-		else if (!strcmp(kind, "endpoint"))
-			load_endpoint(l, key, doc);
-		json_decref(doc);
-	}
-	closedir(d);
+	if (!strcmp(kind, "pool"))
+		load_pool(ctx, key, doc);
+	else if (!strcmp(kind, "endpoint"))
+		load_endpoint(ctx, key, doc);
 }
 
 /* ---- endpoints ------------------------------------------------------------ */
@@ -619,18 +544,12 @@ static int local_check(const struct desired *want, char *msg, size_t len)
  */
 static double device_price(const struct desired *want, const char *acc)
 {
-	const struct field_def *f =
-		want->config ? kind_field(&kind_config, "local", 5) : NULL;
-	const struct spec_value *v =
-		f ? &want->config->v[kind_field_index(&kind_config, f)] : NULL;
 	char key[64];
+	const char *price;
 
 	snprintf(key, sizeof(key), "price.%s", acc);
-	for (size_t i = 0; v && i < v->npairs; i++) {
-		if (!strcmp(v->pairs[i].key, key))
-			return strtod(v->pairs[i].value, NULL);
-	}
-	return 0;
+	price = spec_map_get(want->config, "local", key);
+	return price ? strtod(price, NULL) : 0;
 }
 
 static double local_hourly_cost(const struct desired *want)
@@ -674,7 +593,7 @@ static int local_start(const struct provider_host *host, void **state)
 	make_owner(l);
 	l->cpus = cpu_slots();
 	l->curl = curl_easy_init();
-	load_state(l);
+	records_load(l->dir, load_record, l);
 	*state = l;
 	return 0;
 }
