@@ -8,6 +8,7 @@
 
 #include "util/log.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -291,6 +292,8 @@ int main(int argc, char **argv)
 		return 2;
 	/* The store and key hold every spec and secret: ours alone. */
 	umask(077);
+	/* Before any thread: curl's global set-up is not thread-safe. */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 	log_setup(true, o.debug);
 	if (!o.foreground && detach(&report_fd) < 0) {
 		fprintf(stderr, "infrafs: cannot go to the background: %s\n",

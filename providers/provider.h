@@ -102,6 +102,8 @@ struct provider_info {
 	const char *const *kinds;
 	/* Spec settings it refuses, with why: NULL-terminated pairs. */
 	const char *const *unsupported;
+	/* More for providers/NAME (tables a user looks up), or NULL. */
+	void (*render_more)(struct buf *out);
 };
 
 struct provider_ops {

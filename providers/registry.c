@@ -4,9 +4,11 @@
 #include <string.h>
 
 extern const struct provider_ops local_provider;
+extern const struct provider_ops aws_provider;
 
 const struct provider_ops *const builtin_providers[] = {
 	&local_provider,
+	&aws_provider,
 	NULL,
 };
 
@@ -46,5 +48,7 @@ void provider_render_doc(const struct provider_ops *p, struct buf *out)
 			buf_printf(out, "  %s: %s\n", info->unsupported[i],
 				   info->unsupported[i + 1]);
 	}
+	if (info->render_more)
+		info->render_more(out);
 	buf_adds(out, "health: ok (built in)\n");
 }

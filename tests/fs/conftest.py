@@ -28,8 +28,9 @@ def wait_for(cond, timeout=10.0, what="condition"):
 class Mount:
     """One infrafs daemon in the foreground, on its own state store."""
 
-    def __init__(self, tmp: Path, extra=()):
+    def __init__(self, tmp: Path, extra=(), env=None):
         self.tmp = tmp
+        self.env = env
         self.path = tmp / "mnt"
         self.state = tmp / "state" / "state.db"
         self.key = tmp / "keys" / "secret.key"
@@ -44,7 +45,8 @@ class Mount:
                 str(self.path)]
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(args, stdout=self.logf,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT,
+                                     env=self.env)
         wait_for(lambda: os.path.ismount(self.path) or
                  self.proc.poll() is not None, what="mount")
         if self.proc.poll() is not None:

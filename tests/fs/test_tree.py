@@ -30,10 +30,11 @@ def test_kinds_are_rendered_from_the_schema(mnt):
         assert field in endpoint
 
 
-def test_providers_lists_the_local_provider(mnt):
-    assert os.listdir(mnt / "providers") == ["local"]
-    text = read(mnt / "providers" / "local")
-    assert "provider: local" in text and "health:" in text
+def test_providers_lists_the_built_in_providers(mnt):
+    assert sorted(os.listdir(mnt / "providers")) == ["aws", "local"]
+    for name in ("aws", "local"):
+        text = read(mnt / "providers" / name)
+        assert f"provider: {name}" in text and "health:" in text
 
 
 def test_metrics_is_prometheus_text(mnt):

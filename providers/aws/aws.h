@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The aws provider's parts: request signing (sigv4.c), credentials
+ * (credentials.c), the HTTP client with retries and rate limits
+ * (client.c), the instance and price tables (catalog.c), SageMaker
+ * endpoints (endpoints.c), HyperPod clusters (clusters.c) and the
+ * provider table that ties them together (provider.c).
+ *
+ * Nothing here uses an AWS SDK: libcurl carries the requests, jansson the
+ * awsJson1_1 bodies, OpenSSL the HMAC-SHA256 of Signature Version 4.
+ */
+#ifndef INFRAFS_PROVIDERS_AWS_H
+#define INFRAFS_PROVIDERS_AWS_H
+
+#include "util/buf.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* ---- Signature Version 4 (sigv4.c) ------------------------------------- */
+
+struct sigv4_header {
+	const char *name; /* any case; signed lower-cased */
+	const char *value; /* as sent; signed trimmed, inner spaces folded */
+};
+
+struct sigv4_request {
+	const char *method; /* "POST" */
+	const char *path; /* as sent on the request line, "/" for awsJson */
+	const char *query; /* the text after '?', "" when none */
+	/* Every header to sign, host and x-amz-date included (and
+	 * x-amz-security-token for temporary credentials). Repeated names
+	 * are joined with ',' in the order given. */
+	const struct sigv4_header *headers;
+	size_t nheaders;
+	const void *payload;
+	size_t payload_len;
+	const char *region; /* "us-east-1" */
+	const char *service; /* signing name: "sagemaker" */
+	const char *amz_date; /* "20150830T123600Z", also in headers */
+};
+
+/*
+ * Signs req with the secret key. Any of creq (canonical request), sts
+ * (string to sign) and authz (the whole Authorization header value,
+ * "AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...")
+ * may be NULL; each given one is replaced, not appended to. Returns 0, or
+ * -EINVAL for a request that cannot be signed (no method, bad path).
+ */
+int sigv4_sign(const struct sigv4_request *req, const char *access_key_id,
+	       const char *secret_access_key, struct buf *creq, struct buf *sts,
+	       struct buf *authz);
+
+/* "20150830T123600Z" for t (UTC) into out[17]. */
+void sigv4_amz_date(time_t t, char out[17]);
+
+/* ---- credentials (credentials.c) --------------------------------------- */
+
+struct aws_creds {
+	char access_key_id[128];
+	char secret_access_key[128];
+	char session_token[4096]; /* "" for long-term keys */
+	double expires; /* epoch seconds; 0 = does not expire */
+	/* Where they came from, for status and logs; never a secret:
+	 * "environment", "profile ci in /home/u/.aws/credentials",
+	 * "instance role build-role". */
+	char source[256];
+};
+
+/*
+ * One chain per profile in use, tried in the order the AWS CLI uses:
+ * the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ * AWS_SESSION_TOKEN) unless a profile was named in config, then the
+ * shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else
+ * ~/.aws/credentials, `[name]`), then the config file (AWS_CONFIG_FILE,
+ * else ~/.aws/config, `[profile name]`, `[default]`), then IMDSv2 unless
+ * AWS_EC2_METADATA_DISABLED=true.
+ */
+struct aws_cred_chain;
+
+/* profile: aws.profile from config, or NULL for AWS_PROFILE, else
+ * "default". Never fails; a chain that finds nothing says so in get. */
+struct aws_cred_chain *aws_creds_open(const char *profile);
+
+/*
+ * Current credentials. Files are read again after inotify reports a
+ * change to them (editors and rotation tools rename over the file, so the
+ * folder is watched); instance credentials are fetched again before
+ * Expiration (5 minutes ahead). May block on IMDS (short time-outs): the
+ * reconciler's thread calls it, never a FUSE request. Returns 0, or
+ * -ENOKEY with msg saying what was tried (no secret in it).
+ */
+int aws_creds_get(struct aws_cred_chain *c, struct aws_creds *out, char *msg,
+		  size_t len);
+
+/* The profile's region from the config file (`region = ...`), or "". */
+void aws_creds_profile_region(struct aws_cred_chain *c, char *out, size_t len);
+
+void aws_creds_close(struct aws_cred_chain *c);
+
+/* Overwrites the secret parts of creds; for buffers about to be freed. */
+void aws_creds_wipe(struct aws_creds *creds);
+
+/* ---- the HTTP client (client.c) ---------------------------------------- */
+
+/* A service speaking awsJson1_1. */
+struct aws_service {
+	const char *signing_name; /* "sagemaker" */
+	const char *target_prefix; /* X-Amz-Target: PREFIX.Op */
+	const char *host_prefix; /* PREFIX.REGION.amazonaws.com */
+	const char *env_name; /* AWS_ENDPOINT_URL_<env_name> */
+};
+
+extern const struct aws_service aws_sagemaker;
+extern const struct aws_service aws_autoscaling;
+
+/* Where and how an environment reaches AWS: one client per distinct set. */
+struct aws_settings {
+	char region[32];
+	char endpoint_url[256]; /* "" = the service's public endpoint */
+	char profile[64]; /* "" = AWS_PROFILE, else default */
+	double requests_per_second; /* ceiling of each service's bucket */
+	unsigned max_connections;
+	double timeout_s; /* one attempt */
+};
+
+void aws_settings_defaults(struct aws_settings *s);
+
+struct aws_client;
+
+struct aws_client *aws_client_new(const struct aws_settings *s);
+void aws_client_free(struct aws_client *c);
+bool aws_client_matches(const struct aws_client *c,
+			const struct aws_settings *s);
+
+struct aws_call_io; /* the client's per-call transfer state */
+
+struct aws_call {
+	const struct aws_service *service;
+	const char *op; /* "DescribeEndpoint" */
+	json_t *input; /* owned: released by aws_call_clear */
+	/* Results. */
+	int rc; /* 0, or -EIO (service error), -ENOKEY, -ETIMEDOUT, ... */
+	long http_status; /* 0 when no answer came */
+	json_t *output; /* the answer on success (owned) */
+	char code[96]; /* AWS error code, "" on success */
+	char message[400]; /* AWS error message or transport error */
+	char request_id[64];
+	unsigned attempts;
+	struct aws_call_io *io;
+};
+
+/* Readies a call; takes the reference to input (NULL sends {}). */
+void aws_call_init(struct aws_call *call, const struct aws_service *svc,
+		   const char *op, json_t *input);
+void aws_call_clear(struct aws_call *call);
+
+/*
+ * Runs every call to its end, concurrently through curl's multi
+ * interface, within the service's rate, retrying throttling and
+ * transient failures with capped exponential back-off and full jitter.
+ * Each call's rc says how it ended; returns the number that failed.
+ */
+size_t aws_run(struct aws_client *c, struct aws_call *calls, size_t n);
+
+/* One call, waited for: 0, or the call's rc with err saying why. */
+int aws_call1(struct aws_client *c, const struct aws_service *svc,
+	      const char *op, json_t *input, json_t **out, char *err,
+	      size_t errlen);
+
+/* What an error answer means, read as AWS words it. */
+bool aws_error_not_found(const char *code, const char *message);
+bool aws_error_exists(const char *code, const char *message);
+/* "SageMaker CreateEndpoint: ValidationException: message" */
+void aws_call_describe_error(const struct aws_call *call, char *out,
+			     size_t len);
+
+/* Header lists carry session tokens and signatures: wiped, then freed. */
+struct curl_slist;
+void aws_slist_wipe_free(struct curl_slist *list);
+
+/* Counters for the provider's status and the benchmark. */
+struct aws_client_stats {
+	uint64_t requests, retries, throttled, failed;
+	double rate; /* the buckets' current rate, requests per second */
+};
+void aws_client_stats(const struct aws_client *c, struct aws_client_stats *out);
+
+#endif

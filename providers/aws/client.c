@@ -1,0 +1,796 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The HTTP side of the aws provider: awsJson1_1 calls, signed, sent many
+ * at a time through one curl multi handle, paced by a token bucket per
+ * service and retried the way AWS asks clients to retry.
+ *
+ * Being a good citizen of a shared API matters more than speed: every
+ * account's calls share the same limits, and a client that retries
+ * throttling at once makes the storm worse for every other tool. So a
+ * throttled answer halves the bucket's rate (recovering slowly after),
+ * and each retry waits a random time below a doubling cap (full jitter).
+ */
+#include "aws.h"
+
+#include "util/log.h"
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* Attempts per call before the failure is the step's to report. */
+#define MAX_ATTEMPTS 6
+/* Full jitter: attempt i waits uniform(0, min(CAP, BASE * 2^i)). */
+#define BACKOFF_BASE_S 0.1
+#define BACKOFF_CAP_S 20.0
+/* After a throttled answer the rate halves, never below this. */
+#define MIN_RATE 1.0
+
+const struct aws_service aws_sagemaker = {
+	.signing_name = "sagemaker",
+	.target_prefix = "SageMaker",
+	.host_prefix = "api.sagemaker",
+	.env_name = "SAGEMAKER",
+};
+
+const struct aws_service aws_autoscaling = {
+	.signing_name = "application-autoscaling",
+	.target_prefix = "AnyScaleFrontendService",
+	.host_prefix = "application-autoscaling",
+	.env_name = "APPLICATION_AUTO_SCALING",
+};
+
+/* Pacing for one service in one region. */
+struct bucket {
+	double tokens;
+	double rate; /* now, after throttling */
+	double ceiling; /* configured */
+	double at; /* last refill */
+};
+
+struct aws_client {
+	struct aws_settings settings;
+	CURLM *multi;
+	struct aws_cred_chain *creds;
+	struct bucket sagemaker, autoscaling;
+	struct aws_client_stats stats;
+};
+
+struct aws_call_io {
+	CURL *easy;
+	struct curl_slist *headers;
+	char *body; /* the request body, kept while curl sends it */
+	struct buf answer;
+	double due; /* monotonic time the next attempt may start */
+	bool in_flight, done;
+	char url[300];
+	char error[CURL_ERROR_SIZE];
+};
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double random_unit(void)
+{
+	uint32_t r = 0;
+
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (uint32_t)rand();
+	return (double)r / 4294967296.0;
+}
+
+void aws_settings_defaults(struct aws_settings *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->requests_per_second = 100;
+	s->max_connections = 64;
+	s->timeout_s = 30;
+}
+
+/* ---- calls ---------------------------------------------------------- */
+
+void aws_call_init(struct aws_call *call, const struct aws_service *svc,
+		   const char *op, json_t *input)
+{
+	memset(call, 0, sizeof(*call));
+	call->service = svc;
+	call->op = op;
+	call->input = input ? input : json_object();
+}
+
+void aws_slist_wipe_free(struct curl_slist *list)
+{
+	for (struct curl_slist *h = list; h; h = h->next)
+		OPENSSL_cleanse(h->data, strlen(h->data));
+	curl_slist_free_all(list);
+}
+
+static void io_release(struct aws_call_io *io)
+{
+	if (!io)
+		return;
+	if (io->easy)
+		curl_easy_cleanup(io->easy);
+	aws_slist_wipe_free(io->headers);
+	free(io->body);
+	buf_free(&io->answer);
+	free(io);
+}
+
+void aws_call_clear(struct aws_call *call)
+{
+	json_decref(call->input);
+	json_decref(call->output);
+	io_release(call->io);
+	call->input = call->output = NULL;
+	call->io = NULL;
+}
+
+/* ---- what answers mean ------------------------------------------------ */
+
+static const char *const throttling_codes[] = {
+	"Throttling",
+	"ThrottlingException",
+	"ThrottledException",
+	"RequestThrottledException",
+	"TooManyRequestsException",
+	"ProvisionedThroughputExceededException",
+	"TransactionInProgressException",
+	"RequestLimitExceeded",
+	"BandwidthLimitExceeded",
+	"LimitExceededException",
+	"RequestThrottled",
+	"SlowDown",
+	"PriorRequestNotComplete",
+	NULL,
+};
+
+static bool in_list(const char *const *list, const char *word)
+{
+	for (size_t i = 0; list[i]; i++) {
+		if (!strcmp(list[i], word))
+			return true;
+	}
+	return false;
+}
+
+static bool is_throttling(const struct aws_call *call)
+{
+	return call->http_status == 429 ||
+	       in_list(throttling_codes, call->code);
+}
+
+static bool is_transient(const struct aws_call *call)
+{
+	switch (call->http_status) {
+	case 0: /* no answer: refused, dropped, timed out */
+	case 500:
+	case 502:
+	case 503:
+	case 504:
+		return true;
+	default:
+		return !strcmp(call->code, "RequestTimeout") ||
+		       !strcmp(call->code, "RequestTimeoutException");
+	}
+}
+
+bool aws_error_not_found(const char *code, const char *message)
+{
+	return !strcmp(code, "ResourceNotFound") ||
+	       !strcmp(code, "ObjectNotFoundException") ||
+	       (!strcmp(code, "ValidationException") &&
+		!strncmp(message, "Could not find", 14));
+}
+
+bool aws_error_exists(const char *code, const char *message)
+{
+	return (!strcmp(code, "ValidationException") &&
+		(!strncmp(message, "Cannot create already existing", 30) ||
+		 strstr(message, "already exists"))) ||
+	       (!strcmp(code, "ResourceInUse") &&
+		strstr(message, "already exists"));
+}
+
+void aws_call_describe_error(const struct aws_call *call, char *out, size_t len)
+{
+	const char *svc = call->service == &aws_sagemaker
+				  ? "SageMaker"
+				  : "Application Auto Scaling";
+
+	if (call->code[0])
+		snprintf(out, len, "%s %s: %s: %s", svc, call->op, call->code,
+			 call->message);
+	else if (call->http_status)
+		snprintf(out, len, "%s %s: HTTP %ld%s%s", svc, call->op,
+			 call->http_status, call->message[0] ? ": " : "",
+			 call->message);
+	else
+		snprintf(out, len, "%s %s: %s", svc, call->op,
+			 call->message[0] ? call->message : "no answer");
+}
+
+/* The code is the text after any '#' and before any ':'. */
+static void error_code_from(const char *type, char *out, size_t len)
+{
+	const char *hash = strrchr(type, '#');
+	const char *start = hash ? hash + 1 : type;
+	size_t n = strcspn(start, ":");
+
+	snprintf(out, len, "%.*s", (int)n, start);
+}
+
+static void read_answer(struct aws_call *call)
+{
+	struct aws_call_io *io = call->io;
+	json_t *doc = io->answer.len ? json_loadb(io->answer.data,
+						  io->answer.len, 0, NULL)
+				     : json_object();
+	const char *type, *msg;
+
+	if (call->http_status >= 200 && call->http_status < 300) {
+		if (doc) {
+			call->output = doc;
+			return;
+		}
+		call->rc = -EPROTO;
+		snprintf(call->message, sizeof(call->message),
+			 "answer is not JSON");
+		return;
+	}
+	type = json_string_value(json_object_get(doc, "__type"));
+	msg = json_string_value(json_object_get(doc, "message"))
+		      ?: json_string_value(json_object_get(doc, "Message"));
+	if (type)
+		error_code_from(type, call->code, sizeof(call->code));
+	snprintf(call->message, sizeof(call->message), "%s", msg ? msg : "");
+	call->rc = -EIO;
+	json_decref(doc);
+}
+
+/* ---- the token bucket ------------------------------------------------- */
+
+/*
+ * Bursts are at most half a second's worth: calls arrive bunched up by
+ * the network, and a full second's burst at our rate can exceed the
+ * server's limit at the same rate.
+ */
+static double bucket_cap(const struct bucket *b)
+{
+	return b->rate / 2 > 1 ? b->rate / 2 : 1;
+}
+
+static void bucket_init(struct bucket *b, double rate)
+{
+	b->rate = b->ceiling = rate > 0 ? rate : 100;
+	b->tokens = bucket_cap(b);
+	b->at = mono_now();
+}
+
+static void bucket_refill(struct bucket *b, double now)
+{
+	double cap = bucket_cap(b);
+
+	b->tokens += (now - b->at) * b->rate;
+	if (b->tokens > cap)
+		b->tokens = cap;
+	b->at = now;
+}
+
+/* 0 when a request may start now, else how long until it may. */
+static double bucket_take(struct bucket *b, double now)
+{
+	bucket_refill(b, now);
+	if (b->tokens >= 1) {
+		b->tokens -= 1;
+		return 0;
+	}
+	return (1 - b->tokens) / b->rate;
+}
+
+static void bucket_throttled(struct bucket *b)
+{
+	b->rate = b->rate / 2 > MIN_RATE ? b->rate / 2 : MIN_RATE;
+	if (b->tokens > 0)
+		b->tokens = 0;
+}
+
+/* Additive recovery: one request per second more for each success
+ * second, back to the ceiling. */
+static void bucket_succeeded(struct bucket *b)
+{
+	if (b->rate < b->ceiling) {
+		b->rate += 1 / b->rate;
+		if (b->rate > b->ceiling)
+			b->rate = b->ceiling;
+	}
+}
+
+static struct bucket *bucket_of(struct aws_client *c,
+				const struct aws_service *svc)
+{
+	return svc == &aws_sagemaker ? &c->sagemaker : &c->autoscaling;
+}
+
+/* ---- building a request ----------------------------------------------- */
+
+static void endpoint_url(const struct aws_client *c,
+			 const struct aws_service *svc, char *out, size_t len)
+{
+	char name[96];
+	const char *env;
+
+	if (c->settings.endpoint_url[0]) {
+		snprintf(out, len, "%s", c->settings.endpoint_url);
+		return;
+	}
+	snprintf(name, sizeof(name), "AWS_ENDPOINT_URL_%s", svc->env_name);
+	env = getenv(name);
+	if (!env || !env[0])
+		env = getenv("AWS_ENDPOINT_URL");
+	if (env && env[0])
+		snprintf(out, len, "%s", env);
+	else
+		snprintf(out, len, "https://%s.%s.amazonaws.com",
+			 svc->host_prefix, c->settings.region);
+}
+
+/*
+ * The Host header curl will send, which is what gets signed: the port is
+ * part of it only when it is not the scheme's default.
+ */
+static int host_of(const char *url, char *host, size_t len)
+{
+	CURLU *u = curl_url();
+	char *h = NULL, *port = NULL;
+	int rc = -EINVAL;
+
+	if (u && !curl_url_set(u, CURLUPART_URL, url, 0) &&
+	    !curl_url_get(u, CURLUPART_HOST, &h, 0)) {
+		if (!curl_url_get(u, CURLUPART_PORT, &port, 0))
+			snprintf(host, len, "%s:%s", h, port);
+		else
+			snprintf(host, len, "%s", h);
+		rc = 0;
+	}
+	curl_free(h);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+	buf_add(arg, data, size * n);
+	return size * n;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+	struct aws_call *call = arg;
+	size_t len = size * n;
+	static const char name[] = "x-amzn-requestid:";
+
+	if (len > sizeof(name) && !strncasecmp(data, name, sizeof(name) - 1)) {
+		const char *v = data + sizeof(name) - 1;
+		size_t vlen = len - (sizeof(name) - 1);
+
+		while (vlen && (*v == ' ' || *v == '\t'))
+			v++, vlen--;
+		while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
+			vlen--;
+		snprintf(call->request_id, sizeof(call->request_id), "%.*s",
+			 (int)vlen, v);
+	}
+	return len;
+}
+
+static struct curl_slist *add_header(struct curl_slist *list, const char *name,
+				     const char *value)
+{
+	char line[4400];
+	struct curl_slist *out;
+
+	snprintf(line, sizeof(line), "%s: %s", name, value);
+	out = curl_slist_append(list, line);
+	OPENSSL_cleanse(line, sizeof(line));
+	return out;
+}
+
+/* Signs the call with the current time and credentials. */
+static int sign_headers(struct aws_client *c, struct aws_call *call,
+			const struct aws_creds *creds, const char *host,
+			const char *target)
+{
+	struct aws_call_io *io = call->io;
+	char amz_date[17];
+	struct sigv4_header h[5] = {
+		{ "content-type", "application/x-amz-json-1.1" },
+		{ "host", host },
+		{ "x-amz-date", amz_date },
+		{ "x-amz-target", target },
+		{ "x-amz-security-token", creds->session_token },
+	};
+	struct sigv4_request req = {
+		.method = "POST",
+		.path = "/",
+		.query = "",
+		.headers = h,
+		.nheaders = creds->session_token[0] ? 5 : 4,
+		.payload = io->body,
+		.payload_len = strlen(io->body),
+		.region = c->settings.region,
+		.service = call->service->signing_name,
+		.amz_date = amz_date,
+	};
+	BUF_AUTO authz = BUF_INIT;
+	int rc;
+
+	sigv4_amz_date(time(NULL), amz_date);
+	rc = sigv4_sign(&req, creds->access_key_id, creds->secret_access_key,
+			NULL, NULL, &authz);
+	if (rc < 0)
+		return rc;
+	io->headers = add_header(io->headers, "Content-Type",
+				 "application/x-amz-json-1.1");
+	io->headers = add_header(io->headers, "X-Amz-Date", amz_date);
+	io->headers = add_header(io->headers, "X-Amz-Target", target);
+	if (creds->session_token[0])
+		io->headers = add_header(io->headers, "X-Amz-Security-Token",
+					 creds->session_token);
+	io->headers = add_header(io->headers, "Authorization", buf_str(&authz));
+	/* A 100-continue round trip would double every call's latency. */
+	io->headers = curl_slist_append(io->headers, "Expect:");
+	return 0;
+}
+
+static void easy_setup(struct aws_client *c, struct aws_call *call)
+{
+	struct aws_call_io *io = call->io;
+	CURL *e = io->easy;
+
+	curl_easy_setopt(e, CURLOPT_URL, io->url);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, io->body);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(io->body));
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, io->headers);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &io->answer);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, call);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, io->error);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "infrafs/" INFRAFS_VERSION);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+			 (long)(c->settings.timeout_s * 1000));
+	/* TLS verification is curl's default and stays on. */
+}
+
+/* Makes the next attempt's transfer; the body is kept across attempts. */
+static int prepare_attempt(struct aws_client *c, struct aws_call *call,
+			   const struct aws_creds *creds)
+{
+	struct aws_call_io *io = call->io;
+	char target[128], host[280];
+	int rc;
+
+	if (io->easy)
+		curl_easy_cleanup(io->easy);
+	aws_slist_wipe_free(io->headers);
+	io->headers = NULL;
+	buf_truncate(&io->answer, 0);
+	io->error[0] = '\0';
+	io->easy = curl_easy_init();
+	if (!io->easy)
+		return -ENOMEM;
+	snprintf(target, sizeof(target), "%s.%s", call->service->target_prefix,
+		 call->op);
+	endpoint_url(c, call->service, io->url, sizeof(io->url));
+	rc = host_of(io->url, host, sizeof(host));
+	if (rc < 0) {
+		snprintf(call->message, sizeof(call->message),
+			 "bad endpoint URL %s", io->url);
+		return rc;
+	}
+	rc = sign_headers(c, call, creds, host, target);
+	if (rc < 0)
+		return rc;
+	easy_setup(c, call);
+	return 0;
+}
+
+/* ---- running calls ---------------------------------------------------- */
+
+static void finish(struct aws_call *call, int rc)
+{
+	if (rc)
+		call->rc = rc;
+	call->io->done = true;
+}
+
+/* Reads one finished transfer; schedules a retry or ends the call. */
+static void completed(struct aws_client *c, struct aws_call *call,
+		      CURLcode result)
+{
+	struct aws_call_io *io = call->io;
+	struct bucket *b = bucket_of(c, call->service);
+	double wait, cap;
+
+	io->in_flight = false;
+	call->code[0] = '\0';
+	call->message[0] = '\0';
+	call->rc = 0;
+	call->http_status = 0;
+	if (result == CURLE_OK) {
+		curl_easy_getinfo(io->easy, CURLINFO_RESPONSE_CODE,
+				  &call->http_status);
+		read_answer(call);
+	} else {
+		call->rc = result == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+							      : -ECONNRESET;
+		snprintf(call->message, sizeof(call->message), "%s",
+			 io->error[0] ? io->error : curl_easy_strerror(result));
+	}
+	if (call->rc == 0) {
+		bucket_succeeded(b);
+		finish(call, 0);
+		return;
+	}
+	if (is_throttling(call)) {
+		c->stats.throttled++;
+		bucket_throttled(b);
+	} else if (!is_transient(call)) {
+		c->stats.failed++;
+		finish(call, call->rc);
+		return;
+	}
+	if (call->attempts >= MAX_ATTEMPTS) {
+		c->stats.failed++;
+		finish(call, call->rc);
+		return;
+	}
+	c->stats.retries++;
+	cap = BACKOFF_BASE_S * pow(2, call->attempts);
+	wait = random_unit() * (cap < BACKOFF_CAP_S ? cap : BACKOFF_CAP_S);
+	io->due = mono_now() + wait;
+}
+
+/* Starts what may start now; returns how long until the next may. */
+static double start_due(struct aws_client *c, struct aws_call *calls, size_t n,
+			const struct aws_creds *creds, unsigned *in_flight)
+{
+	double now = mono_now(), next = 1.0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct aws_call *call = &calls[i];
+		struct aws_call_io *io = call->io;
+		double wait;
+
+		if (io->done || io->in_flight)
+			continue;
+		if (io->due > now) {
+			next = fmin(next, io->due - now);
+			continue;
+		}
+		if (*in_flight >= c->settings.max_connections)
+			return 0.005;
+		wait = bucket_take(bucket_of(c, call->service), now);
+		if (wait > 0) {
+			next = fmin(next, wait);
+			continue;
+		}
+		if (prepare_attempt(c, call, creds) < 0) {
+			finish(call, -EINVAL);
+			continue;
+		}
+		call->attempts++;
+		c->stats.requests++;
+		io->in_flight = true;
+		(*in_flight)++;
+		curl_multi_add_handle(c->multi, io->easy);
+	}
+	return next;
+}
+
+static void collect(struct aws_client *c, unsigned *in_flight)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(c->multi, &left))) {
+		struct aws_call *call = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &call);
+		curl_multi_remove_handle(c->multi, msg->easy_handle);
+		(*in_flight)--;
+		completed(c, call, msg->data.result);
+	}
+}
+
+static bool all_done(const struct aws_call *calls, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!calls[i].io->done)
+			return false;
+	}
+	return true;
+}
+
+static size_t fail_all(struct aws_call *calls, size_t n, int rc,
+		       const char *why)
+{
+	for (size_t i = 0; i < n; i++) {
+		calls[i].rc = rc;
+		snprintf(calls[i].message, sizeof(calls[i].message), "%s", why);
+	}
+	return n;
+}
+
+static size_t count_failed(const struct aws_call *calls, size_t n)
+{
+	size_t failed = 0;
+
+	for (size_t i = 0; i < n; i++)
+		failed += calls[i].rc != 0;
+	return failed;
+}
+
+static void open_calls(struct aws_call *calls, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct aws_call_io *io = xcalloc(1, sizeof(*io));
+
+		io_release(calls[i].io);
+		io->body = json_dumps(calls[i].input, JSON_COMPACT);
+		calls[i].io = io;
+		calls[i].attempts = 0;
+		calls[i].rc = 0;
+		calls[i].code[0] = '\0';
+		calls[i].message[0] = '\0';
+		json_decref(calls[i].output);
+		calls[i].output = NULL;
+	}
+}
+
+size_t aws_run(struct aws_client *c, struct aws_call *calls, size_t n)
+{
+	struct aws_creds creds;
+	char why[400];
+	unsigned in_flight = 0;
+
+	if (!n)
+		return 0;
+	if (aws_creds_get(c->creds, &creds, why, sizeof(why)) < 0) {
+		aws_creds_wipe(&creds);
+		return fail_all(calls, n, -ENOKEY, why);
+	}
+	if (!c->settings.region[0]) {
+		aws_creds_wipe(&creds);
+		return fail_all(calls, n, -EINVAL,
+				"no region: set region in the environment's "
+				"config (or AWS_REGION)");
+	}
+	open_calls(calls, n);
+	while (!all_done(calls, n)) {
+		double next = start_due(c, calls, n, &creds, &in_flight);
+		int running = 0;
+
+		curl_multi_perform(c->multi, &running);
+		collect(c, &in_flight);
+		if (all_done(calls, n))
+			break;
+		curl_multi_poll(c->multi, NULL, 0,
+				(int)fmax(1, fmin(next, 1.0) * 1000), NULL);
+		curl_multi_perform(c->multi, &running);
+		collect(c, &in_flight);
+	}
+	aws_creds_wipe(&creds);
+	for (size_t i = 0; i < n; i++) {
+		free(calls[i].io->body);
+		calls[i].io->body = NULL;
+	}
+	return count_failed(calls, n);
+}
+
+int aws_call1(struct aws_client *c, const struct aws_service *svc,
+	      const char *op, json_t *input, json_t **out, char *err,
+	      size_t errlen)
+{
+	struct aws_call call;
+	int rc;
+
+	aws_call_init(&call, svc, op, input);
+	aws_run(c, &call, 1);
+	rc = call.rc;
+	if (rc && err)
+		aws_call_describe_error(&call, err, errlen);
+	if (out) {
+		*out = call.output;
+		call.output = NULL;
+	}
+	aws_call_clear(&call);
+	return rc;
+}
+
+/* ---- the client --------------------------------------------------------- */
+
+static void resolve_region(struct aws_client *c)
+{
+	const char *env;
+
+	if (c->settings.region[0])
+		return;
+	env = getenv("AWS_REGION");
+	if (!env || !env[0])
+		env = getenv("AWS_DEFAULT_REGION");
+	if (env && env[0])
+		snprintf(c->settings.region, sizeof(c->settings.region), "%s",
+			 env);
+	else
+		aws_creds_profile_region(c->creds, c->settings.region,
+					 sizeof(c->settings.region));
+}
+
+struct aws_client *aws_client_new(const struct aws_settings *s)
+{
+	struct aws_client *c = xcalloc(1, sizeof(*c));
+	long conns;
+
+	c->settings = *s;
+	if (!c->settings.max_connections)
+		c->settings.max_connections = 64;
+	if (c->settings.timeout_s <= 0)
+		c->settings.timeout_s = 30;
+	conns = (long)c->settings.max_connections;
+	c->multi = curl_multi_init();
+	curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns);
+	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, conns);
+	c->creds = aws_creds_open(s->profile[0] ? s->profile : NULL);
+	resolve_region(c);
+	bucket_init(&c->sagemaker, s->requests_per_second);
+	bucket_init(&c->autoscaling, s->requests_per_second);
+	return c;
+}
+
+bool aws_client_matches(const struct aws_client *c,
+			const struct aws_settings *s)
+{
+	const struct aws_settings *m = &c->settings;
+
+	return (!s->region[0] || !strcmp(m->region, s->region)) &&
+	       !strcmp(m->endpoint_url, s->endpoint_url) &&
+	       !strcmp(m->profile, s->profile) &&
+	       m->requests_per_second == s->requests_per_second &&
+	       m->max_connections == s->max_connections &&
+	       m->timeout_s == s->timeout_s;
+}
+
+void aws_client_free(struct aws_client *c)
+{
+	if (!c)
+		return;
+	curl_multi_cleanup(c->multi);
+	aws_creds_close(c->creds);
+	free(c);
+}
+
+void aws_client_stats(const struct aws_client *c, struct aws_client_stats *out)
+{
+	*out = c->stats;
+	out->rate = fmin(c->sagemaker.rate, c->autoscaling.rate);
+}

@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Endpoints as SageMaker real-time endpoints.
+ *
+ * What an endpoint runs is a model (image, artifacts, environment) inside
+ * an endpoint config (instance type, count); SageMaker never changes
+ * either in place, so a change to what runs makes a new pair named after
+ * the revision that asked for it, and UpdateEndpoint moves the endpoint
+ * over. A change of replicas alone keeps the pair and calls
+ * UpdateEndpointWeightsAndCapacities. Old pairs are deleted once the
+ * endpoint is InService on the new one; rmdir deletes the endpoint, then
+ * every pair made for it.
+ *
+ * Each step does the next thing the live endpoint lacks, and every create
+ * reads "already existing" as done: a crash or a retry between any two
+ * calls ends with one endpoint, never two.
+ */
+#include "res.h"
+
+#include "store/policy.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#define VARIANT "AllTraffic"
+#define POLICY_NAME "infrafs-invocations-per-replica"
+#define SCALABLE_DIMENSION "sagemaker:variant:DesiredInstanceCount"
+
+/* What the declared spec asks SageMaker for. */
+struct ep_want {
+	char instance_type[64];
+	int64_t replicas, min, max;
+	bool scaling;
+	double target;
+	char fp[17]; /* what the model and config are made from */
+	uint64_t config_rev; /* the revision naming them */
+	char model_name[64], config_name[64];
+	char scaling_sig[96]; /* "min:max:target", "" without autoscaling */
+};
+
+const char *endpoint_instance_type(const struct spec *s, char *out, size_t len)
+{
+	return aws_instance_type(s, "accelerators", false, out, len);
+}
+
+static uint64_t hash_add(uint64_t h, const char *s)
+{
+	size_t n = strlen(s) + 1; /* the NUL keeps "ab","c" from "a","bc" */
+	uint64_t piece = map_hash(s, n);
+
+	return (h ^ piece) * 0x100000001b3ULL + piece;
+}
+
+static void fingerprint(const struct desired *want, const char *type,
+			char out[17])
+{
+	const struct field_def *f = kind_field(want->spec->kind, "env", 3);
+	const struct spec_value *env =
+		f ? &want->spec->v[kind_field_index(want->spec->kind, f)]
+		  : NULL;
+	char text[1024];
+	uint64_t h = 0;
+
+	spec_text(want->spec, "image", text, sizeof(text));
+	h = hash_add(h, text);
+	spec_text(want->spec, "model", text, sizeof(text));
+	h = hash_add(h, text);
+	h = hash_add(h, type);
+	h = hash_add(h, aws_config(want->config, "execution_role", ""));
+	for (size_t i = 0; env && i < env->npairs; i++) {
+		h = hash_add(h, env->pairs[i].key);
+		h = hash_add(h, env->pairs[i].value);
+	}
+	snprintf(out, 17, "%016" PRIx64, h);
+}
+
+static void want_of(const struct aws_res *r, const struct desired *want,
+		    struct ep_want *w)
+{
+	char suffix[32];
+
+	memset(w, 0, sizeof(*w));
+	if (!endpoint_instance_type(want->spec, w->instance_type,
+				    sizeof(w->instance_type)))
+		snprintf(w->instance_type, sizeof(w->instance_type),
+			 "ml.m5.xlarge");
+	w->replicas = spec_int(want->spec, "replicas", 1);
+	w->min = spec_int(want->spec, "min_replicas", w->replicas);
+	w->max = spec_int(want->spec, "max_replicas", w->replicas);
+	w->scaling = w->min < w->max;
+	if (w->scaling) {
+		char target[32];
+
+		spec_text(want->spec, "scale_target", target, sizeof(target));
+		w->target = strtod(target, NULL);
+		snprintf(w->scaling_sig, sizeof(w->scaling_sig),
+			 "%" PRId64 ":%" PRId64 ":%g", w->min, w->max,
+			 w->target);
+	}
+	fingerprint(want, w->instance_type, w->fp);
+	w->config_rev = strcmp(w->fp, r->config_fp) || !r->config_rev
+				? want->rev
+				: r->config_rev;
+	snprintf(suffix, sizeof(suffix), "-r%" PRIu64, w->config_rev);
+	aws_resource_name(r->key, suffix, w->model_name, sizeof(w->model_name));
+	snprintf(w->config_name, sizeof(w->config_name), "%s", w->model_name);
+}
+
+/* ---- reading what runs ------------------------------------------------- */
+
+json_t *endpoint_describe_input(const struct aws_res *r)
+{
+	return json_pack("{s:s}", "EndpointName", r->aws_name);
+}
+
+static json_t *variant_of(const struct aws_res *r)
+{
+	return json_array_get(json_object_get(r->live, "ProductionVariants"),
+			      0);
+}
+
+static int64_t live_count(const struct aws_res *r, const char *field)
+{
+	return json_integer_value(json_object_get(variant_of(r), field));
+}
+
+static int64_t live_desired(const struct aws_res *r)
+{
+	json_t *d = json_object_get(variant_of(r), "DesiredInstanceCount");
+
+	return d ? json_integer_value(d)
+		 : live_count(r, "CurrentInstanceCount");
+}
+
+static const char *live_text(const struct aws_res *r, const char *field)
+{
+	return json_string_value(json_object_get(r->live, field)) ?: "";
+}
+
+static bool counts_match(const struct aws_res *r, const struct ep_want *w)
+{
+	int64_t desired = live_desired(r);
+
+	if (w->scaling)
+		return desired >= w->min && desired <= w->max;
+	return desired == w->replicas;
+}
+
+static bool runs_config(const struct aws_res *r, const struct ep_want *w)
+{
+	return !strcmp(live_text(r, "EndpointConfigName"), w->config_name);
+}
+
+static bool matches(const struct aws_res *r, const struct ep_want *w)
+{
+	return runs_config(r, w) && counts_match(r, w) &&
+	       !strcmp(r->scaling, w->scaling_sig);
+}
+
+/* Only the model and config in use are left of earlier revisions. */
+static bool tidy(const struct aws_res *r, const struct ep_want *w)
+{
+	char model[80], config[80];
+
+	snprintf(model, sizeof(model), "model/%s", w->model_name);
+	snprintf(config, sizeof(config), "endpoint-config/%s", w->config_name);
+	for (size_t i = 0; i < json_array_size(r->made); i++) {
+		const char *m = json_string_value(json_array_get(r->made, i));
+
+		if (strcmp(m, model) && strcmp(m, config))
+			return false;
+	}
+	return true;
+}
+
+static enum res_state state_of(const char *status, int64_t current,
+			       int64_t desired)
+{
+	if (!strcmp(status, "Creating"))
+		return RS_CREATING;
+	if (!strcmp(status, "Deleting"))
+		return RS_DELETING;
+	if (!strcmp(status, "Failed") ||
+	    !strcmp(status, "UpdateRollbackFailed"))
+		return RS_FAILED;
+	if (!strcmp(status, "OutOfService"))
+		return RS_DEGRADED;
+	if (!strcmp(status, "InService"))
+		return current < desired ? RS_DEGRADED : RS_READY;
+	return RS_UPDATING; /* Updating, SystemUpdating, RollingBack */
+}
+
+static void details(const struct aws_res *r, const struct ep_want *w,
+		    struct buf *out)
+{
+	const char *reason = live_text(r, "FailureReason");
+
+	buf_printf(out, "sagemaker_endpoint: %s\n", r->aws_name);
+	buf_printf(out, "arn: %s\n", live_text(r, "EndpointArn"));
+	buf_printf(out, "sagemaker_status: %s\n",
+		   live_text(r, "EndpointStatus"));
+	buf_printf(out, "endpoint_config: %s\n",
+		   live_text(r, "EndpointConfigName"));
+	if (w)
+		buf_printf(out, "instance_type: %s\n", w->instance_type);
+	buf_printf(out, "replicas: %" PRId64 " of %" PRId64 "\n",
+		   live_count(r, "CurrentInstanceCount"), live_desired(r));
+	if (r->scaling[0])
+		buf_printf(out,
+			   "autoscaling: %s (min:max:invocations per "
+			   "replica)\n",
+			   r->scaling);
+	if (reason[0])
+		buf_printf(out, "failure_reason: %s\n", reason);
+}
+
+/* A count changed on the console or by hand, not by infrafs. */
+static void note_drift(const struct aws_res *r, const struct ep_want *w,
+		       struct target *t)
+{
+	if (r->last_rev != t->want->rev || w->scaling || !runs_config(r, w) ||
+	    counts_match(r, w) ||
+	    strcmp(live_text(r, "EndpointStatus"), "InService") != 0)
+		return;
+	snprintf(t->obs.drift, sizeof(t->obs.drift),
+		 "replicas: %" PRId64 " -> %" PRId64 " outside infrafs",
+		 w->replicas, live_desired(r));
+}
+
+void endpoint_fill(struct aws *a, struct aws_res *r, struct target *t)
+{
+	struct observation *o = &t->obs;
+	struct ep_want w;
+	int64_t current, desired;
+
+	if (!r->live) {
+		o->exists = json_array_size(r->made) > 0;
+		o->state = t->want ? RS_CREATING : RS_DELETING;
+		if (o->exists)
+			buf_printf(&o->details,
+				   "sagemaker_endpoint: %s (not made yet)\n",
+				   r->aws_name);
+		return;
+	}
+	o->exists = true;
+	current = live_count(r, "CurrentInstanceCount");
+	desired = live_desired(r);
+	o->state = state_of(live_text(r, "EndpointStatus"), current, desired);
+	if (o->state == RS_FAILED)
+		snprintf(o->error, sizeof(o->error), "SageMaker: %s",
+			 live_text(r, "FailureReason"));
+	o->applied_rev = r->last_rev;
+	if (!t->want) {
+		details(r, NULL, &o->details);
+		return;
+	}
+	want_of(r, t->want, &w);
+	details(r, &w, &o->details);
+	if (matches(r, &w)) {
+		o->applied_rev = t->want->rev;
+		if (r->last_rev != t->want->rev) {
+			r->last_rev = t->want->rev;
+			aws_res_save(a, r);
+		}
+	}
+	o->settled = matches(r, &w) && o->state == RS_READY && tidy(r, &w);
+	note_drift(r, &w, t);
+	o->hourly_cost_usd = (double)(current > 0 ? current : desired) *
+			     aws_price(t->want->config, w.instance_type, false);
+}
+
+/* ---- making it so ---------------------------------------------------------- */
+
+static json_t *environment_of(const struct spec *s)
+{
+	const struct field_def *f = kind_field(s->kind, "env", 3);
+	const struct spec_value *env =
+		f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+	json_t *out = json_object();
+	char model[1024];
+
+	spec_text(s, "model", model, sizeof(model));
+	/* Hugging Face's serving containers read the model id from here. */
+	if (!strncmp(model, "hf://", 5))
+		json_object_set_new(out, "HF_MODEL_ID", json_string(model + 5));
+	for (size_t i = 0; env && i < env->npairs; i++)
+		json_object_set_new(out, env->pairs[i].key,
+				    json_string(env->pairs[i].value));
+	return out;
+}
+
+static int create_model(struct aws *a, struct aws_res *r, struct target *t,
+			const struct ep_want *w)
+{
+	const struct spec *s = t->want->spec;
+	char image[1024], model[1024], what[80];
+	json_t *container;
+
+	snprintf(what, sizeof(what), "model/%s", w->model_name);
+	if (aws_res_made(a, r, what) < 0)
+		return -EIO;
+	spec_text(s, "image", image, sizeof(image));
+	spec_text(s, "model", model, sizeof(model));
+	container = json_pack("{s:s, s:o}", "Image", image, "Environment",
+			      environment_of(s));
+	if (!strncmp(model, "s3://", 5))
+		json_object_set_new(container, "ModelDataUrl",
+				    json_string(model));
+	return aws_do(
+		a, r, t, &aws_sagemaker, "CreateModel",
+		json_pack("{s:s, s:s, s:o, s:o}", "ModelName", w->model_name,
+			  "ExecutionRoleArn",
+			  aws_config(t->want->config, "execution_role", ""),
+			  "PrimaryContainer", container, "Tags",
+			  aws_tags(r, t->want->rev)),
+		AWS_OK_EXISTS, NULL);
+}
+
+static int create_config(struct aws *a, struct aws_res *r, struct target *t,
+			 const struct ep_want *w)
+{
+	int64_t initial = w->replicas < w->min	 ? w->min
+			  : w->replicas > w->max ? w->max
+						 : w->replicas;
+	char what[80];
+
+	snprintf(what, sizeof(what), "endpoint-config/%s", w->config_name);
+	if (aws_res_made(a, r, what) < 0)
+		return -EIO;
+	return aws_do(a, r, t, &aws_sagemaker, "CreateEndpointConfig",
+		      json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:f}], s:o}",
+				"EndpointConfigName", w->config_name,
+				"ProductionVariants", "VariantName", VARIANT,
+				"ModelName", w->model_name,
+				"InitialInstanceCount", (json_int_t)initial,
+				"InstanceType", w->instance_type,
+				"InitialVariantWeight", 1.0, "Tags",
+				aws_tags(r, t->want->rev)),
+		      AWS_OK_EXISTS, NULL);
+}
+
+/* Model and config for what is wanted, then the endpoint onto them. */
+static int move_to_config(struct aws *a, struct aws_res *r, struct target *t,
+			  const struct ep_want *w)
+{
+	int rc;
+
+	if (strcmp(r->config_fp, w->fp) || r->config_rev != w->config_rev) {
+		snprintf(r->config_fp, sizeof(r->config_fp), "%s", w->fp);
+		r->config_rev = w->config_rev;
+		if (aws_res_save(a, r) < 0)
+			return -EIO;
+	}
+	rc = create_model(a, r, t, w);
+	if (!rc)
+		rc = create_config(a, r, t, w);
+	if (rc)
+		return rc;
+	if (!r->live)
+		return aws_do(a, r, t, &aws_sagemaker, "CreateEndpoint",
+			      json_pack("{s:s, s:s, s:o}", "EndpointName",
+					r->aws_name, "EndpointConfigName",
+					w->config_name, "Tags",
+					aws_tags(r, t->want->rev)),
+			      AWS_OK_EXISTS, NULL);
+	return aws_do(a, r, t, &aws_sagemaker, "UpdateEndpoint",
+		      json_pack("{s:s, s:s}", "EndpointName", r->aws_name,
+				"EndpointConfigName", w->config_name),
+		      0, NULL);
+}
+
+static json_t *scalable_target(const struct aws_res *r)
+{
+	char id[128];
+
+	snprintf(id, sizeof(id), "endpoint/%s/variant/%s", r->aws_name,
+		 VARIANT);
+	return json_pack("{s:s, s:s, s:s}", "ServiceNamespace", "sagemaker",
+			 "ResourceId", id, "ScalableDimension",
+			 SCALABLE_DIMENSION);
+}
+
+static int register_scaling(struct aws *a, struct aws_res *r, struct target *t,
+			    const struct ep_want *w)
+{
+	json_t *reg = scalable_target(r), *policy = scalable_target(r);
+	int rc;
+
+	json_object_set_new(reg, "MinCapacity", json_integer(w->min));
+	json_object_set_new(reg, "MaxCapacity", json_integer(w->max));
+	rc = aws_do(a, r, t, &aws_autoscaling, "RegisterScalableTarget", reg, 0,
+		    NULL);
+	if (rc) {
+		json_decref(policy);
+		return rc;
+	}
+	json_object_set_new(policy, "PolicyName", json_string(POLICY_NAME));
+	json_object_set_new(policy, "PolicyType",
+			    json_string("TargetTrackingScaling"));
+	json_object_set_new(
+		policy, "TargetTrackingScalingPolicyConfiguration",
+		json_pack("{s:f, s:{s:s}}", "TargetValue", w->target,
+			  "PredefinedMetricSpecification",
+			  "PredefinedMetricType",
+			  "SageMakerVariantInvocationsPerInstance"));
+	rc = aws_do(a, r, t, &aws_autoscaling, "PutScalingPolicy", policy, 0,
+		    NULL);
+	if (rc)
+		return rc;
+	snprintf(r->scaling, sizeof(r->scaling), "%s", w->scaling_sig);
+	return aws_res_save(a, r);
+}
+
+static int remove_scaling(struct aws *a, struct aws_res *r, struct target *t)
+{
+	json_t *policy = scalable_target(r);
+	int rc;
+
+	json_object_set_new(policy, "PolicyName", json_string(POLICY_NAME));
+	rc = aws_do(a, r, t, &aws_autoscaling, "DeleteScalingPolicy", policy,
+		    AWS_OK_MISSING, NULL);
+	if (!rc)
+		rc = aws_do(a, r, t, &aws_autoscaling,
+			    "DeregisterScalableTarget", scalable_target(r),
+			    AWS_OK_MISSING, NULL);
+	if (rc)
+		return rc;
+	r->scaling[0] = '\0';
+	return aws_res_save(a, r);
+}
+
+static int set_count(struct aws *a, struct aws_res *r, struct target *t,
+		     const struct ep_want *w)
+{
+	return aws_do(
+		a, r, t, &aws_sagemaker, "UpdateEndpointWeightsAndCapacities",
+		json_pack("{s:s, s:[{s:s, s:I}]}", "EndpointName", r->aws_name,
+			  "DesiredWeightsAndCapacities", "VariantName", VARIANT,
+			  "DesiredInstanceCount", (json_int_t)w->replicas),
+		0, NULL);
+}
+
+/* Deletes one model or endpoint config recorded as made. */
+static int delete_made(struct aws *a, struct aws_res *r, struct target *t,
+		       const char *what)
+{
+	bool model = !strncmp(what, "model/", 6);
+	const char *name = strchr(what, '/') + 1;
+	char copy[96];
+	int rc;
+
+	snprintf(copy, sizeof(copy), "%s", what);
+	rc = aws_do(a, r, t, &aws_sagemaker,
+		    model ? "DeleteModel" : "DeleteEndpointConfig",
+		    json_pack("{s:s}",
+			      model ? "ModelName" : "EndpointConfigName", name),
+		    AWS_OK_MISSING, NULL);
+	if (!rc)
+		aws_res_unmade(a, r, copy);
+	return rc;
+}
+
+/* Models and configs of earlier revisions, once nothing uses them. */
+static int delete_old(struct aws *a, struct aws_res *r, struct target *t,
+		      const struct ep_want *w)
+{
+	char model[80], config[80];
+
+	snprintf(model, sizeof(model), "model/%s", w->model_name);
+	snprintf(config, sizeof(config), "endpoint-config/%s", w->config_name);
+	for (size_t i = 0; i < json_array_size(r->made);) {
+		const char *m = json_string_value(json_array_get(r->made, i));
+		int rc;
+
+		if (!strcmp(m, model) || !strcmp(m, config)) {
+			i++;
+			continue;
+		}
+		rc = delete_made(a, r, t, m);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int destroy(struct aws *a, struct aws_res *r, struct target *t)
+{
+	const char *status = live_text(r, "EndpointStatus");
+	int rc;
+
+	if (r->scaling[0]) {
+		rc = remove_scaling(a, r, t);
+		if (rc)
+			return rc;
+	}
+	if (r->live) {
+		if (!strcmp(status, "Deleting"))
+			return 0;
+		return aws_do(a, r, t, &aws_sagemaker, "DeleteEndpoint",
+			      json_pack("{s:s}", "EndpointName", r->aws_name),
+			      AWS_OK_MISSING, NULL);
+	}
+	while (json_array_size(r->made)) {
+		rc = delete_made(a, r, t,
+				 json_string_value(json_array_get(r->made, 0)));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int endpoint_step(struct aws *a, struct aws_res *r, struct target *t)
+{
+	const char *status = live_text(r, "EndpointStatus");
+	struct ep_want w;
+	int rc;
+
+	if (!t->want)
+		return destroy(a, r, t);
+	if (r->live && aws_status_in_progress(status))
+		return 0; /* SageMaker is at it; the next look tells */
+	want_of(r, t->want, &w);
+	if (r->live && !strcmp(status, "Failed")) {
+		if (runs_config(r, &w)) {
+			snprintf(t->obs.error, sizeof(t->obs.error),
+				 "SageMaker: %s (change the spec to try again)",
+				 live_text(r, "FailureReason"));
+			return -EIO;
+		}
+		/* A failed endpoint cannot be updated: make it anew. */
+		return aws_do(a, r, t, &aws_sagemaker, "DeleteEndpoint",
+			      endpoint_describe_input(r), AWS_OK_MISSING, NULL);
+	}
+	if (!r->live || !runs_config(r, &w))
+		return move_to_config(a, r, t, &w);
+	if (w.scaling && strcmp(r->scaling, w.scaling_sig))
+		return register_scaling(a, r, t, &w);
+	if (!w.scaling && r->scaling[0]) {
+		rc = remove_scaling(a, r, t);
+		if (rc)
+			return rc;
+	}
+	if (!counts_match(r, &w))
+		return set_count(a, r, t, &w);
+	return delete_old(a, r, t, &w);
+}
+
+/* ---- commit-time checks and cost ----------------------------------------- */
+
+static int refuse(char *msg, size_t len, const char *field, const char *why)
+{
+	snprintf(msg, len, "%s: %s", field, why);
+	return -EINVAL;
+}
+
+static int check_env(const struct spec *s, char *msg, size_t len)
+{
+	const struct field_def *f = kind_field(s->kind, "env", 3);
+	const struct spec_value *env =
+		f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+
+	for (size_t i = 0; env && i < env->npairs; i++) {
+		if (!strncmp(env->pairs[i].value, "secret:", 7)) {
+			snprintf(
+				msg, len,
+				"env.%s: secret values are not passed by the "
+				"aws provider (DescribeModel would show them); "
+				"read them from AWS Secrets Manager in the "
+				"container",
+				env->pairs[i].key);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int check_scaling(const struct spec *s, char *msg, size_t len)
+{
+	char metric[64];
+	int64_t replicas = spec_int(s, "replicas", 1);
+	int64_t min = spec_int(s, "min_replicas", replicas);
+	int64_t max = spec_int(s, "max_replicas", replicas);
+
+	if (replicas < 1 || min < 1)
+		return refuse(msg, len,
+			      replicas < 1 ? "replicas" : "min_replicas",
+			      "a SageMaker real-time endpoint keeps at least "
+			      "1 instance; rmdir the endpoint to remove it");
+	spec_text(s, "scale_metric", metric, sizeof(metric));
+	if (metric[0] && strcmp(metric, "invocations_per_replica"))
+		return refuse(msg, len, "scale_metric",
+			      "the aws provider scales on "
+			      "invocations_per_replica (SageMaker's "
+			      "SageMakerVariantInvocationsPerInstance)");
+	if (min < max && (!metric[0] || !aws_spec_set(s, "scale_target")))
+		return refuse(msg, len, "scale_metric",
+			      "min_replicas < max_replicas needs scale_metric "
+			      "= invocations_per_replica and scale_target");
+	return 0;
+}
+
+int endpoint_check(const struct desired *want, char *msg, size_t len)
+{
+	const struct spec *s = want->spec;
+	char text[1024];
+
+	if (aws_spec_set(s, "command"))
+		return refuse(msg, len, "command",
+			      "not supported by the aws provider: SageMaker "
+			      "runs the image's own serving command");
+	if (aws_spec_set(s, "pool"))
+		return refuse(msg, len, "pool",
+			      "not supported by the aws provider: SageMaker "
+			      "endpoints run on their own instances");
+	if (aws_spec_set(s, "port") || aws_spec_set(s, "health_path"))
+		return refuse(msg, len,
+			      aws_spec_set(s, "port") ? "port" : "health_path",
+			      "not supported by the aws provider: SageMaker "
+			      "containers serve /ping and /invocations on "
+			      "8080");
+	spec_text(s, "image", text, sizeof(text));
+	if (!text[0])
+		return refuse(msg, len, "image",
+			      "required by the aws provider (the serving "
+			      "container's image URI in ECR)");
+	spec_text(s, "model", text, sizeof(text));
+	if (text[0] && strncmp(text, "s3://", 5) && strncmp(text, "hf://", 5))
+		return refuse(msg, len, "model",
+			      "the aws provider takes s3:// artifacts or an "
+			      "hf:// model id");
+	if (!endpoint_instance_type(s, text, sizeof(text)))
+		return refuse(msg, len, "accelerators",
+			      "no SageMaker instance type offers that many "
+			      "of that accelerator; set instance_type");
+	if (strncmp(text, "ml.", 3))
+		return refuse(msg, len, "instance_type",
+			      "SageMaker instance types start with ml. "
+			      "(ml.g5.xlarge)");
+	if (check_env(s, msg, len) < 0)
+		return -EINVAL;
+	return check_scaling(s, msg, len);
+}
+
+/* The most it may cost: max_replicas instances, for budgets. */
+double endpoint_cost(const struct desired *want)
+{
+	char type[64];
+	int64_t replicas = spec_int(want->spec, "replicas", 1);
+
+	if (!endpoint_instance_type(want->spec, type, sizeof(type)))
+		return 0;
+	return (double)spec_int(want->spec, "max_replicas", replicas) *
+	       aws_price(want->config, type, false);
+}

@@ -1,0 +1,789 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The aws provider: endpoints become SageMaker real-time endpoints, pools
+ * HyperPod clusters. This file holds what both share: the records kept in
+ * STATE_DIR/aws/records/, one client per way of reaching AWS, the
+ * observation cache that keeps the reconciler's frequent looks from
+ * becoming API calls, and the provider table.
+ *
+ * The reconciler looks at unfinished resources every half second; AWS's
+ * own waiters poll every 30 s. So a look here is a Describe only when the
+ * last one is older than aws.poll_s (a change under way) or the
+ * environment's refresh_s (a settled resource), or a step just changed
+ * the resource; every other look answers from the last Describe. The
+ * Describes a pass needs go out together through the client's multi
+ * handle, within the service's rate.
+ */
+#include "res.h"
+
+#include "catalog.h"
+#include "providers/records.h"
+#include "store/policy.h"
+#include "util/log.h"
+#include "util/text.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define DEFAULT_POLL_S 5.0
+#define DEFAULT_REFRESH_S 30.0
+
+static const char *const aws_kinds[] = { "pool", "endpoint", NULL };
+
+static const char *const aws_unsupported[] = {
+	"pool.capacity = spot",
+	"HyperPod clusters run on-demand or reserved capacity only",
+	"pool.min_nodes/max_nodes other than nodes",
+	"HyperPod pools are sized by nodes; autoscale endpoints instead",
+	"pool.zones",
+	"placement follows aws.subnets",
+	"endpoint.command",
+	"SageMaker runs the image's own serving command",
+	"endpoint.pool",
+	"SageMaker endpoints run on their own instances, not on a pool",
+	"endpoint.port/health_path",
+	"SageMaker containers answer /ping and /invocations on 8080",
+	"endpoint.env.NAME = secret:...",
+	"a model's environment is readable by DescribeModel; use AWS "
+	"Secrets Manager from the container",
+	"endpoint.scale_metric other than invocations_per_replica",
+	"SageMaker's target tracking metric is invocations per instance",
+	"endpoint replicas or min_replicas = 0",
+	"a real-time endpoint keeps at least one instance",
+	NULL,
+};
+
+static const struct provider_info aws_info = {
+	.name = "aws",
+	.summary =
+		"Amazon SageMaker: endpoints are real-time endpoints (a model "
+		"and an endpoint config per revision, Application Auto Scaling "
+		"for min_replicas < max_replicas), pools are HyperPod "
+		"clusters with one instance group. Config keys: "
+		"aws.execution_role (required), aws.lifecycle_s3_uri (pools), "
+		"aws.lifecycle_on_create, aws.subnets, aws.security_groups, "
+		"aws.profile, aws.endpoint_url, aws.requests_per_second, "
+		"aws.max_connections, aws.timeout_s, aws.poll_s, "
+		"aws.price.TYPE; region from `region`. See infrafs-aws(7).",
+	.kinds = aws_kinds,
+	.unsupported = aws_unsupported,
+	.render_more = aws_catalog_render,
+};
+
+/* ---- names and config ---------------------------------------------------- */
+
+const char *aws_config(const struct spec *config, const char *key,
+		       const char *dflt)
+{
+	const char *v = spec_map_get(config, "aws", key);
+
+	return v && v[0] ? v : dflt;
+}
+
+static double config_number(const struct spec *config, const char *key,
+			    double dflt)
+{
+	const char *v = aws_config(config, key, NULL);
+	char *end;
+	double d;
+
+	if (!v)
+		return dflt;
+	d = strtod(v, &end);
+	return *end || d <= 0 ? dflt : d;
+}
+
+/*
+ * Names are [a-z0-9-] already (util/text.h), so "infrafs-ENV-NAME" is a
+ * valid SageMaker name when it fits; a longer one keeps its start and
+ * ends in a hash of the whole key, so two resources never share a name.
+ */
+void aws_resource_name(const char *key, const char *suffix, char *out,
+		       size_t len)
+{
+	char flat[160];
+	size_t max = len - 1 < 63 ? len - 1 : 63;
+	size_t slen = strlen(suffix);
+
+	snprintf(flat, sizeof(flat), "infrafs-%s", key);
+	for (char *p = flat; *p; p++) {
+		if (*p == '/')
+			*p = '-';
+	}
+	if (strlen(flat) + slen <= max) {
+		snprintf(out, len, "%s%s", flat, suffix);
+		return;
+	}
+	snprintf(out, len, "%.*s-%08" PRIx32 "%s", (int)(max - slen - 9), flat,
+		 (uint32_t)map_hash(key, strlen(key)), suffix);
+}
+
+double aws_price(const struct spec *config, const char *type, bool hyperpod)
+{
+	const struct aws_instance *it = aws_instance_by_type(type);
+	char key[96];
+	const char *own;
+
+	snprintf(key, sizeof(key), "price.%s", type);
+	own = aws_config(config, key, NULL);
+	if (own)
+		return strtod(own, NULL);
+	if (!it)
+		return 0;
+	return hyperpod ? it->hyperpod_usd : it->endpoint_usd;
+}
+
+const char *aws_instance_type(const struct spec *s, const char *count_field,
+			      bool hyperpod, char *out, size_t len)
+{
+	char acc[64];
+	const struct aws_instance *it;
+	int64_t n = spec_int(s, count_field, 1);
+
+	spec_text(s, "instance_type", out, len);
+	if (out[0])
+		return out;
+	spec_text(s, "accelerator", acc, sizeof(acc));
+	if (!acc[0])
+		snprintf(acc, sizeof(acc), "cpu");
+	it = aws_instance_for(acc, n < 1 ? 1 : (int)n, hyperpod);
+	if (!it)
+		return NULL;
+	snprintf(out, len, "%s", it->type);
+	return out;
+}
+
+json_t *aws_tags(const struct aws_res *r, uint64_t rev)
+{
+	const char *slash = strchr(r->key, '/');
+	char env[NAME_MAX_LEN + 1], rev_text[24];
+
+	snprintf(env, sizeof(env), "%.*s", (int)(slash - r->key), r->key);
+	snprintf(rev_text, sizeof(rev_text), "%" PRIu64, rev);
+	return json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}]", "Key",
+			 "infrafs:environment", "Value", env, "Key",
+			 "infrafs:resource", "Value", slash + 1, "Key",
+			 "infrafs:revision", "Value", rev_text);
+}
+
+static void settings_from(const struct spec *config, struct aws_settings *s)
+{
+	aws_settings_defaults(s);
+	if (config)
+		spec_text(config, "region", s->region, sizeof(s->region));
+	snprintf(s->endpoint_url, sizeof(s->endpoint_url), "%s",
+		 aws_config(config, "endpoint_url", ""));
+	snprintf(s->profile, sizeof(s->profile), "%s",
+		 aws_config(config, "profile", ""));
+	s->requests_per_second = config_number(config, "requests_per_second",
+					       s->requests_per_second);
+	s->max_connections = (unsigned)config_number(config, "max_connections",
+						     s->max_connections);
+	s->timeout_s = config_number(config, "timeout_s", s->timeout_s);
+}
+
+struct aws_client *aws_client_of(struct aws *a, const struct aws_res *r)
+{
+	for (size_t i = 0; i < a->nclients; i++) {
+		if (aws_client_matches(a->clients[i], &r->settings))
+			return a->clients[i];
+	}
+	a->clients =
+		xrealloc(a->clients, (a->nclients + 1) * sizeof(*a->clients));
+	a->clients[a->nclients] = aws_client_new(&r->settings);
+	return a->clients[a->nclients++];
+}
+
+/* ---- records ------------------------------------------------------------- */
+
+static const char *kind_word(int kind)
+{
+	return kind == KIND_POOL_IDX ? "pool" : "endpoint";
+}
+
+int aws_res_save(struct aws *a, struct aws_res *r)
+{
+	const struct aws_settings *s = &r->settings;
+	json_t *doc = json_pack(
+		"{s:s, s:I, s:I, s:s, s:s, s:O, s:f, s:f,"
+		" s:{s:s, s:s, s:s, s:f, s:i, s:f}}",
+		"name", r->aws_name, "last_rev", (json_int_t)r->last_rev,
+		"config_rev", (json_int_t)r->config_rev, "config_fp",
+		r->config_fp, "scaling", r->scaling, "made", r->made, "poll_s",
+		r->poll_s, "refresh_s", r->refresh_s, "settings", "region",
+		s->region, "endpoint_url", s->endpoint_url, "profile",
+		s->profile, "requests_per_second", s->requests_per_second,
+		"max_connections", (int)s->max_connections, "timeout_s",
+		s->timeout_s);
+
+	/* The last Describe, so that a restart trusts what ListEndpoints
+	 * shows unchanged instead of describing everything again. */
+	if (r->live)
+		json_object_set(doc, "live", r->live);
+	return record_save(a->dir, kind_word(r->kind), r->key, doc);
+}
+
+bool aws_res_has_made(const struct aws_res *r, const char *what)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(r->made, i, v)
+	{
+		if (!strcmp(json_string_value(v), what))
+			return true;
+	}
+	return false;
+}
+
+int aws_res_made(struct aws *a, struct aws_res *r, const char *what)
+{
+	if (aws_res_has_made(r, what))
+		return 0;
+	json_array_append_new(r->made, json_string(what));
+	return aws_res_save(a, r);
+}
+
+void aws_res_unmade(struct aws *a, struct aws_res *r, const char *what)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(r->made, i, v)
+	{
+		if (!strcmp(json_string_value(v), what)) {
+			json_array_remove(r->made, i);
+			aws_res_save(a, r);
+			return;
+		}
+	}
+}
+
+static struct aws_res *res_new(struct aws *a, int kind, const char *key)
+{
+	struct aws_res *r = xcalloc(1, sizeof(*r));
+
+	r->kind = kind;
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	snprintf(r->id, sizeof(r->id), "%s:%s", kind_word(kind), key);
+	aws_resource_name(key, "", r->aws_name, sizeof(r->aws_name));
+	r->made = json_array();
+	aws_settings_defaults(&r->settings);
+	r->poll_s = DEFAULT_POLL_S;
+	r->refresh_s = DEFAULT_REFRESH_S;
+	map_put(&a->res, r->id, strlen(r->id), r);
+	return r;
+}
+
+static void res_free(struct aws_res *r)
+{
+	json_decref(r->made);
+	json_decref(r->live);
+	free(r);
+}
+
+static void res_forget(struct aws *a, struct aws_res *r)
+{
+	record_forget(a->dir, kind_word(r->kind), r->key);
+	map_del(&a->res, r->id, strlen(r->id));
+	res_free(r);
+}
+
+static void load_settings(json_t *doc, struct aws_settings *s)
+{
+	json_t *j = json_object_get(doc, "settings");
+
+	snprintf(s->region, sizeof(s->region), "%s",
+		 json_string_value(json_object_get(j, "region")) ?: "");
+	snprintf(s->endpoint_url, sizeof(s->endpoint_url), "%s",
+		 json_string_value(json_object_get(j, "endpoint_url")) ?: "");
+	snprintf(s->profile, sizeof(s->profile), "%s",
+		 json_string_value(json_object_get(j, "profile")) ?: "");
+	s->requests_per_second =
+		json_number_value(json_object_get(j, "requests_per_second"));
+	s->max_connections = (unsigned)json_integer_value(
+		json_object_get(j, "max_connections"));
+	s->timeout_s = json_number_value(json_object_get(j, "timeout_s"));
+}
+
+static void load_record(void *ctx, const char *kind, const char *key,
+			json_t *doc)
+{
+	struct aws *a = ctx;
+	int k = !strcmp(kind, "pool")	    ? KIND_POOL_IDX
+		: !strcmp(kind, "endpoint") ? KIND_ENDPOINT_IDX
+					    : -1;
+	struct aws_res *r;
+	json_t *made = json_object_get(doc, "made");
+
+	if (k < 0)
+		return;
+	r = res_new(a, k, key);
+	snprintf(r->aws_name, sizeof(r->aws_name), "%s",
+		 json_string_value(json_object_get(doc, "name")) ?: "");
+	r->last_rev =
+		(uint64_t)json_integer_value(json_object_get(doc, "last_rev"));
+	r->config_rev = (uint64_t)json_integer_value(
+		json_object_get(doc, "config_rev"));
+	snprintf(r->config_fp, sizeof(r->config_fp), "%s",
+		 json_string_value(json_object_get(doc, "config_fp")) ?: "");
+	snprintf(r->scaling, sizeof(r->scaling), "%s",
+		 json_string_value(json_object_get(doc, "scaling")) ?: "");
+	if (json_is_array(made))
+		json_array_extend(r->made, made);
+	r->poll_s = json_number_value(json_object_get(doc, "poll_s"))
+			    ?: DEFAULT_POLL_S;
+	r->refresh_s = json_number_value(json_object_get(doc, "refresh_s"))
+			       ?: DEFAULT_REFRESH_S;
+	load_settings(doc, &r->settings);
+	r->live = json_incref(json_object_get(doc, "live"));
+}
+
+/* ---- calls --------------------------------------------------------------- */
+
+int aws_do(struct aws *a, struct aws_res *r, struct target *t,
+	   const struct aws_service *svc, const char *op, json_t *input,
+	   unsigned ok, json_t **out)
+{
+	struct aws_call call;
+	int rc;
+
+	aws_call_init(&call, svc, op, input);
+	aws_run(aws_client_of(a, r), &call, 1);
+	r->dirty = true;
+	rc = call.rc;
+	if (rc && (((ok & AWS_OK_MISSING) &&
+		    aws_error_not_found(call.code, call.message)) ||
+		   ((ok & AWS_OK_EXISTS) &&
+		    aws_error_exists(call.code, call.message))))
+		rc = 0;
+	else if (rc)
+		aws_call_describe_error(&call, t->obs.error,
+					sizeof(t->obs.error));
+	if (out) {
+		*out = call.output;
+		call.output = NULL;
+	}
+	aws_call_clear(&call);
+	return rc;
+}
+
+bool aws_spec_set(const struct spec *s, const char *field)
+{
+	const struct field_def *f = kind_field(s->kind, field, strlen(field));
+
+	return f && s->v[kind_field_index(s->kind, f)].set;
+}
+
+bool aws_status_in_progress(const char *status)
+{
+	static const char *const settled[] = { "InService", "Failed",
+					       "OutOfService",
+					       "UpdateRollbackFailed", NULL };
+
+	if (!status)
+		return false;
+	for (size_t i = 0; settled[i]; i++) {
+		if (!strcmp(status, settled[i]))
+			return false;
+	}
+	return true;
+}
+
+/* ---- observing ----------------------------------------------------------- */
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static const char *live_status(const struct aws_res *r)
+{
+	const char *field =
+		r->kind == KIND_POOL_IDX ? "ClusterStatus" : "EndpointStatus";
+
+	return json_string_value(json_object_get(r->live, field));
+}
+
+static bool needs_look(const struct aws_res *r, double now)
+{
+	double age = now - r->looked_at;
+
+	if (!r->looked || r->dirty || r->look_error[0])
+		return true;
+	if (aws_status_in_progress(live_status(r)))
+		return age >= r->poll_s;
+	return age >= r->refresh_s;
+}
+
+/* What the environment's config says about reaching AWS and polling. */
+static void take_config(struct aws_res *r, const struct desired *want)
+{
+	if (!want)
+		return;
+	settings_from(want->config, &r->settings);
+	r->poll_s = config_number(want->config, "poll_s", DEFAULT_POLL_S);
+	r->refresh_s = want->config
+			       ? (double)spec_int(want->config, "refresh_s", 30)
+			       : DEFAULT_REFRESH_S;
+}
+
+static struct aws_res *res_of(struct aws *a, const struct target *t)
+{
+	char id[150];
+	struct aws_res *r;
+
+	snprintf(id, sizeof(id), "%s:%s/%s", kind_word(t->kind), t->env,
+		 t->name);
+	r = map_get(&a->res, id, strlen(id));
+	if (!r && t->want) {
+		char key[140];
+
+		snprintf(key, sizeof(key), "%s/%s", t->env, t->name);
+		r = res_new(a, t->kind, key);
+	}
+	if (r)
+		take_config(r, t->want);
+	return r;
+}
+
+static json_t *describe_input(const struct aws_res *r)
+{
+	return r->kind == KIND_POOL_IDX ? cluster_describe_input(r)
+					: endpoint_describe_input(r);
+}
+
+static bool same_version(json_t *a, json_t *b)
+{
+	const char *status = "EndpointStatus";
+
+	if (!a || !b)
+		return a == b;
+	if (json_object_get(a, "ClusterStatus"))
+		status = "ClusterStatus";
+	return json_equal(json_object_get(a, "LastModifiedTime"),
+			  json_object_get(b, "LastModifiedTime")) &&
+	       json_equal(json_object_get(a, status),
+			  json_object_get(b, status));
+}
+
+static void take_look(struct aws *a, struct aws_res *r, struct aws_call *call)
+{
+	json_t *was = r->live;
+
+	r->live = NULL;
+	r->look_error[0] = '\0';
+	if (call->rc == 0) {
+		r->live = call->output;
+		call->output = NULL;
+	} else if (!aws_error_not_found(call->code, call->message)) {
+		aws_call_describe_error(call, r->look_error,
+					sizeof(r->look_error));
+		r->live = json_incref(was); /* unknown is not gone */
+	}
+	r->looked = true;
+	r->dirty = false;
+	r->looked_at = mono_now();
+	if (!same_version(was, r->live) && json_array_size(r->made))
+		aws_res_save(a, r);
+	json_decref(was);
+}
+
+/* Describes every resource given, all at once, through one client. */
+static void look(struct aws *a, struct aws_res **rs, size_t n)
+{
+	struct aws_call *calls;
+
+	if (!n)
+		return;
+	calls = xcalloc(n, sizeof(*calls));
+	for (size_t i = 0; i < n; i++)
+		aws_call_init(&calls[i], &aws_sagemaker,
+			      rs[i]->kind == KIND_POOL_IDX ? "DescribeCluster"
+							   : "DescribeEndpoint",
+			      describe_input(rs[i]));
+	aws_run(aws_client_of(a, rs[0]), calls, n);
+	for (size_t i = 0; i < n; i++) {
+		take_look(a, rs[i], &calls[i]);
+		aws_call_clear(&calls[i]);
+	}
+	free(calls);
+}
+
+/*
+ * Many endpoints due at once (an environment's refresh) are read from
+ * ListEndpoints, a hundred a page: one whose status and LastModifiedTime
+ * are what the last Describe said has not changed, and keeps that answer.
+ * Only the rest are described. SageMaker's Describe limits are low (its
+ * own SDK polls every 30 s to stay under them); a refresh of a thousand
+ * endpoints is ten calls, not a thousand.
+ */
+#define LIST_FROM 16
+
+struct summary_page {
+	json_t *all; /* EndpointName -> EndpointSummary */
+	int rc;
+	char error[400];
+};
+
+static void list_endpoints(struct aws_client *c, struct summary_page *out)
+{
+	json_t *token = NULL;
+
+	out->all = json_object();
+	out->rc = 0;
+	do {
+		struct aws_call call;
+		json_t *in = json_pack("{s:s, s:i}", "NameContains", "infrafs-",
+				       "MaxResults", 100);
+		size_t i;
+		json_t *e;
+
+		if (token)
+			json_object_set(in, "NextToken", token);
+		json_decref(token);
+		token = NULL;
+		aws_call_init(&call, &aws_sagemaker, "ListEndpoints", in);
+		aws_run(c, &call, 1);
+		if (call.rc) {
+			out->rc = call.rc;
+			aws_call_describe_error(&call, out->error,
+						sizeof(out->error));
+			aws_call_clear(&call);
+			return;
+		}
+		json_array_foreach(json_object_get(call.output, "Endpoints"), i,
+				   e)
+		{
+			const char *name = json_string_value(
+				json_object_get(e, "EndpointName"));
+
+			if (name)
+				json_object_set(out->all, name, e);
+		}
+		token = json_incref(json_object_get(call.output, "NextToken"));
+		aws_call_clear(&call);
+	} while (token && json_string_length(token));
+	json_decref(token);
+}
+
+static bool unchanged_since(const struct aws_res *r, json_t *summary)
+{
+	json_t *was = json_object_get(r->live, "LastModifiedTime");
+	json_t *now = json_object_get(summary, "LastModifiedTime");
+
+	return r->live && was && now &&
+	       json_number_value(was) == json_number_value(now) &&
+	       json_equal(json_object_get(r->live, "EndpointStatus"),
+			  json_object_get(summary, "EndpointStatus"));
+}
+
+/* Settles from the list what it can; returns how many still need a
+ * Describe, moved to the front of rs. */
+static size_t settle_from_list(struct aws *a, struct aws_res **rs, size_t n)
+{
+	struct summary_page page;
+	size_t left = 0;
+
+	list_endpoints(aws_client_of(a, rs[0]), &page);
+	for (size_t i = 0; i < n; i++) {
+		struct aws_res *r = rs[i];
+		json_t *s = json_object_get(page.all, r->aws_name);
+
+		if (page.rc || r->kind != KIND_ENDPOINT_IDX || r->dirty ||
+		    (s && !unchanged_since(r, s))) {
+			rs[left++] = r;
+			continue;
+		}
+		if (!s) {
+			json_decref(r->live);
+			r->live = NULL;
+		}
+		r->look_error[0] = '\0';
+		r->looked = true;
+		r->looked_at = mono_now();
+	}
+	json_decref(page.all);
+	return left;
+}
+
+static size_t count_endpoints(struct aws_res **rs, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		k += rs[i]->kind == KIND_ENDPOINT_IDX;
+	return k;
+}
+
+/* Looks at what is due, one batch per client. */
+static void look_due(struct aws *a, struct aws_res **rs, size_t n)
+{
+	double now = mono_now();
+	struct aws_res **due = xcalloc(n ? n : 1, sizeof(*due));
+	bool *taken = xcalloc(n ? n : 1, sizeof(*taken));
+
+	for (size_t i = 0; i < n; i++) {
+		struct aws_client *c;
+		size_t nd = 0;
+
+		if (!rs[i] || taken[i] || !needs_look(rs[i], now))
+			continue;
+		c = aws_client_of(a, rs[i]);
+		for (size_t j = i; j < n; j++) {
+			if (rs[j] && !taken[j] && needs_look(rs[j], now) &&
+			    aws_client_of(a, rs[j]) == c) {
+				taken[j] = true;
+				due[nd++] = rs[j];
+			}
+		}
+		if (count_endpoints(due, nd) >= LIST_FROM)
+			nd = settle_from_list(a, due, nd);
+		look(a, due, nd);
+	}
+	free(taken);
+	free(due);
+}
+
+static void fill(struct aws *a, struct aws_res *r, struct target *t)
+{
+	memset(&t->obs, 0, offsetof(struct observation, details));
+	buf_truncate(&t->obs.details, 0);
+	t->obs.error[0] = t->obs.drift[0] = '\0';
+	if (!r)
+		return;
+	if (r->kind == KIND_POOL_IDX)
+		cluster_fill(a, r, t);
+	else
+		endpoint_fill(a, r, t);
+	if (r->look_error[0] && !t->obs.error[0])
+		snprintf(t->obs.error, sizeof(t->obs.error), "%s",
+			 r->look_error);
+}
+
+static void aws_observe(void *state, struct target *t, size_t n)
+{
+	struct aws *a = state;
+	struct aws_res **rs = xcalloc(n ? n : 1, sizeof(*rs));
+
+	for (size_t i = 0; i < n; i++)
+		rs[i] = res_of(a, &t[i]);
+	look_due(a, rs, n);
+	for (size_t i = 0; i < n; i++)
+		fill(a, rs[i], &t[i]);
+	free(rs);
+}
+
+/* A step, then a fresh look, so what it reports is what AWS says. */
+static int aws_step(void *state, struct target *t)
+{
+	struct aws *a = state;
+	struct aws_res *r = res_of(a, t);
+	char err[sizeof(t->obs.error)];
+	int rc;
+
+	if (!r)
+		return 0;
+	t->obs.error[0] = '\0';
+	rc = r->kind == KIND_POOL_IDX ? cluster_step(a, r, t)
+				      : endpoint_step(a, r, t);
+	snprintf(err, sizeof(err), "%s", t->obs.error);
+	if (!t->want && !r->live && !json_array_size(r->made) && rc == 0) {
+		res_forget(a, r);
+		fill(a, NULL, t);
+		return 0;
+	}
+	look(a, &r, 1);
+	fill(a, r, t);
+	if (rc && err[0])
+		snprintf(t->obs.error, sizeof(t->obs.error), "%s", err);
+	return rc;
+}
+
+static void aws_list(void *state, const char *env, struct buf *out)
+{
+	struct aws *a = state;
+	size_t n = strlen(env);
+	void *v;
+
+	for (size_t pos = 0; map_next(&a->res, &pos, &v);) {
+		const struct aws_res *r = v;
+
+		if (!strncmp(r->key, env, n) && r->key[n] == '/')
+			buf_printf(out, "%ss/%s\n", kind_word(r->kind),
+				   r->key + n + 1);
+	}
+}
+
+/* ---- commit-time checks and cost ----------------------------------------- */
+
+static int aws_check(const struct desired *want, char *msg, size_t len)
+{
+	if (!aws_config(want->config, "execution_role", NULL)) {
+		snprintf(msg, len,
+			 "config: aws.execution_role is required by the aws "
+			 "provider (the IAM role ARN SageMaker runs %s with)",
+			 want->kind == KIND_POOL_IDX ? "cluster nodes"
+						     : "models");
+		return -EINVAL;
+	}
+	return want->kind == KIND_POOL_IDX ? cluster_check(want, msg, len)
+					   : endpoint_check(want, msg, len);
+}
+
+static double aws_hourly_cost(const struct desired *want)
+{
+	return want->kind == KIND_POOL_IDX ? cluster_cost(want)
+					   : endpoint_cost(want);
+}
+
+/* ---- life ------------------------------------------------------------------ */
+
+static int aws_start(const struct provider_host *host, void **state)
+{
+	struct aws *a = xcalloc(1, sizeof(*a));
+
+	a->host = *host;
+	snprintf(a->dir, sizeof(a->dir), "%s/aws", host->state_dir);
+	if (mkdir(a->dir, 0700) < 0 && errno != EEXIST)
+		log_warn("aws provider: cannot make %s: %s", a->dir,
+			 strerror(errno));
+	records_load(a->dir, load_record, a);
+	*state = a;
+	return 0;
+}
+
+/* What runs on AWS keeps running; the records find it again. */
+static void aws_stop(void *state)
+{
+	struct aws *a = state;
+	void *v;
+
+	for (size_t pos = 0; map_next(&a->res, &pos, &v);)
+		res_free(v);
+	map_free(&a->res);
+	for (size_t i = 0; i < a->nclients; i++)
+		aws_client_free(a->clients[i]);
+	free(a->clients);
+	free(a);
+}
+
+const struct provider_ops aws_provider = {
+	.info = &aws_info,
+	.start = aws_start,
+	.stop = aws_stop,
+	.observe = aws_observe,
+	.step = aws_step,
+	.list = aws_list,
+	.check = aws_check,
+	.hourly_cost = aws_hourly_cost,
+};

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the aws provider knows of each resource it runs, and the parts
+ * that turn one kind of resource into AWS calls: endpoints.c (SageMaker
+ * real-time endpoints with their models, configs and autoscaling) and
+ * clusters.c (HyperPod clusters for pools).
+ */
+#ifndef INFRAFS_PROVIDERS_AWS_RES_H
+#define INFRAFS_PROVIDERS_AWS_RES_H
+
+#include "aws.h"
+#include "providers/provider.h"
+#include "util/map.h"
+
+#include <limits.h>
+
+/*
+ * One resource. The saved part is what a crash must not lose: the names
+ * of everything made for it (written before each create call, so a crash
+ * right after the call still finds what it made), how its environment
+ * reaches AWS (a destroy has no config to read), and which revision the
+ * live resource last matched.
+ */
+struct aws_res {
+	char id[150]; /* "pool:ENV/NAME", the map's key */
+	char key[140]; /* ENV/NAME */
+	int kind; /* KIND_POOL_IDX, KIND_ENDPOINT_IDX */
+	char aws_name[64]; /* the endpoint's or cluster's name */
+	struct aws_settings settings;
+	double poll_s; /* how often an unfinished change is looked at */
+	double refresh_s; /* how often a finished one is */
+	uint64_t last_rev; /* revision the live resource last matched */
+	uint64_t config_rev; /* endpoint: revision naming the wanted config */
+	char config_fp[17]; /* endpoint: hash of what that config holds */
+	char scaling[96]; /* endpoint: "min:max:target" registered, "" none */
+	json_t *made; /* ["model/NAME", "endpoint-config/NAME", ...] */
+	/* The last look: a Describe answer (NULL: none found). */
+	json_t *live;
+	bool looked;
+	bool dirty; /* a step changed it: look again before trusting live */
+	double looked_at;
+	char look_error[400];
+};
+
+struct aws {
+	struct provider_host host;
+	char dir[PATH_MAX];
+	struct map res; /* "KIND:ENV/NAME" -> struct aws_res */
+	struct aws_client **clients;
+	size_t nclients;
+};
+
+/* provider.c */
+struct aws_client *aws_client_of(struct aws *a, const struct aws_res *r);
+int aws_res_save(struct aws *a, struct aws_res *r);
+/* Adds what is about to be made to the record, saved before the call. */
+int aws_res_made(struct aws *a, struct aws_res *r, const char *what);
+void aws_res_unmade(struct aws *a, struct aws_res *r, const char *what);
+bool aws_res_has_made(const struct aws_res *r, const char *what);
+/* A config key of the aws provider (`aws.KEY`), or dflt. */
+const char *aws_config(const struct spec *config, const char *key,
+		       const char *dflt);
+/* "infrafs-ENV-NAME" plus suffix, within SageMaker's 63 characters. */
+void aws_resource_name(const char *key, const char *suffix, char *out,
+		       size_t len);
+double aws_price(const struct spec *config, const char *type, bool hyperpod);
+/* instance_type, else the catalog's type for accelerator and the count
+ * in count_field (at least one device for a GPU); NULL when none fits. */
+const char *aws_instance_type(const struct spec *s, const char *count_field,
+			      bool hyperpod, char *out, size_t len);
+/* Tags that say who made a resource, for people reading the console. */
+json_t *aws_tags(const struct aws_res *r, uint64_t rev);
+/* What a step may read as done rather than failed. */
+enum {
+	AWS_OK_MISSING = 1, /* a delete of what is gone already */
+	AWS_OK_EXISTS = 2, /* a create of what an earlier attempt made */
+};
+/* Runs one call (taking input); on a failure that `ok` does not cover,
+ * sets t->obs.error and returns the call's rc. out may be NULL. */
+int aws_do(struct aws *a, struct aws_res *r, struct target *t,
+	   const struct aws_service *svc, const char *op, json_t *input,
+	   unsigned ok, json_t **out);
+/* Whether a field was written in the spec (not just defaulted). */
+bool aws_spec_set(const struct spec *s, const char *field);
+
+/* endpoints.c */
+json_t *endpoint_describe_input(const struct aws_res *r);
+void endpoint_fill(struct aws *a, struct aws_res *r, struct target *t);
+int endpoint_step(struct aws *a, struct aws_res *r, struct target *t);
+int endpoint_check(const struct desired *want, char *msg, size_t len);
+double endpoint_cost(const struct desired *want);
+const char *endpoint_instance_type(const struct spec *s, char *out, size_t len);
+
+/* clusters.c */
+json_t *cluster_describe_input(const struct aws_res *r);
+void cluster_fill(struct aws *a, struct aws_res *r, struct target *t);
+int cluster_step(struct aws *a, struct aws_res *r, struct target *t);
+int cluster_check(const struct desired *want, char *msg, size_t len);
+double cluster_cost(const struct desired *want);
+
+/* Status words of SageMaker to the contract's. */
+bool aws_status_in_progress(const char *status);
+
+#endif

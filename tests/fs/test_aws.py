@@ -1,0 +1,455 @@
+"""The aws provider through the mount, against the SageMaker + Application
+Auto Scaling fake on loopback (tests/fake/aws_fake.py): the real wire
+format, signatures checked, lifecycles with delays, faults on demand."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Mount, read, status_of, wait_for
+
+FAKE = ROOT / "tests" / "fake" / "aws_fake.py"
+AKID, SECRET = "AKIDINFRAFSTEST1", "c2VjcmV0LWtleS1vbmUtZm9yLXRlc3Rz"
+AKID2, SECRET2 = "AKIDINFRAFSTEST2", "c2VjcmV0LWtleS10d28tZm9yLXRlc3Rz"
+ROLE = "arn:aws:iam::123456789012:role/infrafs-test"
+EP = "dev/endpoints/chat"
+POOL = "dev/pools/train"
+
+
+class Fake:
+    """The fake server in its own process, driven over its control API."""
+
+    def __init__(self, tmp: Path):
+        port_file = tmp / "fake.port"
+        self.log = open(tmp / "fake.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FAKE), "--port", "0", "--port-file",
+             str(port_file), "--key", f"{AKID}:{SECRET}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(port_file.exists, 10, "the fake to listen")
+        self.url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+
+    def control(self, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + "/_fake/" + path, data=data,
+                                     method="GET" if data is None
+                                     else "POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read()
+        return json.loads(text) if text else None
+
+    def calls(self, op=None):
+        got = self.control("calls")
+        return [c for c in got if op is None or c["op"] == op]
+
+    def state(self):
+        return self.control("state")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def names(items, field):
+    return sorted(i[field] for i in items)
+
+
+def endpoints(fake):
+    return fake.state()["endpoints"]
+
+
+@pytest.fixture
+def fake(tmp_path):
+    f = Fake(tmp_path)
+    f.control("config", {"create_s": 0.3, "update_s": 0.3, "delete_s": 0.3,
+                         "cluster_create_s": 0.3, "cluster_update_s": 0.3,
+                         "cluster_delete_s": 0.3})
+    yield f
+    f.stop()
+
+
+def write_credentials(tmp, akid=AKID, secret=SECRET, rename=True):
+    path = tmp / "aws" / "credentials"
+    path.parent.mkdir(exist_ok=True)
+    text = f"[default]\naws_access_key_id = {akid}\n" \
+           f"aws_secret_access_key = {secret}\n"
+    if rename:
+        tmp_file = path.with_suffix(".new")
+        tmp_file.write_text(text)
+        os.rename(tmp_file, path)
+    else:
+        path.write_text(text)
+    return path
+
+
+def daemon_env(tmp, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"HOME": str(tmp),
+                "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "aws" /
+                                                   "credentials"),
+                "AWS_CONFIG_FILE": str(tmp / "aws" / "config"),
+                "AWS_EC2_METADATA_DISABLED": "true"})
+    env.update(extra)
+    return env
+
+
+def config_text(fake, extra=""):
+    return ("provider = aws\nregion = us-east-1\nsettle_ms = 0\n"
+            f"aws.endpoint_url = {fake.url}\naws.execution_role = {ROLE}\n"
+            "aws.lifecycle_s3_uri = s3://infrafs-test/lifecycle/\n"
+            "aws.poll_s = 0.2\n" + extra)
+
+
+@pytest.fixture
+def mnt(tmp_path, fake):
+    write_credentials(tmp_path)
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    m.sh("mkdir dev")
+    (m / "dev" / "config").write_text(config_text(fake))
+    yield m
+    m.stop()
+
+
+def state(m, path=EP):
+    return read(m / path / "state").strip()
+
+
+def wait_state(m, want, path=EP, timeout=30):
+    wait_for(lambda: state(m, path) == want, timeout,
+             f"{path} to be {want}")
+
+
+def wait_synced(m, path=EP, timeout=30):
+    def synced():
+        st = status_of(m / path / "status")
+        return st.get("state") == "ready" and st.get("synced") == "yes"
+    try:
+        wait_for(synced, timeout, f"{path} to be ready and synced")
+    except AssertionError:
+        raise AssertionError(read(m / path / "status"))
+
+
+ENDPOINT = ("image = 123456789012.dkr.ecr.us-east-1.amazonaws.com/llm:1\n"
+            "model = s3://models/llama/\naccelerator = nvidia-a10g\n"
+            "accelerators = 1\n")
+
+
+def make_endpoint(m, extra="", path=EP):
+    m.sh(f"mkdir -p {path}")
+    (m / path / "spec").write_text(ENDPOINT + extra)
+
+
+def test_endpoint_created_with_model_config_and_endpoint(mnt, fake):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    st = status_of(mnt / EP / "status")
+    assert st["sagemaker_endpoint"] == "infrafs-dev-chat"
+    assert st["arn"].startswith("arn:aws:sagemaker:us-east-1:")
+    assert st["instance_type"] == "ml.g5.xlarge"
+    assert st["replicas"] == "1 of 1"
+    assert float(st["hourly_cost_usd"]) > 0
+    [ep] = endpoints(fake)
+    assert ep["EndpointName"] == "infrafs-dev-chat"
+    [create] = fake.calls("CreateModel")
+    assert create["body"]["PrimaryContainer"]["ModelDataUrl"] == \
+        "s3://models/llama/"
+    assert create["body"]["ExecutionRoleArn"] == ROLE
+    [cfg] = fake.calls("CreateEndpointConfig")
+    variant = cfg["body"]["ProductionVariants"][0]
+    assert variant["InstanceType"] == "ml.g5.xlarge"
+    assert variant["InitialInstanceCount"] == 1
+    # Every call was signed and accepted; the only refusal is the look
+    # before the create, which found nothing.
+    for c in fake.calls():
+        assert c["access_key"] == AKID
+        assert c["status"] == 200 or (c["op"] == "DescribeEndpoint" and
+                                      c["error"] == "ValidationException"), c
+
+
+def test_replica_change_uses_weights_and_capacities(mnt, fake):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    fake.control("calls/clear", {})
+    (mnt / EP / "replicas").write_text("3\n")
+    wait_for(lambda: status_of(mnt / EP / "status").get("replicas") ==
+             "3 of 3", 30, "three instances")
+    wait_synced(mnt)
+    [upd] = fake.calls("UpdateEndpointWeightsAndCapacities")
+    assert upd["body"]["DesiredWeightsAndCapacities"][0][
+        "DesiredInstanceCount"] == 3
+    assert not fake.calls("CreateEndpointConfig")
+    assert not fake.calls("UpdateEndpoint")
+
+
+def test_update_makes_new_model_and_config_and_removes_old(mnt, fake):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    first = endpoints(fake)[0]["EndpointConfigName"]
+    (mnt / EP / "image").write_text(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm:2\n")
+    rev = int(status_of(mnt / EP / "status")["revision"])
+    wait_for(lambda: endpoints(fake)[0]["EndpointConfigName"] != first, 30,
+             "the endpoint to move to a new config")
+    wait_synced(mnt)
+    [ep] = endpoints(fake)
+    assert ep["EndpointConfigName"] == f"infrafs-dev-chat-r{rev}"
+    assert fake.calls("UpdateEndpoint")
+    # The old pair is deleted once nothing uses it.
+    wait_for(lambda: names(fake.state()["endpoint_configs"],
+                           "EndpointConfigName") ==
+             [f"infrafs-dev-chat-r{rev}"], 30, "the old config to go")
+    assert names(fake.state()["models"], "ModelName") == \
+        [f"infrafs-dev-chat-r{rev}"]
+
+
+def test_autoscaling_registered_and_removed(mnt, fake):
+    make_endpoint(mnt, "min_replicas = 1\nmax_replicas = 4\n"
+                       "scale_metric = invocations_per_replica\n"
+                       "scale_target = 70\n")
+    wait_synced(mnt)
+    [reg] = fake.calls("RegisterScalableTarget")
+    assert reg["body"]["ResourceId"] == \
+        "endpoint/infrafs-dev-chat/variant/AllTraffic"
+    assert reg["body"]["ScalableDimension"] == \
+        "sagemaker:variant:DesiredInstanceCount"
+    assert (reg["body"]["MinCapacity"], reg["body"]["MaxCapacity"]) == (1, 4)
+    [pol] = fake.calls("PutScalingPolicy")
+    conf = pol["body"]["TargetTrackingScalingPolicyConfiguration"]
+    assert conf["TargetValue"] == 70
+    assert conf["PredefinedMetricSpecification"]["PredefinedMetricType"] \
+        == "SageMakerVariantInvocationsPerInstance"
+    assert "autoscaling" in status_of(mnt / EP / "status")
+    # No longer declared: the policy and the target go.
+    (mnt / EP / "spec").write_text(ENDPOINT + "replicas = 2\n")
+    wait_for(lambda: fake.calls("DeregisterScalableTarget"), 30,
+             "the scalable target to be removed")
+    wait_synced(mnt)
+    assert fake.calls("DeleteScalingPolicy")
+    assert not fake.state()["scalable_targets"]
+    assert not fake.state()["scaling_policies"]
+
+
+def test_rmdir_deletes_endpoint_configs_and_models(mnt, fake):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    (mnt / EP / "image").write_text("example.com/llm:2\n")
+    wait_synced(mnt)
+    mnt.sh(f"rmdir {EP}")
+    wait_for(lambda: not endpoints(fake) and
+             not fake.state()["endpoint_configs"] and
+             not fake.state()["models"], 30, "everything to be deleted")
+    assert fake.calls("DeleteEndpoint")
+
+
+def test_failed_endpoint_shows_reason(mnt, fake):
+    fake.control("fail_endpoint", {"name": "infrafs-dev-chat",
+                                   "reason": "CUDA out of memory"})
+    make_endpoint(mnt)
+    wait_state(mnt, "failed")
+    st = read(mnt / EP / "status")
+    assert "CUDA out of memory" in st
+    assert "last_error: SageMaker: CUDA out of memory" in st
+
+
+def test_pool_is_a_hyperpod_cluster(mnt, fake):
+    mnt.sh(f"mkdir -p {POOL}")
+    (mnt / POOL / "spec").write_text(
+        "accelerator = nvidia-h100-80gb\naccelerators_per_node = 8\n"
+        "nodes = 2\n")
+    wait_synced(mnt, POOL)
+    [create] = fake.calls("CreateCluster")
+    [group] = create["body"]["InstanceGroups"]
+    assert group["InstanceType"] == "ml.p5.48xlarge"
+    assert group["InstanceCount"] == 2
+    assert group["ExecutionRole"] == ROLE
+    assert group["LifeCycleConfig"]["SourceS3Uri"] == \
+        "s3://infrafs-test/lifecycle/"
+    st = status_of(mnt / POOL / "status")
+    assert st["nodes"] == "2 of 2"
+    assert float(st["hourly_cost_usd"]) > 100
+    (mnt / POOL / "nodes").write_text("4\n")
+    wait_for(lambda: status_of(mnt / POOL / "status").get("nodes") ==
+             "4 of 4", 30, "four nodes")
+    wait_synced(mnt, POOL)
+    [upd] = fake.calls("UpdateCluster")
+    assert upd["body"]["InstanceGroups"][0]["InstanceCount"] == 4
+    mnt.sh(f"rmdir {POOL}")
+    wait_for(lambda: not fake.state()["clusters"], 30, "the cluster to go")
+    assert len(fake.calls("CreateCluster")) == 1
+
+
+def test_missing_config_refused_at_commit_with_key_named(tmp_path, fake):
+    write_credentials(tmp_path)
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev" / "config").write_text(
+            f"provider = aws\nregion = us-east-1\n"
+            f"aws.endpoint_url = {fake.url}\n")
+        m.sh(f"mkdir -p {EP} {POOL}")
+        res = m.sh(f"cat > {EP}/spec <<'EOF'\n{ENDPOINT}EOF", check=False)
+        assert res.returncode != 0
+        assert "aws.execution_role" in read(m / EP / "status")
+        (m / "dev" / "config").write_text(config_text(fake).replace(
+            "aws.lifecycle_s3_uri", "# aws.lifecycle_s3_uri"))
+        res = m.sh(f"echo 'nodes = 1' > {POOL}/spec", check=False)
+        assert "aws.lifecycle_s3_uri" in read(m / POOL / "status")
+        # cat reports what close(2) says; bash's builtin echo cannot.
+        res = m.sh(f"echo 'command = sleep 1' | cat >> {EP}/spec",
+                   check=False)
+        assert res.returncode != 0
+        assert "command: not supported by the aws provider" in \
+            read(m / EP / "status")
+        assert not fake.calls()
+    finally:
+        m.stop()
+
+
+def test_throttling_storm_and_5xx_converge_without_duplicates(mnt, fake):
+    fake.control("faults", [{"kind": "throttle", "count": 25},
+                            {"kind": "status", "code": 503, "count": 6},
+                            {"kind": "http429", "count": 4},
+                            {"kind": "status", "code": 500, "count": 4}])
+    for name in ("a", "b", "c"):
+        make_endpoint(mnt, path=f"dev/endpoints/{name}")
+    for name in ("a", "b", "c"):
+        wait_synced(mnt, f"dev/endpoints/{name}", timeout=90)
+    assert names(endpoints(fake), "EndpointName") == \
+        ["infrafs-dev-a", "infrafs-dev-b", "infrafs-dev-c"]
+    answered = [c["status"] for c in fake.calls()]
+    assert answered.count(400) >= 25 and answered.count(503) == 6
+    assert answered.count(429) == 4 and answered.count(500) == 4
+    assert len(fake.state()["models"]) == 3
+
+
+def test_success_answered_as_failure_makes_no_second_endpoint(mnt, fake):
+    fake.control("faults", [{"kind": "fail_after", "op": "CreateEndpoint",
+                             "count": 1},
+                            {"kind": "drop", "count": 2}])
+    make_endpoint(mnt)
+    wait_synced(mnt, timeout=60)
+    assert len(endpoints(fake)) == 1
+    assert len(fake.state()["endpoint_configs"]) == 1
+
+
+def test_sigkill_between_config_and_endpoint_converges_once(tmp_path, fake):
+    write_credentials(tmp_path)
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    m.sh("mkdir dev")
+    (m / "dev" / "config").write_text(config_text(fake))
+    fake.control("faults", [{"kind": "hang", "op": "CreateEndpoint"}])
+    make_endpoint(m)
+    wait_for(lambda: fake.calls("CreateEndpoint"), 30,
+             "CreateEndpoint to be sent")
+    assert len(fake.calls("CreateEndpointConfig")) == 1
+    m.kill()
+    assert not endpoints(fake)
+    m.start()
+    try:
+        wait_synced(m, timeout=60)
+        assert len(endpoints(fake)) == 1
+        assert len(fake.state()["endpoint_configs"]) == 1
+        assert len(fake.state()["models"]) == 1
+    finally:
+        m.stop()
+
+
+def test_rotated_credentials_used_without_restart(mnt, fake, tmp_path):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    fake.control("keys", {"add": [{"id": AKID2, "secret": SECRET2}]})
+    write_credentials(tmp_path, AKID2, SECRET2)
+    fake.control("keys", {"remove": [AKID]})
+    fake.control("calls/clear", {})
+    (mnt / EP / "replicas").write_text("2\n")
+    wait_for(lambda: status_of(mnt / EP / "status").get("replicas") ==
+             "2 of 2", 60, "two instances with the new key")
+    used = {c["access_key"] for c in fake.calls()}
+    assert used == {AKID2}
+    assert SECRET2 not in read(mnt.log) and SECRET not in read(mnt.log)
+
+
+def test_bad_signature_rejected_and_reported(tmp_path, fake):
+    write_credentials(tmp_path, AKID, "d3Jvbmctc2VjcmV0LWtleS1mb3ItdGVzdHM")
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev" / "config").write_text(config_text(fake))
+        make_endpoint(m)
+        wait_for(lambda: "InvalidSignatureException" in
+                 read(m / EP / "status"), 30, "the signature error")
+        st = read(m / EP / "status")
+        assert "The request signature we calculated does not match" in st
+        assert not endpoints(fake)
+        assert all(c["status"] == 400 for c in fake.calls())
+        for text in (st, read(m / "dev" / "events"), read(m.log)):
+            assert "d3Jvbmctc2VjcmV0" not in text
+    finally:
+        m.stop()
+
+
+def test_environment_variables_point_at_the_fake(tmp_path, fake):
+    """AWS_ENDPOINT_URL and the environment's keys, no config file."""
+    env = daemon_env(tmp_path, AWS_ENDPOINT_URL=fake.url,
+                     AWS_ACCESS_KEY_ID=AKID, AWS_SECRET_ACCESS_KEY=SECRET)
+    m = Mount(tmp_path, env=env).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev" / "config").write_text(
+            config_text(fake).replace(f"aws.endpoint_url = {fake.url}\n",
+                                      ""))
+        make_endpoint(m)
+        wait_synced(m)
+        assert len(endpoints(fake)) == 1
+    finally:
+        m.stop()
+
+
+def test_instance_metadata_credentials(tmp_path, fake):
+    fake.control("imds", {"role": "infrafs-node", "id": "ASIAIMDSTEST1",
+                          "secret": "aW1kcy1zZWNyZXQ", "token": "imds-tok",
+                          "expires_in_s": 3600})
+    env = daemon_env(tmp_path, AWS_EC2_METADATA_DISABLED="false",
+                     AWS_EC2_METADATA_SERVICE_ENDPOINT=fake.url)
+    m = Mount(tmp_path, env=env).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev" / "config").write_text(config_text(fake))
+        make_endpoint(m)
+        wait_synced(m)
+        assert {c["access_key"] for c in fake.calls()
+                if not c["op"].startswith("IMDS")} == {"ASIAIMDSTEST1"}
+        assert "imds-tok" not in read(m.log)
+    finally:
+        m.stop()
+
+
+def test_providers_aws_documents_itself(mnt):
+    text = read(mnt / "providers" / "aws")
+    assert "provider: aws" in text
+    assert "aws.execution_role" in text
+    assert "ml.p5.48xlarge" in text
+
+
+def test_slow_and_timed_out_answers_never_slow_a_read(mnt, fake):
+    (mnt / "dev" / "config").write_text(config_text(fake,
+                                                    "aws.timeout_s = 1\n"))
+    fake.control("faults", [{"kind": "slow", "seconds": 2.5, "count": 3}])
+    make_endpoint(mnt)
+    wait_for(lambda: any(c.get("fault") for c in fake.calls()), 10,
+             "a slow answer to be under way")
+    for _ in range(5):
+        start = time.monotonic()
+        read(mnt / EP / "status")
+        os.listdir(mnt / "dev" / "endpoints")
+        assert time.monotonic() - start < 0.5
+        time.sleep(0.2)
+    wait_synced(mnt, timeout=60)
+    assert len(endpoints(fake)) == 1
