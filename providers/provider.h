@@ -115,6 +115,10 @@ struct provider_ops {
 	/* Returns 0 when a step started or none was needed; a negative errno
 	 * with obs.error saying why otherwise. */
 	int (*step)(void *state, struct target *t);
+	/* Optional: the steps of many resources of one environment at once,
+	 * each as step() would take it, rcs[i] its result. A provider whose
+	 * steps wait on a network runs them together. */
+	void (*step_many)(void *state, struct target **t, int *rcs, size_t n);
 	/* Names of everything it runs in env, one "kind/name\n" per line, so
 	 * that what is no longer declared is found and removed. */
 	void (*list)(void *state, const char *env, struct buf *out);

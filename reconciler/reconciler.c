@@ -762,11 +762,8 @@ static void backoff(struct rec *rc)
 		  (wait < BACKOFF_MAX_SECONDS ? wait : BACKOFF_MAX_SECONDS);
 }
 
-static int take_step(const struct provider_ops *p, void *pstate,
-		     struct target *t, struct rec *rc)
+static void stepped(struct target *t, struct rec *rc, int rc_step)
 {
-	int rc_step = p->step(pstate, t);
-
 	if (rc_step < 0) {
 		backoff(rc);
 		log_info("%s: %s", rc->key, t->obs.error);
@@ -774,7 +771,35 @@ static int take_step(const struct provider_ops *p, void *pstate,
 		rc->failures = 0;
 	}
 	keep_observation(rc, &t->obs);
-	return rc_step;
+}
+
+/* The chosen steps of one environment: together when the provider can
+ * (its calls then share connections and round trips), else one by one. */
+static void take_steps(const struct provider_ops *p, void *pstate,
+		       struct batch *b, const bool *chosen)
+{
+	struct target **ts = xcalloc(b->n ? b->n : 1, sizeof(*ts));
+	int *rcs = xcalloc(b->n ? b->n : 1, sizeof(*rcs));
+	size_t *at = xcalloc(b->n ? b->n : 1, sizeof(*at));
+	size_t n = 0;
+
+	for (size_t i = 0; i < b->n; i++) {
+		if (chosen[i]) {
+			ts[n] = &b->t[i];
+			at[n++] = i;
+		}
+	}
+	if (p->step_many && n > 1) {
+		p->step_many(pstate, ts, rcs, n);
+	} else {
+		for (size_t k = 0; k < n; k++)
+			rcs[k] = p->step(pstate, ts[k]);
+	}
+	for (size_t k = 0; k < n; k++)
+		stepped(ts[k], b->recs[at[k]], rcs[k]);
+	free(at);
+	free(rcs);
+	free(ts);
 }
 
 /* Events say when a resource's state changes and when drift shows or
@@ -933,7 +958,7 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	const struct provider_ops *p = provider_of(es, &pi);
 	void *pstate = r->provider_state[pi];
 	struct batch b = { 0 };
-	bool held;
+	bool held, *chosen, *waits;
 	double now = now_s();
 
 	if (!p || !pstate)
@@ -951,27 +976,39 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	if (!es->published || es->plan_hash != es->published_hash)
 		publish_plan(r, es);
 	held = es->steps.count && es->approved != es->plan_no;
+	chosen = xcalloc(b.n ? b.n : 1, sizeof(*chosen));
+	waits = xcalloc(b.n ? b.n : 1, sizeof(*waits));
 	for (size_t i = 0; i < b.n; i++) {
 		struct rec *rc = b.recs[i];
 		enum action a = action_of(r, rc, es);
+
 		/* A protected destroy waits for approval whatever the
 		 * environment's approval setting. */
-		bool waits = held && plan_visible(a) &&
-			     (manual(es) || rc->destroy_requested);
-
-		if (a != ACT_NONE && !waits && rc->due <= now && *budget) {
+		waits[i] = held && plan_visible(a) &&
+			   (manual(es) || rc->destroy_requested);
+		if (a != ACT_NONE && !waits[i] && rc->due <= now && *budget) {
 			(*budget)--;
+			chosen[i] = true;
 			if (rc->destroy_requested)
 				b.t[i].want = NULL;
-			take_step(p, pstate, &b.t[i], rc);
+		}
+	}
+	take_steps(p, pstate, &b, chosen);
+	for (size_t i = 0; i < b.n; i++) {
+		struct rec *rc = b.recs[i];
+		enum action a = action_of(r, rc, es);
+
+		if (chosen[i]) {
 			if (rc->destroy_requested && !rc->obs.exists)
 				finish_protected_destroy(r, rc);
 			a = action_of(r, rc, es);
 			set_step(r, es, rc, a);
 		}
 		set_watched(r, rc, a);
-		publish_res(r, rc, es, a, waits && a != ACT_NONE);
+		publish_res(r, rc, es, a, waits[i] && a != ACT_NONE);
 	}
+	free(chosen);
+	free(waits);
 	if (!es->published || es->plan_hash != es->published_hash)
 		publish_plan(r, es);
 	for (size_t i = 0; i < b.n; i++) {

@@ -12,7 +12,7 @@ packages=(
 	fuse3
 	# tests drive the mount with these real programs
 	python3 python3-pytest jq vim ed diffutils coreutils util-linux passwd curl
-	procps
+	procps openssl
 	# man pages
 	man-db groff-base
 )

@@ -174,7 +174,8 @@ static bool is_throttling(const struct aws_call *call)
 static bool is_transient(const struct aws_call *call)
 {
 	switch (call->http_status) {
-	case 0: /* no answer: refused, dropped, timed out */
+	case 0: /* no answer: refused, dropped, timed out; not refused TLS */
+		return call->rc != -EPROTO;
 	case 500:
 	case 502:
 	case 503:
@@ -521,6 +522,27 @@ static void finish(struct aws_call *call, int rc)
 	call->io->done = true;
 }
 
+/*
+ * A certificate nobody trusts or a URL curl cannot use will not get better
+ * by asking again (-EPROTO); the network failing on the way will.
+ */
+static int transport_error(CURLcode result)
+{
+	switch (result) {
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+		return -EPROTO;
+	default:
+		return -ECONNRESET;
+	}
+}
+
 /* Reads one finished transfer; schedules a retry or ends the call. */
 static void completed(struct aws_client *c, struct aws_call *call,
 		      CURLcode result)
@@ -539,8 +561,7 @@ static void completed(struct aws_client *c, struct aws_call *call,
 				  &call->http_status);
 		read_answer(call);
 	} else {
-		call->rc = result == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
-							      : -ECONNRESET;
+		call->rc = transport_error(result);
 		snprintf(call->message, sizeof(call->message), "%s",
 			 io->error[0] ? io->error : curl_easy_strerror(result));
 	}

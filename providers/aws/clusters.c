@@ -162,7 +162,8 @@ static json_t *instance_groups(const struct desired *want)
 		"ThreadsPerCore", 1);
 }
 
-static int create(struct aws *a, struct aws_res *r, struct target *t)
+static int create(struct aws *a, struct aws_res *r, struct target *t,
+		  struct plan *p)
 {
 	const char *subnets = aws_config(t->want->config, "subnets", NULL);
 	const char *groups =
@@ -181,33 +182,31 @@ static int create(struct aws *a, struct aws_res *r, struct target *t)
 				    json_pack("{s:o, s:o}", "SecurityGroupIds",
 					      list_of(groups), "Subnets",
 					      list_of(subnets)));
-	return aws_do(a, r, t, &aws_sagemaker, "CreateCluster", in,
-		      AWS_OK_EXISTS, NULL);
+	plan_call(p, &aws_sagemaker, "CreateCluster", in, AWS_OK_EXISTS);
+	return 0;
 }
 
-static int destroy(struct aws *a, struct aws_res *r, struct target *t)
+static int destroy(struct aws *a, struct aws_res *r, struct plan *p)
 {
-	int rc;
-
 	if (!r->live) {
 		json_array_clear(r->made);
 		return aws_res_save(a, r);
 	}
-	if (!strcmp(live_text(r->live, "ClusterStatus"), "Deleting"))
-		return 0;
-	rc = aws_do(a, r, t, &aws_sagemaker, "DeleteCluster",
-		    cluster_describe_input(r), AWS_OK_MISSING, NULL);
-	return rc;
+	if (strcmp(live_text(r->live, "ClusterStatus"), "Deleting"))
+		plan_call(p, &aws_sagemaker, "DeleteCluster",
+			  cluster_describe_input(r), AWS_OK_MISSING);
+	return 0;
 }
 
-int cluster_step(struct aws *a, struct aws_res *r, struct target *t)
+int cluster_step(struct aws *a, struct aws_res *r, struct target *t,
+		 struct plan *p)
 {
 	const char *status = live_text(r->live, "ClusterStatus");
 
 	if (!t->want)
-		return destroy(a, r, t);
+		return destroy(a, r, p);
 	if (!r->live)
-		return create(a, r, t);
+		return create(a, r, t, p);
 	if (aws_status_in_progress(status))
 		return 0;
 	if (!strcmp(status, "Failed")) {
@@ -216,12 +215,12 @@ int cluster_step(struct aws *a, struct aws_res *r, struct target *t)
 			 live_text(r->live, "FailureMessage"));
 		return -EIO;
 	}
-	if (matches(r, t->want))
-		return 0;
-	return aws_do(a, r, t, &aws_sagemaker, "UpdateCluster",
-		      json_pack("{s:s, s:o}", "ClusterName", r->aws_name,
-				"InstanceGroups", instance_groups(t->want)),
-		      0, NULL);
+	if (!matches(r, t->want))
+		plan_call(p, &aws_sagemaker, "UpdateCluster",
+			  json_pack("{s:s, s:o}", "ClusterName", r->aws_name,
+				    "InstanceGroups", instance_groups(t->want)),
+			  0);
+	return 0;
 }
 
 /* ---- commit-time checks and cost ------------------------------------------- */

@@ -292,7 +292,7 @@ static json_t *environment_of(const struct spec *s)
 }
 
 static int create_model(struct aws *a, struct aws_res *r, struct target *t,
-			const struct ep_want *w)
+			const struct ep_want *w, struct plan *p)
 {
 	const struct spec *s = t->want->spec;
 	char image[1024], model[1024], what[80];
@@ -308,18 +308,18 @@ static int create_model(struct aws *a, struct aws_res *r, struct target *t,
 	if (!strncmp(model, "s3://", 5))
 		json_object_set_new(container, "ModelDataUrl",
 				    json_string(model));
-	return aws_do(
-		a, r, t, &aws_sagemaker, "CreateModel",
-		json_pack("{s:s, s:s, s:o, s:o}", "ModelName", w->model_name,
-			  "ExecutionRoleArn",
-			  aws_config(t->want->config, "execution_role", ""),
-			  "PrimaryContainer", container, "Tags",
-			  aws_tags(r, t->want->rev)),
-		AWS_OK_EXISTS, NULL);
+	plan_call(p, &aws_sagemaker, "CreateModel",
+		  json_pack("{s:s, s:s, s:o, s:o}", "ModelName", w->model_name,
+			    "ExecutionRoleArn",
+			    aws_config(t->want->config, "execution_role", ""),
+			    "PrimaryContainer", container, "Tags",
+			    aws_tags(r, t->want->rev)),
+		  AWS_OK_EXISTS);
+	return 0;
 }
 
 static int create_config(struct aws *a, struct aws_res *r, struct target *t,
-			 const struct ep_want *w)
+			 const struct ep_want *w, struct plan *p)
 {
 	int64_t initial = w->replicas < w->min	 ? w->min
 			  : w->replicas > w->max ? w->max
@@ -329,46 +329,46 @@ static int create_config(struct aws *a, struct aws_res *r, struct target *t,
 	snprintf(what, sizeof(what), "endpoint-config/%s", w->config_name);
 	if (aws_res_made(a, r, what) < 0)
 		return -EIO;
-	return aws_do(a, r, t, &aws_sagemaker, "CreateEndpointConfig",
-		      json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:f}], s:o}",
-				"EndpointConfigName", w->config_name,
-				"ProductionVariants", "VariantName", VARIANT,
-				"ModelName", w->model_name,
-				"InitialInstanceCount", (json_int_t)initial,
-				"InstanceType", w->instance_type,
-				"InitialVariantWeight", 1.0, "Tags",
-				aws_tags(r, t->want->rev)),
-		      AWS_OK_EXISTS, NULL);
+	plan_call(p, &aws_sagemaker, "CreateEndpointConfig",
+		  json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:f}], s:o}",
+			    "EndpointConfigName", w->config_name,
+			    "ProductionVariants", "VariantName", VARIANT,
+			    "ModelName", w->model_name, "InitialInstanceCount",
+			    (json_int_t)initial, "InstanceType",
+			    w->instance_type, "InitialVariantWeight", 1.0,
+			    "Tags", aws_tags(r, t->want->rev)),
+		  AWS_OK_EXISTS);
+	return 0;
 }
 
-/* Model and config for what is wanted, then the endpoint onto them. */
+/*
+ * Model and config for what is wanted, then the endpoint onto them. Every
+ * name is in the record before its create goes out.
+ */
 static int move_to_config(struct aws *a, struct aws_res *r, struct target *t,
-			  const struct ep_want *w)
+			  const struct ep_want *w, struct plan *p)
 {
-	int rc;
-
 	if (strcmp(r->config_fp, w->fp) || r->config_rev != w->config_rev) {
 		snprintf(r->config_fp, sizeof(r->config_fp), "%s", w->fp);
 		r->config_rev = w->config_rev;
 		if (aws_res_save(a, r) < 0)
 			return -EIO;
 	}
-	rc = create_model(a, r, t, w);
-	if (!rc)
-		rc = create_config(a, r, t, w);
-	if (rc)
-		return rc;
+	if (create_model(a, r, t, w, p) < 0 || create_config(a, r, t, w, p) < 0)
+		return -EIO;
 	if (!r->live)
-		return aws_do(a, r, t, &aws_sagemaker, "CreateEndpoint",
-			      json_pack("{s:s, s:s, s:o}", "EndpointName",
-					r->aws_name, "EndpointConfigName",
-					w->config_name, "Tags",
-					aws_tags(r, t->want->rev)),
-			      AWS_OK_EXISTS, NULL);
-	return aws_do(a, r, t, &aws_sagemaker, "UpdateEndpoint",
-		      json_pack("{s:s, s:s}", "EndpointName", r->aws_name,
-				"EndpointConfigName", w->config_name),
-		      0, NULL);
+		plan_call(p, &aws_sagemaker, "CreateEndpoint",
+			  json_pack("{s:s, s:s, s:o}", "EndpointName",
+				    r->aws_name, "EndpointConfigName",
+				    w->config_name, "Tags",
+				    aws_tags(r, t->want->rev)),
+			  AWS_OK_EXISTS);
+	else
+		plan_call(p, &aws_sagemaker, "UpdateEndpoint",
+			  json_pack("{s:s, s:s}", "EndpointName", r->aws_name,
+				    "EndpointConfigName", w->config_name),
+			  0);
+	return 0;
 }
 
 static json_t *scalable_target(const struct aws_res *r)
@@ -382,20 +382,15 @@ static json_t *scalable_target(const struct aws_res *r)
 			 SCALABLE_DIMENSION);
 }
 
-static int register_scaling(struct aws *a, struct aws_res *r, struct target *t,
-			    const struct ep_want *w)
+static void register_scaling(struct aws_res *r, const struct ep_want *w,
+			     struct plan *p)
 {
 	json_t *reg = scalable_target(r), *policy = scalable_target(r);
-	int rc;
+	struct planned *last;
 
 	json_object_set_new(reg, "MinCapacity", json_integer(w->min));
 	json_object_set_new(reg, "MaxCapacity", json_integer(w->max));
-	rc = aws_do(a, r, t, &aws_autoscaling, "RegisterScalableTarget", reg, 0,
-		    NULL);
-	if (rc) {
-		json_decref(policy);
-		return rc;
-	}
+	plan_call(p, &aws_autoscaling, "RegisterScalableTarget", reg, 0);
 	json_object_set_new(policy, "PolicyName", json_string(POLICY_NAME));
 	json_object_set_new(policy, "PolicyType",
 			    json_string("TargetTrackingScaling"));
@@ -405,120 +400,98 @@ static int register_scaling(struct aws *a, struct aws_res *r, struct target *t,
 			  "PredefinedMetricSpecification",
 			  "PredefinedMetricType",
 			  "SageMakerVariantInvocationsPerInstance"));
-	rc = aws_do(a, r, t, &aws_autoscaling, "PutScalingPolicy", policy, 0,
-		    NULL);
-	if (rc)
-		return rc;
-	snprintf(r->scaling, sizeof(r->scaling), "%s", w->scaling_sig);
-	return aws_res_save(a, r);
+	last = plan_call(p, &aws_autoscaling, "PutScalingPolicy", policy, 0);
+	if (last) {
+		last->post = POST_SET_SCALING;
+		snprintf(last->arg, sizeof(last->arg), "%s", w->scaling_sig);
+	}
 }
 
-static int remove_scaling(struct aws *a, struct aws_res *r, struct target *t)
+static void remove_scaling(struct aws_res *r, struct plan *p)
 {
 	json_t *policy = scalable_target(r);
-	int rc;
+	struct planned *last;
 
 	json_object_set_new(policy, "PolicyName", json_string(POLICY_NAME));
-	rc = aws_do(a, r, t, &aws_autoscaling, "DeleteScalingPolicy", policy,
-		    AWS_OK_MISSING, NULL);
-	if (!rc)
-		rc = aws_do(a, r, t, &aws_autoscaling,
-			    "DeregisterScalableTarget", scalable_target(r),
-			    AWS_OK_MISSING, NULL);
-	if (rc)
-		return rc;
-	r->scaling[0] = '\0';
-	return aws_res_save(a, r);
+	plan_call(p, &aws_autoscaling, "DeleteScalingPolicy", policy,
+		  AWS_OK_MISSING);
+	last = plan_call(p, &aws_autoscaling, "DeregisterScalableTarget",
+			 scalable_target(r), AWS_OK_MISSING);
+	if (last)
+		last->post = POST_CLEAR_SCALING;
 }
 
-static int set_count(struct aws *a, struct aws_res *r, struct target *t,
-		     const struct ep_want *w)
+static void set_count(struct aws_res *r, const struct ep_want *w,
+		      struct plan *p)
 {
-	return aws_do(
-		a, r, t, &aws_sagemaker, "UpdateEndpointWeightsAndCapacities",
-		json_pack("{s:s, s:[{s:s, s:I}]}", "EndpointName", r->aws_name,
-			  "DesiredWeightsAndCapacities", "VariantName", VARIANT,
-			  "DesiredInstanceCount", (json_int_t)w->replicas),
-		0, NULL);
+	plan_call(p, &aws_sagemaker, "UpdateEndpointWeightsAndCapacities",
+		  json_pack("{s:s, s:[{s:s, s:I}]}", "EndpointName",
+			    r->aws_name, "DesiredWeightsAndCapacities",
+			    "VariantName", VARIANT, "DesiredInstanceCount",
+			    (json_int_t)w->replicas),
+		  0);
 }
 
 /* Deletes one model or endpoint config recorded as made. */
-static int delete_made(struct aws *a, struct aws_res *r, struct target *t,
-		       const char *what)
+static void delete_made(const char *what, struct plan *p)
 {
 	bool model = !strncmp(what, "model/", 6);
 	const char *name = strchr(what, '/') + 1;
-	char copy[96];
-	int rc;
+	struct planned *call;
 
-	snprintf(copy, sizeof(copy), "%s", what);
-	rc = aws_do(a, r, t, &aws_sagemaker,
-		    model ? "DeleteModel" : "DeleteEndpointConfig",
-		    json_pack("{s:s}",
-			      model ? "ModelName" : "EndpointConfigName", name),
-		    AWS_OK_MISSING, NULL);
-	if (!rc)
-		aws_res_unmade(a, r, copy);
-	return rc;
+	call = plan_call(p, &aws_sagemaker,
+			 model ? "DeleteModel" : "DeleteEndpointConfig",
+			 json_pack("{s:s}",
+				   model ? "ModelName" : "EndpointConfigName",
+				   name),
+			 AWS_OK_MISSING);
+	if (call) {
+		call->post = POST_UNMADE;
+		snprintf(call->arg, sizeof(call->arg), "%s", what);
+	}
 }
 
 /* Models and configs of earlier revisions, once nothing uses them. */
-static int delete_old(struct aws *a, struct aws_res *r, struct target *t,
-		      const struct ep_want *w)
+static void delete_old(struct aws_res *r, const struct ep_want *w,
+		       struct plan *p)
 {
 	char model[80], config[80];
 
 	snprintf(model, sizeof(model), "model/%s", w->model_name);
 	snprintf(config, sizeof(config), "endpoint-config/%s", w->config_name);
-	for (size_t i = 0; i < json_array_size(r->made);) {
+	for (size_t i = 0; i < json_array_size(r->made); i++) {
 		const char *m = json_string_value(json_array_get(r->made, i));
-		int rc;
 
-		if (!strcmp(m, model) || !strcmp(m, config)) {
-			i++;
-			continue;
-		}
-		rc = delete_made(a, r, t, m);
-		if (rc)
-			return rc;
+		if (strcmp(m, model) && strcmp(m, config))
+			delete_made(m, p);
 	}
-	return 0;
 }
 
-static int destroy(struct aws *a, struct aws_res *r, struct target *t)
+static int destroy(struct aws_res *r, struct plan *p)
 {
-	const char *status = live_text(r, "EndpointStatus");
-	int rc;
-
 	if (r->scaling[0]) {
-		rc = remove_scaling(a, r, t);
-		if (rc)
-			return rc;
+		remove_scaling(r, p);
+		return 0;
 	}
 	if (r->live) {
-		if (!strcmp(status, "Deleting"))
-			return 0;
-		return aws_do(a, r, t, &aws_sagemaker, "DeleteEndpoint",
-			      json_pack("{s:s}", "EndpointName", r->aws_name),
-			      AWS_OK_MISSING, NULL);
+		if (strcmp(live_text(r, "EndpointStatus"), "Deleting"))
+			plan_call(p, &aws_sagemaker, "DeleteEndpoint",
+				  endpoint_describe_input(r), AWS_OK_MISSING);
+		return 0;
 	}
-	while (json_array_size(r->made)) {
-		rc = delete_made(a, r, t,
-				 json_string_value(json_array_get(r->made, 0)));
-		if (rc)
-			return rc;
-	}
+	for (size_t i = 0; i < json_array_size(r->made); i++)
+		delete_made(json_string_value(json_array_get(r->made, i)), p);
 	return 0;
 }
 
-int endpoint_step(struct aws *a, struct aws_res *r, struct target *t)
+int endpoint_step(struct aws *a, struct aws_res *r, struct target *t,
+		  struct plan *p)
 {
 	const char *status = live_text(r, "EndpointStatus");
 	struct ep_want w;
-	int rc;
 
 	if (!t->want)
-		return destroy(a, r, t);
+		return destroy(r, p);
 	if (r->live && aws_status_in_progress(status))
 		return 0; /* SageMaker is at it; the next look tells */
 	want_of(r, t->want, &w);
@@ -530,21 +503,21 @@ int endpoint_step(struct aws *a, struct aws_res *r, struct target *t)
 			return -EIO;
 		}
 		/* A failed endpoint cannot be updated: make it anew. */
-		return aws_do(a, r, t, &aws_sagemaker, "DeleteEndpoint",
-			      endpoint_describe_input(r), AWS_OK_MISSING, NULL);
+		plan_call(p, &aws_sagemaker, "DeleteEndpoint",
+			  endpoint_describe_input(r), AWS_OK_MISSING);
+		return 0;
 	}
 	if (!r->live || !runs_config(r, &w))
-		return move_to_config(a, r, t, &w);
+		return move_to_config(a, r, t, &w, p);
 	if (w.scaling && strcmp(r->scaling, w.scaling_sig))
-		return register_scaling(a, r, t, &w);
-	if (!w.scaling && r->scaling[0]) {
-		rc = remove_scaling(a, r, t);
-		if (rc)
-			return rc;
-	}
-	if (!counts_match(r, &w))
-		return set_count(a, r, t, &w);
-	return delete_old(a, r, t, &w);
+		register_scaling(r, &w, p);
+	else if (!w.scaling && r->scaling[0])
+		remove_scaling(r, p);
+	else if (!counts_match(r, &w))
+		set_count(r, &w, p);
+	else
+		delete_old(r, &w, p);
+	return 0;
 }
 
 /* ---- commit-time checks and cost ----------------------------------------- */

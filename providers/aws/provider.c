@@ -347,31 +347,108 @@ static void load_record(void *ctx, const char *kind, const char *key,
 
 /* ---- calls --------------------------------------------------------------- */
 
-int aws_do(struct aws *a, struct aws_res *r, struct target *t,
-	   const struct aws_service *svc, const char *op, json_t *input,
-	   unsigned ok, json_t **out)
+struct planned *plan_call(struct plan *p, const struct aws_service *svc,
+			  const char *op, json_t *input, unsigned ok)
 {
-	struct aws_call call;
-	int rc;
+	struct planned *c;
 
-	aws_call_init(&call, svc, op, input);
-	aws_run(aws_client_of(a, r), &call, 1);
-	r->dirty = true;
-	rc = call.rc;
-	if (rc && (((ok & AWS_OK_MISSING) &&
-		    aws_error_not_found(call.code, call.message)) ||
-		   ((ok & AWS_OK_EXISTS) &&
-		    aws_error_exists(call.code, call.message))))
-		rc = 0;
-	else if (rc)
-		aws_call_describe_error(&call, t->obs.error,
-					sizeof(t->obs.error));
-	if (out) {
-		*out = call.output;
-		call.output = NULL;
+	if (p->n == PLAN_MAX) {
+		json_decref(input);
+		return NULL;
 	}
-	aws_call_clear(&call);
-	return rc;
+	c = &p->calls[p->n++];
+	*c = (struct planned){ .svc = svc, .op = op, .input = input, .ok = ok };
+	return c;
+}
+
+static void plan_clear(struct plan *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		json_decref(p->calls[i].input);
+	memset(p, 0, sizeof(*p));
+}
+
+static void post_action(struct aws *a, struct aws_res *r,
+			const struct planned *c)
+{
+	switch (c->post) {
+	case POST_UNMADE:
+		aws_res_unmade(a, r, c->arg);
+		break;
+	case POST_SET_SCALING:
+		snprintf(r->scaling, sizeof(r->scaling), "%s", c->arg);
+		aws_res_save(a, r);
+		break;
+	case POST_CLEAR_SCALING:
+		r->scaling[0] = '\0';
+		aws_res_save(a, r);
+		break;
+	case POST_NONE:
+		break;
+	}
+}
+
+/* One call's answer for its step: on, done, or stopped with why. */
+static void take_answer(struct aws *a, struct aws_res *r, struct target *t,
+			struct plan *p, struct aws_call *call)
+{
+	const struct planned *c = &p->calls[p->at];
+	bool ok = call->rc == 0 ||
+		  ((c->ok & AWS_OK_MISSING) &&
+		   aws_error_not_found(call->code, call->message)) ||
+		  ((c->ok & AWS_OK_EXISTS) &&
+		   aws_error_exists(call->code, call->message));
+
+	r->dirty = true;
+	if (!ok) {
+		p->rc = call->rc;
+		aws_call_describe_error(call, t->obs.error,
+					sizeof(t->obs.error));
+		return;
+	}
+	post_action(a, r, c);
+	p->at++;
+}
+
+/*
+ * Runs the plans of many resources: each round sends the next call of
+ * every plan still going, all of one client together through aws_run.
+ */
+static void run_plans(struct aws *a, struct aws_res **rs, struct target **ts,
+		      struct plan *plans, size_t n)
+{
+	struct aws_call *calls = xcalloc(n ? n : 1, sizeof(*calls));
+	size_t *of = xcalloc(n ? n : 1, sizeof(*of));
+
+	for (;;) {
+		struct aws_client *c = NULL;
+		size_t k = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			struct plan *p = &plans[i];
+			struct planned *next = &p->calls[p->at];
+
+			if (p->rc || p->at >= p->n ||
+			    (c && aws_client_of(a, rs[i]) != c))
+				continue;
+			c = aws_client_of(a, rs[i]);
+			aws_call_init(&calls[k], next->svc, next->op,
+				      next->input);
+			next->input = NULL;
+			of[k++] = i;
+		}
+		if (!k)
+			break;
+		aws_run(c, calls, k);
+		for (size_t j = 0; j < k; j++) {
+			size_t i = of[j];
+
+			take_answer(a, rs[i], ts[i], &plans[i], &calls[j]);
+			aws_call_clear(&calls[j]);
+		}
+	}
+	free(of);
+	free(calls);
 }
 
 bool aws_spec_set(const struct spec *s, const char *field)
@@ -616,12 +693,13 @@ static size_t settle_from_list(struct aws *a, struct aws_res **rs, size_t n)
 	return left;
 }
 
-static size_t count_endpoints(struct aws_res **rs, size_t n)
+/* Endpoints the list can answer for: not those a step just changed. */
+static size_t listable(struct aws_res **rs, size_t n)
 {
 	size_t k = 0;
 
 	for (size_t i = 0; i < n; i++)
-		k += rs[i]->kind == KIND_ENDPOINT_IDX;
+		k += rs[i]->kind == KIND_ENDPOINT_IDX && !rs[i]->dirty;
 	return k;
 }
 
@@ -646,7 +724,7 @@ static void look_due(struct aws *a, struct aws_res **rs, size_t n)
 				due[nd++] = rs[j];
 			}
 		}
-		if (count_endpoints(due, nd) >= LIST_FROM)
+		if (listable(due, nd) >= LIST_FROM)
 			nd = settle_from_list(a, due, nd);
 		look(a, due, nd);
 	}
@@ -683,29 +761,69 @@ static void aws_observe(void *state, struct target *t, size_t n)
 	free(rs);
 }
 
-/* A step, then a fresh look, so what it reports is what AWS says. */
-static int aws_step(void *state, struct target *t)
+/* A resource declared no more, with nothing left on AWS, is forgotten. */
+static bool finished(const struct aws_res *r, const struct target *t, int rc)
+{
+	return !t->want && !r->live && !json_array_size(r->made) && rc == 0;
+}
+
+/*
+ * Steps of many resources, planned one by one and run together; then one
+ * fresh look at all of them, so what each reports is what AWS says.
+ */
+static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 {
 	struct aws *a = state;
-	struct aws_res *r = res_of(a, t);
-	char err[sizeof(t->obs.error)];
-	int rc;
+	struct aws_res **rs = xcalloc(n ? n : 1, sizeof(*rs));
+	struct plan *plans = xcalloc(n ? n : 1, sizeof(*plans));
+	size_t nlook = 0;
 
-	if (!r)
-		return 0;
-	t->obs.error[0] = '\0';
-	rc = r->kind == KIND_POOL_IDX ? cluster_step(a, r, t)
-				      : endpoint_step(a, r, t);
-	snprintf(err, sizeof(err), "%s", t->obs.error);
-	if (!t->want && !r->live && !json_array_size(r->made) && rc == 0) {
-		res_forget(a, r);
-		fill(a, NULL, t);
-		return 0;
+	for (size_t i = 0; i < n; i++) {
+		struct target *t = ts[i];
+
+		rs[i] = res_of(a, t);
+		t->obs.error[0] = '\0';
+		if (!rs[i])
+			continue;
+		plans[i].rc = rs[i]->kind == KIND_POOL_IDX
+				      ? cluster_step(a, rs[i], t, &plans[i])
+				      : endpoint_step(a, rs[i], t, &plans[i]);
 	}
-	look(a, &r, 1);
-	fill(a, r, t);
-	if (rc && err[0])
-		snprintf(t->obs.error, sizeof(t->obs.error), "%s", err);
+	run_plans(a, rs, ts, plans, n);
+	for (size_t i = 0; i < n; i++) {
+		rcs[i] = plans[i].rc;
+		plan_clear(&plans[i]);
+		if (rs[i] && finished(rs[i], ts[i], rcs[i])) {
+			res_forget(a, rs[i]);
+			rs[i] = NULL;
+			fill(a, NULL, ts[i]);
+		} else if (rs[i]) {
+			rs[i]->dirty = true;
+			rs[nlook++] = rs[i];
+		}
+	}
+	look_due(a, rs, nlook);
+	for (size_t i = 0; i < n; i++) {
+		struct aws_res *r = res_of(a, ts[i]);
+		char err[sizeof(ts[i]->obs.error)];
+
+		if (!r)
+			continue;
+		snprintf(err, sizeof(err), "%s", ts[i]->obs.error);
+		fill(a, r, ts[i]);
+		if (rcs[i] && err[0])
+			snprintf(ts[i]->obs.error, sizeof(ts[i]->obs.error),
+				 "%s", err);
+	}
+	free(plans);
+	free(rs);
+}
+
+static int aws_step(void *state, struct target *t)
+{
+	int rc = 0;
+
+	aws_step_many(state, &t, &rc, 1);
 	return rc;
 }
 
@@ -718,6 +836,9 @@ static void aws_list(void *state, const char *env, struct buf *out)
 	for (size_t pos = 0; map_next(&a->res, &pos, &v);) {
 		const struct aws_res *r = v;
 
+		/* Only what exists on AWS or was begun there. */
+		if (!r->live && !json_array_size(r->made))
+			continue;
 		if (!strncmp(r->key, env, n) && r->key[n] == '/')
 			buf_printf(out, "%ss/%s\n", kind_word(r->kind),
 				   r->key + n + 1);
@@ -783,6 +904,7 @@ const struct provider_ops aws_provider = {
 	.stop = aws_stop,
 	.observe = aws_observe,
 	.step = aws_step,
+	.step_many = aws_step_many,
 	.list = aws_list,
 	.check = aws_check,
 	.hourly_cost = aws_hourly_cost,

@@ -75,18 +75,52 @@ enum {
 	AWS_OK_MISSING = 1, /* a delete of what is gone already */
 	AWS_OK_EXISTS = 2, /* a create of what an earlier attempt made */
 };
-/* Runs one call (taking input); on a failure that `ok` does not cover,
- * sets t->obs.error and returns the call's rc. out may be NULL. */
-int aws_do(struct aws *a, struct aws_res *r, struct target *t,
-	   const struct aws_service *svc, const char *op, json_t *input,
-	   unsigned ok, json_t **out);
+
+/* What the record learns when a planned call succeeds. */
+enum post_action {
+	POST_NONE,
+	POST_UNMADE, /* arg was deleted: off the record */
+	POST_SET_SCALING, /* arg ("min:max:target") is registered */
+	POST_CLEAR_SCALING, /* autoscaling is gone */
+};
+
+struct planned {
+	const struct aws_service *svc;
+	const char *op;
+	json_t *input; /* owned until the call takes it */
+	unsigned ok; /* AWS_OK_* */
+	enum post_action post;
+	char arg[96];
+};
+
+/*
+ * One step of one resource: the calls it needs, in order, each sent only
+ * when the one before succeeded. Steps of many resources run together,
+ * one call of each per round (provider.c), so the calls of a round share
+ * the client's connections and rate.
+ */
+#define PLAN_MAX 16
+
+struct plan {
+	struct planned calls[PLAN_MAX];
+	size_t n, at;
+	int rc; /* 0, or why the step stopped (t->obs.error says) */
+};
+
+/* Adds a call (taking input); NULL when the plan is full, the rest then
+ * being the next step's. */
+struct planned *plan_call(struct plan *p, const struct aws_service *svc,
+			  const char *op, json_t *input, unsigned ok);
+
 /* Whether a field was written in the spec (not just defaulted). */
 bool aws_spec_set(const struct spec *s, const char *field);
 
 /* endpoints.c */
 json_t *endpoint_describe_input(const struct aws_res *r);
 void endpoint_fill(struct aws *a, struct aws_res *r, struct target *t);
-int endpoint_step(struct aws *a, struct aws_res *r, struct target *t);
+/* Plans the next step; 0, or a negative errno with t->obs.error set. */
+int endpoint_step(struct aws *a, struct aws_res *r, struct target *t,
+		  struct plan *p);
 int endpoint_check(const struct desired *want, char *msg, size_t len);
 double endpoint_cost(const struct desired *want);
 const char *endpoint_instance_type(const struct spec *s, char *out, size_t len);
@@ -94,7 +128,8 @@ const char *endpoint_instance_type(const struct spec *s, char *out, size_t len);
 /* clusters.c */
 json_t *cluster_describe_input(const struct aws_res *r);
 void cluster_fill(struct aws *a, struct aws_res *r, struct target *t);
-int cluster_step(struct aws *a, struct aws_res *r, struct target *t);
+int cluster_step(struct aws *a, struct aws_res *r, struct target *t,
+		 struct plan *p);
 int cluster_check(const struct desired *want, char *msg, size_t len);
 double cluster_cost(const struct desired *want);
 

@@ -146,6 +146,43 @@ static size_t ready(const struct world *w)
 	return k;
 }
 
+/* As the reconciler steps them: at most 32 a pass, together. */
+static void step_all(void *state, struct world *w)
+{
+	struct target *batch[32];
+	int rcs[32];
+
+	for (size_t i = 0; i < w->n;) {
+		size_t k = 0;
+
+		while (k < 32 && i < w->n)
+			batch[k++] = &w->t[i++];
+		aws_provider.step_many(state, batch, rcs, k);
+	}
+}
+
+/* Every endpoint to two instances: one UpdateEndpointWeightsAndCapacities
+ * each, 32 at a time, then the look that follows a step. */
+static void scale_all(void *state, struct world *w)
+{
+	struct spec *two = parse(&kind_endpoint, "image = example.com/llm:1\n"
+						 "model = s3://bench/model/\n"
+						 "replicas = 2\n");
+	size_t calls, throttled;
+	double t0;
+
+	for (size_t i = 0; i < w->n; i++) {
+		w->want[i].spec = two;
+		w->want[i].rev = 2;
+	}
+	t0 = now_s();
+	step_all(state, w);
+	printf("%-8s %6zu endpoints %7.2f s ", "scale", w->n, now_s() - t0);
+	calls_since(&calls, &throttled);
+	printf("%6zu calls %4zu throttled\n", calls, throttled);
+	spec_free(two);
+}
+
 static void phase(const char *name, void *state, struct world *w)
 {
 	size_t calls, throttled;
@@ -194,8 +231,7 @@ int main(int argc, char **argv)
 		NULL);
 	aws_provider.start(&host, &state);
 	aws_provider.observe(state, w.t, w.n);
-	for (size_t i = 0; i < w.n; i++)
-		aws_provider.step(state, &w.t[i]);
+	step_all(state, &w);
 	/* As the daemon would, until it has seen them all InService. */
 	while (ready(&w) < w.n) {
 		sleep(1);
@@ -221,6 +257,7 @@ int main(int argc, char **argv)
 	phase("restart", state, &w);
 	sleep(1); /* refresh_s = 1: every look is due again */
 	phase("refresh", state, &w);
+	scale_all(state, &w);
 	aws_provider.stop(state);
 	spec_free(spec);
 	spec_free(config);

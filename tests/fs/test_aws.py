@@ -453,3 +453,66 @@ def test_slow_and_timed_out_answers_never_slow_a_read(mnt, fake):
         time.sleep(0.2)
     wait_synced(mnt, timeout=60)
     assert len(endpoints(fake)) == 1
+
+
+def test_steps_of_many_endpoints_run_concurrently(mnt, fake):
+    """Eight endpoints approved at once: each round of calls (models,
+    then configs, then endpoints) goes out together, so eight creates
+    take about one round trip, not eight."""
+    (mnt / "dev" / "config").write_text(config_text(fake,
+                                                    "approval = manual\n"))
+    names_ = [f"e{i}" for i in range(8)]
+    for name in names_:
+        make_endpoint(mnt, path=f"dev/endpoints/{name}")
+    wait_for(lambda: "waiting for approval" in read(mnt / "dev" / "plan"),
+             10, "the plan")
+    fake.control("config", {"latency_ms": 400})
+    (mnt / "dev" / "ctl").write_text("approve\n")
+    for name in names_:
+        wait_synced(mnt, f"dev/endpoints/{name}", timeout=60)
+    models = fake.calls("CreateModel")
+    assert len(models) == 8
+    arrived = sorted(c["time"] for c in models)
+    assert arrived[-1] - arrived[0] < 0.4, arrived
+    assert len(endpoints(fake)) == 8
+
+
+def test_tls_certificates_are_verified(tmp_path, fake):
+    """An https endpoint with a certificate nobody trusts is refused, and
+    said so; nothing is sent to it."""
+    import http.server
+    import ssl
+    import threading
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1",
+                    "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(self.path)
+            self.send_response(500)
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    write_credentials(tmp_path)
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev" / "config").write_text(config_text(fake).replace(
+            fake.url, f"https://127.0.0.1:{server.server_address[1]}"))
+        make_endpoint(m)
+        wait_for(lambda: "certificate" in read(m / EP / "status"), 30,
+                 "the certificate error")
+        assert "SSL" in read(m / EP / "status")
+        assert not seen
+    finally:
+        m.stop()
+        server.shutdown()
