@@ -199,6 +199,12 @@ static void details(const struct aws_res *r, const struct ep_want *w,
 
 	buf_printf(out, "sagemaker_endpoint: %s\n", r->aws_name);
 	buf_printf(out, "arn: %s\n", live_text(r, "EndpointArn"));
+	/* Where clients send requests (SageMaker Runtime, signed). */
+	if (r->settings.region[0])
+		buf_printf(out,
+			   "invoke_url: https://runtime.sagemaker.%s."
+			   "amazonaws.com/endpoints/%s/invocations\n",
+			   r->settings.region, r->aws_name);
 	buf_printf(out, "sagemaker_status: %s\n",
 		   live_text(r, "EndpointStatus"));
 	buf_printf(out, "endpoint_config: %s\n",

@@ -152,6 +152,9 @@ def test_endpoint_created_with_model_config_and_endpoint(mnt, fake):
     st = status_of(mnt / EP / "status")
     assert st["sagemaker_endpoint"] == "infrafs-dev-chat"
     assert st["arn"].startswith("arn:aws:sagemaker:us-east-1:")
+    assert st["invoke_url"] == ("https://runtime.sagemaker.us-east-1."
+                                "amazonaws.com/endpoints/infrafs-dev-chat/"
+                                "invocations")
     assert st["instance_type"] == "ml.g5.xlarge"
     assert st["replicas"] == "1 of 1"
     assert float(st["hourly_cost_usd"]) > 0
@@ -376,7 +379,11 @@ def test_rotated_credentials_used_without_restart(mnt, fake, tmp_path):
     assert SECRET2 not in read(mnt.log) and SECRET not in read(mnt.log)
 
 
-def test_bad_signature_rejected_and_reported(tmp_path, fake):
+@pytest.mark.parametrize("qualified", [False, True])
+def test_bad_signature_rejected_and_reported(tmp_path, fake, qualified):
+    """With qualified error types the fake sends `__type` as real services
+    may (com.amazon.coral.service#Code): the code is what is shown."""
+    fake.control("config", {"qualified_error_types": qualified})
     write_credentials(tmp_path, AKID, "d3Jvbmctc2VjcmV0LWtleS1mb3ItdGVzdHM")
     m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
     try:
@@ -386,10 +393,13 @@ def test_bad_signature_rejected_and_reported(tmp_path, fake):
         wait_for(lambda: "InvalidSignatureException" in
                  read(m / EP / "status"), 30, "the signature error")
         st = read(m / EP / "status")
-        assert "The request signature we calculated does not match" in st
+        assert ": InvalidSignatureException: The request signature we " \
+            "calculated does not match" in st
+        assert "com.amazon" not in st
         assert not endpoints(fake)
         assert all(c["status"] == 400 for c in fake.calls())
-        for text in (st, read(m / "dev" / "events"), read(m.log)):
+        for text in (st, read(m / "dev" / "events"),
+                     read(m / EP / "events"), read(m.log)):
             assert "d3Jvbmctc2VjcmV0" not in text
     finally:
         m.stop()
@@ -516,3 +526,106 @@ def test_tls_certificates_are_verified(tmp_path, fake):
     finally:
         m.stop()
         server.shutdown()
+
+
+def console_call(fake, op, body):
+    """A change made outside infrafs, as the console or the CLI would:
+    a signed SageMaker call with the team's key."""
+    import datetime
+    import hashlib
+    import hmac
+    host = fake.url.split("//", 1)[1]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/x-amz-json-1.1", "host": host,
+               "x-amz-date": amz_date, "x-amz-target": f"SageMaker.{op}"}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(["POST", "/", ""] +
+                          [f"{k}:{headers[k]}" for k in sorted(headers)] +
+                          ["", signed, hashlib.sha256(payload).hexdigest()])
+    scope = f"{day}/us-east-1/sagemaker/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + SECRET).encode()
+    for part in (day, "us-east-1", "sagemaker", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={AKID}/"
+                                f"{scope}, SignedHeaders={signed}, "
+                                f"Signature={sig}")
+    req = urllib.request.Request(fake.url + "/", data=payload,
+                                 headers=headers, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def desired_count(fake):
+    [ep] = endpoints(fake)
+    return ep["ProductionVariants"][0]["DesiredInstanceCount"]
+
+
+@pytest.mark.parametrize("drift", ["heal", "report"])
+def test_replicas_changed_outside_infrafs(mnt, fake, drift):
+    (mnt / "dev" / "config").write_text(config_text(
+        fake, f"refresh_s = 1\ndrift = {drift}\n"))
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    console_call(fake, "UpdateEndpointWeightsAndCapacities",
+                 {"EndpointName": "infrafs-dev-chat",
+                  "DesiredWeightsAndCapacities": [
+                      {"VariantName": "AllTraffic",
+                       "DesiredInstanceCount": 3}]})
+    wait_for(lambda: "drift: replicas: 1 -> 3 outside infrafs" in
+             read(mnt / EP / "events"), 30, "the drift event")
+    if drift == "heal":
+        wait_for(lambda: desired_count(fake) == 1, 30, "the heal")
+        wait_synced(mnt)
+    else:
+        time.sleep(2)
+        assert desired_count(fake) == 3
+        assert "replicas: 1 -> 3 outside infrafs" in \
+            status_of(mnt / EP / "status").get("drift", "")
+
+
+def test_profile_named_in_config(tmp_path, fake):
+    """aws.profile picks a section of the credentials file; the default
+    section's key is not used."""
+    path = write_credentials(tmp_path, "AKIDDEFAULTUNUSED", "unused")
+    with open(path, "a") as f:
+        f.write(f"[ci]\naws_access_key_id = {AKID}\n"
+                f"aws_secret_access_key = {SECRET}\n")
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev" / "config").write_text(config_text(fake,
+                                                      "aws.profile = ci\n"))
+        make_endpoint(m)
+        wait_synced(m)
+        assert {c["access_key"] for c in fake.calls()} == {AKID}
+    finally:
+        m.stop()
+
+
+def test_pool_instance_type_vpc_and_environment_cost(mnt, fake):
+    (mnt / "dev" / "config").write_text(config_text(
+        fake, "aws.subnets = subnet-0a1, subnet-0b2\n"
+              "aws.security_groups = sg-0c3\n"
+              "aws.price.ml.g5.12xlarge = 5.00\n"))
+    mnt.sh(f"mkdir -p {POOL}")
+    (mnt / POOL / "spec").write_text("instance_type = ml.g5.12xlarge\n"
+                                     "nodes = 3\n")
+    make_endpoint(mnt)
+    wait_synced(mnt, POOL)
+    wait_synced(mnt)
+    [create] = fake.calls("CreateCluster")
+    assert create["body"]["InstanceGroups"][0]["InstanceType"] == \
+        "ml.g5.12xlarge"
+    assert create["body"]["VpcConfig"] == {
+        "SecurityGroupIds": ["sg-0c3"],
+        "Subnets": ["subnet-0a1", "subnet-0b2"]}
+    pool_cost = float(status_of(mnt / POOL / "status")["hourly_cost_usd"])
+    ep_cost = float(status_of(mnt / EP / "status")["hourly_cost_usd"])
+    assert pool_cost == 15.00
+    env_cost = float(status_of(mnt / "dev" / "status")["hourly_cost_usd"])
+    assert abs(env_cost - (pool_cost + ep_cost)) < 0.01
