@@ -1,6 +1,7 @@
 """The aws provider through the mount, against the SageMaker + Application
 Auto Scaling fake on loopback (tests/fake/aws_fake.py): the real wire
 format, signatures checked, lifecycles with delays, faults on demand."""
+import errno
 import json
 import os
 import signal
@@ -629,3 +630,37 @@ def test_pool_instance_type_vpc_and_environment_cost(mnt, fake):
     assert pool_cost == 15.00
     env_cost = float(status_of(mnt / "dev" / "status")["hourly_cost_usd"])
     assert abs(env_cost - (pool_cost + ep_cost)) < 0.01
+
+
+def test_model_environment_and_hugging_face_ids(mnt, fake):
+    mnt.sh(f"mkdir -p {EP}")
+    (mnt / EP / "spec").write_text(
+        "image = example.com/tgi:2\nmodel = hf://meta-llama/Llama-3.1-8B\n"
+        "env.MAX_INPUT_TOKENS = 4096\n")
+    wait_synced(mnt)
+    [create] = fake.calls("CreateModel")
+    container = create["body"]["PrimaryContainer"]
+    assert container["Environment"] == {
+        "HF_MODEL_ID": "meta-llama/Llama-3.1-8B", "MAX_INPUT_TOKENS": "4096"}
+    assert "ModelDataUrl" not in container
+
+
+def test_cost_policy_counts_max_replicas_and_secrets_are_refused(mnt, fake):
+    (mnt / "dev" / "policy").write_text("max_hourly_cost_usd = 10\n")
+    mnt.sh(f"mkdir -p {EP}")
+    with pytest.raises(OSError) as e:
+        with open(mnt / EP / "spec", "w") as f:
+            f.write(ENDPOINT + "min_replicas = 1\nmax_replicas = 8\n"
+                    "scale_metric = invocations_per_replica\n"
+                    "scale_target = 50\n")
+    assert e.value.errno == errno.EDQUOT
+    assert "policy max_hourly_cost_usd: 11.28 requested in dev, " \
+        "limit 10.00" in read(mnt / EP / "status")
+    mnt.sh("printf hunter2 > dev/secrets/hf")
+    with pytest.raises(OSError) as e:
+        with open(mnt / EP / "spec", "w") as f:
+            f.write(ENDPOINT + "env.HF_TOKEN = secret:hf\n")
+    assert e.value.errno == errno.EINVAL
+    assert "env.HF_TOKEN: secret values are not passed by the aws " \
+        "provider" in read(mnt / EP / "status")
+    assert not fake.calls("CreateModel")
