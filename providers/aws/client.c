@@ -26,6 +26,13 @@
 
 /* Attempts per call before the failure is the step's to report. */
 #define MAX_ATTEMPTS 6
+/*
+ * A call that timed out is tried once more, not five times: the calls run
+ * on the reconciler's thread, and a service that hangs would hold every
+ * environment's pass for minutes. The reconciler's own back-off retries
+ * the step later.
+ */
+#define MAX_TIMEOUT_ATTEMPTS 2
 /* Full jitter: attempt i waits uniform(0, min(CAP, BASE * 2^i)). */
 #define BACKOFF_BASE_S 0.1
 #define BACKOFF_CAP_S 20.0
@@ -95,7 +102,7 @@ void aws_settings_defaults(struct aws_settings *s)
 	memset(s, 0, sizeof(*s));
 	s->requests_per_second = 100;
 	s->max_connections = 64;
-	s->timeout_s = 30;
+	s->timeout_s = 15;
 }
 
 /* ---- calls ---------------------------------------------------------- */
@@ -578,7 +585,9 @@ static void completed(struct aws_client *c, struct aws_call *call,
 		finish(call, call->rc);
 		return;
 	}
-	if (call->attempts >= MAX_ATTEMPTS) {
+	if (call->attempts >= MAX_ATTEMPTS ||
+	    (call->rc == -ETIMEDOUT &&
+	     call->attempts >= MAX_TIMEOUT_ATTEMPTS)) {
 		c->stats.failed++;
 		finish(call, call->rc);
 		return;
@@ -776,7 +785,7 @@ struct aws_client *aws_client_new(const struct aws_settings *s)
 	if (!c->settings.max_connections)
 		c->settings.max_connections = 64;
 	if (c->settings.timeout_s <= 0)
-		c->settings.timeout_s = 30;
+		c->settings.timeout_s = 15;
 	conns = (long)c->settings.max_connections;
 	c->multi = curl_multi_init();
 	curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns);
