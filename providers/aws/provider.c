@@ -495,9 +495,11 @@ static bool needs_look(const struct aws_res *r, double now)
 {
 	double age = now - r->looked_at;
 
-	if (!r->looked || r->dirty || r->look_error[0])
+	if (!r->looked || r->dirty)
 		return true;
-	if (aws_status_in_progress(live_status(r)))
+	/* A look that failed (credentials refused, AWS down) is tried again
+	 * at the polling pace, not at every pass of the reconciler. */
+	if (r->look_error[0] || aws_status_in_progress(live_status(r)))
 		return age >= r->poll_s;
 	return age >= r->refresh_s;
 }

@@ -664,3 +664,24 @@ def test_cost_policy_counts_max_replicas_and_secrets_are_refused(mnt, fake):
     assert "env.HF_TOKEN: secret values are not passed by the aws " \
         "provider" in read(mnt / EP / "status")
     assert not fake.calls("CreateModel")
+
+
+def test_failing_looks_are_paced_not_repeated_every_pass(tmp_path, fake):
+    """Credentials AWS refuses: the look is retried every aws.poll_s, not
+    at every reconciler pass (twice a second)."""
+    write_credentials(tmp_path, AKID, "d3Jvbmctc2VjcmV0LWtleS1mb3ItdGVzdHM")
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev" / "config").write_text(
+            config_text(fake).replace("aws.poll_s = 0.2", "aws.poll_s = 2"))
+        make_endpoint(m)
+        wait_for(lambda: "InvalidSignatureException" in
+                 read(m / EP / "status"), 30, "the signature error")
+        time.sleep(8)  # the step's back-off grows past the window below
+        fake.control("calls/clear", {})
+        time.sleep(4)
+        looks = len(fake.calls("DescribeEndpoint"))
+        assert looks <= 4, looks
+    finally:
+        m.stop()
