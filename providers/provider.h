@@ -72,6 +72,10 @@ struct observation {
 	double hourly_cost_usd;
 };
 
+/* Back to "nothing seen", keeping the details buffer for reuse: what a
+ * provider does before it fills an observation afresh. */
+void observation_clear(struct observation *o);
+
 struct target {
 	const char *env;
 	int kind;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "provider.h"
 
+#include <stddef.h>
 #include <string.h>
 
 extern const struct provider_ops local_provider;
@@ -18,6 +19,13 @@ static const char *const state_words[] = {
 	[RS_DEGRADED] = "degraded", [RS_FAILED] = "failed",
 	[RS_DELETING] = "deleting",
 };
+
+void observation_clear(struct observation *o)
+{
+	memset(o, 0, offsetof(struct observation, details));
+	buf_truncate(&o->details, 0);
+	o->error[0] = o->drift[0] = '\0';
+}
 
 const char *res_state_word(enum res_state s)
 {

@@ -25,7 +25,6 @@
 #define QUOTE_MAX 64
 #define QUOTE_SIZE (QUOTE_MAX + 8)
 
-
 static const struct span no_key;
 
 /*
@@ -49,7 +48,6 @@ static struct span span_of(const char *s)
 {
 	return (struct span){ s, strlen(s) };
 }
-
 
 static bool span_eq(struct span s, const char *word)
 {
@@ -161,7 +159,6 @@ static long bad_byte_at(const char *p, size_t n, const char **what)
 	*what = "NUL byte";
 	return nul ? nul - p : -1;
 }
-
 
 /*
  * A '#' starts a comment only at the start of a line or after white
@@ -1139,11 +1136,18 @@ static bool effective_int(const struct spec *s, const char *name, int64_t *i,
 	return v != NULL;
 }
 
-static bool field_set(const struct spec *s, const char *name)
+const struct spec_value *spec_field(const struct spec *s, const char *name)
 {
 	const struct field_def *f = kind_field(s->kind, name, strlen(name));
 
-	return f && s->v[kind_field_index(s->kind, f)].set;
+	return f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+}
+
+bool spec_field_set(const struct spec *s, const char *name)
+{
+	const struct spec_value *v = spec_field(s, name);
+
+	return v && v->set;
 }
 
 /* ---- spec_check_rules ---- */
@@ -1187,7 +1191,7 @@ static int bound_check(const struct spec *s, size_t r, struct spec_error *err)
 static int pair_check(const struct spec *s, const char *a, const char *b,
 		      struct spec_error *err)
 {
-	if (field_set(s, a) && !field_set(s, b) &&
+	if (spec_field_set(s, a) && !spec_field_set(s, b) &&
 	    kind_field(s->kind, b, strlen(b)))
 		return fail(err, 0, span_of(b), "required when %s is set", a);
 	return 0;

@@ -73,6 +73,12 @@ int spec_check_lines(const struct kind_def *k, const char *text, size_t len,
 int spec_check_value(const struct field_def *f, const char *value, size_t len,
 		     struct spec_error *err);
 
+/* The value of a field by name (set or not), NULL when the kind has no
+ * such field. */
+const struct spec_value *spec_field(const struct spec *s, const char *name);
+/* Whether a field was written (not just defaulted). */
+bool spec_field_set(const struct spec *s, const char *name);
+
 /* Cross-field rules: min_nodes <= nodes <= max_nodes and the like. */
 int spec_check_rules(const struct spec *s, struct spec_error *err);
 

@@ -24,10 +24,7 @@ void spec_text(const struct spec *s, const char *field, char *out,
 const char *spec_map_get(const struct spec *s, const char *field,
 			 const char *key)
 {
-	const struct field_def *f =
-		s ? kind_field(s->kind, field, strlen(field)) : NULL;
-	const struct spec_value *v =
-		f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+	const struct spec_value *v = s ? spec_field(s, field) : NULL;
 
 	for (size_t i = 0; v && i < v->npairs; i++) {
 		if (!strcmp(v->pairs[i].key, key))

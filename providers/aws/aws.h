@@ -182,11 +182,4 @@ void aws_call_describe_error(const struct aws_call *call, char *out,
 struct curl_slist;
 void aws_slist_wipe_free(struct curl_slist *list);
 
-/* Counters for the provider's status and the benchmark. */
-struct aws_client_stats {
-	uint64_t requests, retries, throttled, failed;
-	double rate; /* the buckets' current rate, requests per second */
-};
-void aws_client_stats(const struct aws_client *c, struct aws_client_stats *out);
-
 #endif

@@ -66,7 +66,6 @@ struct aws_client {
 	CURLM *multi;
 	struct aws_cred_chain *creds;
 	struct bucket sagemaker, autoscaling;
-	struct aws_client_stats stats;
 };
 
 struct aws_call_io {
@@ -550,6 +549,13 @@ static int transport_error(CURLcode result)
 	}
 }
 
+static bool out_of_attempts(const struct aws_call *call)
+{
+	return call->attempts >= MAX_ATTEMPTS ||
+	       (call->rc == -ETIMEDOUT &&
+		call->attempts >= MAX_TIMEOUT_ATTEMPTS);
+}
+
 /* Reads one finished transfer; schedules a retry or ends the call. */
 static void completed(struct aws_client *c, struct aws_call *call,
 		      CURLcode result)
@@ -557,6 +563,7 @@ static void completed(struct aws_client *c, struct aws_call *call,
 	struct aws_call_io *io = call->io;
 	struct bucket *b = bucket_of(c, call->service);
 	double wait, cap;
+	bool throttled;
 
 	io->in_flight = false;
 	call->code[0] = '\0';
@@ -577,22 +584,13 @@ static void completed(struct aws_client *c, struct aws_call *call,
 		finish(call, 0);
 		return;
 	}
-	if (is_throttling(call)) {
-		c->stats.throttled++;
+	throttled = is_throttling(call);
+	if (throttled)
 		bucket_throttled(b);
-	} else if (!is_transient(call)) {
-		c->stats.failed++;
+	if ((!throttled && !is_transient(call)) || out_of_attempts(call)) {
 		finish(call, call->rc);
 		return;
 	}
-	if (call->attempts >= MAX_ATTEMPTS ||
-	    (call->rc == -ETIMEDOUT &&
-	     call->attempts >= MAX_TIMEOUT_ATTEMPTS)) {
-		c->stats.failed++;
-		finish(call, call->rc);
-		return;
-	}
-	c->stats.retries++;
 	cap = BACKOFF_BASE_S * pow(2, call->attempts);
 	wait = random_unit() * (cap < BACKOFF_CAP_S ? cap : BACKOFF_CAP_S);
 	io->due = mono_now() + wait;
@@ -627,7 +625,6 @@ static double start_due(struct aws_client *c, struct aws_call *calls, size_t n,
 			continue;
 		}
 		call->attempts++;
-		c->stats.requests++;
 		io->in_flight = true;
 		(*in_flight)++;
 		curl_multi_add_handle(c->multi, io->easy);
@@ -817,10 +814,4 @@ void aws_client_free(struct aws_client *c)
 	curl_multi_cleanup(c->multi);
 	aws_creds_close(c->creds);
 	free(c);
-}
-
-void aws_client_stats(const struct aws_client *c, struct aws_client_stats *out)
-{
-	*out = c->stats;
-	out->rate = fmin(c->sagemaker.rate, c->autoscaling.rate);
 }

@@ -246,7 +246,7 @@ int cluster_check(const struct desired *want, char *msg, size_t len)
 			 "capacity)");
 		return -EINVAL;
 	}
-	if (aws_spec_set(s, "zones")) {
+	if (spec_field_set(s, "zones")) {
 		snprintf(msg, len,
 			 "zones: not supported by the aws provider; "
 			 "place nodes with aws.subnets in config");

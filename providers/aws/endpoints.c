@@ -37,6 +37,9 @@ struct ep_want {
 	char fp[17]; /* what the model and config are made from */
 	uint64_t config_rev; /* the revision naming them */
 	char model_name[64], config_name[64];
+	/* The same as the record lists them: "model/NAME" and
+	 * "endpoint-config/NAME". */
+	char model_made[80], config_made[80];
 	char scaling_sig[96]; /* "min:max:target", "" without autoscaling */
 };
 
@@ -56,10 +59,7 @@ static uint64_t hash_add(uint64_t h, const char *s)
 static void fingerprint(const struct desired *want, const char *type,
 			char out[17])
 {
-	const struct field_def *f = kind_field(want->spec->kind, "env", 3);
-	const struct spec_value *env =
-		f ? &want->spec->v[kind_field_index(want->spec->kind, f)]
-		  : NULL;
+	const struct spec_value *env = spec_field(want->spec, "env");
 	char text[1024];
 	uint64_t h = 0;
 
@@ -106,6 +106,16 @@ static void want_of(const struct aws_res *r, const struct desired *want,
 	snprintf(suffix, sizeof(suffix), "-r%" PRIu64, w->config_rev);
 	aws_resource_name(r->key, suffix, w->model_name, sizeof(w->model_name));
 	snprintf(w->config_name, sizeof(w->config_name), "%s", w->model_name);
+	snprintf(w->model_made, sizeof(w->model_made), "model/%s",
+		 w->model_name);
+	snprintf(w->config_made, sizeof(w->config_made), "endpoint-config/%s",
+		 w->config_name);
+}
+
+/* Whether a record entry is the model or config the wanted spec uses. */
+static bool in_use(const struct ep_want *w, const char *made)
+{
+	return !strcmp(made, w->model_made) || !strcmp(made, w->config_made);
 }
 
 /* ---- reading what runs ------------------------------------------------- */
@@ -162,14 +172,8 @@ static bool matches(const struct aws_res *r, const struct ep_want *w)
 /* Only the model and config in use are left of earlier revisions. */
 static bool tidy(const struct aws_res *r, const struct ep_want *w)
 {
-	char model[80], config[80];
-
-	snprintf(model, sizeof(model), "model/%s", w->model_name);
-	snprintf(config, sizeof(config), "endpoint-config/%s", w->config_name);
 	for (size_t i = 0; i < json_array_size(r->made); i++) {
-		const char *m = json_string_value(json_array_get(r->made, i));
-
-		if (strcmp(m, model) && strcmp(m, config))
+		if (!in_use(w, json_string_value(json_array_get(r->made, i))))
 			return false;
 	}
 	return true;
@@ -281,9 +285,7 @@ void endpoint_fill(struct aws *a, struct aws_res *r, struct target *t)
 
 static json_t *environment_of(const struct spec *s)
 {
-	const struct field_def *f = kind_field(s->kind, "env", 3);
-	const struct spec_value *env =
-		f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+	const struct spec_value *env = spec_field(s, "env");
 	json_t *out = json_object();
 	char model[1024];
 
@@ -301,11 +303,10 @@ static int create_model(struct aws *a, struct aws_res *r, struct target *t,
 			const struct ep_want *w, struct plan *p)
 {
 	const struct spec *s = t->want->spec;
-	char image[1024], model[1024], what[80];
+	char image[1024], model[1024];
 	json_t *container;
 
-	snprintf(what, sizeof(what), "model/%s", w->model_name);
-	if (aws_res_made(a, r, what) < 0)
+	if (aws_res_made(a, r, w->model_made) < 0)
 		return -EIO;
 	spec_text(s, "image", image, sizeof(image));
 	spec_text(s, "model", model, sizeof(model));
@@ -330,10 +331,8 @@ static int create_config(struct aws *a, struct aws_res *r, struct target *t,
 	int64_t initial = w->replicas < w->min	 ? w->min
 			  : w->replicas > w->max ? w->max
 						 : w->replicas;
-	char what[80];
 
-	snprintf(what, sizeof(what), "endpoint-config/%s", w->config_name);
-	if (aws_res_made(a, r, what) < 0)
+	if (aws_res_made(a, r, w->config_made) < 0)
 		return -EIO;
 	plan_call(p, &aws_sagemaker, "CreateEndpointConfig",
 		  json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:f}], s:o}",
@@ -461,14 +460,10 @@ static void delete_made(const char *what, struct plan *p)
 static void delete_old(struct aws_res *r, const struct ep_want *w,
 		       struct plan *p)
 {
-	char model[80], config[80];
-
-	snprintf(model, sizeof(model), "model/%s", w->model_name);
-	snprintf(config, sizeof(config), "endpoint-config/%s", w->config_name);
 	for (size_t i = 0; i < json_array_size(r->made); i++) {
 		const char *m = json_string_value(json_array_get(r->made, i));
 
-		if (strcmp(m, model) && strcmp(m, config))
+		if (!in_use(w, m))
 			delete_made(m, p);
 	}
 }
@@ -536,9 +531,7 @@ static int refuse(char *msg, size_t len, const char *field, const char *why)
 
 static int check_env(const struct spec *s, char *msg, size_t len)
 {
-	const struct field_def *f = kind_field(s->kind, "env", 3);
-	const struct spec_value *env =
-		f ? &s->v[kind_field_index(s->kind, f)] : NULL;
+	const struct spec_value *env = spec_field(s, "env");
 
 	for (size_t i = 0; env && i < env->npairs; i++) {
 		if (!strncmp(env->pairs[i].value, "secret:", 7)) {
@@ -573,7 +566,7 @@ static int check_scaling(const struct spec *s, char *msg, size_t len)
 			      "the aws provider scales on "
 			      "invocations_per_replica (SageMaker's "
 			      "SageMakerVariantInvocationsPerInstance)");
-	if (min < max && (!metric[0] || !aws_spec_set(s, "scale_target")))
+	if (min < max && (!metric[0] || !spec_field_set(s, "scale_target")))
 		return refuse(msg, len, "scale_metric",
 			      "min_replicas < max_replicas needs scale_metric "
 			      "= invocations_per_replica and scale_target");
@@ -585,17 +578,18 @@ int endpoint_check(const struct desired *want, char *msg, size_t len)
 	const struct spec *s = want->spec;
 	char text[1024];
 
-	if (aws_spec_set(s, "command"))
+	if (spec_field_set(s, "command"))
 		return refuse(msg, len, "command",
 			      "not supported by the aws provider: SageMaker "
 			      "runs the image's own serving command");
-	if (aws_spec_set(s, "pool"))
+	if (spec_field_set(s, "pool"))
 		return refuse(msg, len, "pool",
 			      "not supported by the aws provider: SageMaker "
 			      "endpoints run on their own instances");
-	if (aws_spec_set(s, "port") || aws_spec_set(s, "health_path"))
+	if (spec_field_set(s, "port") || spec_field_set(s, "health_path"))
 		return refuse(msg, len,
-			      aws_spec_set(s, "port") ? "port" : "health_path",
+			      spec_field_set(s, "port") ? "port"
+							: "health_path",
 			      "not supported by the aws provider: SageMaker "
 			      "containers serve /ping and /invocations on "
 			      "8080");

@@ -451,13 +451,6 @@ static void run_plans(struct aws *a, struct aws_res **rs, struct target **ts,
 	free(calls);
 }
 
-bool aws_spec_set(const struct spec *s, const char *field)
-{
-	const struct field_def *f = kind_field(s->kind, field, strlen(field));
-
-	return f && s->v[kind_field_index(s->kind, f)].set;
-}
-
 bool aws_status_in_progress(const char *status)
 {
 	static const char *const settled[] = { "InService", "Failed",
@@ -608,10 +601,10 @@ static void look(struct aws *a, struct aws_res **rs, size_t n)
  */
 #define LIST_FROM 16
 
+/* A failed list is no loss: every endpoint is then described instead. */
 struct summary_page {
 	json_t *all; /* EndpointName -> EndpointSummary */
 	int rc;
-	char error[400];
 };
 
 static void list_endpoints(struct aws_client *c, struct summary_page *out)
@@ -621,27 +614,18 @@ static void list_endpoints(struct aws_client *c, struct summary_page *out)
 	out->all = json_object();
 	out->rc = 0;
 	do {
-		struct aws_call call;
 		json_t *in = json_pack("{s:s, s:i}", "NameContains", "infrafs-",
 				       "MaxResults", 100);
+		json_t *page = NULL, *e;
 		size_t i;
-		json_t *e;
 
 		if (token)
-			json_object_set(in, "NextToken", token);
-		json_decref(token);
-		token = NULL;
-		aws_call_init(&call, &aws_sagemaker, "ListEndpoints", in);
-		aws_run(c, &call, 1);
-		if (call.rc) {
-			out->rc = call.rc;
-			aws_call_describe_error(&call, out->error,
-						sizeof(out->error));
-			aws_call_clear(&call);
+			json_object_set_new(in, "NextToken", token);
+		out->rc = aws_call1(c, &aws_sagemaker, "ListEndpoints", in,
+				    &page, NULL, 0);
+		if (out->rc)
 			return;
-		}
-		json_array_foreach(json_object_get(call.output, "Endpoints"), i,
-				   e)
+		json_array_foreach(json_object_get(page, "Endpoints"), i, e)
 		{
 			const char *name = json_string_value(
 				json_object_get(e, "EndpointName"));
@@ -649,8 +633,8 @@ static void list_endpoints(struct aws_client *c, struct summary_page *out)
 			if (name)
 				json_object_set(out->all, name, e);
 		}
-		token = json_incref(json_object_get(call.output, "NextToken"));
-		aws_call_clear(&call);
+		token = json_incref(json_object_get(page, "NextToken"));
+		json_decref(page);
 	} while (token && json_string_length(token));
 	json_decref(token);
 }
@@ -736,9 +720,7 @@ static void look_due(struct aws *a, struct aws_res **rs, size_t n)
 
 static void fill(struct aws *a, struct aws_res *r, struct target *t)
 {
-	memset(&t->obs, 0, offsetof(struct observation, details));
-	buf_truncate(&t->obs.details, 0);
-	t->obs.error[0] = t->obs.drift[0] = '\0';
+	observation_clear(&t->obs);
 	if (!r)
 		return;
 	if (r->kind == KIND_POOL_IDX)
@@ -777,8 +759,9 @@ static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 {
 	struct aws *a = state;
 	struct aws_res **rs = xcalloc(n ? n : 1, sizeof(*rs));
+	struct aws_res **changed = xcalloc(n ? n : 1, sizeof(*changed));
 	struct plan *plans = xcalloc(n ? n : 1, sizeof(*plans));
-	size_t nlook = 0;
+	size_t nchanged = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		struct target *t = ts[i];
@@ -801,23 +784,23 @@ static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 			fill(a, NULL, ts[i]);
 		} else if (rs[i]) {
 			rs[i]->dirty = true;
-			rs[nlook++] = rs[i];
+			changed[nchanged++] = rs[i];
 		}
 	}
-	look_due(a, rs, nlook);
+	look_due(a, changed, nchanged);
 	for (size_t i = 0; i < n; i++) {
-		struct aws_res *r = res_of(a, ts[i]);
 		char err[sizeof(ts[i]->obs.error)];
 
-		if (!r)
+		if (!rs[i])
 			continue;
 		snprintf(err, sizeof(err), "%s", ts[i]->obs.error);
-		fill(a, r, ts[i]);
+		fill(a, rs[i], ts[i]);
 		if (rcs[i] && err[0])
 			snprintf(ts[i]->obs.error, sizeof(ts[i]->obs.error),
 				 "%s", err);
 	}
 	free(plans);
+	free(changed);
 	free(rs);
 }
 

@@ -112,9 +112,6 @@ struct plan {
 struct planned *plan_call(struct plan *p, const struct aws_service *svc,
 			  const char *op, json_t *input, unsigned ok);
 
-/* Whether a field was written in the spec (not just defaulted). */
-bool aws_spec_set(const struct spec *s, const char *field);
-
 /* endpoints.c */
 json_t *endpoint_describe_input(const struct aws_res *r);
 void endpoint_fill(struct aws *a, struct aws_res *r, struct target *t);

@@ -19,7 +19,6 @@
 #include <signal.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -475,9 +474,7 @@ static int local_step(void *state, struct target *t)
 	rc = t->kind == KIND_POOL_IDX ? pool_step(l, t) : endpoint_step(l, t);
 	snprintf(err, sizeof(err), "%s",
 		 t->obs.error[0] ? t->obs.error : (rc ? strerror(-rc) : ""));
-	memset(&t->obs, 0, offsetof(struct observation, details));
-	buf_truncate(&t->obs.details, 0);
-	t->obs.error[0] = t->obs.drift[0] = '\0';
+	observation_clear(&t->obs);
 	replicas_scan(l);
 	if (t->kind == KIND_POOL_IDX)
 		pool_observe(l, t);

@@ -300,18 +300,10 @@ static int add_secret(struct local *l, const struct desired *want,
 	return 0;
 }
 
-/* env.* pairs whose value is secret:NAME, for the template and the env. */
-static const struct spec_value *env_pairs(const struct desired *want)
-{
-	const struct field_def *f = kind_field(want->spec->kind, "env", 3);
-
-	return f ? &want->spec->v[kind_field_index(want->spec->kind, f)] : NULL;
-}
-
 uint64_t replica_template(const struct local *l, const struct desired *want,
 			  const char *devices)
 {
-	const struct spec_value *pairs = env_pairs(want);
+	const struct spec_value *pairs = spec_field(want->spec, "env");
 	static const char *const fields[] = {
 		"command",	"env",	 "pool", "accelerator",
 		"accelerators", "model", NULL
@@ -347,7 +339,7 @@ static int build_env(struct local *l, const struct desired *want, unsigned idx,
 {
 	static const char *const keep[] = { "PATH", "LANG", "LC_ALL",
 					    "HOME", "TZ",   NULL };
-	const struct field_def *f = kind_field(want->spec->kind, "env", 3);
+	const struct spec_value *env = spec_field(want->spec, "env");
 	char num[32], marker[160];
 
 	for (size_t i = 0; keep[i]; i++) {
@@ -356,19 +348,14 @@ static int build_env(struct local *l, const struct desired *want, unsigned idx,
 		if (v)
 			envp_add(e, keep[i], v);
 	}
-	if (f) {
-		const struct spec_value *v =
-			&want->spec->v[kind_field_index(want->spec->kind, f)];
+	for (size_t i = 0; env && i < env->npairs; i++) {
+		const char *val = env->pairs[i].value;
 
-		for (size_t i = 0; i < v->npairs; i++) {
-			const char *val = v->pairs[i].value;
-
-			if (strncmp(val, "secret:", 7) != 0)
-				envp_add(e, v->pairs[i].key, val);
-			else if (add_secret(l, want, v->pairs[i].key, val + 7,
-					    e, err, errlen) < 0)
-				return -EIO;
-		}
+		if (strncmp(val, "secret:", 7) != 0)
+			envp_add(e, env->pairs[i].key, val);
+		else if (add_secret(l, want, env->pairs[i].key, val + 7, e, err,
+				    errlen) < 0)
+			return -EIO;
 	}
 	if (devices && devices[0])
 		envp_add(e, "CUDA_VISIBLE_DEVICES", devices);

@@ -46,6 +46,29 @@ static int check_count;
 		}                                                        \
 	} while (0)
 
+/* Text checks: what a message must say, and what it must never say. */
+#define CHECK_HAS(hay, needle)                                               \
+	do {                                                                 \
+		const char *h_ = (hay), *n_ = (needle);                      \
+		check_count++;                                               \
+		if (!strstr(h_, n_)) {                                       \
+			check_failures++;                                    \
+			fprintf(stderr, "%s:%d: \"%s\"\n    lacks \"%s\"\n", \
+				__FILE__, __LINE__, h_, n_);                 \
+		}                                                            \
+	} while (0)
+
+#define CHECK_LACKS(hay, needle)                                           \
+	do {                                                               \
+		const char *h_ = (hay), *n_ = (needle);                    \
+		check_count++;                                             \
+		if (strstr(h_, n_)) {                                      \
+			check_failures++;                                  \
+			fprintf(stderr, "%s:%d: \"%s\"\n    has \"%s\"\n", \
+				__FILE__, __LINE__, h_, n_);               \
+		}                                                          \
+	} while (0)
+
 static inline int check_report(const char *name)
 {
 	printf("%s: %d checks, %d failed\n", name, check_count, check_failures);

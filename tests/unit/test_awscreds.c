@@ -38,28 +38,6 @@
 static char tmp_dir[] = "/tmp/infrafs-test-awscreds-XXXXXX";
 static char home[4200];
 
-#define CHECK_HAS(hay, needle)                                               \
-	do {                                                                 \
-		const char *h_ = (hay), *n_ = (needle);                      \
-		check_count++;                                               \
-		if (!strstr(h_, n_)) {                                       \
-			check_failures++;                                    \
-			fprintf(stderr, "%s:%d: \"%s\"\n    lacks \"%s\"\n", \
-				__FILE__, __LINE__, h_, n_);                 \
-		}                                                            \
-	} while (0)
-
-#define CHECK_LACKS(hay, needle)                                           \
-	do {                                                               \
-		const char *h_ = (hay), *n_ = (needle);                    \
-		check_count++;                                             \
-		if (strstr(h_, n_)) {                                      \
-			check_failures++;                                  \
-			fprintf(stderr, "%s:%d: \"%s\"\n    has \"%s\"\n", \
-				__FILE__, __LINE__, h_, n_);               \
-		}                                                          \
-	} while (0)
-
 static double mono(void)
 {
 	struct timespec ts;
