@@ -685,3 +685,16 @@ def test_failing_looks_are_paced_not_repeated_every_pass(tmp_path, fake):
         assert looks <= 4, looks
     finally:
         m.stop()
+
+
+def test_pool_autoscaling_bounds_are_refused_clearly(mnt, fake):
+    """HyperPod pools are sized by nodes: bounds that differ are refused
+    at close with the field named, and nothing reaches AWS."""
+    mnt.sh(f"mkdir -p {POOL}")
+    with pytest.raises(OSError) as e:
+        with open(mnt / POOL / "spec", "w") as f:
+            f.write("nodes = 2\nmin_nodes = 1\nmax_nodes = 4\n")
+    assert e.value.errno == errno.EINVAL
+    assert "min_nodes: the aws provider sizes HyperPod pools by nodes" in \
+        read(mnt / POOL / "status")
+    assert not fake.calls("CreateCluster")
