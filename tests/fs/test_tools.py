@@ -247,10 +247,13 @@ def test_wait_not_a_folder(tmp_path):
 
 
 def test_wait_state_unreadable(res):
-    """The state file turns into something read(2) refuses."""
+    """The state file turns into something read(2) refuses. The swap is
+    one rename(2) of a link to a folder: an unlink then a mkdir left a
+    moment with no file at all, and a read then said ENOENT instead."""
     def break_state():
-        (res / "state").unlink()
-        (res / "state").mkdir()
+        (res / "folder").mkdir()
+        (res / "state.new").symlink_to(res / "folder")
+        os.replace(res / "state.new", res / "state")
 
     with daemon((0.2, break_state)):
         r = run(WAIT, res, "ready", *FAST)
