@@ -29,6 +29,7 @@ import email.utils
 import functools
 import hashlib
 import hmac
+import http
 import json
 import math
 import os
@@ -37,8 +38,11 @@ import re
 import select
 import signal
 import socket
+import ssl
 import string
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -88,13 +92,15 @@ CORAL_NAMESPACES = {
 class AwsError(Exception):
     """An error answered to an AWS call as `{"__type": ..., "message": ...}`."""
 
-    def __init__(self, code, message=None, status=400, message_key="message"):
+    def __init__(self, code, message=None, status=400, message_key="message", extra=None):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
         # Coral's SerializationException spells the key "Message".
         self.message_key = message_key
+        # Members of the error shape besides the message (restJson1 only).
+        self.extra = extra or {}
 
     def document(self, qualified):
         type_name = self.code
@@ -104,6 +110,19 @@ class AwsError(Exception):
         if self.message is not None:
             doc[self.message_key] = self.message
         return doc
+
+    def rest_outcome(self, qualified):
+        """restJson1's form: the code in x-amzn-ErrorType, the body without
+        it.  Coral qualifies the header with its namespace as a URI."""
+        error_type = self.code
+        if qualified and self.code in CORAL_NAMESPACES:
+            error_type += f":http://internal.amazon.com/coral/{CORAL_NAMESPACES[self.code]}/"
+        doc = dict(self.extra)
+        if self.message is not None:
+            doc["message"] = self.message
+        status = REST_STATUS.get(self.code, self.status) if self.status == 400 else self.status
+        return Outcome(status, json_bytes(doc), EKS_CONTENT_TYPE,
+                       headers={"x-amzn-ErrorType": error_type}, error=self.code)
 
 
 def validation_error(message):
@@ -556,7 +575,7 @@ class Fault:
             raise ControlError(f"fault kind must be one of {list(FAULT_KINDS)}")
         if not isinstance(fault.count, int) or isinstance(fault.count, bool) or fault.count < 1:
             raise ControlError("count must be a positive integer")
-        if fault.op is not None and fault.op not in known_ops:
+        if fault.op is not None and fault.op not in known_ops and not KUBE_OP.fullmatch(fault.op):
             raise ControlError(f"unknown operation {fault.op!r}")
         if fault.kind == "status" and not (isinstance(fault.code, int) and 400 <= fault.code <= 599):
             raise ControlError("status faults need a code between 400 and 599")
@@ -631,7 +650,7 @@ class CallLog:
     it is answered, so a test can see a call that is still hanging."""
 
     FIELDS = ("seq", "time", "op", "service", "access_key", "status", "error", "body",
-              "signed_headers", "fault", "request_id", "unknown_members")
+              "signed_headers", "fault", "request_id", "unknown_members", "eks_cluster", "detail")
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -996,6 +1015,10 @@ def _sagemaker_bad_token():
     return validation_error("Invalid pagination token.")
 
 
+def autoscaling_mode(cluster_spec):
+    return cluster_spec.get("AutoScaling", {}).get("Mode")
+
+
 # --------------------------------------------------------------------------
 # SageMaker resources
 # --------------------------------------------------------------------------
@@ -1008,6 +1031,9 @@ CONFIG_ECHO = ("DataCaptureConfig", "KmsKeyId", "AsyncInferenceConfig", "Explain
                "EnableNetworkIsolation", "MetricsConfig")
 CLUSTER_ECHO = ("VpcConfig", "Orchestrator", "NodeRecovery", "TieredStorageConfig",
                 "NodeProvisioningMode", "ClusterRole")
+# Cluster-level members UpdateCluster can set.
+CLUSTER_UPDATABLE = ("NodeRecovery", "TieredStorageConfig", "NodeProvisioningMode", "ClusterRole",
+                     "Orchestrator", "AutoScaling")
 GROUP_ECHO = ("InstanceGroupName", "InstanceType", "LifeCycleConfig", "ExecutionRole",
               "ThreadsPerCore", "InstanceStorageConfigs", "OnStartDeepHealthChecks",
               "TrainingPlanArn", "OverrideVpcConfig", "ScheduledUpdateConfig")
@@ -1154,18 +1180,49 @@ class Cluster:
     status: str = "InService"
     failure: str | None = None
     transition: Transition | None = None
+    # Node counts the fake's Karpenter set, by instance group; they win over
+    # InstanceCount while autoscaling is enabled.
+    karpenter: dict = field(default_factory=dict)
 
     @property
     def current_status(self):
         return self.transition.status if self.transition else self.status
+
+    @property
+    def eks_arn(self):
+        return self.spec.get("Orchestrator", {}).get("Eks", {}).get("ClusterArn")
+
+    @property
+    def autoscaling_enabled(self):
+        return autoscaling_mode(self.spec) == "Enable"
 
     def describe(self):
         doc = {"ClusterArn": self.arn, "ClusterName": self.name,
                "ClusterStatus": self.current_status, "CreationTime": epoch(self.created)}
         if self.current_status == "Failed":
             doc["FailureMessage"] = self.failure
-        doc["InstanceGroups"] = [g.describe() for g in self.groups]
+        doc["InstanceGroups"] = [self._group_doc(g) for g in self.groups]
         doc.update({k: self.spec[k] for k in CLUSTER_ECHO if k in self.spec})
+        if "AutoScaling" in self.spec:
+            doc["AutoScaling"] = self._autoscaling_doc()
+        return doc
+
+    def _group_doc(self, group):
+        doc = group.describe()
+        if self.autoscaling_enabled and group.name in self.karpenter:
+            doc["CurrentCount"] = doc["TargetCount"] = self.karpenter[group.name]
+        return doc
+
+    def _autoscaling_doc(self):
+        """ClusterAutoScalingConfigOutput: the autoscaler follows the
+        cluster's own transitions."""
+        status = {"Creating": "Creating", "Updating": "Creating", "Deleting": "Deleting",
+                  "Failed": "Failed"}.get(self.current_status, "InService")
+        doc = {"Mode": self.spec["AutoScaling"]["Mode"],
+               "AutoScalerType": self.spec["AutoScaling"].get("AutoScalerType", "Karpenter"),
+               "Status": status}
+        if status == "Failed":
+            doc["FailureMessage"] = self.failure
         return doc
 
     def summary(self):
@@ -1178,12 +1235,13 @@ class SageMakerBackend:
 
     Model, config and endpoint names are case-insensitive (the ARN carries
     the name lower-cased and the API documents endpoint names as such);
-    cluster names are matched exactly, or by ARN.
+    cluster names are matched exactly, or by ARN.  The lock is the one the
+    EKS, Kubernetes and Karpenter parts share, as they read each other.
     """
 
     def __init__(self, fake):
         self.fake = fake
-        self._lock = threading.RLock()
+        self._lock = fake.lock
         self.reset()
         self.operations = {
             "CreateModel": self.create_model, "DescribeModel": self.describe_model,
@@ -1520,15 +1578,72 @@ class SageMakerBackend:
         if self._find_cluster(name, now) is not None:
             raise AwsError("ResourceInUse", f"Resource Already Exists: Cluster with name {name} "
                                             "already exists. Choose a different name.")
+        if "Orchestrator" in p and "Eks" in p["Orchestrator"]:
+            self._check_eks_orchestrator(p["Orchestrator"]["Eks"]["ClusterArn"], now)
+        spec = {k: v for k, v in p.items() if k not in ("ClusterName", "InstanceGroups", "Tags")}
+        self._check_autoscaling(spec)
         cluster_id = random_string(string.ascii_lowercase + string.digits, 12)
         arn = self.fake.arn("sagemaker", f"cluster/{cluster_id}")
-        groups = [InstanceGroup(spec, 0, "Creating") for spec in p.get("InstanceGroups", [])]
-        spec = {k: v for k, v in p.items() if k not in ("ClusterName", "InstanceGroups", "Tags")}
+        groups = [InstanceGroup(g, 0, "Creating") for g in p.get("InstanceGroups", [])]
         cluster = Cluster(name, arn, now, spec, groups)
         self._cluster_transition(cluster, "Creating", self.fake.config.cluster_create_s, now,
                                  result=[g.settled() for g in groups])
         self.clusters[name] = cluster
+        self.fake.karpenter.rescale_cluster(cluster)
         return {"ClusterArn": arn}
+
+    # The rules of EKS orchestration and Karpenter autoscaling; their
+    # wordings are best guesses (README.md).
+
+    def _check_eks_orchestrator(self, eks_arn, now):
+        """A new cluster's EKS cluster must exist, here, and be free."""
+        _, _, _, region, account, resource = eks_arn.split(":", 5)
+        if (region, account) != (self.fake.config.region, self.fake.config.account):
+            raise validation_error(f"The Amazon EKS cluster '{eks_arn}' must be in the same "
+                                   "account and Region as the SageMaker HyperPod cluster.")
+        if self.fake.eks.get(resource.split("/", 1)[1]) is None:
+            raise validation_error(f"The Amazon EKS cluster '{eks_arn}' does not exist.")
+        other = self.cluster_for_eks(eks_arn, now)
+        if other is not None:
+            # One EKS cluster orchestrates one HyperPod cluster (README.md).
+            raise validation_error(f"The Amazon EKS cluster '{eks_arn}' is already associated "
+                                   f"with the SageMaker HyperPod cluster '{other.arn}'.")
+
+    @staticmethod
+    def _check_autoscaling(spec):
+        if autoscaling_mode(spec) != "Enable":
+            return
+        if "Eks" not in spec.get("Orchestrator", {}):
+            raise validation_error("AutoScaling can be enabled only for a cluster orchestrated "
+                                   "by Amazon EKS.")
+        if spec.get("NodeProvisioningMode") != "Continuous":
+            raise validation_error("AutoScaling requires NodeProvisioningMode to be Continuous.")
+        if not spec.get("ClusterRole"):
+            raise validation_error("ClusterRole is required when AutoScaling is enabled.")
+
+    @staticmethod
+    def _check_orchestrator_unchanged(cluster, p):
+        new = p.get("Orchestrator")
+        if new is None:
+            return
+        old = cluster.spec.get("Orchestrator", {})
+        if ("Eks" in new or "Eks" in old) and new.get("Eks") != old.get("Eks"):
+            raise validation_error(f"The Orchestrator of cluster '{cluster.arn}' cannot be "
+                                   "changed.")
+
+    @staticmethod
+    def _check_cluster_role(cluster, merged):
+        if cluster.autoscaling_enabled and autoscaling_mode(merged) == "Enable" \
+                and merged.get("ClusterRole") != cluster.spec.get("ClusterRole"):
+            raise validation_error("ClusterRole cannot be updated while autoscaling is enabled.")
+
+    def cluster_for_eks(self, eks_arn, now):
+        """The HyperPod cluster the EKS cluster orchestrates, if any."""
+        with self._lock:
+            for cluster in list(self.clusters.values()):
+                if cluster.eks_arn == eks_arn and self._settle_cluster(cluster, now):
+                    return cluster
+            return None
 
     def describe_cluster(self, p, now):
         return self._require_cluster(p["ClusterName"], now).describe()
@@ -1539,34 +1654,54 @@ class SageMakerBackend:
             raise AwsError("ConflictException",
                            f"Cluster '{cluster.arn}' is in {cluster.current_status} state; "
                            "it can be updated only when it is InService.")
+        self._check_orchestrator_unchanged(cluster, p)
+        merged = {**cluster.spec, **{k: p[k] for k in CLUSTER_UPDATABLE if k in p}}
+        self._check_cluster_role(cluster, merged)
+        self._check_autoscaling(merged)
         current = {g.name: g for g in cluster.groups}
         doomed = set(p.get("InstanceGroupsToDelete", []))
         unknown = sorted(doomed - set(current))
         if unknown:
             raise validation_error(f"Instance groups {unknown} do not exist in cluster "
                                    f"'{cluster.arn}'.")
+        released = self._release_from_karpenter(cluster, merged)
         shown, final = [], []
         for spec in p.get("InstanceGroups", []):
             old = current.pop(spec["InstanceGroupName"], None)
-            merged = {**old.spec, **spec} if old else spec
-            changed = old is None or merged != old.spec
-            shown.append(InstanceGroup(merged, old.current if old else 0,
+            merged_group = {**old.spec, **spec} if old else spec
+            changed = old is None or merged_group != old.spec or old.name in released
+            shown.append(InstanceGroup(merged_group, old.current if old else 0,
                                        "Updating" if changed else "InService"))
-            final.append(InstanceGroup(merged, merged["InstanceCount"], "InService"))
+            final.append(InstanceGroup(merged_group, merged_group["InstanceCount"], "InService"))
         for group in current.values():
             if group.name in doomed:
                 shown.append(InstanceGroup(group.spec, group.current, "Deleting"))
+            elif group.name in released:
+                # Back from Karpenter's count to the group's InstanceCount.
+                shown.append(InstanceGroup(group.spec, group.current, "Updating"))
+                final.append(group.settled())
             else:
                 shown.append(group)
                 final.append(group)
-        for key in ("NodeRecovery", "TieredStorageConfig", "NodeProvisioningMode", "ClusterRole",
-                    "Orchestrator"):
-            if key in p:
-                cluster.spec[key] = p[key]
+        cluster.spec = merged
         cluster.groups = shown
         self._cluster_transition(cluster, "Updating", self.fake.config.cluster_update_s, now,
                                  result=final)
+        self.fake.karpenter.rescale_cluster(cluster)
         return {"ClusterArn": cluster.arn}
+
+    @staticmethod
+    def _release_from_karpenter(cluster, merged):
+        """Switching autoscaling off: the groups Karpenter sized start from
+        its counts; their names are returned."""
+        if not cluster.autoscaling_enabled or autoscaling_mode(merged) == "Enable":
+            return set()
+        for group in cluster.groups:
+            if group.name in cluster.karpenter:
+                group.current = cluster.karpenter[group.name]
+        released = set(cluster.karpenter)
+        cluster.karpenter = {}
+        return released
 
     def delete_cluster(self, p, now):
         cluster = self._require_cluster(p["ClusterName"], now)
@@ -2012,11 +2147,966 @@ class Imds:
 
 
 # --------------------------------------------------------------------------
+# EKS (restJson1): the clusters whose Kubernetes API the fake also serves
+# --------------------------------------------------------------------------
+
+EKS_VERSION = "1.31"
+EKS_NAME_PATTERN = re.compile(r"[0-9A-Za-z][A-Za-z0-9\-_]{0,99}")
+EKS_CONTENT_TYPE = "application/json"
+
+# restJson1 answers authentication errors with 403 and throttling with 429,
+# where awsJson says 400 for both.
+REST_STATUS = {
+    "MissingAuthenticationTokenException": 403,
+    "IncompleteSignatureException": 403,
+    "InvalidSignatureException": 403,
+    "UnrecognizedClientException": 403,
+    "ExpiredTokenException": 403,
+    "ThrottlingException": 429,
+}
+
+
+@dataclass
+class EksCluster:
+    name: str
+    arn: str
+    created: float
+    from_cli: bool = False
+
+
+class EksBackend:
+    """The EKS clusters the fake knows: made with --eks or the control API."""
+
+    def __init__(self, fake):
+        self.fake = fake
+        self._lock = fake.lock
+        self.clusters = {}
+
+    def reset(self):
+        """Clusters from the command line stay; the others go."""
+        with self._lock:
+            self.clusters = {n: c for n, c in self.clusters.items() if c.from_cli}
+
+    def create(self, name, from_cli=False):
+        if not isinstance(name, str) or not EKS_NAME_PATTERN.fullmatch(name):
+            raise ControlError("an EKS cluster name is 1-100 letters, digits, '-' or '_', "
+                               "starting with a letter or digit")
+        with self._lock:
+            cluster = self.clusters.get(name)
+            if cluster is None:
+                cluster = EksCluster(name, self.fake.arn("eks", f"cluster/{name}"),
+                                     self.fake.now(), from_cli)
+                self.clusters[name] = cluster
+            cluster.from_cli = cluster.from_cli or from_cli
+            self.fake.karpenter.rescale(name)
+            return self.describe(cluster)
+
+    def get(self, name):
+        with self._lock:
+            return self.clusters.get(name)
+
+    def names(self):
+        with self._lock:
+            return sorted(self.clusters)
+
+    def describe(self, cluster):
+        ca_data = base64.b64encode(self.fake.kubernetes_ca_pem.encode()).decode() \
+            if self.fake.kubernetes_ca_pem else None
+        return {"cluster": {
+            "name": cluster.name, "arn": cluster.arn,
+            "endpoint": f"https://127.0.0.1:{self.fake.kubernetes_port}",
+            "certificateAuthority": {"data": ca_data},
+            "status": "ACTIVE", "version": EKS_VERSION,
+            "accessConfig": {"authenticationMode": "API"},
+            "createdAt": epoch(cluster.created)}}
+
+    def describe_by_name(self, name):
+        with self._lock:
+            cluster = self.clusters.get(name)
+            if cluster is None:
+                raise AwsError("ResourceNotFoundException", f"No cluster found for name: {name}.",
+                               status=404, extra={"clusterName": name})
+            return self.describe(cluster)
+
+    def state(self):
+        with self._lock:
+            return [{**self.describe(c)["cluster"], "from_cli": c.from_cli}
+                    for c in sorted(self.clusters.values(), key=lambda c: c.name)]
+
+
+# --------------------------------------------------------------------------
+# EKS bearer tokens (aws-iam-authenticator's k8s-aws-v1 form)
+# --------------------------------------------------------------------------
+
+TOKEN_PREFIX = "k8s-aws-v1."
+TOKEN_PARAMS = {"Action", "Version", "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date",
+                "X-Amz-Expires", "X-Amz-Security-Token", "X-Amz-SignedHeaders",
+                "X-Amz-Signature"}
+TOKEN_REQUIRED = TOKEN_PARAMS - {"X-Amz-Security-Token"}
+TOKEN_SIGNED_HEADERS = ["host", "x-k8s-aws-id"]
+TOKEN_MAX_EXPIRES_S = 900
+TOKEN_CLOCK_SKEW_S = 5 * 60
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+class TokenRefused(Exception):
+    """Why a bearer token was refused; it goes to the call log only."""
+
+    def __init__(self, reason, access_key=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.access_key = access_key
+
+
+@dataclass
+class TokenIdentity:
+    access_key: str
+    cluster: str
+
+
+class EksTokenVerifier:
+    """Checks `Bearer k8s-aws-v1.<base64url(presigned STS URL)>` as EKS does:
+    the URL must be a GetCallerIdentity call presigned for the cluster's
+    name in `x-k8s-aws-id`.  The name is not in the URL, only signed, so the
+    cluster is the known one whose name makes the signature match."""
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def verify(self, authorization):
+        url = self._token_url(authorization)
+        host = self._check_url(url)
+        params = self._query_params(url.query)
+        self._check_action(params)
+        key_id, date = self._check_credential(params)
+        try:
+            self._check_time(params, date)
+            cred = self._check_key(params, key_id)
+            cluster = self._match_cluster(url.query, params, host, cred, date)
+        except TokenRefused as refused:
+            refused.access_key = key_id
+            raise
+        return TokenIdentity(key_id, cluster)
+
+    @staticmethod
+    def _token_url(authorization):
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise TokenRefused("no bearer token")
+        token = token.strip()
+        if not token.startswith(TOKEN_PREFIX):
+            raise TokenRefused(f"the token does not start with {TOKEN_PREFIX}")
+        body = token[len(TOKEN_PREFIX):]
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", body):
+            raise TokenRefused("the token is not unpadded base64url")
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        except (binascii.Error, ValueError):
+            raise TokenRefused("the token is not unpadded base64url") from None
+        return urllib.parse.urlsplit(raw)
+
+    def _check_url(self, url):
+        """The STS host the URL names, as signed."""
+        host = url.netloc.lower()
+        suffix = "amazonaws.com.cn" if partition_for(self.fake.config.region) == "aws-cn" \
+            else "amazonaws.com"
+        sts_hosts = {f"sts.{self.fake.config.region}.{suffix}", f"sts.{suffix}"}
+        own = f"127.0.0.1:{self.fake.aws_port}"
+        if host.split(":")[0] in sts_hosts:
+            if url.scheme != "https":
+                raise TokenRefused(f"the URL's scheme is {url.scheme!r}, not 'https'")
+        elif host != own or url.scheme not in ("http", "https"):
+            raise TokenRefused(f"the URL's host {host!r} is not an STS endpoint "
+                               f"({', '.join(sorted(sts_hosts))} or {own})")
+        if url.path != "/" or url.fragment:
+            raise TokenRefused(f"the URL's path is {url.path!r}, not '/'")
+        return url.netloc
+
+    @staticmethod
+    def _query_params(query):
+        params = {}
+        for part in query.split("&"):
+            name, sep, value = part.partition("=")
+            name = urllib.parse.unquote(name)
+            if not sep or name not in TOKEN_PARAMS:
+                raise TokenRefused(f"unexpected query parameter {name!r}")
+            if name in params:
+                raise TokenRefused(f"query parameter {name} given twice")
+            params[name] = urllib.parse.unquote(value)
+        missing = sorted(TOKEN_REQUIRED - set(params))
+        if missing:
+            raise TokenRefused(f"missing query parameters {missing}")
+        return params
+
+    @staticmethod
+    def _check_action(params):
+        if params["Action"] != "GetCallerIdentity" or params["Version"] != "2011-06-15":
+            raise TokenRefused(f"the URL calls {params['Action']} version {params['Version']}, "
+                               "not GetCallerIdentity 2011-06-15")
+        if params["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
+            raise TokenRefused(f"unsupported algorithm {params['X-Amz-Algorithm']!r}")
+        signed = params["X-Amz-SignedHeaders"].split(";")
+        if sorted(signed) != TOKEN_SIGNED_HEADERS:
+            raise TokenRefused(f"the signed headers are {signed}, not host and x-k8s-aws-id")
+
+    def _check_credential(self, params):
+        parts = params["X-Amz-Credential"].split("/")
+        if len(parts) != 5:
+            raise TokenRefused("the credential is not KEY/DATE/REGION/SERVICE/aws4_request")
+        key_id, date, region, service, terminator = parts
+        if service != "sts" or terminator != "aws4_request":
+            raise TokenRefused(f"the credential is scoped to {service}/{terminator}, "
+                               "not sts/aws4_request", key_id)
+        if region != self.fake.config.region:
+            raise TokenRefused(f"the credential is scoped to region {region}, "
+                               f"not {self.fake.config.region}", key_id)
+        if date != params["X-Amz-Date"][:8]:
+            raise TokenRefused("the credential's date is not X-Amz-Date's", key_id)
+        return key_id, date
+
+    def _check_time(self, params, date):
+        try:
+            signed_at = datetime.datetime.strptime(params["X-Amz-Date"], AMZ_DATE_FORMAT).replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+        except ValueError:
+            raise TokenRefused(f"X-Amz-Date {params['X-Amz-Date']!r} is not YYYYMMDDTHHMMSSZ") \
+                from None
+        expires = params["X-Amz-Expires"]
+        if not expires.isdigit() or not 1 <= int(expires) <= TOKEN_MAX_EXPIRES_S:
+            raise TokenRefused(f"X-Amz-Expires {expires!r} is not between 1 and "
+                               f"{TOKEN_MAX_EXPIRES_S}")
+        now = self.fake.now()
+        if signed_at > now + TOKEN_CLOCK_SKEW_S:
+            raise TokenRefused(f"the token is dated {params['X-Amz-Date']}, in the future")
+        if now > signed_at + int(expires):
+            raise TokenRefused(f"the token expired at {amz_date(signed_at + int(expires))}")
+
+    def _check_key(self, params, key_id):
+        cred = self.fake.keyring.get(key_id)
+        if cred is None:
+            raise TokenRefused("unknown access key")
+        if cred.expires_at is not None and self.fake.now() >= cred.expires_at:
+            raise TokenRefused("the access key has expired")
+        token = params.get("X-Amz-Security-Token")
+        if (cred.token is None) != (token is None) or \
+                (token is not None and not hmac.compare_digest(cred.token, token)):
+            raise TokenRefused("the session token is missing, unexpected or wrong")
+        return cred
+
+    def _match_cluster(self, query, params, host, cred, date):
+        unsigned = "&".join(part for part in query.split("&")
+                            if urllib.parse.unquote(part.partition("=")[0]) != "X-Amz-Signature")
+        scope = f"{date}/{self.fake.config.region}/sts/aws4_request"
+        for name in self.fake.eks.names():
+            canonical = "\n".join(["GET", "/", canonical_query(unsigned), f"host:{host}",
+                                   f"x-k8s-aws-id:{name}", "", "host;x-k8s-aws-id",
+                                   EMPTY_SHA256])
+            expected = signature(cred.secret, date, self.fake.config.region, "sts",
+                                 string_to_sign(params["X-Amz-Date"], scope, canonical))
+            if hmac.compare_digest(expected, params["X-Amz-Signature"]):
+                return name
+        raise TokenRefused("the signature matches no known EKS cluster (a wrong secret, a "
+                           "changed URL, or a token for a cluster the fake does not know)")
+
+
+# --------------------------------------------------------------------------
+# The Kubernetes API of the fake EKS clusters: Karpenter's two kinds
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KubeResource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self):
+        return f"{self.group}/{self.version}"
+
+    @property
+    def path(self):
+        return f"/apis/{self.group}/{self.version}/{self.plural}"
+
+    @property
+    def qualified(self):
+        return f"{self.plural}.{self.group}"
+
+
+NODEPOOLS = KubeResource("karpenter.sh", "v1", "nodepools", "NodePool")
+NODECLASSES = KubeResource("karpenter.sagemaker.amazonaws.com", "v1", "hyperpodnodeclasses",
+                           "HyperpodNodeClass")
+KUBE_RESOURCES = (NODEPOOLS, NODECLASSES)
+APPLY_PATCH = "application/apply-patch+yaml"
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", APPLY_PATCH)
+KUBE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+KUBE_OP = re.compile(r"[A-Z]+ (nodepools|hyperpodnodeclasses)(/\S+)?")
+MAX_NODE_CLASS_GROUPS = 10
+# The limits the fake's Karpenter understands: node counts and accelerators.
+NODE_LIMITS = ("nodes", "nvidia.com/gpu", "aws.amazon.com/neuron")
+
+GPUS_PER_NODE = {
+    "ml.g5.xlarge": 1, "ml.g5.12xlarge": 4, "ml.g5.48xlarge": 8,
+    "ml.g6.xlarge": 1, "ml.g6.12xlarge": 4, "ml.g6.48xlarge": 8,
+    "ml.g4dn.xlarge": 1, "ml.g4dn.12xlarge": 4,
+    "ml.p4d.24xlarge": 8, "ml.p4de.24xlarge": 8, "ml.p5.48xlarge": 8, "ml.p5e.48xlarge": 8,
+    "ml.p6-b200.48xlarge": 8,
+}
+NEURON_PER_NODE = {"ml.trn1.32xlarge": 16}
+
+
+class KubeError(Exception):
+    """An answer as a Kubernetes Status."""
+
+    def __init__(self, code, reason, message, details=None):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+    def outcome(self):
+        return kube_status(self.code, self.reason, self.message, self.details)
+
+
+def kube_status(code, reason, message, details=None):
+    doc = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason}
+    if details is not None:
+        doc["details"] = details
+    doc["code"] = code
+    return json_outcome(doc, code)
+
+
+def status_phrase(code):
+    """"TooManyRequests" for 429: Kubernetes reasons are the phrases run together."""
+    try:
+        return http.HTTPStatus(code).phrase.replace(" ", "").replace("-", "")
+    except ValueError:
+        return "InternalError"
+
+
+def kube_unauthorized():
+    return kube_status(401, "Unauthorized", "Unauthorized")
+
+
+def kube_not_found(resource, name):
+    return KubeError(404, "NotFound", f'{resource.qualified} "{name}" not found',
+                     {"name": name, "group": resource.group, "kind": resource.plural})
+
+
+def kube_bad_request(message):
+    return KubeError(400, "BadRequest", message)
+
+
+def kube_invalid(resource, name, causes):
+    """422 as the apiserver words a failed validation; causes are
+    (field, reason, detail) with detail like 'Required value'."""
+    errors = [f"{f}: {detail}" for f, _, detail in causes]
+    joined = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+    return KubeError(422, "Invalid",
+                     f'{resource.kind}.{resource.group} "{name}" is invalid: {joined}',
+                     {"name": name, "group": resource.group, "kind": resource.kind,
+                      "causes": [{"reason": r, "message": d, "field": f} for f, r, d in causes]})
+
+
+def _required(path):
+    return (path, "FieldValueRequired", "Required value")
+
+
+def _bad_value(path, value, why):
+    return (path, "FieldValueInvalid", f"Invalid value: {json.dumps(value)}: {why}")
+
+
+def _unsupported(path, value, supported):
+    return (path, "FieldValueNotSupported",
+            f'Unsupported value: {json.dumps(value)}: supported values: "{supported}"')
+
+
+def quantity(value):
+    """A limit as an int, or None unless a non-negative integer (the fake
+    understands no suffixes)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _node_class_ref(spec):
+    template = spec.get("template")
+    inner = template.get("spec") if isinstance(template, dict) else None
+    return inner.get("nodeClassRef") if isinstance(inner, dict) else None
+
+
+def validate_nodepool(spec):
+    return _check_node_class_ref(_node_class_ref(spec)) + _check_limits(spec.get("limits"))
+
+
+def _check_node_class_ref(ref):
+    path = "spec.template.spec.nodeClassRef"
+    if not isinstance(ref, dict):
+        return [_required(path)]
+    causes = []
+    for key, wanted in (("group", NODECLASSES.group), ("kind", NODECLASSES.kind)):
+        if key not in ref:
+            causes.append(_required(f"{path}.{key}"))
+        elif ref[key] != wanted:
+            causes.append(_unsupported(f"{path}.{key}", ref[key], wanted))
+    if not isinstance(ref.get("name"), str) or not ref["name"]:
+        causes.append(_required(f"{path}.name"))
+    return causes
+
+
+def _check_limits(limits):
+    if limits is None:
+        return []
+    if not isinstance(limits, dict):
+        return [_bad_value("spec.limits", limits, "must map resource names to quantities")]
+    return [_bad_value(f"spec.limits[{key}]", value, "must be a non-negative integer quantity")
+            for key, value in limits.items() if quantity(value) is None]
+
+
+def validate_nodeclass(spec):
+    groups = spec.get("instanceGroups")
+    if groups is None:
+        return [_required("spec.instanceGroups")]
+    if not isinstance(groups, list):
+        return [_bad_value("spec.instanceGroups", groups, "must be a list of strings")]
+    if not 1 <= len(groups) <= MAX_NODE_CLASS_GROUPS:
+        return [_bad_value("spec.instanceGroups", len(groups),
+                           f"must have between 1 and {MAX_NODE_CLASS_GROUPS} items")]
+    return [_bad_value(f"spec.instanceGroups[{i}]", g, "must be a non-empty string")
+            for i, g in enumerate(groups) if not isinstance(g, str) or not g]
+
+
+VALIDATORS = {NODEPOOLS: validate_nodepool, NODECLASSES: validate_nodeclass}
+
+
+def transport_fault(fault):
+    """The faults every protocol shares: a slow, dropped or hung answer."""
+    if fault.kind == "slow":
+        time.sleep(fault.seconds)
+    if fault.kind == "drop" and not fault.after:
+        return Outcome(action="drop")
+    if fault.kind == "hang":
+        return Outcome(action="hang")
+    return None
+
+
+@dataclass
+class KubeObject:
+    resource: KubeResource
+    name: str
+    uid: str
+    created: float
+    resource_version: int
+    generation: int
+    spec: dict
+    labels: dict | None
+    annotations: dict | None
+    manager: str                  # the field manager that applied last
+    applied_at: dict = field(default_factory=dict)   # manager -> time
+    transitions: dict = field(default_factory=dict)  # condition type -> (status, since)
+
+    def metadata(self):
+        doc = {"name": self.name, "uid": self.uid, "resourceVersion": str(self.resource_version),
+               "generation": self.generation, "creationTimestamp": iso8601(self.created)}
+        if self.labels:
+            doc["labels"] = self.labels
+        if self.annotations:
+            doc["annotations"] = self.annotations
+        doc["managedFields"] = [
+            {"manager": m, "operation": "Apply", "apiVersion": self.resource.api_version,
+             "time": iso8601(t), "fieldsType": "FieldsV1", "fieldsV1": {}}
+            for m, t in sorted(self.applied_at.items(), key=lambda item: item[1])]
+        return doc
+
+    def document(self, status):
+        return {"apiVersion": self.resource.api_version, "kind": self.resource.kind,
+                "metadata": self.metadata(), "spec": self.spec, "status": status}
+
+    def conditions(self, now, found):
+        """Kubernetes conditions from (type, ok, reason, message); the time of
+        the last change of each is remembered."""
+        out = []
+        for kind, ok, reason, message in found:
+            status = "True" if ok else "False"
+            seen = self.transitions.get(kind)
+            if seen is None or seen[0] != status:
+                self.transitions[kind] = seen = (status, now)
+            out.append({"type": kind, "status": status, "observedGeneration": self.generation,
+                        "lastTransitionTime": iso8601(seen[1]), "reason": reason,
+                        "message": message})
+        return out
+
+
+class KubernetesBackend:
+    """NodePools and HyperpodNodeClasses, cluster-scoped, per EKS cluster."""
+
+    def __init__(self, fake):
+        self.fake = fake
+        self._lock = fake.lock
+        self.reset()
+
+    def reset(self):
+        with self._lock:
+            self.objects = {}   # EKS cluster -> plural -> name -> KubeObject
+            self._versions = {}
+
+    def _store(self, eks, resource):
+        return self.objects.setdefault(eks, {}).setdefault(resource.plural, {})
+
+    def _next_version(self, eks):
+        self._versions[eks] = self._versions.get(eks, 0) + 1
+        return self._versions[eks]
+
+    def find(self, eks, resource, name):
+        with self._lock:
+            return self.objects.get(eks, {}).get(resource.plural, {}).get(name)
+
+    def objects_of(self, eks, resource):
+        with self._lock:
+            store = self.objects.get(eks, {}).get(resource.plural, {})
+            return [store[name] for name in sorted(store)]
+
+    # Verbs ------------------------------------------------------------------
+
+    def get(self, eks, resource, name):
+        with self._lock:
+            obj = self.find(eks, resource, name)
+            if obj is None:
+                raise kube_not_found(resource, name)
+            return obj.document(self.status(eks, obj))
+
+    def list(self, eks, resource):
+        with self._lock:
+            items = [o.document(self.status(eks, o)) for o in self.objects_of(eks, resource)]
+            return {"apiVersion": resource.api_version, "kind": f"{resource.kind}List",
+                    "metadata": {"resourceVersion": str(self._versions.get(eks, 0))},
+                    "items": items}
+
+    def delete(self, eks, resource, name):
+        with self._lock:
+            obj = self.find(eks, resource, name)
+            if obj is None:
+                raise kube_not_found(resource, name)
+            doc = obj.document(self.status(eks, obj))
+            del self._store(eks, resource)[name]
+            self._next_version(eks)
+            self.fake.karpenter.rescale(eks)
+            return doc
+
+    def apply(self, eks, resource, name, body, manager, force):
+        """Server-side apply of `body`; the object and whether it was made."""
+        with self._lock:
+            self._check_applied(resource, name, body)
+            metadata = body.get("metadata", {})
+            spec = body.get("spec")
+            labels, annotations = metadata.get("labels"), metadata.get("annotations")
+            obj = self.find(eks, resource, name)
+            now = self.fake.now()
+            if obj is None:
+                obj = KubeObject(resource, name, str(uuid.uuid4()), now, self._next_version(eks),
+                                 1, spec, labels, annotations, manager)
+                self._store(eks, resource)[name] = obj
+                created = True
+            else:
+                self._update(eks, obj, spec, labels, annotations, manager, force)
+                created = False
+            obj.applied_at[manager] = now
+            self.fake.karpenter.rescale(eks)
+            return obj.document(self.status(eks, obj)), created
+
+    def _update(self, eks, obj, spec, labels, annotations, manager, force):
+        changed = (spec, labels, annotations) != (obj.spec, obj.labels, obj.annotations)
+        if not changed:
+            return  # an apply that changes nothing changes no version either
+        if manager != obj.manager and not force:
+            fields = sorted(f".spec.{k}" for k in set(spec or {}) | set(obj.spec or {})
+                            if (spec or {}).get(k) != (obj.spec or {}).get(k)) or [".metadata"]
+            plural = "s" if len(fields) > 1 else ""
+            raise KubeError(409, "Conflict",
+                            f"Apply failed with {len(fields)} conflict{plural}: conflict with "
+                            f'"{obj.manager}" using {obj.resource.api_version}: '
+                            + "\n".join(fields),
+                            {"causes": [{"reason": "FieldManagerConflict",
+                                         "message": f'conflict with "{obj.manager}" using '
+                                                    f"{obj.resource.api_version}",
+                                         "field": f} for f in fields]})
+        if spec != obj.spec:
+            obj.generation += 1
+        obj.spec, obj.labels, obj.annotations, obj.manager = spec, labels, annotations, manager
+        obj.resource_version = self._next_version(eks)
+
+    @staticmethod
+    def _check_applied(resource, name, body):
+        if body.get("apiVersion") != resource.api_version:
+            raise kube_bad_request("Incorrect version specified in apply patch. Specified patch "
+                                   f"version: {body.get('apiVersion')}, expected: "
+                                   f"{resource.api_version}")
+        metadata = body.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = {}
+        if metadata.get("managedFields") is not None:
+            raise kube_bad_request("metadata.managedFields must be nil")
+        if body.get("kind") != resource.kind:
+            raise kube_bad_request(f"the kind in the apply patch ({body.get('kind')}) does not "
+                                   f"match the kind of the resource ({resource.kind})")
+        if metadata.get("name") != name:
+            raise kube_bad_request(f"the name of the object ({metadata.get('name') or ''}) "
+                                   f"does not match the name on the URL ({name})")
+        causes = []
+        if not KUBE_NAME.fullmatch(name) or len(name) > 253:
+            causes.append(_bad_value(
+                "metadata.name", name,
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                "characters, '-' or '.', and must start and end with an alphanumeric character "
+                "(e.g. 'example.com', regex used for validation is "
+                "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"))
+        for key in ("labels", "annotations"):
+            value = metadata.get(key)
+            if value is not None and not (isinstance(value, dict) and
+                                          all(isinstance(v, str) for v in value.values())):
+                causes.append(_bad_value(f"metadata.{key}", value, "must map strings to strings"))
+        spec = body.get("spec")
+        if not isinstance(spec, dict):
+            causes.append(_required("spec"))
+        else:
+            causes += VALIDATORS[resource](spec)
+        if causes:
+            raise kube_invalid(resource, name, causes)
+
+    # Status -----------------------------------------------------------------
+
+    def status(self, eks, obj):
+        now = self.fake.now()
+        if obj.resource is NODECLASSES:
+            return {"conditions": obj.conditions(now, [self._node_class_ready(eks, obj)])}
+        ready, reason, message = self._pool_node_class(eks, obj)
+        return {"conditions": obj.conditions(now, [
+            ("ValidationSucceeded", True, "ValidationSucceeded", ""),
+            ("NodeClassReady", ready, reason, message),
+            ("Ready", ready, "Ready" if ready else "UnhealthyDependents",
+             "" if ready else "NodeClassReady=False")])}
+
+    def _node_class_ready(self, eks, obj):
+        """Ready iff every instance group it names is in the HyperPod cluster
+        this EKS cluster orchestrates."""
+        eks_cluster = self.fake.eks.get(eks)
+        cluster = eks_cluster and self.fake.sagemaker.cluster_for_eks(eks_cluster.arn,
+                                                                      self.fake.now())
+        if cluster is None:
+            return ("Ready", False, "HyperPodClusterNotFound",
+                    f"no SageMaker HyperPod cluster is orchestrated by EKS cluster {eks}")
+        names = {g.name for g in cluster.groups}
+        missing = [g for g in obj.spec["instanceGroups"] if g not in names]
+        if missing:
+            return ("Ready", False, "InstanceGroupsNotFound",
+                    f"instance groups not found in SageMaker HyperPod cluster {cluster.name}: "
+                    + ", ".join(missing))
+        return ("Ready", True, "Ready", "")
+
+    def _pool_node_class(self, eks, pool):
+        name = _node_class_ref(pool.spec)["name"]
+        node_class = self.find(eks, NODECLASSES, name)
+        if node_class is None:
+            return False, "NodeClassNotFound", f"HyperpodNodeClass {name} not found"
+        if not self._node_class_ready(eks, node_class)[1]:
+            return False, "NodeClassNotReady", f"HyperpodNodeClass {name} is not ready"
+        return True, "NodeClassReady", ""
+
+    def node_class_of_ready_pool(self, eks, pool):
+        """The pool's node class when the pool is Ready, else None."""
+        with self._lock:
+            if not self._pool_node_class(eks, pool)[0]:
+                return None
+            return self.find(eks, NODECLASSES, _node_class_ref(pool.spec)["name"])
+
+    def state(self):
+        """EKS cluster -> plural -> name -> object."""
+        with self._lock:
+            return {eks: {r.plural: {o.name: o.document(self.status(eks, o))
+                                     for o in self.objects_of(eks, r)} for r in KUBE_RESOURCES}
+                    for eks in sorted(self.objects)}
+
+
+class KubernetesApi:
+    """The HTTPS face: EKS token authentication, routing, faults, call log."""
+
+    def __init__(self, fake):
+        self.fake = fake
+        self.tokens = EksTokenVerifier(fake)
+
+    @staticmethod
+    def route(path):
+        """(resource, name or None) for a path the fake serves, else None."""
+        for resource in KUBE_RESOURCES:
+            if path == resource.path:
+                return resource, None
+            rest = path[len(resource.path) + 1:] if path.startswith(resource.path + "/") else ""
+            if rest and "/" not in rest:
+                return resource, urllib.parse.unquote(rest)
+        return None
+
+    @staticmethod
+    def operation(method, route, path):
+        if route is None:
+            return f"{method} {path}"
+        resource, name = route
+        return f"{method} {resource.plural}" + (f"/{name}" if name is not None else "")
+
+    def handle(self, req):
+        audit_id = str(uuid.uuid4())
+        route = self.route(req.path)
+        record = self.fake.calls.start(self.fake.now(), service="kubernetes",
+                                       op=self.operation(req.method, route, req.path),
+                                       request_id=audit_id)
+        try:
+            outcome = self._process(req, route, record)
+        except Exception:  # a bug in the fake must not look like a network fault
+            traceback.print_exc()
+            outcome = kube_status(500, "InternalError",
+                                  "Internal error occurred: the fake failed: see its stderr")
+        outcome.headers["Audit-Id"] = audit_id
+        outcome.headers["Cache-Control"] = "no-cache, private"
+        replied = outcome.action == "reply"
+        self.fake.calls.update(record, status=outcome.status if replied else None,
+                               error=self._reason(outcome) if replied else None)
+        return outcome
+
+    @staticmethod
+    def _reason(outcome):
+        if outcome.status < 400:
+            return None
+        try:
+            return json.loads(outcome.body).get("reason")
+        except (ValueError, AttributeError):
+            return None
+
+    def _process(self, req, route, record):
+        if self.fake.config.latency_ms:
+            time.sleep(self.fake.config.latency_ms / 1000)
+        try:
+            identity = self.tokens.verify(req.header("authorization"))
+        except TokenRefused as refused:
+            self.fake.calls.update(record, access_key=refused.access_key, detail=refused.reason)
+            return kube_unauthorized()
+        self.fake.calls.update(record, access_key=identity.access_key,
+                               eks_cluster=identity.cluster, signed_headers=TOKEN_SIGNED_HEADERS)
+        try:
+            self._check_route(req, route)
+            fault = self.fake.faults.take("kubernetes", record["op"])
+            if fault is not None:
+                self.fake.calls.update(record, fault=fault.kind)
+                early = self._fault_before(fault)
+                if early is not None:
+                    return early
+            if not self.fake.limiter.allow("kubernetes", self.fake.config.rate_limit_rps,
+                                           time.monotonic()):
+                return self._too_many_requests()
+            outcome = self._serve(req, identity.cluster, *route, record)
+            return self._fault_after(fault, outcome)
+        except KubeError as err:
+            return err.outcome()
+
+    @staticmethod
+    def _check_route(req, route):
+        if route is None:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource",
+                            {})
+        allowed = ("GET",) if route[1] is None else ("GET", "PATCH", "DELETE")
+        if req.method not in allowed:
+            raise KubeError(405, "MethodNotAllowed",
+                            "the server does not allow this method on the requested resource",
+                            {})
+
+    def _serve(self, req, eks, resource, name, record):
+        backend = self.fake.kubernetes
+        if name is None:
+            return json_outcome(backend.list(eks, resource))
+        if req.method == "GET":
+            return json_outcome(backend.get(eks, resource, name))
+        if req.method == "DELETE":
+            return json_outcome(backend.delete(eks, resource, name))
+        manager, force, body = self._apply_request(req)
+        self.fake.calls.update(record, body=body)
+        doc, created = backend.apply(eks, resource, name, body, manager, force)
+        return json_outcome(doc, 201 if created else 200)
+
+    @staticmethod
+    def _apply_request(req):
+        content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
+        if content_type not in PATCH_TYPES:
+            raise KubeError(415, "UnsupportedMediaType",
+                            "the body of the request was in an unknown format - accepted media "
+                            "types include: " + ", ".join(PATCH_TYPES))
+        if content_type != APPLY_PATCH:
+            raise KubeError(415, "UnsupportedMediaType",
+                            f"the fake serves only {APPLY_PATCH} patches, not {content_type}")
+        query = urllib.parse.parse_qs(req.query)
+        manager = (query.get("fieldManager") or [""])[0]
+        if not manager:
+            raise KubeError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
+                            "Required value: is required for apply patch",
+                            {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+                                {"reason": "FieldValueRequired",
+                                 "message": "Required value: is required for apply patch",
+                                 "field": "fieldManager"}]})
+        try:
+            body = json.loads(req.body, parse_constant=_reject_json_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise kube_bad_request(f"error decoding YAML: the fake parses only JSON-form YAML: "
+                                   f"{exc}") from None
+        if not isinstance(body, dict):
+            raise kube_bad_request("error decoding YAML: the applied object must be a mapping")
+        return manager, (query.get("force") or ["false"])[0] == "true", body
+
+    # Faults -------------------------------------------------------------------
+
+    def _fault_before(self, fault):
+        if fault.kind in ("throttle", "http429"):
+            return self._too_many_requests()
+        if fault.kind == "status":
+            return self._status_fault(fault)
+        return transport_fault(fault)
+
+    def _fault_after(self, fault, outcome):
+        if fault is None:
+            return outcome
+        if fault.kind == "fail_after":
+            return self._status_fault(Fault("status", code=500))
+        if fault.kind == "drop" and fault.after:
+            return Outcome(action="drop")
+        return outcome
+
+    @staticmethod
+    def _too_many_requests():
+        # What the apiserver's priority and fairness answers when overloaded.
+        outcome = kube_status(429, "TooManyRequests", "Too many requests, please try again later.",
+                              {"retryAfterSeconds": 1})
+        outcome.headers["Retry-After"] = "1"
+        return outcome
+
+    @staticmethod
+    def _status_fault(fault):
+        reasons = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
+                   504: "Timeout"}
+        messages = {500: "Internal error occurred: injected fault",
+                    503: "the server is currently unable to handle the request",
+                    504: "the server was unable to return a response in the time allotted"}
+        reason = fault.error or reasons.get(fault.code) or status_phrase(fault.code)
+        message = fault.message or messages.get(fault.code, f"injected fault {fault.code}")
+        return kube_status(fault.code, reason, message)
+
+
+# --------------------------------------------------------------------------
+# Karpenter: turns pending demand into instance group sizes
+# --------------------------------------------------------------------------
+
+class Karpenter:
+    """HyperPod's managed Karpenter, reduced to arithmetic: pending work
+    needing N nodes is spread over the Ready NodePools of the EKS cluster
+    (by name), each pool filling its node class's instance groups in order
+    up to its limits.  The result is the groups' counts in the HyperPod
+    cluster, recomputed whenever anything it depends on changes."""
+
+    def __init__(self, fake):
+        self.fake = fake
+        self._lock = fake.lock
+        self.reset()
+
+    def reset(self):
+        with self._lock:
+            self.demand = {}       # EKS cluster -> nodes wanted
+            self.placements = {}   # EKS cluster -> [(pool, group, nodes)]
+
+    def set_demand(self, eks, nodes):
+        if self.fake.eks.get(eks) is None:
+            raise ControlError(f"unknown EKS cluster {eks!r}")
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 0:
+            raise ControlError("demand_nodes must be a non-negative integer")
+        with self._lock:
+            self.demand[eks] = nodes
+            self.rescale(eks)
+            return self.view()
+
+    def rescale_cluster(self, cluster):
+        if cluster.eks_arn:
+            self.rescale(cluster.eks_arn.rsplit("/", 1)[1])
+
+    def rescale(self, eks):
+        with self._lock:
+            eks_cluster = self.fake.eks.get(eks)
+            hyperpod = eks_cluster and self.fake.sagemaker.cluster_for_eks(eks_cluster.arn,
+                                                                           self.fake.now())
+            self.placements[eks] = []
+            if hyperpod is None:
+                return
+            if not hyperpod.autoscaling_enabled:
+                hyperpod.karpenter = {}
+                return
+            # Groups it sized before and no longer uses go to zero.
+            counts = dict.fromkeys(hyperpod.karpenter, 0)
+            placements = self._place(eks, hyperpod, self.demand.get(eks, 0))
+            for _, group, nodes in placements:
+                counts[group] = counts.get(group, 0) + nodes
+            hyperpod.karpenter = counts
+            self.placements[eks] = placements
+
+    def _place(self, eks, hyperpod, remaining):
+        groups = {g.name: g for g in hyperpod.groups}
+        placements = []
+        for pool in self.fake.kubernetes.objects_of(eks, NODEPOOLS):
+            node_class = self.fake.kubernetes.node_class_of_ready_pool(eks, pool)
+            if node_class is None:
+                continue
+            budget = {k: quantity(v) for k, v in (pool.spec.get("limits") or {}).items()
+                      if k in NODE_LIMITS}
+            for name in node_class.spec["instanceGroups"]:
+                per_node = self._per_node(groups[name].spec.get("InstanceType"))
+                nodes = min(remaining, self._fits(budget, per_node))
+                for key, amount in per_node.items():
+                    if key in budget:
+                        budget[key] -= nodes * amount
+                remaining -= nodes
+                placements.append((pool.name, name, nodes))
+        return placements
+
+    @staticmethod
+    def _per_node(instance_type):
+        return {"nodes": 1, "nvidia.com/gpu": GPUS_PER_NODE.get(instance_type, 0),
+                "aws.amazon.com/neuron": NEURON_PER_NODE.get(instance_type, 0)}
+
+    @staticmethod
+    def _fits(budget, per_node):
+        """How many nodes the remaining limits allow; every limit holds, and
+        a node without a resource is not bound by its limit."""
+        fits = [budget[k] // amount for k, amount in per_node.items() if k in budget and amount]
+        return min(fits) if fits else math.inf
+
+    def view(self):
+        with self._lock:
+            now = self.fake.now()
+            out = {}
+            for eks in self.fake.eks.names():
+                hyperpod = self.fake.sagemaker.cluster_for_eks(self.fake.eks.get(eks).arn, now)
+                placed = self.placements.get(eks, [])
+                demand = self.demand.get(eks, 0)
+                out[eks] = {
+                    "demand_nodes": demand,
+                    "pending_nodes": demand - sum(n for _, _, n in placed),
+                    "hyperpod_cluster": hyperpod.name if hyperpod else None,
+                    "autoscaling": bool(hyperpod and hyperpod.autoscaling_enabled),
+                    "groups": dict(hyperpod.karpenter) if hyperpod else {},
+                    "placements": [{"nodepool": p, "instance_group": g, "nodes": n}
+                                   for p, g, n in placed]}
+            return {"clusters": out}
+
+
+# --------------------------------------------------------------------------
 # The fake as a whole
 # --------------------------------------------------------------------------
 
 class FakeAws:
-    """The whole fake: keys, settings, faults, call log and both services,
+    """The whole fake: keys, settings, faults, call log and the services,
     independent of HTTP so it can be driven directly."""
 
     def __init__(self, config=None, models=None):
@@ -2028,11 +3118,22 @@ class FakeAws:
         self.faults = FaultQueue()
         self.limiter = RateLimiter()
         self.verifier = SigV4Verifier(self)
+        # HyperPod clusters, EKS clusters, their Kubernetes objects and
+        # Karpenter read one another, so they share one lock.
+        self.lock = threading.RLock()
         self.sagemaker = SageMakerBackend(self)
         self.autoscaling = AutoScalingBackend(self)
         self.backends = {"sagemaker": self.sagemaker, "application-autoscaling": self.autoscaling}
+        self.eks = EksBackend(self)
+        self.kubernetes = KubernetesBackend(self)
+        self.kubernetes_api = KubernetesApi(self)
+        self.karpenter = Karpenter(self)
         self.imds = Imds(self)
         self.control = ControlApi(self)
+        # Where the servers listen, once they do.
+        self.aws_port = None
+        self.kubernetes_port = None
+        self.kubernetes_ca_pem = None
 
     def now(self):
         return time.time() + self.config.clock_offset_s
@@ -2042,16 +3143,21 @@ class FakeAws:
         return f"arn:{partition_for(self.config.region)}:{service}:{region}:{self.config.account}:{resource}"
 
     def reset(self):
-        """Forget resources, calls, faults and injected failures; keys and
-        configuration stay."""
+        """Forget resources, calls, faults and injected failures; keys,
+        configuration and the EKS clusters from --eks stay."""
         self.sagemaker.reset()
         self.autoscaling.reset()
+        self.eks.reset()
+        self.kubernetes.reset()
+        self.karpenter.reset()
         self.calls.clear()
         self.faults.clear()
         self.limiter.reset()
 
     def state(self):
-        return {**self.sagemaker.state(self.now()), **self.autoscaling.state()}
+        return {**self.sagemaker.state(self.now()), **self.autoscaling.state(),
+                "eks": self.eks.state(), "kubernetes": self.kubernetes.state(),
+                "karpenter": self.karpenter.view()["clusters"]}
 
     # AWS calls -------------------------------------------------------------
 
@@ -2132,20 +3238,14 @@ class FakeAws:
             raise AwsError("ThrottlingException", "Rate exceeded", status=429)
         if fault.kind == "status":
             raise self._status_error(fault)
-        if fault.kind == "slow":
-            time.sleep(fault.seconds)
-        if fault.kind == "drop" and not fault.after:
-            return Outcome(action="drop")
-        if fault.kind == "hang":
-            return Outcome(action="hang")
-        return None
+        return transport_fault(fault)
 
-    def _fault_after(self, fault, outcome):
+    def _fault_after(self, fault, outcome, render=None):
         if fault is None:
             return outcome
         if fault.kind == "fail_after":
             # The work is done, but the client is told it failed.
-            return self._error(self._status_error(Fault("status", code=500)))
+            return (render or self._error)(self._status_error(Fault("status", code=500)))
         if fault.kind == "drop" and fault.after:
             return Outcome(action="drop")
         return outcome
@@ -2165,6 +3265,54 @@ class FakeAws:
         return Outcome(err.status, json_bytes(err.document(self.config.qualified_error_types)),
                        error=err.code)
 
+    # EKS calls (restJson1) -------------------------------------------------
+
+    def process_eks(self, req):
+        request_id = str(uuid.uuid4())
+        name = req.path[len("/clusters/"):]
+        op = "DescribeCluster" if req.method == "GET" and name and "/" not in name else None
+        record = self.calls.start(self.now(), op=op, request_id=request_id, service="eks")
+        try:
+            outcome = self._process_eks(req, op, urllib.parse.unquote(name), record)
+        except AwsError as err:
+            outcome = self._rest_error(err)
+        except Exception:  # a bug in the fake must not look like a network fault
+            traceback.print_exc()
+            outcome = self._rest_error(AwsError("InternalFailure",
+                                                "The fake failed: see its stderr.", status=500))
+        outcome.headers["x-amzn-RequestId"] = request_id
+        replied = outcome.action == "reply"
+        self.calls.update(record, status=outcome.status if replied else None,
+                          error=outcome.error if replied else None)
+        return outcome
+
+    def _process_eks(self, req, op, name, record):
+        if self.config.latency_ms:
+            time.sleep(self.config.latency_ms / 1000)
+        if op is None:
+            raise AwsError("UnknownOperationException", status=404)
+        auth = parse_auth_header(req.header("authorization"))
+        if auth is not None:
+            self.calls.update(record, access_key=auth.access_key,
+                              signed_headers=auth.signed_headers)
+        self.verifier.verify(req, auth, "eks")
+        fault = self.faults.take("eks", op)
+        if fault is not None:
+            self.calls.update(record, fault=fault.kind)
+            early = self._fault_before(fault)
+            if early is not None:
+                return early
+        if not self.limiter.allow("eks", self.config.rate_limit_rps, time.monotonic()):
+            raise AwsError("ThrottlingException", "Rate exceeded")
+        try:
+            outcome = json_outcome(self.eks.describe_by_name(name), content_type=EKS_CONTENT_TYPE)
+        except AwsError as err:
+            outcome = self._rest_error(err)
+        return self._fault_after(fault, outcome, render=self._rest_error)
+
+    def _rest_error(self, err):
+        return err.rest_outcome(self.config.qualified_error_types)
+
 
 # --------------------------------------------------------------------------
 # Control API
@@ -2176,7 +3324,8 @@ class ControlApi:
     def __init__(self, fake):
         self.fake = fake
         self.routes = {
-            ("GET", "/_fake/health"): lambda doc, query: {"ok": True},
+            ("GET", "/_fake/health"): lambda doc, query: {
+                "ok": True, "kubernetes_port": self.fake.kubernetes_port},
             ("GET", "/_fake/config"): lambda doc, query: self.fake.config.to_json(),
             ("POST", "/_fake/config"): self.set_config,
             ("GET", "/_fake/faults"): lambda doc, query: {"pending": self.fake.faults.pending()},
@@ -2192,6 +3341,10 @@ class ControlApi:
             ("POST", "/_fake/reset"): self.reset,
             ("GET", "/_fake/imds"): lambda doc, query: self.fake.imds.describe(),
             ("POST", "/_fake/imds"): lambda doc, query: self.fake.imds.configure(doc),
+            ("GET", "/_fake/eks"): lambda doc, query: {"clusters": self.fake.eks.state()},
+            ("POST", "/_fake/eks"): self.create_eks,
+            ("GET", "/_fake/karpenter"): lambda doc, query: self.fake.karpenter.view(),
+            ("POST", "/_fake/karpenter"): self.karpenter_demand,
         }
 
     def handle(self, req):
@@ -2263,6 +3416,16 @@ class ControlApi:
         self.fake.reset()
         return {"ok": True}
 
+    def create_eks(self, doc, query):
+        if not isinstance(doc, dict):
+            raise ControlError("expected {\"name\": ...}")
+        return self.fake.eks.create(doc.get("name"))
+
+    def karpenter_demand(self, doc, query):
+        if not isinstance(doc, dict):
+            raise ControlError("expected {\"eks\": ..., \"demand_nodes\": N}")
+        return self.fake.karpenter.set_demand(doc.get("eks"), doc.get("demand_nodes"))
+
 
 # --------------------------------------------------------------------------
 # Server
@@ -2306,13 +3469,16 @@ class FakeRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._deliver(json_outcome({"error": "malformed request body"}, 400))
             return
+        self._deliver(self.route(req))
+
+    def route(self, req):
         if req.path == "/_fake" or req.path.startswith("/_fake/"):
-            outcome = self.fake.control.handle(req)
-        elif req.path.startswith("/latest/"):
-            outcome = self.fake.imds.handle(req)
-        else:
-            outcome = self.fake.process(req)
-        self._deliver(outcome)
+            return self.fake.control.handle(req)
+        if req.path.startswith("/latest/"):
+            return self.fake.imds.handle(req)
+        if req.path == "/clusters" or req.path.startswith("/clusters/"):
+            return self.fake.process_eks(req)
+        return self.fake.process(req)
 
     def _read_request(self):
         path, _, query = self.path.partition("?")
@@ -2368,12 +3534,15 @@ class FakeRequestHandler(BaseHTTPRequestHandler):
         while self.fake.faults.hang_generation == generation and not self.server.stopping:
             readable, _, _ = select.select([self.connection], [], [], 0.2)
             if readable:
-                try:
-                    if not self.connection.recv(1, socket.MSG_PEEK):
-                        return  # the client has gone
-                except OSError:
+                if self._client_gone():
                     return
                 time.sleep(0.2)  # a pipelined request; keep hanging
+
+    def _client_gone(self):
+        try:
+            return not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
 
     def date_time_string(self, timestamp=None):
         return email.utils.formatdate(self.fake.now() if timestamp is None else timestamp,
@@ -2384,6 +3553,32 @@ class FakeRequestHandler(BaseHTTPRequestHandler):
             super().log_message(fmt, *args)
 
 
+class KubernetesRequestHandler(FakeRequestHandler):
+    """The Kubernetes API of every fake EKS cluster, over TLS."""
+
+    server_version = "kube-apiserver-fake"
+
+    def setup(self):
+        super().setup()
+        # The handshake runs here, in the connection's thread, so a slow or
+        # refusing client does not hold up the others.
+        self.connection.do_handshake()
+
+    def route(self, req):
+        return self.fake.kubernetes_api.handle(req)
+
+    def _client_gone(self):
+        # TLS sockets cannot peek; what a hung call's client sends is
+        # discarded, as the connection is closed afterwards anyway.
+        try:
+            self.connection.settimeout(0.2)
+            return not self.connection.recv(1)
+        except (TimeoutError, ssl.SSLWantReadError):
+            return False
+        except OSError:
+            return True
+
+
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -2392,15 +3587,16 @@ class FakeServer(ThreadingHTTPServer):
     # of 5 would make some of them wait for SYN retransmits.
     request_queue_size = 1024
 
-    def __init__(self, address, fake, verbose=False):
+    def __init__(self, address, fake, verbose=False, handler=FakeRequestHandler):
         self.fake = fake
         self.verbose = verbose
         self.stopping = False
-        super().__init__(address, FakeRequestHandler)
+        super().__init__(address, handler)
 
     def handle_error(self, request, client_address):
-        # Clients vanishing mid-answer are routine in fault tests.
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # Clients vanishing mid-answer, or refusing the certificate, are
+        # routine in fault tests.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)
 
@@ -2408,6 +3604,72 @@ class FakeServer(ThreadingHTTPServer):
         self.stopping = True
         self.fake.faults.clear()
         threading.Thread(target=self.shutdown, daemon=True).start()
+
+
+class TlsServer(FakeServer):
+    """The same server behind TLS; handshakes happen in the handler threads."""
+
+    def __init__(self, address, fake, tls, verbose=False):
+        self.tls = tls
+        super().__init__(address, fake, verbose, KubernetesRequestHandler)
+
+    def get_request(self):
+        sock, address = self.socket.accept()
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+
+# A throwaway CA and a server certificate for 127.0.0.1 and localhost; the
+# client verifies the server against the CA EKS DescribeCluster hands out.
+CA_CONFIG = """[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = ca
+[dn]
+CN = aws-fake Kubernetes CA
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+"""
+SERVER_CONFIG = """[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = 127.0.0.1
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def make_tls(openssl="openssl"):
+    """A server context and the CA's PEM, made with the openssl tool in a
+    temporary folder that is gone once they are loaded."""
+    with tempfile.TemporaryDirectory(prefix="aws_fake_tls_") as folder:
+        path = Path(folder)
+        (path / "ca.cnf").write_text(CA_CONFIG)
+        (path / "server.cnf").write_text(SERVER_CONFIG)
+        steps = [
+            ["req", "-x509", *EC_KEY, "-keyout", "ca.key", "-out", "ca.pem", "-days", "30",
+             "-config", "ca.cnf"],
+            ["req", "-new", *EC_KEY, "-keyout", "server.key", "-out", "server.csr",
+             "-config", "server.cnf"],
+            ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "30",
+             "-extfile", "server.cnf", "-extensions", "server", "-out", "server.pem"],
+        ]
+        for step in steps:
+            done = subprocess.run([openssl, *step], cwd=folder, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"openssl {step[0]} failed: {done.stderr.strip()}")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(path / "server.pem", path / "server.key")
+        return context, (path / "ca.pem").read_text()
 
 
 def write_port_file(path, port):
@@ -2429,6 +3691,10 @@ def parse_args(argv):
     parser.add_argument("--key", action="append", default=[], metavar="AKID:SECRET[:TOKEN]",
                         help="an accepted access key (repeatable)")
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--eks", action="append", default=[], metavar="NAME",
+                        help="an EKS cluster the fake knows (repeatable)")
+    parser.add_argument("--kubernetes-port", type=int, default=0,
+                        help="port of the EKS clusters' Kubernetes API (HTTPS); 0 picks a free one")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     try:
@@ -2437,6 +3703,9 @@ def parse_args(argv):
         parser.error(str(exc))
     if not re.fullmatch(r"\d{12}", args.account):
         parser.error("--account must be 12 digits")
+    bad = [name for name in args.eks if not EKS_NAME_PATTERN.fullmatch(name)]
+    if bad:
+        parser.error(f"--eks: not an EKS cluster name: {bad[0]!r}")
     return args
 
 
@@ -2445,17 +3714,35 @@ def main(argv=None):
     fake = FakeAws(Config(region=args.region, account=args.account, latency_ms=args.latency_ms))
     for cred in args.credentials:
         fake.keyring.add(cred)
+    try:
+        tls, fake.kubernetes_ca_pem = make_tls()
+    except (OSError, RuntimeError) as exc:
+        print(f"aws_fake: cannot make the Kubernetes API's certificate: {exc}", file=sys.stderr)
+        return 1
     server = FakeServer((args.host, args.port), fake, verbose=args.verbose)
-    port = server.server_address[1]
+    kube_server = TlsServer((args.host, args.kubernetes_port), fake, tls, verbose=args.verbose)
+    fake.aws_port = server.server_address[1]
+    fake.kubernetes_port = kube_server.server_address[1]
+    for name in args.eks:
+        fake.eks.create(name, from_cli=True)
+
+    def stop(*_):
+        kube_server.stop()
+        server.stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: server.stop())
+        signal.signal(signum, stop)
+    threading.Thread(target=kube_server.serve_forever, kwargs={"poll_interval": 0.2},
+                     daemon=True).start()
     if args.port_file:
-        write_port_file(args.port_file, port)
-    print(f"aws_fake listening on {args.host}:{port}", file=sys.stderr, flush=True)
+        write_port_file(args.port_file, fake.aws_port)
+    print(f"aws_fake listening on {args.host}:{fake.aws_port} (Kubernetes API: "
+          f"https://{args.host}:{fake.kubernetes_port})", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+        kube_server.server_close()
     return 0
 
 

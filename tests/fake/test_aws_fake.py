@@ -6,6 +6,7 @@ written independently of the fake's verifier and is itself checked against
 the AWS SigV4 test suite, so the two cannot share a mistake unnoticed.
 """
 
+import base64
 import datetime
 import hashlib
 import hmac
@@ -15,10 +16,12 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +41,7 @@ TOKEN_KEY_ID, TOKEN_SECRET, TOKEN = "ASIAFAKETEST0002", "fake-secret-two", "FwoG
 SAGEMAKER = "SageMaker"
 AUTOSCALING = "AnyScaleFrontendService"
 SIGNING_NAMES = {SAGEMAKER: "sagemaker", AUTOSCALING: "application-autoscaling"}
+BOOT_EKS = "boot-eks"  # made with --eks; survives resets
 
 # Long enough to observe the intermediate states on a loaded machine.
 FAST = {"create_s": 0.4, "update_s": 0.4, "delete_s": 0.4, "cluster_create_s": 0.4,
@@ -46,8 +50,8 @@ FAST = {"create_s": 0.4, "update_s": 0.4, "delete_s": 0.4, "cluster_create_s": 0
 
 
 # --------------------------------------------------------------------------
-# A minimal SigV4 signer (path "/" and no query string, which is all the
-# JSON protocols use)
+# A minimal SigV4 signer (simple paths and query strings that need no
+# encoding, which is all the JSON protocols and EKS's DescribeCluster use)
 # --------------------------------------------------------------------------
 
 def _hmac(key, text):
@@ -55,7 +59,7 @@ def _hmac(key, text):
 
 
 def sigv4_authorization(method, headers, body, key_id, secret, region, service, amz_date,
-                        signed=None):
+                        signed=None, path="/", query=""):
     """Authorization header value for `headers` (lower-case name -> value or
     list of values); `signed` picks the headers to sign (default: all)."""
     names = sorted(signed if signed is not None else headers)
@@ -64,7 +68,7 @@ def sigv4_authorization(method, headers, body, key_id, secret, region, service, 
         values = headers[name] if isinstance(headers[name], list) else [headers[name]]
         return ",".join(" ".join(v.split()) for v in values)
 
-    canonical = "\n".join([method, "/", "", *[f"{n}:{value(n)}" for n in names], "",
+    canonical = "\n".join([method, path, query, *[f"{n}:{value(n)}" for n in names], "",
                            ";".join(names), hashlib.sha256(body).hexdigest()])
     scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
@@ -194,7 +198,7 @@ def fake(tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, str(FAKE), "--port", "0", "--port-file", str(port_file),
              "--region", REGION, "--account", ACCOUNT, "--key", f"{KEY_ID}:{SECRET}",
-             "--key", f"{TOKEN_KEY_ID}:{TOKEN_SECRET}:{TOKEN}"],
+             "--key", f"{TOKEN_KEY_ID}:{TOKEN_SECRET}:{TOKEN}", "--eks", BOOT_EKS],
             stdout=log, stderr=log)
     try:
         yield FakeProcess(proc, wait_port_file(port_file, proc), log_path)
@@ -1185,6 +1189,9 @@ def test_bad_command_line_is_refused(tmp_path):
     result = subprocess.run([sys.executable, str(FAKE), "--key", "no-secret"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "AKID:SECRET" in result.stderr
+    result = subprocess.run([sys.executable, str(FAKE), "--eks", "bad/name"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "not an EKS cluster name" in result.stderr
 
 
 def test_thousand_describes_at_64_way_concurrency(fake, client):
@@ -1209,3 +1216,708 @@ def test_thousand_describes_at_64_way_concurrency(fake, client):
     assert statuses == [200] * calls
     print(f"1000 DescribeEndpoint at 64-way: {elapsed:.2f}s (latency alone {ideal:.2f}s)")
     assert elapsed - ideal < 1.5
+
+
+# --------------------------------------------------------------------------
+# EKS DescribeCluster (restJson1)
+# --------------------------------------------------------------------------
+
+def eks_arn(name):
+    return f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/{name}"
+
+
+def make_eks(fake, name="ml"):
+    return fake.control("POST", "/_fake/eks", {"name": name})["cluster"]
+
+
+def eks_describe(fake, name, *, key_id=KEY_ID, secret=SECRET, service="eks", amz_date=None):
+    """EKS DescribeCluster: a SigV4-signed GET /clusters/NAME."""
+    path = f"/clusters/{name}"
+    headers = {"host": f"127.0.0.1:{fake.port}", "x-amz-date": amz_date or amz_now()}
+    headers["authorization"] = sigv4_authorization("GET", headers, b"", key_id, secret, REGION,
+                                                   service, headers["x-amz-date"], path=path)
+    return fake.raw("GET", path, headers)
+
+
+def test_health_names_the_kubernetes_port(fake):
+    health = fake.control("GET", "/_fake/health")
+    assert health["ok"] is True and isinstance(health["kubernetes_port"], int)
+    assert health["kubernetes_port"] != fake.port
+
+
+def test_eks_describe_cluster(fake):
+    made = make_eks(fake, "ml")
+    assert make_eks(fake, "ml") == made  # idempotent
+    reply = eks_describe(fake, "ml")
+    assert reply.status == 200, reply
+    assert reply.headers["Content-Type"] == "application/json"
+    cluster = reply.json["cluster"]
+    assert cluster == made
+    port = fake.control("GET", "/_fake/health")["kubernetes_port"]
+    assert (cluster["name"], cluster["arn"], cluster["endpoint"]) == (
+        "ml", eks_arn("ml"), f"https://127.0.0.1:{port}")
+    assert (cluster["status"], cluster["version"], cluster["accessConfig"]) == (
+        "ACTIVE", "1.31", {"authenticationMode": "API"})
+    assert isinstance(cluster["createdAt"], (int, float))
+    pem = base64.b64decode(cluster["certificateAuthority"]["data"]).decode()
+    assert pem.startswith("-----BEGIN CERTIFICATE-----")
+    call = fake.calls("DescribeCluster")[-1]
+    assert (call["service"], call["status"], call["access_key"]) == ("eks", 200, KEY_ID)
+    names = [c["name"] for c in fake.control("GET", "/_fake/eks")["clusters"]]
+    assert names == [BOOT_EKS, "ml"]
+
+
+def test_eks_unknown_cluster(fake):
+    reply = eks_describe(fake, "nope")
+    assert reply.status == 404
+    assert reply.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+    assert reply.json == {"clusterName": "nope", "message": "No cluster found for name: nope."}
+    assert fake.calls("DescribeCluster")[-1]["error"] == "ResourceNotFoundException"
+
+
+def test_eks_signature_errors_are_rest_shaped(fake):
+    reply = eks_describe(fake, BOOT_EKS, secret="wrong")
+    assert reply.status == 403
+    assert reply.headers["x-amzn-ErrorType"] == "InvalidSignatureException"
+    assert reply.json["message"].startswith("The request signature we calculated does not match")
+    assert set(reply.json) == {"message"}
+    reply = eks_describe(fake, BOOT_EKS, service="sagemaker")
+    assert (reply.status, reply.json) == (
+        403, {"message": "Credential should be scoped to correct service: 'eks'. "})
+    reply = eks_describe(fake, BOOT_EKS, key_id="AKIDUNKNOWN")
+    assert (reply.status, reply.headers["x-amzn-ErrorType"]) == (403, "UnrecognizedClientException")
+    assert fake.raw("GET", f"/clusters/{BOOT_EKS}").headers["x-amzn-ErrorType"] == \
+        "MissingAuthenticationTokenException"
+    fake.control("POST", "/_fake/config", {"qualified_error_types": True})
+    reply = eks_describe(fake, BOOT_EKS, secret="wrong")
+    assert reply.headers["x-amzn-ErrorType"] == \
+        "InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/"
+
+
+def test_eks_faults_and_other_routes(fake):
+    fake.control("POST", "/_fake/faults", [{"kind": "status", "code": 503, "service": "eks"},
+                                           {"kind": "throttle", "service": "eks"},
+                                           {"kind": "fail_after", "service": "eks",
+                                            "op": "DescribeCluster"}])
+    reply = eks_describe(fake, BOOT_EKS)
+    assert (reply.status, reply.headers["x-amzn-ErrorType"]) == (503, "ServiceUnavailable")
+    reply = eks_describe(fake, BOOT_EKS)
+    assert (reply.status, reply.json) == (429, {"message": "Rate exceeded"})
+    reply = eks_describe(fake, BOOT_EKS)
+    assert (reply.status, reply.headers["x-amzn-ErrorType"]) == (500, "InternalFailure")
+    assert eks_describe(fake, BOOT_EKS).status == 200
+    assert [c["fault"] for c in fake.calls("DescribeCluster")] == ["status", "throttle",
+                                                                   "fail_after", None]
+    reply = fake.raw("POST", "/clusters", {"Content-Type": "application/json"}, b"{}")
+    assert (reply.status, reply.headers["x-amzn-ErrorType"]) == (404, "UnknownOperationException")
+
+
+def test_eks_clusters_from_the_command_line_survive_reset(fake):
+    make_eks(fake, "temporary")
+    fake.control("POST", "/_fake/reset")
+    assert [c["name"] for c in fake.control("GET", "/_fake/eks")["clusters"]] == [BOOT_EKS]
+    assert fake.control("GET", "/_fake/state")["eks"][0]["from_cli"] is True
+    with pytest.raises(AssertionError, match="400"):
+        fake.control("POST", "/_fake/eks", {"name": "-bad"})
+
+
+# --------------------------------------------------------------------------
+# EKS tokens and the Kubernetes API
+# --------------------------------------------------------------------------
+
+def presigned_token(cluster, host, *, key_id=KEY_ID, secret=SECRET, token=None, region=REGION,
+                    service="sts", age_s=0, expires=60, signed=("host", "x-k8s-aws-id"),
+                    scheme="https", extra=None, signature=None):
+    """What `aws eks get-token` makes: a GetCallerIdentity URL presigned with
+    x-k8s-aws-id signed, as unpadded base64url behind "k8s-aws-v1."."""
+    amz_date = amz_now(-age_s)
+    params = {"Action": "GetCallerIdentity", "Version": "2011-06-15",
+              "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+              "X-Amz-Credential": f"{key_id}/{amz_date[:8]}/{region}/{service}/aws4_request",
+              "X-Amz-Date": amz_date, "X-Amz-Expires": str(expires),
+              "X-Amz-SignedHeaders": ";".join(signed), **(extra or {})}
+    if token is not None:
+        params["X-Amz-Security-Token"] = token
+    enc = lambda text: urllib.parse.quote(text, safe="-_.~")
+    query = "&".join(f"{enc(k)}={enc(v)}" for k, v in sorted(params.items()))
+    values = {"host": host, "x-k8s-aws-id": cluster, "x-extra": "value"}
+    canonical = "\n".join(["GET", "/", query, *[f"{h}:{values[h]}" for h in sorted(signed)], "",
+                           ";".join(sorted(signed)), hashlib.sha256(b"").hexdigest()])
+    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (amz_date[:8], region, service, "aws4_request"):
+        key = _hmac(key, part)
+    sig = signature or hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    url = f"{scheme}://{host}/?{query}&X-Amz-Signature={sig}"
+    return "k8s-aws-v1." + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+
+
+STS_HOST = f"sts.{REGION}.amazonaws.com"
+UNAUTHORIZED = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
+POOLS = "/apis/karpenter.sh/v1/nodepools"
+CLASSES = "/apis/karpenter.sagemaker.amazonaws.com/v1/hyperpodnodeclasses"
+APPLY = "?fieldManager=infrafs&force=true"
+
+
+class KubeClient:
+    """HTTPS to the fake's Kubernetes API, trusting only the CA EKS hands
+    out, with host name checks on (as the C client does)."""
+
+    def __init__(self, fake, cluster, **token_options):
+        described = eks_describe(fake, cluster).json["cluster"]
+        pem = base64.b64decode(described["certificateAuthority"]["data"]).decode()
+        self.context = ssl.create_default_context(cadata=pem)
+        self.port = int(described["endpoint"].rsplit(":", 1)[1])
+        self.cluster, self.token_options = cluster, token_options
+
+    def token(self, **options):
+        return presigned_token(self.cluster, STS_HOST, **{**self.token_options, **options})
+
+    def request(self, method, path, doc=None, *, body=None, token=None,
+                content_type="application/apply-patch+yaml", authorization=None):
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30,
+                                           context=self.context)
+        try:
+            headers = {"Authorization": authorization or f"Bearer {token or self.token()}",
+                       "Accept": "application/json"}
+            if doc is not None or body is not None:
+                body = json.dumps(doc).encode() if body is None else body
+                headers["Content-Type"] = content_type
+            conn.request(method, path, body, headers)
+            response = conn.getresponse()
+            return Reply(response.status, dict(response.getheaders()), response.read())
+        finally:
+            conn.close()
+
+    def apply(self, path, doc, query=APPLY, **options):
+        return self.request("PATCH", path + query, doc, **options)
+
+
+def node_class(name, groups=("workers",)):
+    return {"apiVersion": "karpenter.sagemaker.amazonaws.com/v1", "kind": "HyperpodNodeClass",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "infrafs"}},
+            "spec": {"instanceGroups": list(groups)}}
+
+
+def node_pool(name, node_class_name=None, limits=None):
+    spec = {"template": {"spec": {
+        "nodeClassRef": {"group": "karpenter.sagemaker.amazonaws.com",
+                         "kind": "HyperpodNodeClass", "name": node_class_name or name},
+        "expireAfter": "Never",
+        "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "Exists"}]}}}
+    if limits is not None:
+        spec["limits"] = limits
+    return {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
+            "spec": spec}
+
+
+@pytest.fixture
+def kube(fake):
+    make_eks(fake, "ml")
+    return KubeClient(fake, "ml")
+
+
+def test_kubernetes_certificate_is_for_127_0_0_1_and_localhost(kube):
+    with socket.create_connection(("127.0.0.1", kube.port), timeout=10) as raw:
+        with kube.context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            names = tls.getpeercert()["subjectAltName"]
+    assert ("IP Address", "127.0.0.1") in names and ("DNS", "localhost") in names
+
+
+def test_good_tokens_are_accepted(fake, kube):
+    reply = kube.request("GET", f"{POOLS}/none")
+    assert reply.status == 404 and reply.json["reason"] == "NotFound"
+    call = fake.calls()[-1]
+    assert (call["service"], call["op"], call["status"], call["eks_cluster"], call["access_key"]) \
+        == ("kubernetes", "GET nodepools/none", 404, "ml", KEY_ID)
+    assert reply.headers["Audit-Id"] == call["request_id"]
+    with_token = {"key_id": TOKEN_KEY_ID, "secret": TOKEN_SECRET, "token": TOKEN}
+    assert kube.request("GET", POOLS, token=kube.token(**with_token)).status == 200
+    # The provider signs for its STS endpoint override: the fake itself.
+    own = presigned_token("ml", f"127.0.0.1:{fake.port}", scheme="http")
+    assert kube.request("GET", POOLS, token=own).status == 200
+    global_sts = presigned_token("ml", "sts.amazonaws.com")
+    assert kube.request("GET", POOLS, token=global_sts).status == 200
+    # One socket serves every cluster; the token says which.
+    assert kube.request("GET", POOLS, token=presigned_token(BOOT_EKS, STS_HOST)).status == 200
+    assert fake.calls()[-1]["eks_cluster"] == BOOT_EKS
+
+
+# Token options, and what the call log says about the refusal.
+BAD_TOKENS = {
+    "wrong key": (dict(key_id="AKIDUNKNOWN"), "unknown access key"),
+    "wrong secret": (dict(secret="not-the-secret"), "matches no known EKS cluster"),
+    "bad signature": (dict(signature="0" * 64), "matches no known EKS cluster"),
+    "expired": (dict(age_s=120, expires=60), "the token expired at"),
+    "from the future": (dict(age_s=-600), "in the future"),
+    "expires too long": (dict(expires=901), "X-Amz-Expires '901' is not between 1 and 900"),
+    "expires zero": (dict(expires=0), "X-Amz-Expires '0' is not between 1 and 900"),
+    "x-k8s-aws-id not signed": (dict(signed=("host",)), "the signed headers are ['host']"),
+    "another header signed": (dict(signed=("host", "x-k8s-aws-id", "x-extra")),
+                              "the signed headers are"),
+    "service scope": (dict(service="eks"), "scoped to eks/aws4_request, not sts"),
+    "region scope": (dict(region="eu-west-1"), "scoped to region eu-west-1"),
+    "session token missing": (dict(key_id=TOKEN_KEY_ID, secret=TOKEN_SECRET), "session token"),
+    "session token wrong": (dict(key_id=TOKEN_KEY_ID, secret=TOKEN_SECRET, token="other"),
+                            "session token"),
+    "session token unexpected": (dict(token="unexpected"), "session token"),
+    "extra parameter": (dict(extra={"X-Amz-User-Agent": "x"}), "unexpected query parameter"),
+    "plain http to STS": (dict(scheme="http"), "not 'https'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TOKENS))
+def test_bad_tokens_are_refused(fake, kube, case):
+    options, detail = BAD_TOKENS[case]
+    fake.control("POST", "/_fake/calls/clear")
+    token = kube.token(**options)
+    reply = kube.request("GET", POOLS, token=token)
+    assert (reply.status, reply.json) == (401, UNAUTHORIZED)
+    assert reply.headers["Content-Type"] == "application/json"
+    (call,) = fake.calls()
+    assert (call["status"], call["error"], call["eks_cluster"]) == (401, "Unauthorized", None)
+    assert detail in call["detail"]
+    assert token[len("k8s-aws-v1."):] not in json.dumps(call) and SECRET not in call["detail"]
+
+
+def test_malformed_tokens_are_refused(fake, kube):
+    cases = {
+        "unknown cluster": presigned_token("not-a-cluster", STS_HOST),
+        "other host": presigned_token("ml", "sts.example.com"),
+        "no prefix": presigned_token("ml", STS_HOST)[len("k8s-aws-v1."):],
+        "padded": presigned_token("ml", STS_HOST) + "==",
+        "not base64": "k8s-aws-v1.@@@",
+    }
+    for case, token in cases.items():
+        reply = kube.request("GET", POOLS, token=token)
+        assert (reply.status, reply.json) == (401, UNAUTHORIZED), case
+    for authorization in ("Basic abc", "Bearer"):
+        assert kube.request("GET", POOLS, authorization=authorization).status == 401
+    details = [c["detail"] for c in fake.calls() if c["service"] == "kubernetes"]
+    assert "matches no known EKS cluster" in details[0]
+    assert "not an STS endpoint" in details[1]
+
+
+def test_apply_get_list_delete(fake, kube):
+    reply = kube.apply(f"{CLASSES}/pool-a", node_class("pool-a"))
+    assert reply.status == 201, reply
+    made = reply.json
+    meta = made["metadata"]
+    assert (made["apiVersion"], made["kind"]) == ("karpenter.sagemaker.amazonaws.com/v1",
+                                                  "HyperpodNodeClass")
+    assert made["spec"] == {"instanceGroups": ["workers"]}
+    assert re.fullmatch(r"[0-9a-f-]{36}", meta["uid"]) and meta["generation"] == 1
+    assert isinstance(meta["resourceVersion"], str)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["creationTimestamp"])
+    assert meta["labels"] == {"app.kubernetes.io/managed-by": "infrafs"}
+    assert meta["managedFields"][0]["manager"] == "infrafs"
+    assert reply.headers["Content-Type"] == "application/json"
+
+    again = kube.apply(f"{CLASSES}/pool-a", node_class("pool-a"))
+    assert again.status == 200
+    assert again.json["metadata"]["resourceVersion"] == meta["resourceVersion"]
+    changed = kube.apply(f"{CLASSES}/pool-a", node_class("pool-a", ["workers", "spare"])).json
+    assert changed["metadata"]["generation"] == 2
+    assert int(changed["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+    assert changed["metadata"]["uid"] == meta["uid"]
+
+    got = kube.request("GET", f"{CLASSES}/pool-a")
+    assert got.status == 200 and got.json["spec"] == {"instanceGroups": ["workers", "spare"]}
+    listed = kube.request("GET", CLASSES).json
+    assert listed["kind"] == "HyperpodNodeClassList"
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["pool-a"]
+    # Objects are kept per EKS cluster.
+    other = kube.request("GET", CLASSES, token=presigned_token(BOOT_EKS, STS_HOST)).json
+    assert other["items"] == []
+
+    deleted = kube.request("DELETE", f"{CLASSES}/pool-a")
+    assert deleted.status == 200 and deleted.json["metadata"]["uid"] == meta["uid"]
+    for method in ("GET", "DELETE"):
+        reply = kube.request(method, f"{CLASSES}/pool-a")
+        assert (reply.status, reply.json) == (404, {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": 'hyperpodnodeclasses.karpenter.sagemaker.amazonaws.com "pool-a" not found',
+            "reason": "NotFound", "details": {"name": "pool-a",
+                                              "group": "karpenter.sagemaker.amazonaws.com",
+                                              "kind": "hyperpodnodeclasses"}, "code": 404})
+    reply = kube.request("GET", f"{POOLS}/gone")
+    assert reply.json["message"] == 'nodepools.karpenter.sh "gone" not found'
+    assert reply.json["details"] == {"name": "gone", "group": "karpenter.sh", "kind": "nodepools"}
+    ops = [c["op"] for c in fake.calls() if c["service"] == "kubernetes"]
+    assert ops[:2] == ["PATCH hyperpodnodeclasses/pool-a"] * 2
+
+
+def test_apply_is_refused_when_malformed(kube):
+    path = f"{POOLS}/p"
+    reply = kube.apply(path, node_pool("p"), content_type="application/merge-patch+json")
+    assert (reply.status, reply.json["reason"]) == (415, "UnsupportedMediaType")
+    reply = kube.apply(path, node_pool("p"), content_type="application/json")
+    assert (reply.status, reply.json["reason"]) == (415, "UnsupportedMediaType")
+    assert reply.json["message"].startswith("the body of the request was in an unknown format")
+
+    reply = kube.apply(path, node_pool("p"), query="")
+    assert (reply.status, reply.json["reason"], reply.json["message"]) == (
+        422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                        "is required for apply patch")
+    reply = kube.apply(path, None, body=b"apiVersion: karpenter.sh/v1\nkind: NodePool\n")
+    assert (reply.status, reply.json["reason"]) == (400, "BadRequest")
+    assert reply.json["message"].startswith("error decoding YAML")
+    reply = kube.apply(path, {**node_pool("p"), "apiVersion": "karpenter.sh/v1beta1"})
+    assert (reply.status, reply.json["message"]) == (400, "Incorrect version specified in apply "
+                                                          "patch. Specified patch version: "
+                                                          "karpenter.sh/v1beta1, expected: "
+                                                          "karpenter.sh/v1")
+    reply = kube.apply(path, {**node_pool("p"), "kind": "NodeClaim"})
+    assert (reply.status, reply.json["reason"]) == (400, "BadRequest")
+    reply = kube.apply(path, node_pool("q"))
+    assert (reply.status, reply.json["message"]) == (
+        400, "the name of the object (q) does not match the name on the URL (p)")
+
+    no_ref = node_pool("p")
+    del no_ref["spec"]["template"]["spec"]["nodeClassRef"]
+    reply = kube.apply(path, no_ref)
+    assert (reply.status, reply.json["reason"], reply.json["message"]) == (
+        422, "Invalid", 'NodePool.karpenter.sh "p" is invalid: spec.template.spec.nodeClassRef: '
+                        "Required value")
+    assert reply.json["details"]["causes"] == [{"reason": "FieldValueRequired",
+                                                "message": "Required value",
+                                                "field": "spec.template.spec.nodeClassRef"}]
+    wrong_group = node_pool("p")
+    wrong_group["spec"]["template"]["spec"]["nodeClassRef"]["group"] = "karpenter.k8s.aws"
+    reply = kube.apply(path, wrong_group)
+    assert reply.status == 422
+    assert "spec.template.spec.nodeClassRef.group: Unsupported value" in reply.json["message"]
+    reply = kube.apply(path, node_pool("p", limits={"nvidia.com/gpu": "16Gi", "nodes": -1}))
+    assert reply.status == 422
+    assert [c["field"] for c in reply.json["details"]["causes"]] == [
+        "spec.limits[nvidia.com/gpu]", "spec.limits[nodes]"]
+    assert kube.apply(path, node_pool("p", limits={"nodes": 4, "nvidia.com/gpu": "16"})).status \
+        == 201
+
+    for groups in ([], [f"g{i}" for i in range(11)], ["ok", 7]):
+        reply = kube.apply(f"{CLASSES}/c", node_class("c", groups))
+        assert (reply.status, reply.json["reason"]) == (422, "Invalid"), groups
+        assert "spec.instanceGroups" in reply.json["message"]
+    reply = kube.apply(f"{CLASSES}/Upper", node_class("Upper"))
+    assert reply.status == 422 and "metadata.name" in reply.json["message"]
+
+    for method, target in (("PUT", f"{POOLS}/p"), ("POST", POOLS), ("DELETE", POOLS)):
+        reply = kube.request(method, target, node_pool("p"))
+        assert (reply.status, reply.json["reason"]) == (405, "MethodNotAllowed"), method
+    reply = kube.request("GET", "/api/v1/namespaces")
+    assert (reply.status, reply.json["reason"]) == (404, "NotFound")
+
+
+def test_apply_conflicts_between_field_managers(kube):
+    assert kube.apply(f"{POOLS}/p", node_pool("p", limits={"nodes": 2})).status == 201
+    reply = kube.apply(f"{POOLS}/p", node_pool("p", limits={"nodes": 3}),
+                       query="?fieldManager=someone-else")
+    assert (reply.status, reply.json["reason"]) == (409, "Conflict")
+    assert reply.json["message"] == ('Apply failed with 1 conflict: conflict with "infrafs" '
+                                     "using karpenter.sh/v1: .spec.limits")
+    reply = kube.apply(f"{POOLS}/p", node_pool("p", limits={"nodes": 3}),
+                       query="?fieldManager=someone-else&force=true")
+    assert reply.status == 200 and reply.json["spec"]["limits"] == {"nodes": 3}
+
+
+def test_kubernetes_faults(fake, kube):
+    fake.control("POST", "/_fake/faults", [
+        {"kind": "status", "code": 500, "service": "kubernetes"},
+        {"kind": "http429", "service": "kubernetes", "op": "PATCH nodepools/p"},
+        {"kind": "status", "code": 503, "service": "kubernetes"}])
+    reply = kube.request("GET", POOLS, token=kube.token(secret="wrong"))
+    assert reply.status == 401  # refused calls do not eat faults
+    reply = kube.request("GET", POOLS)
+    assert (reply.status, reply.json["kind"], reply.json["reason"]) == (500, "Status",
+                                                                        "InternalError")
+    reply = kube.apply(f"{POOLS}/p", node_pool("p"))
+    assert (reply.status, reply.json["reason"], reply.headers["Retry-After"]) == (
+        429, "TooManyRequests", "1")
+    reply = kube.request("GET", POOLS)
+    assert (reply.status, reply.json["reason"]) == (503, "ServiceUnavailable")
+    assert kube.apply(f"{POOLS}/p", node_pool("p")).status == 201
+    faults = [c["fault"] for c in fake.calls() if c["service"] == "kubernetes"]
+    assert faults == [None, "status", "http429", "status", None]
+
+
+def test_kubernetes_calls_can_be_dropped_or_held(fake, kube):
+    fake.control("POST", "/_fake/faults", [{"kind": "drop", "service": "kubernetes"},
+                                           {"kind": "hang", "service": "kubernetes"}])
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        kube.request("GET", POOLS)
+    outcome = {}
+
+    def held():
+        try:
+            kube.request("GET", POOLS)
+        except (http.client.RemoteDisconnected, ConnectionError) as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=held)
+    thread.start()
+    wait_for(lambda: fake.calls()[-1]["fault"] == "hang")
+    assert thread.is_alive() and fake.calls()[-1]["status"] is None
+    fake.control("POST", "/_fake/faults/clear")
+    thread.join(10)
+    assert "error" in outcome and kube.request("GET", POOLS).status == 200
+
+
+# --------------------------------------------------------------------------
+# HyperPod autoscaling and the fake Karpenter
+# --------------------------------------------------------------------------
+
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/hyperpod"
+CLUSTER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/hyperpod-autoscaling"
+
+
+def group_spec(name="workers", instance_type="ml.g5.12xlarge", count=0):
+    return {"InstanceGroupName": name, "InstanceType": instance_type, "InstanceCount": count,
+            "ExecutionRole": ROLE,
+            "LifeCycleConfig": {"SourceS3Uri": "s3://bucket/lifecycle", "OnCreate": "on_create.sh"}}
+
+
+def autoscaled_cluster(eks="ml", autoscaling="Enable", groups=None, **extra):
+    doc = {"ClusterName": f"hp-{eks}", "InstanceGroups": groups or [group_spec()],
+           "Orchestrator": {"Eks": {"ClusterArn": eks_arn(eks)}},
+           "NodeProvisioningMode": "Continuous", "NodeRecovery": "Automatic",
+           "ClusterRole": CLUSTER_ROLE, "AutoScaling": {"Mode": autoscaling,
+                                                        "AutoScalerType": "Karpenter"}}
+    doc.update(extra)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def cluster_doc(client, name="hp-ml"):
+    return client.sm("DescribeCluster", ClusterName=name).json
+
+
+def counts(client, name="hp-ml"):
+    """(TargetCount, CurrentCount) by instance group."""
+    return {g["InstanceGroupName"]: (g["TargetCount"], g["CurrentCount"])
+            for g in cluster_doc(client, name)["InstanceGroups"]}
+
+
+def in_service(client, name="hp-ml"):
+    wait_for(lambda: cluster_doc(client, name)["ClusterStatus"] == "InService")
+
+
+def demand(fake, nodes, eks="ml"):
+    return fake.control("POST", "/_fake/karpenter", {"eks": eks, "demand_nodes": nodes})
+
+
+def test_cluster_shows_orchestration_and_autoscaling(fake, client):
+    make_eks(fake, "ml")
+    assert client.sm("CreateCluster", **autoscaled_cluster()).status == 200
+    described = cluster_doc(client)
+    assert described["Orchestrator"] == {"Eks": {"ClusterArn": eks_arn("ml")}}
+    assert (described["NodeProvisioningMode"], described["NodeRecovery"],
+            described["ClusterRole"]) == ("Continuous", "Automatic", CLUSTER_ROLE)
+    assert described["AutoScaling"] == {"Mode": "Enable", "AutoScalerType": "Karpenter",
+                                        "Status": "Creating"}
+    in_service(client)
+    assert cluster_doc(client)["AutoScaling"]["Status"] == "InService"
+    assert fake.control("GET", "/_fake/state")["clusters"][0]["AutoScaling"]["Mode"] == "Enable"
+
+
+CREATE_RULES = {
+    "no orchestrator": (dict(Orchestrator=None), "AutoScaling can be enabled only for a "
+                                                 "cluster orchestrated by Amazon EKS."),
+    "not continuous": (dict(NodeProvisioningMode=None),
+                       "AutoScaling requires NodeProvisioningMode to be Continuous."),
+    "no cluster role": (dict(ClusterRole=None),
+                        "ClusterRole is required when AutoScaling is enabled."),
+    "unknown eks": (dict(Orchestrator={"Eks": {"ClusterArn": eks_arn("ghost")}}),
+                    f"The Amazon EKS cluster '{eks_arn('ghost')}' does not exist."),
+    "other account": (dict(Orchestrator={"Eks": {"ClusterArn":
+                                                 f"arn:aws:eks:{REGION}:111122223333:cluster/ml"}}),
+                      "The Amazon EKS cluster 'arn:aws:eks:us-east-1:111122223333:cluster/ml' "
+                      "must be in the same account and Region as the SageMaker HyperPod cluster."),
+    "other region": (dict(Orchestrator={"Eks": {"ClusterArn":
+                                                f"arn:aws:eks:eu-west-1:{ACCOUNT}:cluster/ml"}}),
+                     f"The Amazon EKS cluster 'arn:aws:eks:eu-west-1:{ACCOUNT}:cluster/ml' must "
+                     "be in the same account and Region as the SageMaker HyperPod cluster."),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CREATE_RULES))
+def test_create_cluster_autoscaling_rules(fake, client, case):
+    make_eks(fake, "ml")
+    changes, message = CREATE_RULES[case]
+    reply = client.sm("CreateCluster", **autoscaled_cluster(**changes))
+    assert (reply.status, reply.code, reply.message) == (400, "ValidationException", message)
+    assert fake.control("GET", "/_fake/state")["clusters"] == []
+
+
+def test_one_hyperpod_cluster_per_eks_cluster(fake, client):
+    make_eks(fake, "ml")
+    assert client.sm("CreateCluster", **autoscaled_cluster()).status == 200
+    reply = client.sm("CreateCluster", **autoscaled_cluster(ClusterName="second"))
+    assert reply.code == "ValidationException"
+    assert "is already associated with the SageMaker HyperPod cluster" in reply.message
+    # Autoscaling off and no orchestrator at all are fine.
+    plain = autoscaled_cluster(ClusterName="plain", Orchestrator=None, AutoScaling=None)
+    assert client.sm("CreateCluster", **plain).status == 200
+
+
+def test_update_cluster_autoscaling_rules(fake, client):
+    make_eks(fake, "ml")
+    make_eks(fake, "other")
+    client.sm("CreateCluster", **autoscaled_cluster())
+    in_service(client)
+    reply = client.sm("UpdateCluster", ClusterName="hp-ml",
+                      Orchestrator={"Eks": {"ClusterArn": eks_arn("other")}})
+    assert reply.message == f"The Orchestrator of cluster '{cluster_doc(client)['ClusterArn']}' " \
+                            "cannot be changed."
+    reply = client.sm("UpdateCluster", ClusterName="hp-ml", ClusterRole=ROLE)
+    assert (reply.code, reply.message) == (
+        "ValidationException", "ClusterRole cannot be updated while autoscaling is enabled.")
+    same = client.sm("UpdateCluster", ClusterName="hp-ml", ClusterRole=CLUSTER_ROLE,
+                     Orchestrator={"Eks": {"ClusterArn": eks_arn("ml")}})
+    assert same.status == 200
+    in_service(client)
+    # Switched off, the role may change; Slurm clusters cannot gain EKS.
+    assert client.sm("UpdateCluster", ClusterName="hp-ml", ClusterRole=ROLE,
+                     AutoScaling={"Mode": "Disable"}).status == 200
+    in_service(client)
+    assert cluster_doc(client)["AutoScaling"] == {"Mode": "Disable", "AutoScalerType": "Karpenter",
+                                                  "Status": "InService"}
+    client.sm("CreateCluster", ClusterName="slurm", InstanceGroups=[group_spec(count=1)])
+    in_service(client, "slurm")
+    reply = client.sm("UpdateCluster", ClusterName="slurm", AutoScaling={"Mode": "Enable"},
+                      NodeProvisioningMode="Continuous", ClusterRole=CLUSTER_ROLE)
+    assert reply.message == "AutoScaling can be enabled only for a cluster orchestrated by " \
+                            "Amazon EKS."
+    reply = client.sm("UpdateCluster", ClusterName="slurm",
+                      Orchestrator={"Eks": {"ClusterArn": eks_arn("other")}})
+    assert reply.code == "ValidationException" and "cannot be changed" in reply.message
+
+
+def setup_karpenter(fake, client, kube, groups=None, pools=None):
+    """An autoscaled HyperPod cluster on EKS cluster "ml" with node classes
+    and pools; `pools` maps a pool to (node class groups, limits)."""
+    client.sm("CreateCluster", **autoscaled_cluster(groups=groups))
+    in_service(client)
+    for pool, (class_groups, limits) in (pools or {"pool": (["workers"], None)}).items():
+        assert kube.apply(f"{CLASSES}/{pool}", node_class(pool, class_groups)).status == 201
+        assert kube.apply(f"{POOLS}/{pool}", node_pool(pool, limits=limits)).status == 201
+
+
+def test_status_conditions_follow_the_hyperpod_cluster(fake, client, kube):
+    reply = kube.apply(f"{POOLS}/pool", node_pool("pool"))
+    conditions = {c["type"]: c for c in reply.json["status"]["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["NodeClassReady"]["reason"]) == (
+        "False", "NodeClassNotFound")
+    reply = kube.apply(f"{CLASSES}/pool", node_class("pool"))
+    (ready,) = reply.json["status"]["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False",
+                                                                 "HyperPodClusterNotFound")
+    assert set(ready) == {"type", "status", "reason", "message", "lastTransitionTime",
+                          "observedGeneration"}
+    client.sm("CreateCluster", **autoscaled_cluster(groups=[group_spec("other")]))
+    ready = kube.request("GET", f"{CLASSES}/pool").json["status"]["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "InstanceGroupsNotFound")
+    assert "workers" in ready["message"]
+    in_service(client)
+    client.sm("UpdateCluster", ClusterName="hp-ml", InstanceGroups=[group_spec("workers")])
+    ready = kube.request("GET", f"{CLASSES}/pool").json["status"]["conditions"][0]
+    assert (ready["status"], ready["reason"], ready["message"]) == ("True", "Ready", "")
+    pool = kube.request("GET", f"{POOLS}/pool").json["status"]["conditions"]
+    assert [(c["type"], c["status"]) for c in pool] == [
+        ("ValidationSucceeded", "True"), ("NodeClassReady", "True"), ("Ready", "True")]
+
+
+def test_karpenter_scales_within_the_gpu_limit(fake, client, kube):
+    # ml.g5.12xlarge has 4 GPUs: 16 GPUs are 4 nodes.
+    setup_karpenter(fake, client, kube, pools={"pool": (["workers"], {"nvidia.com/gpu": "16"})})
+    assert counts(client) == {"workers": (0, 0)}
+    view = demand(fake, 10)["clusters"]["ml"]
+    assert (view["demand_nodes"], view["pending_nodes"], view["groups"]) == (10, 6, {"workers": 4})
+    assert view["placements"] == [{"nodepool": "pool", "instance_group": "workers", "nodes": 4}]
+    assert counts(client) == {"workers": (4, 4)}
+    assert cluster_doc(client)["ClusterStatus"] == "InService"
+    demand(fake, 2)
+    assert counts(client) == {"workers": (2, 2)}
+    # InstanceCount sent while Karpenter scales is kept but does not count.
+    client.sm("UpdateCluster", ClusterName="hp-ml", InstanceGroups=[group_spec(count=7)])
+    assert counts(client) == {"workers": (2, 2)}
+    in_service(client)
+    assert counts(client) == {"workers": (2, 2)}
+    # A new limit takes effect at once.
+    kube.apply(f"{POOLS}/pool", node_pool("pool", limits={"nvidia.com/gpu": 4}))
+    assert counts(client) == {"workers": (1, 1)}
+    demand(fake, 0)
+    assert counts(client) == {"workers": (0, 0)}
+    assert fake.control("GET", "/_fake/state")["karpenter"]["ml"]["demand_nodes"] == 0
+
+
+def test_karpenter_node_limits_pools_and_groups_in_order(fake, client, kube):
+    groups = [group_spec("a", "ml.p5.48xlarge"), group_spec("b", "ml.g5.xlarge"),
+              group_spec("c", "ml.trn1.32xlarge"), group_spec("d", "ml.c5.xlarge")]
+    pools = {"first": (["a", "b"], {"nodes": "3"}),
+             "second": (["c"], {"aws.amazon.com/neuron": 32}),
+             "third": (["d"], {"nvidia.com/gpu": 0})}
+    setup_karpenter(fake, client, kube, groups=groups, pools=pools)
+    demand(fake, 2)
+    assert counts(client) == {"a": (2, 2), "b": (0, 0), "c": (0, 0), "d": (0, 0)}
+    demand(fake, 5)  # "first" allows 3 nodes across its groups, "second" 2 Neuron nodes
+    assert counts(client) == {"a": (3, 3), "b": (0, 0), "c": (2, 2), "d": (0, 0)}
+    demand(fake, 9)  # "third" limits GPUs only, and c5 nodes have none
+    assert counts(client) == {"a": (3, 3), "b": (0, 0), "c": (2, 2), "d": (4, 4)}
+
+
+def test_karpenter_needs_ready_pools_and_enabled_autoscaling(fake, client, kube):
+    setup_karpenter(fake, client, kube, pools={"pool": (["workers"], None)})
+    demand(fake, 3)
+    assert counts(client) == {"workers": (3, 3)}
+    # A pool whose node class names a missing group is not Ready: no nodes.
+    kube.apply(f"{CLASSES}/pool", node_class("pool", ["workers", "missing"]))
+    assert counts(client) == {"workers": (0, 0)}
+    kube.apply(f"{CLASSES}/pool", node_class("pool"))
+    assert counts(client) == {"workers": (3, 3)}
+    # A deleted NodePool leaves its groups at zero.
+    assert kube.request("DELETE", f"{POOLS}/pool").status == 200
+    assert counts(client) == {"workers": (0, 0)}
+    kube.apply(f"{POOLS}/pool", node_pool("pool"))
+    assert counts(client) == {"workers": (3, 3)}
+
+
+def test_disabling_autoscaling_returns_groups_to_their_instance_count(fake, client, kube):
+    setup_karpenter(fake, client, kube)
+    demand(fake, 5)
+    assert counts(client) == {"workers": (5, 5)}
+    client.sm("UpdateCluster", ClusterName="hp-ml", AutoScaling={"Mode": "Disable"},
+              InstanceGroups=[group_spec(count=2)])
+    (group,) = cluster_doc(client)["InstanceGroups"]
+    assert (group["CurrentCount"], group["TargetCount"], group["Status"]) == (5, 2, "Updating")
+    in_service(client)
+    assert counts(client) == {"workers": (2, 2)}
+    demand(fake, 8)
+    assert counts(client) == {"workers": (2, 2)}
+    assert demand(fake, 8)["clusters"]["ml"]["autoscaling"] is False
+    # Switched off without naming the group, it goes back to its InstanceCount too.
+    client.sm("UpdateCluster", ClusterName="hp-ml", AutoScaling={"Mode": "Enable"})
+    assert counts(client) == {"workers": (8, 8)}
+    in_service(client)
+    client.sm("UpdateCluster", ClusterName="hp-ml", AutoScaling={"Mode": "Disable"})
+    assert counts(client)["workers"] == (2, 8)
+    in_service(client)
+    assert counts(client) == {"workers": (2, 2)}
+
+
+def test_reset_forgets_kubernetes_objects_and_demand(fake, client, kube):
+    setup_karpenter(fake, client, kube)
+    demand(fake, 1)
+    state = fake.control("GET", "/_fake/state")
+    assert list(state["kubernetes"]["ml"]["nodepools"]) == ["pool"]
+    assert state["kubernetes"]["ml"]["nodepools"]["pool"]["kind"] == "NodePool"
+    assert state["karpenter"]["ml"]["groups"] == {"workers": 1}
+    fake.control("POST", "/_fake/reset")
+    state = fake.control("GET", "/_fake/state")
+    assert state["kubernetes"] == {} and state["clusters"] == []
+    assert state["karpenter"] == {BOOT_EKS: {"demand_nodes": 0, "pending_nodes": 0,
+                                             "hyperpod_cluster": None, "autoscaling": False,
+                                             "groups": {}, "placements": []}}
+    with pytest.raises(AssertionError, match="400"):
+        demand(fake, 1)  # "ml" came from the control API and is gone
