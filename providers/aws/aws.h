@@ -54,6 +54,15 @@ int sigv4_sign(const struct sigv4_request *req, const char *access_key_id,
 	       const char *secret_access_key, struct buf *creq, struct buf *sts,
 	       struct buf *authz);
 
+/*
+ * A presigned request: writes to query the request's own query (req->query,
+ * already encoded) followed by the X-Amz-* parameters and the signature,
+ * ready to put after '?'. Signs req->headers (host at least) and the
+ * payload's hash. Returns 0 or -EINVAL, as sigv4_sign.
+ */
+int sigv4_presign(const struct sigv4_request *req, const char *access_key_id,
+		  const char *secret_access_key, const char *session_token,
+		  unsigned expires_s, struct buf *query);
 /* "20150830T123600Z" for t (UTC) into out[17]. */
 void sigv4_amz_date(time_t t, char out[17]);
 
@@ -104,18 +113,57 @@ void aws_creds_close(struct aws_cred_chain *c);
 /* Overwrites the secret parts of creds; for buffers about to be freed. */
 void aws_creds_wipe(struct aws_creds *creds);
 
+/* ---- Kubernetes on EKS (kube.c) ---------------------------------------- */
+
+/* Unpadded base64url of data, appended to out. */
+void aws_base64url(struct buf *out, const void *data, size_t len);
+/* Text from base64 (a PEM certificate), malloc'd; NULL if it is not. */
+char *aws_base64_text(const char *b64);
+/* "NAME" of "arn:aws:eks:REGION:ACCOUNT:cluster/NAME", or NULL. */
+const char *aws_eks_cluster_name(const char *arn);
+struct aws_kube_api;
+/* Reads EKS DescribeCluster's answer into api: 0, or -EPROTO when it
+ * lacks an https endpoint or a certificate authority. */
+int aws_kube_api_set(struct aws_kube_api *api, const char *cluster,
+		     json_t *described);
+void aws_kube_api_clear(struct aws_kube_api *api);
+
 /* ---- the HTTP client (client.c) ---------------------------------------- */
 
-/* A service speaking awsJson1_1. */
+/* How a service's calls are framed. */
+enum aws_protocol {
+	AWS_JSON, /* awsJson1_1: POST / naming the operation in X-Amz-Target */
+	AWS_REST_JSON, /* restJson1: the method and path are the operation */
+	AWS_KUBERNETES, /* an EKS cluster's own API, with an EKS token */
+};
+
 struct aws_service {
+	const char *name; /* "SageMaker", for messages */
+	enum aws_protocol protocol;
+	unsigned slot; /* its token bucket, < AWS_SERVICE_SLOTS */
 	const char *signing_name; /* "sagemaker" */
-	const char *target_prefix; /* X-Amz-Target: PREFIX.Op */
+	const char *target_prefix; /* awsJson: X-Amz-Target: PREFIX.Op */
 	const char *host_prefix; /* PREFIX.REGION.amazonaws.com */
 	const char *env_name; /* AWS_ENDPOINT_URL_<env_name> */
 };
 
+#define AWS_SERVICE_SLOTS 4
 extern const struct aws_service aws_sagemaker;
 extern const struct aws_service aws_autoscaling;
+extern const struct aws_service aws_eks;
+extern const struct aws_service aws_kubernetes;
+
+/*
+ * Where an EKS cluster's Kubernetes API answers and how to trust it, as
+ * EKS DescribeCluster tells. Every call carries a fresh token: an STS
+ * GetCallerIdentity request presigned for a minute and naming the
+ * cluster, which EKS checks with STS (what `aws eks get-token` makes).
+ */
+struct aws_kube_api {
+	char cluster[101]; /* the EKS cluster's name */
+	char endpoint[256]; /* "https://ABC.gr7.us-east-1.eks.amazonaws.com" */
+	char *ca_pem; /* its certificate authority, PEM (owned) */
+};
 
 /* Where and how an environment reaches AWS: one client per distinct set. */
 struct aws_settings {
@@ -140,8 +188,12 @@ struct aws_call_io; /* the client's per-call transfer state */
 
 struct aws_call {
 	const struct aws_service *service;
-	const char *op; /* "DescribeEndpoint" */
-	json_t *input; /* owned: released by aws_call_clear */
+	const char *op; /* "DescribeEndpoint"; REST: a name for messages */
+	json_t *input; /* owned: released by aws_call_clear; NULL: no body */
+	/* restJson1 and Kubernetes calls: the request line. */
+	const char *method; /* "GET", "PATCH", "DELETE" */
+	char path[400]; /* "/clusters/NAME", with any query */
+	const struct aws_kube_api *kube; /* Kubernetes: whose API (borrowed) */
 	/* Results. */
 	int rc; /* 0, or -EIO (service error), -ENOKEY, -ETIMEDOUT, ... */
 	long http_status; /* 0 when no answer came */
@@ -156,6 +208,10 @@ struct aws_call {
 /* Readies a call; takes the reference to input (NULL sends {}). */
 void aws_call_init(struct aws_call *call, const struct aws_service *svc,
 		   const char *op, json_t *input);
+/* Readies a restJson1 or Kubernetes call; input may be NULL. */
+void aws_call_init_rest(struct aws_call *call, const struct aws_service *svc,
+			const char *op, const char *method, const char *path,
+			json_t *input);
 void aws_call_clear(struct aws_call *call);
 
 /*

@@ -40,6 +40,9 @@
 #define MIN_RATE 1.0
 
 const struct aws_service aws_sagemaker = {
+	.name = "SageMaker",
+	.protocol = AWS_JSON,
+	.slot = 0,
 	.signing_name = "sagemaker",
 	.target_prefix = "SageMaker",
 	.host_prefix = "api.sagemaker",
@@ -47,11 +50,41 @@ const struct aws_service aws_sagemaker = {
 };
 
 const struct aws_service aws_autoscaling = {
+	.name = "Application Auto Scaling",
+	.protocol = AWS_JSON,
+	.slot = 1,
 	.signing_name = "application-autoscaling",
 	.target_prefix = "AnyScaleFrontendService",
 	.host_prefix = "application-autoscaling",
 	.env_name = "APPLICATION_AUTO_SCALING",
 };
+
+const struct aws_service aws_eks = {
+	.name = "EKS",
+	.protocol = AWS_REST_JSON,
+	.slot = 2,
+	.signing_name = "eks",
+	.host_prefix = "eks",
+	.env_name = "EKS",
+};
+
+/* Never called: the URL its tokens presign (endpoint_url picks it). */
+static const struct aws_service aws_sts = {
+	.name = "STS",
+	.protocol = AWS_JSON,
+	.signing_name = "sts",
+	.host_prefix = "sts",
+	.env_name = "STS",
+};
+
+const struct aws_service aws_kubernetes = {
+	.name = "Kubernetes",
+	.protocol = AWS_KUBERNETES,
+	.slot = 3,
+};
+
+/* How long an EKS token may be used; `aws eks get-token` gives 60 s too. */
+#define KUBE_TOKEN_LIFETIME_S 60
 
 /* Pacing for one service in one region. */
 struct bucket {
@@ -65,7 +98,7 @@ struct aws_client {
 	struct aws_settings settings;
 	CURLM *multi;
 	struct aws_cred_chain *creds;
-	struct bucket sagemaker, autoscaling;
+	struct bucket buckets[AWS_SERVICE_SLOTS];
 };
 
 struct aws_call_io {
@@ -75,8 +108,9 @@ struct aws_call_io {
 	struct buf answer;
 	double due; /* monotonic time the next attempt may start */
 	bool in_flight, done;
-	char url[300];
+	char url[700];
 	char error[CURL_ERROR_SIZE];
+	char error_type[96]; /* restJson1's x-amzn-ErrorType header */
 };
 
 static double mono_now(void)
@@ -113,6 +147,18 @@ void aws_call_init(struct aws_call *call, const struct aws_service *svc,
 	call->service = svc;
 	call->op = op;
 	call->input = input ? input : json_object();
+}
+
+void aws_call_init_rest(struct aws_call *call, const struct aws_service *svc,
+			const char *op, const char *method, const char *path,
+			json_t *input)
+{
+	memset(call, 0, sizeof(*call));
+	call->service = svc;
+	call->op = op;
+	call->method = method;
+	snprintf(call->path, sizeof(call->path), "%s", path);
+	call->input = input;
 }
 
 void aws_slist_wipe_free(struct curl_slist *list)
@@ -196,6 +242,8 @@ static bool is_transient(const struct aws_call *call)
 bool aws_error_not_found(const char *code, const char *message)
 {
 	return !strcmp(code, "ResourceNotFound") ||
+	       !strcmp(code, "ResourceNotFoundException") ||
+	       !strcmp(code, "NotFound") || /* a Kubernetes Status reason */
 	       !strcmp(code, "ObjectNotFoundException") ||
 	       (!strcmp(code, "ValidationException") &&
 		!strncmp(message, "Could not find", 14));
@@ -212,9 +260,7 @@ bool aws_error_exists(const char *code, const char *message)
 
 void aws_call_describe_error(const struct aws_call *call, char *out, size_t len)
 {
-	const char *svc = call->service == &aws_sagemaker
-				  ? "SageMaker"
-				  : "Application Auto Scaling";
+	const char *svc = call->service->name;
 
 	if (call->code[0])
 		snprintf(out, len, "%s %s: %s: %s", svc, call->op, call->code,
@@ -256,7 +302,13 @@ static void read_answer(struct aws_call *call)
 			 "answer is not JSON");
 		return;
 	}
+	/* awsJson names the error in __type, restJson1 in a header and a
+	 * Kubernetes Status in reason. */
 	type = json_string_value(json_object_get(doc, "__type"));
+	if (!type && io->error_type[0])
+		type = io->error_type;
+	if (!type && call->service->protocol == AWS_KUBERNETES)
+		type = json_string_value(json_object_get(doc, "reason"));
 	msg = json_string_value(json_object_get(doc, "message"))
 		      ?: json_string_value(json_object_get(doc, "Message"));
 	if (type)
@@ -327,7 +379,7 @@ static void bucket_succeeded(struct bucket *b)
 static struct bucket *bucket_of(struct aws_client *c,
 				const struct aws_service *svc)
 {
-	return svc == &aws_sagemaker ? &c->sagemaker : &c->autoscaling;
+	return &c->buckets[svc->slot];
 }
 
 /* ---- building a request ----------------------------------------------- */
@@ -351,6 +403,19 @@ static void endpoint_url(const struct aws_client *c,
 	else
 		snprintf(out, len, "https://%s.%s.amazonaws.com",
 			 svc->host_prefix, c->settings.region);
+}
+
+/* The service's URL without a query or a trailing slash, ready for a path. */
+static void base_url(const struct aws_client *c, const struct aws_service *svc,
+		     char *out, size_t len)
+{
+	size_t n;
+
+	endpoint_url(c, svc, out, len);
+	out[strcspn(out, "?")] = '\0';
+	n = strlen(out);
+	if (n && out[n - 1] == '/')
+		out[n - 1] = '\0';
 }
 
 /*
@@ -383,23 +448,40 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+static void copy_header_value(const char *data, size_t len, size_t skip,
+			      char *out, size_t outlen)
+{
+	const char *v = data + skip;
+	size_t vlen = len - skip;
+
+	while (vlen && (*v == ' ' || *v == '\t'))
+		v++, vlen--;
+	while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
+		vlen--;
+	snprintf(out, outlen, "%.*s", (int)vlen, v);
+}
+
+static bool header_is(const char *data, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+
+	return len > n && !strncasecmp(data, name, n);
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
 	struct aws_call *call = arg;
 	size_t len = size * n;
-	static const char name[] = "x-amzn-requestid:";
+	static const char request_id[] = "x-amzn-requestid:";
+	static const char error_type[] = "x-amzn-errortype:";
 
-	if (len > sizeof(name) && !strncasecmp(data, name, sizeof(name) - 1)) {
-		const char *v = data + sizeof(name) - 1;
-		size_t vlen = len - (sizeof(name) - 1);
-
-		while (vlen && (*v == ' ' || *v == '\t'))
-			v++, vlen--;
-		while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n'))
-			vlen--;
-		snprintf(call->request_id, sizeof(call->request_id), "%.*s",
-			 (int)vlen, v);
-	}
+	if (header_is(data, len, request_id))
+		copy_header_value(data, len, sizeof(request_id) - 1,
+				  call->request_id, sizeof(call->request_id));
+	else if (header_is(data, len, error_type))
+		copy_header_value(data, len, sizeof(error_type) - 1,
+				  call->io->error_type,
+				  sizeof(call->io->error_type));
 	return len;
 }
 
@@ -415,26 +497,30 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *name,
 	return out;
 }
 
-/* Signs the call with the current time and credentials. */
+/* The request line's method: awsJson always posts. */
+static const char *method_of(const struct aws_call *call)
+{
+	return call->service->protocol == AWS_JSON ? "POST" : call->method;
+}
+
+/*
+ * Signs the call with the current time and credentials: every header
+ * sent but Authorization, so a proxy cannot change one unnoticed.
+ */
 static int sign_headers(struct aws_client *c, struct aws_call *call,
 			const struct aws_creds *creds, const char *host,
-			const char *target)
+			const char *path, const char *query)
 {
 	struct aws_call_io *io = call->io;
-	char amz_date[17];
-	struct sigv4_header h[5] = {
-		{ "content-type", "application/x-amz-json-1.1" },
-		{ "host", host },
-		{ "x-amz-date", amz_date },
-		{ "x-amz-target", target },
-		{ "x-amz-security-token", creds->session_token },
-	};
+	bool json = call->service->protocol == AWS_JSON;
+	char amz_date[17], target[128];
+	struct sigv4_header h[5];
+	size_t n = 0;
 	struct sigv4_request req = {
-		.method = "POST",
-		.path = "/",
-		.query = "",
+		.method = method_of(call),
+		.path = path,
+		.query = query,
 		.headers = h,
-		.nheaders = creds->session_token[0] ? 5 : 4,
 		.payload = io->body,
 		.payload_len = strlen(io->body),
 		.region = c->settings.region,
@@ -445,31 +531,120 @@ static int sign_headers(struct aws_client *c, struct aws_call *call,
 	int rc;
 
 	sigv4_amz_date(time(NULL), amz_date);
+	snprintf(target, sizeof(target), "%s.%s", call->service->target_prefix,
+		 call->op);
+	if (json)
+		h[n++] = (struct sigv4_header){ "Content-Type",
+						"application/x-amz-json-1.1" };
+	else if (io->body[0])
+		h[n++] = (struct sigv4_header){ "Content-Type",
+						"application/json" };
+	h[n++] = (struct sigv4_header){ "host", host };
+	h[n++] = (struct sigv4_header){ "X-Amz-Date", amz_date };
+	if (json)
+		h[n++] = (struct sigv4_header){ "X-Amz-Target", target };
+	if (creds->session_token[0])
+		h[n++] = (struct sigv4_header){ "X-Amz-Security-Token",
+						creds->session_token };
+	req.nheaders = n;
 	rc = sigv4_sign(&req, creds->access_key_id, creds->secret_access_key,
 			NULL, NULL, &authz);
 	if (rc < 0)
 		return rc;
-	io->headers = add_header(io->headers, "Content-Type",
-				 "application/x-amz-json-1.1");
-	io->headers = add_header(io->headers, "X-Amz-Date", amz_date);
-	io->headers = add_header(io->headers, "X-Amz-Target", target);
-	if (creds->session_token[0])
-		io->headers = add_header(io->headers, "X-Amz-Security-Token",
-					 creds->session_token);
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(h[i].name, "host"))
+			io->headers =
+				add_header(io->headers, h[i].name, h[i].value);
+	}
 	io->headers = add_header(io->headers, "Authorization", buf_str(&authz));
-	/* A 100-continue round trip would double every call's latency. */
-	io->headers = curl_slist_append(io->headers, "Expect:");
+	return 0;
+}
+
+/*
+ * "k8s-aws-v1." and the presigned URL in unpadded base64url, as
+ * aws-iam-authenticator reads it. The URL is for the STS endpoint this
+ * client would use, so an endpoint override reaches a fake's STS too.
+ */
+static int kube_token(struct aws_client *c, const struct aws_call *call,
+		      const struct aws_creds *creds, struct buf *token)
+{
+	char sts[300], host[280], amz_date[17];
+	const struct sigv4_header h[] = {
+		{ "host", host },
+		{ "x-k8s-aws-id", call->kube->cluster },
+	};
+	struct sigv4_request req = {
+		.method = "GET",
+		.path = "/",
+		.query = "Action=GetCallerIdentity&Version=2011-06-15",
+		.headers = h,
+		.nheaders = 2,
+		.region = c->settings.region,
+		.service = aws_sts.signing_name,
+		.amz_date = amz_date,
+	};
+	BUF_AUTO url = BUF_INIT;
+	BUF_AUTO query = BUF_INIT;
+	int rc;
+
+	base_url(c, &aws_sts, sts, sizeof(sts));
+	rc = host_of(sts, host, sizeof(host));
+	if (rc < 0)
+		return rc;
+	sigv4_amz_date(time(NULL), amz_date);
+	rc = sigv4_presign(&req, creds->access_key_id, creds->secret_access_key,
+			   creds->session_token, KUBE_TOKEN_LIFETIME_S, &query);
+	if (rc < 0)
+		return rc;
+	buf_printf(&url, "%s/?%s", sts, buf_str(&query));
+	buf_adds(token, "k8s-aws-v1.");
+	aws_base64url(token, url.data, url.len);
+	OPENSSL_cleanse(url.data, url.len);
+	OPENSSL_cleanse(query.data, query.len);
+	return 0;
+}
+
+static int kube_headers(struct aws_client *c, struct aws_call *call,
+			const struct aws_creds *creds)
+{
+	struct aws_call_io *io = call->io;
+	BUF_AUTO bearer = BUF_INIT;
+	int rc;
+
+	buf_adds(&bearer, "Bearer ");
+	rc = kube_token(c, call, creds, &bearer);
+	if (rc < 0)
+		return rc;
+	io->headers =
+		add_header(io->headers, "Authorization", buf_str(&bearer));
+	OPENSSL_cleanse(bearer.data, bearer.len);
+	io->headers = add_header(io->headers, "Accept", "application/json");
+	/* Server-side apply: the server merges, and a second apply of the
+	 * same object changes nothing. */
+	if (!strcmp(call->method, "PATCH"))
+		io->headers = add_header(io->headers, "Content-Type",
+					 "application/apply-patch+yaml");
 	return 0;
 }
 
 static void easy_setup(struct aws_client *c, struct aws_call *call)
 {
 	struct aws_call_io *io = call->io;
+	const char *method = method_of(call);
 	CURL *e = io->easy;
 
 	curl_easy_setopt(e, CURLOPT_URL, io->url);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, io->body);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(io->body));
+	if (!strcmp(method, "GET")) {
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	} else {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, io->body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE,
+				 (long)strlen(io->body));
+		if (strcmp(method, "POST"))
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	}
+	/* A 100-continue round trip would double every call's latency. */
+	io->headers = curl_slist_append(io->headers, "Expect:");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, io->headers);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, &io->answer);
@@ -483,7 +658,47 @@ static void easy_setup(struct aws_client *c, struct aws_call *call)
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
 			 (long)(c->settings.timeout_s * 1000));
-	/* TLS verification is curl's default and stays on. */
+	/* TLS verification is curl's default and stays on; an EKS cluster's
+	 * API is trusted through its own CA, and only that CA. */
+	if (call->kube && call->kube->ca_pem) {
+		struct curl_blob ca = {
+			.data = call->kube->ca_pem,
+			.len = strlen(call->kube->ca_pem),
+			.flags = CURL_BLOB_COPY,
+		};
+
+		curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca);
+	}
+}
+
+/* The URL, and the headers that authenticate the call. */
+static int address_and_sign(struct aws_client *c, struct aws_call *call,
+			    const struct aws_creds *creds)
+{
+	struct aws_call_io *io = call->io;
+	const char *path =
+		call->service->protocol == AWS_JSON ? "/" : call->path;
+	char base[300], host[280], just_path[400];
+	const char *query = strchr(path, '?');
+
+	if (call->service->protocol == AWS_KUBERNETES) {
+		if (!call->kube)
+			return -EINVAL;
+		snprintf(io->url, sizeof(io->url), "%s%s", call->kube->endpoint,
+			 path);
+		return kube_headers(c, call, creds);
+	}
+	base_url(c, call->service, base, sizeof(base));
+	snprintf(io->url, sizeof(io->url), "%s%s", base, path);
+	if (host_of(io->url, host, sizeof(host)) < 0) {
+		snprintf(call->message, sizeof(call->message),
+			 "bad endpoint URL %.300s", base);
+		return -EINVAL;
+	}
+	snprintf(just_path, sizeof(just_path), "%.*s",
+		 (int)(query ? (size_t)(query - path) : strlen(path)), path);
+	return sign_headers(c, call, creds, host, just_path,
+			    query ? query + 1 : "");
 }
 
 /* Makes the next attempt's transfer; the body is kept across attempts. */
@@ -491,7 +706,6 @@ static int prepare_attempt(struct aws_client *c, struct aws_call *call,
 			   const struct aws_creds *creds)
 {
 	struct aws_call_io *io = call->io;
-	char target[128], host[280];
 	int rc;
 
 	if (io->easy)
@@ -500,19 +714,11 @@ static int prepare_attempt(struct aws_client *c, struct aws_call *call,
 	io->headers = NULL;
 	buf_truncate(&io->answer, 0);
 	io->error[0] = '\0';
+	io->error_type[0] = '\0';
 	io->easy = curl_easy_init();
 	if (!io->easy)
 		return -ENOMEM;
-	snprintf(target, sizeof(target), "%s.%s", call->service->target_prefix,
-		 call->op);
-	endpoint_url(c, call->service, io->url, sizeof(io->url));
-	rc = host_of(io->url, host, sizeof(host));
-	if (rc < 0) {
-		snprintf(call->message, sizeof(call->message),
-			 "bad endpoint URL %s", io->url);
-		return rc;
-	}
-	rc = sign_headers(c, call, creds, host, target);
+	rc = address_and_sign(c, call, creds);
 	if (rc < 0)
 		return rc;
 	easy_setup(c, call);
@@ -683,7 +889,9 @@ static void open_calls(struct aws_call *calls, size_t n)
 		struct aws_call_io *io = xcalloc(1, sizeof(*io));
 
 		io_release(calls[i].io);
-		io->body = json_dumps(calls[i].input, JSON_COMPACT);
+		io->body = calls[i].input
+				   ? json_dumps(calls[i].input, JSON_COMPACT)
+				   : xstrdup("");
 		calls[i].io = io;
 		calls[i].attempts = 0;
 		calls[i].rc = 0;
@@ -789,8 +997,8 @@ struct aws_client *aws_client_new(const struct aws_settings *s)
 	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, conns);
 	c->creds = aws_creds_open(s->profile[0] ? s->profile : NULL);
 	resolve_region(c);
-	bucket_init(&c->sagemaker, s->requests_per_second);
-	bucket_init(&c->autoscaling, s->requests_per_second);
+	for (size_t i = 0; i < AWS_SERVICE_SLOTS; i++)
+		bucket_init(&c->buckets[i], s->requests_per_second);
 	return c;
 }
 

@@ -6,6 +6,13 @@
  * it with DescribeCluster before it would create one; a create that
  * meets "already exists" is done. Changes of size or instance type are
  * UpdateCluster with the whole group, as the API wants it.
+ *
+ * An autoscaled pool (min_nodes below max_nodes) is HyperPod's managed
+ * Karpenter on an EKS-orchestrated cluster: autoscaling is switched on in
+ * SageMaker, and the bounds live in the EKS cluster's Kubernetes API as a
+ * HyperpodNodeClass naming the pool's instance group and a NodePool whose
+ * limits allow max_nodes nodes' worth of GPUs. Karpenter then owns the
+ * group's node count, so infrafs stops sending one.
  */
 #include "res.h"
 
@@ -18,11 +25,34 @@
 
 #define GROUP "workers"
 #define DEFAULT_ON_CREATE "on_create.sh"
+#define NODE_POOLS "/apis/karpenter.sh/v1/nodepools/"
+#define NODE_CLASS_GROUP "karpenter.sagemaker.amazonaws.com"
+#define NODE_CLASSES "/apis/" NODE_CLASS_GROUP "/v1/hyperpodnodeclasses/"
+#define APPLY "?fieldManager=infrafs&force=true"
+#define GPU_RESOURCE "nvidia.com/gpu"
 
 static const char *pool_instance_type(const struct spec *s, char *out,
 				      size_t len)
 {
 	return aws_instance_type(s, "accelerators_per_node", true, out, len);
+}
+
+static bool autoscaled(const struct spec *s)
+{
+	int64_t nodes = spec_int(s, "nodes", 1);
+
+	return spec_int(s, "min_nodes", nodes) !=
+	       spec_int(s, "max_nodes", nodes);
+}
+
+/* "nvidia.com/gpu=16": the NodePool limit that allows max_nodes nodes. */
+static void karpenter_bounds(const struct spec *s, char *out, size_t len)
+{
+	int64_t nodes = spec_int(s, "nodes", 1);
+
+	snprintf(out, len, "%s=%" PRId64, GPU_RESOURCE,
+		 spec_int(s, "max_nodes", nodes) *
+			 spec_int(s, "accelerators_per_node", 1));
 }
 
 json_t *cluster_describe_input(const struct aws_res *r)
@@ -57,15 +87,41 @@ static int64_t live_int(json_t *obj, const char *field)
 	return json_integer_value(json_object_get(obj, field));
 }
 
+static const char *live_autoscaling(const struct aws_res *r, const char *field)
+{
+	return live_text(json_object_get(r->live, "AutoScaling"), field);
+}
+
+static const char *live_eks_arn(const struct aws_res *r)
+{
+	return live_text(
+		json_object_get(json_object_get(r->live, "Orchestrator"),
+				"Eks"),
+		"ClusterArn");
+}
+
+/* Karpenter's part is in place: switched on, and the bounds applied. */
+static bool karpenter_matches(const struct aws_res *r, const struct spec *s)
+{
+	char bounds[96];
+
+	karpenter_bounds(s, bounds, sizeof(bounds));
+	return !strcmp(live_autoscaling(r, "Mode"), "Enable") &&
+	       !strcmp(r->scaling, bounds);
+}
+
 static bool matches(const struct aws_res *r, const struct desired *want)
 {
 	json_t *g = live_group(r);
 	char type[64];
 
-	if (!g || !pool_instance_type(want->spec, type, sizeof(type)))
+	if (!g || !pool_instance_type(want->spec, type, sizeof(type)) ||
+	    strcmp(live_text(g, "InstanceType"), type))
 		return false;
-	return !strcmp(live_text(g, "InstanceType"), type) &&
-	       live_int(g, "TargetCount") == spec_int(want->spec, "nodes", 1);
+	if (autoscaled(want->spec))
+		return karpenter_matches(r, want->spec);
+	return live_int(g, "TargetCount") == spec_int(want->spec, "nodes", 1) &&
+	       strcmp(live_autoscaling(r, "Mode"), "Enable") && !r->scaling[0];
 }
 
 static enum res_state state_of(const char *status, json_t *group)
@@ -115,6 +171,17 @@ void cluster_fill(struct aws *a, struct aws_res *r, struct target *t)
 			   live_int(g, "TargetCount"));
 	if (failure[0])
 		buf_printf(&o->details, "failure_message: %s\n", failure);
+	if (live_autoscaling(r, "Mode")[0])
+		buf_printf(&o->details, "autoscaling: %s %s (%s)\n",
+			   live_autoscaling(r, "AutoScalerType"),
+			   live_autoscaling(r, "Mode"),
+			   live_autoscaling(r, "Status"));
+	if (r->scaling[0])
+		buf_printf(&o->details, "karpenter_nodepool: %s (limits %s)\n",
+			   r->aws_name, r->scaling);
+	if (!strcmp(live_autoscaling(r, "Status"), "Failed"))
+		snprintf(o->error, sizeof(o->error), "HyperPod autoscaling: %s",
+			 live_autoscaling(r, "FailureMessage"));
 	o->applied_rev = r->last_rev;
 	if (!t->want)
 		return;
@@ -145,7 +212,8 @@ static json_t *list_of(const char *text)
 	return out;
 }
 
-static json_t *instance_groups(const struct desired *want)
+/* count: the nodes to ask for; Karpenter's own count when autoscaled. */
+static json_t *instance_groups(const struct desired *want, int64_t count)
 {
 	const struct spec *config = want->config;
 	char type[64] = "";
@@ -154,12 +222,42 @@ static json_t *instance_groups(const struct desired *want)
 	return json_pack(
 		"[{s:s, s:s, s:I, s:{s:s, s:s}, s:s, s:i}]",
 		"InstanceGroupName", GROUP, "InstanceType", type,
-		"InstanceCount", (json_int_t)spec_int(want->spec, "nodes", 1),
-		"LifeCycleConfig", "SourceS3Uri",
-		aws_config(config, "lifecycle_s3_uri", ""), "OnCreate",
+		"InstanceCount", (json_int_t)count, "LifeCycleConfig",
+		"SourceS3Uri", aws_config(config, "lifecycle_s3_uri", ""),
+		"OnCreate",
 		aws_config(config, "lifecycle_on_create", DEFAULT_ON_CREATE),
 		"ExecutionRole", aws_config(config, "execution_role", ""),
 		"ThreadsPerCore", 1);
+}
+
+static json_t *autoscaling_mode(const char *mode)
+{
+	return json_pack("{s:s, s:s}", "Mode", mode, "AutoScalerType",
+			 "Karpenter");
+}
+
+/*
+ * An EKS-orchestrated cluster provisions continuously and recovers nodes
+ * itself, which Karpenter autoscaling needs; only then can a pool be
+ * switched to autoscaling later without being made again.
+ */
+static void orchestrate_by_eks(json_t *in, const struct desired *want)
+{
+	const char *eks = aws_config(want->config, "eks_cluster_arn", NULL);
+
+	if (!eks)
+		return;
+	json_object_set_new(in, "Orchestrator",
+			    json_pack("{s:{s:s}}", "Eks", "ClusterArn", eks));
+	json_object_set_new(in, "NodeProvisioningMode",
+			    json_string("Continuous"));
+	json_object_set_new(in, "NodeRecovery", json_string("Automatic"));
+	if (!autoscaled(want->spec))
+		return;
+	json_object_set_new(
+		in, "ClusterRole",
+		json_string(aws_config(want->config, "cluster_role", "")));
+	json_object_set_new(in, "AutoScaling", autoscaling_mode("Enable"));
 }
 
 static int create(struct aws *a, struct aws_res *r, struct target *t,
@@ -168,15 +266,21 @@ static int create(struct aws *a, struct aws_res *r, struct target *t,
 	const char *subnets = aws_config(t->want->config, "subnets", NULL);
 	const char *groups =
 		aws_config(t->want->config, "security_groups", NULL);
+	bool scaled = autoscaled(t->want->spec);
 	char what[96];
 	json_t *in;
 
 	snprintf(what, sizeof(what), "cluster/%s", r->aws_name);
 	if (aws_res_made(a, r, what) < 0)
 		return -EIO;
+	/* Karpenter starts an autoscaled group from nothing. */
 	in = json_pack("{s:s, s:o, s:o}", "ClusterName", r->aws_name,
-		       "InstanceGroups", instance_groups(t->want), "Tags",
-		       aws_tags(r, t->want->rev));
+		       "InstanceGroups",
+		       instance_groups(t->want, scaled ? 0
+						       : spec_int(t->want->spec,
+								  "nodes", 1)),
+		       "Tags", aws_tags(r, t->want->rev));
+	orchestrate_by_eks(in, t->want);
 	if (subnets && groups)
 		json_object_set_new(in, "VpcConfig",
 				    json_pack("{s:o, s:o}", "SecurityGroupIds",
@@ -186,8 +290,146 @@ static int create(struct aws *a, struct aws_res *r, struct target *t,
 	return 0;
 }
 
+/* ---- Karpenter's objects in the EKS cluster -------------------------------- */
+
+static json_t *managed_metadata(const char *name)
+{
+	return json_pack("{s:s, s:{s:s}}", "name", name, "labels",
+			 "app.kubernetes.io/managed-by", "infrafs");
+}
+
+static json_t *node_class(const struct aws_res *r)
+{
+	return json_pack("{s:s, s:s, s:o, s:{s:[s]}}", "apiVersion",
+			 NODE_CLASS_GROUP "/v1", "kind", "HyperpodNodeClass",
+			 "metadata", managed_metadata(r->aws_name), "spec",
+			 "instanceGroups", GROUP);
+}
+
+static json_t *node_pool(const struct aws_res *r, const char *bounds)
+{
+	const char *eq = strchr(bounds, '=');
+	char resource[64];
+
+	snprintf(resource, sizeof(resource), "%.*s", (int)(eq - bounds),
+		 bounds);
+	return json_pack("{s:s, s:s, s:o, s:{s:{s:{s:{s:s, s:s, s:s}, s:s,"
+			 " s:[{s:s, s:s}]}}, s:{s:s}}}",
+			 "apiVersion", "karpenter.sh/v1", "kind", "NodePool",
+			 "metadata", managed_metadata(r->aws_name), "spec",
+			 "template", "spec", "nodeClassRef", "group",
+			 NODE_CLASS_GROUP, "kind", "HyperpodNodeClass", "name",
+			 r->aws_name, "expireAfter", "Never", "requirements",
+			 "key", "node.kubernetes.io/instance-type", "operator",
+			 "Exists", "limits", resource, eq + 1);
+}
+
+static struct planned *plan_kube(struct aws_res *r, struct plan *p,
+				 const char *op, const char *method,
+				 const char *path, json_t *input, unsigned ok)
+{
+	struct planned *c =
+		plan_rest(p, &aws_kubernetes, op, method, path, input, ok);
+
+	if (c)
+		c->kube = &r->kube;
+	return c;
+}
+
+/*
+ * The Kubernetes API's address and CA come from EKS, asked once; until
+ * then the step's only call is that question.
+ */
+static bool plan_kube_api(struct aws_res *r, struct plan *p)
+{
+	char path[160];
+	struct planned *c;
+
+	if (r->kube.endpoint[0])
+		return true;
+	snprintf(path, sizeof(path), "/clusters/%s", r->eks);
+	c = plan_rest(p, &aws_eks, "DescribeCluster", "GET", path, NULL,
+		      AWS_OK_MISSING);
+	if (c)
+		c->post = POST_KUBE_API;
+	return false;
+}
+
+static int apply_karpenter(struct aws *a, struct aws_res *r,
+			   const struct desired *want, struct plan *p)
+{
+	char bounds[96], path[200], what[96];
+	struct planned *c;
+
+	karpenter_bounds(want->spec, bounds, sizeof(bounds));
+	if (!strcmp(r->scaling, bounds) || !plan_kube_api(r, p))
+		return 0;
+	snprintf(what, sizeof(what), "nodeclass/%s", r->aws_name);
+	if (aws_res_made(a, r, what) < 0)
+		return -EIO;
+	snprintf(what, sizeof(what), "nodepool/%s", r->aws_name);
+	if (aws_res_made(a, r, what) < 0)
+		return -EIO;
+	snprintf(path, sizeof(path), NODE_CLASSES "%s" APPLY, r->aws_name);
+	plan_kube(r, p, "apply HyperpodNodeClass", "PATCH", path, node_class(r),
+		  0);
+	snprintf(path, sizeof(path), NODE_POOLS "%s" APPLY, r->aws_name);
+	c = plan_kube(r, p, "apply NodePool", "PATCH", path,
+		      node_pool(r, bounds), 0);
+	if (c) {
+		c->post = POST_SET_SCALING;
+		snprintf(c->arg, sizeof(c->arg), "%s", bounds);
+	}
+	return 0;
+}
+
+/* The NodePool first, so Karpenter stops before its node class goes. */
+static void delete_karpenter(struct aws_res *r, struct plan *p)
+{
+	static const struct {
+		const char *made, *path, *op;
+	} objects[] = {
+		{ "nodepool/", NODE_POOLS, "delete NodePool" },
+		{ "nodeclass/", NODE_CLASSES, "delete HyperpodNodeClass" },
+	};
+	char what[96], path[200];
+	struct planned *c;
+
+	if (!plan_kube_api(r, p))
+		return;
+	for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {
+		snprintf(what, sizeof(what), "%s%s", objects[i].made,
+			 r->aws_name);
+		if (!aws_res_has_made(r, what))
+			continue;
+		snprintf(path, sizeof(path), "%s%s", objects[i].path,
+			 r->aws_name);
+		c = plan_kube(r, p, objects[i].op, "DELETE", path, NULL,
+			      AWS_OK_MISSING);
+		if (!c)
+			return;
+		c->post = POST_UNMADE;
+		snprintf(c->arg, sizeof(c->arg), "%s", what);
+	}
+}
+
+static bool has_karpenter(const struct aws_res *r)
+{
+	char what[96];
+
+	snprintf(what, sizeof(what), "nodepool/%s", r->aws_name);
+	if (aws_res_has_made(r, what))
+		return true;
+	snprintf(what, sizeof(what), "nodeclass/%s", r->aws_name);
+	return aws_res_has_made(r, what);
+}
+
 static int destroy(struct aws *a, struct aws_res *r, struct plan *p)
 {
+	if (has_karpenter(r)) {
+		delete_karpenter(r, p);
+		return 0;
+	}
 	if (!r->live) {
 		json_array_clear(r->made);
 		return aws_res_save(a, r);
@@ -195,6 +437,77 @@ static int destroy(struct aws *a, struct aws_res *r, struct plan *p)
 	if (strcmp(live_text(r->live, "ClusterStatus"), "Deleting"))
 		plan_call(p, &aws_sagemaker, "DeleteCluster",
 			  cluster_describe_input(r), AWS_OK_MISSING);
+	return 0;
+}
+
+/*
+ * Switching autoscaling on: HyperPod learns the role it scales with (it
+ * cannot change while autoscaling is on) and Karpenter takes the group
+ * from zero; already on, the group keeps Karpenter's count.
+ */
+static void update_autoscaled(struct aws_res *r, const struct desired *want,
+			      struct plan *p)
+{
+	bool on = !strcmp(live_autoscaling(r, "Mode"), "Enable");
+	json_t *g = live_group(r);
+	json_t *in = json_pack(
+		"{s:s, s:o, s:o}", "ClusterName", r->aws_name, "InstanceGroups",
+		instance_groups(want, on && g ? live_int(g, "TargetCount") : 0),
+		"AutoScaling", autoscaling_mode("Enable"));
+
+	if (!on)
+		json_object_set_new(in, "ClusterRole",
+				    json_string(aws_config(
+					    want->config, "cluster_role", "")));
+	plan_call(p, &aws_sagemaker, "UpdateCluster", in, 0);
+}
+
+static int step_autoscaled(struct aws *a, struct aws_res *r, struct target *t,
+			   struct plan *p)
+{
+	const char *eks = aws_config(t->want->config, "eks_cluster_arn", "");
+	json_t *g = live_group(r);
+	char type[64] = "";
+
+	if (strcmp(live_eks_arn(r), eks)) {
+		snprintf(t->obs.error, sizeof(t->obs.error),
+			 "min_nodes/max_nodes: HyperPod autoscaling needs the "
+			 "cluster orchestrated by %s, and this pool's cluster "
+			 "was made %s%s; HyperPod cannot change that (rmdir "
+			 "the pool and make it again)",
+			 eks, live_eks_arn(r)[0] ? "for " : "without EKS",
+			 live_eks_arn(r));
+		return -EINVAL;
+	}
+	snprintf(r->eks, sizeof(r->eks), "%s", aws_eks_cluster_name(eks));
+	pool_instance_type(t->want->spec, type, sizeof(type));
+	if (!g || strcmp(live_autoscaling(r, "Mode"), "Enable") ||
+	    strcmp(live_text(g, "InstanceType"), type))
+		update_autoscaled(r, t->want, p);
+	return apply_karpenter(a, r, t->want, p);
+}
+
+/* Karpenter goes first, so nothing scales the group behind our back. */
+static int step_fixed(struct aws_res *r, struct target *t, struct plan *p)
+{
+	struct planned *c;
+	json_t *in;
+
+	if (has_karpenter(r)) {
+		delete_karpenter(r, p);
+		return 0;
+	}
+	if (matches(r, t->want))
+		return 0;
+	in = json_pack(
+		"{s:s, s:o}", "ClusterName", r->aws_name, "InstanceGroups",
+		instance_groups(t->want, spec_int(t->want->spec, "nodes", 1)));
+	if (!strcmp(live_autoscaling(r, "Mode"), "Enable"))
+		json_object_set_new(in, "AutoScaling",
+				    autoscaling_mode("Disable"));
+	c = plan_call(p, &aws_sagemaker, "UpdateCluster", in, 0);
+	if (c)
+		c->post = POST_CLEAR_SCALING;
 	return 0;
 }
 
@@ -215,20 +528,56 @@ int cluster_step(struct aws *a, struct aws_res *r, struct target *t,
 			 live_text(r->live, "FailureMessage"));
 		return -EIO;
 	}
-	if (!matches(r, t->want))
-		plan_call(p, &aws_sagemaker, "UpdateCluster",
-			  json_pack("{s:s, s:o}", "ClusterName", r->aws_name,
-				    "InstanceGroups", instance_groups(t->want)),
-			  0);
-	return 0;
+	if (autoscaled(t->want->spec))
+		return step_autoscaled(a, r, t, p);
+	return step_fixed(r, t, p);
 }
 
 /* ---- commit-time checks and cost ------------------------------------------- */
 
+/* What HyperPod's Karpenter autoscaling needs, said before any call. */
+static int autoscaling_check(const struct desired *want, char *msg, size_t len)
+{
+	const char *eks = aws_config(want->config, "eks_cluster_arn", NULL);
+	char accelerator[64];
+
+	if (!eks || !aws_eks_cluster_name(eks)) {
+		snprintf(msg, len,
+			 "config: aws.eks_cluster_arn is required for an "
+			 "autoscaled pool (min_nodes below max_nodes): "
+			 "HyperPod autoscales only EKS-orchestrated clusters, "
+			 "as arn:aws:eks:REGION:ACCOUNT:cluster/NAME");
+		return -EINVAL;
+	}
+	if (!aws_config(want->config, "cluster_role", NULL)) {
+		snprintf(msg, len,
+			 "config: aws.cluster_role is required for an "
+			 "autoscaled pool (the IAM role HyperPod assumes to "
+			 "add and remove nodes)");
+		return -EINVAL;
+	}
+	if (spec_int(want->spec, "min_nodes", 1) != 0) {
+		snprintf(msg, len,
+			 "min_nodes: must be 0 for an autoscaled aws pool "
+			 "(HyperPod's Karpenter scales an idle pool to zero "
+			 "and keeps no floor)");
+		return -EINVAL;
+	}
+	spec_text(want->spec, "accelerator", accelerator, sizeof(accelerator));
+	if (strncmp(accelerator, "nvidia-", 7)) {
+		snprintf(msg, len,
+			 "max_nodes: the aws provider bounds an autoscaled "
+			 "pool by its GPUs (a Karpenter limit on %s), and "
+			 "accelerator %s has none",
+			 GPU_RESOURCE, accelerator);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int cluster_check(const struct desired *want, char *msg, size_t len)
 {
 	const struct spec *s = want->spec;
-	int64_t nodes = spec_int(s, "nodes", 1);
 	char text[256];
 
 	if (!aws_config(want->config, "lifecycle_s3_uri", NULL)) {
@@ -252,16 +601,6 @@ int cluster_check(const struct desired *want, char *msg, size_t len)
 			 "place nodes with aws.subnets in config");
 		return -EINVAL;
 	}
-	if (spec_int(s, "min_nodes", nodes) != nodes ||
-	    spec_int(s, "max_nodes", nodes) != nodes) {
-		snprintf(msg, len,
-			 "%s: the aws provider sizes HyperPod pools by nodes; "
-			 "min_nodes and max_nodes must equal it",
-			 spec_int(s, "min_nodes", nodes) != nodes
-				 ? "min_nodes"
-				 : "max_nodes");
-		return -EINVAL;
-	}
 	if (!pool_instance_type(s, text, sizeof(text))) {
 		snprintf(msg, len,
 			 "accelerators_per_node: no HyperPod instance type "
@@ -269,7 +608,7 @@ int cluster_check(const struct desired *want, char *msg, size_t len)
 			 "instance_type");
 		return -EINVAL;
 	}
-	return 0;
+	return autoscaled(s) ? autoscaling_check(want, msg, len) : 0;
 }
 
 double cluster_cost(const struct desired *want)
@@ -278,6 +617,8 @@ double cluster_cost(const struct desired *want)
 
 	if (!pool_instance_type(want->spec, type, sizeof(type)))
 		return 0;
-	return (double)spec_int(want->spec, "nodes", 1) *
+	/* An autoscaled pool may grow to max_nodes; the policy counts that. */
+	return (double)spec_int(want->spec, "max_nodes",
+				spec_int(want->spec, "nodes", 1)) *
 	       aws_price(want->config, type, true);
 }

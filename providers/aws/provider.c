@@ -39,8 +39,10 @@ static const char *const aws_kinds[] = { "pool", "endpoint", NULL };
 static const char *const aws_unsupported[] = {
 	"pool.capacity = spot",
 	"HyperPod clusters run on-demand or reserved capacity only",
-	"pool.min_nodes/max_nodes other than nodes",
-	"HyperPod pools are sized by nodes; autoscale endpoints instead",
+	"pool.min_nodes other than 0 when autoscaled",
+	"HyperPod's Karpenter scales an idle pool to zero and keeps no floor",
+	"an autoscaled pool without an nvidia accelerator",
+	"its Karpenter NodePool is bounded by GPUs",
 	"pool.zones",
 	"placement follows aws.subnets",
 	"endpoint.command",
@@ -65,9 +67,12 @@ static const struct provider_info aws_info = {
 		"Amazon SageMaker: endpoints are real-time endpoints (a model "
 		"and an endpoint config per revision, Application Auto Scaling "
 		"for min_replicas < max_replicas), pools are HyperPod "
-		"clusters with one instance group. Config keys: "
+		"clusters with one instance group (autoscaled by HyperPod's "
+		"Karpenter on an EKS-orchestrated cluster when min_nodes < "
+		"max_nodes). Config keys: "
 		"aws.execution_role (required), aws.lifecycle_s3_uri (pools), "
 		"aws.lifecycle_on_create, aws.subnets, aws.security_groups, "
+		"aws.eks_cluster_arn and aws.cluster_role (autoscaled pools), "
 		"aws.profile, aws.endpoint_url, aws.requests_per_second, "
 		"aws.max_connections, aws.timeout_s, aws.poll_s, "
 		"aws.price.TYPE; region from `region`. See infrafs-aws(7).",
@@ -211,16 +216,16 @@ int aws_res_save(struct aws *a, struct aws_res *r)
 {
 	const struct aws_settings *s = &r->settings;
 	json_t *doc = json_pack(
-		"{s:s, s:I, s:I, s:s, s:s, s:O, s:f, s:f,"
+		"{s:s, s:I, s:I, s:s, s:s, s:s, s:O, s:f, s:f,"
 		" s:{s:s, s:s, s:s, s:f, s:i, s:f}}",
 		"name", r->aws_name, "last_rev", (json_int_t)r->last_rev,
 		"config_rev", (json_int_t)r->config_rev, "config_fp",
-		r->config_fp, "scaling", r->scaling, "made", r->made, "poll_s",
-		r->poll_s, "refresh_s", r->refresh_s, "settings", "region",
-		s->region, "endpoint_url", s->endpoint_url, "profile",
-		s->profile, "requests_per_second", s->requests_per_second,
-		"max_connections", (int)s->max_connections, "timeout_s",
-		s->timeout_s);
+		r->config_fp, "scaling", r->scaling, "eks", r->eks, "made",
+		r->made, "poll_s", r->poll_s, "refresh_s", r->refresh_s,
+		"settings", "region", s->region, "endpoint_url",
+		s->endpoint_url, "profile", s->profile, "requests_per_second",
+		s->requests_per_second, "max_connections",
+		(int)s->max_connections, "timeout_s", s->timeout_s);
 
 	/* The last Describe, so that a restart trusts what ListEndpoints
 	 * shows unchanged instead of describing everything again. */
@@ -285,6 +290,7 @@ static void res_free(struct aws_res *r)
 {
 	json_decref(r->made);
 	json_decref(r->live);
+	aws_kube_api_clear(&r->kube);
 	free(r);
 }
 
@@ -335,6 +341,8 @@ static void load_record(void *ctx, const char *kind, const char *key,
 		 json_string_value(json_object_get(doc, "config_fp")) ?: "");
 	snprintf(r->scaling, sizeof(r->scaling), "%s",
 		 json_string_value(json_object_get(doc, "scaling")) ?: "");
+	snprintf(r->eks, sizeof(r->eks), "%s",
+		 json_string_value(json_object_get(doc, "eks")) ?: "");
 	if (json_is_array(made))
 		json_array_extend(r->made, made);
 	r->poll_s = json_number_value(json_object_get(doc, "poll_s"))
@@ -361,6 +369,19 @@ struct planned *plan_call(struct plan *p, const struct aws_service *svc,
 	return c;
 }
 
+struct planned *plan_rest(struct plan *p, const struct aws_service *svc,
+			  const char *op, const char *method, const char *path,
+			  json_t *input, unsigned ok)
+{
+	struct planned *c = plan_call(p, svc, op, input, ok);
+
+	if (c) {
+		c->method = method;
+		snprintf(c->path, sizeof(c->path), "%s", path);
+	}
+	return c;
+}
+
 static void plan_clear(struct plan *p)
 {
 	for (size_t i = 0; i < p->n; i++)
@@ -368,10 +389,45 @@ static void plan_clear(struct plan *p)
 	memset(p, 0, sizeof(*p));
 }
 
-static void post_action(struct aws *a, struct aws_res *r,
-			const struct planned *c)
+/*
+ * Where the pool's EKS cluster answers. None found: the cluster is gone,
+ * and the Karpenter objects infrafs put there went with it.
+ */
+static int take_kube_api(struct aws *a, struct aws_res *r, json_t *answer,
+			 char *err, size_t errlen)
+{
+	char what[96];
+
+	if (answer && aws_kube_api_set(&r->kube, r->eks, answer) == 0)
+		return 0;
+	if (answer) {
+		/* EKS shows neither while the cluster is being made. */
+		snprintf(err, errlen,
+			 "EKS DescribeCluster: %s has no https endpoint or "
+			 "certificate authority yet (status %s)",
+			 r->eks,
+			 json_string_value(json_object_get(
+				 json_object_get(answer, "cluster"), "status"))
+				 ?: "unknown");
+		return -EAGAIN;
+	}
+	snprintf(what, sizeof(what), "nodepool/%s", r->aws_name);
+	aws_res_unmade(a, r, what);
+	snprintf(what, sizeof(what), "nodeclass/%s", r->aws_name);
+	aws_res_unmade(a, r, what);
+	r->scaling[0] = '\0';
+	aws_res_save(a, r);
+	return 0;
+}
+
+/* 0, or why the answer cannot be used (err says). */
+static int post_action(struct aws *a, struct aws_res *r,
+		       const struct planned *c, json_t *answer, char *err,
+		       size_t errlen)
 {
 	switch (c->post) {
+	case POST_KUBE_API:
+		return take_kube_api(a, r, answer, err, errlen);
 	case POST_UNMADE:
 		aws_res_unmade(a, r, c->arg);
 		break;
@@ -386,6 +442,7 @@ static void post_action(struct aws *a, struct aws_res *r,
 	case POST_NONE:
 		break;
 	}
+	return 0;
 }
 
 /* One call's answer for its step: on, done, or stopped with why. */
@@ -404,10 +461,15 @@ static void take_answer(struct aws *a, struct aws_res *r, struct target *t,
 		p->rc = call->rc;
 		aws_call_describe_error(call, t->obs.error,
 					sizeof(t->obs.error));
+		/* A moved endpoint or a new CA: ask EKS again next time. */
+		if (call->service == &aws_kubernetes)
+			aws_kube_api_clear(&r->kube);
 		return;
 	}
-	post_action(a, r, c);
-	p->at++;
+	p->rc = post_action(a, r, c, call->rc ? NULL : call->output,
+			    t->obs.error, sizeof(t->obs.error));
+	if (!p->rc)
+		p->at++;
 }
 
 /*
@@ -432,8 +494,15 @@ static void run_plans(struct aws *a, struct aws_res **rs, struct target **ts,
 			    (c && aws_client_of(a, rs[i]) != c))
 				continue;
 			c = aws_client_of(a, rs[i]);
-			aws_call_init(&calls[k], next->svc, next->op,
-				      next->input);
+			if (next->method) {
+				aws_call_init_rest(&calls[k], next->svc,
+						   next->op, next->method,
+						   next->path, next->input);
+				calls[k].kube = next->kube;
+			} else {
+				aws_call_init(&calls[k], next->svc, next->op,
+					      next->input);
+			}
 			next->input = NULL;
 			of[k++] = i;
 		}

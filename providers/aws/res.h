@@ -32,7 +32,11 @@ struct aws_res {
 	uint64_t last_rev; /* revision the live resource last matched */
 	uint64_t config_rev; /* endpoint: revision naming the wanted config */
 	char config_fp[17]; /* endpoint: hash of what that config holds */
-	char scaling[96]; /* endpoint: "min:max:target" registered, "" none */
+	/* endpoint: "min:max:target" registered; pool: the Karpenter limits
+	 * applied ("nvidia.com/gpu=16"); "" none. */
+	char scaling[96];
+	char eks[101]; /* pool: the EKS cluster holding its Karpenter objects */
+	struct aws_kube_api kube; /* that cluster's API, once EKS told it */
 	json_t *made; /* ["model/NAME", "endpoint-config/NAME", ...] */
 	/* The last look: a Describe answer (NULL: none found). */
 	json_t *live;
@@ -82,12 +86,16 @@ enum post_action {
 	POST_UNMADE, /* arg was deleted: off the record */
 	POST_SET_SCALING, /* arg ("min:max:target") is registered */
 	POST_CLEAR_SCALING, /* autoscaling is gone */
+	POST_KUBE_API, /* the answer says where r->eks's API is */
 };
 
 struct planned {
 	const struct aws_service *svc;
 	const char *op;
 	json_t *input; /* owned until the call takes it */
+	const char *method; /* restJson1 and Kubernetes: the request line */
+	char path[200];
+	const struct aws_kube_api *kube;
 	unsigned ok; /* AWS_OK_* */
 	enum post_action post;
 	char arg[96];
@@ -111,6 +119,11 @@ struct plan {
  * being the next step's. */
 struct planned *plan_call(struct plan *p, const struct aws_service *svc,
 			  const char *op, json_t *input, unsigned ok);
+
+/* The same for a restJson1 or Kubernetes call; input may be NULL. */
+struct planned *plan_rest(struct plan *p, const struct aws_service *svc,
+			  const char *op, const char *method, const char *path,
+			  json_t *input, unsigned ok);
 
 /* endpoints.c */
 json_t *endpoint_describe_input(const struct aws_res *r);

@@ -341,6 +341,15 @@ static void canonical_headers(struct buf *out, struct buf *names,
 	free(refs);
 }
 
+/* "host;x-k8s-aws-id": the names canonical_headers would list. */
+static void signed_names(const struct sigv4_header *h, size_t n,
+			 struct buf *names)
+{
+	BUF_AUTO lines = BUF_INIT;
+
+	canonical_headers(&lines, names, h, n);
+}
+
 /* ---- hashing ------------------------------------------------------------ */
 
 static void hex_encode(const unsigned char *bin, size_t len, char *hex)
@@ -529,40 +538,99 @@ static void replace(struct buf *dst, const struct buf *src)
 	buf_add(dst, buf_str(src), src->len);
 }
 
+/*
+ * The canonical request (with the signed header names), the string to
+ * sign and the signature of req: the part both ways of signing share.
+ */
+static int sign_request(const struct sigv4_request *req, const char *secret,
+			struct buf *creq, struct buf *names, struct buf *sts,
+			char sig[2 * SHA256_BYTES + 1])
+{
+	BUF_AUTO scope = BUF_INIT;
+	int rc = canonical_request(req, creq, names);
+
+	if (rc)
+		return rc;
+	buf_printf(&scope, "%.*s/%s/%s/aws4_request", DATE_STAMP_LEN,
+		   req->amz_date, req->region, req->service);
+	rc = string_to_sign(req, buf_str(&scope), creq, sts);
+	if (rc)
+		return rc;
+	return signature_hex(secret, req, sts, sig);
+}
+
 int sigv4_sign(const struct sigv4_request *req, const char *access_key_id,
 	       const char *secret_access_key, struct buf *creq, struct buf *sts,
 	       struct buf *authz)
 {
 	BUF_AUTO c = BUF_INIT;
 	BUF_AUTO names = BUF_INIT;
-	BUF_AUTO scope = BUF_INIT;
 	BUF_AUTO s = BUF_INIT;
 	BUF_AUTO a = BUF_INIT;
 	char sig[2 * SHA256_BYTES + 1];
 	int rc = check_request(req, access_key_id, secret_access_key);
 
-	if (rc)
-		return rc;
-	rc = canonical_request(req, &c, &names);
-	if (rc)
-		return rc;
-	buf_printf(&scope, "%.*s/%s/%s/aws4_request", DATE_STAMP_LEN,
-		   req->amz_date, req->region, req->service);
-	rc = string_to_sign(req, buf_str(&scope), &c, &s);
-	if (rc)
-		return rc;
-	rc = signature_hex(secret_access_key, req, &s, sig);
+	if (!rc)
+		rc = sign_request(req, secret_access_key, &c, &names, &s, sig);
 	if (rc)
 		return rc;
 	buf_printf(&a,
-		   ALGORITHM " Credential=%s/%s, SignedHeaders=%s, "
-			     "Signature=%s",
-		   access_key_id, buf_str(&scope), buf_str(&names), sig);
+		   ALGORITHM " Credential=%s/%.*s/%s/%s/aws4_request, "
+			     "SignedHeaders=%s, Signature=%s",
+		   access_key_id, DATE_STAMP_LEN, req->amz_date, req->region,
+		   req->service, buf_str(&names), sig);
 	/* Only now, so a failed call leaves the caller's buffers alone. */
 	replace(creq, &c);
 	replace(sts, &s);
 	replace(authz, &a);
 	return 0;
+}
+
+/*
+ * Query-string signing: the credential, date, lifetime and signed header
+ * names travel as X-Amz-* parameters and the signature is the last one.
+ * Whoever holds the URL may use it until it expires, so its lifetime is
+ * the caller's to keep short.
+ */
+int sigv4_presign(const struct sigv4_request *req, const char *access_key_id,
+		  const char *secret_access_key, const char *session_token,
+		  unsigned expires_s, struct buf *query)
+{
+	BUF_AUTO names = BUF_INIT;
+	BUF_AUTO credential = BUF_INIT;
+	BUF_AUTO q = BUF_INIT;
+	BUF_AUTO c = BUF_INIT;
+	BUF_AUTO s = BUF_INIT;
+	char sig[2 * SHA256_BYTES + 1];
+	struct sigv4_request with_query = *req;
+	int rc = check_request(req, access_key_id, secret_access_key);
+
+	if (rc)
+		return rc;
+	signed_names(req->headers, req->nheaders, &names);
+	buf_printf(&credential, "%s/%.*s/%s/%s/aws4_request", access_key_id,
+		   DATE_STAMP_LEN, req->amz_date, req->region, req->service);
+	buf_printf(&q, "%s%sX-Amz-Algorithm=" ALGORITHM "&X-Amz-Credential=",
+		   req->query ? req->query : "",
+		   req->query && req->query[0] ? "&" : "");
+	uri_encode(&q, buf_str(&credential), credential.len);
+	buf_printf(&q, "&X-Amz-Date=%s&X-Amz-Expires=%u", req->amz_date,
+		   expires_s);
+	if (session_token && session_token[0]) {
+		buf_adds(&q, "&X-Amz-Security-Token=");
+		uri_encode(&q, session_token, strlen(session_token));
+	}
+	buf_adds(&q, "&X-Amz-SignedHeaders=");
+	uri_encode(&q, buf_str(&names), names.len);
+	with_query.query = buf_str(&q);
+	buf_truncate(&names, 0);
+	rc = sign_request(&with_query, secret_access_key, &c, &names, &s, sig);
+	if (!rc) {
+		buf_printf(&q, "&X-Amz-Signature=%s", sig);
+		replace(query, &q);
+	}
+	OPENSSL_cleanse(q.data, q.len);
+	return rc;
 }
 
 void sigv4_amz_date(time_t t, char out[17])

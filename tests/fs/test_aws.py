@@ -687,14 +687,169 @@ def test_failing_looks_are_paced_not_repeated_every_pass(tmp_path, fake):
         m.stop()
 
 
-def test_pool_autoscaling_bounds_are_refused_clearly(mnt, fake):
-    """HyperPod pools are sized by nodes: bounds that differ are refused
-    at close with the field named, and nothing reaches AWS."""
-    mnt.sh(f"mkdir -p {POOL}")
+EKS = "arn:aws:eks:us-east-1:123456789012:cluster/ml-eks"
+CLUSTER_ROLE = "arn:aws:iam::123456789012:role/hyperpod-autoscaler"
+SCALED_POOL = ("accelerator = nvidia-a10g\naccelerators_per_node = 4\n"
+               "min_nodes = 0\nmax_nodes = 3\n")
+
+
+def autoscaling_config(fake, extra=""):
+    return config_text(fake, f"aws.eks_cluster_arn = {EKS}\n"
+                             f"aws.cluster_role = {CLUSTER_ROLE}\n"
+                             "refresh_s = 1\n" + extra)
+
+
+def kube_objects(fake, kind):
+    return fake.state()["kubernetes"].get("ml-eks", {}).get(kind, {})
+
+
+def pool_nodes(m):
+    return status_of(m / POOL / "status").get("nodes")
+
+
+def refused(m, path, text):
     with pytest.raises(OSError) as e:
-        with open(mnt / POOL / "spec", "w") as f:
-            f.write("nodes = 2\nmin_nodes = 1\nmax_nodes = 4\n")
+        with open(m / path / "spec", "w") as f:
+            f.write(text)
     assert e.value.errno == errno.EINVAL
-    assert "min_nodes: the aws provider sizes HyperPod pools by nodes" in \
-        read(mnt / POOL / "status")
+    return read(m / path / "status")
+
+
+def test_pool_autoscaling_needs_eks_and_says_what_is_missing(mnt, fake):
+    """What HyperPod's Karpenter autoscaling needs is checked at close,
+    each refusal naming the key, and nothing reaches AWS."""
+    mnt.sh(f"mkdir -p {POOL}")
+    assert "config: aws.eks_cluster_arn is required for an autoscaled " \
+        "pool" in refused(mnt, POOL, SCALED_POOL)
+    (mnt / "dev" / "config").write_text(
+        config_text(fake, f"aws.eks_cluster_arn = {EKS}\n"))
+    assert "config: aws.cluster_role is required" in \
+        refused(mnt, POOL, SCALED_POOL)
+    (mnt / "dev" / "config").write_text(autoscaling_config(fake))
+    assert "min_nodes: must be 0 for an autoscaled aws pool" in \
+        refused(mnt, POOL, SCALED_POOL.replace("min_nodes = 0",
+                                               "min_nodes = 1"))
+    assert "max_nodes: the aws provider bounds an autoscaled pool by " \
+        "its GPUs" in refused(mnt, POOL, "accelerator = cpu\n"
+                              "min_nodes = 0\nmax_nodes = 4\n")
     assert not fake.calls("CreateCluster")
+
+
+def make_scaled_pool(m, fake):
+    fake.control("eks", {"name": "ml-eks"})
+    (m / "dev" / "config").write_text(autoscaling_config(fake))
+    m.sh(f"mkdir -p {POOL}")
+    (m / POOL / "spec").write_text(SCALED_POOL)
+    wait_synced(m, POOL)
+
+
+def test_pool_autoscaled_by_karpenter_within_its_bounds(mnt, fake):
+    make_scaled_pool(mnt, fake)
+    [create] = fake.calls("CreateCluster")
+    body = create["body"]
+    assert body["Orchestrator"] == {"Eks": {"ClusterArn": EKS}}
+    assert body["AutoScaling"] == {"Mode": "Enable",
+                                   "AutoScalerType": "Karpenter"}
+    assert body["ClusterRole"] == CLUSTER_ROLE
+    assert body["NodeProvisioningMode"] == "Continuous"
+    assert body["InstanceGroups"][0]["InstanceCount"] == 0
+    assert body["InstanceGroups"][0]["InstanceType"] == "ml.g5.12xlarge"
+    name = "infrafs-dev-train"
+    pool = kube_objects(fake, "nodepools")[name]
+    assert pool["spec"]["limits"] == {"nvidia.com/gpu": "12"}
+    assert pool["spec"]["template"]["spec"]["nodeClassRef"]["name"] == name
+    node_class = kube_objects(fake, "hyperpodnodeclasses")[name]
+    assert node_class["spec"]["instanceGroups"] == ["workers"]
+    st = read(mnt / POOL / "status")
+    assert "autoscaling: Karpenter Enable (InService)" in st
+    assert "karpenter_nodepool: infrafs-dev-train (limits " \
+        "nvidia.com/gpu=12)" in st
+    # Demand beyond max_nodes: Karpenter stops at the NodePool's limit.
+    fake.control("karpenter", {"eks": "ml-eks", "demand_nodes": 5})
+    wait_for(lambda: pool_nodes(mnt) == "3 of 3", 30, "three nodes")
+    (mnt / POOL / "max_nodes").write_text("5\n")
+    wait_for(lambda: kube_objects(fake, "nodepools")[name]["spec"]
+             ["limits"] == {"nvidia.com/gpu": "20"}, 30, "the new limit")
+    wait_for(lambda: pool_nodes(mnt) == "5 of 5", 30, "five nodes")
+    fake.control("karpenter", {"eks": "ml-eks", "demand_nodes": 1})
+    wait_for(lambda: pool_nodes(mnt) == "1 of 1", 30, "one node")
+    wait_synced(mnt, POOL)
+    # infrafs never fought Karpenter over the count.
+    for upd in fake.calls("UpdateCluster"):
+        assert upd["body"]["InstanceGroups"][0]["InstanceCount"] == 0
+    assert len(fake.calls("CreateCluster")) == 1
+    assert len([c for c in fake.calls() if c.get("service") == "eks"]) == 1
+    # The EKS token is a credential: never in status, events or the log.
+    for f in ("status", "events"):
+        assert "k8s-aws-v1" not in read(mnt / POOL / f)
+    assert "k8s-aws-v1" not in read(mnt.log)
+
+
+def test_pool_autoscaling_switched_off_and_on_then_destroyed(mnt, fake):
+    make_scaled_pool(mnt, fake)
+    fake.control("karpenter", {"eks": "ml-eks", "demand_nodes": 2})
+    wait_for(lambda: pool_nodes(mnt) == "2 of 2", 30, "two nodes")
+    # Fixed size again: Karpenter's objects go first, then HyperPod
+    # autoscaling is switched off and the group sized by nodes.
+    (mnt / POOL / "spec").write_text("accelerator = nvidia-a10g\n"
+                                     "accelerators_per_node = 4\n"
+                                     "nodes = 1\n")
+    wait_synced(mnt, POOL)
+    assert not kube_objects(fake, "nodepools")
+    assert not kube_objects(fake, "hyperpodnodeclasses")
+    [cluster] = fake.state()["clusters"]
+    assert cluster["AutoScaling"]["Mode"] == "Disable"
+    assert pool_nodes(mnt) == "1 of 1"
+    (mnt / POOL / "spec").write_text(SCALED_POOL)
+    wait_synced(mnt, POOL)
+    assert "infrafs-dev-train" in kube_objects(fake, "nodepools")
+    mnt.sh(f"rmdir {POOL}")
+    wait_for(lambda: not fake.state()["clusters"], 30, "the cluster to go")
+    assert not kube_objects(fake, "nodepools")
+    assert not kube_objects(fake, "hyperpodnodeclasses")
+    deletes = [c["op"] for c in fake.calls()
+               if c.get("service") == "kubernetes" and
+               c["op"].startswith("DELETE")]
+    assert deletes.index("DELETE nodepools/infrafs-dev-train") < \
+        deletes.index("DELETE hyperpodnodeclasses/infrafs-dev-train")
+
+
+def test_pool_made_without_eks_cannot_be_autoscaled_in_place(mnt, fake):
+    fake.control("eks", {"name": "ml-eks"})
+    mnt.sh(f"mkdir -p {POOL}")
+    (mnt / POOL / "spec").write_text("accelerator = nvidia-a10g\n"
+                                     "accelerators_per_node = 4\n")
+    wait_synced(mnt, POOL)
+    (mnt / "dev" / "config").write_text(autoscaling_config(fake))
+    (mnt / POOL / "spec").write_text(SCALED_POOL)
+    wait_for(lambda: "made without EKS" in read(mnt / POOL / "status"), 30,
+             "the orchestrator error")
+    assert "rmdir the pool and make it again" in read(mnt / POOL / "status")
+    assert not fake.calls("UpdateCluster")
+
+
+def test_eks_token_signed_for_an_endpoint_url_with_a_trailing_slash(mnt,
+                                                                    fake):
+    """The token presigns STS at the endpoint's root: a configured URL
+    that ends in "/" must not turn the signed path into "//"."""
+    fake.control("eks", {"name": "ml-eks"})
+    (mnt / "dev" / "config").write_text(autoscaling_config(fake).replace(
+        f"aws.endpoint_url = {fake.url}\n",
+        f"aws.endpoint_url = {fake.url}/\n"))
+    mnt.sh(f"mkdir -p {POOL}")
+    (mnt / POOL / "spec").write_text(SCALED_POOL)
+    wait_synced(mnt, POOL)
+    assert "infrafs-dev-train" in kube_objects(fake, "nodepools")
+
+
+def test_second_pool_on_one_eks_cluster_shows_hyperpods_refusal(mnt, fake):
+    """One EKS cluster orchestrates one HyperPod cluster: the second
+    pool's status carries HyperPod's answer, and the first is untouched."""
+    make_scaled_pool(mnt, fake)
+    other = "dev/pools/infer"
+    mnt.sh(f"mkdir -p {other}")
+    (mnt / other / "spec").write_text(SCALED_POOL)
+    wait_for(lambda: "is already associated" in read(mnt / other / "status"),
+             30, "HyperPod's refusal")
+    assert len(fake.state()["clusters"]) == 1
+    assert read(mnt / POOL / "state").strip() == "ready"

@@ -633,6 +633,59 @@ static void test_host_with_port(void)
 		"9b480c35848b06461a2cc21ad3d6e8d610067");
 }
 
+/*
+ * An EKS token is a presigned STS GetCallerIdentity URL. The expected
+ * URLs came from botocore 1.43 (SigV4QueryAuth, service sts, region
+ * us-west-2, 60 s) for the same key, header and time.
+ */
+static void presign_eks(const char *token, struct buf *query)
+{
+	const struct sigv4_header h[] = {
+		{ "host", "sts.us-west-2.amazonaws.com" },
+		{ "x-k8s-aws-id", "my-eks" },
+	};
+	struct sigv4_request req = {
+		.method = "GET",
+		.path = "/",
+		.query = "Action=GetCallerIdentity&Version=2011-06-15",
+		.headers = h,
+		.nheaders = 2,
+		.region = "us-west-2",
+		.service = "sts",
+		.amz_date = "20261128T075307Z",
+	};
+
+	CHECK_INT(sigv4_presign(&req, "AKIDEXAMPLE",
+				"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+				token, 60, query),
+		  0);
+}
+
+static void test_presign(void)
+{
+	BUF_AUTO query = BUF_INIT;
+
+	presign_eks(NULL, &query);
+	CHECK_STR(buf_str(&query),
+		  "Action=GetCallerIdentity&Version=2011-06-15&"
+		  "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential="
+		  "AKIDEXAMPLE%2F20261128%2Fus-west-2%2Fsts%2Faws4_request&"
+		  "X-Amz-Date=20261128T075307Z&X-Amz-Expires=60&"
+		  "X-Amz-SignedHeaders=host%3Bx-k8s-aws-id&X-Amz-Signature="
+		  "97c0339de4f077e53ab24fac8c071e4e1d675e8645df3cee79b4aea578f"
+		  "fa1ed");
+	presign_eks("FQoGZXIvYXdzEXAMPLE/token+x=", &query);
+	CHECK_STR(buf_str(&query),
+		  "Action=GetCallerIdentity&Version=2011-06-15&"
+		  "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential="
+		  "AKIDEXAMPLE%2F20261128%2Fus-west-2%2Fsts%2Faws4_request&"
+		  "X-Amz-Date=20261128T075307Z&X-Amz-Expires=60&"
+		  "X-Amz-Security-Token=FQoGZXIvYXdzEXAMPLE%2Ftoken%2Bx%3D&"
+		  "X-Amz-SignedHeaders=host%3Bx-k8s-aws-id&X-Amz-Signature="
+		  "d4ae88e33dcf953fa96730eb07094b7af298db0bcdc4361645d69acbe16"
+		  "1f47a");
+}
+
 /* ---- canonical forms worked out by hand --------------------------------- */
 
 static const struct sigv4_header plain_headers[] = {
@@ -884,6 +937,7 @@ int main(int argc, char **argv)
 	test_suite(root);
 	test_sagemaker();
 	test_host_with_port();
+	test_presign();
 	test_paths_and_queries();
 	test_header_values();
 	test_outputs();
