@@ -538,6 +538,13 @@ static void replace(struct buf *dst, const struct buf *src)
 	buf_add(dst, buf_str(src), src->len);
 }
 
+/* "20150830/us-east-1/iam/aws4_request", appended to out. */
+static void append_scope(struct buf *out, const struct sigv4_request *req)
+{
+	buf_printf(out, "%.*s/%s/%s/aws4_request", DATE_STAMP_LEN,
+		   req->amz_date, req->region, req->service);
+}
+
 /*
  * The canonical request (with the signed header names), the string to
  * sign and the signature of req: the part both ways of signing share.
@@ -551,8 +558,7 @@ static int sign_request(const struct sigv4_request *req, const char *secret,
 
 	if (rc)
 		return rc;
-	buf_printf(&scope, "%.*s/%s/%s/aws4_request", DATE_STAMP_LEN,
-		   req->amz_date, req->region, req->service);
+	append_scope(&scope, req);
 	rc = string_to_sign(req, buf_str(&scope), creq, sts);
 	if (rc)
 		return rc;
@@ -574,11 +580,10 @@ int sigv4_sign(const struct sigv4_request *req, const char *access_key_id,
 		rc = sign_request(req, secret_access_key, &c, &names, &s, sig);
 	if (rc)
 		return rc;
-	buf_printf(&a,
-		   ALGORITHM " Credential=%s/%.*s/%s/%s/aws4_request, "
-			     "SignedHeaders=%s, Signature=%s",
-		   access_key_id, DATE_STAMP_LEN, req->amz_date, req->region,
-		   req->service, buf_str(&names), sig);
+	buf_printf(&a, ALGORITHM " Credential=%s/", access_key_id);
+	append_scope(&a, req);
+	buf_printf(&a, ", SignedHeaders=%s, Signature=%s", buf_str(&names),
+		   sig);
 	/* Only now, so a failed call leaves the caller's buffers alone. */
 	replace(creq, &c);
 	replace(sts, &s);
@@ -608,8 +613,8 @@ int sigv4_presign(const struct sigv4_request *req, const char *access_key_id,
 	if (rc)
 		return rc;
 	signed_names(req->headers, req->nheaders, &names);
-	buf_printf(&credential, "%s/%.*s/%s/%s/aws4_request", access_key_id,
-		   DATE_STAMP_LEN, req->amz_date, req->region, req->service);
+	buf_printf(&credential, "%s/", access_key_id);
+	append_scope(&credential, req);
 	buf_printf(&q, "%s%sX-Amz-Algorithm=" ALGORITHM "&X-Amz-Credential=",
 		   req->query ? req->query : "",
 		   req->query && req->query[0] ? "&" : "");
