@@ -140,25 +140,28 @@ void aws_settings_defaults(struct aws_settings *s)
 
 /* ---- calls ---------------------------------------------------------- */
 
-void aws_call_init(struct aws_call *call, const struct aws_service *svc,
-		   const char *op, json_t *input)
+static void call_reset(struct aws_call *call, const struct aws_service *svc,
+		       const char *op, json_t *input)
 {
 	memset(call, 0, sizeof(*call));
 	call->service = svc;
 	call->op = op;
-	call->input = input ? input : json_object();
+	call->input = input;
+}
+
+void aws_call_init(struct aws_call *call, const struct aws_service *svc,
+		   const char *op, json_t *input)
+{
+	call_reset(call, svc, op, input ? input : json_object());
 }
 
 void aws_call_init_rest(struct aws_call *call, const struct aws_service *svc,
 			const char *op, const char *method, const char *path,
 			json_t *input)
 {
-	memset(call, 0, sizeof(*call));
-	call->service = svc;
-	call->op = op;
+	call_reset(call, svc, op, input);
 	call->method = method;
 	snprintf(call->path, sizeof(call->path), "%s", path);
-	call->input = input;
 }
 
 void aws_slist_wipe_free(struct curl_slist *list)
@@ -531,8 +534,6 @@ static int sign_headers(struct aws_client *c, struct aws_call *call,
 	int rc;
 
 	sigv4_amz_date(time(NULL), amz_date);
-	snprintf(target, sizeof(target), "%s.%s", call->service->target_prefix,
-		 call->op);
 	if (json)
 		h[n++] = (struct sigv4_header){ "Content-Type",
 						"application/x-amz-json-1.1" };
@@ -541,8 +542,13 @@ static int sign_headers(struct aws_client *c, struct aws_call *call,
 						"application/json" };
 	h[n++] = (struct sigv4_header){ "host", host };
 	h[n++] = (struct sigv4_header){ "X-Amz-Date", amz_date };
-	if (json)
+	/* Only awsJson names the operation in a header; restJson1 services
+	 * have no target prefix at all. */
+	if (json) {
+		snprintf(target, sizeof(target), "%s.%s",
+			 call->service->target_prefix, call->op);
 		h[n++] = (struct sigv4_header){ "X-Amz-Target", target };
+	}
 	if (creds->session_token[0])
 		h[n++] = (struct sigv4_header){ "X-Amz-Security-Token",
 						creds->session_token };
