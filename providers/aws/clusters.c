@@ -292,6 +292,51 @@ static int create(struct aws *a, struct aws_res *r, struct target *t,
 
 /* ---- Karpenter's objects in the EKS cluster -------------------------------- */
 
+/*
+ * Karpenter's objects, in the order they are deleted: the NodePool first,
+ * so Karpenter stops before its node class goes. Each is on the pool's
+ * record as MADE+NAME from before it is applied until it is gone.
+ */
+static const struct karpenter_object {
+	const char *made, *path, *delete_op;
+} karpenter_objects[] = {
+	{ "nodepool/", NODE_POOLS, "delete NodePool" },
+	{ "nodeclass/", NODE_CLASSES, "delete HyperpodNodeClass" },
+};
+
+#define KARPENTER_OBJECTS \
+	(sizeof(karpenter_objects) / sizeof(karpenter_objects[0]))
+
+static void karpenter_record(const struct aws_res *r, size_t i, char *out,
+			     size_t len)
+{
+	snprintf(out, len, "%s%s", karpenter_objects[i].made, r->aws_name);
+}
+
+static bool has_karpenter(const struct aws_res *r)
+{
+	char what[96];
+
+	for (size_t i = 0; i < KARPENTER_OBJECTS; i++) {
+		karpenter_record(r, i, what, sizeof(what));
+		if (aws_res_has_made(r, what))
+			return true;
+	}
+	return false;
+}
+
+void cluster_forget_karpenter(struct aws *a, struct aws_res *r)
+{
+	char what[96];
+
+	for (size_t i = 0; i < KARPENTER_OBJECTS; i++) {
+		karpenter_record(r, i, what, sizeof(what));
+		aws_res_unmade(a, r, what);
+	}
+	r->scaling[0] = '\0';
+	aws_res_save(a, r);
+}
+
 static json_t *managed_metadata(const char *name)
 {
 	return json_pack("{s:s, s:{s:s}}", "name", name, "labels",
@@ -364,12 +409,11 @@ static int apply_karpenter(struct aws *a, struct aws_res *r,
 	karpenter_bounds(want->spec, bounds, sizeof(bounds));
 	if (!strcmp(r->scaling, bounds) || !plan_kube_api(r, p))
 		return 0;
-	snprintf(what, sizeof(what), "nodeclass/%s", r->aws_name);
-	if (aws_res_made(a, r, what) < 0)
-		return -EIO;
-	snprintf(what, sizeof(what), "nodepool/%s", r->aws_name);
-	if (aws_res_made(a, r, what) < 0)
-		return -EIO;
+	for (size_t i = 0; i < KARPENTER_OBJECTS; i++) {
+		karpenter_record(r, i, what, sizeof(what));
+		if (aws_res_made(a, r, what) < 0)
+			return -EIO;
+	}
 	snprintf(path, sizeof(path), NODE_CLASSES "%s" APPLY, r->aws_name);
 	plan_kube(r, p, "apply HyperpodNodeClass", "PATCH", path, node_class(r),
 		  0);
@@ -383,45 +427,26 @@ static int apply_karpenter(struct aws *a, struct aws_res *r,
 	return 0;
 }
 
-/* The NodePool first, so Karpenter stops before its node class goes. */
 static void delete_karpenter(struct aws_res *r, struct plan *p)
 {
-	static const struct {
-		const char *made, *path, *op;
-	} objects[] = {
-		{ "nodepool/", NODE_POOLS, "delete NodePool" },
-		{ "nodeclass/", NODE_CLASSES, "delete HyperpodNodeClass" },
-	};
 	char what[96], path[200];
 	struct planned *c;
 
 	if (!plan_kube_api(r, p))
 		return;
-	for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {
-		snprintf(what, sizeof(what), "%s%s", objects[i].made,
-			 r->aws_name);
+	for (size_t i = 0; i < KARPENTER_OBJECTS; i++) {
+		karpenter_record(r, i, what, sizeof(what));
 		if (!aws_res_has_made(r, what))
 			continue;
-		snprintf(path, sizeof(path), "%s%s", objects[i].path,
+		snprintf(path, sizeof(path), "%s%s", karpenter_objects[i].path,
 			 r->aws_name);
-		c = plan_kube(r, p, objects[i].op, "DELETE", path, NULL,
-			      AWS_OK_MISSING);
+		c = plan_kube(r, p, karpenter_objects[i].delete_op, "DELETE",
+			      path, NULL, AWS_OK_MISSING);
 		if (!c)
 			return;
 		c->post = POST_UNMADE;
 		snprintf(c->arg, sizeof(c->arg), "%s", what);
 	}
-}
-
-static bool has_karpenter(const struct aws_res *r)
-{
-	char what[96];
-
-	snprintf(what, sizeof(what), "nodepool/%s", r->aws_name);
-	if (aws_res_has_made(r, what))
-		return true;
-	snprintf(what, sizeof(what), "nodeclass/%s", r->aws_name);
-	return aws_res_has_made(r, what);
 }
 
 static int destroy(struct aws *a, struct aws_res *r, struct plan *p)

@@ -396,8 +396,6 @@ static void plan_clear(struct plan *p)
 static int take_kube_api(struct aws *a, struct aws_res *r, json_t *answer,
 			 char *err, size_t errlen)
 {
-	char what[96];
-
 	if (answer && aws_kube_api_set(&r->kube, r->eks, answer) == 0)
 		return 0;
 	if (answer) {
@@ -411,12 +409,7 @@ static int take_kube_api(struct aws *a, struct aws_res *r, json_t *answer,
 				 ?: "unknown");
 		return -EAGAIN;
 	}
-	snprintf(what, sizeof(what), "nodepool/%s", r->aws_name);
-	aws_res_unmade(a, r, what);
-	snprintf(what, sizeof(what), "nodeclass/%s", r->aws_name);
-	aws_res_unmade(a, r, what);
-	r->scaling[0] = '\0';
-	aws_res_save(a, r);
+	cluster_forget_karpenter(a, r);
 	return 0;
 }
 

@@ -142,6 +142,8 @@ int cluster_step(struct aws *a, struct aws_res *r, struct target *t,
 		 struct plan *p);
 int cluster_check(const struct desired *want, char *msg, size_t len);
 double cluster_cost(const struct desired *want);
+/* The pool's EKS cluster is gone, and its Karpenter objects with it. */
+void cluster_forget_karpenter(struct aws *a, struct aws_res *r);
 
 /* Status words of SageMaker to the contract's. */
 bool aws_status_in_progress(const char *status);
