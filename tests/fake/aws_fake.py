@@ -669,6 +669,12 @@ class CallLog:
         with self._lock:
             record.update(fields)
 
+    def answered(self, record, outcome, error):
+        """Notes the answer; a dropped or hung call keeps neither."""
+        replied = outcome.action == "reply"
+        self.update(record, status=outcome.status if replied else None,
+                    error=error if replied else None)
+
     def snapshot(self, since=0, op=None):
         with self._lock:
             return [dict(r) for r in self._records
@@ -2867,9 +2873,7 @@ class KubernetesApi:
                                   "Internal error occurred: the fake failed: see its stderr")
         outcome.headers["Audit-Id"] = audit_id
         outcome.headers["Cache-Control"] = "no-cache, private"
-        replied = outcome.action == "reply"
-        self.fake.calls.update(record, status=outcome.status if replied else None,
-                               error=self._reason(outcome) if replied else None)
+        self.fake.calls.answered(record, outcome, self._reason(outcome))
         return outcome
 
     @staticmethod
@@ -3174,9 +3178,7 @@ class FakeAws:
             outcome = self._error(AwsError("InternalFailure", "The fake failed: see its stderr.",
                                            status=500))
         outcome.headers["x-amzn-RequestId"] = request_id
-        replied = outcome.action == "reply"
-        self.calls.update(record, status=outcome.status if replied else None,
-                          error=outcome.error if replied else None)
+        self.calls.answered(record, outcome, outcome.error)
         return outcome
 
     def _process(self, req, model, op, record):
@@ -3281,9 +3283,7 @@ class FakeAws:
             outcome = self._rest_error(AwsError("InternalFailure",
                                                 "The fake failed: see its stderr.", status=500))
         outcome.headers["x-amzn-RequestId"] = request_id
-        replied = outcome.action == "reply"
-        self.calls.update(record, status=outcome.status if replied else None,
-                          error=outcome.error if replied else None)
+        self.calls.answered(record, outcome, outcome.error)
         return outcome
 
     def _process_eks(self, req, op, name, record):

@@ -58,6 +58,17 @@ def _hmac(key, text):
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+def sigv4_signature(canonical, secret, region, service, amz_date):
+    """The credential scope and the signature of a canonical request."""
+    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (amz_date[:8], region, service, "aws4_request"):
+        key = _hmac(key, part)
+    return scope, hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
 def sigv4_authorization(method, headers, body, key_id, secret, region, service, amz_date,
                         signed=None, path="/", query=""):
     """Authorization header value for `headers` (lower-case name -> value or
@@ -70,13 +81,7 @@ def sigv4_authorization(method, headers, body, key_id, secret, region, service, 
 
     canonical = "\n".join([method, path, query, *[f"{n}:{value(n)}" for n in names], "",
                            ";".join(names), hashlib.sha256(body).hexdigest()])
-    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + secret).encode()
-    for part in (amz_date[:8], region, service, "aws4_request"):
-        key = _hmac(key, part)
-    sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    scope, sig = sigv4_signature(canonical, secret, region, service, amz_date)
     return (f"AWS4-HMAC-SHA256 Credential={key_id}/{scope}, "
             f"SignedHeaders={';'.join(names)}, Signature={sig}")
 
@@ -1343,13 +1348,7 @@ def presigned_token(cluster, host, *, key_id=KEY_ID, secret=SECRET, token=None, 
     values = {"host": host, "x-k8s-aws-id": cluster, "x-extra": "value"}
     canonical = "\n".join(["GET", "/", query, *[f"{h}:{values[h]}" for h in sorted(signed)], "",
                            ";".join(sorted(signed)), hashlib.sha256(b"").hexdigest()])
-    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + secret).encode()
-    for part in (amz_date[:8], region, service, "aws4_request"):
-        key = _hmac(key, part)
-    sig = signature or hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    sig = signature or sigv4_signature(canonical, secret, region, service, amz_date)[1]
     url = f"{scheme}://{host}/?{query}&X-Amz-Signature={sig}"
     return "k8s-aws-v1." + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
 
