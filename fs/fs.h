@@ -98,6 +98,8 @@ int tree_list(struct fs *fs, const struct node_key *dir,
 bool tree_is_dir(const struct node_key *k);
 /* Files whose writes are checked and committed at close. */
 bool tree_is_editable(const struct node_key *k);
+/* The kind documented by kinds/ entry sub, NULL past the last. */
+const struct kind_def *tree_kind_doc(uint16_t sub);
 /* The path of a node inside the mount, for audit lines and messages. */
 void tree_path(struct fs *fs, const struct node_key *k, struct buf *out);
 /* The environment a node belongs to, under the model's read lock. */

@@ -222,6 +222,22 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 /* ---- setattr ----------------------------------------------------------- */
 
+/*
+ * chown(2)'s rule, kept by the daemon too: an owner may give the folder
+ * only to a group they are in (or keep its group); root to any. Whether
+ * the caller owns it is the store's check, with the audit of a refusal.
+ */
+static bool may_chgrp(struct fs *fs, fuse_req_t req, const struct node_key *k,
+		      gid_t gid)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat cur;
+
+	if (ctx->uid == 0 || ctx->gid == gid || in_groups(req, gid))
+		return true;
+	return tree_getattr(fs, k, &cur) == 0 && cur.st_gid == gid;
+}
+
 static int setattr_env(struct fs *fs, fuse_req_t req, const struct node_key *k,
 		       const struct stat *attr, int to_set)
 {
@@ -237,6 +253,9 @@ static int setattr_env(struct fs *fs, fuse_req_t req, const struct node_key *k,
 		return 0; /* times: nothing to keep */
 	if (tree_env_name(fs, k, name) < 0)
 		return -ENOENT;
+	if ((to_set & FUSE_SET_ATTR_GID) &&
+	    !may_chgrp(fs, req, k, attr->st_gid))
+		return -EPERM;
 	caller_of(req, &ch.who);
 	ch.env = name;
 	ch.path = name;
@@ -776,7 +795,11 @@ static int scratch_bytes(struct fs *fs, uint64_t id, struct buf *out)
 	return rc;
 }
 
-/* `mv tmp spec`, sed -i, vim: the file's bytes become the new spec. */
+/*
+ * `mv tmp spec`, sed -i, vim: the file's bytes become the new spec. That
+ * is a write to the file it replaces, so it needs the right to write
+ * that file: rename(2) itself (and the kernel) check only the folders.
+ */
 static int rename_over_editable(struct fs *fs, fuse_req_t req,
 				const struct node_key *from,
 				const struct node_key *to)
@@ -784,8 +807,10 @@ static int rename_over_editable(struct fs *fs, fuse_req_t req,
 	BUF_AUTO data = BUF_INIT;
 	struct caller who;
 	struct scratch *s;
-	int rc = scratch_bytes(fs, from->id, &data);
+	int rc = may_access(fs, req, to, W_OK);
 
+	if (!rc)
+		rc = scratch_bytes(fs, from->id, &data);
 	if (rc)
 		return rc;
 	caller_of(req, &who);

@@ -508,9 +508,9 @@ static int render_static(struct fs *fs, const struct node_key *k,
 		render_metrics(fs, out);
 		return 0;
 	case NT_KIND_DOC:
-		if (k->sub >= NKINDS)
+		if (!tree_kind_doc(k->sub))
 			return -ENOENT;
-		kind_render_doc(kind_at(k->sub), out);
+		kind_render_doc(tree_kind_doc(k->sub), out);
 		return 0;
 	case NT_PROVIDER_DOC:
 		provider_render_doc(builtin_providers[k->sub], out);

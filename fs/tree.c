@@ -9,6 +9,7 @@
 #include "fs.h"
 
 #include "providers/provider.h"
+#include "store/policy.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -24,9 +25,10 @@ enum access {
 	A_DIR, /* the environment's own mode */
 	A_RO_DIR, /* the environment's mode without write */
 	A_RW, /* read and write bits of the environment */
+	A_OWNER_RW, /* read bits, and the owner's write bit: config, policy */
 	A_RO, /* read bits only */
 	A_WO, /* write bits only: ctl */
-	A_SECRET, /* 0200, whatever the environment says */
+	A_SECRET, /* 0200, and the group's write bit: see narrowed_by_policy */
 };
 
 struct type_info {
@@ -45,8 +47,8 @@ static const struct type_info types[NT_COUNT] = {
 	[NT_PROVIDERS] = { "providers", true, A_STATIC_DIR },
 	[NT_PROVIDER_DOC] = { NULL, false, A_STATIC_FILE },
 	[NT_ENV] = { NULL, true, A_DIR },
-	[NT_ENV_CONFIG] = { "config", false, A_RW },
-	[NT_ENV_POLICY] = { "policy", false, A_RW },
+	[NT_ENV_CONFIG] = { "config", false, A_OWNER_RW },
+	[NT_ENV_POLICY] = { "policy", false, A_OWNER_RW },
 	[NT_ENV_PLAN] = { "plan", false, A_RO },
 	[NT_ENV_PLAN_JSON] = { "plan.json", false, A_RO },
 	[NT_ENV_CTL] = { "ctl", false, A_WO },
@@ -318,16 +320,33 @@ static int lookup_in_env(struct fs *fs, const struct env *e,
 	}
 }
 
+/* kinds/ documents the resource kinds, then an environment's config and
+ * policy, whose keys are as much a part of the language. */
+const struct kind_def *tree_kind_doc(uint16_t sub)
+{
+	static const struct kind_def *const env_docs[] = { &kind_config,
+							   &kind_policy };
+
+	if (sub < NKINDS)
+		return kind_at(sub);
+	sub -= NKINDS;
+	return sub < sizeof(env_docs) / sizeof(env_docs[0]) ? env_docs[sub]
+							    : NULL;
+}
+
 static int lookup_static(const struct node_key *p, const char *name,
 			 struct node_key *c)
 {
 	if (p->type == NT_KINDS) {
-		const struct kind_def *k = kind_by_name(name);
+		const struct kind_def *k;
 
-		if (!k || kind_index(k) < 0)
-			return -ENOENT;
-		*c = node_key_make(NT_KIND_DOC, (uint16_t)kind_index(k), 0, 0);
-		return 0;
+		for (uint16_t i = 0; (k = tree_kind_doc(i)); i++) {
+			if (!strcmp(k->name, name)) {
+				*c = node_key_make(NT_KIND_DOC, i, 0, 0);
+				return 0;
+			}
+		}
+		return -ENOENT;
 	}
 	for (size_t i = 0; builtin_providers[i]; i++) {
 		if (!strcmp(builtin_providers[i]->info->name, name)) {
@@ -394,14 +413,43 @@ static mode_t perm_of(enum access a, mode_t env_mode)
 		return env_mode & 0555;
 	case A_RW:
 		return env_mode & 0666;
+	case A_OWNER_RW:
+		return env_mode & 0644;
 	case A_RO:
 		return env_mode & 0444;
 	case A_WO:
 		return env_mode & 0222;
 	case A_SECRET:
-		return 0200;
+		return 0200 | (env_mode & 0020);
 	}
 	return 0;
+}
+
+/*
+ * Where a policy rule narrows who may write below the folder's mode, the
+ * mode says so, so that the kernel refuses at open(2) what the store
+ * would refuse at close(2). secrets_use keeps secrets/ and the fields
+ * that reach a secret (command, image, env of an endpoint using one) to
+ * the owner unless it opens them to the group.
+ */
+static mode_t narrowed_by_policy(struct fs *fs, const struct node_key *k,
+				 const struct env *e, mode_t perm)
+{
+	const struct resource *r;
+
+	switch (k->type) {
+	case NT_SECRETS:
+	case NT_SECRET:
+		return policy_secrets_open_to_group(e) ? perm : perm & ~0022;
+	case NT_RES_FIELD:
+		r = tree_res(fs, k);
+		if (r && policy_field_needs_secrets_use(
+				 r, kind_at(r->kind)->fields[k->sub].name))
+			return perm & ~0022;
+		return perm;
+	default:
+		return perm;
+	}
 }
 
 static void set_time(struct timespec *ts, double t)
@@ -533,8 +581,10 @@ int tree_getattr(struct fs *fs, const struct node_key *k, struct stat *st)
 		rc = -ENOENT;
 		goto out;
 	}
-	st->st_mode = (ti->dir ? S_IFDIR : S_IFREG) |
-		      perm_of(ti->access, e ? e->mode : 0755);
+	st->st_mode =
+		(ti->dir ? S_IFDIR : S_IFREG) |
+		(e ? narrowed_by_policy(fs, k, e, perm_of(ti->access, e->mode))
+		   : perm_of(ti->access, 0755));
 	st->st_nlink = ti->dir ? 2 : 1;
 	st->st_uid = e ? e->uid : fs->owner;
 	st->st_gid = e ? e->gid : fs->group;
@@ -596,11 +646,12 @@ static void list_root(struct fs *fs, struct dir_snapshot *d)
 static void list_static(const struct node_key *dir, struct dir_snapshot *d)
 {
 	if (dir->type == NT_KINDS) {
-		for (int i = 0; i < NKINDS; i++) {
-			struct node_key k =
-				node_key_make(NT_KIND_DOC, (uint16_t)i, 0, 0);
+		const struct kind_def *kd;
 
-			add_entry(d, kind_at(i)->name, &k);
+		for (uint16_t i = 0; (kd = tree_kind_doc(i)); i++) {
+			struct node_key k = node_key_make(NT_KIND_DOC, i, 0, 0);
+
+			add_entry(d, kd->name, &k);
 		}
 		return;
 	}

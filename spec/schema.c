@@ -29,6 +29,7 @@ static const char *const provider_names[] = { "local", "aws", "kubernetes",
 static const char *const approval_modes[] = { "auto", "manual", NULL };
 static const char *const drift_modes[] = { "heal", "report", NULL };
 static const char *const protect_modes[] = { "none", "destroy", NULL };
+static const char *const secrets_users[] = { "owner", "group", NULL };
 
 /*
  * Counts that have no natural ceiling are bounded only by int64; a policy
@@ -359,6 +360,16 @@ static const struct field_def policy_fields[] = {
 		.type = FT_LIST,
 		.def_doc = "none",
 		.help = "Label keys every pool must set.",
+	},
+	{
+		.name = "secrets_use",
+		.type = FT_ENUM,
+		.choices = secrets_users,
+		.def = "owner",
+		.help = "Who may write secrets/ and use secrets: commit a spec "
+			"that passes secret:NAME to its replicas, or change "
+			"command, image or env of one that does. owner: the "
+			"environment's owner and root; group: its group too.",
 	},
 };
 

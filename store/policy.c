@@ -250,3 +250,108 @@ int policy_violation(const struct env *e, int kind, const char *name,
 	}
 	return 0;
 }
+
+/* Fields that decide what a replica does with the environment it gets. */
+static const char *const secret_reaching_fields[] = { "command", "image", "env",
+						      NULL };
+
+static bool spec_uses_secret(const struct spec *s)
+{
+	const struct spec_value *v = s ? spec_field(s, "env") : NULL;
+
+	for (size_t i = 0; v && i < v->npairs; i++) {
+		if (!strncmp(v->pairs[i].value, "secret:", 7))
+			return true;
+	}
+	return false;
+}
+
+static bool field_differs(const struct spec *a, const struct spec *b,
+			  const char *field)
+{
+	const struct field_def *f = kind_field(a->kind, field, strlen(field));
+	BUF_AUTO ta = BUF_INIT;
+	BUF_AUTO tb = BUF_INIT;
+
+	if (!f)
+		return false;
+	spec_field_text(a, f, &ta);
+	spec_field_text(b, f, &tb);
+	return strcmp(buf_str(&ta), buf_str(&tb)) != 0;
+}
+
+/* The first of command, image, env that differs, or NULL. */
+static const char *secret_reaching_change(const struct spec *proposed,
+					  const struct spec *current)
+{
+	for (size_t i = 0; secret_reaching_fields[i]; i++) {
+		if (!current ||
+		    field_differs(proposed, current, secret_reaching_fields[i]))
+			return secret_reaching_fields[i];
+	}
+	return NULL;
+}
+
+bool policy_secrets_open_to_group(const struct env *e)
+{
+	char word[16] = "";
+
+	if (e->policy.parsed)
+		spec_text(e->policy.parsed, "secrets_use", word, sizeof(word));
+	return !strcmp(word, "group");
+}
+
+/*
+ * With secrets_use = group anyone who got this far may: the file system
+ * let them write the environment, which is what the group may do.
+ */
+static bool may_use_secrets(const struct env *e, uid_t uid)
+{
+	return uid == 0 || uid == e->uid || policy_secrets_open_to_group(e);
+}
+
+int policy_check_secret_write(const struct env *e, uid_t uid, char *msg,
+			      size_t msglen)
+{
+	if (may_use_secrets(e, uid))
+		return 0;
+	snprintf(msg, msglen,
+		 "policy secrets_use: only the owner of %s (uid %u) or root "
+		 "may set or remove its secrets (secrets_use = owner; "
+		 "secrets_use = group lets the group)",
+		 e->name, (unsigned)e->uid);
+	return -EACCES;
+}
+
+int policy_check_secrets_use(const struct env *e, int kind, const char *name,
+			     const struct spec *proposed,
+			     const struct spec *current, uid_t uid, char *msg,
+			     size_t msglen)
+{
+	const char *field;
+
+	if (!spec_uses_secret(proposed) || may_use_secrets(e, uid))
+		return 0;
+	field = secret_reaching_change(proposed, current);
+	if (!field)
+		return 0;
+	snprintf(msg, msglen,
+		 "policy secrets_use: %s/%s passes a secret to its replicas; "
+		 "only the owner of %s (uid %u) or root may %s%s (secrets_use "
+		 "= owner; secrets_use = group lets the group)",
+		 kind_at(kind)->dir, name, e->name, (unsigned)e->uid,
+		 current ? "change its " : "declare it", current ? field : "");
+	return -EACCES;
+}
+
+bool policy_field_needs_secrets_use(const struct resource *r, const char *field)
+{
+	if (policy_secrets_open_to_group(r->env) ||
+	    !spec_uses_secret(r->spec.parsed))
+		return false;
+	for (size_t i = 0; secret_reaching_fields[i]; i++) {
+		if (!strcmp(field, secret_reaching_fields[i]))
+			return true;
+	}
+	return false;
+}

@@ -9,7 +9,9 @@
 
 #include "model.h"
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /*
  * Returns 0 when the environment with `proposed` as the spec of kind/name
@@ -28,6 +30,30 @@ int policy_check(const struct env *e, int kind, const char *name,
  */
 int policy_violation(const struct env *e, int kind, const char *name,
 		     const struct spec *s, char *msg, size_t msglen);
+
+/*
+ * secrets_use: whoever sets what an endpoint runs with a secret can read
+ * the secret, so using one is the environment's owner's (and root's)
+ * decision unless the policy opens it to the group. A spec uses a secret
+ * when it passes secret:NAME to its replicas; committing one that does
+ * needs that right when there was no spec before or its command, image or
+ * env differ from the spec in force. Returns 0, or -EACCES with msg
+ * naming the rule and the key.
+ */
+int policy_check_secrets_use(const struct env *e, int kind, const char *name,
+			     const struct spec *proposed,
+			     const struct spec *current, uid_t uid, char *msg,
+			     size_t msglen);
+/* Whether uid may set or remove secrets under secrets_use: 0, or -EACCES
+ * with msg naming the rule and the key. */
+int policy_check_secret_write(const struct env *e, uid_t uid, char *msg,
+			      size_t msglen);
+/* Whether secrets_use = group: the folder's group may use secrets. */
+bool policy_secrets_open_to_group(const struct env *e);
+/* Whether a field of a resource's spec in force is one that only those
+ * who may use secrets may change (command of an endpoint using one). */
+bool policy_field_needs_secrets_use(const struct resource *r,
+				    const char *field);
 
 /* The effective integer value of a field (default applied), or dflt. */
 int64_t spec_int(const struct spec *s, const char *field, int64_t dflt);

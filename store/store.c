@@ -299,7 +299,8 @@ static const char default_config[] =
 static const char default_policy[] =
 	"# Guardrails checked at every commit. Keys: max_accelerators,\n"
 	"# max_nodes_per_pool, allowed_accelerators, allowed_capacity,\n"
-	"# max_hourly_cost_usd, protect, require_labels. None set: no limits.\n";
+	"# max_hourly_cost_usd, protect, require_labels, secrets_use. None\n"
+	"# set: no limits, and only the owner uses secrets.\n";
 
 static void set_doc_text(struct doc *d, const struct kind_def *k,
 			 const char *text, uint64_t rev)
@@ -659,6 +660,10 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	if (!rc)
 		rc = check_references(e, parsed, res);
 	if (!rc)
+		rc = policy_check_secrets_use(e, r->kind, r->name, parsed,
+					      r->spec.parsed, ch->who.uid,
+					      res->msg, sizeof(res->msg));
+	if (!rc)
 		rc = policy_check(e, r->kind, r->name, parsed, r->spec.parsed,
 				  res->msg, sizeof(res->msg));
 	if (!rc)
@@ -733,6 +738,20 @@ static bool protected_destroy(const struct env *e)
 	return !strcmp(word, "destroy");
 }
 
+/* The destroy of a protected resource now waits in the plan. */
+static void mark_destroy_requested(struct store *st, struct env *e,
+				   struct resource *r)
+{
+	uint64_t id = r->id;
+
+	r->destroy_requested = true;
+	r->gen++;
+	bw(st, st->ops->put_res(st->be, r, &id));
+	add_event(st, e, r,
+		  "destroy requested: waits for approval (echo approve > ctl) "
+		  "by the environment's owner or root");
+}
+
 /*
  * protect = destroy: rmdir records the wish as a revision and a plan step;
  * the destroy happens once someone allowed to write the policy approves.
@@ -742,19 +761,13 @@ static int request_destroy(struct store *st, struct env *e, struct resource *r,
 {
 	const struct kind_def *k = kind_at(r->kind);
 	char summary[160];
-	uint64_t id = r->id;
 
 	if (!r->destroy_requested) {
 		snprintf(summary, sizeof(summary),
 			 "request destroy of %s/%s (protect = destroy)", k->dir,
 			 r->name);
-		r->destroy_requested = true;
-		r->gen++;
 		new_revision(st, e, ch, summary, NULL);
-		bw(st, st->ops->put_res(st->be, r, &id));
-		add_event(st, e, r,
-			  "destroy requested: waits for approval (echo "
-			  "approve > ctl) by the environment's owner or root");
+		mark_destroy_requested(st, e, r);
 	}
 	return refuse(res, -EINPROGRESS,
 		      "%s/%s is protected (protect = destroy): the destroy "
@@ -871,7 +884,13 @@ static int secret_set(struct store *st, struct env *e, const struct change *ch,
 	BUF_AUTO sealed = BUF_INIT;
 	char aad[160], summary[160];
 	size_t len = ch->len;
+	int rc = policy_check_secret_write(e, ch->who.uid, res->msg,
+					   sizeof(res->msg));
 
+	if (rc) {
+		record_refusal(st, e, NULL, &e->last_error, ch, res);
+		return rc;
+	}
 	if (!st->have_key) {
 		refuse(res, -EIO, "secrets cannot be stored: %s",
 		       st->key_error);
@@ -937,6 +956,11 @@ static int secret_remove(struct store *st, struct env *e,
 	if (!s)
 		return refuse(res, -ENOENT, "no secret %s in %s", ch->name,
 			      e->name);
+	if (policy_check_secret_write(e, ch->who.uid, res->msg,
+				      sizeof(res->msg))) {
+		record_refusal(st, e, NULL, &e->last_error, ch, res);
+		return -EACCES;
+	}
 	if (user)
 		return refuse(res, -EBUSY,
 			      "secret %s is used by endpoints/%s; change that "
@@ -977,6 +1001,7 @@ struct rollback {
 	uint64_t to; /* the revision restored */
 	uint64_t rev; /* the revision being made */
 	unsigned changes;
+	unsigned destroys; /* protected resources whose destroy now waits */
 	struct buf diff;
 };
 
@@ -1015,6 +1040,16 @@ static void rollback_text(struct rollback *rb, const struct kind_def *k,
 	rb->changes++;
 }
 
+/* protect = destroy holds for a rollback as for rmdir. */
+static void rollback_request_destroy(struct rollback *rb, struct resource *r)
+{
+	if (r->destroy_requested)
+		return;
+	mark_destroy_requested(rb->st, rb->e, r);
+	touch(rb->st, rb->e->id, r->id);
+	rb->destroys++;
+}
+
 static void rollback_kind(struct rollback *rb, int kind)
 {
 	struct store *st = rb->st;
@@ -1030,6 +1065,10 @@ static void rollback_kind(struct rollback *rb, int kind)
 
 		if (name_listed(buf_str(&names), r->name))
 			continue;
+		if (r->spec.text && protected_destroy(e)) {
+			rollback_request_destroy(rb, r);
+			continue;
+		}
 		if (r->spec.text) {
 			make_diff(k, r->name, r->spec.text, r->spec.len, NULL,
 				  0, &rb->diff);
@@ -1080,16 +1119,92 @@ static void rollback_doc(struct rollback *rb, const struct kind_def *k,
 		rollback_text(rb, k, d, "", buf_str(&text), text.len);
 }
 
+/* Guardrails and settings are the owner's, whichever way they change. */
+static int rollback_check_docs(struct rollback *rb, const struct change *ch,
+			       struct change_result *res)
+{
+	const struct kind_def *const kinds[] = { &kind_config, &kind_policy };
+	const struct doc *const docs[] = { &rb->e->config, &rb->e->policy };
+	struct env *e = rb->e;
+
+	if (ch->who.uid == 0 || ch->who.uid == e->uid)
+		return 0;
+	for (size_t i = 0; i < 2; i++) {
+		BUF_AUTO text = BUF_INIT;
+
+		if (rb->st->ops->history_text(rb->st->be, e->id, rb->to,
+					      kinds[i]->name, "", &text) < 0 ||
+		    (docs[i]->text && docs[i]->len == text.len &&
+		     !memcmp(docs[i]->text, buf_str(&text), text.len)))
+			continue;
+		return refuse(res, -EACCES,
+			      "revision %" PRIu64 " has another %s; only the "
+			      "owner of %s (uid %u) or root may change its %s",
+			      rb->to, kinds[i]->name, e->name, (unsigned)e->uid,
+			      kinds[i]->name);
+	}
+	return 0;
+}
+
+/* The secrets_use rule, for each spec the rollback brings back. */
+static int rollback_check_secrets(struct rollback *rb, int kind,
+				  const struct change *ch,
+				  struct change_result *res)
+{
+	const struct kind_def *k = kind_at(kind);
+	BUF_AUTO names = BUF_INIT;
+	char *save = NULL;
+	char why[sizeof(res->msg)];
+
+	rb->st->ops->history_names(rb->st->be, rb->e->id, rb->to, k->name,
+				   &names);
+	for (char *n = names.len ? strtok_r(names.data, "\n", &save) : NULL; n;
+	     n = strtok_r(NULL, "\n", &save)) {
+		const struct resource *r = model_res(rb->e, kind, n);
+		BUF_AUTO text = BUF_INIT;
+		SPEC_AUTO *then = NULL;
+		struct spec_error err;
+
+		if (rb->st->ops->history_text(rb->st->be, rb->e->id, rb->to,
+					      k->name, n, &text) < 0 ||
+		    spec_parse(k, buf_str(&text), text.len, &then, &err) < 0)
+			continue;
+		if (policy_check_secrets_use(rb->e, kind, n, then,
+					     r ? r->spec.parsed : NULL,
+					     ch->who.uid, why, sizeof(why)))
+			return refuse(res, -EACCES, "revision %" PRIu64 ": %s",
+				      rb->to, why);
+	}
+	return 0;
+}
+
+/*
+ * Who may roll back is who may make each change it brings: nothing is
+ * touched until all of it is allowed.
+ */
+static int rollback_check(struct rollback *rb, const struct change *ch,
+			  struct change_result *res)
+{
+	int rc = rollback_check_docs(rb, ch, res);
+
+	for (int k = 0; !rc && k < NKINDS; k++)
+		rc = rollback_check_secrets(rb, k, ch, res);
+	if (rc)
+		audit_refusal(rb->st, rb->e, ch, res->msg);
+	return rc;
+}
+
 /*
  * rollback REV: one new revision in which everything declared is as it
  * was at REV. It restores what was accepted then, so today's policy is not
- * checked against it again.
+ * checked against it again; the rules of who may change what are, and a
+ * protected resource it would remove waits for approval as after rmdir.
  */
 static int rollback(struct store *st, struct env *e, const struct change *ch,
 		    struct change_result *res)
 {
 	struct rollback rb = { .st = st, .e = e, .to = ch->rev };
-	char summary[96];
+	char summary[128];
 
 	if (ch->rev < 1 || ch->rev > e->rev_durable)
 		return refuse(res, -EINVAL,
@@ -1097,18 +1212,21 @@ static int rollback(struct store *st, struct env *e, const struct change *ch,
 			      "%" PRIu64,
 			      ch->rev, e->name, e->rev_durable);
 	rb.rev = e->rev + 1;
+	if (rollback_check(&rb, ch, res))
+		return -EACCES;
 	for (int k = 0; k < NKINDS; k++)
 		rollback_kind(&rb, k);
 	rollback_doc(&rb, &kind_config, &e->config);
 	rollback_doc(&rb, &kind_policy, &e->policy);
-	if (!rb.changes) {
+	if (!rb.changes && !rb.destroys) {
 		buf_free(&rb.diff);
 		res->rev = e->rev;
 		return 0;
 	}
 	snprintf(summary, sizeof(summary),
-		 "rollback to revision %" PRIu64 " (%u change%s)", ch->rev,
-		 rb.changes, rb.changes == 1 ? "" : "s");
+		 "rollback to revision %" PRIu64 " (%u change%s%s)", ch->rev,
+		 rb.changes, rb.changes == 1 ? "" : "s",
+		 rb.destroys ? "; protected destroys wait for approval" : "");
 	res->rev = new_revision(st, e, ch, summary, buf_str(&rb.diff));
 	buf_free(&rb.diff);
 	touch(st, e->id, 0);

@@ -243,17 +243,24 @@ def test_chown_chmod_are_kept_and_enforced(tmp_path, users):
         r = as_user(m, bob, bob, "echo 'nodes = 5' > dev/pools/train/spec")
         assert r.returncode != 0
         # Only the owner (root here) may change the mode, the policy or
-        # the config; the refused attempt is itself audited.
+        # the config: their modes say so, and the kernel refuses at open.
         r = as_user(m, alice, alice, "chmod 777 dev", groups=[team])
         assert r.returncode != 0
+        assert stat.S_IMODE(os.stat(m / "dev/policy").st_mode) == 0o640
         r = as_user(m, alice, alice,
                     "/bin/echo 'max_accelerators = 100' >> dev/policy",
                     groups=[team])
-        assert r.returncode != 0
+        assert r.returncode != 0 and "Permission denied" in r.stderr
         assert "max_accelerators = 100" not in read(m / "dev/policy")
+        # What the daemon refuses itself is audited.
+        m.sh("echo 'max_accelerators = 50' >> dev/policy")
+        r = as_user(m, alice, alice, "echo 'rollback 1' > dev/ctl",
+                    groups=[team])
+        assert r.returncode != 0
         last = read(m / "dev/audit").splitlines()[-1]
         assert f"uid={alice}" in last and "rev=-" in last
-        assert "refused: only the owner of dev" in last
+        assert "refused: revision 1 has another" in last
+        assert "only the owner of dev" in last
         m.restart()
         st = os.stat(m / "dev")
         assert st.st_gid == team and stat.S_IMODE(st.st_mode) == 0o770

@@ -17,7 +17,8 @@ def test_root_lists_the_fixed_files(mnt):
 
 
 def test_kinds_are_rendered_from_the_schema(mnt):
-    assert sorted(os.listdir(mnt / "kinds")) == ["endpoint", "pool"]
+    assert sorted(os.listdir(mnt / "kinds")) == [
+        "config", "endpoint", "policy", "pool"]
     pool = read(mnt / "kinds" / "pool")
     for field in ["accelerator", "accelerators_per_node", "nodes",
                   "min_nodes", "max_nodes", "capacity", "zones",
@@ -28,6 +29,10 @@ def test_kinds_are_rendered_from_the_schema(mnt):
     for field in ["model", "image", "command", "replicas", "scale_metric",
                   "health_path", "port", "env"]:
         assert field in endpoint
+    policy = read(mnt / "kinds" / "policy")
+    for field in ["max_accelerators", "protect", "secrets_use"]:
+        assert field in policy
+    assert "approval" in read(mnt / "kinds" / "config")
 
 
 def test_providers_lists_the_built_in_providers(mnt):

@@ -228,7 +228,7 @@ static void test_schema_fields(void)
 	CHECK_INT(kind_pool.nfields, 9);
 	CHECK_INT(kind_endpoint.nfields, 15);
 	CHECK_INT(kind_config.nfields, 10);
-	CHECK_INT(kind_policy.nfields, 7);
+	CHECK_INT(kind_policy.nfields, 8);
 	CHECK_INT(field(&kind_pool, "accelerators_per_node")->min, 1);
 	CHECK_INT(field(&kind_pool, "accelerators_per_node")->max, 16);
 	CHECK_INT(field(&kind_endpoint, "port")->max, 65535);
@@ -639,7 +639,7 @@ static void test_lists(void)
 	JSON_IS(s, "{\"allowed_accelerators\":[\"cpu\",\"nvidia-b200\","
 		   "\"nvidia-t4\"],\"allowed_capacity\":[\"spot\"],"
 		   "\"protect\":\"none\",\"require_labels\":[\"team\","
-		   "\"cost-center\"]}");
+		   "\"cost-center\"],\"secrets_use\":\"owner\"}");
 	spec_free(s);
 }
 
