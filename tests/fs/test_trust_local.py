@@ -357,3 +357,43 @@ def test_a_long_command_runs_whole_or_is_refused(mnt, tmp_path):
         return
     wait_ready(mnt)
     assert read(done) == "whole\n"
+
+
+def test_replicas_of_a_daemon_that_ran_them_as_itself_are_replaced(
+        tmp_path, users):
+    """A record written before owners were kept: its replicas ran as the
+    daemon's user, and are replaced by ones of the owner, not left
+    running unseen."""
+    ann = users["ifs-tl-ann"]
+    m = Mount(tmp_path).start()
+    old = None
+    try:
+        env_of_dev_owned_by(m, ann)
+        (m / EP / "spec").write_text(spec(SERVER))
+        wait_ready(m)
+        (pid,) = replica_pids(m)
+        environ = dict(e.split(b"=", 1) for e in
+                       Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                       if b"=" in e)
+        m.stop()
+        m.kill_replicas()
+        record = tmp_path / "state/local/records/endpoint@dev@chat.json"
+        record.write_text('{"rev": %d}' % int(environ[b"INFRAFS_REV"]))
+        # What the daemon before ran: the same replica, as root, from a
+        # template that did not hold the owner.
+        environ[b"INFRAFS_TEMPLATE"] = b"0123456789abcdef"
+        with open(tmp_path / "old.log", "wb") as out:
+            old = subprocess.Popen(
+                ["sh", "-c", SERVER], env=environ, cwd="/",
+                start_new_session=True, stdout=out, stderr=out)
+        m.start()
+        wait_for(lambda: old.poll() is not None, 30,
+                 "the old replica to be stopped")
+        wait_ready(m)
+        (new,) = replica_pids(m)
+        assert uid_of(new) == ann
+    finally:
+        if old is not None and old.poll() is None:
+            old.kill()
+        m.stop()
+        m.kill_replicas()
