@@ -35,8 +35,10 @@ int own_dir_open(int dirfd, const char *name, char *why, size_t len)
 	int fd;
 
 	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST) {
-		snprintf(why, len, "cannot make %s: %s", name, strerror(errno));
-		return -errno;
+		int e = errno;
+
+		snprintf(why, len, "cannot make %s: %s", name, strerror(e));
+		return -e;
 	}
 	fd = openat(dirfd, name, flags);
 	if (fd < 0) {
@@ -77,8 +79,10 @@ static int records_dir(const char *dir)
 
 	parent = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (parent < 0) {
-		log_warn("cannot open %s: %s", dir, strerror(errno));
-		return -errno;
+		int e = errno;
+
+		log_warn("cannot open %s: %s", dir, strerror(e));
+		return -e;
 	}
 	fd = own_dir_open(parent, "records", why, sizeof(why));
 	close(parent);

@@ -233,14 +233,15 @@ int launch(const struct launch *x, pid_t *pid, char *err, size_t len)
 
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (devnull < 0) {
-		snprintf(err, len, "/dev/null: %s", strerror(errno));
-		return -errno;
+		rc = -errno;
+		snprintf(err, len, "/dev/null: %s", strerror(-rc));
+		return rc;
 	}
 	/* O_CLOEXEC: a child another thread forks meanwhile must not hold
 	 * the write end, or the read below waits for that child too. */
 	if (pipe2(rep, O_CLOEXEC) < 0) {
 		rc = -errno;
-		snprintf(err, len, "pipe: %s", strerror(errno));
+		snprintf(err, len, "pipe: %s", strerror(-rc));
 		close(devnull);
 		return rc;
 	}
