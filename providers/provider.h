@@ -34,6 +34,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* The state words of the contract, in one place. */
 enum res_state {
@@ -56,6 +57,10 @@ struct desired {
 	uint64_t rev; /* the revision that set this spec */
 	const struct spec *spec;
 	const struct spec *config; /* the environment's config */
+	/* The environment folder's owner: what runs for it runs with this
+	 * user's authority, never the daemon's. */
+	uid_t owner_uid;
+	gid_t owner_gid;
 };
 
 /* What a provider saw of one resource. */
@@ -126,7 +131,8 @@ struct provider_ops {
 	/* Names of everything it runs in env, one "kind/name\n" per line, so
 	 * that what is no longer declared is found and removed. */
 	void (*list)(void *state, const char *env, struct buf *out);
-	/* At commit: 0, or -EINVAL with msg naming the setting and why. */
+	/* At commit: 0, or a negative errno with msg saying why: -EINVAL
+	 * naming the setting, -EPERM when it cannot run as want's owner. */
 	int (*check)(const struct desired *want, char *msg, size_t len);
 	/* What the resource would cost per hour once running, in USD: the
 	 * estimate the policy's max_hourly_cost_usd is checked against. */

@@ -5,14 +5,61 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void record_path(const char *dir, const char *kind, const char *key,
-			char *out, size_t len)
+/* Why the folder fd refers to is not ours alone, or NULL when it is. */
+static const char *dir_distrust(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return strerror(errno);
+	if (!S_ISDIR(st.st_mode))
+		return "not a folder";
+	if (st.st_uid != geteuid())
+		return "owned by another user";
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return "writable by others";
+	return NULL;
+}
+
+int own_dir_open(int dirfd, const char *name, char *why, size_t len)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	const char *bad;
+	int fd;
+
+	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST) {
+		int e = errno;
+
+		snprintf(why, len, "cannot make %s: %s", name, strerror(e));
+		return -e;
+	}
+	fd = openat(dirfd, name, flags);
+	if (fd < 0) {
+		int e = errno;
+
+		snprintf(why, len, "%s: %s", name,
+			 e == ELOOP || e == ENOTDIR ? "not a folder (a link?)"
+						    : strerror(e));
+		return -e;
+	}
+	bad = dir_distrust(fd);
+	if (!bad)
+		return fd;
+	snprintf(why, len, "%s: %s", name, bad);
+	close(fd);
+	return -EPERM;
+}
+
+/* KIND@ENV@NAME.json: '@' is in no name. */
+static void record_name(const char *kind, const char *key, char *out,
+			size_t len)
 {
 	char flat[160];
 
@@ -21,40 +68,95 @@ static void record_path(const char *dir, const char *kind, const char *key,
 		if (*p == '/')
 			*p = '@';
 	}
-	snprintf(out, len, "%s/records/%s@%s.json", dir, kind, flat);
+	snprintf(out, len, "%s@%s.json", kind, flat);
 }
 
-void records_open(const char *dir)
+/* DIR/records, refused when it is not the daemon's own. */
+static int records_dir(const char *dir)
 {
-	char path[PATH_MAX + 16];
+	char why[PATH_MAX + 64];
+	int parent, fd;
 
-	snprintf(path, sizeof(path), "%s/records", dir);
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		log_warn("cannot make %s: %s", path, strerror(errno));
+	parent = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (parent < 0) {
+		int e = errno;
+
+		log_warn("cannot open %s: %s", dir, strerror(e));
+		return -e;
+	}
+	fd = own_dir_open(parent, "records", why, sizeof(why));
+	close(parent);
+	if (fd < 0)
+		log_err("refusing %s/%s", dir, why);
+	return fd;
+}
+
+int records_open(const char *dir)
+{
+	int fd = records_dir(dir);
+
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 0;
+}
+
+/* The temporary is made afresh (O_EXCL) and never followed: nothing
+ * planted at its name is written through. */
+static int write_aside(int dirfd, const char *tmp, json_t *doc)
+{
+	int fd = openat(dirfd, tmp,
+			O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			0600);
+	int rc;
+
+	if (fd < 0 && errno == EEXIST && unlinkat(dirfd, tmp, 0) == 0)
+		fd = openat(dirfd, tmp,
+			    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				    O_CLOEXEC,
+			    0600);
+	if (fd < 0)
+		return -errno;
+	rc = json_dumpfd(doc, fd, JSON_COMPACT);
+	if (close(fd) < 0 || rc < 0) {
+		unlinkat(dirfd, tmp, 0);
+		return -EIO;
+	}
+	return 0;
 }
 
 int record_save(const char *dir, const char *kind, const char *key, json_t *doc)
 {
-	char path[PATH_MAX + 200], tmp[PATH_MAX + 220];
-	int rc;
+	char name[NAME_MAX + 1], tmp[NAME_MAX + 8];
+	int dfd = records_dir(dir);
+	int rc = dfd;
 
-	record_path(dir, kind, key, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	rc = json_dump_file(doc, tmp, JSON_COMPACT);
+	record_name(kind, key, name, sizeof(name));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	if (dfd >= 0) {
+		rc = write_aside(dfd, tmp, doc);
+		if (rc == 0 && renameat(dfd, tmp, dfd, name) < 0)
+			rc = -errno;
+		close(dfd);
+	}
 	json_decref(doc);
-	if (rc == 0 && rename(tmp, path) == 0)
+	if (rc == 0)
 		return 0;
-	log_warn("cannot save %s", path);
+	log_warn("cannot save %s/records/%s: %s", dir, name, strerror(-rc));
 	return -EIO;
 }
 
 void record_forget(const char *dir, const char *kind, const char *key)
 {
-	char path[PATH_MAX + 200];
+	char name[NAME_MAX + 1];
+	int dfd = records_dir(dir);
 
-	record_path(dir, kind, key, path, sizeof(path));
-	if (unlink(path) < 0 && errno != ENOENT)
-		log_warn("cannot remove %s", path);
+	if (dfd < 0)
+		return;
+	record_name(kind, key, name, sizeof(name));
+	if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+		log_warn("cannot remove %s/records/%s", dir, name);
+	close(dfd);
 }
 
 /* KIND@ENV@NAME.json back to KIND and ENV/NAME. */
@@ -75,33 +177,50 @@ static bool parse_record_name(const char *file, char *kind, size_t klen,
 	return true;
 }
 
-void records_load(const char *dir,
-		  void (*fn)(void *ctx, const char *kind, const char *key,
-			     json_t *doc),
-		  void *ctx)
+/* A record is read only when it is a plain file: not through a link. */
+static json_t *record_load(int dirfd, const char *name)
 {
-	char path[PATH_MAX + 16];
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	json_t *doc = NULL;
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		doc = json_loadfd(fd, 0, NULL);
+	close(fd);
+	return doc;
+}
+
+int records_load(const char *dir,
+		 void (*fn)(void *ctx, const char *kind, const char *key,
+			    json_t *doc),
+		 void *ctx)
+{
 	struct dirent *de;
+	int dfd = records_dir(dir);
 	DIR *d;
 
-	records_open(dir);
-	snprintf(path, sizeof(path), "%s/records", dir);
-	d = opendir(path);
-	if (!d)
-		return;
+	if (dfd < 0)
+		return dfd;
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -errno;
+	}
 	while ((de = readdir(d))) {
-		char kind[16], key[140], file[PATH_MAX + 300];
+		char kind[16], key[140];
 		json_t *doc;
 
 		if (!parse_record_name(de->d_name, kind, sizeof(kind), key,
 				       sizeof(key)))
 			continue;
-		snprintf(file, sizeof(file), "%s/%s", path, de->d_name);
-		doc = json_load_file(file, 0, NULL);
+		doc = record_load(dirfd(d), de->d_name);
 		if (!doc)
 			continue;
 		fn(ctx, kind, key, doc);
 		json_decref(doc);
 	}
 	closedir(d);
+	return 0;
 }

@@ -10,9 +10,21 @@
 #define INFRAFS_PROVIDERS_RECORDS_H
 
 #include <jansson.h>
+#include <stddef.h>
 
-/* Makes DIR/records if needed. */
-void records_open(const char *dir);
+/*
+ * The daemon writes only into folders that are its own: a folder of
+ * another user, one others may write to, or a link in its place would let
+ * someone else choose what it writes to (a planted link to any file).
+ * Opens folder name below dirfd (AT_FDCWD or a folder's descriptor),
+ * made 0700 when missing; returns its O_DIRECTORY descriptor, or a
+ * negative errno with why naming the folder and the reason.
+ */
+int own_dir_open(int dirfd, const char *name, char *why, size_t len);
+
+/* Makes DIR/records if needed; a negative errno (logged) when it is not
+ * the daemon's own. */
+int records_open(const char *dir);
 
 /* Saves doc (the reference is taken) as KIND's record of key ENV/NAME. */
 int record_save(const char *dir, const char *kind, const char *key,
@@ -20,10 +32,11 @@ int record_save(const char *dir, const char *kind, const char *key,
 
 void record_forget(const char *dir, const char *kind, const char *key);
 
-/* Calls fn for each record found, with its kind and ENV/NAME key. */
-void records_load(const char *dir,
-		  void (*fn)(void *ctx, const char *kind, const char *key,
-			     json_t *doc),
-		  void *ctx);
+/* Calls fn for each record found, with its kind and ENV/NAME key; a
+ * negative errno when the records folder is refused (records_open). */
+int records_load(const char *dir,
+		 void (*fn)(void *ctx, const char *kind, const char *key,
+			    json_t *doc),
+		 void *ctx);
 
 #endif

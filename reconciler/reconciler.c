@@ -68,6 +68,8 @@ struct env_state {
 	char name[NAME_MAX_LEN + 1];
 	struct spec *config;
 	uint64_t config_rev;
+	uid_t uid; /* the environment folder's owner and group */
+	gid_t gid;
 	uint64_t rev; /* the environment's newest revision */
 	uint64_t applied_rev;
 	uint64_t plan_no;
@@ -223,7 +225,8 @@ static void config_word(const struct spec *config, const char *field,
 }
 
 /*
- * Returns true when the config changed: every plan of it may change.
+ * Returns true when the config or the owner changed: every plan of it may
+ * change.
  * The environment's revision moves only to what a change notice said
  * (rev): the model may already hold a newer batch whose notice, with its
  * resources, has not come yet, and marking that revision applied would
@@ -232,13 +235,18 @@ static void config_word(const struct spec *config, const char *field,
 static bool sync_env(struct reconciler *r, const struct env *e, uint64_t rev)
 {
 	struct env_state *es = env_state_of(r, e);
+	bool owner_changed;
 
 	es->seen = true;
 	if (rev > es->rev)
 		es->rev = rev;
 	es->applied_rev = e->applied_rev;
+	/* A new owner: what runs as the former one rolls. */
+	owner_changed = es->uid != e->uid || es->gid != e->gid;
+	es->uid = e->uid;
+	es->gid = e->gid;
 	if (es->config_rev == e->config.rev && es->config)
-		return false;
+		return owner_changed;
 	if (es->config)
 		spec_free(es->config);
 	es->config = e->config.text ? parse_copy(&kind_config, e->config.text,
@@ -465,6 +473,8 @@ static void batch_add(struct batch *b, struct rec *rc, struct env_state *es)
 		.rev = rc->rev,
 		.spec = rc->spec,
 		.config = es ? es->config : NULL,
+		.owner_uid = es ? es->uid : 0,
+		.owner_gid = es ? es->gid : 0,
 	};
 	memset(&b->t[b->n], 0, sizeof(b->t[b->n]));
 	b->t[b->n].env = rc->env;
@@ -1364,6 +1374,14 @@ static uint64_t host_secret_version(void *ctx, const char *env,
 	return store_secret_version(r->opt.store, env, name);
 }
 
+static void reconciler_stop_providers(struct reconciler *r)
+{
+	for (int i = 0; builtin_providers[i] && i < 8; i++) {
+		if (r->provider_state[i])
+			builtin_providers[i]->stop(r->provider_state[i]);
+	}
+}
+
 int reconciler_start(const struct reconciler_options *opt,
 		     struct reconciler **out)
 {
@@ -1379,13 +1397,20 @@ int reconciler_start(const struct reconciler_options *opt,
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	r->sweep = true; /* the first pass looks at everything */
+	/* A provider refuses to start when its folders are not the
+	 * daemon's own; the daemon does not run without it. */
 	for (int i = 0; builtin_providers[i] && i < 8; i++) {
 		if (builtin_providers[i]->start(&r->host,
-						&r->provider_state[i]) < 0)
-			log_warn("provider %s did not start",
-				 builtin_providers[i]->info->name);
+						&r->provider_state[i]) < 0) {
+			log_err("provider %s did not start",
+				builtin_providers[i]->info->name);
+			reconciler_stop_providers(r);
+			free(r);
+			return -EPERM;
+		}
 	}
 	if (pthread_create(&r->thread, NULL, reconcile_loop, r) != 0) {
+		reconciler_stop_providers(r);
 		free(r);
 		return -EAGAIN;
 	}
@@ -1404,10 +1429,7 @@ void reconciler_stop(struct reconciler *r)
 	pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 	pthread_join(r->thread, NULL);
-	for (int i = 0; builtin_providers[i] && i < 8; i++) {
-		if (r->provider_state[i])
-			builtin_providers[i]->stop(r->provider_state[i]);
-	}
+	reconciler_stop_providers(r);
 	for (size_t pos = 0; map_next(&r->recs, &pos, &v);)
 		rec_free(v);
 	map_free(&r->recs);

@@ -239,15 +239,37 @@ static const struct map_rule *map_rule_of(const struct field_def *f)
 	return r;
 }
 
+static const char env_reserved_rule[] =
+	"env.* cannot set PORT, CUDA_VISIBLE_DEVICES or INFRAFS_*, which "
+	"infrafs sets itself";
+
+bool spec_env_name_reserved(const char *name, size_t n)
+{
+	static const char *const names[] = { "PORT", "CUDA_VISIBLE_DEVICES",
+					     NULL };
+
+	if (n >= 8 && !memcmp(name, "INFRAFS_", 8))
+		return true;
+	for (size_t i = 0; names[i]; i++) {
+		if (strlen(names[i]) == n && !memcmp(name, names[i], n))
+			return true;
+	}
+	return false;
+}
+
 static int map_key_check(const struct assign *a, struct spec_error *err)
 {
 	const struct map_rule *r = map_rule_of(a->f);
 	char q[QUOTE_SIZE];
 
-	if (r->ok(a->mkey))
-		return 0;
-	return fail(err, a->line, a->key, "expected %s.%s with %s, got %s",
-		    a->f->name, r->placeholder, r->what, quote(q, a->mkey));
+	if (!r->ok(a->mkey))
+		return fail(err, a->line, a->key,
+			    "expected %s.%s with %s, got %s", a->f->name,
+			    r->placeholder, r->what, quote(q, a->mkey));
+	if (!strcmp(a->f->name, "env") &&
+	    spec_env_name_reserved(a->mkey.p, a->mkey.n))
+		return fail(err, a->line, a->key, "%s", env_reserved_rule);
+	return 0;
 }
 
 static int unknown_key(const struct kind_def *k, const struct assign *a,

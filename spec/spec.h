@@ -69,6 +69,10 @@ int spec_parse(const struct kind_def *k, const char *text, size_t len,
 int spec_check_lines(const struct kind_def *k, const char *text, size_t len,
 		     size_t start, size_t end, struct spec_error *err);
 
+/* Names a replica's environment gets from infrafs itself (PORT, the
+ * devices, the INFRAFS_* markers): env.NAME may not set them. */
+bool spec_env_name_reserved(const char *name, size_t n);
+
 /* Checks one value for one field, as written to a field file. */
 int spec_check_value(const struct field_def *f, const char *value, size_t len,
 		     struct spec_error *err);

@@ -585,6 +585,8 @@ static int check_provider_support(const struct env *e, const struct resource *r,
 		.name = r->name,
 		.spec = parsed,
 		.config = e->config.parsed,
+		.owner_uid = e->uid,
+		.owner_gid = e->gid,
 	};
 
 	if (!p || !p->check)

@@ -925,7 +925,10 @@ static int aws_start(const struct provider_host *host, void **state)
 	if (mkdir(a->dir, 0700) < 0 && errno != EEXIST)
 		log_warn("aws provider: cannot make %s: %s", a->dir,
 			 strerror(errno));
-	records_load(a->dir, load_record, a);
+	if (records_load(a->dir, load_record, a) < 0) {
+		free(a);
+		return -EPERM;
+	}
 	*state = a;
 	return 0;
 }

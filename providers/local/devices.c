@@ -13,6 +13,7 @@
  * thread may call any function at any time.
  */
 #include "providers/local/devices.h"
+#include "providers/local/spawn.h"
 #include "util/buf.h"
 
 #include <errno.h>
@@ -403,8 +404,6 @@ static void __attribute__((noreturn))
 child(const char *cmd, char *const argv[], int in, int out, int errfd,
       int report)
 {
-	struct sigaction dfl;
-	sigset_t none;
 	int e;
 
 	setpgid(0, 0);
@@ -415,14 +414,7 @@ child(const char *cmd, char *const argv[], int in, int out, int errfd,
 	 * among them) would be inherited. Fails harmlessly on kernels before
 	 * 5.11; `report` is O_CLOEXEC already. */
 	close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
-	/* Handlers of the daemon must not run in the child before exec, and
-	 * a mask the daemon's thread had must not outlive it. */
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
-	for (int s = 1; s < NSIG; s++)
-		sigaction(s, &dfl, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	child_signals_default();
 	execvp(cmd, argv);
 fail:
 	e = errno;
@@ -566,7 +558,8 @@ static int run_query(const char *cmd, int timeout_ms, struct run *res)
 	kill_child(pid);
 	/* Bounded: a child stuck in the driver (state D) dies only when the
 	 * driver lets go, and the daemon must not wait for that. It is then
-	 * left a zombie until a later waitpid(-1) or the daemon's exit. */
+	 * left a zombie until the daemon exits: the local provider waits
+	 * only for its own replicas, never for any child. */
 	for (int i = 0; i < 100; i++) {
 		pid_t w = waitpid(pid, &res->status, WNOHANG);
 

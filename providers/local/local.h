@@ -25,6 +25,7 @@ struct replica {
 	/* What the process was made from (command, env, devices): replicas
 	 * are replaced only when it changes, so scaling keeps the rest. */
 	uint64_t template;
+	uid_t uid; /* the user it runs as, from /proc/PID/status */
 	bool healthy;
 };
 
@@ -58,11 +59,22 @@ struct pool_res {
 struct endpoint_rec {
 	char key[140];
 	uint64_t rev; /* applied */
+	/* The owner its replicas were started as: a process of that user
+	 * (or of the owner now declared) may be one of its replicas. */
+	uid_t uid;
+	bool uid_known;
+};
+
+/* Pids of replicas this daemon started and has not reaped yet. */
+struct pid_set {
+	pid_t *v;
+	size_t n, cap;
 };
 
 struct local {
 	struct provider_host host;
 	char dir[PATH_MAX]; /* state folder of the provider */
+	int dir_fd; /* the same, opened once it was found to be ours */
 	char owner[24]; /* marks this daemon's replicas */
 	struct gpu_list gpus;
 	double gpus_at;
@@ -71,6 +83,7 @@ struct local {
 	struct map endpoints; /* env/name -> struct endpoint_rec */
 	struct map slots; /* env/name/idx -> struct slot */
 	struct map exits; /* pid -> int status, of our reaped children */
+	struct pid_set children;
 	struct replica_set running;
 	void *curl;
 };
@@ -104,5 +117,9 @@ void pool_visible_devices(struct local *l, const char *env, const char *pool,
 /* provider.c: the records that outlive the daemon */
 int local_save_pool(struct local *l, const struct pool_res *p);
 void local_forget(struct local *l, const char *kind, const char *key);
+/* Whether r may be a replica of env/name declared as want (NULL: no
+ * longer declared): only processes of the user it runs as count. */
+bool replica_trusted(struct local *l, const struct replica *r,
+		     const struct desired *want);
 
 #endif

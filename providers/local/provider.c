@@ -9,6 +9,7 @@
 #include "local.h"
 
 #include "providers/records.h"
+#include "spawn.h"
 #include "store/policy.h"
 #include "util/log.h"
 #include "util/text.h"
@@ -68,8 +69,11 @@ int local_save_pool(struct local *l, const struct pool_res *p)
 
 static int save_endpoint(struct local *l, const struct endpoint_rec *e)
 {
-	return record_save(l->dir, "endpoint", e->key,
-			   json_pack("{s:I}", "rev", (json_int_t)e->rev));
+	json_t *doc = json_pack("{s:I}", "rev", (json_int_t)e->rev);
+
+	if (e->uid_known)
+		json_object_set_new(doc, "uid", json_integer(e->uid));
+	return record_save(l->dir, "endpoint", e->key, doc);
 }
 
 void local_forget(struct local *l, const char *kind, const char *key)
@@ -102,6 +106,12 @@ static void load_endpoint(struct local *l, const char *key, json_t *e)
 
 	snprintf(r->key, sizeof(r->key), "%s", key);
 	r->rev = (uint64_t)json_integer_value(json_object_get(e, "rev"));
+	/* A record without one is of a daemon that ran every replica as
+	 * itself: those replicas are still ours to replace. */
+	r->uid_known = true;
+	r->uid = json_is_integer(json_object_get(e, "uid"))
+			 ? (uid_t)json_integer_value(json_object_get(e, "uid"))
+			 : geteuid();
 	free(map_put(&l->endpoints, r->key, strlen(r->key), r));
 }
 
@@ -132,9 +142,29 @@ static struct endpoint_rec *endpoint_get(struct local *l, const char *env,
 	return e;
 }
 
-static bool is_replica_of(const struct replica *r, const struct target *t)
+/*
+ * A marker in a process's environment proves nothing: any user can set
+ * one. A marked process is a replica only when it runs as the owner the
+ * spec declares, or as the owner its replicas were last started as (an
+ * environment given to another user rolls them: the old ones are still
+ * ours to stop). Others are neither counted, adopted nor signalled.
+ */
+bool replica_trusted(struct local *l, const struct replica *r,
+		     const struct desired *want)
 {
-	return !strcmp(r->env, t->env) && !strcmp(r->name, t->name);
+	const struct endpoint_rec *e;
+
+	if (want && r->uid == want->owner_uid)
+		return true;
+	e = endpoint_get(l, r->env, r->name, false);
+	return e && e->uid_known && r->uid == e->uid;
+}
+
+static bool is_replica_of(struct local *l, const struct replica *r,
+			  const struct target *t)
+{
+	return !strcmp(r->env, t->env) && !strcmp(r->name, t->name) &&
+	       replica_trusted(l, r, t->want);
 }
 
 static struct replica *replica_at(struct local *l, const struct target *t,
@@ -143,7 +173,7 @@ static struct replica *replica_at(struct local *l, const struct target *t,
 	for (size_t i = 0; i < l->running.n; i++) {
 		struct replica *r = &l->running.v[i];
 
-		if (is_replica_of(r, t) && r->idx == idx)
+		if (is_replica_of(l, r, t) && r->idx == idx)
 			return r;
 	}
 	return NULL;
@@ -245,7 +275,7 @@ static uint64_t lowest_rev_of(struct local *l, const struct target *t)
 	uint64_t lowest = UINT64_MAX;
 
 	for (size_t i = 0; i < l->running.n; i++) {
-		if (is_replica_of(&l->running.v[i], t) &&
+		if (is_replica_of(l, &l->running.v[i], t) &&
 		    l->running.v[i].rev < lowest)
 			lowest = l->running.v[i].rev;
 	}
@@ -267,7 +297,7 @@ static void endpoint_observe(struct local *l, struct target *t)
 	for (size_t i = 0; i < l->running.n; i++) {
 		struct replica *r = &l->running.v[i];
 
-		if (!is_replica_of(r, t))
+		if (!is_replica_of(l, r, t))
 			continue;
 		running++;
 		if (r->template != tmpl && r->rev < lowest) {
@@ -334,7 +364,7 @@ static unsigned stop_unwanted(struct local *l, struct target *t,
 	for (size_t i = 0; i < l->running.n; i++) {
 		struct replica *r = &l->running.v[i];
 
-		if (!is_replica_of(r, t))
+		if (!is_replica_of(l, r, t))
 			continue;
 		if (t->want && r->idx < wanted && r->template == tmpl)
 			continue;
@@ -397,6 +427,27 @@ static int start_missing(struct local *l, struct target *t, unsigned wanted)
 	return 0;
 }
 
+/* The owner the replicas run as changes in the record only once no
+ * replica of the former owner is left, so those are found and stopped
+ * after a restart too. True when it changed. */
+static bool note_owner(struct local *l, const struct target *t,
+		       struct endpoint_rec *e)
+{
+	uid_t owner = t->want->owner_uid;
+
+	if (e->uid_known && e->uid == owner)
+		return false;
+	for (size_t i = 0; i < l->running.n; i++) {
+		const struct replica *r = &l->running.v[i];
+
+		if (is_replica_of(l, r, t) && r->uid != owner)
+			return false;
+	}
+	e->uid = owner;
+	e->uid_known = true;
+	return true;
+}
+
 static int endpoint_step(struct local *l, struct target *t)
 {
 	unsigned wanted = wanted_replicas(t);
@@ -420,7 +471,7 @@ static int endpoint_step(struct local *l, struct target *t)
 		return 0;
 	rc = start_missing(l, t, wanted);
 	e = endpoint_get(l, t->env, t->name, true);
-	if (e->rev != t->want->rev) {
+	if (note_owner(l, t, e) || e->rev != t->want->rev) {
 		e->rev = t->want->rev;
 		save_endpoint(l, e);
 	}
@@ -504,8 +555,10 @@ static void local_list(void *state, const char *env, struct buf *out)
 			buf_printf(out, "endpoints/%s\n", e->key + n + 1);
 	}
 	for (size_t i = 0; i < l->running.n; i++) {
-		if (!strcmp(l->running.v[i].env, env))
-			buf_printf(out, "endpoints/%s\n", l->running.v[i].name);
+		const struct replica *r = &l->running.v[i];
+
+		if (!strcmp(r->env, env) && replica_trusted(l, r, NULL))
+			buf_printf(out, "endpoints/%s\n", r->name);
 	}
 }
 
@@ -531,7 +584,7 @@ static int local_check(const struct desired *want, char *msg, size_t len)
 			 "provider");
 		return -EINVAL;
 	}
-	return 0;
+	return identity_allowed(want->owner_uid, want->env, msg, len);
 }
 
 /*
@@ -577,20 +630,52 @@ static void make_owner(struct local *l)
 		 map_hash(l->dir, strlen(l->dir)));
 }
 
+/*
+ * The state folder and the provider's below it hold what the daemon
+ * writes as root: records and the replicas' logs. Each must be the
+ * daemon's own and writable by nobody else, or a planted link would have
+ * it write where another user chose. Returns the provider folder's
+ * descriptor, or a negative errno, logged with the folder and why.
+ */
+static int open_own_folders(const char *state_dir)
+{
+	char why[256];
+	int top, dir = -1;
+
+	top = own_dir_open(AT_FDCWD, state_dir, why, sizeof(why));
+	if (top >= 0) {
+		dir = own_dir_open(top, "local", why, sizeof(why));
+		close(top);
+		if (dir < 0)
+			log_err("local provider: refusing %s/%s", state_dir,
+				why);
+	} else {
+		dir = top;
+		log_err("local provider: refusing state folder %s", why);
+	}
+	return dir;
+}
+
+static void local_stop(void *state);
+
 static int local_start(const struct provider_host *host, void **state)
 {
-	struct local *l = xcalloc(1, sizeof(*l));
+	struct local *l;
+	int dir = open_own_folders(host->state_dir);
 
+	if (dir < 0)
+		return dir;
+	l = xcalloc(1, sizeof(*l));
 	l->host = *host;
+	l->dir_fd = dir;
 	snprintf(l->dir, sizeof(l->dir), "%s/local", host->state_dir);
-	if (mkdir(l->dir, 0700) < 0 && errno != EEXIST) {
-		log_warn("local provider: cannot make %s: %s", l->dir,
-			 strerror(errno));
-	}
 	make_owner(l);
 	l->cpus = cpu_slots();
 	l->curl = curl_easy_init();
-	records_load(l->dir, load_record, l);
+	if (records_load(l->dir, load_record, l) < 0) {
+		local_stop(l);
+		return -EPERM;
+	}
 	*state = l;
 	return 0;
 }
@@ -614,6 +699,8 @@ static void local_stop(void *state)
 	free_map(&l->slots);
 	free_map(&l->exits);
 	free(l->running.v);
+	free(l->children.v);
+	close(l->dir_fd);
 	gpu_list_free(&l->gpus);
 	if (l->curl)
 		curl_easy_cleanup(l->curl);

@@ -4,12 +4,15 @@
  * outlive the daemon. Each carries a marker in its environment
  * (INFRAFS_OWNER, INFRAFS_REPLICA, INFRAFS_REV): a restarted daemon finds
  * and adopts them by scanning /proc instead of trusting a record that a
- * crash may have left behind, so a replica is never started twice.
+ * crash may have left behind, so a replica is never started twice. Any
+ * user can put a marker in an environment, so a marked process counts
+ * only when it runs as the user its replicas run as (replica_trusted).
  */
 #include "local.h"
 
+#include "providers/records.h"
+#include "spawn.h"
 #include "store/secretbox.h"
-#include "util/files.h"
 #include "util/log.h"
 #include "util/text.h"
 
@@ -20,15 +23,12 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 /* How long a replica gets between SIGTERM and SIGKILL. */
 #define STOP_GRACE_SECONDS 5.0
@@ -75,24 +75,35 @@ static const char *env_value(const char *environ_blob, size_t len,
 	return NULL;
 }
 
+/* /proc/PID/WHAT into buf, NUL-terminated: its length, or -1. */
+static ssize_t read_proc(pid_t pid, const char *what, char *buf, size_t size)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return n;
+}
+
 /* Fields 3 (state), 6 (session) and 22 (start time) of /proc/PID/stat. */
 bool proc_stat(pid_t pid, char *state, pid_t *session,
 	       unsigned long long *start)
 {
-	char path[64], buf[1024];
+	char buf[1024];
 	const char *p;
-	int fd, field;
-	ssize_t n;
+	int field;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (read_proc(pid, "stat", buf, sizeof(buf)) < 0)
 		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
 	/* The command name may hold spaces and parentheses: skip past the
 	 * last ')'. */
 	p = strrchr(buf, ')');
@@ -111,6 +122,26 @@ bool proc_stat(pid_t pid, char *state, pid_t *session,
 	return field == 22;
 }
 
+/* The user a process runs as: real, effective, saved and filesystem uid
+ * all the same, as for a replica after its setuid. */
+static bool proc_uid(pid_t pid, uid_t *uid)
+{
+	char buf[4096];
+	unsigned long ids[4];
+	const char *line;
+
+	if (read_proc(pid, "status", buf, sizeof(buf)) < 0)
+		return false;
+	line = strstr(buf, "\nUid:");
+	if (!line || sscanf(line + 5, "%lu %lu %lu %lu", &ids[0], &ids[1],
+			    &ids[2], &ids[3]) != 4)
+		return false;
+	if (ids[1] != ids[0] || ids[2] != ids[0] || ids[3] != ids[0])
+		return false;
+	*uid = (uid_t)ids[0];
+	return true;
+}
+
 static void add_running(struct local *l, const struct replica *r)
 {
 	struct replica_set *s = &l->running;
@@ -124,23 +155,15 @@ static void add_running(struct local *l, const struct replica *r)
 
 static void consider(struct local *l, pid_t pid)
 {
-	char path[64], blob[65536];
+	char blob[65536];
 	const char *owner, *marker, *rev, *port, *tmpl;
 	struct replica r = { .pid = pid };
 	pid_t session = 0;
 	char state;
-	ssize_t n;
-	int fd;
+	ssize_t n = read_proc(pid, "environ", blob, sizeof(blob));
 
-	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (n < 0)
 		return;
-	n = read(fd, blob, sizeof(blob) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	blob[n] = '\0';
 	owner = env_value(blob, (size_t)n, "INFRAFS_OWNER");
 	if (!owner || strcmp(owner, l->owner) != 0)
 		return;
@@ -153,6 +176,8 @@ static void consider(struct local *l, pid_t pid)
 	/* Children of the replica inherit the marker; only the session
 	 * leader infrafs started is the replica. */
 	if (!proc_stat(pid, &state, &session, &r.start_time) || session != pid)
+		return;
+	if (!proc_uid(pid, &r.uid))
 		return;
 	if (sscanf(marker, "%63[^/]/%63[^/]/%u", r.env, r.name, &r.idx) != 3)
 		return;
@@ -181,23 +206,46 @@ void replicas_scan(struct local *l)
 	closedir(d);
 }
 
+static void note_exit(struct local *l, pid_t pid, int status)
+{
+	int *code = xmalloc(sizeof(int) + sizeof(pid_t));
+
+	code[0] = WIFEXITED(status) ? WEXITSTATUS(status)
+				    : 128 + WTERMSIG(status);
+	memcpy(code + 1, &pid, sizeof(pid));
+	free(map_put(&l->exits, code + 1, sizeof(pid_t), code));
+}
+
 /* Our own children must be reaped; their exit status is the last_exit
  * status shows. Adopted replicas are not our children: for them it is
- * unknown. */
+ * unknown. Only the pids started here are waited for: waitpid(-1) would
+ * take the status of another part of the daemon's children. */
 void replicas_reap(struct local *l)
 {
-	int status;
-	pid_t pid;
+	struct pid_set *c = &l->children;
+	size_t kept = 0;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		int *code = xmalloc(sizeof(int) + sizeof(pid_t));
-		int value = WIFEXITED(status) ? WEXITSTATUS(status)
-					      : 128 + WTERMSIG(status);
+	for (size_t i = 0; i < c->n; i++) {
+		int status;
+		pid_t w = waitpid(c->v[i], &status, WNOHANG);
 
-		code[0] = value;
-		memcpy(code + 1, &pid, sizeof(pid));
-		free(map_put(&l->exits, code + 1, sizeof(pid_t), code));
+		if (w == c->v[i])
+			note_exit(l, w, status);
+		else if (w == 0 || errno == EINTR)
+			c->v[kept++] = c->v[i];
 	}
+	c->n = kept;
+}
+
+static void add_child(struct local *l, pid_t pid)
+{
+	struct pid_set *c = &l->children;
+
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 16;
+		c->v = xrealloc(c->v, c->cap * sizeof(*c->v));
+	}
+	c->v[c->n++] = pid;
 }
 
 /* ---- health ------------------------------------------------------------- */
@@ -319,6 +367,10 @@ uint64_t replica_template(const struct local *l, const struct desired *want,
 		buf_addc(&b, '\0');
 	}
 	buf_adds(&b, devices ? devices : "");
+	/* A new owner (chown of the environment) rolls the replicas, which
+	 * run as the owner. */
+	buf_printf(&b, "\nowner=%u:%u", (unsigned)want->owner_uid,
+		   (unsigned)want->owner_gid);
 	/* A secret's new version rolls the replicas that use it. */
 	for (size_t i = 0; pairs && i < pairs->npairs; i++) {
 		const char *v = pairs->pairs[i].value;
@@ -331,32 +383,41 @@ uint64_t replica_template(const struct local *l, const struct desired *want,
 	return map_hash(buf_str(&b), b.len);
 }
 
-/* The replica's environment: the daemon's PATH and locale, the spec's
- * env.* with secret:NAME values opened, and the markers. */
-static int build_env(struct local *l, const struct desired *want, unsigned idx,
-		     int port, const char *devices, struct envp *e, char *err,
-		     size_t errlen)
+static bool declares(const struct spec_value *env, const char *name)
 {
-	static const char *const keep[] = { "PATH", "LANG", "LC_ALL",
-					    "HOME", "TZ",   NULL };
-	const struct spec_value *env = spec_field(want->spec, "env");
+	for (size_t i = 0; env && i < env->npairs; i++) {
+		if (!strcmp(env->pairs[i].key, name))
+			return true;
+	}
+	return false;
+}
+
+/* A login's basics, unless env.* declares its own. Nothing comes from
+ * the daemon's environment: its variables are not the owner's business. */
+static void add_login(const struct spec_value *env, const struct identity *who,
+		      struct envp *e)
+{
+	const char *const login[][2] = {
+		{ "PATH", "/usr/local/bin:/usr/bin:/bin" },
+		{ "HOME", who->home },
+		{ "USER", who->name },
+		{ "LOGNAME", who->name },
+	};
+
+	for (size_t i = 0; i < sizeof(login) / sizeof(login[0]); i++) {
+		if (!declares(env, login[i][0]))
+			envp_add(e, login[i][0], login[i][1]);
+	}
+}
+
+/* The markers and what the provider sets itself, first: the /proc scan
+ * reads the first 64 KiB of an environment, which env.* may outgrow. */
+static void add_markers(struct local *l, const struct desired *want,
+			unsigned idx, int port, const char *devices,
+			struct envp *e)
+{
 	char num[32], marker[160];
 
-	for (size_t i = 0; keep[i]; i++) {
-		const char *v = getenv(keep[i]);
-
-		if (v)
-			envp_add(e, keep[i], v);
-	}
-	for (size_t i = 0; env && i < env->npairs; i++) {
-		const char *val = env->pairs[i].value;
-
-		if (strncmp(val, "secret:", 7) != 0)
-			envp_add(e, env->pairs[i].key, val);
-		else if (add_secret(l, want, env->pairs[i].key, val + 7, e, err,
-				    errlen) < 0)
-			return -EIO;
-	}
 	if (devices && devices[0])
 		envp_add(e, "CUDA_VISIBLE_DEVICES", devices);
 	snprintf(num, sizeof(num), "%d", port);
@@ -370,23 +431,162 @@ static int build_env(struct local *l, const struct desired *want, unsigned idx,
 	snprintf(num, sizeof(num), "%016" PRIx64,
 		 replica_template(l, want, devices));
 	envp_add(e, "INFRAFS_TEMPLATE", num);
+}
+
+/* The replica's whole environment: a login's basics, the spec's env.*
+ * with secret:NAME values opened, and the markers. */
+static int build_env(struct local *l, const struct desired *want, unsigned idx,
+		     int port, const char *devices, const struct identity *who,
+		     struct envp *e, char *err, size_t errlen)
+{
+	const struct spec_value *env = spec_field(want->spec, "env");
+
+	add_markers(l, want, idx, port, devices, e);
+	add_login(env, who, e);
+	for (size_t i = 0; env && i < env->npairs; i++) {
+		const char *key = env->pairs[i].key;
+		const char *val = env->pairs[i].value;
+
+		/* Refused at write(2) since; a spec stored before must not
+		 * forge a marker either. */
+		if (spec_env_name_reserved(key, strlen(key)))
+			continue;
+		if (strncmp(val, "secret:", 7) != 0)
+			envp_add(e, key, val);
+		else if (add_secret(l, want, key, val + 7, e, err, errlen) < 0)
+			return -EIO;
+	}
 	return 0;
+}
+
+/* Opens NAME below dirfd as one of our own folders; closes dirfd. */
+static int own_subdir(int dirfd, const char *name, char *err, size_t errlen)
+{
+	int fd = own_dir_open(dirfd, name, err, errlen);
+
+	close(dirfd);
+	return fd;
+}
+
+/* A new, empty file in place of whatever was at name. */
+static int replace_file(int dirfd, const char *name)
+{
+	int fd;
+
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	log_warn("replica log %s was not a plain file; made anew", name);
+	fd = openat(dirfd, name,
+		    O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW |
+			    O_NOCTTY | O_CLOEXEC,
+		    0600);
+	return fd < 0 ? -errno : fd;
+}
+
+/*
+ * The replica's log, opened here by the daemon, before the child drops to
+ * the owner, and handed to it as stdout and stderr. The folders below
+ * the provider's are checked to be the daemon's own and the file is
+ * opened without following a link (O_NONBLOCK: nor hanging on a fifo),
+ * so nothing planted there makes the daemon write elsewhere; and the
+ * replica gets this one descriptor, not a path, so it cannot write any
+ * other file of the daemon's. Opened by the child after the drop, the
+ * log would need folders the owner may write, where the owner could
+ * swap it for a link to another replica's.
+ */
+static int replica_log_open(struct local *l, const struct desired *want,
+			    unsigned idx, char *err, size_t errlen)
+{
+	const int flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW |
+			  O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	char why[256], file[64];
+	struct stat st;
+	int dir, fd;
+
+	dir = dup(l->dir_fd);
+	if (dir >= 0)
+		dir = own_subdir(dir, "logs", why, sizeof(why));
+	if (dir >= 0)
+		dir = own_subdir(dir, want->env, why, sizeof(why));
+	if (dir >= 0)
+		dir = own_subdir(dir, want->name, why, sizeof(why));
+	if (dir < 0) {
+		snprintf(err, errlen, "replica %u log folder %s", idx, why);
+		return dir;
+	}
+	snprintf(file, sizeof(file), "replica-%u.log", idx);
+	fd = openat(dir, file, flags, 0600);
+	if (fd >= 0 &&
+	    (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
+		close(fd);
+		fd = -ELOOP;
+	} else if (fd < 0) {
+		fd = -errno;
+	}
+	if (fd == -ELOOP)
+		fd = replace_file(dir, file);
+	close(dir);
+	if (fd < 0)
+		snprintf(err, errlen, "replica %u log: %s", idx, strerror(-fd));
+	else
+		fcntl(fd, F_SETFL, O_WRONLY | O_APPEND);
+	return fd;
+}
+
+static void note_started(struct local *l, const struct desired *want,
+			 unsigned idx, pid_t pid, int port, const char *devices)
+{
+	struct slot *s = slot_of(l, want->env, want->name, idx);
+	struct replica r = {
+		.idx = idx,
+		.pid = pid,
+		.port = port,
+		.rev = want->rev,
+		.template = replica_template(l, want, devices),
+		.uid = want->owner_uid,
+	};
+
+	add_child(l, pid);
+	s->pid = pid;
+	s->rev = want->rev;
+	s->starts++;
+	s->term_sent = 0;
+	snprintf(r.env, sizeof(r.env), "%s", want->env);
+	snprintf(r.name, sizeof(r.name), "%s", want->name);
+	add_running(l, &r);
+}
+
+/* Who it runs as, and its environment, before fork. */
+static int prepare(struct local *l, const struct desired *want, unsigned idx,
+		   int port, const char *devices, struct identity *who,
+		   struct envp *env, char *err, size_t errlen)
+{
+	int rc = identity_allowed(want->owner_uid, want->env, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	rc = identity_of(want->owner_uid, who, err, errlen);
+	if (rc < 0)
+		return rc;
+	return build_env(l, want, idx, port, devices, who, env, err, errlen);
 }
 
 int replica_start(struct local *l, const struct desired *want, unsigned idx,
 		  const char *visible_devices, char *err, size_t errlen)
 {
-	char command[4096], log[PATH_MAX];
-	char *argv[] = { "sh", "-c", command, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
+	/* The command's whole text: never cut to a buffer's size, which
+	 * would run something else. */
+	const struct spec_value *cmd = spec_field(want->spec, "command");
+	char *argv[] = { "sh", "-c", cmd ? cmd->text : NULL, NULL };
+	struct identity who = { 0 };
 	struct envp env = { 0 };
+	struct launch x = { .who = &who, .argv = argv, .log_fd = -1 };
+	char why[256] = "";
 	int port = free_port();
 	pid_t pid;
 	int rc;
 
-	spec_text(want->spec, "command", command, sizeof(command));
-	if (!command[0]) {
+	if (!argv[2] || !argv[2][0]) {
 		snprintf(err, errlen,
 			 "command: the local provider runs `command`; none is "
 			 "set");
@@ -396,60 +596,26 @@ int replica_start(struct local *l, const struct desired *want, unsigned idx,
 		snprintf(err, errlen, "no free port for replica %u", idx);
 		return -EADDRINUSE;
 	}
-	replica_log_path(l, want->env, want->name, idx, log, sizeof(log));
-	mkdir_parents(log);
-	if (build_env(l, want, idx, port, visible_devices, &env, err, errlen)) {
-		envp_free(&env);
-		return -EIO;
+	rc = prepare(l, want, idx, port, visible_devices, &who, &env, err,
+		     errlen);
+	if (rc == 0) {
+		x.envp = env.v;
+		x.log_fd = replica_log_open(l, want, idx, err, errlen);
+		rc = x.log_fd < 0 ? x.log_fd
+				  : launch(&x, &pid, why, sizeof(why));
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, log,
-					 O_WRONLY | O_CREAT | O_APPEND, 0600);
-	posix_spawn_file_actions_adddup2(&fa, 1, 2);
-	posix_spawnattr_init(&attr);
-	/* Its own session: it outlives us, and a signal to -pid reaches
-	 * everything it started. */
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID |
-						POSIX_SPAWN_SETSIGMASK |
-						POSIX_SPAWN_SETSIGDEF);
-	{
-		sigset_t none, all;
-
-		sigemptyset(&none);
-		sigfillset(&all);
-		posix_spawnattr_setsigmask(&attr, &none);
-		posix_spawnattr_setsigdefault(&attr, &all);
-	}
-	rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, env.v);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
+	if (x.log_fd >= 0)
+		close(x.log_fd);
 	envp_free(&env);
-	if (rc) {
-		snprintf(err, errlen, "starting replica %u: %s", idx,
-			 strerror(rc));
-		return -rc;
-	}
-	{
-		struct slot *s = slot_of(l, want->env, want->name, idx);
-		struct replica r = {
-			.idx = idx,
-			.pid = pid,
-			.port = port,
-			.rev = want->rev,
-			.template = replica_template(l, want, visible_devices),
-		};
-
-		s->pid = pid;
-		s->rev = want->rev;
-		s->starts++;
-		s->term_sent = 0;
-		snprintf(r.env, sizeof(r.env), "%s", want->env);
-		snprintf(r.name, sizeof(r.name), "%s", want->name);
-		add_running(l, &r);
-	}
-	log_info("%s/%s: replica %u started, pid %d, port %d", want->env,
-		 want->name, idx, (int)pid, port);
+	identity_free(&who);
+	if (why[0])
+		snprintf(err, errlen, "starting replica %u: %s", idx, why);
+	if (rc < 0)
+		return rc;
+	note_started(l, want, idx, pid, port, visible_devices);
+	log_info("%s/%s: replica %u started, pid %d, port %d, uid %u",
+		 want->env, want->name, idx, (int)pid, port,
+		 (unsigned)want->owner_uid);
 	return 0;
 }
 

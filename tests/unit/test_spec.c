@@ -689,6 +689,14 @@ static void test_maps(void)
 	PARSE_ERR(&kind_endpoint, "env.A-B = a\n", 1, "env.A-B",
 		  "line 1: env.A-B: expected env.NAME with NAME a shell "
 		  "variable name, got \"A-B\"");
+	PARSE_ERR(&kind_endpoint, "env.PORT = 80\n", 1, "env.PORT",
+		  "line 1: env.PORT: env.* cannot set PORT, "
+		  "CUDA_VISIBLE_DEVICES or INFRAFS_*, which infrafs sets "
+		  "itself");
+	PARSE_ERR(&kind_endpoint, "env.INFRAFS_REV = 1\n", 1, "env.INFRAFS_REV",
+		  "line 1: env.INFRAFS_REV: env.* cannot set PORT, "
+		  "CUDA_VISIBLE_DEVICES or INFRAFS_*, which infrafs sets "
+		  "itself");
 	PARSE_ERR(&kind_config, "aws.Profile = x\n", 1, "aws.Profile",
 		  "line 1: aws.Profile: expected aws.KEY with KEY of lowercase "
 		  "letters, digits, '_', '.' and '-', got \"Profile\"");
