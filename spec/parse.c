@@ -244,6 +244,10 @@ static int map_key_check(const struct assign *a, struct spec_error *err)
 	const struct map_rule *r = map_rule_of(a->f);
 	char q[QUOTE_SIZE];
 
+	if (a->f->max_key_len && a->mkey.n > a->f->max_key_len)
+		return fail(err, a->line, a->key,
+			    "%s longer than %zu bytes (the limit), got %zu",
+			    r->placeholder, a->f->max_key_len, a->mkey.n);
 	if (r->ok(a->mkey))
 		return 0;
 	return fail(err, a->line, a->key, "expected %s.%s with %s, got %s",
@@ -583,6 +587,10 @@ static int value_parse(const struct assign *a, struct spec_value *v,
 {
 	int rc;
 
+	if (a->f->max_len && a->val.n > a->f->max_len)
+		return fail(err, a->line, a->key,
+			    "longer than %zu bytes (the limit), got %zu",
+			    a->f->max_len, a->val.n);
 	if (memchr(a->val.p, '\n', a->val.n) ||
 	    memchr(a->val.p, '\r', a->val.n))
 		return fail(err, a->line, a->key,
