@@ -46,8 +46,14 @@ void caller_of(fuse_req_t req, struct caller *who)
 	snprintf(path, sizeof(path), "/proc/%d/comm", (int)who->pid);
 	f = fopen(path, "re");
 	if (f) {
-		if (fgets(who->comm, sizeof(who->comm), f))
-			who->comm[strcspn(who->comm, "\n")] = '\0';
+		/* All of it: prctl(PR_SET_NAME) lets a process put a newline
+		 * in its name, and a name cut there would hide the rest. The
+		 * kernel ends the file with one newline of its own. */
+		size_t n = fread(who->comm, 1, sizeof(who->comm) - 1, f);
+
+		if (n && who->comm[n - 1] == '\n')
+			n--;
+		who->comm[n] = '\0';
 		fclose(f);
 	}
 }

@@ -1,8 +1,10 @@
-"""Limits instead of aborts and silent cuts.
+"""Limits instead of aborts and silent cuts, and output nobody can forge.
 
 Scratch files are capped in size (EFBIG) and in number per environment
 (ENOSPC) without getting in editors' way; every text field has a maximum
-length, refused at write(2) with the limit named.
+length, refused at write(2) with the limit named; and control characters
+that users (or a process's comm) put into keys, values and messages are
+escaped in status, events, audit and plan.
 """
 import errno
 import json
@@ -193,3 +195,82 @@ def test_kinds_shows_the_maximum_lengths(mnt):
     assert "map: env.KEY = value; KEY at most 256 bytes" in doc
     assert "KEY at most 128 bytes, value at most 256" in read(
         mnt / "kinds/pool")
+
+
+# ---- nothing forged --------------------------------------------------------
+
+
+def test_json_key_with_a_newline_is_refused_and_forges_nothing(env):
+    text = json.dumps({"labels.a\nstate: ready": "x"}).encode()
+    expect_errno(errno.EINVAL, write_and_close, env / SPEC, text)
+    status = lines_of(env / f"{RES}/status")
+    assert [line for line in status if line.startswith("state:")] == [
+        "state: " + status_of(env / f"{RES}/status")["state"]]
+    error = status_of(env / f"{RES}/status")["last_error"]
+    assert error.startswith("labels.a\\nstate: ready: expected labels.KEY")
+    assert_stamped(env / f"{RES}/events")
+    assert_stamped(env / "dev/audit")
+    assert "refused: labels.a\\nstate: ready:" in lines_of(
+        env / "dev/audit")[-1]
+
+
+def test_control_characters_of_a_refused_value_are_escaped(env):
+    expect_errno(errno.EINVAL, write_and_close, env / SPEC,
+                 b"nodes = 1\x1b[2J\x7f\xc2\x85\n")
+    error = status_of(env / f"{RES}/status")["last_error"]
+    assert error == ("write refused: line 1: nodes: expected an integer "
+                     ">= 0, got \"1\\x1b[2J\\x7f\\xc2\\x85\"")
+    for path in (f"{RES}/status", f"{RES}/events", "dev/events"):
+        assert not re.search("[\x1b\x7f\x85]", read(env / path))
+    assert_stamped(env / f"{RES}/events")
+
+
+def test_ctl_line_with_control_characters_is_escaped(env):
+    expect_errno(errno.EINVAL, write_and_close, env / "dev/ctl",
+                 b"bogus\x1b]0;title\x07\n")
+    error = status_of(env / "dev/status")["last_error"]
+    assert error.startswith("write refused: ctl bogus\\x1b]0;title\\x07: ")
+    assert "\x1b" not in read(env / "dev/events")
+    assert_stamped(env / "dev/events")
+
+
+def test_plan_escapes_control_characters_of_values(mnt):
+    mnt.sh("mkdir dev && echo 'approval = manual' >> dev/config && "
+           "mkdir dev/pools/cpu && echo 'nodes = 0' > dev/pools/cpu/spec")
+    wait_for(lambda: "+ create pools/cpu" in read(mnt / "dev/plan"), 10,
+             "a plan")
+    mnt.sh("echo approve > dev/ctl")
+    wait_for(lambda: read(mnt / "dev/plan") == "", 10, "the plan applied")
+    # Values may hold ESC (only \n and \r are refused): a label from JSON.
+    (mnt / "dev/pools/cpu/spec").write_text(json.dumps(
+        {"nodes": 0, "labels": {"team": "a\x1b[2J\u009bb"}}))
+    wait_for(lambda: "~ update" in read(mnt / "dev/plan"), 10, "a plan")
+    plan = read(mnt / "dev/plan")
+    assert "labels: (unset) -> team = a\\x1b[2J\\xc2\\x9bb" in plan
+    assert "\x1b" not in plan and "\u009b" not in plan
+    # plan.json is JSON: jansson writes the value with its own escapes.
+    steps = json.loads(read(mnt / "dev/plan.json"))["steps"]
+    assert steps[0]["changes"][0]["to"] == "team = a\x1b[2J\u009bb"
+
+
+def write_with_comm(path, comm, data):
+    """Writes path from a child whose comm (what /proc/PID/comm says, and
+    so the audit line) is comm, as prctl(PR_SET_NAME) lets anyone set."""
+    script = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"assert libc.prctl(15, {comm!r}, 0, 0, 0) == 0\n"
+        f"open({str(path)!r}, 'w').write({data!r})\n")
+    subprocess.run(["python3", "-c", script], check=True)
+
+
+def test_comm_with_a_newline_is_escaped_in_audit(env):
+    write_with_comm(env / SPEC, b"a\nb c", "nodes = 2\n")
+    audit = lines_of(env / "dev/audit")
+    assert_stamped(env / "dev/audit")
+    assert " comm=a\\nb\\x20c path=dev/pools/train/spec update " in audit[-1]
+    events = lines_of(env / "dev/events")
+    assert_stamped(env / "dev/events")
+    assert events[-1].endswith(f"(uid {os.getuid()}, a\\nb\\x20c)")
+    rev = sorted(int(r) for r in os.listdir(env / "dev/history"))[-1]
+    assert "command: a\\nb\\x20c\n" in read(env / f"dev/history/{rev}/info")

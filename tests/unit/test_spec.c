@@ -585,6 +585,38 @@ static void test_length_limits(void)
 	free(past);
 }
 
+/* Messages become lines of status and events: what they quote of the
+ * user's text is escaped, keys included. */
+static void test_messages_escape_what_they_quote(void)
+{
+	PARSE_ERR(&kind_pool, "nodes = 1\x1b[2J\n", 1, "nodes",
+		  "line 1: nodes: expected an integer >= 0, got "
+		  "\"1\\x1b[2J\"");
+	PARSE_ERR(&kind_pool, "{\"labels.a\\nstate: ready\": \"x\"}", 0,
+		  "labels.a\nstate: ready",
+		  "labels.a\\nstate: ready: expected labels.KEY with KEY of "
+		  "letters, digits, '.', '_', '/' and '-', got "
+		  "\"a\\nstate: ready\"");
+	PARSE_ERR(&kind_pool, "{\"labels\": {\"a\\r\\u009b\": \"x\"}}", 0,
+		  "labels.a\r\xc2\x9b",
+		  "labels.a\\r\\xc2\\x9b: expected labels.KEY with KEY of "
+		  "letters, digits, '.', '_', '/' and '-', got "
+		  "\"a\\r\\xc2\\x9b\"");
+	{
+		static const char text[] = "{\"nodes\\u001b\": 1}";
+		struct spec_error e = { 0 };
+		struct spec *s = NULL;
+
+		CHECK_INT(spec_parse(&kind_pool, text, strlen(text), &s, &e),
+			  -EINVAL);
+		CHECK_HAS(e.msg, "nodes\\x1b: unknown key; pool keys are ");
+	}
+	PARSE_ERR(&kind_config, "{\"aws\": {\"pro\\tfile\": \"x\"}}", 0,
+		  "aws.pro\tfile",
+		  "aws.pro\\tfile: expected aws.KEY with KEY of lowercase "
+		  "letters, digits, '_', '.' and '-', got \"pro\\tfile\"");
+}
+
 static void test_integers(void)
 {
 	static const struct {
@@ -1511,6 +1543,7 @@ int main(void)
 	test_error_messages();
 	test_long_values_are_shortened();
 	test_length_limits();
+	test_messages_escape_what_they_quote();
 	test_integers();
 	test_numbers();
 	test_lists();
