@@ -497,10 +497,13 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 		pthread_mutex_lock(&fs->scratch.lock);
 		if (h->flags & O_APPEND)
 			off = (off_t)h->scratch->data.len;
-		buf_write_at(&h->scratch->data, (size_t)off, data, len);
-		clock_gettime(CLOCK_REALTIME, &h->scratch->mtime);
+		rc = scratch_check_size((uint64_t)off + len);
+		if (!rc) {
+			buf_write_at(&h->scratch->data, (size_t)off, data, len);
+			clock_gettime(CLOCK_REALTIME, &h->scratch->mtime);
+		}
 		pthread_mutex_unlock(&fs->scratch.lock);
-		return (int)len;
+		return rc ? rc : (int)len;
 	case H_EDIT:
 		break;
 	default:
@@ -515,7 +518,8 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 int file_truncate(struct fs *fs, struct handle *h, off_t size)
 {
 	(void)fs;
-	if (size < 0 || size > SPEC_MAX_BYTES)
+	if (size < 0 ||
+	    size > (h->kind == H_SCRATCH ? SCRATCH_MAX_BYTES : SPEC_MAX_BYTES))
 		return -EFBIG;
 	switch (h->kind) {
 	case H_EDIT:

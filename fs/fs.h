@@ -118,9 +118,21 @@ bool render_is_live(const struct node_key *k);
 
 /* ---- scratch.c: editors' temporary files -------------------------------- */
 
+/*
+ * Scratch files live in the daemon's memory, so anyone who may write an
+ * environment could exhaust it: each file holds at most SCRATCH_MAX_BYTES
+ * (EFBIG past it), and an environment at most SCRATCH_MAX_FILES (ENOSPC).
+ * Editors need a spec's size and a few files each: vim's swap file is a
+ * spec plus its block overhead (up to about twice the text for short
+ * lines), and vim, sed -i and backups keep one to three files per editor.
+ */
+#define SCRATCH_MAX_BYTES (4 * SPEC_MAX_BYTES)
+#define SCRATCH_MAX_FILES 128
+
 struct scratch {
 	uint64_t id;
 	struct node_key parent;
+	uint64_t env_id; /* whose SCRATCH_MAX_FILES it counts against */
 	char name[256];
 	struct buf data;
 	uid_t uid;
@@ -141,9 +153,17 @@ bool scratch_allowed_in(const struct node_key *dir);
 struct scratch *scratch_find(struct scratch_table *t,
 			     const struct node_key *dir, const char *name);
 struct scratch *scratch_by_id(struct scratch_table *t, uint64_t id);
+/* A new scratch file, or NULL when its environment holds
+ * SCRATCH_MAX_FILES already (ENOSPC). */
 struct scratch *scratch_create(struct scratch_table *t,
-			       const struct node_key *dir, const char *name,
-			       uid_t uid, gid_t gid, mode_t mode);
+			       const struct node_key *dir, uint64_t env_id,
+			       const char *name, uid_t uid, gid_t gid,
+			       mode_t mode);
+/* 0 when a scratch file may be size bytes long, else -EFBIG. */
+int scratch_check_size(uint64_t size);
+/* Renames s into dir of env_id; -ENOSPC when that environment is full. */
+int scratch_move(struct scratch_table *t, struct scratch *s,
+		 const struct node_key *dir, uint64_t env_id, const char *name);
 void scratch_unlink(struct scratch_table *t, struct scratch *s);
 void scratch_release(struct scratch_table *t, struct scratch *s);
 /* The scratch file became the spec `to`: hide it, keep it as an alias. */

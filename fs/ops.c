@@ -46,8 +46,14 @@ void caller_of(fuse_req_t req, struct caller *who)
 	snprintf(path, sizeof(path), "/proc/%d/comm", (int)who->pid);
 	f = fopen(path, "re");
 	if (f) {
-		if (fgets(who->comm, sizeof(who->comm), f))
-			who->comm[strcspn(who->comm, "\n")] = '\0';
+		/* All of it: prctl(PR_SET_NAME) lets a process put a newline
+		 * in its name, and a name cut there would hide the rest. The
+		 * kernel ends the file with one newline of its own. */
+		size_t n = fread(who->comm, 1, sizeof(who->comm) - 1, f);
+
+		if (n && who->comm[n - 1] == '\n')
+			n--;
+		who->comm[n] = '\0';
 		fclose(f);
 	}
 }
@@ -277,6 +283,10 @@ static int setattr_scratch(struct fs *fs, const struct node_key *k,
 	s = map_get_u64(&fs->scratch.by_id, &k->id);
 	if (!s) {
 		rc = -ENOENT;
+	} else if (to_set & FUSE_SET_ATTR_SIZE &&
+		   scratch_check_size((uint64_t)attr->st_size)) {
+		/* `truncate -s 1P`: refused before anything is allocated. */
+		rc = -EFBIG;
 	} else {
 		if (to_set & FUSE_SET_ATTR_SIZE)
 			buf_truncate(&s->data, (size_t)attr->st_size);
@@ -679,11 +689,25 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, 0);
 }
 
+/* The environment a folder belongs to, for the scratch files in it. */
+static uint64_t env_id_of(struct fs *fs, const struct node_key *dir)
+{
+	const struct env *e;
+	uint64_t id;
+
+	model_rdlock(fs->model);
+	e = tree_env(fs, dir);
+	id = e ? e->id : 0;
+	model_unlock(fs->model);
+	return id;
+}
+
 static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 		     const char *name, mode_t mode, struct node_key *child)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct node_key probe;
+	struct scratch *s;
 
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
@@ -698,11 +722,11 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	}
 	if (!scratch_allowed_in(p))
 		return tree_is_dir(p) ? -EPERM : -ENOTDIR;
-	*child = node_key_make(
-		NT_SCRATCH, 0,
-		scratch_create(&fs->scratch, p, name, ctx->uid, ctx->gid, mode)
-			->id,
-		0);
+	s = scratch_create(&fs->scratch, p, env_id_of(fs, p), name, ctx->uid,
+			   ctx->gid, mode);
+	if (!s)
+		return -ENOSPC;
+	*child = node_key_make(NT_SCRATCH, 0, s->id, 0);
 	return 0;
 }
 
@@ -846,8 +870,12 @@ static int rename_editable_away(struct fs *fs, fuse_req_t req,
 	if (!b)
 		return err;
 	if (!s)
-		s = scratch_create(&fs->scratch, newp, newname, ctx->uid,
-				   ctx->gid, 0644);
+		s = scratch_create(&fs->scratch, newp, env_id_of(fs, newp),
+				   newname, ctx->uid, ctx->gid, 0644);
+	if (!s) {
+		blob_unref(b);
+		return -ENOSPC;
+	}
 	pthread_mutex_lock(&fs->scratch.lock);
 	buf_truncate(&s->data, 0);
 	buf_add(&s->data, b->data, b->len);
@@ -872,11 +900,8 @@ static int rename_scratch(struct fs *fs, const struct node_key *from,
 		if (old && old != s)
 			scratch_unlink(&fs->scratch, old);
 	}
-	pthread_mutex_lock(&fs->scratch.lock);
-	s->parent = *newp;
-	snprintf(s->name, sizeof(s->name), "%s", newname);
-	pthread_mutex_unlock(&fs->scratch.lock);
-	return 0;
+	return scratch_move(&fs->scratch, s, newp, env_id_of(fs, newp),
+			    newname);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,

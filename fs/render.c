@@ -117,6 +117,31 @@ static void render_metrics(struct fs *fs, struct buf *out)
 		   time_now() - fs->started);
 }
 
+/* ---- escaping ------------------------------------------------------- */
+
+/*
+ * One `key: value` line of a status file. The value may quote what a user
+ * wrote (last_error) or what a provider said: escaped, it stays one line.
+ */
+static void status_line(struct buf *out, const char *key, const char *value)
+{
+	buf_printf(out, "%s: ", key);
+	text_escape(out, value, strlen(value), 0);
+	buf_addc(out, '\n');
+}
+
+/*
+ * Lines read back from the store or the reconciler (events, audit, plan),
+ * shown with all but their line ends escaped: they are escaped when
+ * written, and this covers lines stored before that.
+ */
+static int shown_lines(int rc, const struct buf *raw, struct buf *out)
+{
+	if (!rc)
+		text_escape(out, buf_str(raw), raw->len, TEXT_KEEP_NEWLINE);
+	return rc;
+}
+
 /* ---- environments ------------------------------------------------------ */
 
 /* What the reconciler last saw of a resource, or a draft's nothing. */
@@ -207,10 +232,10 @@ static void render_env_status(struct fs *fs, const struct env *e,
 	}
 	buf_printf(out, "secrets: %zu\n", e->secrets.count);
 	if (store_key_problem(fs->store))
-		buf_printf(out, "secrets_unavailable: %s\n",
-			   store_key_problem(fs->store));
-	buf_printf(out, "lock: %s\n", store_lock_holder(fs->store));
-	buf_printf(out, "last_error: %s\n", e->last_error ? e->last_error : "");
+		status_line(out, "secrets_unavailable",
+			    store_key_problem(fs->store));
+	status_line(out, "lock", store_lock_holder(fs->store));
+	status_line(out, "last_error", e->last_error ? e->last_error : "");
 	if (have_env)
 		observed_env_free(&oe);
 }
@@ -233,7 +258,8 @@ static void render_plan(struct fs *fs, const struct env *e, bool json,
 		buf_adds(out, oe.plan_json ? oe.plan_json : "{}");
 		buf_addc(out, '\n');
 	} else if (oe.plan_text) {
-		buf_adds(out, oe.plan_text);
+		text_escape(out, oe.plan_text, strlen(oe.plan_text),
+			    TEXT_KEEP_NEWLINE);
 	}
 	observed_env_free(&oe);
 }
@@ -268,13 +294,12 @@ static void render_res_status(struct fs *fs, const struct resource *r,
 	buf_printf(out, "environment: %s\n", r->env->name);
 	buf_printf(out, "state: %s\n", v.state);
 	if (v.reason)
-		buf_printf(out, "reason: %s\n", v.reason);
+		status_line(out, "reason", v.reason);
 	buf_printf(out, "synced: %s\n", v.synced ? "yes" : "no");
 	buf_printf(out, "revision: %" PRIu64 "\n", r->spec.rev);
 	buf_printf(out, "applied_revision: %" PRIu64 "\n",
 		   v.have ? v.o.applied_rev : 0);
-	buf_printf(out, "drift: %s\n",
-		   v.have && v.o.drift ? v.o.drift : "none");
+	status_line(out, "drift", v.have && v.o.drift ? v.o.drift : "none");
 	if (r->spec.parsed) {
 		char rule[128];
 
@@ -284,14 +309,16 @@ static void render_res_status(struct fs *fs, const struct resource *r,
 			buf_printf(out, "policy: violates %s\n", rule + 7);
 	}
 	/* A refused commit is the newer news; else what the provider says. */
-	buf_printf(out, "last_error: %s\n",
-		   r->last_error ? r->last_error
-				 : (v.have && v.o.error ? v.o.error : ""));
+	status_line(out, "last_error",
+		    r->last_error ? r->last_error
+				  : (v.have && v.o.error ? v.o.error : ""));
 	buf_printf(out, "observed_at: %s\n", when);
 	if (v.have) {
 		buf_printf(out, "hourly_cost_usd: %.2f\n", v.o.hourly_cost_usd);
+		/* The provider's own lines, one per detail. */
 		if (v.o.details)
-			buf_adds(out, v.o.details);
+			text_escape(out, v.o.details, strlen(v.o.details),
+				    TEXT_KEEP_NEWLINE);
 	}
 	view_free(&v);
 }
@@ -428,8 +455,13 @@ static int render_res(struct fs *fs, const struct node_key *k,
 		view_free(&v);
 		return 0;
 	}
-	case NT_RES_EVENTS:
-		return store_events_text(fs->store, r->env, r, out);
+	case NT_RES_EVENTS: {
+		BUF_AUTO raw = BUF_INIT;
+
+		return shown_lines(
+			store_events_text(fs->store, r->env, r, &raw), &raw,
+			out);
+	}
 	default:
 		return -EISDIR;
 	}
@@ -474,10 +506,18 @@ static int render_env(struct fs *fs, const struct node_key *k,
 	case NT_ENV_STATUS:
 		render_env_status(fs, e, out);
 		return 0;
-	case NT_ENV_EVENTS:
-		return store_events_text(fs->store, e, NULL, out);
-	case NT_ENV_AUDIT:
-		return store_audit(fs->store, e->id, out);
+	case NT_ENV_EVENTS: {
+		BUF_AUTO raw = BUF_INIT;
+
+		return shown_lines(store_events_text(fs->store, e, NULL, &raw),
+				   &raw, out);
+	}
+	case NT_ENV_AUDIT: {
+		BUF_AUTO raw = BUF_INIT;
+
+		return shown_lines(store_audit(fs->store, e->id, &raw), &raw,
+				   out);
+	}
 	case NT_ENV_CTL:
 	case NT_SECRET:
 		return 0;

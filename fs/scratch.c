@@ -8,6 +8,7 @@
  */
 #include "fs.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -82,13 +83,35 @@ struct scratch *scratch_by_id(struct scratch_table *t, uint64_t id)
 	return s;
 }
 
+int scratch_check_size(uint64_t size)
+{
+	return size > SCRATCH_MAX_BYTES ? -EFBIG : 0;
+}
+
+/* Caller holds t->lock. Files renamed over a spec hold no bytes. */
+static bool env_full_locked(struct scratch_table *t, uint64_t env_id)
+{
+	size_t n = 0;
+	void *v;
+
+	for (size_t pos = 0; map_next(&t->by_id, &pos, &v);) {
+		struct scratch *s = v;
+
+		if (s->env_id == env_id && s->alias.type == NT_NONE)
+			n++;
+	}
+	return n >= SCRATCH_MAX_FILES;
+}
+
 struct scratch *scratch_create(struct scratch_table *t,
-			       const struct node_key *dir, const char *name,
-			       uid_t uid, gid_t gid, mode_t mode)
+			       const struct node_key *dir, uint64_t env_id,
+			       const char *name, uid_t uid, gid_t gid,
+			       mode_t mode)
 {
 	struct scratch *s = xcalloc(1, sizeof(*s));
 
 	s->parent = *dir;
+	s->env_id = env_id;
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	s->uid = uid;
 	s->gid = gid;
@@ -96,10 +119,32 @@ struct scratch *scratch_create(struct scratch_table *t,
 	clock_gettime(CLOCK_REALTIME, &s->mtime);
 	s->atime = s->ctime = s->mtime;
 	pthread_mutex_lock(&t->lock);
+	if (env_full_locked(t, env_id)) {
+		pthread_mutex_unlock(&t->lock);
+		free(s);
+		return NULL;
+	}
 	s->id = t->next_id++;
 	map_put(&t->by_id, &s->id, sizeof(s->id), s);
 	pthread_mutex_unlock(&t->lock);
 	return s;
+}
+
+int scratch_move(struct scratch_table *t, struct scratch *s,
+		 const struct node_key *dir, uint64_t env_id, const char *name)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&t->lock);
+	if (env_id != s->env_id && env_full_locked(t, env_id)) {
+		rc = -ENOSPC;
+	} else {
+		s->parent = *dir;
+		s->env_id = env_id;
+		snprintf(s->name, sizeof(s->name), "%s", name);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
 }
 
 /* An unlinked file stays readable through the descriptors open on it. */

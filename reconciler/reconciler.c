@@ -664,6 +664,7 @@ static void set_step(struct reconciler *r, struct env_state *es, struct rec *rc,
 		     enum action a)
 {
 	BUF_AUTO fields = BUF_INIT;
+	BUF_AUTO shown = BUF_INIT;
 	BUF_AUTO line = BUF_INIT;
 	json_t *changes;
 	struct step *st;
@@ -677,9 +678,11 @@ static void set_step(struct reconciler *r, struct env_state *es, struct rec *rc,
 		field_changes(applied_spec(r, rc), rc->spec, &fields, changes);
 	if (a == ACT_HEAL)
 		buf_printf(&fields, "drift: %s", rc->obs.drift);
+	/* Values and drift are anyone's text; a step is one line of plan. */
+	text_escape(&shown, fields.data, fields.len, 0);
 	buf_printf(&line, "%c %s %s/%s%s%s\n", action_marks[a], action_words[a],
 		   kind_at(rc->kind)->dir, rc->name, fields.len ? ": " : "",
-		   buf_str(&fields));
+		   buf_str(&shown));
 	st = map_get(&es->steps, rc->key, strlen(rc->key));
 	if (st && !strcmp(st->line, buf_str(&line))) {
 		json_decref(changes);

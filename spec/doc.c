@@ -104,6 +104,16 @@ static void type_text(const struct field_def *f, struct buf *out)
 	}
 }
 
+/* The length limits of text fields, after their type. */
+static void limit_text(const struct field_def *f, struct buf *out)
+{
+	if (f->max_key_len)
+		buf_printf(out, "; KEY at most %zu bytes", f->max_key_len);
+	if (f->max_len)
+		buf_printf(out, "%s at most %zu bytes",
+			   f->type == FT_MAP ? ", value" : ",", f->max_len);
+}
+
 static void default_text(const struct field_def *f, struct buf *out)
 {
 	if (f->def)
@@ -121,6 +131,7 @@ static void field_doc(const struct field_def *f, struct buf *out)
 	indent(out, NAME_INDENT);
 	buf_printf(out, "%s\n", f->name);
 	type_text(f, &line);
+	limit_text(f, &line);
 	wrap(out, buf_str(&line), TEXT_INDENT, PAGE_WIDTH);
 	buf_truncate(&line, 0);
 	default_text(f, &line);

@@ -21,9 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* How much of a bad value or key an error message quotes, in bytes. */
+/* How much of a bad value or key an error message quotes, in bytes; each
+ * byte may take four once escaped. */
 #define QUOTE_MAX 64
-#define QUOTE_SIZE (QUOTE_MAX + 8)
+#define QUOTE_SIZE (4 * QUOTE_MAX + 8)
 
 static const struct span no_key;
 
@@ -65,13 +66,26 @@ static size_t utf8_cut(const char *s, size_t n, size_t max)
 	return n;
 }
 
-/* Quotes what the user wrote for a message, shortened when long. */
-static const char *quote(char out[QUOTE_SIZE], struct span s)
+/*
+ * What the user wrote, for a message: shortened when long, and escaped,
+ * because messages become lines of status and events.
+ */
+static void shown(struct buf *out, struct span s)
 {
 	size_t n = utf8_cut(s.p, s.n, QUOTE_MAX);
 
-	snprintf(out, QUOTE_SIZE, "\"%.*s%s\"", (int)n, s.p,
-		 n < s.n ? "..." : "");
+	text_escape(out, s.p, n, 0);
+	if (n < s.n)
+		buf_adds(out, "...");
+}
+
+/* Quotes what the user wrote for a message, as shown() shows it. */
+static const char *quote(char out[QUOTE_SIZE], struct span s)
+{
+	BUF_AUTO text = BUF_INIT;
+
+	shown(&text, s);
+	snprintf(out, QUOTE_SIZE, "\"%s\"", buf_str(&text));
 	return out;
 }
 
@@ -86,7 +100,7 @@ static int fail(struct spec_error *err, unsigned line, struct span key,
 		const char *fmt, ...)
 {
 	size_t kn = utf8_cut(key.p, key.n, sizeof(err->key) - 1);
-	size_t shown = utf8_cut(key.p, key.n, QUOTE_MAX);
+	BUF_AUTO key_text = BUF_INIT;
 	size_t off = 0;
 	va_list ap;
 
@@ -99,10 +113,10 @@ static int fail(struct spec_error *err, unsigned line, struct span key,
 	if (line)
 		off += (size_t)snprintf(err->msg, sizeof(err->msg),
 					"line %u: ", line);
+	shown(&key_text, key);
 	if (key.n)
 		off += (size_t)snprintf(err->msg + off, sizeof(err->msg) - off,
-					"%.*s%s: ", (int)shown, key.p,
-					shown < key.n ? "..." : "");
+					"%s: ", buf_str(&key_text));
 	va_start(ap, fmt);
 	vsnprintf(err->msg + off, sizeof(err->msg) - off, fmt, ap);
 	va_end(ap);
@@ -262,6 +276,10 @@ static int map_key_check(const struct assign *a, struct spec_error *err)
 	const struct map_rule *r = map_rule_of(a->f);
 	char q[QUOTE_SIZE];
 
+	if (a->f->max_key_len && a->mkey.n > a->f->max_key_len)
+		return fail(err, a->line, a->key,
+			    "%s longer than %zu bytes (the limit), got %zu",
+			    r->placeholder, a->f->max_key_len, a->mkey.n);
 	if (!r->ok(a->mkey))
 		return fail(err, a->line, a->key,
 			    "expected %s.%s with %s, got %s", a->f->name,
@@ -605,6 +623,10 @@ static int value_parse(const struct assign *a, struct spec_value *v,
 {
 	int rc;
 
+	if (a->f->max_len && a->val.n > a->f->max_len)
+		return fail(err, a->line, a->key,
+			    "longer than %zu bytes (the limit), got %zu",
+			    a->f->max_len, a->val.n);
 	if (memchr(a->val.p, '\n', a->val.n) ||
 	    memchr(a->val.p, '\r', a->val.n))
 		return fail(err, a->line, a->key,

@@ -37,6 +37,29 @@ static const char *const secrets_users[] = { "owner", "group", NULL };
  */
 #define UNBOUNDED INT64_MAX
 
+/*
+ * How long text fields may be, in bytes. Generous for what each holds,
+ * small enough that every consumer can take the whole value.
+ *
+ * A command is one argument of `sh -c`: Linux takes at most 128 KiB in one
+ * argument (MAX_ARG_STRLEN), and a replica's environment shares the space.
+ */
+#define LEN_COMMAND (64 * 1024)
+/* One environment variable's value, another string of the same space. */
+#define LEN_ENV_VALUE (32 * 1024)
+/* URIs, image references, HTTP paths and provider URLs: S3 and GCS object
+ * keys are at most 1024 bytes, and URLs past 2 KiB are refused widely. */
+#define LEN_URL 2048
+/* Provider words: instance types, regions, profiles (tens of bytes). */
+#define LEN_WORD 128
+/* Comma-separated lists: a few dozen zones or label keys. */
+#define LEN_LIST 4096
+/* Labels become cloud tags: AWS takes 128-byte keys, 256-byte values. */
+#define LEN_LABEL_KEY 128
+#define LEN_LABEL_VALUE 256
+/* Variable and setting names. */
+#define LEN_MAP_KEY 256
+
 static const struct field_def pool_fields[] = {
 	{
 		.name = "accelerator",
@@ -94,6 +117,7 @@ static const struct field_def pool_fields[] = {
 		.def_doc = "provider default",
 		.help = "The provider's zones the nodes may be placed in, "
 			"comma-separated (us-east-1a, us-east-1b).",
+		.max_len = LEN_LIST,
 	},
 	{
 		.name = "instance_type",
@@ -102,6 +126,7 @@ static const struct field_def pool_fields[] = {
 		.help = "A provider-specific machine type that overrides the "
 			"one infrafs picks for the accelerator "
 			"(p4d.24xlarge, a2-highgpu-1g).",
+		.max_len = LEN_WORD,
 	},
 	{
 		.name = "labels",
@@ -109,6 +134,8 @@ static const struct field_def pool_fields[] = {
 		.help = "Free-form labels put on the pool's cloud resources, "
 			"one per line: labels.team = nlp. KEY is made of "
 			"letters, digits, '.', '_', '/' and '-'.",
+		.max_len = LEN_LABEL_VALUE,
+		.max_key_len = LEN_LABEL_KEY,
 	},
 };
 
@@ -120,12 +147,14 @@ static const struct field_def endpoint_fields[] = {
 		.help = "Where the model artifacts are: "
 			"s3://bucket/path, gs://bucket/path, file:///path or "
 			"hf://org/model.",
+		.max_len = LEN_URL,
 	},
 	{
 		.name = "image",
 		.type = FT_STRING,
 		.help = "The container image that serves the model "
 			"(cloud and Kubernetes providers).",
+		.max_len = LEN_URL,
 	},
 	{
 		.name = "command",
@@ -133,6 +162,7 @@ static const struct field_def endpoint_fields[] = {
 		.help = "The command line that serves the model (local "
 			"provider). $PORT is set to the port it must listen "
 			"on.",
+		.max_len = LEN_COMMAND,
 	},
 	{
 		.name = "pool",
@@ -161,6 +191,7 @@ static const struct field_def endpoint_fields[] = {
 		.def_doc = "derived from accelerator and accelerators",
 		.help = "A provider-specific machine type that overrides the "
 			"one infrafs picks (ml.g5.xlarge).",
+		.max_len = LEN_WORD,
 	},
 	{
 		.name = "replicas",
@@ -217,6 +248,7 @@ static const struct field_def endpoint_fields[] = {
 		.def = "/health",
 		.help = "The HTTP path that answers 200 when a replica is "
 			"ready; it starts with '/'.",
+		.max_len = LEN_URL,
 	},
 	{
 		.name = "env",
@@ -225,6 +257,8 @@ static const struct field_def endpoint_fields[] = {
 			"env.LOG_LEVEL = debug. NAME is a shell variable name. "
 			"A value secret:NAME is replaced by the secret NAME "
 			"of the environment's secrets/.",
+		.max_len = LEN_ENV_VALUE,
+		.max_key_len = LEN_MAP_KEY,
 	},
 };
 
@@ -241,6 +275,7 @@ static const struct field_def config_fields[] = {
 		.type = FT_STRING,
 		.def_doc = "provider default",
 		.help = "The provider's region (us-east-1, europe-west4).",
+		.max_len = LEN_WORD,
 	},
 	{
 		.name = "approval",
@@ -283,6 +318,8 @@ static const struct field_def config_fields[] = {
 		.type = FT_MAP,
 		.help = "Settings of the aws provider (aws.profile, "
 			"aws.endpoint_url, ...); providers/aws lists them.",
+		.max_len = LEN_URL,
+		.max_key_len = LEN_MAP_KEY,
 	},
 	{
 		.name = "kubernetes",
@@ -290,18 +327,24 @@ static const struct field_def config_fields[] = {
 		.help = "Settings of the kubernetes provider "
 			"(kubernetes.context, kubernetes.namespace, ...); "
 			"providers/kubernetes lists them.",
+		.max_len = LEN_URL,
+		.max_key_len = LEN_MAP_KEY,
 	},
 	{
 		.name = "gcp",
 		.type = FT_MAP,
 		.help = "Settings of the gcp provider (gcp.project, ...); "
 			"providers/gcp lists them.",
+		.max_len = LEN_URL,
+		.max_key_len = LEN_MAP_KEY,
 	},
 	{
 		.name = "local",
 		.type = FT_MAP,
 		.help = "Settings of the local provider; providers/local "
 			"lists them.",
+		.max_len = LEN_URL,
+		.max_key_len = LEN_MAP_KEY,
 	},
 };
 
@@ -331,6 +374,7 @@ static const struct field_def policy_fields[] = {
 		.def_doc = "all",
 		.help = "The accelerator models pools and endpoints may "
 			"use.",
+		.max_len = LEN_LIST,
 	},
 	{
 		.name = "allowed_capacity",
@@ -338,6 +382,7 @@ static const struct field_def policy_fields[] = {
 		.choices = capacity_names,
 		.def_doc = "all",
 		.help = "The capacity types pools may use.",
+		.max_len = LEN_LIST,
 	},
 	{
 		.name = "max_hourly_cost_usd",
@@ -360,6 +405,7 @@ static const struct field_def policy_fields[] = {
 		.type = FT_LIST,
 		.def_doc = "none",
 		.help = "Label keys every pool must set.",
+		.max_len = LEN_LIST,
 	},
 	{
 		.name = "secrets_use",

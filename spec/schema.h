@@ -40,6 +40,15 @@ struct field_def {
 	 * provider), or NULL. */
 	const char *def_doc;
 	const char *help;
+	/*
+	 * The longest value accepted, in bytes, for text, URI, list and map
+	 * fields (for a map, each value); for a map, max_key_len bounds each
+	 * KEY. 0 for types whose own rules bound them (integers, numbers,
+	 * enums, names). Longer text is refused when written, naming the
+	 * limit, so that nothing downstream has to cut what a user wrote.
+	 */
+	size_t max_len;
+	size_t max_key_len;
 };
 
 struct kind_def {

@@ -123,13 +123,17 @@ refuse(struct change_result *res, int err, const char *fmt, ...)
 	return err;
 }
 
+/* Every event passes here; what it quotes of a user is escaped, so that
+ * it stays one line of events. */
 static char *event_line(const char *text)
 {
 	char when[40];
 	struct buf b = BUF_INIT;
 
 	time_rfc3339(time_now(), when, sizeof(when));
-	buf_printf(&b, "%s %s\n", when, text);
+	buf_printf(&b, "%s ", when);
+	text_escape(&b, text, strlen(text), 0);
+	buf_addc(&b, '\n');
 	return buf_steal(&b);
 }
 
@@ -147,14 +151,14 @@ static void add_event(struct store *st, struct env *e, struct resource *r,
 	touch(st, e->id, r ? r->id : 0);
 }
 
-/* Command names come from /proc and may hold anything; audit lines are
- * space-separated, so keep them to one printable word. */
-static void sanitize_word(char *s)
+/* Command names come from /proc and may hold anything (prctl sets
+ * them); audit lines are space-separated, so keep them to one word. */
+static void comm_word(const struct change *ch, struct buf *out)
 {
-	for (; *s; s++) {
-		if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
-			*s = '_';
-	}
+	const char *comm = ch->who.comm[0] ? ch->who.comm : "?";
+
+	text_escape(out, comm, strnlen(comm, sizeof(ch->who.comm)),
+		    TEXT_ESCAPE_SPACE);
 }
 
 /*
@@ -165,8 +169,14 @@ static void sanitize_word(char *s)
  */
 static void audit_chain(struct env *e, struct buf *line)
 {
+	BUF_AUTO shown = BUF_INIT;
 	unsigned char md[32];
 
+	/* Escaped before it is hashed: the chain covers what readers see,
+	 * one line per change whatever a path or a message holds. */
+	text_escape(&shown, line->data, line->len, 0);
+	buf_truncate(line, 0);
+	buf_add(line, shown.data, shown.len);
 	buf_printf(line, " prev=%s",
 		   e->audit_head[0] ? e->audit_head
 				    : "00000000000000000000000000000000"
@@ -184,9 +194,10 @@ static uint64_t new_revision(struct store *st, struct env *e,
 			     const struct change *ch, const char *summary,
 			     const char *diff)
 {
-	char when[40], comm[sizeof(ch->who.comm)];
+	char when[40];
 	double now = time_now();
 	struct revision_row row;
+	BUF_AUTO comm = BUF_INIT;
 	BUF_AUTO line = BUF_INIT;
 	BUF_AUTO ev = BUF_INIT;
 	uint64_t id = e->id;
@@ -194,9 +205,7 @@ static uint64_t new_revision(struct store *st, struct env *e,
 	e->rev++;
 	e->rev_time = now;
 	e->mtime = now;
-	snprintf(comm, sizeof(comm), "%s",
-		 ch->who.comm[0] ? ch->who.comm : "?");
-	sanitize_word(comm);
+	comm_word(ch, &comm);
 	row = (struct revision_row){
 		.env_id = e->id,
 		.rev = e->rev,
@@ -204,7 +213,7 @@ static uint64_t new_revision(struct store *st, struct env *e,
 		.uid = ch->who.uid,
 		.gid = ch->who.gid,
 		.pid = ch->who.pid,
-		.comm = comm,
+		.comm = buf_str(&comm),
 		.path = ch->path ? ch->path : "",
 		.summary = summary,
 		.diff = diff ? diff : "",
@@ -214,13 +223,14 @@ static uint64_t new_revision(struct store *st, struct env *e,
 	buf_printf(&line,
 		   "%s rev=%" PRIu64 " uid=%u gid=%u pid=%d comm=%s path=%s %s",
 		   when, e->rev, (unsigned)ch->who.uid, (unsigned)ch->who.gid,
-		   (int)ch->who.pid, comm, ch->path ? ch->path : "-", summary);
+		   (int)ch->who.pid, buf_str(&comm), ch->path ? ch->path : "-",
+		   summary);
 	audit_chain(e, &line);
 	bw(st, st->ops->add_audit(st->be, e->id, buf_str(&line)));
 	e->audit_lines++;
 	bw(st, st->ops->put_env(st->be, e, &id));
 	buf_printf(&ev, "revision %" PRIu64 ": %s (uid %u, %s)", e->rev,
-		   summary, (unsigned)ch->who.uid, comm);
+		   summary, (unsigned)ch->who.uid, buf_str(&comm));
 	add_event(st, e, NULL, buf_str(&ev));
 	st->model.commits++;
 	return e->rev;
@@ -229,22 +239,18 @@ static uint64_t new_revision(struct store *st, struct env *e,
 static void audit_refusal(struct store *st, struct env *e,
 			  const struct change *ch, const char *why)
 {
-	char when[40], comm[sizeof(ch->who.comm)];
+	char when[40];
+	BUF_AUTO comm = BUF_INIT;
 	BUF_AUTO line = BUF_INIT;
 	uint64_t id = e->id;
 
-	snprintf(comm, sizeof(comm), "%s",
-		 ch->who.comm[0] ? ch->who.comm : "?");
-	sanitize_word(comm);
+	comm_word(ch, &comm);
 	time_rfc3339(time_now(), when, sizeof(when));
 	buf_printf(&line,
 		   "%s rev=- uid=%u gid=%u pid=%d comm=%s path=%s refused: %s",
 		   when, (unsigned)ch->who.uid, (unsigned)ch->who.gid,
-		   (int)ch->who.pid, comm, ch->path ? ch->path : "-", why);
-	for (char *p = line.data; *p; p++) {
-		if (*p == '\n')
-			*p = ' ';
-	}
+		   (int)ch->who.pid, buf_str(&comm), ch->path ? ch->path : "-",
+		   why);
 	audit_chain(e, &line);
 	bw(st, st->ops->add_audit(st->be, e->id, buf_str(&line)));
 	e->audit_lines++;

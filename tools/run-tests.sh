@@ -26,6 +26,12 @@ build build
 build build-asan -Db_sanitize=address,undefined -Db_lundef=false \
 	-Dbuildtype=debug
 
+# ---- release build: compiled, not tested ----
+# -O3 lets the compiler see further (-Wformat-truncation and friends): the
+# release build must compile warning-free as well.
+build build-release --buildtype=release
+# ---- end of release build ----
+
 # Sanitizer findings must fail the run, not scroll past.
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "text.h"
 
+#include "buf.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -24,46 +26,114 @@ bool name_is_valid(const char *name)
 	return true;
 }
 
+/*
+ * The length of the valid UTF-8 sequence at the start of p (len bytes
+ * left), or 0 when it is not one: a stray continuation byte, a sequence
+ * cut short, an overlong form, a surrogate or a code point past U+10FFFF.
+ */
+static size_t utf8_seq_len(const unsigned char *p, size_t len)
+{
+	unsigned char c = p[0];
+	size_t n;
+	unsigned long cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 1;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 2;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 3;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n >= len)
+		return 0;
+	for (size_t k = 1; k <= n; k++) {
+		if ((p[k] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[k] & 0x3f);
+	}
+	if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return n + 1;
+}
+
 long utf8_invalid_at(const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0;
 
 	while (i < len) {
-		unsigned char c = p[i];
-		size_t n;
-		unsigned long cp;
+		size_t n = utf8_seq_len(p + i, len - i);
 
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
+		if (!n)
 			return (long)i;
-		}
-		if (i + n >= len)
-			return (long)i;
-		for (size_t k = 1; k <= n; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				return (long)i;
-			cp = (cp << 6) | (p[i + k] & 0x3f);
-		}
-		/* Overlong forms, surrogates and code points past U+10FFFF. */
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-			return (long)i;
-		i += n + 1;
+		i += n;
 	}
 	return -1;
+}
+
+static void escape_byte(struct buf *out, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	char e[4] = { '\\', 'x', hex[c >> 4], hex[c & 15] };
+
+	buf_add(out, e, sizeof(e));
+}
+
+/* Whether the valid sequence of len bytes at p must be escaped. */
+static bool needs_escape(const unsigned char *p, size_t len, unsigned flags)
+{
+	if (len == 2)
+		return p[0] == 0xc2 && p[1] < 0xa0; /* C1 controls */
+	if (len != 1)
+		return false;
+	if (p[0] == '\n')
+		return !(flags & TEXT_KEEP_NEWLINE);
+	if (p[0] == ' ')
+		return flags & TEXT_ESCAPE_SPACE;
+	return p[0] < 0x20 || p[0] == 0x7f;
+}
+
+static void escape_one(struct buf *out, const unsigned char *p, size_t len)
+{
+	if (len == 1 && p[0] == '\n')
+		buf_adds(out, "\\n");
+	else if (len == 1 && p[0] == '\r')
+		buf_adds(out, "\\r");
+	else if (len == 1 && p[0] == '\t')
+		buf_adds(out, "\\t");
+	else
+		for (size_t k = 0; k < (len ? len : 1); k++)
+			escape_byte(out, p[k]);
+}
+
+void text_escape(struct buf *out, const char *s, size_t n, unsigned flags)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, run = 0;
+
+	/* Runs of plain text are copied whole: most text has nothing to
+	 * escape, and events and audit files are escaped as they are read. */
+	while (i < n) {
+		size_t len = utf8_seq_len(p + i, n - i);
+
+		if (len && !needs_escape(p + i, len, flags)) {
+			i += len;
+			continue;
+		}
+		buf_add(out, s + run, i - run);
+		escape_one(out, p + i, len);
+		i += len ? len : 1;
+		run = i;
+	}
+	buf_add(out, s + run, n - run);
 }
 
 double time_now(void)

@@ -594,11 +594,11 @@ static int local_check(const struct desired *want, char *msg, size_t len)
  */
 static double device_price(const struct desired *want, const char *acc)
 {
-	char key[64];
+	BUF_AUTO key = BUF_INIT;
 	const char *price;
 
-	snprintf(key, sizeof(key), "price.%s", acc);
-	price = spec_map_get(want->config, "local", key);
+	buf_printf(&key, "price.%s", acc);
+	price = spec_map_get(want->config, "local", buf_str(&key));
 	return price ? strtod(price, NULL) : 0;
 }
 

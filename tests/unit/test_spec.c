@@ -200,6 +200,11 @@ static void check_field_def(const struct kind_def *k, const struct field_def *f)
 		CHECK(f->choices && f->choices[0]);
 	if (f->type == FT_INT)
 		CHECK(f->min <= f->max);
+	/* Every free-form text has a length limit; a map, one per key too. */
+	if (f->type == FT_STRING || f->type == FT_URI || f->type == FT_LIST ||
+	    f->type == FT_MAP)
+		CHECK(f->max_len > 0 && f->max_len <= SPEC_MAX_BYTES);
+	CHECK(!!f->max_key_len == (f->type == FT_MAP));
 	/* At most one way of describing the default. */
 	CHECK(!!f->def + !!f->def_from + !!f->def_doc <= 1);
 	if (f->def) {
@@ -523,6 +528,93 @@ static void test_long_values_are_shortened(void)
 	CHECK(strncmp(e.key, "üüü", 6) == 0);
 	CHECK(strstr(e.msg, "...: unknown key; pool keys are") != NULL);
 	buf_free(&text);
+}
+
+/* n bytes of c, as a string the caller frees. */
+static char *repeat(char c, size_t n)
+{
+	char *p = malloc(n + 1);
+
+	memset(p, c, n);
+	p[n] = '\0';
+	return p;
+}
+
+static void test_length_limits(void)
+{
+	char *at = repeat('x', 65536), *past = repeat('x', 65537);
+	struct buf text = BUF_INIT;
+	struct spec_error e = { 0 };
+	struct spec *s;
+
+	/* The whole value is kept, however close to the limit. */
+	buf_printf(&text, "command = %s\n", at);
+	s = PARSE_OK(&kind_endpoint, buf_str(&text));
+	if (s)
+		CHECK_INT(strlen(spec_field(s, "command")->text), 65536);
+	spec_free(s);
+	/* One byte more is refused, naming the limit, in every path. */
+	buf_truncate(&text, 0);
+	buf_printf(&text, "command = %s\n", past);
+	PARSE_ERR(&kind_endpoint, buf_str(&text), 1, "command",
+		  "line 1: command: longer than 65536 bytes (the limit), got "
+		  "65537");
+	CHECK_INT(spec_check_lines(&kind_endpoint, text.data, text.len, 0,
+				   text.len, &e),
+		  -EINVAL);
+	CHECK_STR(e.msg, "line 1: command: longer than 65536 bytes (the "
+			 "limit), got 65537");
+	VALUE_ERR(&kind_endpoint, "command", past, 0, "command",
+		  "command: longer than 65536 bytes (the limit), got 65537");
+	buf_truncate(&text, 0);
+	buf_printf(&text, "{\"image\": \"%.*s\"}", 2049, past);
+	PARSE_ERR(&kind_endpoint, buf_str(&text), 0, "image",
+		  "image: longer than 2048 bytes (the limit), got 2049");
+	/* A map limits each value, and each key. */
+	buf_truncate(&text, 0);
+	buf_printf(&text, "labels.team = %.*s\n", 257, past);
+	PARSE_ERR(&kind_pool, buf_str(&text), 1, "labels.team",
+		  "line 1: labels.team: longer than 256 bytes (the limit), "
+		  "got 257");
+	buf_truncate(&text, 0);
+	buf_printf(&text, "labels.%.*s = v\n", 129, past);
+	CHECK_INT(spec_parse(&kind_pool, text.data, text.len, &s, &e), -EINVAL);
+	CHECK_HAS(e.msg, "...: KEY longer than 128 bytes (the limit), got 129");
+	buf_free(&text);
+	free(at);
+	free(past);
+}
+
+/* Messages become lines of status and events: what they quote of the
+ * user's text is escaped, keys included. */
+static void test_messages_escape_what_they_quote(void)
+{
+	PARSE_ERR(&kind_pool, "nodes = 1\x1b[2J\n", 1, "nodes",
+		  "line 1: nodes: expected an integer >= 0, got "
+		  "\"1\\x1b[2J\"");
+	PARSE_ERR(&kind_pool, "{\"labels.a\\nstate: ready\": \"x\"}", 0,
+		  "labels.a\nstate: ready",
+		  "labels.a\\nstate: ready: expected labels.KEY with KEY of "
+		  "letters, digits, '.', '_', '/' and '-', got "
+		  "\"a\\nstate: ready\"");
+	PARSE_ERR(&kind_pool, "{\"labels\": {\"a\\r\\u009b\": \"x\"}}", 0,
+		  "labels.a\r\xc2\x9b",
+		  "labels.a\\r\\xc2\\x9b: expected labels.KEY with KEY of "
+		  "letters, digits, '.', '_', '/' and '-', got "
+		  "\"a\\r\\xc2\\x9b\"");
+	{
+		static const char text[] = "{\"nodes\\u001b\": 1}";
+		struct spec_error e = { 0 };
+		struct spec *s = NULL;
+
+		CHECK_INT(spec_parse(&kind_pool, text, strlen(text), &s, &e),
+			  -EINVAL);
+		CHECK_HAS(e.msg, "nodes\\x1b: unknown key; pool keys are ");
+	}
+	PARSE_ERR(&kind_config, "{\"aws\": {\"pro\\tfile\": \"x\"}}", 0,
+		  "aws.pro\tfile",
+		  "aws.pro\\tfile: expected aws.KEY with KEY of lowercase "
+		  "letters, digits, '_', '.' and '-', got \"pro\\tfile\"");
 }
 
 static void test_integers(void)
@@ -1308,22 +1400,28 @@ static void test_doc(void)
 		"default: = nodes\n",
 		"default: derived from accelerator\n",
 		"default: provider default\n",
-		"map: labels.KEY = value\n",
+		"map: labels.KEY = value; KEY at most 128 bytes, value at "
+		"most 256\n        bytes\n",
+		"list, comma-separated, at most 4096 bytes\n",
 		"one of: on-demand, spot\n",
 		"integer >= 0\n",
 	};
 	static const char *const endpoint_has[] = {
 		"number > 0\n",
-		"URI (s3://, gs://, file://, hf://)\n",
+		"URI (s3://, gs://, file://, hf://), at most 2048 bytes\n",
+		"\n    command\n        text, at most 65536 bytes\n",
 		"integer 1..65535\n",
 		"default: /health\n",
 		"default: = replicas\n",
 		"default: the pool's, else cpu\n",
-		"map: env.KEY = value\n",
+		"map: env.KEY = value; KEY at most 256 bytes, value at most "
+		"32768 bytes\n",
 	};
 	static const char *const policy_has[] = {
-		"ENV/policy",	  "list of: on-demand, spot\n",
-		"number >= 0\n",  "default: unlimited\n",
+		"ENV/policy",
+		"list of: on-demand, spot, at most 4096 bytes\n",
+		"number >= 0\n",
+		"default: unlimited\n",
 		"default: all\n",
 	};
 	struct buf b = BUF_INIT;
@@ -1452,6 +1550,8 @@ int main(void)
 	test_empty_value_unsets();
 	test_error_messages();
 	test_long_values_are_shortened();
+	test_length_limits();
+	test_messages_escape_what_they_quote();
 	test_integers();
 	test_numbers();
 	test_lists();
