@@ -10,6 +10,7 @@
 #include "store.h"
 
 #include "backend.h"
+#include "config_keys.h"
 #include "diff.h"
 #include "policy.h"
 #include "providers/provider.h"
@@ -48,6 +49,7 @@ struct store {
 	bool have_key;
 	char key_error[256];
 	char url[4200];
+	char allow_config_keys[1024]; /* store_options' list, fixed at open */
 
 	pthread_t thread;
 	pthread_mutex_t qlock;
@@ -835,6 +837,10 @@ static int doc_commit(struct store *st, struct env *e, const struct change *ch,
 		rc = check_spec(k, ch, &parsed, res);
 	if (!rc && ch->op == CH_CONFIG)
 		rc = check_provider(parsed, res);
+	if (!rc && ch->op == CH_CONFIG)
+		rc = config_keys_check(e->config.parsed, parsed, ch->who.uid,
+				       st->allow_config_keys, res->msg,
+				       sizeof(res->msg));
 	if (rc) {
 		record_refusal(st, e, NULL, &e->last_error, ch, res);
 		return rc;
@@ -1538,6 +1544,8 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	int rc;
 
 	snprintf(st->url, sizeof(st->url), "%s", opt->url);
+	snprintf(st->allow_config_keys, sizeof(st->allow_config_keys), "%s",
+		 opt->allow_config_keys ? opt->allow_config_keys : "");
 	st->ops = backend_for(opt->url, &location);
 	if (!st->ops) {
 		snprintf(err, errlen, "unknown state store %s: use sqlite:PATH",

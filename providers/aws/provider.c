@@ -894,8 +894,16 @@ static void aws_list(void *state, const char *env, struct buf *out)
 
 /* ---- commit-time checks and cost ----------------------------------------- */
 
+static int aws_check_config(const struct spec *config, char *msg, size_t len)
+{
+	return aws_endpoint_url_check(aws_config(config, "endpoint_url", ""),
+				      msg, len);
+}
+
 static int aws_check(const struct desired *want, char *msg, size_t len)
 {
+	if (aws_check_config(want->config, msg, len) < 0)
+		return -EINVAL;
 	if (!aws_config(want->config, "execution_role", NULL)) {
 		snprintf(msg, len,
 			 "config: aws.execution_role is required by the aws "
@@ -954,5 +962,6 @@ const struct provider_ops aws_provider = {
 	.step_many = aws_step_many,
 	.list = aws_list,
 	.check = aws_check,
+	.check_config = aws_check_config,
 	.hourly_cost = aws_hourly_cost,
 };

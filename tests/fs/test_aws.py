@@ -853,3 +853,106 @@ def test_second_pool_on_one_eks_cluster_shows_hyperpods_refusal(mnt, fake):
              30, "HyperPod's refusal")
     assert len(fake.state()["clusters"]) == 1
     assert read(mnt / POOL / "state").strip() == "ready"
+
+
+# ---- whose credentials, sent where ---------------------------------------
+
+def config_refused(m, text, err):
+    with pytest.raises(OSError) as e:
+        with open(m / "dev" / "config", "w") as f:
+            f.write(text)
+    assert e.value.errno == err
+    return status_of(m / "dev" / "status")["last_error"]
+
+
+def test_endpoint_url_plain_http_only_on_loopback(mnt, fake):
+    why = config_refused(mnt, config_text(fake).replace(
+        fake.url, "http://10.1.2.3"), errno.EINVAL)
+    assert why.startswith("aws.endpoint_url: must be https://, or http:// "
+                          "only on loopback")
+    for url in ("https://10.1.2.3", "https://sagemaker.example.com:8443",
+                "http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1",
+                fake.url):
+        (mnt / "dev" / "config").write_text(
+            config_text(fake).replace(fake.url, url))
+    make_endpoint(mnt)
+    wait_synced(mnt)
+
+
+@pytest.fixture
+def aws_owner():
+    """A throwaway user who owns an environment but is not root."""
+    name = "ifs-aws-owner"
+    subprocess.run(["userdel", name], capture_output=True)
+    for _ in range(20):
+        if subprocess.run(["useradd", "-M", name],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    yield int(subprocess.check_output(["id", "-u", name]))
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def write_as(m, uid, name, text):
+    """Writes a file as uid; returns the errno close(2) or write(2) gave."""
+    script = ("import os, sys\n"
+              "try:\n"
+              f"    with open({name!r}, 'w') as f:\n"
+              "        f.write(sys.stdin.read())\n"
+              "except OSError as e:\n"
+              "    sys.exit(e.errno)\n")
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}",
+                           "--clear-groups", "/usr/bin/python3", "-c",
+                           script], input=text, text=True,
+                          cwd=m.path).returncode
+
+
+def test_only_root_chooses_the_daemons_credentials(tmp_path, fake,
+                                                   aws_owner):
+    write_credentials(tmp_path)
+    os.chmod(tmp_path, 0o755)
+    m = Mount(tmp_path, extra=["-o", "allow_other"],
+              env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev" / "config").write_text(config_text(fake))
+        os.chown(m / "dev", aws_owner, aws_owner)
+        base = config_text(fake)
+        # The owner may change the environment's own settings...
+        assert write_as(m, aws_owner, "dev/config",
+                        base + "aws.poll_s = 0.5\n") == 0
+        # ...but not pick another profile, URL or EKS cluster.
+        for key, value in (("aws.profile", "prod-admin"),
+                           ("aws.eks_cluster_arn",
+                            "arn:aws:eks:us-east-1:123456789012:cluster/x")):
+            assert write_as(m, aws_owner, "dev/config",
+                            base + f"{key} = {value}\n") == errno.EACCES
+            why = status_of(m / "dev" / "status")["last_error"]
+            assert why.startswith(f"{key}: chooses the daemon's "
+                                  "credentials"), why
+            assert f"--allow-config-key {key}" in why
+        assert write_as(m, aws_owner, "dev/config", base.replace(
+            fake.url, "https://sagemaker.example.com")) == errno.EACCES
+        assert "aws.profile" not in read(m / "dev" / "config")
+        # Root may.
+        (m / "dev" / "config").write_text(base + "aws.profile = default\n")
+        # Keeping what root set is no change of it.
+        assert write_as(m, aws_owner, "dev/config",
+                        base + "aws.profile = default\n"
+                        "aws.poll_s = 0.3\n") == 0
+        m.stop()
+        m.start(extra=["--allow-config-key", "aws.profile"])
+        assert write_as(m, aws_owner, "dev/config",
+                        base + "aws.profile = other\n") == 0
+        assert "aws.profile = other" in read(m / "dev" / "config")
+        assert write_as(m, aws_owner, "dev/config", base.replace(
+            fake.url, "https://sagemaker.example.com")) == errno.EACCES
+    finally:
+        m.stop()
+
+
+def test_allow_config_key_takes_only_privileged_keys(tmp_path):
+    m = Mount(tmp_path, extra=["--allow-config-key", "aws.poll_s"])
+    with pytest.raises(AssertionError, match="not a config key that only "
+                                             "root may set"):
+        m.start()
