@@ -279,7 +279,7 @@ static int create(struct aws *a, struct aws_res *r, struct target *t,
 		       instance_groups(t->want, scaled ? 0
 						       : spec_int(t->want->spec,
 								  "nodes", 1)),
-		       "Tags", aws_tags(r, t->want->rev));
+		       "Tags", aws_tags(a, r, t->want->rev));
 	orchestrate_by_eks(in, t->want);
 	if (subnets && groups)
 		json_object_set_new(in, "VpcConfig",
