@@ -622,6 +622,7 @@ static int post_action(struct aws *a, struct aws_res *r,
 	case POST_NONE:
 	case POST_ARN_NEXT: /* post_ownership's */
 	case POST_OWNED:
+	case POST_KUBE_OWNED: /* kube_ownership's */
 		break;
 	}
 	return 0;
@@ -664,6 +665,25 @@ static int post_ownership(struct aws *a, struct aws_res *r, struct plan *p,
 	return -EEXIST;
 }
 
+/* A Karpenter object under the pool's name (NULL: none) must be its. */
+static int kube_ownership(struct aws *a, struct aws_res *r,
+			  const struct planned *c, json_t *object, char *err,
+			  size_t errlen)
+{
+	char why[160];
+
+	if (!object || cluster_kube_ours(a, r, object, why, sizeof(why)))
+		return 0;
+	snprintf(r->not_ours, sizeof(r->not_ours),
+		 "Kubernetes %s in EKS cluster %.100s exists and is not "
+		 "this pool's: %s; infrafs neither adopts nor deletes it",
+		 c->arg, r->eks, why);
+	snprintf(err, errlen, "%s", r->not_ours);
+	log_warn("aws %s: %s", r->id, err);
+	aws_res_unmade(a, r, c->arg);
+	return -EEXIST;
+}
+
 /* One call's answer for its step: on, done, or stopped with why. */
 static void take_answer(struct aws *a, struct aws_res *r, struct target *t,
 			struct plan *p, struct aws_call *call)
@@ -687,6 +707,8 @@ static void take_answer(struct aws *a, struct aws_res *r, struct target *t,
 	if (missing && c->skip_if_missing) {
 		aws_res_unmade(a, r, c->arg);
 		p->at += 1 + c->skip_if_missing;
+		if (p->at > p->n) /* what it skips did not fit the plan */
+			p->at = p->n;
 		return;
 	}
 	if (existed && c->verify_existing) {
@@ -696,6 +718,9 @@ static void take_answer(struct aws *a, struct aws_res *r, struct target *t,
 				 "SageMaker %s exists; its tags are read next "
 				 "time",
 				 c->arg);
+	} else if (c->post == POST_KUBE_OWNED) {
+		p->rc = kube_ownership(a, r, c, call->rc ? NULL : call->output,
+				       t->obs.error, sizeof(t->obs.error));
 	} else if (c->post == POST_ARN_NEXT || c->post == POST_OWNED) {
 		p->rc = post_ownership(a, r, p, call->output, t->obs.error,
 				       sizeof(t->obs.error));

@@ -38,7 +38,7 @@ struct aws_res {
 	bool owner_unknown; /* its tags could not be read: wait */
 	/* The last step met a model or config under its name that is not
 	 * r's: said in status until a step gets past it. */
-	char not_ours[400];
+	char not_ours[480];
 	struct aws_settings settings;
 	double poll_s; /* how often an unfinished change is looked at */
 	double refresh_s; /* how often a finished one is */
@@ -112,6 +112,7 @@ enum post_action {
 	POST_KUBE_API, /* the answer says where r->eks's API is */
 	POST_ARN_NEXT, /* the answer's ARN is the next call's ResourceArn */
 	POST_OWNED, /* the answer's Tags must say arg is r's */
+	POST_KUBE_OWNED, /* the Kubernetes object arg, if any, must be r's */
 };
 
 struct planned {
@@ -175,6 +176,10 @@ int cluster_step(struct aws *a, struct aws_res *r, struct target *t,
 		 struct plan *p);
 int cluster_check(const struct desired *want, char *msg, size_t len);
 double cluster_cost(const struct desired *want);
+/* Whether a Karpenter object (a GET's answer) carries r's owner label
+ * and resource annotation; why not into why. */
+bool cluster_kube_ours(const struct aws *a, const struct aws_res *r,
+		       json_t *object, char *why, size_t len);
 /* The pool's EKS cluster is gone, and its Karpenter objects with it. */
 void cluster_forget_karpenter(struct aws *a, struct aws_res *r);
 

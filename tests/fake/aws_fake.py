@@ -3408,6 +3408,7 @@ class ControlApi:
             ("POST", "/_fake/eks"): self.create_eks,
             ("GET", "/_fake/karpenter"): lambda doc, query: self.fake.karpenter.view(),
             ("POST", "/_fake/karpenter"): self.karpenter_demand,
+            ("POST", "/_fake/kubectl_apply"): self.kubectl_apply,
         }
 
     def handle(self, req):
@@ -3483,6 +3484,21 @@ class ControlApi:
         if not isinstance(doc, dict):
             raise ControlError("expected {\"name\": ...}")
         return self.fake.eks.create(doc.get("name"))
+
+    def kubectl_apply(self, doc, query):
+        """An object applied by someone else (field manager kubectl)."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
+            raise ControlError("expected {\"eks\": ..., \"body\": {...}}")
+        body = doc["body"]
+        resource = next((r for r in KUBE_RESOURCES if r.kind == body.get("kind")), None)
+        if resource is None or self.fake.eks.get(doc.get("eks")) is None:
+            raise ControlError("unknown kind or EKS cluster")
+        name = body.get("metadata", {}).get("name")
+        try:
+            obj, _ = self.fake.kubernetes.apply(doc["eks"], resource, name, body, "kubectl", True)
+        except KubeError as e:
+            raise ControlError(e.message) from e
+        return obj
 
     def karpenter_demand(self, doc, query):
         if not isinstance(doc, dict):

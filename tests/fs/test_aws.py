@@ -879,6 +879,13 @@ def endpoint_named(fake, name):
                 None)
 
 
+def wait_error(m, path, text):
+    """The resource's last_error once it says text."""
+    wait_for(lambda: text in status_of(m / path / "status").get(
+        "last_error", ""), 30, f"{path}'s last_error to say {text!r}")
+    return status_of(m / path / "status")["last_error"]
+
+
 def test_environment_and_name_that_flatten_alike_get_their_own_endpoints(
         mnt, fake):
     # "ml" + "prod-chat" and "ml-prod" + "chat" both read infrafs-ml-prod-chat.
@@ -951,10 +958,7 @@ def test_untagged_endpoint_under_our_name_is_not_adopted_or_deleted(mnt,
                                                                     fake):
     precreate_untagged_endpoint(fake, CHAT)
     make_endpoint(mnt)
-    wait_for(lambda: "not this resource's" in
-             status_of(mnt / EP / "status").get("last_error", ""), 30,
-             "the status to say the endpoint is not ours")
-    err = status_of(mnt / EP / "status")["last_error"]
+    err = wait_error(mnt, EP, "not this resource's")
     assert f"SageMaker endpoint {CHAT} exists" in err
     assert "it carries no infrafs tags" in err
     assert "neither adopts nor deletes it" in err
@@ -988,11 +992,8 @@ def test_untagged_model_under_our_name_is_not_used_or_deleted(mnt, fake):
                                       "amazonaws.com/someone-else:1"}})
     # Approval back to auto: the endpoint is applied as revision rev.
     (mnt / "dev" / "config").write_text(config_text(fake))
-    wait_for(lambda: "not this resource's" in
-             status_of(mnt / EP / "status").get("last_error", ""), 30,
-             "the status to say the model is not ours")
-    assert f"model/{name} exists" in status_of(mnt / EP / "status")[
-        "last_error"]
+    assert f"model/{name} exists" in wait_error(mnt, EP,
+                                                "not this resource's")
     assert not fake.calls("CreateEndpointConfig")
     mnt.sh(f"rmdir {EP}")
     wait_for(lambda: not (mnt / EP).exists(), 30, "the endpoint to go")
@@ -1048,6 +1049,47 @@ def test_record_of_an_earlier_daemon_keeps_its_names(mnt, fake, tmp_path):
              [aws_name("dev", "endpoint", "next")], 30, "the old one to go")
     wait_for(lambda: old_rev not in names(fake.state()["models"],
                                           "ModelName"), 30, "its model")
+
+
+def test_karpenter_objects_of_someone_else_are_not_taken_over(mnt, fake):
+    fake.control("eks", {"name": "ml-eks"})
+    theirs = {"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+              "metadata": {"name": TRAIN, "labels": {"team": "search"}},
+              "spec": {"template": {"spec": {
+                  "nodeClassRef": {"group": "karpenter.sagemaker.amazonaws.com",
+                                   "kind": "HyperpodNodeClass",
+                                   "name": "search"},
+                  "requirements": [{"key": "node.kubernetes.io/instance-type",
+                                    "operator": "Exists"}]}},
+                  "limits": {"nvidia.com/gpu": "64"}}}
+    fake.control("kubectl_apply", {"eks": "ml-eks", "body": theirs})
+    (mnt / "dev" / "config").write_text(autoscaling_config(fake))
+    mnt.sh(f"mkdir -p {POOL}")
+    (mnt / POOL / "spec").write_text(SCALED_POOL)
+    err = wait_error(mnt, POOL, "not this pool's")
+    assert f"Kubernetes nodepool/{TRAIN} in EKS cluster ml-eks exists" in err
+    assert "it carries no infrafs/owner label" in err
+    pool = kube_objects(fake, "nodepools")[TRAIN]
+    assert pool["spec"]["limits"] == {"nvidia.com/gpu": "64"}
+    assert pool["metadata"]["labels"] == {"team": "search"}
+    assert not [c for c in fake.calls() if c.get("service") == "kubernetes"
+                and c["op"].startswith("PATCH")]
+    mnt.sh(f"rmdir {POOL}")
+    wait_for(lambda: not fake.state()["clusters"], 30, "the cluster to go")
+    assert kube_objects(fake, "nodepools")[TRAIN]["spec"]["limits"] == \
+        {"nvidia.com/gpu": "64"}
+    assert not [c for c in fake.calls() if c.get("service") == "kubernetes"
+                and c["op"].startswith("DELETE")]
+
+
+def test_karpenter_objects_carry_the_owner_label(mnt, fake):
+    make_scaled_pool(mnt, fake)
+    owner = fake.state()["tags"][fake.state()["clusters"][0]["ClusterArn"]][
+        "infrafs:owner"]
+    for kind in ("nodepools", "hyperpodnodeclasses"):
+        meta = kube_objects(fake, kind)[TRAIN]["metadata"]
+        assert meta["labels"]["infrafs/owner"] == owner
+        assert meta["annotations"]["infrafs/resource"] == "dev/pool/train"
 
 
 # ---- whose credentials, sent where ---------------------------------------
