@@ -1086,6 +1086,25 @@ static void rollback_doc(struct rollback *rb, const struct kind_def *k,
 		rollback_text(rb, k, d, "", buf_str(&text), text.len);
 }
 
+/* The config REV had must pass the rules of a config commit by this
+ * caller: a rollback must not restore a privileged key for an owner. */
+static int rollback_config_keys(const struct rollback *rb,
+				const struct change *ch,
+				struct change_result *res)
+{
+	BUF_AUTO text = BUF_INIT;
+	SPEC_AUTO *then = NULL;
+	struct spec_error err;
+
+	if (rb->st->ops->history_text(rb->st->be, rb->e->id, rb->to,
+				      kind_config.name, "", &text) != 0 ||
+	    spec_parse(&kind_config, buf_str(&text), text.len, &then, &err) < 0)
+		return 0;
+	return config_keys_check(rb->e->config.parsed, then, ch->who.uid,
+				 rb->st->allow_config_keys, res->msg,
+				 sizeof(res->msg));
+}
+
 /*
  * rollback REV: one new revision in which everything declared is as it
  * was at REV. It restores what was accepted then, so today's policy is not
@@ -1096,12 +1115,16 @@ static int rollback(struct store *st, struct env *e, const struct change *ch,
 {
 	struct rollback rb = { .st = st, .e = e, .to = ch->rev };
 	char summary[96];
+	int rc;
 
 	if (ch->rev < 1 || ch->rev > e->rev_durable)
 		return refuse(res, -EINVAL,
 			      "rollback %" PRIu64 ": %s has revisions 1 to "
 			      "%" PRIu64,
 			      ch->rev, e->name, e->rev_durable);
+	rc = rollback_config_keys(&rb, ch, res);
+	if (rc < 0)
+		return rc;
 	rb.rev = e->rev + 1;
 	for (int k = 0; k < NKINDS; k++)
 		rollback_kind(&rb, k);

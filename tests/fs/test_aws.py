@@ -1144,48 +1144,68 @@ def write_as(m, uid, name, text):
                           cwd=m.path).returncode
 
 
-def test_only_root_chooses_the_daemons_credentials(tmp_path, fake,
-                                                   aws_owner):
+@pytest.fixture
+def shared(tmp_path, fake):
+    """A mount others may use (allow_other), with an aws environment."""
     write_credentials(tmp_path)
     os.chmod(tmp_path, 0o755)
     m = Mount(tmp_path, extra=["-o", "allow_other"],
               env=daemon_env(tmp_path)).start()
-    try:
-        m.sh("mkdir dev")
-        (m / "dev" / "config").write_text(config_text(fake))
-        os.chown(m / "dev", aws_owner, aws_owner)
-        base = config_text(fake)
-        # The owner may change the environment's own settings...
+    m.sh("mkdir dev")
+    (m / "dev" / "config").write_text(config_text(fake))
+    yield m
+    m.stop()
+
+
+def test_only_root_chooses_the_daemons_credentials(shared, fake, aws_owner):
+    m = shared
+    os.chown(m / "dev", aws_owner, aws_owner)
+    base = config_text(fake)
+    # The owner may change the environment's own settings...
+    assert write_as(m, aws_owner, "dev/config",
+                    base + "aws.poll_s = 0.5\n") == 0
+    # ...but not pick another profile, URL or EKS cluster.
+    for key, value in (("aws.profile", "prod-admin"),
+                       ("aws.eks_cluster_arn",
+                        "arn:aws:eks:us-east-1:123456789012:cluster/x")):
         assert write_as(m, aws_owner, "dev/config",
-                        base + "aws.poll_s = 0.5\n") == 0
-        # ...but not pick another profile, URL or EKS cluster.
-        for key, value in (("aws.profile", "prod-admin"),
-                           ("aws.eks_cluster_arn",
-                            "arn:aws:eks:us-east-1:123456789012:cluster/x")):
-            assert write_as(m, aws_owner, "dev/config",
-                            base + f"{key} = {value}\n") == errno.EACCES
-            why = status_of(m / "dev" / "status")["last_error"]
-            assert why.startswith(f"{key}: chooses the daemon's "
-                                  "credentials"), why
-            assert f"--allow-config-key {key}" in why
-        assert write_as(m, aws_owner, "dev/config", base.replace(
-            fake.url, "https://sagemaker.example.com")) == errno.EACCES
-        assert "aws.profile" not in read(m / "dev" / "config")
-        # Root may.
-        (m / "dev" / "config").write_text(base + "aws.profile = default\n")
-        # Keeping what root set is no change of it.
-        assert write_as(m, aws_owner, "dev/config",
-                        base + "aws.profile = default\n"
-                        "aws.poll_s = 0.3\n") == 0
-        m.stop()
-        m.start(extra=["--allow-config-key", "aws.profile"])
-        assert write_as(m, aws_owner, "dev/config",
-                        base + "aws.profile = other\n") == 0
-        assert "aws.profile = other" in read(m / "dev" / "config")
-        assert write_as(m, aws_owner, "dev/config", base.replace(
-            fake.url, "https://sagemaker.example.com")) == errno.EACCES
-    finally:
-        m.stop()
+                        base + f"{key} = {value}\n") == errno.EACCES
+        why = status_of(m / "dev" / "status")["last_error"]
+        assert why.startswith(f"{key}: chooses the daemon's "
+                              "credentials"), why
+        assert f"--allow-config-key {key}" in why
+    assert write_as(m, aws_owner, "dev/config", base.replace(
+        fake.url, "https://sagemaker.example.com")) == errno.EACCES
+    assert "aws.profile" not in read(m / "dev" / "config")
+    # Root may.
+    (m / "dev" / "config").write_text(base + "aws.profile = default\n")
+    # Keeping what root set is no change of it.
+    assert write_as(m, aws_owner, "dev/config",
+                    base + "aws.profile = default\n"
+                    "aws.poll_s = 0.3\n") == 0
+    m.stop()
+    m.start(extra=["--allow-config-key", "aws.profile"])
+    assert write_as(m, aws_owner, "dev/config",
+                    base + "aws.profile = other\n") == 0
+    assert "aws.profile = other" in read(m / "dev" / "config")
+    assert write_as(m, aws_owner, "dev/config", base.replace(
+        fake.url, "https://sagemaker.example.com")) == errno.EACCES
+
+
+def test_rollback_restores_no_privileged_key_for_an_owner(shared, fake,
+                                                         aws_owner):
+    m = shared
+    (m / "dev" / "config").write_text(config_text(fake) +
+                                      "aws.profile = prod-admin\n")
+    with_profile = max(int(r) for r in os.listdir(m / "dev/history"))
+    (m / "dev" / "config").write_text(config_text(fake))
+    os.chown(m / "dev", aws_owner, aws_owner)
+    assert write_as(m, aws_owner, "dev/ctl",
+                    f"rollback {with_profile}\n") == errno.EACCES
+    assert "aws.profile" not in read(m / "dev" / "config")
+    # Root may roll it back.
+    (m / "dev" / "ctl").write_text(f"rollback {with_profile}\n")
+    assert "aws.profile = prod-admin" in read(m / "dev" / "config")
 
 
 def test_allow_config_key_takes_only_privileged_keys(tmp_path):
