@@ -5,6 +5,7 @@
  * file system is in fs/, the store in store/.
  */
 #include "fs.h"
+#include "spec/schema.h"
 
 #include "util/log.h"
 
@@ -35,6 +36,8 @@ struct options {
 	bool foreground;
 	bool debug;
 	char fuse_opts[1024];
+	/* ",aws.profile,aws.endpoint_url,": see store_options */
+	char allow_config_keys[1024];
 };
 
 static void usage(FILE *to)
@@ -56,6 +59,11 @@ static void usage(FILE *to)
 		"  -f                stay in the foreground, log to stderr\n"
 		"  -d                debug log\n"
 		"  -o OPT[,OPT]      FUSE mount options (allow_other, ...)\n"
+		"  --allow-config-key KEY\n"
+		"                    let environment owners set KEY, a config\n"
+		"                    key that picks the daemon's credentials\n"
+		"                    (aws.profile, aws.endpoint_url, ...);\n"
+		"                    repeatable\n"
 		"  --version         print the version\n"
 		"  --help            print this help\n"
 		"\n"
@@ -108,11 +116,34 @@ static void absolute(char *path, size_t len)
 		memcpy(path, tmp, n + 1);
 }
 
+/* Only keys that are privileged can be allowed: a typo must not pass. */
+static int allow_config_key(struct options *o, const char *key)
+{
+	size_t used = strlen(o->allow_config_keys);
+
+	if (!kind_key_privileged(&kind_config, key, strlen(key))) {
+		fprintf(stderr,
+			"infrafs: --allow-config-key %s: not a config key "
+			"that only root may set\n",
+			key);
+		return -EINVAL;
+	}
+	if (used + strlen(key) + 3 > sizeof(o->allow_config_keys)) {
+		fprintf(stderr, "infrafs: too many --allow-config-key\n");
+		return -EINVAL;
+	}
+	snprintf(o->allow_config_keys + used,
+		 sizeof(o->allow_config_keys) - used, "%s%s,", used ? "" : ",",
+		 key);
+	return 0;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
 		{ "state", required_argument, NULL, 's' },
 		{ "key-file", required_argument, NULL, 'k' },
+		{ "allow-config-key", required_argument, NULL, 'a' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -129,6 +160,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'k':
 			snprintf(o->key_file, sizeof(o->key_file), "%s",
 				 optarg);
+			break;
+		case 'a':
+			if (allow_config_key(o, optarg) < 0)
+				return -EINVAL;
 			break;
 		case 'f':
 			o->foreground = true;
@@ -302,6 +337,7 @@ int main(int argc, char **argv)
 	}
 	so.url = o.state;
 	so.key_file = o.key_file;
+	so.allow_config_keys = o.allow_config_keys;
 	rc = store_open(&so, &fs.store, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "infrafs: %s\n", err);

@@ -134,6 +134,9 @@ struct provider_ops {
 	/* At commit: 0, or a negative errno with msg saying why: -EINVAL
 	 * naming the setting, -EPERM when it cannot run as want's owner. */
 	int (*check)(const struct desired *want, char *msg, size_t len);
+	/* Optional, at a config commit: 0, or -EINVAL with msg naming the
+	 * key and the rule it breaks. */
+	int (*check_config)(const struct spec *config, char *msg, size_t len);
 	/* What the resource would cost per hour once running, in USD: the
 	 * estimate the policy's max_hourly_cost_usd is checked against. */
 	double (*hourly_cost)(const struct desired *want);

@@ -262,6 +262,12 @@ static const struct field_def endpoint_fields[] = {
 	},
 };
 
+/* Keys that pick the daemon's credentials or where they are sent. */
+static const char *const aws_privileged[] = { "profile", "endpoint_url",
+					      "eks_cluster_arn", NULL };
+static const char *const kubernetes_privileged[] = { "kubeconfig", "context",
+						     NULL };
+
 static const struct field_def config_fields[] = {
 	{
 		.name = "provider",
@@ -320,6 +326,7 @@ static const struct field_def config_fields[] = {
 			"aws.endpoint_url, ...); providers/aws lists them.",
 		.max_len = LEN_URL,
 		.max_key_len = LEN_MAP_KEY,
+		.privileged = aws_privileged,
 	},
 	{
 		.name = "kubernetes",
@@ -329,6 +336,7 @@ static const struct field_def config_fields[] = {
 			"providers/kubernetes lists them.",
 		.max_len = LEN_URL,
 		.max_key_len = LEN_MAP_KEY,
+		.privileged = kubernetes_privileged,
 	},
 	{
 		.name = "gcp",
@@ -491,4 +499,23 @@ const struct field_def *kind_field(const struct kind_def *k, const char *name,
 			return &k->fields[i];
 	}
 	return NULL;
+}
+
+bool kind_key_privileged(const struct kind_def *k, const char *dotted,
+			 size_t len)
+{
+	const char *dot = memchr(dotted, '.', len);
+	const struct field_def *f;
+
+	if (!dot)
+		return false;
+	f = kind_field(k, dotted, (size_t)(dot - dotted));
+	for (size_t i = 0; f && f->privileged && f->privileged[i]; i++) {
+		const char *key = f->privileged[i];
+		size_t n = len - (size_t)(dot + 1 - dotted);
+
+		if (strlen(key) == n && memcmp(key, dot + 1, n) == 0)
+			return true;
+	}
+	return false;
 }

@@ -49,6 +49,11 @@ struct field_def {
 	 */
 	size_t max_len;
 	size_t max_key_len;
+	/* FT_MAP: keys that choose whose credentials the daemon uses or
+	 * where it sends them ("profile" of aws.profile); NULL-terminated,
+	 * or NULL. Only root or the daemon's own user sets them, unless the
+	 * daemon was started allowing the key. */
+	const char *const *privileged;
 };
 
 struct kind_def {
@@ -74,6 +79,9 @@ const struct kind_def *kind_by_dir(const char *dir);
 /* Looks a field up by name (len bytes, need not be NUL-terminated). */
 const struct field_def *kind_field(const struct kind_def *k, const char *name,
 				   size_t len);
+/* Whether "FIELD.KEY" (len bytes) names a privileged map key of k. */
+bool kind_key_privileged(const struct kind_def *k, const char *dotted,
+			 size_t len);
 static inline size_t kind_field_index(const struct kind_def *k,
 				      const struct field_def *f)
 {

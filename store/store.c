@@ -10,6 +10,7 @@
 #include "store.h"
 
 #include "backend.h"
+#include "config_keys.h"
 #include "diff.h"
 #include "policy.h"
 #include "providers/provider.h"
@@ -48,6 +49,7 @@ struct store {
 	bool have_key;
 	char key_error[256];
 	char url[4200];
+	char allow_config_keys[1024]; /* store_options' list, fixed at open */
 
 	pthread_t thread;
 	pthread_mutex_t qlock;
@@ -856,6 +858,10 @@ static int doc_commit(struct store *st, struct env *e, const struct change *ch,
 		rc = check_spec(k, ch, &parsed, res);
 	if (!rc && ch->op == CH_CONFIG)
 		rc = check_provider(parsed, res);
+	if (!rc && ch->op == CH_CONFIG)
+		rc = config_keys_check(e->config.parsed, parsed, ch->who.uid,
+				       st->allow_config_keys, res->msg,
+				       sizeof(res->msg));
 	if (rc) {
 		record_refusal(st, e, NULL, &e->last_error, ch, res);
 		return rc;
@@ -1186,6 +1192,25 @@ static int rollback_check_secrets(struct rollback *rb, int kind,
 	return 0;
 }
 
+/* The config REV had must pass the rules of a config commit by this
+ * caller: a rollback must not restore a privileged key for an owner. */
+static int rollback_config_keys(const struct rollback *rb,
+				const struct change *ch,
+				struct change_result *res)
+{
+	BUF_AUTO text = BUF_INIT;
+	SPEC_AUTO *then = NULL;
+	struct spec_error err;
+
+	if (rb->st->ops->history_text(rb->st->be, rb->e->id, rb->to,
+				      kind_config.name, "", &text) != 0 ||
+	    spec_parse(&kind_config, buf_str(&text), text.len, &then, &err) < 0)
+		return 0;
+	return config_keys_check(rb->e->config.parsed, then, ch->who.uid,
+				 rb->st->allow_config_keys, res->msg,
+				 sizeof(res->msg));
+}
+
 /*
  * Who may roll back is who may make each change it brings: nothing is
  * touched until all of it is allowed.
@@ -1195,6 +1220,8 @@ static int rollback_check(struct rollback *rb, const struct change *ch,
 {
 	int rc = rollback_check_docs(rb, ch, res);
 
+	if (!rc)
+		rc = rollback_config_keys(rb, ch, res);
 	for (int k = 0; !rc && k < NKINDS; k++)
 		rc = rollback_check_secrets(rb, k, ch, res);
 	if (rc)
@@ -1213,6 +1240,7 @@ static int rollback(struct store *st, struct env *e, const struct change *ch,
 {
 	struct rollback rb = { .st = st, .e = e, .to = ch->rev };
 	char summary[128];
+	int rc;
 
 	if (ch->rev < 1 || ch->rev > e->rev_durable)
 		return refuse(res, -EINVAL,
@@ -1220,8 +1248,9 @@ static int rollback(struct store *st, struct env *e, const struct change *ch,
 			      "%" PRIu64,
 			      ch->rev, e->name, e->rev_durable);
 	rb.rev = e->rev + 1;
-	if (rollback_check(&rb, ch, res))
-		return -EACCES;
+	rc = rollback_check(&rb, ch, res);
+	if (rc)
+		return rc;
 	for (int k = 0; k < NKINDS; k++)
 		rollback_kind(&rb, k);
 	rollback_doc(&rb, &kind_config, &e->config);
@@ -1664,6 +1693,8 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	int rc;
 
 	snprintf(st->url, sizeof(st->url), "%s", opt->url);
+	snprintf(st->allow_config_keys, sizeof(st->allow_config_keys), "%s",
+		 opt->allow_config_keys ? opt->allow_config_keys : "");
 	st->ops = backend_for(opt->url, &location);
 	if (!st->ops) {
 		snprintf(err, errlen, "unknown state store %s: use sqlite:PATH",

@@ -74,6 +74,10 @@ struct change_result {
 struct store_options {
 	const char *url; /* sqlite:PATH */
 	const char *key_file; /* secret key file, created when missing */
+	/* Privileged config keys an environment's owner may set anyway:
+	 * ",aws.profile,aws.endpoint_url," (the daemon's --allow-config-key),
+	 * or NULL. */
+	const char *allow_config_keys;
 };
 
 /* One object a committed batch changed: res_id 0 is the environment

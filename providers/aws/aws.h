@@ -177,6 +177,15 @@ struct aws_settings {
 
 void aws_settings_defaults(struct aws_settings *s);
 
+/*
+ * aws.endpoint_url from an environment's config: "" or https://, or plain
+ * http:// only to a loopback host, since signed requests and session
+ * tokens must not cross a network in clear. 0, or -EINVAL with msg naming
+ * the key and the rule. The daemon's own AWS_ENDPOINT_URL is not checked:
+ * the administrator set it.
+ */
+int aws_endpoint_url_check(const char *url, char *msg, size_t len);
+
 struct aws_client;
 
 struct aws_client *aws_client_new(const struct aws_settings *s);

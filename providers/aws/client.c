@@ -14,6 +14,7 @@
 
 #include "util/log.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -406,6 +408,44 @@ static void endpoint_url(const struct aws_client *c,
 	else
 		snprintf(out, len, "https://%s.%s.amazonaws.com",
 			 svc->host_prefix, c->settings.region);
+}
+
+static bool loopback_host(const char *host)
+{
+	struct in_addr v4;
+
+	if (!strcasecmp(host, "localhost") || !strcmp(host, "[::1]"))
+		return true;
+	return inet_pton(AF_INET, host, &v4) == 1 &&
+	       (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+int aws_endpoint_url_check(const char *url, char *msg, size_t len)
+{
+	CURLU *u;
+	char *scheme = NULL, *host = NULL;
+	int rc = -EINVAL;
+
+	if (!url || !url[0])
+		return 0;
+	u = curl_url();
+	if (u && !curl_url_set(u, CURLUPART_URL, url, 0) &&
+	    !curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) &&
+	    !curl_url_get(u, CURLUPART_HOST, &host, 0))
+		rc = !strcasecmp(scheme, "https") ||
+				     (!strcasecmp(scheme, "http") &&
+				      loopback_host(host))
+			     ? 0
+			     : -EINVAL;
+	if (rc)
+		snprintf(msg, len,
+			 "aws.endpoint_url: must be https://, or http:// only "
+			 "on loopback (127.0.0.0/8, ::1, localhost): signed "
+			 "requests and session tokens are not sent in clear");
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return rc;
 }
 
 /* The service's URL without a query or a trailing slash, ready for a path. */
@@ -916,6 +956,10 @@ size_t aws_run(struct aws_client *c, struct aws_call *calls, size_t n)
 
 	if (!n)
 		return 0;
+	/* A config written before the rule was checked at commit. */
+	if (aws_endpoint_url_check(c->settings.endpoint_url, why, sizeof(why)) <
+	    0)
+		return fail_all(calls, n, -EACCES, why);
 	if (aws_creds_get(c->creds, &creds, why, sizeof(why)) < 0) {
 		aws_creds_wipe(&creds);
 		return fail_all(calls, n, -ENOKEY, why);

@@ -30,6 +30,9 @@
 #define NODE_CLASSES "/apis/" NODE_CLASS_GROUP "/v1/hyperpodnodeclasses/"
 #define APPLY "?fieldManager=infrafs&force=true"
 #define GPU_RESOURCE "nvidia.com/gpu"
+/* Who made a Karpenter object: this daemon's owner id, and the pool. */
+#define OWNER_LABEL "infrafs/owner"
+#define RESOURCE_ANNOTATION "infrafs/resource"
 
 static const char *pool_instance_type(const struct spec *s, char *out,
 				      size_t len)
@@ -279,7 +282,7 @@ static int create(struct aws *a, struct aws_res *r, struct target *t,
 		       instance_groups(t->want, scaled ? 0
 						       : spec_int(t->want->spec,
 								  "nodes", 1)),
-		       "Tags", aws_tags(r, t->want->rev));
+		       "Tags", aws_tags(a, r, t->want->rev));
 	orchestrate_by_eks(in, t->want);
 	if (subnets && groups)
 		json_object_set_new(in, "VpcConfig",
@@ -298,10 +301,11 @@ static int create(struct aws *a, struct aws_res *r, struct target *t,
  * record as MADE+NAME from before it is applied until it is gone.
  */
 static const struct karpenter_object {
-	const char *made, *path, *delete_op;
+	const char *made, *path, *get_op, *delete_op;
 } karpenter_objects[] = {
-	{ "nodepool/", NODE_POOLS, "delete NodePool" },
-	{ "nodeclass/", NODE_CLASSES, "delete HyperpodNodeClass" },
+	{ "nodepool/", NODE_POOLS, "get NodePool", "delete NodePool" },
+	{ "nodeclass/", NODE_CLASSES, "get HyperpodNodeClass",
+	  "delete HyperpodNodeClass" },
 };
 
 #define KARPENTER_OBJECTS \
@@ -337,21 +341,67 @@ void cluster_forget_karpenter(struct aws *a, struct aws_res *r)
 	aws_res_save(a, r);
 }
 
-static json_t *managed_metadata(const char *name)
+/* ENV/pool/NAME, as the owner annotation says it. */
+static void resource_of(const struct aws_res *r, char *out, size_t len)
 {
-	return json_pack("{s:s, s:{s:s}}", "name", name, "labels",
-			 "app.kubernetes.io/managed-by", "infrafs");
+	const char *slash = strchr(r->key, '/');
+
+	snprintf(out, len, "%.*s/pool/%s", (int)(slash - r->key), r->key,
+		 slash + 1);
 }
 
-static json_t *node_class(const struct aws_res *r)
+/* Who made the object: this daemon (label) for this pool (annotation). */
+static json_t *managed_metadata(const struct aws *a, const struct aws_res *r)
+{
+	char resource[160];
+
+	resource_of(r, resource, sizeof(resource));
+	return json_pack("{s:s, s:{s:s, s:s}, s:{s:s}}", "name", r->aws_name,
+			 "labels", "app.kubernetes.io/managed-by", "infrafs",
+			 OWNER_LABEL, a->owner, "annotations",
+			 RESOURCE_ANNOTATION, resource);
+}
+
+bool cluster_kube_ours(const struct aws *a, const struct aws_res *r,
+		       json_t *object, char *why, size_t len)
+{
+	json_t *meta = json_object_get(object, "metadata");
+	json_t *labels = json_object_get(meta, "labels");
+	const char *owner =
+		json_string_value(json_object_get(labels, OWNER_LABEL));
+	const char *by = json_string_value(
+		json_object_get(labels, "app.kubernetes.io/managed-by"));
+	const char *res = json_string_value(json_object_get(
+		json_object_get(meta, "annotations"), RESOURCE_ANNOTATION));
+	char mine[160];
+
+	resource_of(r, mine, sizeof(mine));
+	/* An earlier infrafs labelled its objects managed-by only. */
+	if (!owner && r->legacy_names && by && !strcmp(by, "infrafs"))
+		return true;
+	if (owner && !strcmp(owner, a->owner) && res && !strcmp(res, mine))
+		return true;
+	if (!owner)
+		snprintf(why, len, "it carries no %s label", OWNER_LABEL);
+	else if (strcmp(owner, a->owner))
+		snprintf(why, len, "another infrafs made it (%s %.40s)",
+			 OWNER_LABEL, owner);
+	else
+		snprintf(why, len, "it was made for %.100s",
+			 res ? res : "another resource");
+	return false;
+}
+
+static json_t *node_class(const struct aws *a, const struct aws_res *r)
 {
 	return json_pack("{s:s, s:s, s:o, s:{s:[s]}}", "apiVersion",
 			 NODE_CLASS_GROUP "/v1", "kind", "HyperpodNodeClass",
-			 "metadata", managed_metadata(r->aws_name), "spec",
+			 "metadata", managed_metadata(a, r), "spec",
 			 "instanceGroups", GROUP);
 }
 
-static json_t *node_pool(const struct aws_res *r, const char *bounds)
+static json_t *node_pool(const struct aws *a, const struct aws_res *r,
+			 const char *bounds)
 {
 	const char *eq = strchr(bounds, '=');
 	char resource[64];
@@ -361,11 +411,11 @@ static json_t *node_pool(const struct aws_res *r, const char *bounds)
 	return json_pack("{s:s, s:s, s:o, s:{s:{s:{s:{s:s, s:s, s:s}, s:s,"
 			 " s:[{s:s, s:s}]}}, s:{s:s}}}",
 			 "apiVersion", "karpenter.sh/v1", "kind", "NodePool",
-			 "metadata", managed_metadata(r->aws_name), "spec",
-			 "template", "spec", "nodeClassRef", "group",
-			 NODE_CLASS_GROUP, "kind", "HyperpodNodeClass", "name",
-			 r->aws_name, "expireAfter", "Never", "requirements",
-			 "key", "node.kubernetes.io/instance-type", "operator",
+			 "metadata", managed_metadata(a, r), "spec", "template",
+			 "spec", "nodeClassRef", "group", NODE_CLASS_GROUP,
+			 "kind", "HyperpodNodeClass", "name", r->aws_name,
+			 "expireAfter", "Never", "requirements", "key",
+			 "node.kubernetes.io/instance-type", "operator",
 			 "Exists", "limits", resource, eq + 1);
 }
 
@@ -400,6 +450,30 @@ static bool plan_kube_api(struct aws_res *r, struct plan *p)
 	return false;
 }
 
+/*
+ * Reads object i before it is applied or deleted: one of the same name
+ * that is not this pool's stops the step, leaves the record and stays
+ * (a missing one is fine; skip: the calls to leave out then).
+ */
+static bool plan_kube_check(struct aws_res *r, struct plan *p, size_t i,
+			    unsigned skip)
+{
+	char path[200], what[96];
+	struct planned *c;
+
+	karpenter_record(r, i, what, sizeof(what));
+	snprintf(path, sizeof(path), "%s%s", karpenter_objects[i].path,
+		 r->aws_name);
+	c = plan_kube(r, p, karpenter_objects[i].get_op, "GET", path, NULL,
+		      AWS_OK_MISSING);
+	if (!c)
+		return false;
+	c->post = POST_KUBE_OWNED;
+	c->skip_if_missing = skip;
+	snprintf(c->arg, sizeof(c->arg), "%s", what);
+	return true;
+}
+
 static int apply_karpenter(struct aws *a, struct aws_res *r,
 			   const struct desired *want, struct plan *p)
 {
@@ -413,13 +487,14 @@ static int apply_karpenter(struct aws *a, struct aws_res *r,
 		karpenter_record(r, i, what, sizeof(what));
 		if (aws_res_made(a, r, what) < 0)
 			return -EIO;
+		plan_kube_check(r, p, i, 0);
 	}
 	snprintf(path, sizeof(path), NODE_CLASSES "%s" APPLY, r->aws_name);
-	plan_kube(r, p, "apply HyperpodNodeClass", "PATCH", path, node_class(r),
-		  0);
+	plan_kube(r, p, "apply HyperpodNodeClass", "PATCH", path,
+		  node_class(a, r), 0);
 	snprintf(path, sizeof(path), NODE_POOLS "%s" APPLY, r->aws_name);
 	c = plan_kube(r, p, "apply NodePool", "PATCH", path,
-		      node_pool(r, bounds), 0);
+		      node_pool(a, r, bounds), 0);
 	if (c) {
 		c->post = POST_SET_SCALING;
 		snprintf(c->arg, sizeof(c->arg), "%s", bounds);
@@ -438,6 +513,8 @@ static void delete_karpenter(struct aws_res *r, struct plan *p)
 		karpenter_record(r, i, what, sizeof(what));
 		if (!aws_res_has_made(r, what))
 			continue;
+		if (!plan_kube_check(r, p, i, 1))
+			return;
 		snprintf(path, sizeof(path), "%s%s", karpenter_objects[i].path,
 			 r->aws_name);
 		c = plan_kube(r, p, karpenter_objects[i].delete_op, "DELETE",

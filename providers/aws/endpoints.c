@@ -104,7 +104,7 @@ static void want_of(const struct aws_res *r, const struct desired *want,
 				? want->rev
 				: r->config_rev;
 	snprintf(suffix, sizeof(suffix), "-r%" PRIu64, w->config_rev);
-	aws_resource_name(r->key, suffix, w->model_name, sizeof(w->model_name));
+	aws_resource_name(r, suffix, w->model_name, sizeof(w->model_name));
 	snprintf(w->config_name, sizeof(w->config_name), "%s", w->model_name);
 	snprintf(w->model_made, sizeof(w->model_made), "model/%s",
 		 w->model_name);
@@ -299,6 +299,15 @@ static json_t *environment_of(const struct spec *s)
 	return out;
 }
 
+/* A create that meets the name reads the tags before counting it made. */
+static void verify_existing(struct planned *c, const char *what)
+{
+	if (!c)
+		return;
+	c->verify_existing = true;
+	snprintf(c->arg, sizeof(c->arg), "%s", what);
+}
+
 static int create_model(struct aws *a, struct aws_res *r, struct target *t,
 			const struct ep_want *w, struct plan *p)
 {
@@ -315,13 +324,16 @@ static int create_model(struct aws *a, struct aws_res *r, struct target *t,
 	if (!strncmp(model, "s3://", 5))
 		json_object_set_new(container, "ModelDataUrl",
 				    json_string(model));
-	plan_call(p, &aws_sagemaker, "CreateModel",
-		  json_pack("{s:s, s:s, s:o, s:o}", "ModelName", w->model_name,
-			    "ExecutionRoleArn",
-			    aws_config(t->want->config, "execution_role", ""),
-			    "PrimaryContainer", container, "Tags",
-			    aws_tags(r, t->want->rev)),
-		  AWS_OK_EXISTS);
+	verify_existing(
+		plan_call(p, &aws_sagemaker, "CreateModel",
+			  json_pack("{s:s, s:s, s:o, s:o}", "ModelName",
+				    w->model_name, "ExecutionRoleArn",
+				    aws_config(t->want->config,
+					       "execution_role", ""),
+				    "PrimaryContainer", container, "Tags",
+				    aws_tags(a, r, t->want->rev)),
+			  AWS_OK_EXISTS),
+		w->model_made);
 	return 0;
 }
 
@@ -334,15 +346,18 @@ static int create_config(struct aws *a, struct aws_res *r, struct target *t,
 
 	if (aws_res_made(a, r, w->config_made) < 0)
 		return -EIO;
-	plan_call(p, &aws_sagemaker, "CreateEndpointConfig",
-		  json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:f}], s:o}",
-			    "EndpointConfigName", w->config_name,
-			    "ProductionVariants", "VariantName", VARIANT,
-			    "ModelName", w->model_name, "InitialInstanceCount",
-			    (json_int_t)initial, "InstanceType",
-			    w->instance_type, "InitialVariantWeight", 1.0,
-			    "Tags", aws_tags(r, t->want->rev)),
-		  AWS_OK_EXISTS);
+	verify_existing(
+		plan_call(p, &aws_sagemaker, "CreateEndpointConfig",
+			  json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:f}], s:o}",
+				    "EndpointConfigName", w->config_name,
+				    "ProductionVariants", "VariantName",
+				    VARIANT, "ModelName", w->model_name,
+				    "InitialInstanceCount", (json_int_t)initial,
+				    "InstanceType", w->instance_type,
+				    "InitialVariantWeight", 1.0, "Tags",
+				    aws_tags(a, r, t->want->rev)),
+			  AWS_OK_EXISTS),
+		w->config_made);
 	return 0;
 }
 
@@ -366,7 +381,7 @@ static int move_to_config(struct aws *a, struct aws_res *r, struct target *t,
 			  json_pack("{s:s, s:s, s:o}", "EndpointName",
 				    r->aws_name, "EndpointConfigName",
 				    w->config_name, "Tags",
-				    aws_tags(r, t->want->rev)),
+				    aws_tags(a, r, t->want->rev)),
 			  AWS_OK_EXISTS);
 	else
 		plan_call(p, &aws_sagemaker, "UpdateEndpoint",
@@ -437,25 +452,6 @@ static void set_count(struct aws_res *r, const struct ep_want *w,
 		  0);
 }
 
-/* Deletes one model or endpoint config recorded as made. */
-static void delete_made(const char *what, struct plan *p)
-{
-	bool model = !strncmp(what, "model/", 6);
-	const char *name = strchr(what, '/') + 1;
-	struct planned *call;
-
-	call = plan_call(p, &aws_sagemaker,
-			 model ? "DeleteModel" : "DeleteEndpointConfig",
-			 json_pack("{s:s}",
-				   model ? "ModelName" : "EndpointConfigName",
-				   name),
-			 AWS_OK_MISSING);
-	if (call) {
-		call->post = POST_UNMADE;
-		snprintf(call->arg, sizeof(call->arg), "%s", what);
-	}
-}
-
 /* Models and configs of earlier revisions, once nothing uses them. */
 static void delete_old(struct aws_res *r, const struct ep_want *w,
 		       struct plan *p)
@@ -464,7 +460,7 @@ static void delete_old(struct aws_res *r, const struct ep_want *w,
 		const char *m = json_string_value(json_array_get(r->made, i));
 
 		if (!in_use(w, m))
-			delete_made(m, p);
+			plan_owned_delete(p, m);
 	}
 }
 
@@ -481,7 +477,8 @@ static int destroy(struct aws_res *r, struct plan *p)
 		return 0;
 	}
 	for (size_t i = 0; i < json_array_size(r->made); i++)
-		delete_made(json_string_value(json_array_get(r->made, i)), p);
+		plan_owned_delete(
+			p, json_string_value(json_array_get(r->made, i)));
 	return 0;
 }
 

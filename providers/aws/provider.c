@@ -24,12 +24,16 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_POLL_S 5.0
 #define DEFAULT_REFRESH_S 30.0
@@ -104,29 +108,75 @@ static double config_number(const struct spec *config, const char *key,
 	return *end || d <= 0 ? dflt : d;
 }
 
+static const char *kind_word(int kind);
+
+/* "infrafs-ENV-NAME" with '/' as '-'. */
+static void flat_name(const char *key, char *out, size_t len)
+{
+	snprintf(out, len, "infrafs-%s", key);
+	for (char *p = out; *p; p++) {
+		if (*p == '/')
+			*p = '-';
+	}
+}
+
 /*
- * Names are [a-z0-9-] already (util/text.h), so "infrafs-ENV-NAME" is a
- * valid SageMaker name when it fits; a longer one keeps its start and
- * ends in a hash of the whole key, so two resources never share a name.
+ * The names of records written before names carried a hash: the start
+ * of "infrafs-ENV-NAME", with a hash of the key only when it was cut.
  */
-void aws_resource_name(const char *key, const char *suffix, char *out,
-		       size_t len)
+static void legacy_name(const char *key, const char *suffix, char *out,
+			size_t len)
 {
 	char flat[160];
 	size_t max = len - 1 < 63 ? len - 1 : 63;
 	size_t slen = strlen(suffix);
 
-	snprintf(flat, sizeof(flat), "infrafs-%s", key);
-	for (char *p = flat; *p; p++) {
-		if (*p == '/')
-			*p = '-';
-	}
+	flat_name(key, flat, sizeof(flat));
 	if (strlen(flat) + slen <= max) {
 		snprintf(out, len, "%s%s", flat, suffix);
 		return;
 	}
 	snprintf(out, len, "%.*s-%08" PRIx32 "%s", (int)(max - slen - 9), flat,
 		 (uint32_t)map_hash(key, strlen(key)), suffix);
+}
+
+/*
+ * Eight hex digits of SHA-256 over ENV, kind and NAME, NUL-separated:
+ * "ml" + "prod-chat" and "ml-prod" + "chat" flatten alike and hash apart.
+ * It keeps names apart by accident; ownership is the tags' job.
+ */
+static void name_hash(const struct aws_res *r, char out[9])
+{
+	const char *slash = strchr(r->key, '/');
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	char text[200];
+	int n = snprintf(text, sizeof(text), "%.*s%c%s%c%s",
+			 (int)(slash - r->key), r->key, 0, kind_word(r->kind),
+			 0, slash + 1);
+
+	SHA256((const unsigned char *)text, (size_t)n, md);
+	snprintf(out, 9, "%02x%02x%02x%02x", md[0], md[1], md[2], md[3]);
+}
+
+/*
+ * Names are [a-z0-9-] already (util/text.h), so the result is a valid
+ * SageMaker and Kubernetes name; a long ENV-NAME is cut, never the hash
+ * or the suffix.
+ */
+void aws_resource_name(const struct aws_res *r, const char *suffix, char *out,
+		       size_t len)
+{
+	char flat[160], hash[9];
+	size_t max = len - 1 < 63 ? len - 1 : 63;
+
+	if (r->legacy_names) {
+		legacy_name(r->key, suffix, out, len);
+		return;
+	}
+	flat_name(r->key, flat, sizeof(flat));
+	name_hash(r, hash);
+	snprintf(out, len, "%.*s-%s%s", (int)(max - strlen(suffix) - 9), flat,
+		 hash, suffix);
 }
 
 double aws_price(const struct spec *config, const char *type, bool hyperpod)
@@ -164,17 +214,73 @@ const char *aws_instance_type(const struct spec *s, const char *count_field,
 	return out;
 }
 
-json_t *aws_tags(const struct aws_res *r, uint64_t rev)
+json_t *aws_tags(const struct aws *a, const struct aws_res *r, uint64_t rev)
 {
 	const char *slash = strchr(r->key, '/');
 	char env[NAME_MAX_LEN + 1], rev_text[24];
 
 	snprintf(env, sizeof(env), "%.*s", (int)(slash - r->key), r->key);
 	snprintf(rev_text, sizeof(rev_text), "%" PRIu64, rev);
-	return json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}]", "Key",
+	return json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}, {s:s, s:s},"
+			 " {s:s, s:s}]",
+			 "Key", "infrafs:owner", "Value", a->owner, "Key",
 			 "infrafs:environment", "Value", env, "Key",
+			 "infrafs:kind", "Value", kind_word(r->kind), "Key",
 			 "infrafs:resource", "Value", slash + 1, "Key",
 			 "infrafs:revision", "Value", rev_text);
+}
+
+static const char *tag_value(json_t *tags, const char *key)
+{
+	size_t i;
+	json_t *t;
+
+	json_array_foreach(tags, i, t)
+	{
+		const char *k = json_string_value(json_object_get(t, "Key"));
+
+		if (k && !strcmp(k, key))
+			return json_string_value(json_object_get(t, "Value"));
+	}
+	return NULL;
+}
+
+/*
+ * Ours: made by this daemon (infrafs:owner) for this very environment,
+ * kind and name. An object a legacy record made carries no owner or kind
+ * tag; its environment and name tags are enough.
+ */
+bool aws_tags_ours(const struct aws *a, const struct aws_res *r, json_t *tags,
+		   char *why, size_t len)
+{
+	const char *slash = strchr(r->key, '/');
+	const char *owner = tag_value(tags, "infrafs:owner");
+	const char *env = tag_value(tags, "infrafs:environment");
+	const char *kind = tag_value(tags, "infrafs:kind");
+	const char *name = tag_value(tags, "infrafs:resource");
+
+	if (!env || !name) {
+		snprintf(why, len, "it carries no infrafs tags");
+		return false;
+	}
+	if (strncmp(env, r->key, (size_t)(slash - r->key)) ||
+	    env[slash - r->key] || strcmp(name, slash + 1) ||
+	    (kind && strcmp(kind, kind_word(r->kind)))) {
+		snprintf(why, len, "its tags name %.64s %.64s/%.64s",
+			 kind ? kind : "resource", env, name);
+		return false;
+	}
+	if (owner && strcmp(owner, a->owner)) {
+		snprintf(why, len,
+			 "another infrafs made it (infrafs:owner %.40s)",
+			 owner);
+		return false;
+	}
+	if (!owner && !r->legacy_names) {
+		snprintf(why, len, "it carries no infrafs:owner tag");
+		return false;
+	}
+	return true;
 }
 
 static void settings_from(const struct spec *config, struct aws_settings *s)
@@ -217,7 +323,7 @@ int aws_res_save(struct aws *a, struct aws_res *r)
 	const struct aws_settings *s = &r->settings;
 	json_t *doc = json_pack(
 		"{s:s, s:I, s:I, s:s, s:s, s:s, s:O, s:f, s:f,"
-		" s:{s:s, s:s, s:s, s:f, s:i, s:f}}",
+		" s:{s:s, s:s, s:s, s:f, s:i, s:f}, s:i, s:s}",
 		"name", r->aws_name, "last_rev", (json_int_t)r->last_rev,
 		"config_rev", (json_int_t)r->config_rev, "config_fp",
 		r->config_fp, "scaling", r->scaling, "eks", r->eks, "made",
@@ -225,7 +331,8 @@ int aws_res_save(struct aws *a, struct aws_res *r)
 		"settings", "region", s->region, "endpoint_url",
 		s->endpoint_url, "profile", s->profile, "requests_per_second",
 		s->requests_per_second, "max_connections",
-		(int)s->max_connections, "timeout_s", s->timeout_s);
+		(int)s->max_connections, "timeout_s", s->timeout_s, "names",
+		r->legacy_names ? 1 : 2, "owned_of", r->owned_of);
 
 	/* The last Describe, so that a restart trusts what ListEndpoints
 	 * shows unchanged instead of describing everything again. */
@@ -277,7 +384,7 @@ static struct aws_res *res_new(struct aws *a, int kind, const char *key)
 	r->kind = kind;
 	snprintf(r->key, sizeof(r->key), "%s", key);
 	snprintf(r->id, sizeof(r->id), "%s:%s", kind_word(kind), key);
-	aws_resource_name(key, "", r->aws_name, sizeof(r->aws_name));
+	aws_resource_name(r, "", r->aws_name, sizeof(r->aws_name));
 	r->made = json_array();
 	aws_settings_defaults(&r->settings);
 	r->poll_s = DEFAULT_POLL_S;
@@ -333,6 +440,11 @@ static void load_record(void *ctx, const char *kind, const char *key,
 	r = res_new(a, k, key);
 	snprintf(r->aws_name, sizeof(r->aws_name), "%s",
 		 json_string_value(json_object_get(doc, "name")) ?: "");
+	/* Records without "names" came from a daemon that named without the
+	 * hash: their resources keep those names until they are removed. */
+	r->legacy_names = json_integer_value(json_object_get(doc, "names")) < 2;
+	snprintf(r->owned_of, sizeof(r->owned_of), "%s",
+		 json_string_value(json_object_get(doc, "owned_of")) ?: "");
 	r->last_rev =
 		(uint64_t)json_integer_value(json_object_get(doc, "last_rev"));
 	r->config_rev = (uint64_t)json_integer_value(
@@ -380,6 +492,81 @@ struct planned *plan_rest(struct plan *p, const struct aws_service *svc,
 		snprintf(c->path, sizeof(c->path), "%s", path);
 	}
 	return c;
+}
+
+/* What infrafs makes per revision, and how to ask SageMaker about it. */
+static const struct made_kind {
+	const char *prefix, *describe, *name_field, *arn_field, *delete_op;
+} made_kinds[] = {
+	{ "model/", "DescribeModel", "ModelName", "ModelArn", "DeleteModel" },
+	{ "endpoint-config/", "DescribeEndpointConfig", "EndpointConfigName",
+	  "EndpointConfigArn", "DeleteEndpointConfig" },
+};
+
+static const struct made_kind *made_kind_of(const char *what)
+{
+	for (size_t i = 0; i < sizeof(made_kinds) / sizeof(made_kinds[0]);
+	     i++) {
+		if (!strncmp(what, made_kinds[i].prefix,
+			     strlen(made_kinds[i].prefix)))
+			return &made_kinds[i];
+	}
+	return NULL;
+}
+
+static void planned_set(struct planned *c, const char *op, json_t *input,
+			unsigned ok, enum post_action post, const char *what)
+{
+	*c = (struct planned){ .svc = &aws_sagemaker,
+			       .op = op,
+			       .input = input,
+			       .ok = ok,
+			       .post = post };
+	snprintf(c->arg, sizeof(c->arg), "%s", what);
+}
+
+/* The Describe that finds what's ARN, then ListTags on that ARN. */
+static void plan_tag_check(struct planned *two, const char *what, unsigned ok)
+{
+	const struct made_kind *k = made_kind_of(what);
+	const char *name = strchr(what, '/') + 1;
+
+	planned_set(&two[0], k->describe,
+		    json_pack("{s:s}", k->name_field, name), ok, POST_ARN_NEXT,
+		    what);
+	planned_set(&two[1], "ListTags", json_pack("{s:i}", "MaxResults", 50),
+		    0, POST_OWNED, what);
+}
+
+void plan_owned_delete(struct plan *p, const char *what)
+{
+	const struct made_kind *k = made_kind_of(what);
+	struct planned *c;
+
+	if (!k || p->n + 3 > PLAN_MAX)
+		return;
+	c = &p->calls[p->n];
+	plan_tag_check(c, what, AWS_OK_MISSING);
+	c[0].skip_if_missing = 2;
+	planned_set(&c[2], k->delete_op,
+		    json_pack("{s:s}", k->name_field, strchr(what, '/') + 1),
+		    AWS_OK_MISSING, POST_UNMADE, what);
+	p->n += 3;
+}
+
+/* A create met a model or config of that name: its tags are read before
+ * it counts as made (the calls go right after the create). */
+static int plan_verify_existing(struct plan *p, const char *what)
+{
+	size_t after = p->at + 1;
+
+	if (!made_kind_of(what) || p->n + 2 > PLAN_MAX)
+		return -EAGAIN;
+	memmove(&p->calls[after + 2], &p->calls[after],
+		(p->n - after) * sizeof(p->calls[0]));
+	p->n += 2;
+	plan_tag_check(&p->calls[after], what, 0);
+	return 0;
 }
 
 static void plan_clear(struct plan *p)
@@ -433,9 +620,68 @@ static int post_action(struct aws *a, struct aws_res *r,
 		aws_res_save(a, r);
 		break;
 	case POST_NONE:
+	case POST_ARN_NEXT: /* post_ownership's */
+	case POST_OWNED:
+	case POST_KUBE_OWNED: /* kube_ownership's */
 		break;
 	}
 	return 0;
+}
+
+/*
+ * The ownership part of a step: an ARN for the next call's ListTags, or
+ * the Tags that must say the object is r's. 0 goes on; -EEXIST stops the
+ * step, what was found is off the record and stays as it is.
+ */
+static int post_ownership(struct aws *a, struct aws_res *r, struct plan *p,
+			  json_t *answer, char *err, size_t errlen)
+{
+	const struct planned *c = &p->calls[p->at];
+	const char *what = c->arg, *arn;
+	char why[200];
+
+	if (c->post == POST_ARN_NEXT) {
+		arn = json_string_value(
+			json_object_get(answer, made_kind_of(what)->arn_field));
+		if (!arn || p->at + 1 >= p->n) {
+			snprintf(err, errlen, "SageMaker %s: no ARN for %s",
+				 c->op, what);
+			return -EPROTO;
+		}
+		json_object_set_new(p->calls[p->at + 1].input, "ResourceArn",
+				    json_string(arn));
+		return 0;
+	}
+	if (aws_tags_ours(a, r, json_object_get(answer, "Tags"), why,
+			  sizeof(why)))
+		return 0;
+	snprintf(r->not_ours, sizeof(r->not_ours),
+		 "SageMaker %s exists and is not this resource's: %s; "
+		 "infrafs neither adopts nor deletes it",
+		 what, why);
+	snprintf(err, errlen, "%s", r->not_ours);
+	log_warn("aws %s: %s", r->id, err);
+	aws_res_unmade(a, r, what);
+	return -EEXIST;
+}
+
+/* A Karpenter object under the pool's name (NULL: none) must be its. */
+static int kube_ownership(struct aws *a, struct aws_res *r,
+			  const struct planned *c, json_t *object, char *err,
+			  size_t errlen)
+{
+	char why[160];
+
+	if (!object || cluster_kube_ours(a, r, object, why, sizeof(why)))
+		return 0;
+	snprintf(r->not_ours, sizeof(r->not_ours),
+		 "Kubernetes %s in EKS cluster %.100s exists and is not "
+		 "this pool's: %s; infrafs neither adopts nor deletes it",
+		 c->arg, r->eks, why);
+	snprintf(err, errlen, "%s", r->not_ours);
+	log_warn("aws %s: %s", r->id, err);
+	aws_res_unmade(a, r, c->arg);
+	return -EEXIST;
 }
 
 /* One call's answer for its step: on, done, or stopped with why. */
@@ -443,14 +689,13 @@ static void take_answer(struct aws *a, struct aws_res *r, struct target *t,
 			struct plan *p, struct aws_call *call)
 {
 	const struct planned *c = &p->calls[p->at];
-	bool ok = call->rc == 0 ||
-		  ((c->ok & AWS_OK_MISSING) &&
-		   aws_error_not_found(call->code, call->message)) ||
-		  ((c->ok & AWS_OK_EXISTS) &&
-		   aws_error_exists(call->code, call->message));
+	bool missing = call->rc && (c->ok & AWS_OK_MISSING) &&
+		       aws_error_not_found(call->code, call->message);
+	bool existed = call->rc && (c->ok & AWS_OK_EXISTS) &&
+		       aws_error_exists(call->code, call->message);
 
 	r->dirty = true;
-	if (!ok) {
+	if (call->rc && !missing && !existed) {
 		p->rc = call->rc;
 		aws_call_describe_error(call, t->obs.error,
 					sizeof(t->obs.error));
@@ -459,8 +704,30 @@ static void take_answer(struct aws *a, struct aws_res *r, struct target *t,
 			aws_kube_api_clear(&r->kube);
 		return;
 	}
-	p->rc = post_action(a, r, c, call->rc ? NULL : call->output,
-			    t->obs.error, sizeof(t->obs.error));
+	if (missing && c->skip_if_missing) {
+		aws_res_unmade(a, r, c->arg);
+		p->at += 1 + c->skip_if_missing;
+		if (p->at > p->n) /* what it skips did not fit the plan */
+			p->at = p->n;
+		return;
+	}
+	if (existed && c->verify_existing) {
+		p->rc = plan_verify_existing(p, c->arg);
+		if (p->rc)
+			snprintf(t->obs.error, sizeof(t->obs.error),
+				 "SageMaker %s exists; its tags are read next "
+				 "time",
+				 c->arg);
+	} else if (c->post == POST_KUBE_OWNED) {
+		p->rc = kube_ownership(a, r, c, call->rc ? NULL : call->output,
+				       t->obs.error, sizeof(t->obs.error));
+	} else if (c->post == POST_ARN_NEXT || c->post == POST_OWNED) {
+		p->rc = post_ownership(a, r, p, call->output, t->obs.error,
+				       sizeof(t->obs.error));
+	} else {
+		p->rc = post_action(a, r, c, call->rc ? NULL : call->output,
+				    t->obs.error, sizeof(t->obs.error));
+	}
 	if (!p->rc)
 		p->at++;
 }
@@ -624,12 +891,91 @@ static void take_look(struct aws *a, struct aws_res *r, struct aws_call *call)
 					sizeof(r->look_error));
 		r->live = json_incref(was); /* unknown is not gone */
 	}
+	if (!r->look_error[0]) {
+		r->foreign[0] = '\0';
+		r->owner_unknown = false;
+	}
 	r->looked = true;
 	r->dirty = false;
 	r->looked_at = mono_now();
 	if (!same_version(was, r->live) && json_array_size(r->made))
 		aws_res_save(a, r);
 	json_decref(was);
+}
+
+static const char *live_arn(const struct aws_res *r)
+{
+	return json_string_value(json_object_get(
+		       r->live,
+		       r->kind == KIND_POOL_IDX ? "ClusterArn" : "EndpointArn"))
+		       ?: "";
+}
+
+/* The live object's identity: a new object under the name differs. */
+static void live_identity(const struct aws_res *r, char *out, size_t len)
+{
+	snprintf(out, len, "%s@%.3f", live_arn(r),
+		 json_number_value(json_object_get(r->live, "CreationTime")));
+}
+
+static bool owner_known(const struct aws_res *r)
+{
+	char id[sizeof(r->owned_of)];
+
+	if (!r->live)
+		return true;
+	live_identity(r, id, sizeof(id));
+	return !strcmp(id, r->owned_of);
+}
+
+/* What is not r's is dropped from live: no step then acts on it. */
+static void take_owner(struct aws *a, struct aws_res *r, struct aws_call *call)
+{
+	if (!call->rc &&
+	    aws_tags_ours(a, r, json_object_get(call->output, "Tags"),
+			  r->foreign, sizeof(r->foreign))) {
+		r->foreign[0] = '\0';
+		live_identity(r, r->owned_of, sizeof(r->owned_of));
+		aws_res_save(a, r);
+		return;
+	}
+	if (call->rc) {
+		aws_call_describe_error(call, r->look_error,
+					sizeof(r->look_error));
+		snprintf(r->foreign, sizeof(r->foreign),
+			 "its tags could not be read: %.200s", r->look_error);
+		r->owner_unknown = true;
+	}
+	json_decref(r->live);
+	r->live = NULL;
+}
+
+/*
+ * An endpoint or cluster found under r's name is r's only when its tags
+ * say so (ListTags, once per object); see aws_tags_ours.
+ */
+static void check_owners(struct aws *a, struct aws_res **rs, size_t n)
+{
+	struct aws_call *calls = xcalloc(n, sizeof(*calls));
+	struct aws_res **of = xcalloc(n, sizeof(*of));
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (owner_known(rs[i]))
+			continue;
+		aws_call_init(&calls[k], &aws_sagemaker, "ListTags",
+			      json_pack("{s:s, s:i}", "ResourceArn",
+					live_arn(rs[i]), "MaxResults", 50));
+		of[k++] = rs[i];
+	}
+	if (k)
+		aws_run(aws_client_of(a, of[0]), calls, k);
+	for (size_t j = 0; j < k; j++) {
+		take_owner(a, of[j], &calls[j]);
+		aws_call_clear(&calls[j]);
+	}
+	free(of);
+	free(calls);
 }
 
 /* Describes every resource given, all at once, through one client. */
@@ -651,6 +997,7 @@ static void look(struct aws *a, struct aws_res **rs, size_t n)
 		aws_call_clear(&calls[i]);
 	}
 	free(calls);
+	check_owners(a, rs, n);
 }
 
 /*
@@ -725,13 +1072,14 @@ static size_t settle_from_list(struct aws *a, struct aws_res **rs, size_t n)
 		json_t *s = json_object_get(page.all, r->aws_name);
 
 		if (page.rc || r->kind != KIND_ENDPOINT_IDX || r->dirty ||
-		    (s && !unchanged_since(r, s))) {
+		    !owner_known(r) || (s && !unchanged_since(r, s))) {
 			rs[left++] = r;
 			continue;
 		}
 		if (!s) {
 			json_decref(r->live);
 			r->live = NULL;
+			r->foreign[0] = '\0';
 		}
 		r->look_error[0] = '\0';
 		r->looked = true;
@@ -780,6 +1128,29 @@ static void look_due(struct aws *a, struct aws_res **rs, size_t n)
 	free(due);
 }
 
+static void foreign_error(const struct aws_res *r, struct target *t)
+{
+	snprintf(t->obs.error, sizeof(t->obs.error),
+		 "%s %s exists and is not this resource's: %.250s; infrafs "
+		 "neither adopts nor deletes it (remove or rename it in AWS)",
+		 r->kind == KIND_POOL_IDX ? "HyperPod cluster"
+					  : "SageMaker endpoint",
+		 r->aws_name, r->foreign);
+}
+
+/*
+ * Nothing is done under a name whose object is not r's; a destroy goes
+ * on (what r made itself is removed, the object stays), unless its tags
+ * could not even be read.
+ */
+static int refuse_foreign(const struct aws_res *r, struct target *t)
+{
+	if (!r->foreign[0] || (!t->want && !r->owner_unknown))
+		return 0;
+	foreign_error(r, t);
+	return r->owner_unknown ? -EAGAIN : -EEXIST;
+}
+
 static void fill(struct aws *a, struct aws_res *r, struct target *t)
 {
 	observation_clear(&t->obs);
@@ -789,6 +1160,10 @@ static void fill(struct aws *a, struct aws_res *r, struct target *t)
 		cluster_fill(a, r, t);
 	else
 		endpoint_fill(a, r, t);
+	if (r->foreign[0] && !t->obs.error[0])
+		foreign_error(r, t);
+	if (r->not_ours[0] && !t->obs.error[0])
+		snprintf(t->obs.error, sizeof(t->obs.error), "%s", r->not_ours);
 	if (r->look_error[0] && !t->obs.error[0])
 		snprintf(t->obs.error, sizeof(t->obs.error), "%s",
 			 r->look_error);
@@ -831,6 +1206,10 @@ static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 		rs[i] = res_of(a, t);
 		t->obs.error[0] = '\0';
 		if (!rs[i])
+			continue;
+		rs[i]->not_ours[0] = '\0';
+		plans[i].rc = refuse_foreign(rs[i], t);
+		if (plans[i].rc)
 			continue;
 		plans[i].rc = rs[i]->kind == KIND_POOL_IDX
 				      ? cluster_step(a, rs[i], t, &plans[i])
@@ -894,8 +1273,16 @@ static void aws_list(void *state, const char *env, struct buf *out)
 
 /* ---- commit-time checks and cost ----------------------------------------- */
 
+static int aws_check_config(const struct spec *config, char *msg, size_t len)
+{
+	return aws_endpoint_url_check(aws_config(config, "endpoint_url", ""),
+				      msg, len);
+}
+
 static int aws_check(const struct desired *want, char *msg, size_t len)
 {
+	if (aws_check_config(want->config, msg, len) < 0)
+		return -EINVAL;
 	if (!aws_config(want->config, "execution_role", NULL)) {
 		snprintf(msg, len,
 			 "config: aws.execution_role is required by the aws "
@@ -916,6 +1303,42 @@ static double aws_hourly_cost(const struct desired *want)
 
 /* ---- life ------------------------------------------------------------------ */
 
+/*
+ * This daemon's owner id, made once: 128 random bits in hex. Kept with
+ * the records, since both say what this daemon made.
+ */
+static int load_owner(struct aws *a)
+{
+	char path[PATH_MAX + 8];
+	unsigned char raw[16];
+	FILE *f;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/owner", a->dir);
+	f = fopen(path, "re");
+	if (f) {
+		bool ok = fscanf(f, "%32[0-9a-f]", a->owner) == 1 &&
+			  strlen(a->owner) == 32;
+
+		fclose(f);
+		if (ok)
+			return 0;
+	}
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+		log_err("aws provider: no random bytes for the owner id");
+		return -EIO;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(a->owner + 2 * i, 3, "%02x", raw[i]);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, a->owner, 32) != 32 || fsync(fd) < 0)
+		log_warn("aws provider: cannot keep the owner id in %s: %s",
+			 path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
 static int aws_start(const struct provider_host *host, void **state)
 {
 	struct aws *a = xcalloc(1, sizeof(*a));
@@ -925,6 +1348,10 @@ static int aws_start(const struct provider_host *host, void **state)
 	if (mkdir(a->dir, 0700) < 0 && errno != EEXIST)
 		log_warn("aws provider: cannot make %s: %s", a->dir,
 			 strerror(errno));
+	if (load_owner(a) < 0) {
+		free(a);
+		return -EIO;
+	}
 	if (records_load(a->dir, load_record, a) < 0) {
 		free(a);
 		return -EPERM;
@@ -957,5 +1384,6 @@ const struct provider_ops aws_provider = {
 	.step_many = aws_step_many,
 	.list = aws_list,
 	.check = aws_check,
+	.check_config = aws_check_config,
 	.hourly_cost = aws_hourly_cost,
 };

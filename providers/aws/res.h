@@ -26,6 +26,19 @@ struct aws_res {
 	char key[140]; /* ENV/NAME */
 	int kind; /* KIND_POOL_IDX, KIND_ENDPOINT_IDX */
 	char aws_name[64]; /* the endpoint's or cluster's name */
+	/* Named and tagged by a daemon before names carried a hash: its
+	 * names stay, and its objects need no infrafs:owner tag. */
+	bool legacy_names;
+	/* "ARN@CreationTime" of the live object once its tags said it is
+	 * this resource's; a new object under the name is asked again. */
+	char owned_of[320];
+	/* Why the object under our name is not ours ("" when it is, or
+	 * when there is none); it is then neither adopted nor deleted. */
+	char foreign[300];
+	bool owner_unknown; /* its tags could not be read: wait */
+	/* The last step met a model or config under its name that is not
+	 * r's: said in status until a step gets past it. */
+	char not_ours[480];
 	struct aws_settings settings;
 	double poll_s; /* how often an unfinished change is looked at */
 	double refresh_s; /* how often a finished one is */
@@ -50,6 +63,9 @@ struct aws {
 	struct provider_host host;
 	char dir[PATH_MAX];
 	struct map res; /* "KIND:ENV/NAME" -> struct aws_res */
+	/* This daemon's identity on what it makes (infrafs:owner), kept in
+	 * STATE_DIR/aws/owner: the records and the tags go together. */
+	char owner[33];
 	struct aws_client **clients;
 	size_t nclients;
 };
@@ -64,16 +80,23 @@ bool aws_res_has_made(const struct aws_res *r, const char *what);
 /* A config key of the aws provider (`aws.KEY`), or dflt. */
 const char *aws_config(const struct spec *config, const char *key,
 		       const char *dflt);
-/* "infrafs-ENV-NAME" plus suffix, within SageMaker's 63 characters. */
-void aws_resource_name(const char *key, const char *suffix, char *out,
+/* "infrafs-ENV-NAME-HASH" plus suffix, within SageMaker's 63 characters
+ * (HASH: of environment, kind and name); legacy records keep the names
+ * they were made with. */
+void aws_resource_name(const struct aws_res *r, const char *suffix, char *out,
 		       size_t len);
 double aws_price(const struct spec *config, const char *type, bool hyperpod);
 /* instance_type, else the catalog's type for accelerator and the count
  * in count_field (at least one device for a GPU); NULL when none fits. */
 const char *aws_instance_type(const struct spec *s, const char *count_field,
 			      bool hyperpod, char *out, size_t len);
-/* Tags that say who made a resource, for people reading the console. */
-json_t *aws_tags(const struct aws_res *r, uint64_t rev);
+/* Tags that say who made a resource: infrafs:owner, infrafs:environment,
+ * infrafs:kind and infrafs:resource make it ours; infrafs:revision is for
+ * people reading the console. */
+json_t *aws_tags(const struct aws *a, const struct aws_res *r, uint64_t rev);
+/* Whether ListTags' Tags say the object is r's; why not into why. */
+bool aws_tags_ours(const struct aws *a, const struct aws_res *r, json_t *tags,
+		   char *why, size_t len);
 /* What a step may read as done rather than failed. */
 enum {
 	AWS_OK_MISSING = 1, /* a delete of what is gone already */
@@ -87,6 +110,9 @@ enum post_action {
 	POST_SET_SCALING, /* arg ("min:max:target") is registered */
 	POST_CLEAR_SCALING, /* autoscaling is gone */
 	POST_KUBE_API, /* the answer says where r->eks's API is */
+	POST_ARN_NEXT, /* the answer's ARN is the next call's ResourceArn */
+	POST_OWNED, /* the answer's Tags must say arg is r's */
+	POST_KUBE_OWNED, /* the Kubernetes object arg, if any, must be r's */
 };
 
 struct planned {
@@ -99,6 +125,10 @@ struct planned {
 	unsigned ok; /* AWS_OK_* */
 	enum post_action post;
 	char arg[96];
+	unsigned skip_if_missing; /* AWS_OK_MISSING: calls after it to skip */
+	/* AWS_OK_EXISTS on a model or config: check arg's tags before
+	 * taking what exists as made. */
+	bool verify_existing;
 };
 
 /*
@@ -125,6 +155,10 @@ struct planned *plan_rest(struct plan *p, const struct aws_service *svc,
 			  const char *op, const char *method, const char *path,
 			  json_t *input, unsigned ok);
 
+/* Plans the ownership check of what (model/NAME, endpoint-config/NAME)
+ * and, when it is r's, its delete; a missing one is off the record. */
+void plan_owned_delete(struct plan *p, const char *what);
+
 /* endpoints.c */
 json_t *endpoint_describe_input(const struct aws_res *r);
 void endpoint_fill(struct aws *a, struct aws_res *r, struct target *t);
@@ -142,6 +176,10 @@ int cluster_step(struct aws *a, struct aws_res *r, struct target *t,
 		 struct plan *p);
 int cluster_check(const struct desired *want, char *msg, size_t len);
 double cluster_cost(const struct desired *want);
+/* Whether a Karpenter object (a GET's answer) carries r's owner label
+ * and resource annotation; why not into why. */
+bool cluster_kube_ours(const struct aws *a, const struct aws_res *r,
+		       json_t *object, char *why, size_t len);
 /* The pool's EKS cluster is gone, and its Karpenter objects with it. */
 void cluster_forget_karpenter(struct aws *a, struct aws_res *r);
 

@@ -60,6 +60,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 SIGNATURE_WINDOW_S = 15 * 60
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# SageMaker: at most 50 tags on one resource (TagList's max).
+MAX_TAGS = 50
 # Coral stops collecting constraint violations after ten.
 MAX_VALIDATION_ERRORS = 10
 
@@ -1263,10 +1265,12 @@ class SageMakerBackend:
             "CreateCluster": self.create_cluster, "DescribeCluster": self.describe_cluster,
             "UpdateCluster": self.update_cluster, "DeleteCluster": self.delete_cluster,
             "ListClusters": self.list_clusters,
+            "AddTags": self.add_tags, "ListTags": self.list_tags, "DeleteTags": self.delete_tags,
         }
 
     def reset(self):
         with self._lock:
+            self.tags = {}
             self.models = {}
             self.configs = {}
             self.endpoints = {}
@@ -1297,6 +1301,7 @@ class SageMakerBackend:
         if name.lower() in self.models:
             raise validation_error(f'Cannot create already existing model "{arn}".')
         spec = {k: v for k, v in p.items() if k not in ("ModelName", "Tags")}
+        self._tag_new(arn, p.get("Tags", []))
         self.models[name.lower()] = Model(name, arn, now, spec)
         return {"ModelArn": arn}
 
@@ -1310,8 +1315,9 @@ class SageMakerBackend:
         return self._require_model(p["ModelName"]).describe()
 
     def delete_model(self, p, now):
-        self._require_model(p["ModelName"])
+        model = self._require_model(p["ModelName"])
         del self.models[p["ModelName"].lower()]
+        self.tags.pop(model.arn, None)
         return {}
 
     def list_models(self, p, now):
@@ -1328,6 +1334,7 @@ class SageMakerBackend:
             raise validation_error(f'Cannot create already existing endpoint configuration "{arn}".')
         self._require_variant_models(p["ProductionVariants"])
         spec = {k: v for k, v in p.items() if k not in ("EndpointConfigName", "Tags")}
+        self._tag_new(arn, p.get("Tags", []))
         self.configs[name.lower()] = EndpointConfig(name, arn, now, spec)
         return {"EndpointConfigArn": arn}
 
@@ -1348,8 +1355,9 @@ class SageMakerBackend:
 
     def delete_endpoint_config(self, p, now):
         # Allowed even while an endpoint uses the config, as on AWS.
-        self._require_config(p["EndpointConfigName"])
+        config = self._require_config(p["EndpointConfigName"])
         del self.configs[p["EndpointConfigName"].lower()]
+        self.tags.pop(config.arn, None)
         return {}
 
     def list_endpoint_configs(self, p, now):
@@ -1369,6 +1377,7 @@ class SageMakerBackend:
         endpoint.modified = t.ends_at
         if t.status == "Deleting":
             del self.endpoints[endpoint.name.lower()]
+            self.tags.pop(endpoint.arn, None)
             return False
         if t.failure is not None:
             endpoint.status, endpoint.failure_reason = "Failed", t.failure
@@ -1443,6 +1452,7 @@ class SageMakerBackend:
         self._require_variant_models(config.spec["ProductionVariants"])
         final = self._plan_variants(config, now)
         starting = [dataclasses.replace(v, count=0, images=[]) for v in final]
+        self._tag_new(arn, p.get("Tags", []))
         endpoint = Endpoint(name, arn, config.name, now, now, starting)
         self._start(endpoint, "Creating", self.fake.config.create_s, now,
                     result=[v.settled() for v in final])
@@ -1546,6 +1556,7 @@ class SageMakerBackend:
         cluster.transition = None
         if t.status == "Deleting":
             del self.clusters[cluster.name]
+            self.tags.pop(cluster.arn, None)
             return False
         if t.failure is not None:
             cluster.status, cluster.failure = "Failed", t.failure
@@ -1591,6 +1602,7 @@ class SageMakerBackend:
         cluster_id = random_string(string.ascii_lowercase + string.digits, 12)
         arn = self.fake.arn("sagemaker", f"cluster/{cluster_id}")
         groups = [InstanceGroup(g, 0, "Creating") for g in p.get("InstanceGroups", [])]
+        self._tag_new(arn, p.get("Tags", []))
         cluster = Cluster(name, arn, now, spec, groups)
         self._cluster_transition(cluster, "Creating", self.fake.config.cluster_create_s, now,
                                  result=[g.settled() for g in groups])
@@ -1725,6 +1737,56 @@ class SageMakerBackend:
                                  sort_keys=("NAME", "CREATION_TIME", None))
         return self._with_token({"ClusterSummaries": [c.summary() for c in page]}, token)
 
+    # Tags --------------------------------------------------------------------
+
+    def _tag_new(self, arn, tags):
+        """A new object's tags: nothing of an earlier object under the same
+        ARN (names make the ARNs of models, configs and endpoints) stays."""
+        self.tags[arn] = {}
+        self._merge_tags(arn, tags)
+
+    def _merge_tags(self, arn, tags):
+        merged = dict(self.tags.get(arn, {}))
+        merged.update((t["Key"], t["Value"]) for t in tags)
+        if len(merged) > MAX_TAGS:
+            raise validation_error(f"Resource {arn} cannot have more than {MAX_TAGS} tags.")
+        self.tags[arn] = merged
+
+    def _require_tagged(self, arn, now):
+        """The object an ARN names, for the tagging calls; a missing one is
+        reported the way its own Describe reports it."""
+        kind, _, name = arn.split(":", 5)[-1].partition("/")
+        if kind == "model":
+            self._require_model(name)
+        elif kind == "endpoint-config":
+            self._require_config(name)
+        elif kind == "endpoint":
+            self._require_endpoint(name, now)
+        elif kind == "cluster":
+            self._require_cluster(arn, now)
+        else:
+            raise validation_error(f'Could not find resource "{arn}".')
+
+    def add_tags(self, p, now):
+        self._require_tagged(p["ResourceArn"], now)
+        self._merge_tags(p["ResourceArn"], p["Tags"])
+        return {"Tags": p["Tags"]}
+
+    def list_tags(self, p, now):
+        self._require_tagged(p["ResourceArn"], now)
+        tags = [{"Key": k, "Value": v} for k, v in self.tags.get(p["ResourceArn"], {}).items()]
+        # MaxResults is at least 50 (the model) and no object holds more,
+        # so one page always holds them all.
+        if p.get("NextToken"):
+            raise _sagemaker_bad_token()
+        return {"Tags": tags}
+
+    def delete_tags(self, p, now):
+        self._require_tagged(p["ResourceArn"], now)
+        for key in p["TagKeys"]:
+            self.tags.get(p["ResourceArn"], {}).pop(key, None)
+        return {}
+
     # State -------------------------------------------------------------------
 
     def state(self, now):
@@ -1737,6 +1799,7 @@ class SageMakerBackend:
                 "endpoint_configs": [c.describe() for c in sorted(self.configs.values(), key=by_time)],
                 "endpoints": [e.describe() for e in sorted(endpoints, key=by_time)],
                 "clusters": [c.describe() for c in sorted(clusters, key=by_time)],
+                "tags": {arn: dict(tags) for arn, tags in self.tags.items()},
                 "pending_endpoint_failures": dict(self.endpoint_failures),
                 "pending_cluster_failures": dict(self.cluster_failures),
             }
@@ -3345,6 +3408,7 @@ class ControlApi:
             ("POST", "/_fake/eks"): self.create_eks,
             ("GET", "/_fake/karpenter"): lambda doc, query: self.fake.karpenter.view(),
             ("POST", "/_fake/karpenter"): self.karpenter_demand,
+            ("POST", "/_fake/kubectl_apply"): self.kubectl_apply,
         }
 
     def handle(self, req):
@@ -3420,6 +3484,21 @@ class ControlApi:
         if not isinstance(doc, dict):
             raise ControlError("expected {\"name\": ...}")
         return self.fake.eks.create(doc.get("name"))
+
+    def kubectl_apply(self, doc, query):
+        """An object applied by someone else (field manager kubectl)."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
+            raise ControlError("expected {\"eks\": ..., \"body\": {...}}")
+        body = doc["body"]
+        resource = next((r for r in KUBE_RESOURCES if r.kind == body.get("kind")), None)
+        if resource is None or self.fake.eks.get(doc.get("eks")) is None:
+            raise ControlError("unknown kind or EKS cluster")
+        name = body.get("metadata", {}).get("name")
+        try:
+            obj, _ = self.fake.kubernetes.apply(doc["eks"], resource, name, body, "kubectl", True)
+        except KubeError as e:
+            raise ControlError(e.message) from e
+        return obj
 
     def karpenter_demand(self, doc, query):
         if not isinstance(doc, dict):

@@ -680,6 +680,85 @@ def test_duplicates_and_missing_resources_use_aws_wording(client):
         f'Could not find endpoint "{arn("endpoint/ghost")}".'
 
 
+def tags_of(client, resource_arn):
+    reply = client.sm("ListTags", ResourceArn=resource_arn)
+    assert reply.status == 200, reply
+    return reply.json["Tags"]
+
+
+def test_tags_on_create_add_tags_and_list_tags(client):
+    owner = [{"Key": "infrafs:owner", "Value": "abc"}, {"Key": "team", "Value": "nlp"}]
+    assert client.sm("CreateModel", ModelName="tagged", ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sm",
+                     PrimaryContainer={"Image": "123.dkr.ecr.us-east-1.amazonaws.com/llm:1"},
+                     Tags=owner).status == 200
+    assert tags_of(client, arn("model/tagged")) == owner
+    # AddTags replaces a key's value and appends new keys; it answers with what it was given.
+    added = [{"Key": "team", "Value": "vision"}, {"Key": "cost-center", "Value": "42"}]
+    reply = client.sm("AddTags", ResourceArn=arn("model/tagged"), Tags=added)
+    assert reply.json == {"Tags": added}
+    assert tags_of(client, arn("model/tagged")) == [
+        {"Key": "infrafs:owner", "Value": "abc"}, {"Key": "team", "Value": "vision"},
+        {"Key": "cost-center", "Value": "42"}]
+    assert client.sm("DeleteTags", ResourceArn=arn("model/tagged"), TagKeys=["team"]).status == 200
+    assert [t["Key"] for t in tags_of(client, arn("model/tagged"))] == ["infrafs:owner", "cost-center"]
+    # Untagged objects list nothing; every kind infrafs makes keeps its tags.
+    make_endpoint(client, "Plain")
+    assert tags_of(client, arn("endpoint/plain")) == []
+    assert tags_of(client, arn("endpoint-config/plain-cfg")) == []
+    group = {"InstanceGroupName": "workers", "InstanceType": "ml.p5.48xlarge", "InstanceCount": 1,
+             "LifeCycleConfig": {"SourceS3Uri": "s3://bucket/lifecycle", "OnCreate": "on_create.sh"},
+             "ExecutionRole": f"arn:aws:iam::{ACCOUNT}:role/hyperpod"}
+    cluster_arn = client.sm("CreateCluster", ClusterName="Tagged", InstanceGroups=[group],
+                            Tags=owner).json["ClusterArn"]
+    assert tags_of(client, cluster_arn) == owner
+
+
+def test_a_new_object_under_an_old_name_starts_without_tags(client):
+    model = {"ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/sm",
+             "PrimaryContainer": {"Image": "123.dkr.ecr.us-east-1.amazonaws.com/llm:1"}}
+    client.sm("CreateModel", ModelName="again", Tags=[{"Key": "k", "Value": "v"}], **model)
+    assert client.sm("DeleteModel", ModelName="again").status == 200
+    client.sm("CreateModel", ModelName="again", **model)
+    assert tags_of(client, arn("model/again")) == []
+
+
+def test_tag_shapes_are_validated_as_the_model_says(client):
+    reply = client.sm("AddTags", ResourceArn=arn("model/none"),
+                      Tags=[{"Key": "", "Value": "x" * 257}, {"Key": "bad\nkey", "Value": "v"}])
+    assert reply.code == "ValidationException"
+    assert reply.message.startswith("3 validation errors detected: ")
+    assert ("Value '' at 'tags.1.member.key' failed to satisfy constraint: Member must have "
+            "length greater than or equal to 1") in reply.message
+    assert ("at 'tags.1.member.value' failed to satisfy constraint: Member must have length "
+            "less than or equal to 256") in reply.message
+    assert ("Value 'bad\nkey' at 'tags.2.member.key' failed to satisfy constraint: Member must "
+            "satisfy regular expression pattern: ([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)") in reply.message
+    reply = client.sm("ListTags", ResourceArn="arn:aws:s3:::bucket")
+    assert "Member must satisfy regular expression pattern: arn:aws[a-z-]*:sagemaker:" in reply.message
+    assert "Member must have value greater than or equal to 50" in \
+        client.sm("ListTags", ResourceArn=arn("model/none"), MaxResults=10).message
+    too_many = [{"Key": f"k{i}", "Value": "v"} for i in range(51)]
+    assert "Member must have length less than or equal to 50" in \
+        client.sm("CreateModel", ModelName="many", Tags=too_many, ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sm",
+                  PrimaryContainer={"Image": "123.dkr.ecr.us-east-1.amazonaws.com/llm:1"}).message
+
+
+def test_tags_of_missing_objects_are_refused(client):
+    assert client.sm("ListTags", ResourceArn=arn("model/ghost")).message == \
+        f'Could not find model "{arn("model/ghost")}".'
+    assert client.sm("AddTags", ResourceArn=arn("endpoint/ghost"),
+                     Tags=[{"Key": "k", "Value": "v"}]).message == \
+        f'Could not find endpoint "{arn("endpoint/ghost")}".'
+    assert client.sm("ListTags", ResourceArn=arn("cluster/abcdefabcdef")).code == "ResourceNotFound"
+    model = {"ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/sm",
+             "PrimaryContainer": {"Image": "123.dkr.ecr.us-east-1.amazonaws.com/llm:1"}}
+    client.sm("CreateModel", ModelName="full", Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)],
+              **model)
+    reply = client.sm("AddTags", ResourceArn=arn("model/full"), Tags=[{"Key": "one-more", "Value": "v"}])
+    assert reply.code == "ValidationException" and "more than 50 tags" in reply.message
+    assert len(tags_of(client, arn("model/full"))) == 50
+
+
 def test_delete_in_use_config_and_model_is_allowed(client):
     make_endpoint(client, "InUse")
     assert client.sm("DeleteEndpointConfig", EndpointConfigName="InUse-cfg").status == 200

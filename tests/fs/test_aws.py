@@ -2,6 +2,7 @@
 Auto Scaling fake on loopback (tests/fake/aws_fake.py): the real wire
 format, signatures checked, lifecycles with delays, faults on demand."""
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,18 @@ AKID2, SECRET2 = "AKIDINFRAFSTEST2", "c2VjcmV0LWtleS10d28tZm9yLXRlc3Rz"
 ROLE = "arn:aws:iam::123456789012:role/infrafs-test"
 EP = "dev/endpoints/chat"
 POOL = "dev/pools/train"
+
+
+def aws_name(env, kind, name, suffix=""):
+    """The name infrafs gives what it makes on AWS: infrafs-ENV-NAME cut
+    to fit, a hash of (env, kind, name), then the suffix."""
+    digest = hashlib.sha256(f"{env}\0{kind}\0{name}".encode()).hexdigest()
+    flat = f"infrafs-{env}-{name}"[:63 - len(suffix) - 9]
+    return f"{flat}-{digest[:8]}{suffix}"
+
+
+CHAT = aws_name("dev", "endpoint", "chat")
+TRAIN = aws_name("dev", "pool", "train")
 
 
 class Fake:
@@ -151,16 +164,15 @@ def test_endpoint_created_with_model_config_and_endpoint(mnt, fake):
     make_endpoint(mnt)
     wait_synced(mnt)
     st = status_of(mnt / EP / "status")
-    assert st["sagemaker_endpoint"] == "infrafs-dev-chat"
+    assert st["sagemaker_endpoint"] == CHAT
     assert st["arn"].startswith("arn:aws:sagemaker:us-east-1:")
     assert st["invoke_url"] == ("https://runtime.sagemaker.us-east-1."
-                                "amazonaws.com/endpoints/infrafs-dev-chat/"
-                                "invocations")
+                                f"amazonaws.com/endpoints/{CHAT}/invocations")
     assert st["instance_type"] == "ml.g5.xlarge"
     assert st["replicas"] == "1 of 1"
     assert float(st["hourly_cost_usd"]) > 0
     [ep] = endpoints(fake)
-    assert ep["EndpointName"] == "infrafs-dev-chat"
+    assert ep["EndpointName"] == CHAT
     [create] = fake.calls("CreateModel")
     assert create["body"]["PrimaryContainer"]["ModelDataUrl"] == \
         "s3://models/llama/"
@@ -203,14 +215,14 @@ def test_update_makes_new_model_and_config_and_removes_old(mnt, fake):
              "the endpoint to move to a new config")
     wait_synced(mnt)
     [ep] = endpoints(fake)
-    assert ep["EndpointConfigName"] == f"infrafs-dev-chat-r{rev}"
+    assert ep["EndpointConfigName"] == aws_name("dev", "endpoint", "chat", f"-r{rev}")
     assert fake.calls("UpdateEndpoint")
     # The old pair is deleted once nothing uses it.
     wait_for(lambda: names(fake.state()["endpoint_configs"],
                            "EndpointConfigName") ==
-             [f"infrafs-dev-chat-r{rev}"], 30, "the old config to go")
+             [aws_name("dev", "endpoint", "chat", f"-r{rev}")], 30, "the old config to go")
     assert names(fake.state()["models"], "ModelName") == \
-        [f"infrafs-dev-chat-r{rev}"]
+        [aws_name("dev", "endpoint", "chat", f"-r{rev}")]
 
 
 def test_autoscaling_registered_and_removed(mnt, fake):
@@ -220,7 +232,7 @@ def test_autoscaling_registered_and_removed(mnt, fake):
     wait_synced(mnt)
     [reg] = fake.calls("RegisterScalableTarget")
     assert reg["body"]["ResourceId"] == \
-        "endpoint/infrafs-dev-chat/variant/AllTraffic"
+        f"endpoint/{CHAT}/variant/AllTraffic"
     assert reg["body"]["ScalableDimension"] == \
         "sagemaker:variant:DesiredInstanceCount"
     assert (reg["body"]["MinCapacity"], reg["body"]["MaxCapacity"]) == (1, 4)
@@ -253,7 +265,7 @@ def test_rmdir_deletes_endpoint_configs_and_models(mnt, fake):
 
 
 def test_failed_endpoint_shows_reason(mnt, fake):
-    fake.control("fail_endpoint", {"name": "infrafs-dev-chat",
+    fake.control("fail_endpoint", {"name": CHAT,
                                    "reason": "CUDA out of memory"})
     make_endpoint(mnt)
     wait_state(mnt, "failed")
@@ -326,7 +338,7 @@ def test_throttling_storm_and_5xx_converge_without_duplicates(mnt, fake):
     for name in ("a", "b", "c"):
         wait_synced(mnt, f"dev/endpoints/{name}", timeout=90)
     assert names(endpoints(fake), "EndpointName") == \
-        ["infrafs-dev-a", "infrafs-dev-b", "infrafs-dev-c"]
+        [aws_name("dev", "endpoint", n) for n in "abc"]
     answered = [c["status"] for c in fake.calls()]
     assert answered.count(400) >= 25 and answered.count(503) == 6
     assert answered.count(429) == 4 and answered.count(500) == 4
@@ -573,7 +585,7 @@ def test_replicas_changed_outside_infrafs(mnt, fake, drift):
     make_endpoint(mnt)
     wait_synced(mnt)
     console_call(fake, "UpdateEndpointWeightsAndCapacities",
-                 {"EndpointName": "infrafs-dev-chat",
+                 {"EndpointName": CHAT,
                   "DesiredWeightsAndCapacities": [
                       {"VariantName": "AllTraffic",
                        "DesiredInstanceCount": 3}]})
@@ -754,7 +766,7 @@ def test_pool_autoscaled_by_karpenter_within_its_bounds(mnt, fake):
     assert body["NodeProvisioningMode"] == "Continuous"
     assert body["InstanceGroups"][0]["InstanceCount"] == 0
     assert body["InstanceGroups"][0]["InstanceType"] == "ml.g5.12xlarge"
-    name = "infrafs-dev-train"
+    name = TRAIN
     pool = kube_objects(fake, "nodepools")[name]
     assert pool["spec"]["limits"] == {"nvidia.com/gpu": "12"}
     assert pool["spec"]["template"]["spec"]["nodeClassRef"]["name"] == name
@@ -762,7 +774,7 @@ def test_pool_autoscaled_by_karpenter_within_its_bounds(mnt, fake):
     assert node_class["spec"]["instanceGroups"] == ["workers"]
     st = read(mnt / POOL / "status")
     assert "autoscaling: Karpenter Enable (InService)" in st
-    assert "karpenter_nodepool: infrafs-dev-train (limits " \
+    assert f"karpenter_nodepool: {TRAIN} (limits " \
         "nvidia.com/gpu=12)" in st
     # Demand beyond max_nodes: Karpenter stops at the NodePool's limit.
     fake.control("karpenter", {"eks": "ml-eks", "demand_nodes": 5})
@@ -802,7 +814,7 @@ def test_pool_autoscaling_switched_off_and_on_then_destroyed(mnt, fake):
     assert pool_nodes(mnt) == "1 of 1"
     (mnt / POOL / "spec").write_text(SCALED_POOL)
     wait_synced(mnt, POOL)
-    assert "infrafs-dev-train" in kube_objects(fake, "nodepools")
+    assert TRAIN in kube_objects(fake, "nodepools")
     mnt.sh(f"rmdir {POOL}")
     wait_for(lambda: not fake.state()["clusters"], 30, "the cluster to go")
     assert not kube_objects(fake, "nodepools")
@@ -810,8 +822,8 @@ def test_pool_autoscaling_switched_off_and_on_then_destroyed(mnt, fake):
     deletes = [c["op"] for c in fake.calls()
                if c.get("service") == "kubernetes" and
                c["op"].startswith("DELETE")]
-    assert deletes.index("DELETE nodepools/infrafs-dev-train") < \
-        deletes.index("DELETE hyperpodnodeclasses/infrafs-dev-train")
+    assert deletes.index(f"DELETE nodepools/{TRAIN}") < \
+        deletes.index(f"DELETE hyperpodnodeclasses/{TRAIN}")
 
 
 def test_pool_made_without_eks_cannot_be_autoscaled_in_place(mnt, fake):
@@ -839,7 +851,7 @@ def test_eks_token_signed_for_an_endpoint_url_with_a_trailing_slash(mnt,
     mnt.sh(f"mkdir -p {POOL}")
     (mnt / POOL / "spec").write_text(SCALED_POOL)
     wait_synced(mnt, POOL)
-    assert "infrafs-dev-train" in kube_objects(fake, "nodepools")
+    assert TRAIN in kube_objects(fake, "nodepools")
 
 
 def test_second_pool_on_one_eks_cluster_shows_hyperpods_refusal(mnt, fake):
@@ -853,3 +865,351 @@ def test_second_pool_on_one_eks_cluster_shows_hyperpods_refusal(mnt, fake):
              30, "HyperPod's refusal")
     assert len(fake.state()["clusters"]) == 1
     assert read(mnt / POOL / "state").strip() == "ready"
+
+
+# ---- names that cannot collide, objects that are ours ---------------------
+
+def make_env(m, fake, env, extra=""):
+    m.sh(f"mkdir {env}")
+    (m / env / "config").write_text(config_text(fake, extra))
+
+
+def endpoint_named(fake, name):
+    return next((e for e in endpoints(fake) if e["EndpointName"] == name),
+                None)
+
+
+def wait_error(m, path, text):
+    """The resource's last_error once it says text."""
+    wait_for(lambda: text in status_of(m / path / "status").get(
+        "last_error", ""), 30, f"{path}'s last_error to say {text!r}")
+    return status_of(m / path / "status")["last_error"]
+
+
+def test_environment_and_name_that_flatten_alike_get_their_own_endpoints(
+        mnt, fake):
+    # "ml" + "prod-chat" and "ml-prod" + "chat" both read infrafs-ml-prod-chat.
+    make_env(mnt, fake, "ml")
+    make_env(mnt, fake, "ml-prod")
+    make_endpoint(mnt, path="ml/endpoints/prod-chat")
+    make_endpoint(mnt, path="ml-prod/endpoints/chat")
+    wait_synced(mnt, "ml/endpoints/prod-chat")
+    wait_synced(mnt, "ml-prod/endpoints/chat")
+    mine = aws_name("ml", "endpoint", "prod-chat")
+    theirs = aws_name("ml-prod", "endpoint", "chat")
+    assert mine != theirs
+    assert names(endpoints(fake), "EndpointName") == sorted([mine, theirs])
+    assert status_of(mnt / "ml/endpoints/prod-chat/status")[
+        "sagemaker_endpoint"] == mine
+    # rmdir of one deletes its own endpoint, model and config only.
+    mnt.sh("rmdir ml/endpoints/prod-chat")
+    wait_for(lambda: endpoint_named(fake, mine) is None, 30,
+             "ml's endpoint to go")
+    wait_for(lambda: len(fake.state()["models"]) == 1, 30, "ml's model")
+    assert endpoint_named(fake, theirs)["EndpointStatus"] == "InService"
+    assert [m["ModelName"] for m in fake.state()["models"]] == \
+        [endpoints(fake)[0]["EndpointConfigName"]]
+    wait_synced(mnt, "ml-prod/endpoints/chat")
+
+
+def test_every_object_made_carries_the_ownership_tags(mnt, fake):
+    make_endpoint(mnt)
+    mnt.sh(f"mkdir -p {POOL}")
+    (mnt / POOL / "spec").write_text("accelerator = nvidia-a10g\n"
+                                     "accelerators_per_node = 1\n")
+    wait_synced(mnt)
+    wait_synced(mnt, POOL)
+    st = fake.state()
+    made = ([(m["ModelArn"], "endpoint", "chat") for m in st["models"]] +
+            [(c["EndpointConfigArn"], "endpoint", "chat")
+             for c in st["endpoint_configs"]] +
+            [(e["EndpointArn"], "endpoint", "chat") for e in st["endpoints"]] +
+            [(c["ClusterArn"], "pool", "train") for c in st["clusters"]])
+    assert len(made) == 4
+    owners = set()
+    for arn, kind, name in made:
+        tags = st["tags"][arn]
+        assert tags["infrafs:environment"] == "dev", (arn, tags)
+        assert tags["infrafs:kind"] == kind, (arn, tags)
+        assert tags["infrafs:resource"] == name, (arn, tags)
+        assert len(tags["infrafs:owner"]) == 32, (arn, tags)
+        owners.add(tags["infrafs:owner"])
+    assert len(owners) == 1
+    # What infrafs trusts is SageMaker's ListTags, not its own notes.
+    assert fake.calls("ListTags")
+
+
+def precreate_untagged_endpoint(fake, name):
+    console_call(fake, "CreateModel", {
+        "ModelName": name, "ExecutionRoleArn": ROLE,
+        "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1."
+                                      "amazonaws.com/someone-else:1"}})
+    console_call(fake, "CreateEndpointConfig", {
+        "EndpointConfigName": name, "ProductionVariants": [{
+            "VariantName": "AllTraffic", "ModelName": name,
+            "InitialInstanceCount": 1, "InstanceType": "ml.m5.xlarge"}]})
+    console_call(fake, "CreateEndpoint", {"EndpointName": name,
+                                          "EndpointConfigName": name})
+    wait_for(lambda: endpoint_named(fake, name)["EndpointStatus"] ==
+             "InService", 10, "the other endpoint")
+
+
+def test_untagged_endpoint_under_our_name_is_not_adopted_or_deleted(mnt,
+                                                                    fake):
+    precreate_untagged_endpoint(fake, CHAT)
+    make_endpoint(mnt)
+    err = wait_error(mnt, EP, "not this resource's")
+    assert f"SageMaker endpoint {CHAT} exists" in err
+    assert "it carries no infrafs tags" in err
+    assert "neither adopts nor deletes it" in err
+    assert state(mnt) != "ready"
+    time.sleep(1)
+    ep = endpoint_named(fake, CHAT)
+    assert ep["EndpointConfigName"] == CHAT and \
+        ep["EndpointStatus"] == "InService"
+    assert not fake.calls("UpdateEndpoint")
+    # rmdir removes what infrafs made for it and leaves the endpoint.
+    mnt.sh(f"rmdir {EP}")
+    wait_for(lambda: not (mnt / EP).exists(), 30, "the endpoint to go")
+    wait_for(lambda: names(fake.state()["models"], "ModelName") == [CHAT],
+             30, "infrafs's own model to go")
+    assert endpoint_named(fake, CHAT)["EndpointStatus"] == "InService"
+    assert not fake.calls("DeleteEndpoint")
+    assert names(fake.state()["endpoint_configs"], "EndpointConfigName") == \
+        [CHAT]
+
+
+def test_untagged_model_under_our_name_is_not_used_or_deleted(mnt, fake):
+    # Held for approval, the endpoint's revision is known before any call.
+    (mnt / "dev" / "config").write_text(config_text(fake,
+                                                    "approval = manual\n"))
+    make_endpoint(mnt)
+    rev = int(status_of(mnt / EP / "status")["revision"])
+    name = aws_name("dev", "endpoint", "chat", f"-r{rev}")
+    console_call(fake, "CreateModel", {
+        "ModelName": name, "ExecutionRoleArn": ROLE,
+        "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1."
+                                      "amazonaws.com/someone-else:1"}})
+    # Approval back to auto: the endpoint is applied as revision rev.
+    (mnt / "dev" / "config").write_text(config_text(fake))
+    assert f"model/{name} exists" in wait_error(mnt, EP,
+                                                "not this resource's")
+    assert not fake.calls("CreateEndpointConfig")
+    mnt.sh(f"rmdir {EP}")
+    wait_for(lambda: not (mnt / EP).exists(), 30, "the endpoint to go")
+    assert names(fake.state()["models"], "ModelName") == [name]
+    assert not fake.calls("DeleteModel")
+
+
+def test_record_of_an_earlier_daemon_keeps_its_names(mnt, fake, tmp_path):
+    """A daemon from before the hashed names made infrafs-dev-chat and
+    tagged it without an owner; its record says so. The endpoint is still
+    the resource's, under its old names, until it is removed."""
+    (mnt / "dev" / "config").write_text(config_text(fake,
+                                                    "approval = manual\n"))
+    make_endpoint(mnt)
+    rev = int(status_of(mnt / EP / "status")["revision"])
+    mnt.stop()
+    old, old_rev = "infrafs-dev-chat", f"infrafs-dev-chat-r{rev}"
+    tags = [{"Key": "infrafs:environment", "Value": "dev"},
+            {"Key": "infrafs:resource", "Value": "chat"},
+            {"Key": "infrafs:revision", "Value": str(rev)}]
+    console_call(fake, "CreateModel", {
+        "ModelName": old_rev, "ExecutionRoleArn": ROLE, "Tags": tags,
+        "PrimaryContainer": {"Image": ENDPOINT.split()[2],
+                             "ModelDataUrl": "s3://models/llama/"}})
+    console_call(fake, "CreateEndpointConfig", {
+        "EndpointConfigName": old_rev, "Tags": tags, "ProductionVariants": [{
+            "VariantName": "AllTraffic", "ModelName": old_rev,
+            "InitialInstanceCount": 1, "InstanceType": "ml.g5.xlarge"}]})
+    console_call(fake, "CreateEndpoint", {"EndpointName": old,
+                                          "EndpointConfigName": old_rev,
+                                          "Tags": tags})
+    records = tmp_path / "state" / "aws" / "records"
+    records.mkdir(parents=True, exist_ok=True)
+    (records / "endpoint@dev@chat.json").write_text(json.dumps({
+        "name": old, "last_rev": 0, "config_rev": rev, "config_fp": "",
+        "scaling": "", "eks": "",
+        "made": [f"model/{old_rev}", f"endpoint-config/{old_rev}"],
+        "poll_s": 0.2, "refresh_s": 30.0,
+        "settings": {"region": "us-east-1", "endpoint_url": fake.url,
+                     "profile": "", "requests_per_second": 100.0,
+                     "max_connections": 64, "timeout_s": 15.0}}))
+    mnt.start()
+    (mnt / "dev" / "config").write_text(config_text(fake))
+    wait_synced(mnt)
+    assert status_of(mnt / EP / "status")["sagemaker_endpoint"] == old
+    assert not fake.calls("CreateEndpoint")[1:]
+    # A new resource gets the new names; removing the old one removes
+    # what its record lists.
+    make_endpoint(mnt, path="dev/endpoints/next")
+    wait_synced(mnt, "dev/endpoints/next")
+    mnt.sh(f"rmdir {EP}")
+    wait_for(lambda: names(endpoints(fake), "EndpointName") ==
+             [aws_name("dev", "endpoint", "next")], 30, "the old one to go")
+    wait_for(lambda: old_rev not in names(fake.state()["models"],
+                                          "ModelName"), 30, "its model")
+
+
+def test_karpenter_objects_of_someone_else_are_not_taken_over(mnt, fake):
+    fake.control("eks", {"name": "ml-eks"})
+    theirs = {"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+              "metadata": {"name": TRAIN, "labels": {"team": "search"}},
+              "spec": {"template": {"spec": {
+                  "nodeClassRef": {"group": "karpenter.sagemaker.amazonaws.com",
+                                   "kind": "HyperpodNodeClass",
+                                   "name": "search"},
+                  "requirements": [{"key": "node.kubernetes.io/instance-type",
+                                    "operator": "Exists"}]}},
+                  "limits": {"nvidia.com/gpu": "64"}}}
+    fake.control("kubectl_apply", {"eks": "ml-eks", "body": theirs})
+    (mnt / "dev" / "config").write_text(autoscaling_config(fake))
+    mnt.sh(f"mkdir -p {POOL}")
+    (mnt / POOL / "spec").write_text(SCALED_POOL)
+    err = wait_error(mnt, POOL, "not this pool's")
+    assert f"Kubernetes nodepool/{TRAIN} in EKS cluster ml-eks exists" in err
+    assert "it carries no infrafs/owner label" in err
+    pool = kube_objects(fake, "nodepools")[TRAIN]
+    assert pool["spec"]["limits"] == {"nvidia.com/gpu": "64"}
+    assert pool["metadata"]["labels"] == {"team": "search"}
+    assert not [c for c in fake.calls() if c.get("service") == "kubernetes"
+                and c["op"].startswith("PATCH")]
+    mnt.sh(f"rmdir {POOL}")
+    wait_for(lambda: not fake.state()["clusters"], 30, "the cluster to go")
+    assert kube_objects(fake, "nodepools")[TRAIN]["spec"]["limits"] == \
+        {"nvidia.com/gpu": "64"}
+    assert not [c for c in fake.calls() if c.get("service") == "kubernetes"
+                and c["op"].startswith("DELETE")]
+
+
+def test_karpenter_objects_carry_the_owner_label(mnt, fake):
+    make_scaled_pool(mnt, fake)
+    owner = fake.state()["tags"][fake.state()["clusters"][0]["ClusterArn"]][
+        "infrafs:owner"]
+    for kind in ("nodepools", "hyperpodnodeclasses"):
+        meta = kube_objects(fake, kind)[TRAIN]["metadata"]
+        assert meta["labels"]["infrafs/owner"] == owner
+        assert meta["annotations"]["infrafs/resource"] == "dev/pool/train"
+
+
+# ---- whose credentials, sent where ---------------------------------------
+
+def config_refused(m, text, err):
+    with pytest.raises(OSError) as e:
+        with open(m / "dev" / "config", "w") as f:
+            f.write(text)
+    assert e.value.errno == err
+    return status_of(m / "dev" / "status")["last_error"]
+
+
+def test_endpoint_url_plain_http_only_on_loopback(mnt, fake):
+    why = config_refused(mnt, config_text(fake).replace(
+        fake.url, "http://10.1.2.3"), errno.EINVAL)
+    assert why.startswith("aws.endpoint_url: must be https://, or http:// "
+                          "only on loopback")
+    for url in ("https://10.1.2.3", "https://sagemaker.example.com:8443",
+                "http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1",
+                fake.url):
+        (mnt / "dev" / "config").write_text(
+            config_text(fake).replace(fake.url, url))
+    make_endpoint(mnt)
+    wait_synced(mnt)
+
+
+@pytest.fixture
+def aws_owner():
+    """A throwaway user who owns an environment but is not root."""
+    name = "ifs-aws-owner"
+    subprocess.run(["userdel", name], capture_output=True)
+    for _ in range(20):
+        if subprocess.run(["useradd", "-M", name],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    yield int(subprocess.check_output(["id", "-u", name]))
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def write_as(m, uid, name, text):
+    """Writes a file as uid; returns the errno close(2) or write(2) gave."""
+    script = ("import os, sys\n"
+              "try:\n"
+              f"    with open({name!r}, 'w') as f:\n"
+              "        f.write(sys.stdin.read())\n"
+              "except OSError as e:\n"
+              "    sys.exit(e.errno)\n")
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}",
+                           "--clear-groups", "/usr/bin/python3", "-c",
+                           script], input=text, text=True,
+                          cwd=m.path).returncode
+
+
+@pytest.fixture
+def shared(tmp_path, fake):
+    """A mount others may use (allow_other), with an aws environment."""
+    write_credentials(tmp_path)
+    os.chmod(tmp_path, 0o755)
+    m = Mount(tmp_path, extra=["-o", "allow_other"],
+              env=daemon_env(tmp_path)).start()
+    m.sh("mkdir dev")
+    (m / "dev" / "config").write_text(config_text(fake))
+    yield m
+    m.stop()
+
+
+def test_only_root_chooses_the_daemons_credentials(shared, fake, aws_owner):
+    m = shared
+    os.chown(m / "dev", aws_owner, aws_owner)
+    base = config_text(fake)
+    # The owner may change the environment's own settings...
+    assert write_as(m, aws_owner, "dev/config",
+                    base + "aws.poll_s = 0.5\n") == 0
+    # ...but not pick another profile, URL or EKS cluster.
+    for key, value in (("aws.profile", "prod-admin"),
+                       ("aws.eks_cluster_arn",
+                        "arn:aws:eks:us-east-1:123456789012:cluster/x")):
+        assert write_as(m, aws_owner, "dev/config",
+                        base + f"{key} = {value}\n") == errno.EACCES
+        why = status_of(m / "dev" / "status")["last_error"]
+        assert why.startswith(f"{key}: chooses the daemon's "
+                              "credentials"), why
+        assert f"--allow-config-key {key}" in why
+    assert write_as(m, aws_owner, "dev/config", base.replace(
+        fake.url, "https://sagemaker.example.com")) == errno.EACCES
+    assert "aws.profile" not in read(m / "dev" / "config")
+    # Root may.
+    (m / "dev" / "config").write_text(base + "aws.profile = default\n")
+    # Keeping what root set is no change of it.
+    assert write_as(m, aws_owner, "dev/config",
+                    base + "aws.profile = default\n"
+                    "aws.poll_s = 0.3\n") == 0
+    m.stop()
+    m.start(extra=["--allow-config-key", "aws.profile"])
+    assert write_as(m, aws_owner, "dev/config",
+                    base + "aws.profile = other\n") == 0
+    assert "aws.profile = other" in read(m / "dev" / "config")
+    assert write_as(m, aws_owner, "dev/config", base.replace(
+        fake.url, "https://sagemaker.example.com")) == errno.EACCES
+
+
+def test_rollback_restores_no_privileged_key_for_an_owner(shared, fake,
+                                                         aws_owner):
+    m = shared
+    (m / "dev" / "config").write_text(config_text(fake) +
+                                      "aws.profile = prod-admin\n")
+    with_profile = max(int(r) for r in os.listdir(m / "dev/history"))
+    (m / "dev" / "config").write_text(config_text(fake))
+    os.chown(m / "dev", aws_owner, aws_owner)
+    assert write_as(m, aws_owner, "dev/ctl",
+                    f"rollback {with_profile}\n") == errno.EACCES
+    assert "aws.profile" not in read(m / "dev" / "config")
+    # Root may roll it back.
+    (m / "dev" / "ctl").write_text(f"rollback {with_profile}\n")
+    assert "aws.profile = prod-admin" in read(m / "dev" / "config")
+
+
+def test_allow_config_key_takes_only_privileged_keys(tmp_path):
+    m = Mount(tmp_path, extra=["--allow-config-key", "aws.poll_s"])
+    with pytest.raises(AssertionError, match="not a config key that only "
+                                             "root may set"):
+        m.start()
