@@ -1194,6 +1194,13 @@ bool spec_field_set(const struct spec *s, const char *name)
 	return v && v->set;
 }
 
+const char *spec_str(const struct spec *s, const char *name, const char *dflt)
+{
+	const struct spec_value *v = s ? spec_field(s, name) : NULL;
+
+	return v && v->set && v->text ? v->text : dflt;
+}
+
 /* ---- spec_check_rules ---- */
 
 /* A bound that must hold against the field it defaults from. */

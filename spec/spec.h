@@ -82,6 +82,9 @@ int spec_check_value(const struct field_def *f, const char *value, size_t len,
 const struct spec_value *spec_field(const struct spec *s, const char *name);
 /* Whether a field was written (not just defaulted). */
 bool spec_field_set(const struct spec *s, const char *name);
+/* The text of a field as written, or dflt when it was not: the spec's own
+ * bytes, never a copy that a buffer could cut. */
+const char *spec_str(const struct spec *s, const char *name, const char *dflt);
 
 /* Cross-field rules: min_nodes <= nodes <= max_nodes and the like. */
 int spec_check_rules(const struct spec *s, struct spec_error *err);

@@ -136,6 +136,13 @@ void text_escape(struct buf *out, const char *s, size_t n, unsigned flags)
 	buf_add(out, s + run, n - run);
 }
 
+void text_line(struct buf *out, const char *key, const char *value)
+{
+	buf_printf(out, "%s: ", key);
+	text_escape(out, value, strlen(value), 0);
+	buf_addc(out, '\n');
+}
+
 double time_now(void)
 {
 	struct timespec ts;

@@ -35,6 +35,9 @@ enum text_escape_flags {
  * is, so escaping twice changes nothing.
  */
 void text_escape(struct buf *out, const char *s, size_t n, unsigned flags);
+/* "KEY: VALUE\n" with VALUE escaped: a status line whose value came from
+ * outside (a cloud's failure message) stays one line. */
+void text_line(struct buf *out, const char *key, const char *value);
 
 /* RFC 3339 UTC with milliseconds, e.g. 2026-11-27T23:55:22.123Z. */
 void time_rfc3339(double t, char *out, size_t outlen);

@@ -17,6 +17,7 @@
 #include "res.h"
 
 #include "store/policy.h"
+#include "util/text.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -116,7 +117,7 @@ static bool karpenter_matches(const struct aws_res *r, const struct spec *s)
 static bool matches(const struct aws_res *r, const struct desired *want)
 {
 	json_t *g = live_group(r);
-	char type[64];
+	char type[AWS_TYPE_LEN];
 
 	if (!g || !pool_instance_type(want->spec, type, sizeof(type)) ||
 	    strcmp(live_text(g, "InstanceType"), type))
@@ -148,7 +149,7 @@ void cluster_fill(struct aws *a, struct aws_res *r, struct target *t)
 	struct observation *o = &t->obs;
 	json_t *g;
 	const char *status, *failure;
-	char type[64] = "";
+	char type[AWS_TYPE_LEN] = "";
 
 	if (!r->live) {
 		o->exists = json_array_size(r->made) > 0;
@@ -173,7 +174,7 @@ void cluster_fill(struct aws *a, struct aws_res *r, struct target *t)
 			   live_int(g, "CurrentCount"),
 			   live_int(g, "TargetCount"));
 	if (failure[0])
-		buf_printf(&o->details, "failure_message: %s\n", failure);
+		text_line(&o->details, "failure_message", failure);
 	if (live_autoscaling(r, "Mode")[0])
 		buf_printf(&o->details, "autoscaling: %s %s (%s)\n",
 			   live_autoscaling(r, "AutoScalerType"),
@@ -206,12 +207,12 @@ void cluster_fill(struct aws *a, struct aws_res *r, struct target *t)
 static json_t *list_of(const char *text)
 {
 	json_t *out = json_array();
-	char copy[1024], *save = NULL;
+	char *copy = strdup(text), *save = NULL;
 
-	snprintf(copy, sizeof(copy), "%s", text);
-	for (char *item = strtok_r(copy, ", ", &save); item;
+	for (char *item = copy ? strtok_r(copy, ", ", &save) : NULL; item;
 	     item = strtok_r(NULL, ", ", &save))
 		json_array_append_new(out, json_string(item));
+	free(copy);
 	return out;
 }
 
@@ -219,7 +220,7 @@ static json_t *list_of(const char *text)
 static json_t *instance_groups(const struct desired *want, int64_t count)
 {
 	const struct spec *config = want->config;
-	char type[64] = "";
+	char type[AWS_TYPE_LEN] = "";
 
 	pool_instance_type(want->spec, type, sizeof(type));
 	return json_pack(
@@ -569,7 +570,7 @@ static int step_autoscaled(struct aws *a, struct aws_res *r, struct target *t,
 {
 	const char *eks = aws_config(t->want->config, "eks_cluster_arn", "");
 	json_t *g = live_group(r);
-	char type[64] = "";
+	char type[AWS_TYPE_LEN] = "";
 
 	if (strcmp(live_eks_arn(r), eks)) {
 		snprintf(t->obs.error, sizeof(t->obs.error),
@@ -715,7 +716,7 @@ int cluster_check(const struct desired *want, char *msg, size_t len)
 
 double cluster_cost(const struct desired *want)
 {
-	char type[64];
+	char type[AWS_TYPE_LEN];
 
 	if (!pool_instance_type(want->spec, type, sizeof(type)))
 		return 0;

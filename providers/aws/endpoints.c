@@ -18,6 +18,7 @@
 #include "res.h"
 
 #include "store/policy.h"
+#include "util/text.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -30,7 +31,7 @@
 
 /* What the declared spec asks SageMaker for. */
 struct ep_want {
-	char instance_type[64];
+	char instance_type[AWS_TYPE_LEN];
 	int64_t replicas, min, max;
 	bool scaling;
 	double target;
@@ -60,13 +61,10 @@ static void fingerprint(const struct desired *want, const char *type,
 			char out[17])
 {
 	const struct spec_value *env = spec_field(want->spec, "env");
-	char text[1024];
 	uint64_t h = 0;
 
-	spec_text(want->spec, "image", text, sizeof(text));
-	h = hash_add(h, text);
-	spec_text(want->spec, "model", text, sizeof(text));
-	h = hash_add(h, text);
+	h = hash_add(h, spec_str(want->spec, "image", ""));
+	h = hash_add(h, spec_str(want->spec, "model", ""));
 	h = hash_add(h, type);
 	h = hash_add(h, aws_config(want->config, "execution_role", ""));
 	for (size_t i = 0; env && i < env->npairs; i++) {
@@ -223,7 +221,7 @@ static void details(const struct aws_res *r, const struct ep_want *w,
 			   "replica)\n",
 			   r->scaling);
 	if (reason[0])
-		buf_printf(out, "failure_reason: %s\n", reason);
+		text_line(out, "failure_reason", reason);
 }
 
 /* A count changed on the console or by hand, not by infrafs. */
@@ -287,9 +285,8 @@ static json_t *environment_of(const struct spec *s)
 {
 	const struct spec_value *env = spec_field(s, "env");
 	json_t *out = json_object();
-	char model[1024];
+	const char *model = spec_str(s, "model", "");
 
-	spec_text(s, "model", model, sizeof(model));
 	/* Hugging Face's serving containers read the model id from here. */
 	if (!strncmp(model, "hf://", 5))
 		json_object_set_new(out, "HF_MODEL_ID", json_string(model + 5));
@@ -312,13 +309,12 @@ static int create_model(struct aws *a, struct aws_res *r, struct target *t,
 			const struct ep_want *w, struct plan *p)
 {
 	const struct spec *s = t->want->spec;
-	char image[1024], model[1024];
+	const char *image = spec_str(s, "image", "");
+	const char *model = spec_str(s, "model", "");
 	json_t *container;
 
 	if (aws_res_made(a, r, w->model_made) < 0)
 		return -EIO;
-	spec_text(s, "image", image, sizeof(image));
-	spec_text(s, "model", model, sizeof(model));
 	container = json_pack("{s:s, s:o}", "Image", image, "Environment",
 			      environment_of(s));
 	if (!strncmp(model, "s3://", 5))
@@ -573,7 +569,8 @@ static int check_scaling(const struct spec *s, char *msg, size_t len)
 int endpoint_check(const struct desired *want, char *msg, size_t len)
 {
 	const struct spec *s = want->spec;
-	char text[1024];
+	const char *model;
+	char text[AWS_TYPE_LEN];
 
 	if (spec_field_set(s, "command"))
 		return refuse(msg, len, "command",
@@ -590,13 +587,12 @@ int endpoint_check(const struct desired *want, char *msg, size_t len)
 			      "not supported by the aws provider: SageMaker "
 			      "containers serve /ping and /invocations on "
 			      "8080");
-	spec_text(s, "image", text, sizeof(text));
-	if (!text[0])
+	if (!spec_str(s, "image", "")[0])
 		return refuse(msg, len, "image",
 			      "required by the aws provider (the serving "
 			      "container's image URI in ECR)");
-	spec_text(s, "model", text, sizeof(text));
-	if (text[0] && strncmp(text, "s3://", 5) && strncmp(text, "hf://", 5))
+	model = spec_str(s, "model", "");
+	if (model[0] && strncmp(model, "s3://", 5) && strncmp(model, "hf://", 5))
 		return refuse(msg, len, "model",
 			      "the aws provider takes s3:// artifacts or an "
 			      "hf:// model id");
@@ -616,7 +612,7 @@ int endpoint_check(const struct desired *want, char *msg, size_t len)
 /* The most it may cost: max_replicas instances, for budgets. */
 double endpoint_cost(const struct desired *want)
 {
-	char type[64];
+	char type[AWS_TYPE_LEN];
 	int64_t replicas = spec_int(want->spec, "replicas", 1);
 
 	if (!endpoint_instance_type(want->spec, type, sizeof(type)))

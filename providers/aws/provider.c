@@ -200,10 +200,13 @@ const char *aws_instance_type(const struct spec *s, const char *count_field,
 	char acc[64];
 	const struct aws_instance *it;
 	int64_t n = spec_int(s, count_field, 1);
+	const char *set = spec_str(s, "instance_type", "");
 
-	spec_text(s, "instance_type", out, len);
-	if (out[0])
-		return out;
+	/* A type cut to fit would name another type: aws_check refuses it. */
+	if (set[0] && strlen(set) >= len)
+		return NULL;
+	if (set[0])
+		return memcpy(out, set, strlen(set) + 1);
 	spec_text(s, "accelerator", acc, sizeof(acc));
 	if (!acc[0])
 		snprintf(acc, sizeof(acc), "cpu");
@@ -1273,15 +1276,38 @@ static void aws_list(void *state, const char *env, struct buf *out)
 
 /* ---- commit-time checks and cost ----------------------------------------- */
 
+/* Settings are kept in fixed fields: what does not fit is refused, never
+ * cut into another region, URL or profile. */
+static int check_fits(const char *key, const char *value, size_t room,
+		      char *msg, size_t len)
+{
+	if (strlen(value) < room)
+		return 0;
+	snprintf(msg, len, "%s: longer than %zu bytes, the most the aws "
+		 "provider keeps (got %zu)", key, room - 1, strlen(value));
+	return -EINVAL;
+}
+
 static int aws_check_config(const struct spec *config, char *msg, size_t len)
 {
+	struct aws_settings s;
+
+	if (check_fits("region", spec_str(config, "region", ""),
+		       sizeof(s.region), msg, len) ||
+	    check_fits("aws.endpoint_url", aws_config(config, "endpoint_url", ""),
+		       sizeof(s.endpoint_url), msg, len) ||
+	    check_fits("aws.profile", aws_config(config, "profile", ""),
+		       sizeof(s.profile), msg, len))
+		return -EINVAL;
 	return aws_endpoint_url_check(aws_config(config, "endpoint_url", ""),
 				      msg, len);
 }
 
 static int aws_check(const struct desired *want, char *msg, size_t len)
 {
-	if (aws_check_config(want->config, msg, len) < 0)
+	if (aws_check_config(want->config, msg, len) < 0 ||
+	    check_fits("instance_type", spec_str(want->spec, "instance_type", ""),
+		       AWS_TYPE_LEN, msg, len) < 0)
 		return -EINVAL;
 	if (!aws_config(want->config, "execution_role", NULL)) {
 		snprintf(msg, len,

@@ -88,6 +88,10 @@ void aws_resource_name(const struct aws_res *r, const char *suffix, char *out,
 double aws_price(const struct spec *config, const char *type, bool hyperpod);
 /* instance_type, else the catalog's type for accelerator and the count
  * in count_field (at least one device for a GPU); NULL when none fits. */
+/* Room for an instance type name ("ml.p5e.48xlarge"); longer ones are
+ * refused at commit. */
+#define AWS_TYPE_LEN 64
+
 const char *aws_instance_type(const struct spec *s, const char *count_field,
 			      bool hyperpod, char *out, size_t len);
 /* Tags that say who made a resource: infrafs:owner, infrafs:environment,

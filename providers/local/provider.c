@@ -289,11 +289,10 @@ static void endpoint_observe(struct local *l, struct target *t)
 	unsigned wanted = wanted_replicas(t), healthy = 0, running = 0;
 	uint64_t lowest = UINT64_MAX, tmpl = desired_template(l, t);
 	bool stale = false;
-	char health[256] = "/health";
+	const char *health = spec_str(t->want ? t->want->spec : NULL,
+				      "health_path", "/health");
 	BUF_AUTO drift = BUF_INIT;
 
-	if (t->want)
-		spec_text(t->want->spec, "health_path", health, sizeof(health));
 	for (size_t i = 0; i < l->running.n; i++) {
 		struct replica *r = &l->running.v[i];
 

@@ -274,6 +274,29 @@ def test_failed_endpoint_shows_reason(mnt, fake):
     assert "last_error: SageMaker: CUDA out of memory" in st
 
 
+def test_failure_reason_with_a_newline_forges_no_status_line(mnt, fake):
+    fake.control("fail_endpoint", {"name": CHAT,
+                                   "reason": "oom\nstate: ready"})
+    make_endpoint(mnt)
+    wait_state(mnt, "failed")
+    lines = read(mnt / EP / "status").splitlines()
+    assert "failure_reason: oom\\nstate: ready" in lines
+    assert "state: ready" not in lines
+
+
+def test_settings_too_long_to_keep_are_refused_not_cut(mnt, fake):
+    why = config_refused(mnt, config_text(fake) + "region = " + "x" * 40 +
+                         "\n", errno.EINVAL)
+    assert why.startswith("region: longer than 31 bytes")
+    mnt.sh(f"mkdir -p {EP}")
+    with pytest.raises(OSError) as e:
+        (mnt / EP / "spec").write_text(
+            ENDPOINT + "instance_type = ml." + "g" * 80 + "\n")
+    assert e.value.errno == errno.EINVAL
+    assert status_of(mnt / EP / "status")["last_error"].startswith(
+        "instance_type: longer than 63 bytes")
+
+
 def test_pool_is_a_hyperpod_cluster(mnt, fake):
     mnt.sh(f"mkdir -p {POOL}")
     (mnt / POOL / "spec").write_text(
