@@ -1228,7 +1228,7 @@ static bool has_protected_destroy(const struct env *e)
 static int approve(struct reconciler *r, const char *env, const char *arg,
 		   const struct caller *who, char *msg, size_t msglen)
 {
-	struct observed_env oe;
+	struct observed_env oe = { 0 };
 	struct model *m = store_model(r->opt.store);
 	uint64_t env_id = 0, current, wanted;
 	bool owner_only = false;
@@ -1253,9 +1253,9 @@ static int approve(struct reconciler *r, const char *env, const char *arg,
 			 env, (unsigned)owner);
 		return -EACCES;
 	}
+	/* A new environment has no entry yet: oe stays as it was. */
 	if (!observed_get_env(r->opt.observed, env_id, &oe) || !oe.plan_no) {
-		if (env_id)
-			observed_env_free(&oe);
+		observed_env_free(&oe);
 		snprintf(msg, msglen, "approve: %s has no pending plan", env);
 		return -EINVAL;
 	}
