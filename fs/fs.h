@@ -25,6 +25,15 @@
 
 struct scratch;
 
+/*
+ * lock guards the map and every field of every scratch file in it, data
+ * included. A scratch file is freed under it once unlinked, forgotten and
+ * closed, so no pointer to one is used after unlocking: the functions
+ * below take and return ids and copy out. The one exception is an open
+ * handle's pointer, which keeps its file alive by counting in `opens`.
+ * Taken after the model lock and a handle's lock; nothing is taken under
+ * it.
+ */
 struct scratch_table {
 	pthread_mutex_t lock;
 	struct map by_id; /* id -> struct scratch */
@@ -136,16 +145,28 @@ void scratch_init(struct scratch_table *t);
 void scratch_destroy(struct scratch_table *t);
 /* Scratch files may live where editors put them: beside specs. */
 bool scratch_allowed_in(const struct node_key *dir);
-struct scratch *scratch_find(struct scratch_table *t,
-			     const struct node_key *dir, const char *name);
-struct scratch *scratch_by_id(struct scratch_table *t, uint64_t id);
-struct scratch *scratch_create(struct scratch_table *t,
-			       const struct node_key *dir, const char *name,
-			       uid_t uid, gid_t gid, mode_t mode);
-void scratch_unlink(struct scratch_table *t, struct scratch *s);
+/* The id of the file `name` in `dir`, 0 when there is none. */
+uint64_t scratch_id_of(struct scratch_table *t, const struct node_key *dir,
+		       const char *name);
+/* Copies out the folder a scratch file is in; 0 or -ENOENT. */
+int scratch_parent(struct scratch_table *t, uint64_t id,
+		   struct node_key *parent);
+/* Returns the new file's id. */
+uint64_t scratch_create(struct scratch_table *t, const struct node_key *dir,
+			const char *name, uid_t uid, gid_t gid, mode_t mode);
+/* The file `name` in `dir`, made if missing, now holds exactly data. */
+void scratch_fill(struct scratch_table *t, const struct node_key *dir,
+		  const char *name, uid_t uid, gid_t gid, const char *data,
+		  size_t len);
+/* Appends a copy of the file's bytes to out, a wipebuf; 0 or -ENOENT. */
+int scratch_bytes(struct scratch_table *t, uint64_t id, struct buf *out);
+void scratch_unlink(struct scratch_table *t, uint64_t id);
+/* Renames a file, replacing another of the new name; 0 or -ENOENT. */
+int scratch_move(struct scratch_table *t, uint64_t id,
+		 const struct node_key *dir, const char *name);
 void scratch_release(struct scratch_table *t, struct scratch *s);
 /* The scratch file became the spec `to`: hide it, keep it as an alias. */
-void scratch_become_alias(struct scratch_table *t, struct scratch *s,
+void scratch_become_alias(struct scratch_table *t, uint64_t id,
 			  const struct node_key *to);
 /* The key a scratch inode stands for now: itself, or the spec it became. */
 void scratch_resolve(struct scratch_table *t, struct node_key *k);

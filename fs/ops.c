@@ -9,6 +9,7 @@
 #include "fs.h"
 
 #include "util/log.h"
+#include "util/wipe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -260,7 +261,7 @@ static int setattr_scratch(struct fs *fs, const struct node_key *k,
 		rc = -ENOENT;
 	} else {
 		if (to_set & FUSE_SET_ATTR_SIZE)
-			buf_truncate(&s->data, (size_t)attr->st_size);
+			wipebuf_truncate(&s->data, (size_t)attr->st_size);
 		if (to_set & FUSE_SET_ATTR_MODE)
 			s->mode = attr->st_mode & 07777;
 		if (to_set & FUSE_SET_ATTR_UID)
@@ -681,8 +682,7 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 		return tree_is_dir(p) ? -EPERM : -ENOTDIR;
 	*child = node_key_make(
 		NT_SCRATCH, 0,
-		scratch_create(&fs->scratch, p, name, ctx->uid, ctx->gid, mode)
-			->id,
+		scratch_create(&fs->scratch, p, name, ctx->uid, ctx->gid, mode),
 		0);
 	return 0;
 }
@@ -732,10 +732,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc)
 		goto out;
 	if (ck.type == NT_SCRATCH) {
-		struct scratch *s = scratch_by_id(&fs->scratch, ck.id);
-
-		if (s)
-			scratch_unlink(&fs->scratch, s);
+		scratch_unlink(&fs->scratch, ck.id);
 	} else if (ck.type == NT_SECRET) {
 		struct change ch = { .op = CH_SECRET_REMOVE };
 		struct change_result res;
@@ -761,30 +758,15 @@ out:
 
 /* ---- rename ------------------------------------------------------------ */
 
-static int scratch_bytes(struct fs *fs, uint64_t id, struct buf *out)
-{
-	struct scratch *s;
-	int rc = -ENOENT;
-
-	pthread_mutex_lock(&fs->scratch.lock);
-	s = map_get_u64(&fs->scratch.by_id, &id);
-	if (s) {
-		buf_add(out, buf_str(&s->data), s->data.len);
-		rc = 0;
-	}
-	pthread_mutex_unlock(&fs->scratch.lock);
-	return rc;
-}
-
 /* `mv tmp spec`, sed -i, vim: the file's bytes become the new spec. */
 static int rename_over_editable(struct fs *fs, fuse_req_t req,
 				const struct node_key *from,
 				const struct node_key *to)
 {
-	BUF_AUTO data = BUF_INIT;
+	/* Renamed over a secret, the bytes are its value. */
+	WIPEBUF_AUTO data = BUF_INIT;
 	struct caller who;
-	struct scratch *s;
-	int rc = scratch_bytes(fs, from->id, &data);
+	int rc = scratch_bytes(&fs->scratch, from->id, &data);
 
 	if (rc)
 		return rc;
@@ -792,9 +774,7 @@ static int rename_over_editable(struct fs *fs, fuse_req_t req,
 	rc = file_commit(fs, to, buf_str(&data), data.len, &who);
 	if (rc)
 		return rc;
-	s = scratch_by_id(&fs->scratch, from->id);
-	if (s)
-		scratch_become_alias(&fs->scratch, s, to);
+	scratch_become_alias(&fs->scratch, from->id, to);
 	return 0;
 }
 
@@ -809,7 +789,6 @@ static int rename_editable_away(struct fs *fs, fuse_req_t req,
 				const char *newname)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct scratch *s = scratch_find(&fs->scratch, newp, newname);
 	struct blob *b;
 	int err = 0;
 
@@ -820,38 +799,18 @@ static int rename_editable_away(struct fs *fs, fuse_req_t req,
 	model_unlock(fs->model);
 	if (!b)
 		return err;
-	if (!s)
-		s = scratch_create(&fs->scratch, newp, newname, ctx->uid,
-				   ctx->gid, 0644);
-	pthread_mutex_lock(&fs->scratch.lock);
-	buf_truncate(&s->data, 0);
-	buf_add(&s->data, b->data, b->len);
-	pthread_mutex_unlock(&fs->scratch.lock);
+	scratch_fill(&fs->scratch, newp, newname, ctx->uid, ctx->gid, b->data,
+		     b->len);
 	blob_unref(b);
 	return 0;
 }
 
 static int rename_scratch(struct fs *fs, const struct node_key *from,
-			  const struct node_key *newp, const char *newname,
-			  const struct node_key *to, bool to_exists)
+			  const struct node_key *newp, const char *newname)
 {
-	struct scratch *s = scratch_by_id(&fs->scratch, from->id);
-
-	if (!s)
-		return -ENOENT;
 	if (!scratch_allowed_in(newp))
 		return -EPERM;
-	if (to_exists) {
-		struct scratch *old = scratch_by_id(&fs->scratch, to->id);
-
-		if (old && old != s)
-			scratch_unlink(&fs->scratch, old);
-	}
-	pthread_mutex_lock(&fs->scratch.lock);
-	s->parent = *newp;
-	snprintf(s->name, sizeof(s->name), "%s", newname);
-	pthread_mutex_unlock(&fs->scratch.lock);
-	return 0;
+	return scratch_move(&fs->scratch, from->id, newp, newname);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -886,7 +845,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			     ? rename_over_editable(fs, req, &from, &to)
 			     : -EPERM;
 	} else if (from.type == NT_SCRATCH) {
-		rc = rename_scratch(fs, &from, &npk, newname, &to, to_exists);
+		rc = rename_scratch(fs, &from, &npk, newname);
 	} else if (tree_is_editable(&from) && from.type != NT_ENV_CTL &&
 		   from.type != NT_SECRET && !to_exists) {
 		rc = rename_editable_away(fs, req, &from, &npk, newname);

@@ -8,6 +8,10 @@
  */
 #include "fs.h"
 
+#include "util/wipe.h"
+
+#include <errno.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -19,9 +23,10 @@ void scratch_init(struct scratch_table *t)
 	t->next_id = 1;
 }
 
+/* Renamed over a secret, a scratch file's bytes were its value. */
 static void scratch_free(struct scratch *s)
 {
-	buf_free(&s->data);
+	wipebuf_free(&s->data);
 	free(s);
 }
 
@@ -61,30 +66,34 @@ static struct scratch *find_locked(struct scratch_table *t,
 	return NULL;
 }
 
-struct scratch *scratch_find(struct scratch_table *t,
-			     const struct node_key *dir, const char *name)
+uint64_t scratch_id_of(struct scratch_table *t, const struct node_key *dir,
+		       const char *name)
 {
 	struct scratch *s;
+	uint64_t id;
 
 	pthread_mutex_lock(&t->lock);
 	s = find_locked(t, dir, name);
+	id = s ? s->id : 0;
 	pthread_mutex_unlock(&t->lock);
-	return s;
+	return id;
 }
 
-struct scratch *scratch_by_id(struct scratch_table *t, uint64_t id)
+int scratch_parent(struct scratch_table *t, uint64_t id,
+		   struct node_key *parent)
 {
 	struct scratch *s;
 
 	pthread_mutex_lock(&t->lock);
 	s = map_get_u64(&t->by_id, &id);
+	if (s)
+		*parent = s->parent;
 	pthread_mutex_unlock(&t->lock);
-	return s;
+	return s ? 0 : -ENOENT;
 }
 
-struct scratch *scratch_create(struct scratch_table *t,
-			       const struct node_key *dir, const char *name,
-			       uid_t uid, gid_t gid, mode_t mode)
+static struct scratch *scratch_new(const struct node_key *dir, const char *name,
+				   uid_t uid, gid_t gid, mode_t mode)
 {
 	struct scratch *s = xcalloc(1, sizeof(*s));
 
@@ -95,32 +104,113 @@ struct scratch *scratch_create(struct scratch_table *t,
 	s->mode = mode & 07777;
 	clock_gettime(CLOCK_REALTIME, &s->mtime);
 	s->atime = s->ctime = s->mtime;
-	pthread_mutex_lock(&t->lock);
-	s->id = t->next_id++;
-	map_put(&t->by_id, &s->id, sizeof(s->id), s);
-	pthread_mutex_unlock(&t->lock);
 	return s;
 }
 
-/* An unlinked file stays readable through the descriptors open on it. */
-void scratch_unlink(struct scratch_table *t, struct scratch *s)
+/* Caller holds t->lock. */
+static void add_locked(struct scratch_table *t, struct scratch *s)
 {
+	s->id = t->next_id++;
+	map_put(&t->by_id, &s->id, sizeof(s->id), s);
+}
+
+uint64_t scratch_create(struct scratch_table *t, const struct node_key *dir,
+			const char *name, uid_t uid, gid_t gid, mode_t mode)
+{
+	struct scratch *s = scratch_new(dir, name, uid, gid, mode);
+	uint64_t id;
+
 	pthread_mutex_lock(&t->lock);
+	add_locked(t, s);
+	id = s->id;
+	pthread_mutex_unlock(&t->lock);
+	return id;
+}
+
+void scratch_fill(struct scratch_table *t, const struct node_key *dir,
+		  const char *name, uid_t uid, gid_t gid, const char *data,
+		  size_t len)
+{
+	struct scratch *fresh = scratch_new(dir, name, uid, gid, 0644);
+	struct scratch *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = find_locked(t, dir, name);
+	if (!s) {
+		add_locked(t, fresh);
+		s = fresh;
+		fresh = NULL;
+	}
+	wipebuf_truncate(&s->data, 0);
+	wipebuf_add(&s->data, data, len);
+	pthread_mutex_unlock(&t->lock);
+	free(fresh);
+}
+
+/* Caller holds t->lock. An unlinked file stays readable through the
+ * descriptors open on it. */
+static void unlink_locked(struct scratch_table *t, struct scratch *s)
+{
 	s->unlinked = true;
 	if (!s->opens && s->alias.type == NT_NONE) {
 		map_del(&t->by_id, &s->id, sizeof(s->id));
 		scratch_free(s);
 	}
+}
+
+void scratch_unlink(struct scratch_table *t, uint64_t id)
+{
+	struct scratch *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = map_get_u64(&t->by_id, &id);
+	if (s)
+		unlink_locked(t, s);
 	pthread_mutex_unlock(&t->lock);
 }
 
-void scratch_become_alias(struct scratch_table *t, struct scratch *s,
+int scratch_move(struct scratch_table *t, uint64_t id,
+		 const struct node_key *dir, const char *name)
+{
+	struct scratch *s, *old;
+
+	pthread_mutex_lock(&t->lock);
+	s = map_get_u64(&t->by_id, &id);
+	if (s) {
+		old = find_locked(t, dir, name);
+		if (old && old != s)
+			unlink_locked(t, old);
+		s->parent = *dir;
+		snprintf(s->name, sizeof(s->name), "%s", name);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return s ? 0 : -ENOENT;
+}
+
+int scratch_bytes(struct scratch_table *t, uint64_t id, struct buf *out)
+{
+	struct scratch *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = map_get_u64(&t->by_id, &id);
+	if (s)
+		wipebuf_add(out, buf_str(&s->data), s->data.len);
+	pthread_mutex_unlock(&t->lock);
+	return s ? 0 : -ENOENT;
+}
+
+void scratch_become_alias(struct scratch_table *t, uint64_t id,
 			  const struct node_key *to)
 {
+	struct scratch *s;
+
 	pthread_mutex_lock(&t->lock);
-	s->alias = *to;
-	s->unlinked = true;
-	buf_free(&s->data);
+	s = map_get_u64(&t->by_id, &id);
+	if (s) {
+		s->alias = *to;
+		s->unlinked = true;
+		wipebuf_free(&s->data);
+	}
 	pthread_mutex_unlock(&t->lock);
 }
 
