@@ -50,6 +50,13 @@ struct notify_inode {
 	uint64_t gen; /* the inode's cached generation once dropped */
 };
 
+/*
+ * lock guards everything here but thread. Callers on any thread queue
+ * under it and signal cond; the notifier takes the whole queue under it
+ * and sends the invalidations with it released, since a send may wait on
+ * the kernel. It is taken under no other lock but the node table's
+ * (never the reverse), and the node table's is taken under it.
+ */
 struct notify_queue {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -58,6 +65,8 @@ struct notify_queue {
 	struct notify_entry *entries;
 	size_t nentries, entries_cap;
 	bool stopping;
+	/* Set once the request loop has ended: nothing more is sent. */
+	atomic_bool quiet;
 	pthread_t thread;
 };
 
@@ -68,7 +77,9 @@ struct fs {
 	struct node_table nodes;
 	struct render_cache renders;
 	struct observed_cache observed; /* written by the reconciler */
-	struct reconciler *rec;
+	/* Set by main once the reconciler runs, while the committer's hook
+	 * may already read it; cleared once the hook is gone. */
+	struct reconciler *_Atomic rec;
 	struct scratch_table scratch;
 	struct notify_queue notify;
 	uid_t owner; /* the mount's root belongs to whoever mounted it */
@@ -177,8 +188,26 @@ void scratch_list(struct scratch_table *t, const struct node_key *dir,
 
 /* ---- notify.c: kernel cache invalidation ------------------------------- */
 
+/*
+ * Shutdown, in this order, once the request loop has ended and while the
+ * session is still mounted: notify_detach() (nothing more is sent, and the
+ * committer stops calling into fs and the reconciler), reconciler_stop()
+ * (its last changes are dropped), notify_stop() (the notifier, the last
+ * thread that writes to the session, is joined); only then is the session
+ * unmounted and destroyed.
+ */
 int notify_start(struct fs *fs);
-void notify_stop(struct fs *fs);
+/* Stops sending and removes the store's change hook; no call of the hook
+ * runs once it returns. */
+void notify_detach(struct fs *fs);
+/*
+ * Joins the notifier: 0, or -ETIMEDOUT when it is still inside a send
+ * after a while. Such a send waits on a request that no worker will
+ * answer now; unmounting aborts the connection and ends it, and then
+ * notify_reap() joins.
+ */
+int notify_stop(struct fs *fs);
+void notify_reap(struct fs *fs);
 /* Queues invalidation of what the kernel caches for a changed object. */
 void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id);
 /* The same, done now: for the writer who must see its own change. */

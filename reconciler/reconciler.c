@@ -106,7 +106,8 @@ struct reconciler {
 	struct map envs; /* env_id -> struct env_state */
 	struct rec **evals; /* this pass's recs to evaluate */
 	size_t nevals, evals_cap;
-	/* What the last pass cost, for metrics and the benchmark. */
+	/* What the last pass cost, for metrics and the benchmark: written
+	 * by the thread and read by others, both under lock. */
 	double last_pass_seconds;
 	size_t last_pass_evaluated;
 	void *provider_state[8];
@@ -1141,8 +1142,10 @@ static void run_pass(struct reconciler *r)
 	/* Idle passes would hide what a change cost: keep the last pass that
 	 * had something to look at. */
 	if (evaluated) {
+		pthread_mutex_lock(&r->lock);
 		r->last_pass_evaluated = evaluated;
 		r->last_pass_seconds = now_s() - start;
+		pthread_mutex_unlock(&r->lock);
 	}
 }
 
@@ -1176,10 +1179,10 @@ static void *reconcile_loop(void *arg)
 void reconciler_stats(struct reconciler *r, double *pass_seconds,
 		      size_t *evaluated)
 {
-	/* Written by the thread between passes; a torn read of two plain
-	 * numbers shown in metrics is harmless. */
+	pthread_mutex_lock(&r->lock);
 	*pass_seconds = r->last_pass_seconds;
 	*evaluated = r->last_pass_evaluated;
+	pthread_mutex_unlock(&r->lock);
 }
 
 /* ---- ctl --------------------------------------------------------------- */
