@@ -29,12 +29,14 @@ struct blob *blob_new(const char *data, size_t len, uint64_t gen);
 struct blob *blob_ref(struct blob *b);
 void blob_unref(struct blob *b);
 
+/* lock guards everything here but the counters, which metrics read
+ * without it; what leaves it is a blob reference. */
 struct render_cache {
 	pthread_mutex_t lock;
 	struct map entries; /* key bytes -> struct render_entry */
 	size_t bytes, max_bytes; /* what the cached blobs hold, and the cap */
 	size_t evict_pos; /* where the next eviction scan starts */
-	uint64_t hits, misses;
+	atomic_uint_least64_t hits, misses;
 };
 
 /* Keeps at most max_bytes of rendered content. */

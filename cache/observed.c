@@ -173,6 +173,16 @@ bool observed_get_env(struct observed_cache *c, uint64_t env_id,
 	return cur != NULL;
 }
 
+uint64_t observed_gen(struct observed_cache *c)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&c->lock);
+	gen = c->gen;
+	pthread_mutex_unlock(&c->lock);
+	return gen;
+}
+
 uint64_t observed_res_gen(struct observed_cache *c, uint64_t res_id)
 {
 	struct observed_res *cur;

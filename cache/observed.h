@@ -40,6 +40,7 @@ struct observed_env {
 	uint64_t gen;
 };
 
+/* lock guards everything here; readers get copies, never pointers. */
 struct observed_cache {
 	pthread_mutex_t lock;
 	struct map res; /* res_id -> struct observed_res */
@@ -61,6 +62,8 @@ bool observed_get_res(struct observed_cache *c, uint64_t res_id,
 		      struct observed_res *out);
 bool observed_get_env(struct observed_cache *c, uint64_t env_id,
 		      struct observed_env *out);
+/* The newest generation of any entry: changes with every change. */
+uint64_t observed_gen(struct observed_cache *c);
 /* The entry's generation, 0 when there is none: cheap, for caching. */
 uint64_t observed_res_gen(struct observed_cache *c, uint64_t res_id);
 uint64_t observed_env_gen(struct observed_cache *c, uint64_t env_id);

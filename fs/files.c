@@ -10,6 +10,7 @@
 #include "fs.h"
 
 #include "util/log.h"
+#include "util/wipe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,7 +77,8 @@ struct handle {
 	struct node_key key;
 	int flags;
 	struct blob *snap; /* H_VIEW */
-	struct buf edit; /* H_EDIT */
+	/* H_EDIT: a wipebuf (util/wipe.h), for it may hold a secret. */
+	struct buf edit;
 	bool written; /* H_EDIT: bytes arrived since the last commit */
 	bool created; /* a secret made by this open, pending until release */
 	bool truncated; /* H_EDIT: emptied, with nothing written yet */
@@ -84,7 +86,19 @@ struct handle {
 	int poisoned; /* H_EDIT: a write was refused; flush returns this */
 	struct scratch *scratch; /* H_SCRATCH */
 	fuse_ino_t ino;
-	pthread_mutex_t lock; /* H_EDIT: the buffer against concurrent I/O */
+	/*
+	 * One open file is shared by every descriptor dup()ed from it, so
+	 * its reads, writes, flushes, truncations and fstat()s arrive on
+	 * different threads at once. This lock guards what they change:
+	 * snap (H_VIEW), and edit, written, truncated and poisoned (H_EDIT).
+	 * A flush holds it across its commit, since the committer reads the
+	 * edit buffer in place until store_apply() returns. Taken before the
+	 * model lock, and never while holding a table's mutex. kind, key,
+	 * flags, opener, ino, created and scratch are set at open and only
+	 * read after; a scratch file's bytes are under the scratch table's
+	 * lock instead.
+	 */
+	pthread_mutex_t lock;
 	struct handle *prev, *next; /* fs->handles */
 };
 
@@ -133,7 +147,7 @@ static int open_edit(struct fs *fs, struct handle *h, int flags)
 	model_unlock(fs->model);
 	if (!b)
 		return err;
-	buf_add(&h->edit, b->data, b->len);
+	wipebuf_add(&h->edit, b->data, b->len);
 	blob_unref(b);
 	return 0;
 }
@@ -176,7 +190,7 @@ static int open_scratch(struct fs *fs, struct handle *h, int flags)
 	} else {
 		s->opens++;
 		if ((flags & O_TRUNC) && wants_write(flags))
-			buf_truncate(&s->data, 0);
+			wipebuf_truncate(&s->data, 0);
 		h->scratch = s;
 		h->kind = H_SCRATCH;
 	}
@@ -226,7 +240,7 @@ int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 	if (rc) {
 		if (h->created)
 			pending_secret_drop(fs, k);
-		buf_free(&h->edit);
+		wipebuf_free(&h->edit);
 		pthread_mutex_destroy(&h->lock);
 		free(h);
 		return rc;
@@ -472,7 +486,7 @@ static int edit_write(struct fs *fs, struct handle *h, const char *data,
 				   "the file would pass the 1 MiB limit");
 		return -EFBIG;
 	}
-	buf_write_at(&h->edit, (size_t)off, data, len);
+	wipebuf_write_at(&h->edit, (size_t)off, data, len);
 	h->written = true;
 	rc = check_edit_write(fs, h, (size_t)off, (size_t)off + len);
 	if (rc) {
@@ -499,7 +513,7 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 			off = (off_t)h->scratch->data.len;
 		rc = scratch_check_size((uint64_t)off + len);
 		if (!rc) {
-			buf_write_at(&h->scratch->data, (size_t)off, data, len);
+			wipebuf_write_at(&h->scratch->data, (size_t)off, data, len);
 			clock_gettime(CLOCK_REALTIME, &h->scratch->mtime);
 		}
 		pthread_mutex_unlock(&fs->scratch.lock);
@@ -512,6 +526,26 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 	pthread_mutex_lock(&h->lock);
 	rc = edit_write(fs, h, data, len, off);
 	pthread_mutex_unlock(&h->lock);
+	/* The request buffer is libfuse's, reused by this worker's next
+	 * request: a secret's value must not wait there until then. */
+	if (h->key.type == NT_SECRET)
+		explicit_bzero((char *)data, len);
+	return rc;
+}
+
+static int edit_truncate(struct handle *h, size_t size)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&h->lock);
+	/* Growing would pad the text with NUL bytes: never a spec. */
+	if (size > h->edit.len) {
+		rc = -EINVAL;
+	} else {
+		wipebuf_truncate(&h->edit, size);
+		h->truncated = !h->written;
+	}
+	pthread_mutex_unlock(&h->lock);
 	return rc;
 }
 
@@ -523,17 +557,10 @@ int file_truncate(struct fs *fs, struct handle *h, off_t size)
 		return -EFBIG;
 	switch (h->kind) {
 	case H_EDIT:
-		/* Growing would pad the text with NUL bytes: never a spec. */
-		if ((size_t)size > h->edit.len)
-			return -EINVAL;
-		pthread_mutex_lock(&h->lock);
-		buf_truncate(&h->edit, (size_t)size);
-		h->truncated = !h->written;
-		pthread_mutex_unlock(&h->lock);
-		return 0;
+		return edit_truncate(h, (size_t)size);
 	case H_SCRATCH:
 		pthread_mutex_lock(&fs->scratch.lock);
-		buf_truncate(&h->scratch->data, (size_t)size);
+		wipebuf_truncate(&h->scratch->data, (size_t)size);
 		pthread_mutex_unlock(&fs->scratch.lock);
 		return 0;
 	default:
@@ -543,9 +570,14 @@ int file_truncate(struct fs *fs, struct handle *h, off_t size)
 
 off_t file_size(struct handle *h)
 {
-	if (h->kind == H_EDIT)
-		return (off_t)h->edit.len;
-	return -1;
+	off_t size;
+
+	if (h->kind != H_EDIT)
+		return -1;
+	pthread_mutex_lock(&h->lock);
+	size = (off_t)h->edit.len;
+	pthread_mutex_unlock(&h->lock);
+	return size;
 }
 
 int file_commit(struct fs *fs, const struct node_key *k, const char *data,
@@ -605,15 +637,21 @@ int file_commit(struct fs *fs, const struct node_key *k, const char *data,
  */
 int file_flush(struct fs *fs, struct handle *h, const struct caller *who)
 {
+	int rc = 0;
+
 	if (h->kind != H_EDIT)
 		return 0;
-	if (h->poisoned)
-		return h->poisoned;
-	if (!h->written)
-		return 0;
-	h->written = false;
-	h->truncated = false;
-	return file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len, who);
+	pthread_mutex_lock(&h->lock);
+	if (h->poisoned) {
+		rc = h->poisoned;
+	} else if (h->written) {
+		h->written = false;
+		h->truncated = false;
+		rc = file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len,
+				 who);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return rc;
 }
 
 static void handle_free(struct fs *fs, struct handle *h)
@@ -625,9 +663,7 @@ static void handle_free(struct fs *fs, struct handle *h)
 	if (h->created)
 		pending_secret_drop(fs, &h->key);
 	/* The only copy of a secret's plain value outside the store. */
-	if (h->key.type == NT_SECRET && h->edit.data)
-		explicit_bzero(h->edit.data, h->edit.cap);
-	buf_free(&h->edit);
+	wipebuf_free(&h->edit);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -645,9 +681,13 @@ void file_release_all(struct fs *fs)
 
 void file_release(struct fs *fs, struct handle *h)
 {
+	/* The kernel releases an open file once no request holds it; the
+	 * lock only orders this commit after the last one's writes. */
+	pthread_mutex_lock(&h->lock);
 	if (h->kind == H_EDIT && !h->poisoned && (h->truncated || h->written))
 		file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len,
 			    &h->opener);
+	pthread_mutex_unlock(&h->lock);
 	pthread_mutex_lock(&fs->handles_lock);
 	if (h->prev)
 		h->prev->next = h->next;

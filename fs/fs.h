@@ -25,6 +25,15 @@
 
 struct scratch;
 
+/*
+ * lock guards the map and every field of every scratch file in it, data
+ * included. A scratch file is freed under it once unlinked, forgotten and
+ * closed, so no pointer to one is used after unlocking: the functions
+ * below take and return ids and copy out. The one exception is an open
+ * handle's pointer, which keeps its file alive by counting in `opens`.
+ * Taken after the model lock and a handle's lock; nothing is taken under
+ * it.
+ */
 struct scratch_table {
 	pthread_mutex_t lock;
 	struct map by_id; /* id -> struct scratch */
@@ -41,6 +50,13 @@ struct notify_inode {
 	uint64_t gen; /* the inode's cached generation once dropped */
 };
 
+/*
+ * lock guards everything here but thread. Callers on any thread queue
+ * under it and signal cond; the notifier takes the whole queue under it
+ * and sends the invalidations with it released, since a send may wait on
+ * the kernel. It is taken under no other lock but the node table's
+ * (never the reverse), and the node table's is taken under it.
+ */
 struct notify_queue {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -49,6 +65,8 @@ struct notify_queue {
 	struct notify_entry *entries;
 	size_t nentries, entries_cap;
 	bool stopping;
+	/* Set once the request loop has ended: nothing more is sent. */
+	atomic_bool quiet;
 	pthread_t thread;
 };
 
@@ -59,7 +77,9 @@ struct fs {
 	struct node_table nodes;
 	struct render_cache renders;
 	struct observed_cache observed; /* written by the reconciler */
-	struct reconciler *rec;
+	/* Set by main once the reconciler runs, while the committer's hook
+	 * may already read it; cleared once the hook is gone. */
+	struct reconciler *_Atomic rec;
 	struct scratch_table scratch;
 	struct notify_queue notify;
 	uid_t owner; /* the mount's root belongs to whoever mounted it */
@@ -150,24 +170,34 @@ void scratch_init(struct scratch_table *t);
 void scratch_destroy(struct scratch_table *t);
 /* Scratch files may live where editors put them: beside specs. */
 bool scratch_allowed_in(const struct node_key *dir);
-struct scratch *scratch_find(struct scratch_table *t,
-			     const struct node_key *dir, const char *name);
-struct scratch *scratch_by_id(struct scratch_table *t, uint64_t id);
-/* A new scratch file, or NULL when its environment holds
+/* The id of the file `name` in `dir`, 0 when there is none. */
+uint64_t scratch_id_of(struct scratch_table *t, const struct node_key *dir,
+		       const char *name);
+/* Copies out the folder a scratch file is in; 0 or -ENOENT. */
+int scratch_parent(struct scratch_table *t, uint64_t id,
+		   struct node_key *parent);
+/* Returns the new file's id, or 0 when its environment holds
  * SCRATCH_MAX_FILES already (ENOSPC). */
-struct scratch *scratch_create(struct scratch_table *t,
-			       const struct node_key *dir, uint64_t env_id,
-			       const char *name, uid_t uid, gid_t gid,
-			       mode_t mode);
+uint64_t scratch_create(struct scratch_table *t, const struct node_key *dir,
+			uint64_t env_id, const char *name, uid_t uid, gid_t gid,
+			mode_t mode);
 /* 0 when a scratch file may be size bytes long, else -EFBIG. */
 int scratch_check_size(uint64_t size);
-/* Renames s into dir of env_id; -ENOSPC when that environment is full. */
-int scratch_move(struct scratch_table *t, struct scratch *s,
+/* The file `name` in `dir`, made if missing, now holds exactly data;
+ * -ENOSPC when it had to be made and env_id is full. */
+int scratch_fill(struct scratch_table *t, const struct node_key *dir,
+		 uint64_t env_id, const char *name, uid_t uid, gid_t gid,
+		 const char *data, size_t len);
+/* Appends a copy of the file's bytes to out, a wipebuf; 0 or -ENOENT. */
+int scratch_bytes(struct scratch_table *t, uint64_t id, struct buf *out);
+void scratch_unlink(struct scratch_table *t, uint64_t id);
+/* Renames a file into dir of env_id, replacing another of the new name;
+ * 0, -ENOENT, or -ENOSPC when that environment is full. */
+int scratch_move(struct scratch_table *t, uint64_t id,
 		 const struct node_key *dir, uint64_t env_id, const char *name);
-void scratch_unlink(struct scratch_table *t, struct scratch *s);
 void scratch_release(struct scratch_table *t, struct scratch *s);
 /* The scratch file became the spec `to`: hide it, keep it as an alias. */
-void scratch_become_alias(struct scratch_table *t, struct scratch *s,
+void scratch_become_alias(struct scratch_table *t, uint64_t id,
 			  const struct node_key *to);
 /* The key a scratch inode stands for now: itself, or the spec it became. */
 void scratch_resolve(struct scratch_table *t, struct node_key *k);
@@ -178,8 +208,26 @@ void scratch_list(struct scratch_table *t, const struct node_key *dir,
 
 /* ---- notify.c: kernel cache invalidation ------------------------------- */
 
+/*
+ * Shutdown, in this order, once the request loop has ended and while the
+ * session is still mounted: notify_detach() (nothing more is sent, and the
+ * committer stops calling into fs and the reconciler), reconciler_stop()
+ * (its last changes are dropped), notify_stop() (the notifier, the last
+ * thread that writes to the session, is joined); only then is the session
+ * unmounted and destroyed.
+ */
 int notify_start(struct fs *fs);
-void notify_stop(struct fs *fs);
+/* Stops sending and removes the store's change hook; no call of the hook
+ * runs once it returns. */
+void notify_detach(struct fs *fs);
+/*
+ * Joins the notifier: 0, or -ETIMEDOUT when it is still inside a send
+ * after a while. Such a send waits on a request that no worker will
+ * answer now; unmounting aborts the connection and ends it, and then
+ * notify_reap() joins.
+ */
+int notify_stop(struct fs *fs);
+void notify_reap(struct fs *fs);
 /* Queues invalidation of what the kernel caches for a changed object. */
 void notify_changed(struct fs *fs, uint64_t env_id, uint64_t res_id);
 /* The same, done now: for the writer who must see its own change. */

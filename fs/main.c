@@ -288,13 +288,35 @@ static int start_reconciler(struct fs *fs, const struct options *o)
 		.changed = on_observed,
 		.ctx = fs,
 	};
+	struct reconciler *rec = NULL;
 	char dir[PATH_MAX];
+	int rc;
 
 	snprintf(dir, sizeof(dir), "%s",
 		 strncmp(o->state, "sqlite:", 7) ? "/tmp" : o->state + 7);
 	*strrchr(dir, '/') = '\0';
 	ro.state_dir = dir;
-	return reconciler_start(&ro, &fs->rec);
+	rc = reconciler_start(&ro, &rec);
+	fs->rec = rec; /* published whole, for the committer's hook */
+	return rc;
+}
+
+/*
+ * libfuse's handler for these only sets a flag, which the request loop
+ * reads when its wait or a worker's read is interrupted: one landing in
+ * a thread of ours would leave the loop running. Our threads start with
+ * them blocked; only main, and the workers it starts, take them. Children
+ * set their own masks (providers/local).
+ */
+static void stop_signals(int how)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(how, &set, NULL);
 }
 
 static int serve(struct fs *fs)
@@ -338,6 +360,7 @@ int main(int argc, char **argv)
 	so.url = o.state;
 	so.key_file = o.key_file;
 	so.allow_config_keys = o.allow_config_keys;
+	stop_signals(SIG_BLOCK);
 	rc = store_open(&so, &fs.store, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "infrafs: %s\n", err);
@@ -362,12 +385,17 @@ int main(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
-	notify_start(&fs);
+	if (notify_start(&fs) < 0) {
+		fprintf(stderr, "infrafs: cannot start the notifier\n");
+		report_ready(report_fd, false);
+		rc = 1;
+		goto unmount;
+	}
 	if (start_reconciler(&fs, &o) < 0) {
 		fprintf(stderr, "infrafs: cannot start the reconciler\n");
 		report_ready(report_fd, false);
 		rc = 1;
-		goto unmount;
+		goto stop;
 	}
 	if (!o.foreground) {
 		report_ready(report_fd, true);
@@ -377,12 +405,21 @@ int main(int argc, char **argv)
 		log_setup(false, o.debug);
 	}
 	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
+	stop_signals(SIG_UNBLOCK);
 	rc = serve(&fs) ? 1 : 0;
-unmount:
-	fuse_session_unmount(fs.se);
+stop:
+	/* The order in fs.h: every thread that writes to the session ends
+	 * before its descriptor is closed and its memory freed. */
+	notify_detach(&fs);
 	reconciler_stop(fs.rec);
 	fs.rec = NULL;
-	notify_stop(&fs);
+	if (notify_stop(&fs) < 0) {
+		log_warn("the notifier waits on the kernel; unmounting first");
+		fuse_session_unmount(fs.se);
+		notify_reap(&fs);
+	}
+unmount:
+	fuse_session_unmount(fs.se);
 	fuse_remove_signal_handlers(fs.se);
 	log_info("unmounted %s", o.mountpoint);
 out:

@@ -14,6 +14,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+/* How long a stop waits for a send in progress before unmounting. */
+#define STOP_SECONDS 2
 
 /* More than any kind has fields; a removed resource's kind is unknown. */
 #define MAX_FIELDS 32
@@ -126,9 +130,16 @@ void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name)
 	pthread_mutex_unlock(&q->lock);
 }
 
+/* Once the loop has ended no request is answered, and a send may wait on
+ * one (a page lock, a folder's lock): what is left is dropped. */
+static bool may_send(struct fs *fs)
+{
+	return fs->se && !atomic_load(&fs->notify.quiet);
+}
+
 static void inval_entries(struct fs *fs, struct notify_entry *v, size_t n)
 {
-	for (size_t i = 0; i < n && fs->se; i++)
+	for (size_t i = 0; i < n && may_send(fs); i++)
 		fuse_lowlevel_notify_inval_entry(fs->se, v[i].parent, v[i].name,
 						 strlen(v[i].name));
 }
@@ -181,7 +192,7 @@ static void *notifier(void *arg)
 		pthread_mutex_unlock(&q->lock);
 		inval_entries(fs, entries, nentries);
 		free(entries);
-		for (size_t i = 0; i < n && fs->se; i++) {
+		for (size_t i = 0; i < n && may_send(fs); i++) {
 			inval_now(fs, batch[i].ino);
 			if (batch[i].gen)
 				node_set_cached_gen(&fs->nodes, batch[i].ino,
@@ -197,11 +208,12 @@ static void *notifier(void *arg)
 static void on_store_change(void *ctx, const struct store_touch *t, size_t n)
 {
 	struct fs *fs = ctx;
+	struct reconciler *rec = fs->rec;
 
 	for (size_t i = 0; i < n; i++)
 		notify_changed(fs, t[i].env_id, t[i].res_id);
-	if (fs->rec)
-		reconciler_kick(fs->rec, t, n);
+	if (rec)
+		reconciler_kick(rec, t, n);
 }
 
 int notify_start(struct fs *fs)
@@ -209,26 +221,52 @@ int notify_start(struct fs *fs)
 	struct notify_queue *q = &fs->notify;
 
 	memset(q, 0, sizeof(*q));
+	atomic_init(&q->quiet, false);
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->cond, NULL);
-	if (pthread_create(&q->thread, NULL, notifier, fs) != 0)
+	if (pthread_create(&q->thread, NULL, notifier, fs) != 0) {
+		pthread_mutex_destroy(&q->lock);
+		pthread_cond_destroy(&q->cond);
 		return -EAGAIN;
+	}
 	store_set_change_hook(fs->store, on_store_change, fs);
 	return 0;
 }
 
-void notify_stop(struct fs *fs)
+void notify_detach(struct fs *fs)
 {
-	struct notify_queue *q = &fs->notify;
-
+	atomic_store(&fs->notify.quiet, true);
 	store_set_change_hook(fs->store, NULL, NULL);
-	pthread_mutex_lock(&q->lock);
-	q->stopping = true;
-	pthread_cond_signal(&q->cond);
-	pthread_mutex_unlock(&q->lock);
-	pthread_join(q->thread, NULL);
+}
+
+static void queue_free(struct notify_queue *q)
+{
 	free(q->inos);
 	free(q->entries);
 	pthread_mutex_destroy(&q->lock);
 	pthread_cond_destroy(&q->cond);
+}
+
+int notify_stop(struct fs *fs)
+{
+	struct notify_queue *q = &fs->notify;
+	struct timespec until;
+
+	notify_detach(fs);
+	pthread_mutex_lock(&q->lock);
+	q->stopping = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += STOP_SECONDS;
+	if (pthread_timedjoin_np(q->thread, NULL, &until) != 0)
+		return -ETIMEDOUT;
+	queue_free(q);
+	return 0;
+}
+
+void notify_reap(struct fs *fs)
+{
+	pthread_join(fs->notify.thread, NULL);
+	queue_free(&fs->notify);
 }

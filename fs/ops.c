@@ -9,6 +9,7 @@
 #include "fs.h"
 
 #include "util/log.h"
+#include "util/wipe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -289,7 +290,7 @@ static int setattr_scratch(struct fs *fs, const struct node_key *k,
 		rc = -EFBIG;
 	} else {
 		if (to_set & FUSE_SET_ATTR_SIZE)
-			buf_truncate(&s->data, (size_t)attr->st_size);
+			wipebuf_truncate(&s->data, (size_t)attr->st_size);
 		if (to_set & FUSE_SET_ATTR_MODE)
 			s->mode = attr->st_mode & 07777;
 		if (to_set & FUSE_SET_ATTR_UID)
@@ -707,7 +708,7 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct node_key probe;
-	struct scratch *s;
+	uint64_t id;
 
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
@@ -722,11 +723,11 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	}
 	if (!scratch_allowed_in(p))
 		return tree_is_dir(p) ? -EPERM : -ENOTDIR;
-	s = scratch_create(&fs->scratch, p, env_id_of(fs, p), name, ctx->uid,
-			   ctx->gid, mode);
-	if (!s)
+	id = scratch_create(&fs->scratch, p, env_id_of(fs, p), name, ctx->uid,
+			    ctx->gid, mode);
+	if (!id)
 		return -ENOSPC;
-	*child = node_key_make(NT_SCRATCH, 0, s->id, 0);
+	*child = node_key_make(NT_SCRATCH, 0, id, 0);
 	return 0;
 }
 
@@ -775,10 +776,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc)
 		goto out;
 	if (ck.type == NT_SCRATCH) {
-		struct scratch *s = scratch_by_id(&fs->scratch, ck.id);
-
-		if (s)
-			scratch_unlink(&fs->scratch, s);
+		scratch_unlink(&fs->scratch, ck.id);
 	} else if (ck.type == NT_SECRET) {
 		struct change ch = { .op = CH_SECRET_REMOVE };
 		struct change_result res;
@@ -804,21 +802,6 @@ out:
 
 /* ---- rename ------------------------------------------------------------ */
 
-static int scratch_bytes(struct fs *fs, uint64_t id, struct buf *out)
-{
-	struct scratch *s;
-	int rc = -ENOENT;
-
-	pthread_mutex_lock(&fs->scratch.lock);
-	s = map_get_u64(&fs->scratch.by_id, &id);
-	if (s) {
-		buf_add(out, buf_str(&s->data), s->data.len);
-		rc = 0;
-	}
-	pthread_mutex_unlock(&fs->scratch.lock);
-	return rc;
-}
-
 /*
  * `mv tmp spec`, sed -i, vim: the file's bytes become the new spec. That
  * is a write to the file it replaces, so it needs the right to write
@@ -828,22 +811,20 @@ static int rename_over_editable(struct fs *fs, fuse_req_t req,
 				const struct node_key *from,
 				const struct node_key *to)
 {
-	BUF_AUTO data = BUF_INIT;
+	/* Renamed over a secret, the bytes are its value. */
+	WIPEBUF_AUTO data = BUF_INIT;
 	struct caller who;
-	struct scratch *s;
 	int rc = may_access(fs, req, to, W_OK);
 
 	if (!rc)
-		rc = scratch_bytes(fs, from->id, &data);
+		rc = scratch_bytes(&fs->scratch, from->id, &data);
 	if (rc)
 		return rc;
 	caller_of(req, &who);
 	rc = file_commit(fs, to, buf_str(&data), data.len, &who);
 	if (rc)
 		return rc;
-	s = scratch_by_id(&fs->scratch, from->id);
-	if (s)
-		scratch_become_alias(&fs->scratch, s, to);
+	scratch_become_alias(&fs->scratch, from->id, to);
 	return 0;
 }
 
@@ -858,9 +839,8 @@ static int rename_editable_away(struct fs *fs, fuse_req_t req,
 				const char *newname)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct scratch *s = scratch_find(&fs->scratch, newp, newname);
 	struct blob *b;
-	int err = 0;
+	int err = 0, rc;
 
 	if (!scratch_allowed_in(newp))
 		return -EPERM;
@@ -869,38 +849,18 @@ static int rename_editable_away(struct fs *fs, fuse_req_t req,
 	model_unlock(fs->model);
 	if (!b)
 		return err;
-	if (!s)
-		s = scratch_create(&fs->scratch, newp, env_id_of(fs, newp),
-				   newname, ctx->uid, ctx->gid, 0644);
-	if (!s) {
-		blob_unref(b);
-		return -ENOSPC;
-	}
-	pthread_mutex_lock(&fs->scratch.lock);
-	buf_truncate(&s->data, 0);
-	buf_add(&s->data, b->data, b->len);
-	pthread_mutex_unlock(&fs->scratch.lock);
+	rc = scratch_fill(&fs->scratch, newp, env_id_of(fs, newp), newname,
+			  ctx->uid, ctx->gid, b->data, b->len);
 	blob_unref(b);
-	return 0;
+	return rc;
 }
 
 static int rename_scratch(struct fs *fs, const struct node_key *from,
-			  const struct node_key *newp, const char *newname,
-			  const struct node_key *to, bool to_exists)
+			  const struct node_key *newp, const char *newname)
 {
-	struct scratch *s = scratch_by_id(&fs->scratch, from->id);
-
-	if (!s)
-		return -ENOENT;
 	if (!scratch_allowed_in(newp))
 		return -EPERM;
-	if (to_exists) {
-		struct scratch *old = scratch_by_id(&fs->scratch, to->id);
-
-		if (old && old != s)
-			scratch_unlink(&fs->scratch, old);
-	}
-	return scratch_move(&fs->scratch, s, newp, env_id_of(fs, newp),
+	return scratch_move(&fs->scratch, from->id, newp, env_id_of(fs, newp),
 			    newname);
 }
 
@@ -936,7 +896,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			     ? rename_over_editable(fs, req, &from, &to)
 			     : -EPERM;
 	} else if (from.type == NT_SCRATCH) {
-		rc = rename_scratch(fs, &from, &npk, newname, &to, to_exists);
+		rc = rename_scratch(fs, &from, &npk, newname);
 	} else if (tree_is_editable(&from) && from.type != NT_ENV_CTL &&
 		   from.type != NT_SECRET && !to_exists) {
 		rc = rename_editable_away(fs, req, &from, &npk, newname);

@@ -95,7 +95,7 @@ static void render_metrics(struct fs *fs, struct buf *out)
 		      "served without rendering.\n"
 		      "# TYPE infrafs_render_cache_hits_total counter\n");
 	buf_printf(out, "infrafs_render_cache_hits_total %" PRIu64 "\n",
-		   fs->renders.hits);
+		   (uint64_t)atomic_load(&fs->renders.hits));
 	if (fs->rec) {
 		double secs;
 		size_t n;
@@ -602,7 +602,7 @@ static bool content_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
 		return true;
 	case NT_ENV_STATUS:
 		/* Counts of every resource's state: any observation. */
-		*gen = e->gen * 1000003u + fs->observed.gen;
+		*gen = e->gen * 1000003u + observed_gen(&fs->observed);
 		return true;
 	case NT_ENV_PLAN:
 	case NT_ENV_PLAN_JSON:

@@ -8,6 +8,8 @@
  */
 #include "fs.h"
 
+#include "util/wipe.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,9 +22,10 @@ void scratch_init(struct scratch_table *t)
 	t->next_id = 1;
 }
 
+/* Renamed over a secret, a scratch file's bytes were its value. */
 static void scratch_free(struct scratch *s)
 {
-	buf_free(&s->data);
+	wipebuf_free(&s->data);
 	free(s);
 }
 
@@ -62,25 +65,30 @@ static struct scratch *find_locked(struct scratch_table *t,
 	return NULL;
 }
 
-struct scratch *scratch_find(struct scratch_table *t,
-			     const struct node_key *dir, const char *name)
+uint64_t scratch_id_of(struct scratch_table *t, const struct node_key *dir,
+		       const char *name)
 {
 	struct scratch *s;
+	uint64_t id;
 
 	pthread_mutex_lock(&t->lock);
 	s = find_locked(t, dir, name);
+	id = s ? s->id : 0;
 	pthread_mutex_unlock(&t->lock);
-	return s;
+	return id;
 }
 
-struct scratch *scratch_by_id(struct scratch_table *t, uint64_t id)
+int scratch_parent(struct scratch_table *t, uint64_t id,
+		   struct node_key *parent)
 {
 	struct scratch *s;
 
 	pthread_mutex_lock(&t->lock);
 	s = map_get_u64(&t->by_id, &id);
+	if (s)
+		*parent = s->parent;
 	pthread_mutex_unlock(&t->lock);
-	return s;
+	return s ? 0 : -ENOENT;
 }
 
 int scratch_check_size(uint64_t size)
@@ -103,10 +111,9 @@ static bool env_full_locked(struct scratch_table *t, uint64_t env_id)
 	return n >= SCRATCH_MAX_FILES;
 }
 
-struct scratch *scratch_create(struct scratch_table *t,
-			       const struct node_key *dir, uint64_t env_id,
-			       const char *name, uid_t uid, gid_t gid,
-			       mode_t mode)
+static struct scratch *scratch_new(const struct node_key *dir, uint64_t env_id,
+				   const char *name, uid_t uid, gid_t gid,
+				   mode_t mode)
 {
 	struct scratch *s = xcalloc(1, sizeof(*s));
 
@@ -118,27 +125,98 @@ struct scratch *scratch_create(struct scratch_table *t,
 	s->mode = mode & 07777;
 	clock_gettime(CLOCK_REALTIME, &s->mtime);
 	s->atime = s->ctime = s->mtime;
-	pthread_mutex_lock(&t->lock);
-	if (env_full_locked(t, env_id)) {
-		pthread_mutex_unlock(&t->lock);
-		free(s);
-		return NULL;
-	}
-	s->id = t->next_id++;
-	map_put(&t->by_id, &s->id, sizeof(s->id), s);
-	pthread_mutex_unlock(&t->lock);
 	return s;
 }
 
-int scratch_move(struct scratch_table *t, struct scratch *s,
-		 const struct node_key *dir, uint64_t env_id, const char *name)
+/* Caller holds t->lock. */
+static void add_locked(struct scratch_table *t, struct scratch *s)
 {
+	s->id = t->next_id++;
+	map_put(&t->by_id, &s->id, sizeof(s->id), s);
+}
+
+uint64_t scratch_create(struct scratch_table *t, const struct node_key *dir,
+			uint64_t env_id, const char *name, uid_t uid, gid_t gid,
+			mode_t mode)
+{
+	struct scratch *s = scratch_new(dir, env_id, name, uid, gid, mode);
+	uint64_t id = 0;
+
+	pthread_mutex_lock(&t->lock);
+	if (!env_full_locked(t, env_id)) {
+		add_locked(t, s);
+		id = s->id;
+		s = NULL;
+	}
+	pthread_mutex_unlock(&t->lock);
+	free(s);
+	return id;
+}
+
+int scratch_fill(struct scratch_table *t, const struct node_key *dir,
+		 uint64_t env_id, const char *name, uid_t uid, gid_t gid,
+		 const char *data, size_t len)
+{
+	struct scratch *fresh = scratch_new(dir, env_id, name, uid, gid, 0644);
+	struct scratch *s;
 	int rc = 0;
 
 	pthread_mutex_lock(&t->lock);
-	if (env_id != s->env_id && env_full_locked(t, env_id)) {
+	s = find_locked(t, dir, name);
+	if (!s && env_full_locked(t, env_id)) {
+		rc = -ENOSPC;
+	} else if (!s) {
+		add_locked(t, fresh);
+		s = fresh;
+		fresh = NULL;
+	}
+	if (s) {
+		wipebuf_truncate(&s->data, 0);
+		wipebuf_add(&s->data, data, len);
+	}
+	pthread_mutex_unlock(&t->lock);
+	free(fresh);
+	return rc;
+}
+
+/* Caller holds t->lock. An unlinked file stays readable through the
+ * descriptors open on it. */
+static void unlink_locked(struct scratch_table *t, struct scratch *s)
+{
+	s->unlinked = true;
+	if (!s->opens && s->alias.type == NT_NONE) {
+		map_del(&t->by_id, &s->id, sizeof(s->id));
+		scratch_free(s);
+	}
+}
+
+void scratch_unlink(struct scratch_table *t, uint64_t id)
+{
+	struct scratch *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = map_get_u64(&t->by_id, &id);
+	if (s)
+		unlink_locked(t, s);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int scratch_move(struct scratch_table *t, uint64_t id,
+		 const struct node_key *dir, uint64_t env_id, const char *name)
+{
+	struct scratch *s, *old;
+	int rc = 0;
+
+	pthread_mutex_lock(&t->lock);
+	s = map_get_u64(&t->by_id, &id);
+	if (!s) {
+		rc = -ENOENT;
+	} else if (env_id != s->env_id && env_full_locked(t, env_id)) {
 		rc = -ENOSPC;
 	} else {
+		old = find_locked(t, dir, name);
+		if (old && old != s)
+			unlink_locked(t, old);
 		s->parent = *dir;
 		s->env_id = env_id;
 		snprintf(s->name, sizeof(s->name), "%s", name);
@@ -147,25 +225,30 @@ int scratch_move(struct scratch_table *t, struct scratch *s,
 	return rc;
 }
 
-/* An unlinked file stays readable through the descriptors open on it. */
-void scratch_unlink(struct scratch_table *t, struct scratch *s)
+int scratch_bytes(struct scratch_table *t, uint64_t id, struct buf *out)
 {
+	struct scratch *s;
+
 	pthread_mutex_lock(&t->lock);
-	s->unlinked = true;
-	if (!s->opens && s->alias.type == NT_NONE) {
-		map_del(&t->by_id, &s->id, sizeof(s->id));
-		scratch_free(s);
-	}
+	s = map_get_u64(&t->by_id, &id);
+	if (s)
+		wipebuf_add(out, buf_str(&s->data), s->data.len);
 	pthread_mutex_unlock(&t->lock);
+	return s ? 0 : -ENOENT;
 }
 
-void scratch_become_alias(struct scratch_table *t, struct scratch *s,
+void scratch_become_alias(struct scratch_table *t, uint64_t id,
 			  const struct node_key *to)
 {
+	struct scratch *s;
+
 	pthread_mutex_lock(&t->lock);
-	s->alias = *to;
-	s->unlinked = true;
-	buf_free(&s->data);
+	s = map_get_u64(&t->by_id, &id);
+	if (s) {
+		s->alias = *to;
+		s->unlinked = true;
+		wipebuf_free(&s->data);
+	}
 	pthread_mutex_unlock(&t->lock);
 }
 

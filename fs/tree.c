@@ -135,9 +135,11 @@ struct env *tree_env(struct fs *fs, const struct node_key *k)
 		return r ? r->env : NULL;
 	}
 	case NT_SCRATCH: {
-		struct scratch *s = scratch_by_id(&fs->scratch, k->id);
+		struct node_key parent;
 
-		return s ? tree_env(fs, &s->parent) : NULL;
+		return scratch_parent(&fs->scratch, k->id, &parent) == 0
+			       ? tree_env(fs, &parent)
+			       : NULL;
 	}
 	default:
 		return model_env_by_id(fs->model, k->id);
@@ -361,7 +363,7 @@ int tree_lookup(struct fs *fs, const struct node_key *p, const char *name,
 		struct node_key *c)
 {
 	int rc = -ENOENT;
-	struct scratch *s;
+	uint64_t scratch;
 
 	model_rdlock(fs->model);
 	switch (p->type) {
@@ -389,9 +391,9 @@ int tree_lookup(struct fs *fs, const struct node_key *p, const char *name,
 	}
 	model_unlock(fs->model);
 	if (rc == -ENOENT && scratch_allowed_in(p)) {
-		s = scratch_find(&fs->scratch, p, name);
-		if (s) {
-			*c = node_key_make(NT_SCRATCH, 0, s->id, 0);
+		scratch = scratch_id_of(&fs->scratch, p, name);
+		if (scratch) {
+			*c = node_key_make(NT_SCRATCH, 0, scratch, 0);
 			rc = 0;
 		}
 	}

@@ -108,7 +108,8 @@ struct reconciler {
 	struct map envs; /* env_id -> struct env_state */
 	struct rec **evals; /* this pass's recs to evaluate */
 	size_t nevals, evals_cap;
-	/* What the last pass cost, for metrics and the benchmark. */
+	/* What the last pass cost, for metrics and the benchmark: written
+	 * by the thread and read by others, both under lock. */
 	double last_pass_seconds;
 	size_t last_pass_evaluated;
 	void *provider_state[8];
@@ -1154,8 +1155,10 @@ static void run_pass(struct reconciler *r)
 	/* Idle passes would hide what a change cost: keep the last pass that
 	 * had something to look at. */
 	if (evaluated) {
+		pthread_mutex_lock(&r->lock);
 		r->last_pass_evaluated = evaluated;
 		r->last_pass_seconds = now_s() - start;
+		pthread_mutex_unlock(&r->lock);
 	}
 }
 
@@ -1189,10 +1192,10 @@ static void *reconcile_loop(void *arg)
 void reconciler_stats(struct reconciler *r, double *pass_seconds,
 		      size_t *evaluated)
 {
-	/* Written by the thread between passes; a torn read of two plain
-	 * numbers shown in metrics is harmless. */
+	pthread_mutex_lock(&r->lock);
 	*pass_seconds = r->last_pass_seconds;
 	*evaluated = r->last_pass_evaluated;
+	pthread_mutex_unlock(&r->lock);
 }
 
 /* ---- ctl --------------------------------------------------------------- */
@@ -1241,7 +1244,7 @@ static bool has_protected_destroy(const struct env *e)
 static int approve(struct reconciler *r, const char *env, const char *arg,
 		   const struct caller *who, char *msg, size_t msglen)
 {
-	struct observed_env oe;
+	struct observed_env oe = { 0 };
 	struct model *m = store_model(r->opt.store);
 	uint64_t env_id = 0, current, wanted;
 	bool owner_only = false;
@@ -1266,9 +1269,9 @@ static int approve(struct reconciler *r, const char *env, const char *arg,
 			 env, (unsigned)owner);
 		return -EACCES;
 	}
+	/* A new environment has no entry yet: oe stays as it was. */
 	if (!observed_get_env(r->opt.observed, env_id, &oe) || !oe.plan_no) {
-		if (env_id)
-			observed_env_free(&oe);
+		observed_env_free(&oe);
 		snprintf(msg, msglen, "approve: %s has no pending plan", env);
 		return -EINVAL;
 	}

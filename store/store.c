@@ -51,16 +51,28 @@ struct store {
 	char url[4200];
 	char allow_config_keys[1024]; /* store_options' list, fixed at open */
 
+	/*
+	 * The queue. qlock guards head, tail, ev_head, ev_tail, stopping,
+	 * each queued pending's done and err, and hook, hook_ctx and
+	 * in_hook. A caller of store_apply() queues a change that lives on
+	 * its own stack and sleeps on donecond until the committer marks it
+	 * done; until then the committer reads the change (its text in
+	 * place), so the caller must not touch what it points to. The
+	 * committer drops qlock while it runs a batch and while it calls
+	 * the hook. Nothing else is locked under qlock; the committer takes
+	 * the model lock only with qlock released.
+	 */
 	pthread_t thread;
 	pthread_mutex_t qlock;
 	pthread_cond_t qcond; /* work arrived */
-	pthread_cond_t donecond; /* a batch finished */
+	pthread_cond_t donecond; /* a batch finished, or a hook call ended */
 	struct pending *head, **tail;
 	struct queued_event *ev_head, **ev_tail;
 	bool stopping;
 
 	store_change_fn hook;
 	void *hook_ctx;
+	bool in_hook; /* the committer is calling hook now */
 
 	/* Committer-only state for the batch in flight. */
 	struct store_touch *touched;
@@ -92,8 +104,28 @@ const char *store_url(const struct store *st)
 
 void store_set_change_hook(struct store *st, store_change_fn fn, void *ctx)
 {
+	pthread_mutex_lock(&st->qlock);
+	while (st->in_hook)
+		pthread_cond_wait(&st->donecond, &st->qlock);
 	st->hook = fn;
 	st->hook_ctx = ctx;
+	pthread_mutex_unlock(&st->qlock);
+}
+
+/* Called with qlock held; returns with it held. */
+static void call_hook(struct store *st)
+{
+	store_change_fn hook = st->hook;
+	void *ctx = st->hook_ctx;
+
+	if (!hook || !st->ntouched)
+		return;
+	st->in_hook = true;
+	pthread_mutex_unlock(&st->qlock);
+	hook(ctx, st->touched, st->ntouched);
+	pthread_mutex_lock(&st->qlock);
+	st->in_hook = false;
+	pthread_cond_broadcast(&st->donecond);
 }
 
 static void touch(struct store *st, uint64_t env_id, uint64_t res_id)
@@ -1451,10 +1483,7 @@ static void *committer(void *arg)
 		for (struct pending *p = batch; p; p = p->next)
 			p->done = true;
 		pthread_cond_broadcast(&st->donecond);
-		pthread_mutex_unlock(&st->qlock);
-		if (st->hook && st->ntouched)
-			st->hook(st->hook_ctx, st->touched, st->ntouched);
-		pthread_mutex_lock(&st->qlock);
+		call_hook(st);
 	}
 	pthread_mutex_unlock(&st->qlock);
 	return NULL;

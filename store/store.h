@@ -99,6 +99,11 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	       size_t errlen);
 void store_close(struct store *st);
 struct model *store_model(struct store *st);
+/*
+ * Sets (or, with fn NULL, removes) the hook. It returns only once no call
+ * of the hook it replaced is running, so a caller that removes the hook
+ * may then free what the hook's ctx points to.
+ */
 void store_set_change_hook(struct store *st, store_change_fn fn, void *ctx);
 /* What holds the store's lock: "pid 123 on host since RFC3339". */
 const char *store_lock_holder(const struct store *st);

@@ -102,7 +102,7 @@ class Mount:
         """Sanitizer reports fail the test that caused them."""
         text = self.log.read_text(errors="replace")
         for marker in ("runtime error:", "AddressSanitizer",
-                       "LeakSanitizer"):
+                       "LeakSanitizer", "ThreadSanitizer"):
             assert marker not in text, f"daemon log:\n{text}"
 
     def kill(self):

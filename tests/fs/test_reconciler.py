@@ -305,3 +305,18 @@ def test_protected_destroy_waits_for_approval(mnt):
     wait_for(lambda: " destroy pools/keep " in read(mnt / "dev/audit"), 10,
              "the destroy in the audit:\n" + read(mnt / "dev/audit"))
     wait_for(lambda: read(mnt / "dev/plan") == "", 10, "an empty plan")
+
+
+def test_approve_on_a_new_environment_is_refused(mnt):
+    """Before the reconciler has looked at a new environment, there is no
+    plan of it at all: approve is refused as for an empty plan, and the
+    daemon lives on."""
+    for i in range(10):
+        res = mnt.sh(f"mkdir fresh{i} && echo approve > fresh{i}/ctl",
+                     check=False)
+        assert res.returncode == 1
+        assert "Invalid argument" in res.stderr
+        assert mnt.proc.poll() is None, "the daemon died"
+    assert "has no pending plan" in read(mnt / "fresh0/events")
+    names = os.listdir(mnt.path)
+    assert all(f"fresh{i}" in names for i in range(10))
