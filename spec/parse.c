@@ -76,6 +76,32 @@ static const char *quote(char out[QUOTE_SIZE], struct span s)
 }
 
 /*
+ * Copies text into out with each control byte written as \xNN, cut at a
+ * whole UTF-8 sequence when out is full. A message quotes what the user
+ * wrote and ends up as one line of a status file and of events: a raw
+ * newline there would let a spec forge the lines after it.
+ */
+static void escape_controls(char *out, size_t size, const char *text)
+{
+	size_t n = 0;
+	long bad;
+
+	for (const char *p = text; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		bool control = c < 0x20 || c == 0x7f;
+
+		if (n + (control ? 4 : 1) >= size)
+			break;
+		if (control)
+			n += (size_t)snprintf(out + n, size - n, "\\x%02x", c);
+		else
+			out[n++] = (char)c;
+	}
+	bad = utf8_invalid_at(out, n);
+	out[bad >= 0 ? (size_t)bad : n] = '\0';
+}
+
+/*
  * Fills err as "line N: KEY: what", leaving out the line when it is 0 and
  * the key when there is none. Always returns -EINVAL.
  */
@@ -87,25 +113,25 @@ static int fail(struct spec_error *err, unsigned line, struct span key,
 {
 	size_t kn = utf8_cut(key.p, key.n, sizeof(err->key) - 1);
 	size_t shown = utf8_cut(key.p, key.n, QUOTE_MAX);
+	char raw[sizeof(err->msg)];
 	size_t off = 0;
 	va_list ap;
 
 	if (!err)
 		return -EINVAL;
 	err->line = line;
-	if (kn)
-		memcpy(err->key, key.p, kn);
-	err->key[kn] = '\0';
+	snprintf(raw, sizeof(raw), "%.*s", (int)kn, key.p);
+	escape_controls(err->key, sizeof(err->key), raw);
 	if (line)
-		off += (size_t)snprintf(err->msg, sizeof(err->msg),
-					"line %u: ", line);
+		off += (size_t)snprintf(raw, sizeof(raw), "line %u: ", line);
 	if (key.n)
-		off += (size_t)snprintf(err->msg + off, sizeof(err->msg) - off,
+		off += (size_t)snprintf(raw + off, sizeof(raw) - off,
 					"%.*s%s: ", (int)shown, key.p,
 					shown < key.n ? "..." : "");
 	va_start(ap, fmt);
-	vsnprintf(err->msg + off, sizeof(err->msg) - off, fmt, ap);
+	vsnprintf(raw + off, sizeof(raw) - off, fmt, ap);
 	va_end(ap);
+	escape_controls(err->msg, sizeof(err->msg), raw);
 	return -EINVAL;
 }
 
