@@ -98,6 +98,13 @@ def test_field_file_changes_one_field_as_one_revision(env):
     assert "path: dev/pools/train/nodes" in info
 
 
+def test_field_file_keeps_the_comment_after_an_empty_value(env):
+    (env / SPEC).write_text("nodes = # two once the quota is raised\n")
+    env.sh("echo 4 > dev/pools/train/nodes")
+    assert read(env / SPEC) == "nodes = 4 # two once the quota is raised\n"
+    assert read(env / "dev/pools/train/nodes") == "4\n"
+
+
 def test_bad_field_value_fails_echo(env):
     res = env.sh("echo 99 > dev/pools/train/accelerators_per_node",
                  check=False)

@@ -1196,6 +1196,10 @@ static void test_set_field(void)
 	SET_IS(&kind_pool, "# only\n", "labels", "a = b\nc = d\n",
 	       "# only\nlabels.a = b\nlabels.c = d\n");
 
+	/* A comment after an empty value stays a comment. */
+	SET_IS(&kind_pool, "nodes = # four nodes\n", "nodes", "4",
+	       "nodes = 4 # four nodes\n");
+
 	/* Lines that only look like the field stay. */
 	SET_IS(&kind_pool, "# nodes = 9\nnodes_x = 1\nmin_nodes = 1\n", "nodes",
 	       "2",
