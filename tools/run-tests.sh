@@ -34,6 +34,13 @@ status=0
 run build || status=1
 run build-asan || status=1
 
+# ---- fuzz: the spec language under libFuzzer (clang, ASan+UBSan) ----
+# Replays tests/fuzz/regressions, then fuzzes for 60 s from a copy of the
+# seed corpus; a crash, leak or failed check fails the run.
+echo "== fuzz"
+tools/fuzz.sh 60 || status=1
+# ---- end fuzz ----
+
 # One closing line over both builds: each C unit-test program counts as
 # one test, each file-system test case as one.
 python3 - build build-asan <<'PY'
