@@ -1052,6 +1052,20 @@ int spec_check_lines(const struct kind_def *k, const char *text, size_t len,
 	return 0;
 }
 
+/* A field file's value becomes a spec line, where this would start a
+ * comment and the value would be lost. */
+static int comment_free(const struct assign *a, struct spec_error *err)
+{
+	char q[QUOTE_SIZE];
+
+	if (comment_at(a->val.p, a->val.n) == a->val.n)
+		return 0;
+	return fail(err, a->line, a->key,
+		    "a '#' at the start or after a space would start a "
+		    "comment, got %s",
+		    quote(q, a->val));
+}
+
 static int map_line_check(const struct field_def *f, const char *p, size_t n,
 			  unsigned no, struct spec_error *err)
 {
@@ -1064,6 +1078,8 @@ static int map_line_check(const struct field_def *f, const char *p, size_t n,
 	buf_printf(&key, "%s.%.*s", f->name, (int)a.mkey.n, a.mkey.p);
 	a.key = (struct span){ key.data, key.len };
 	rc = map_key_check(&a, err);
+	if (!rc && a.val.n)
+		rc = comment_free(&a, err);
 	if (!rc && a.val.n)
 		rc = value_parse(&a, NULL, err);
 	return rc;
@@ -1093,7 +1109,7 @@ int spec_check_value(const struct field_def *f, const char *value, size_t len,
 {
 	struct assign a = { .f = f, .key = span_of(f->name) };
 	const char *what;
-	char q[QUOTE_SIZE];
+	int rc;
 
 	if (f->type == FT_MAP)
 		return map_value_check(f, value, len, err);
@@ -1102,13 +1118,8 @@ int spec_check_value(const struct field_def *f, const char *value, size_t len,
 	a.val = trim(value, len);
 	if (!a.val.n)
 		return 0;
-	/* The value becomes a spec line, where this would start a comment. */
-	if (comment_at(a.val.p, a.val.n) < a.val.n)
-		return fail(err, 0, a.key,
-			    "a '#' at the start or after a space would start "
-			    "a comment, got %s",
-			    quote(q, a.val));
-	return value_parse(&a, NULL, err);
+	rc = comment_free(&a, err);
+	return rc ? rc : value_parse(&a, NULL, err);
 }
 
 /* ---- Effective values ---- */

@@ -129,6 +129,15 @@ def test_map_field_file_replaces_the_map(env):
     assert "labels.cost_center = 42" in read(env / SPEC)
 
 
+def test_map_field_value_that_would_read_as_a_comment_is_refused(env):
+    # `labels.team = #nlp` would be a comment: the label would be lost.
+    env.sh("printf 'team =#nlp\\n' > dev/pools/train/labels", check=False)
+    wait_for(lambda: "labels.team: a '#' at the start or after a space" in
+             status_of(env / "dev/pools/train/status")["last_error"], 10,
+             "the refusal in status")
+    assert "labels" not in read(env / SPEC)
+
+
 def test_draft_is_applied_by_its_first_write_even_empty(mnt):
     mnt.sh("mkdir dev dev/pools/gpu")
     assert revisions(mnt) == [1]

@@ -1035,6 +1035,9 @@ static void test_check_value(void)
 		  "labels.bad key",
 		  "line 2: labels.bad key: expected labels.KEY with KEY of "
 		  "letters, digits, '.', '_', '/' and '-', got \"bad key\"");
+	VALUE_ERR(&kind_pool, "labels", "a = 1\nteam =#nlp\n", 2, "labels.team",
+		  "line 2: labels.team: a '#' at the start or after a space "
+		  "would start a comment, got \"#nlp\"");
 	VALUE_ERR(&kind_pool, "labels", "nlp\n", 1, "",
 		  "line 1: expected key = value, got \"nlp\"");
 	VALUE_ERR(&kind_endpoint, "env", "A = 1\nTOKEN = secret:\n", 2,
