@@ -217,6 +217,24 @@ static void check_field_round_trip(const struct input *in, const struct spec *s)
 }
 
 /*
+ * The same edit made again changes nothing. Lines of a text that is not
+ * a spec may be left to open with '{' once the field's lines are gone:
+ * the next edit reads that as JSON, which is fair.
+ */
+static void require_idempotent(const struct input *in, const struct buf *once)
+{
+	struct buf twice = BUF_INIT;
+
+	if (opens_json(buf_str(once), once->len))
+		return;
+	REQUIRE(spec_set_field(in->k, buf_str(once), once->len, in->f,
+			       in->value, in->vlen, &twice, NULL) == 0);
+	REQUIRE(twice.len == once->len &&
+		memcmp(buf_str(&twice), buf_str(once), once->len) == 0);
+	buf_free(&twice);
+}
+
+/*
  * Sets f to the input's value in text. Returns 1 and *s parsed from the
  * result when the edit was made and the result parses, 0 when the edit
  * was refused, -1 when the result does not parse.
@@ -231,10 +249,12 @@ static int edit(const struct input *in, const char *text, size_t len,
 	int made = 0;
 
 	*s = NULL;
-	if (rc)
+	if (rc) {
 		require_error(rc, &err);
-	else
+	} else {
+		require_idempotent(in, &out);
 		made = parse(in, buf_str(&out), out.len, s, &err) ? -1 : 1;
+	}
 	buf_free(&out);
 	return made;
 }
