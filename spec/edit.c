@@ -70,7 +70,10 @@ static size_t line_read(const char *text, size_t len, size_t pos,
 	if (eq) {
 		l->key = trim(l->start, (size_t)(eq - l->start));
 		l->val = trim(eq + 1, (size_t)(l->start + c - eq - 1));
-		l->tail = (size_t)(l->val.p + l->val.n - l->start);
+		/* The blanks of an empty value stay with the comment after
+		 * it: without them the comment would join the new value. */
+		l->tail = l->val.n ? (size_t)(l->val.p + l->val.n - l->start)
+				   : (size_t)(eq + 1 - l->start);
 	}
 	return nl ? end + 1 : len;
 }

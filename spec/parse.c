@@ -90,6 +90,24 @@ static const char *quote(char out[QUOTE_SIZE], struct span s)
 }
 
 /*
+ * Copies text, escaped, into a fixed field of err, cut at a whole UTF-8
+ * character. A message quotes what the user wrote and ends up as one line
+ * of a status file and of events: a raw newline there would let a spec
+ * forge the lines after it. Escaping what shown() escaped already changes
+ * nothing, so the whole message can pass here.
+ */
+static void copy_escaped(char *out, size_t size, const char *text, size_t len)
+{
+	BUF_AUTO esc = BUF_INIT;
+	size_t n;
+
+	text_escape(&esc, text, len, 0);
+	n = utf8_cut(buf_str(&esc), esc.len, size - 1);
+	memcpy(out, buf_str(&esc), n);
+	out[n] = '\0';
+}
+
+/*
  * Fills err as "line N: KEY: what", leaving out the line when it is 0 and
  * the key when there is none. Always returns -EINVAL.
  */
@@ -99,27 +117,23 @@ static int fail(struct spec_error *err, unsigned line, struct span key,
 static int fail(struct spec_error *err, unsigned line, struct span key,
 		const char *fmt, ...)
 {
-	size_t kn = utf8_cut(key.p, key.n, sizeof(err->key) - 1);
-	BUF_AUTO key_text = BUF_INIT;
-	size_t off = 0;
+	BUF_AUTO raw = BUF_INIT;
 	va_list ap;
 
 	if (!err)
 		return -EINVAL;
 	err->line = line;
-	if (kn)
-		memcpy(err->key, key.p, kn);
-	err->key[kn] = '\0';
+	copy_escaped(err->key, sizeof(err->key), key.p ? key.p : "", key.n);
 	if (line)
-		off += (size_t)snprintf(err->msg, sizeof(err->msg),
-					"line %u: ", line);
-	shown(&key_text, key);
-	if (key.n)
-		off += (size_t)snprintf(err->msg + off, sizeof(err->msg) - off,
-					"%s: ", buf_str(&key_text));
+		buf_printf(&raw, "line %u: ", line);
+	if (key.n) {
+		shown(&raw, key);
+		buf_adds(&raw, ": ");
+	}
 	va_start(ap, fmt);
-	vsnprintf(err->msg + off, sizeof(err->msg) - off, fmt, ap);
+	buf_vprintf(&raw, fmt, ap);
 	va_end(ap);
+	copy_escaped(err->msg, sizeof(err->msg), buf_str(&raw), raw.len);
 	return -EINVAL;
 }
 
@@ -1070,6 +1084,20 @@ int spec_check_lines(const struct kind_def *k, const char *text, size_t len,
 	return 0;
 }
 
+/* A field file's value becomes a spec line, where this would start a
+ * comment and the value would be lost. */
+static int comment_free(const struct assign *a, struct spec_error *err)
+{
+	char q[QUOTE_SIZE];
+
+	if (comment_at(a->val.p, a->val.n) == a->val.n)
+		return 0;
+	return fail(err, a->line, a->key,
+		    "a '#' at the start or after a space would start a "
+		    "comment, got %s",
+		    quote(q, a->val));
+}
+
 static int map_line_check(const struct field_def *f, const char *p, size_t n,
 			  unsigned no, struct spec_error *err)
 {
@@ -1082,6 +1110,8 @@ static int map_line_check(const struct field_def *f, const char *p, size_t n,
 	buf_printf(&key, "%s.%.*s", f->name, (int)a.mkey.n, a.mkey.p);
 	a.key = (struct span){ key.data, key.len };
 	rc = map_key_check(&a, err);
+	if (!rc && a.val.n)
+		rc = comment_free(&a, err);
 	if (!rc && a.val.n)
 		rc = value_parse(&a, NULL, err);
 	return rc;
@@ -1111,7 +1141,7 @@ int spec_check_value(const struct field_def *f, const char *value, size_t len,
 {
 	struct assign a = { .f = f, .key = span_of(f->name) };
 	const char *what;
-	char q[QUOTE_SIZE];
+	int rc;
 
 	if (f->type == FT_MAP)
 		return map_value_check(f, value, len, err);
@@ -1120,13 +1150,8 @@ int spec_check_value(const struct field_def *f, const char *value, size_t len,
 	a.val = trim(value, len);
 	if (!a.val.n)
 		return 0;
-	/* The value becomes a spec line, where this would start a comment. */
-	if (comment_at(a.val.p, a.val.n) < a.val.n)
-		return fail(err, 0, a.key,
-			    "a '#' at the start or after a space would start "
-			    "a comment, got %s",
-			    quote(q, a.val));
-	return value_parse(&a, NULL, err);
+	rc = comment_free(&a, err);
+	return rc ? rc : value_parse(&a, NULL, err);
 }
 
 /* ---- Effective values ---- */

@@ -8,6 +8,9 @@ packages=(
 	gcc meson ninja-build pkg-config
 	libfuse3-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
 	libssl-dev
+	# tools/fuzz.sh: clang with libFuzzer (libclang_rt.fuzzer) and the
+	# symbolizer for its reports
+	clang-14 libclang-rt-14-dev llvm-14
 	# run
 	fuse3
 	# tests drive the mount with these real programs

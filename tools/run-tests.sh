@@ -58,6 +58,13 @@ run build-tsan || status=1
 dirs+=(build-tsan)
 # ---- end of ThreadSanitizer ------------------------------------------------
 
+# ---- fuzz: the spec language under libFuzzer (clang, ASan+UBSan) ----
+# Replays tests/fuzz/regressions, then fuzzes for 60 s from a copy of the
+# seed corpus; a crash, leak or failed check fails the run.
+echo "== fuzz"
+tools/fuzz.sh 60 || status=1
+# ---- end fuzz ----
+
 # One closing line over every build: each C unit-test program counts as
 # one test, each file-system test case as one.
 python3 - "${dirs[@]}" <<'PY'

@@ -63,6 +63,18 @@ def test_invalid_utf8_in_an_unfinished_line_fails_close(guarded):
                  b"labels.team = \xc3")
 
 
+@pytest.mark.parametrize("data", [
+    b'{"labels": {"x\\nforged: yes": "1"}}',
+    b"\x1b[2J\rforged: yes = 1\n"])
+def test_control_bytes_stay_inside_the_error_line(guarded, data):
+    expect_errno(errno.EINVAL, write_and_close, guarded / SPEC, data)
+    st = status_of(guarded / "dev/pools/train/status")
+    assert "forged" not in st
+    assert "\\x" in st["last_error"]
+    assert not any(ord(c) < 0x20 for c in read(
+        guarded / "dev/pools/train/status").replace("\n", ""))
+
+
 @pytest.mark.parametrize("name", ["a/b", "..", "a" * 300])
 def test_bad_resource_names(guarded, name):
     with pytest.raises(OSError) as e:

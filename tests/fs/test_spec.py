@@ -98,6 +98,13 @@ def test_field_file_changes_one_field_as_one_revision(env):
     assert "path: dev/pools/train/nodes" in info
 
 
+def test_field_file_keeps_the_comment_after_an_empty_value(env):
+    (env / SPEC).write_text("nodes = # two once the quota is raised\n")
+    env.sh("echo 4 > dev/pools/train/nodes")
+    assert read(env / SPEC) == "nodes = 4 # two once the quota is raised\n"
+    assert read(env / "dev/pools/train/nodes") == "4\n"
+
+
 def test_bad_field_value_fails_echo(env):
     res = env.sh("echo 99 > dev/pools/train/accelerators_per_node",
                  check=False)
@@ -120,6 +127,15 @@ def test_map_field_file_replaces_the_map(env):
     env.sh("printf 'team = nlp\\ncost_center = 42\\n' > dev/pools/train/labels")
     assert "labels.team = nlp" in read(env / SPEC)
     assert "labels.cost_center = 42" in read(env / SPEC)
+
+
+def test_map_field_value_that_would_read_as_a_comment_is_refused(env):
+    # `labels.team = #nlp` would be a comment: the label would be lost.
+    env.sh("printf 'team =#nlp\\n' > dev/pools/train/labels", check=False)
+    wait_for(lambda: "labels.team: a '#' at the start or after a space" in
+             status_of(env / "dev/pools/train/status")["last_error"], 10,
+             "the refusal in status")
+    assert "labels" not in read(env / SPEC)
 
 
 def test_draft_is_applied_by_its_first_write_even_empty(mnt):

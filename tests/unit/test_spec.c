@@ -586,19 +586,19 @@ static void test_length_limits(void)
 }
 
 /* Messages become lines of status and events: what they quote of the
- * user's text is escaped, keys included. */
+ * user's text is escaped, and so is the key at fault. */
 static void test_messages_escape_what_they_quote(void)
 {
 	PARSE_ERR(&kind_pool, "nodes = 1\x1b[2J\n", 1, "nodes",
 		  "line 1: nodes: expected an integer >= 0, got "
 		  "\"1\\x1b[2J\"");
 	PARSE_ERR(&kind_pool, "{\"labels.a\\nstate: ready\": \"x\"}", 0,
-		  "labels.a\nstate: ready",
+		  "labels.a\\nstate: ready",
 		  "labels.a\\nstate: ready: expected labels.KEY with KEY of "
 		  "letters, digits, '.', '_', '/' and '-', got "
 		  "\"a\\nstate: ready\"");
 	PARSE_ERR(&kind_pool, "{\"labels\": {\"a\\r\\u009b\": \"x\"}}", 0,
-		  "labels.a\r\xc2\x9b",
+		  "labels.a\\r\\xc2\\x9b",
 		  "labels.a\\r\\xc2\\x9b: expected labels.KEY with KEY of "
 		  "letters, digits, '.', '_', '/' and '-', got "
 		  "\"a\\r\\xc2\\x9b\"");
@@ -612,7 +612,7 @@ static void test_messages_escape_what_they_quote(void)
 		CHECK_HAS(e.msg, "nodes\\x1b: unknown key; pool keys are ");
 	}
 	PARSE_ERR(&kind_config, "{\"aws\": {\"pro\\tfile\": \"x\"}}", 0,
-		  "aws.pro\tfile",
+		  "aws.pro\\tfile",
 		  "aws.pro\\tfile: expected aws.KEY with KEY of lowercase "
 		  "letters, digits, '_', '.' and '-', got \"pro\\tfile\"");
 }
@@ -1135,6 +1135,9 @@ static void test_check_value(void)
 		  "labels.bad key",
 		  "line 2: labels.bad key: expected labels.KEY with KEY of "
 		  "letters, digits, '.', '_', '/' and '-', got \"bad key\"");
+	VALUE_ERR(&kind_pool, "labels", "a = 1\nteam =#nlp\n", 2, "labels.team",
+		  "line 2: labels.team: a '#' at the start or after a space "
+		  "would start a comment, got \"#nlp\"");
 	VALUE_ERR(&kind_pool, "labels", "nlp\n", 1, "",
 		  "line 1: expected key = value, got \"nlp\"");
 	VALUE_ERR(&kind_endpoint, "env", "A = 1\nTOKEN = secret:\n", 2,
@@ -1295,6 +1298,10 @@ static void test_set_field(void)
 	SET_IS(&kind_pool, "", "nodes", "", "");
 	SET_IS(&kind_pool, "# only\n", "labels", "a = b\nc = d\n",
 	       "# only\nlabels.a = b\nlabels.c = d\n");
+
+	/* A comment after an empty value stays a comment. */
+	SET_IS(&kind_pool, "nodes = # four nodes\n", "nodes", "4",
+	       "nodes = 4 # four nodes\n");
 
 	/* Lines that only look like the field stay. */
 	SET_IS(&kind_pool, "# nodes = 9\nnodes_x = 1\nmin_nodes = 1\n", "nodes",
