@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "buf.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void *xmalloc(size_t n)
@@ -44,15 +46,28 @@ char *xstrndup(const char *s, size_t n)
 	return p;
 }
 
+size_t buf_grown_cap(size_t cap, size_t len, size_t extra)
+{
+	size_t need;
+
+	if (extra > SIZE_MAX - 1 - len)
+		abort();
+	need = len + extra + 1;
+	if (need <= cap)
+		return cap;
+	if (!cap)
+		cap = 64;
+	while (cap < need)
+		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	return cap;
+}
+
 void buf_reserve(struct buf *b, size_t extra)
 {
-	size_t need = b->len + extra + 1;
-	size_t cap = b->cap ? b->cap : 64;
+	size_t cap = buf_grown_cap(b->cap, b->len, extra);
 
-	if (need <= b->cap)
+	if (cap == b->cap)
 		return;
-	while (cap < need)
-		cap *= 2;
 	b->data = xrealloc(b->data, cap);
 	b->cap = cap;
 }

@@ -23,6 +23,11 @@ struct buf {
 	}
 
 void buf_reserve(struct buf *b, size_t extra);
+/* The capacity a buffer of cap bytes holding len needs for extra more and
+ * a NUL: cap itself when it has room, else doubled until it does. A size
+ * no allocation could hold aborts, as a failed allocation does: callers
+ * bound what users ask for long before that. */
+size_t buf_grown_cap(size_t cap, size_t len, size_t extra);
 void buf_add(struct buf *b, const void *data, size_t len);
 void buf_adds(struct buf *b, const char *s);
 void buf_addc(struct buf *b, char c);

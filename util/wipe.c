@@ -6,14 +6,11 @@
 /* The same growth as buf_reserve(), without realloc. */
 void wipebuf_reserve(struct buf *b, size_t extra)
 {
-	size_t need = b->len + extra + 1;
-	size_t cap = b->cap ? b->cap : 64;
+	size_t cap = buf_grown_cap(b->cap, b->len, extra);
 	char *grown;
 
-	if (need <= b->cap)
+	if (cap == b->cap)
 		return;
-	while (cap < need)
-		cap *= 2;
 	grown = xmalloc(cap);
 	if (b->data) {
 		memcpy(grown, b->data, b->len + 1);

@@ -10,6 +10,7 @@
 #include "util/wipe.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 
 void __real_free(void *p);
 void __wrap_free(void *p);
@@ -102,8 +103,20 @@ static void test_truncate_grows_with_zeros(void)
 	wipebuf_free(&b);
 }
 
+/* Doubling past half of SIZE_MAX wrapped to 0 and never ended. */
+static void test_growth_near_the_top_ends(void)
+{
+	size_t huge = SIZE_MAX / 2 + 1;
+
+	CHECK(buf_grown_cap(64, 0, huge) == huge + 1);
+	CHECK(buf_grown_cap(0, 0, 10) == 64);
+	CHECK(buf_grown_cap(128, 100, 27) == 128);
+	CHECK(buf_grown_cap(128, 100, 28) == 256);
+}
+
 int main(void)
 {
+	test_growth_near_the_top_ends();
 	test_growth_wipes_the_old_block();
 	test_add_grows_the_same_way();
 	test_free_wipes_the_whole_capacity();
