@@ -84,19 +84,22 @@ struct handle {
 	bool truncated; /* H_EDIT: emptied, with nothing written yet */
 	struct caller opener; /* who opened it, for a commit at release */
 	int poisoned; /* H_EDIT: a write was refused; flush returns this */
+	/* H_EDIT: an fsync's refused commit, for the close(2) after it to
+	 * report too, without a second commit of the same text. */
+	int refused;
 	struct scratch *scratch; /* H_SCRATCH */
 	fuse_ino_t ino;
 	/*
 	 * One open file is shared by every descriptor dup()ed from it, so
 	 * its reads, writes, flushes, truncations and fstat()s arrive on
 	 * different threads at once. This lock guards what they change:
-	 * snap (H_VIEW), and edit, written, truncated and poisoned (H_EDIT).
-	 * A flush holds it across its commit, since the committer reads the
-	 * edit buffer in place until store_apply() returns. Taken before the
-	 * model lock, and never while holding a table's mutex. kind, key,
-	 * flags, opener, ino, created and scratch are set at open and only
-	 * read after; a scratch file's bytes are under the scratch table's
-	 * lock instead.
+	 * snap (H_VIEW), and edit, written, truncated, poisoned and refused
+	 * (H_EDIT). A flush, fsync or release holds it across its commit,
+	 * since the committer reads the edit buffer in place until
+	 * store_apply() returns. Taken before the model lock, and never
+	 * while holding a table's mutex. kind, key, flags, opener, ino,
+	 * created and scratch are set at open and only read after; a scratch
+	 * file's bytes are under the scratch table's lock instead.
 	 */
 	pthread_mutex_t lock;
 	struct handle *prev, *next; /* fs->handles */
@@ -628,6 +631,43 @@ int file_commit(struct fs *fs, const struct node_key *k, const char *data,
 	return rc;
 }
 
+/* Commits the whole buffer; the caller holds h->lock. */
+static int edit_commit(struct fs *fs, struct handle *h,
+		       const struct caller *who)
+{
+	h->written = false;
+	h->truncated = false;
+	return file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len, who);
+}
+
+/*
+ * What a flush or an fsync commits and returns. An fsync commits a bare
+ * truncation too, since its caller asked for the file as it stands, and
+ * keeps a refusal for the close after it, which reports it once instead
+ * of committing the same text a second time.
+ */
+static int edit_settle(struct fs *fs, struct handle *h,
+		       const struct caller *who, bool fsync)
+{
+	int rc;
+
+	if (h->kind != H_EDIT)
+		return 0;
+	pthread_mutex_lock(&h->lock);
+	if (h->poisoned) {
+		rc = h->poisoned;
+	} else if (h->written || (fsync && h->truncated)) {
+		rc = edit_commit(fs, h, who);
+		h->refused = fsync ? rc : 0;
+	} else {
+		rc = h->refused;
+		if (!fsync)
+			h->refused = 0;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
 /*
  * Flush comes at every close(2) of a descriptor, dup'd ones included: the
  * shell's `echo x > spec` opens, dup2()s onto stdout and closes the first
@@ -637,21 +677,19 @@ int file_commit(struct fs *fs, const struct node_key *k, const char *data,
  */
 int file_flush(struct fs *fs, struct handle *h, const struct caller *who)
 {
-	int rc = 0;
+	return edit_settle(fs, h, who, false);
+}
 
-	if (h->kind != H_EDIT)
-		return 0;
-	pthread_mutex_lock(&h->lock);
-	if (h->poisoned) {
-		rc = h->poisoned;
-	} else if (h->written) {
-		h->written = false;
-		h->truncated = false;
-		rc = file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len,
-				 who);
-	}
-	pthread_mutex_unlock(&h->lock);
-	return rc;
+/*
+ * fsync(2) and fdatasync(2) promise that what was written is durable, and
+ * the writer may be killed before it closes: commit now, as a close would.
+ * The marks the commit clears keep that close from making a second
+ * revision. Scratch files live in memory by design and generated files
+ * hold nothing of the caller's: an fsync of either has nothing to do.
+ */
+int file_fsync(struct fs *fs, struct handle *h, const struct caller *who)
+{
+	return edit_settle(fs, h, who, true);
 }
 
 static void handle_free(struct fs *fs, struct handle *h)

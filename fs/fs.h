@@ -259,6 +259,7 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 	       off_t off);
 int file_truncate(struct fs *fs, struct handle *h, off_t size);
 int file_flush(struct fs *fs, struct handle *h, const struct caller *who);
+int file_fsync(struct fs *fs, struct handle *h, const struct caller *who);
 void file_release(struct fs *fs, struct handle *h);
 /* Frees every handle still open, at exit. */
 void file_release_all(struct fs *fs);
