@@ -510,7 +510,11 @@ def test_steps_of_many_endpoints_run_concurrently(mnt, fake):
     names_ = [f"e{i}" for i in range(8)]
     for name in names_:
         make_endpoint(mnt, path=f"dev/endpoints/{name}")
-    wait_for(lambda: "waiting for approval" in read(mnt / "dev" / "plan"),
+    # All eight in one plan: approving an earlier plan would leave the
+    # last of them for a later round.
+    wait_for(lambda: all(f"+ create endpoints/{n}\n" in
+                         read(mnt / "dev" / "plan") for n in names_) and
+             "waiting for approval" in read(mnt / "dev" / "plan"),
              10, "the plan")
     fake.control("config", {"latency_ms": 400})
     (mnt / "dev" / "ctl").write_text("approve\n")
