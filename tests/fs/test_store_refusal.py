@@ -184,38 +184,39 @@ def test_a_new_path_still_makes_a_new_store(tmp_path):
     db.close()
 
 
-def test_a_good_store_after_a_crash_starts_with_its_last_change(tmp_path):
-    m = store_with_data(tmp_path)
-    crash_with_wal(m)
+def assert_starts_with_last_change(m):
     m.start()
     try:
-        assert (m / "dev/pools/p1/spec").read_text() == (
-            "nodes = 3\n")
+        assert (m / "dev/pools/p1/spec").read_text() == "nodes = 3\n"
     finally:
         m.stop()
 
 
-def test_a_store_copied_without_its_shm_starts_with_its_last_change(tmp_path):
-    """A backup of the database and its -wal, without the -shm, is a
-    good store: SQLite builds the -shm again from the -wal."""
+def crash_and_lose_shm(tmp_path):
+    """A store whose last change is in its -wal, without the -shm: what a
+    copy of the database and its -wal gives back."""
     m = store_with_data(tmp_path)
     crash_with_wal(m)
     os.remove(f"{m.state}-shm")
-    m.start()
-    try:
-        assert (m / "dev/pools/p1/spec").read_text() == (
-            "nodes = 3\n")
-    finally:
-        m.stop()
+    return m
+
+
+def test_a_good_store_after_a_crash_starts_with_its_last_change(tmp_path):
+    m = store_with_data(tmp_path)
+    crash_with_wal(m)
+    assert_starts_with_last_change(m)
+
+
+def test_a_store_copied_without_its_shm_starts_with_its_last_change(tmp_path):
+    """SQLite builds the -shm again from the -wal."""
+    assert_starts_with_last_change(crash_and_lose_shm(tmp_path))
 
 
 def test_damaged_store_without_its_shm_keeps_database_and_wal(tmp_path):
     """Reading a -wal needs a -shm: the one file a refused start may add,
     an index built from the -wal. The database and -wal keep every
     byte."""
-    m = store_with_data(tmp_path)
-    crash_with_wal(m)
-    os.remove(f"{m.state}-shm")
+    m = crash_and_lose_shm(tmp_path)
     damage_pages(m.state)
     before = folder_state(m.state.parent)
     stderr = refused_start(m)
