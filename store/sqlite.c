@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -122,6 +123,7 @@ struct backend {
 	pthread_mutex_t rd_lock;
 	sqlite3_stmt *stmts[S_COUNT];
 	int lock_fd;
+	bool lock_made; /* this start made PATH.lock: a refusal removes it */
 	char path[PATH_MAX];
 	char holder[256];
 };
@@ -171,6 +173,49 @@ static int pragma_int(sqlite3 *db, const char *sql, int *out)
 	return rc;
 }
 
+/* Opens PATH.lock, noting whether this start made it. */
+static int open_lock_file(struct backend *be, const char *lockpath)
+{
+	for (;;) {
+		int fd = open(lockpath, O_RDWR | O_CLOEXEC);
+
+		if (fd >= 0 || errno != ENOENT) {
+			be->lock_made = false;
+			return fd;
+		}
+		fd = open(lockpath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+			  0600);
+		if (fd >= 0 || errno != EEXIST) {
+			be->lock_made = fd >= 0;
+			return fd;
+		}
+	}
+}
+
+/*
+ * A refused start removes the lock file it made. A daemon that opened that
+ * file just before would then hold a lock on a name nobody else sees, so a
+ * lock counts only while the file it is on is still PATH.lock.
+ */
+static bool lock_is_current(int fd, const char *lockpath)
+{
+	struct stat held, named;
+
+	return fstat(fd, &held) == 0 && stat(lockpath, &named) == 0 &&
+	       held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
+/* Leaves no lock file behind where a refused start found none. */
+static void remove_lock_made(struct backend *be)
+{
+	char lockpath[PATH_MAX + 8];
+
+	if (be->lock_fd < 0 || !be->lock_made)
+		return;
+	snprintf(lockpath, sizeof(lockpath), "%s.lock", be->path);
+	unlink(lockpath);
+}
+
 /*
  * One daemon per store: a second one on the same file would interleave
  * revision numbers. flock() on a side file is released by the kernel when
@@ -184,11 +229,14 @@ static int take_lock(struct backend *be, char *err, size_t errlen)
 	int n;
 
 	snprintf(lockpath, sizeof(lockpath), "%s.lock", be->path);
-	be->lock_fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+again:
+	be->lock_fd = open_lock_file(be, lockpath);
 	if (be->lock_fd < 0) {
+		int e = errno;
+
 		snprintf(err, errlen, "cannot open lock file %s: %s", lockpath,
-			 strerror(errno));
-		return -errno;
+			 strerror(e));
+		return -e;
 	}
 	if (flock(be->lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		char who[256] = "";
@@ -204,6 +252,10 @@ static int take_lock(struct backend *be, char *err, size_t errlen)
 		be->lock_fd = -1;
 		return -EBUSY;
 	}
+	if (!lock_is_current(be->lock_fd, lockpath)) {
+		close(be->lock_fd);
+		goto again;
+	}
 	gethostname(host, sizeof(host) - 1);
 	time_rfc3339(time_now(), when, sizeof(when));
 	n = snprintf(be->holder, sizeof(be->holder), "pid %d on %s since %s",
@@ -214,33 +266,47 @@ static int take_lock(struct backend *be, char *err, size_t errlen)
 	return 0;
 }
 
+static int report_unreadable(struct backend *be, sqlite3 *db, char *err,
+			     size_t errlen)
+{
+	snprintf(err, errlen,
+		 "state store sqlite:%s cannot be read (%s); it was left as "
+		 "it is",
+		 be->path, sqlite3_errmsg(db));
+	return -EIO;
+}
+
+/* Bytes of quick_check's findings quoted in a refusal. */
+#define VERDICT_SHOWN 200
+
 /*
  * A damaged store is refused, never repaired behind the user's back: the
  * revisions in it may be the only record of what runs where.
  */
-static int check_integrity(struct backend *be, char *err, size_t errlen)
+static int check_integrity(struct backend *be, sqlite3 *db, char *err,
+			   size_t errlen)
 {
 	sqlite3_stmt *st;
-	int rc =
-		sqlite3_prepare_v2(be->db, "PRAGMA quick_check", -1, &st, NULL);
+	int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL);
 	const char *verdict;
 
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
-		snprintf(err, errlen,
-			 "state store sqlite:%s cannot be read (%s); it was "
-			 "left as it is",
-			 be->path, sqlite3_errmsg(be->db));
 		sqlite3_finalize(st);
-		return -EIO;
+		return report_unreadable(be, db, err, errlen);
 	}
 	verdict = (const char *)sqlite3_column_text(st, 0);
 	if (!verdict || strcmp(verdict, "ok") != 0) {
+		/* Cut short, so what was done and what to do are never lost. */
 		snprintf(err, errlen,
 			 "state store sqlite:%s failed its integrity check "
-			 "(%s); it was left as it is: restore it from a backup",
-			 be->path, verdict ? verdict : "no answer");
+			 "(%.*s%s); it was left as it is: restore it from a "
+			 "backup",
+			 be->path, VERDICT_SHOWN,
+			 verdict ? verdict : "no answer",
+			 verdict && strlen(verdict) > VERDICT_SHOWN ? "..."
+								    : "");
 		sqlite3_finalize(st);
 		return -EIO;
 	}
@@ -248,18 +314,17 @@ static int check_integrity(struct backend *be, char *err, size_t errlen)
 	return 0;
 }
 
-static int migrate(struct backend *be, char *err, size_t errlen)
+/* Another program's database, or a newer schema, is not ours to change. */
+static int check_owner(struct backend *be, sqlite3 *db, char *err,
+		       size_t errlen)
 {
 	int version = 0, app = 0, tables = 0;
 
-	if (pragma_int(be->db, "PRAGMA user_version", &version) ||
-	    pragma_int(be->db, "PRAGMA application_id", &app) ||
-	    pragma_int(be->db, "SELECT count(*) FROM sqlite_master", &tables)) {
-		snprintf(err, errlen, "state store sqlite:%s: %s", be->path,
-			 sqlite3_errmsg(be->db));
-		return -EIO;
-	}
-	if (tables > 0 && app != APPLICATION_ID) {
+	if (pragma_int(db, "PRAGMA user_version", &version) ||
+	    pragma_int(db, "PRAGMA application_id", &app) ||
+	    pragma_int(db, "SELECT count(*) FROM sqlite_master", &tables))
+		return report_unreadable(be, db, err, errlen);
+	if ((tables > 0 || app != 0) && app != APPLICATION_ID) {
 		snprintf(
 			err, errlen,
 			"sqlite:%s is a SQLite database of some other program, "
@@ -273,6 +338,18 @@ static int migrate(struct backend *be, char *err, size_t errlen)
 			 "infrafs knows up to %d: use a newer infrafs",
 			 be->path, version, SCHEMA_VERSION);
 		return -EPROTO;
+	}
+	return 0;
+}
+
+static int migrate(struct backend *be, char *err, size_t errlen)
+{
+	int version = 0;
+
+	if (pragma_int(be->db, "PRAGMA user_version", &version)) {
+		snprintf(err, errlen, "state store sqlite:%s: %s", be->path,
+			 sqlite3_errmsg(be->db));
+		return -EIO;
 	}
 	for (int v = version; v < SCHEMA_VERSION; v++) {
 		char setver[96];
@@ -295,6 +372,106 @@ static int migrate(struct backend *be, char *err, size_t errlen)
 				 v + 1);
 	}
 	return 0;
+}
+
+/* Size of the file at path, or -1 when there is none. */
+static off_t size_of(const char *path, const char *suffix)
+{
+	char name[PATH_MAX + 8];
+	struct stat sb;
+
+	snprintf(name, sizeof(name), "%s%s", path, suffix);
+	return stat(name, &sb) == 0 ? sb.st_size : -1;
+}
+
+/* A file: URI naming path, every byte outside the plain set %-escaped. */
+static void path_uri(struct buf *uri, const char *path, const char *params)
+{
+	static const char plain[] = "abcdefghijklmnopqrstuvwxyz"
+				    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-~";
+
+	/* "file://" keeps an absolute path that starts with "//" a path. */
+	buf_adds(uri, path[0] == '/' ? "file://" : "file:");
+	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+		if (strchr(plain, *p))
+			buf_addc(uri, (char)*p);
+		else
+			buf_printf(uri, "%%%02X", *p);
+	}
+	buf_printf(uri, "?%s", params);
+}
+
+/*
+ * How to read the store without changing a byte of it. A read-only
+ * connection is not enough: for a database whose header says WAL, SQLite
+ * creates a missing -wal and -shm, rebuilds the -shm when it is the first
+ * to open it, and deletes the -wal of an empty main file.
+ * - No -wal (or an empty one): the main file is the whole store, and the
+ *   lock keeps every other infrafs off it, so immutable=1 reads it with no
+ *   locks and without opening a -wal or -shm at all.
+ * - A -wal and a -shm (after a crash): readonly_shm=1 maps the -shm
+ *   read-only; alone on it, SQLite then reads the -wal into private memory
+ *   rather than rebuild the -shm in place.
+ * - A -wal without its -shm: SQLite cannot read the -wal without making a
+ *   -shm, which it builds from the -wal. That index holds no data, and it
+ *   is the one file a refused start can leave behind.
+ * Returns 1 for a store with nothing in it yet, to be made as new.
+ */
+static int reading_uri(struct backend *be, struct buf *uri, char *err,
+		       size_t errlen)
+{
+	off_t main_size = size_of(be->path, "");
+	off_t wal_size = size_of(be->path, "-wal");
+
+	if (main_size <= 0 && wal_size > 0) {
+		/* SQLite would delete that -wal as stale. */
+		snprintf(err, errlen,
+			 "state store sqlite:%s is empty or missing but its "
+			 "-wal holds %lld bytes; it was left as it is: restore "
+			 "it from a backup",
+			 be->path, (long long)wal_size);
+		return -EIO;
+	}
+	if (main_size <= 0)
+		return 1;
+	if (wal_size <= 0)
+		path_uri(uri, be->path, "immutable=1");
+	else if (size_of(be->path, "-shm") >= 0)
+		path_uri(uri, be->path, "mode=ro&readonly_shm=1");
+	else
+		path_uri(uri, be->path, "mode=ro");
+	return 0;
+}
+
+/*
+ * Ownership, schema version and integrity are checked on a connection
+ * that can neither write nor checkpoint, before the writing connection
+ * exists: that one switches to WAL and migrates, and its close would
+ * checkpoint a -wal into a damaged main file.
+ */
+static int check_before_writing(struct backend *be, char *err, size_t errlen)
+{
+	BUF_AUTO uri = BUF_INIT;
+	sqlite3 *db = NULL;
+	int rc = reading_uri(be, &uri, err, errlen);
+
+	if (rc)
+		return rc > 0 ? 0 : rc;
+	if (sqlite3_open_v2(buf_str(&uri), &db,
+			    SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+				    SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		rc = db ? report_unreadable(be, db, err, errlen) : -ENOMEM;
+		sqlite3_close(db);
+		return rc;
+	}
+	sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+	sqlite3_busy_timeout(db, 5000);
+	rc = check_owner(be, db, err, errlen);
+	if (!rc)
+		rc = check_integrity(be, db, err, errlen);
+	sqlite3_close(db);
+	return rc;
 }
 
 static int open_conn(struct backend *be, sqlite3 **db, char *err, size_t errlen)
@@ -350,10 +527,10 @@ static int be_open(const char *location, struct backend **out, char *err,
 	rc = take_lock(be, err, errlen);
 	if (rc)
 		goto fail;
-	rc = open_conn(be, &be->db, err, errlen);
+	rc = check_before_writing(be, err, errlen);
 	if (rc)
 		goto fail;
-	rc = check_integrity(be, err, errlen);
+	rc = open_conn(be, &be->db, err, errlen);
 	if (rc)
 		goto fail;
 	/* FULL: the WAL is fsync'd at every commit, the durability promise. */
@@ -383,6 +560,7 @@ static int be_open(const char *location, struct backend **out, char *err,
 	*out = be;
 	return 0;
 fail:
+	remove_lock_made(be);
 	be_close(be);
 	return rc;
 }
