@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 #include <openssl/crypto.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,7 +48,7 @@ struct store {
 	struct model model;
 	struct secret_key key;
 	bool have_key;
-	char key_error[256];
+	char key_error[PATH_MAX + 512]; /* the key file's path and why */
 	char url[4200];
 	char allow_config_keys[1024]; /* store_options' list, fixed at open */
 
@@ -1607,6 +1608,31 @@ static void key_fingerprint(const struct secret_key *key, char out[17])
 }
 
 /*
+ * Why the key file could not be used, in the loader's words (the mode or
+ * the size it found), so that the fix is plain; a missing file that
+ * sealed secrets is said to be missing, since making a new one would not
+ * help.
+ */
+static void key_unusable(struct store *st, const char *path, bool known, int rc,
+			 const char *why)
+{
+	if (!known)
+		snprintf(st->key_error, sizeof(st->key_error), "%s", why);
+	else if (rc == -ENOENT)
+		snprintf(st->key_error, sizeof(st->key_error),
+			 "the key file %s that sealed this store's secrets "
+			 "is missing; secrets cannot be read or written until "
+			 "it is restored",
+			 path);
+	else
+		snprintf(st->key_error, sizeof(st->key_error),
+			 "the key file that sealed this store's secrets "
+			 "cannot be used: %s; secrets cannot be read or "
+			 "written until it is fixed",
+			 why);
+}
+
+/*
  * The key that seals secrets lives outside the store. The store keeps its
  * fingerprint, so a lost or swapped key file is said plainly instead of
  * a new key being made that cannot open the secrets already sealed.
@@ -1614,8 +1640,10 @@ static void key_fingerprint(const struct secret_key *key, char out[17])
 static void load_key(struct store *st, const char *path)
 {
 	BUF_AUTO recorded = BUF_INIT;
+	char why[sizeof(st->key_error) - 160];
 	char fp[17];
 	bool known;
+	int rc;
 
 	if (!path) {
 		snprintf(st->key_error, sizeof(st->key_error),
@@ -1623,15 +1651,9 @@ static void load_key(struct store *st, const char *path)
 		return;
 	}
 	known = st->ops->meta_get(st->be, "key_fingerprint", &recorded) == 0;
-	if (secret_key_load(path, !known, &st->key, st->key_error,
-			    sizeof(st->key_error)) < 0) {
-		if (known)
-			snprintf(st->key_error, sizeof(st->key_error),
-				 "the key file %s that sealed this store's "
-				 "secrets is missing or unreadable; secrets "
-				 "cannot be read or written until it is "
-				 "restored",
-				 path);
+	rc = secret_key_load(path, !known, &st->key, why, sizeof(why));
+	if (rc < 0) {
+		key_unusable(st, path, known, rc, why);
 		log_err("%s", st->key_error);
 		return;
 	}
