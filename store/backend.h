@@ -5,6 +5,11 @@
  * reads them back. SQLite (sqlite.c) is the first; an etcd backend will sit
  * behind the same table. Rows written between begin() and commit() become
  * durable together at commit(), or not at all.
+ *
+ * Writers, begin() and commit() fail with the cause as a negative errno,
+ * which the committer hands to every writer of the batch: -ENOSPC (disk
+ * or quota full), -EROFS (read-only), -EBUSY (another program holds the
+ * lock), -ENOMEM, and -EIO for anything else.
  */
 #ifndef INFRAFS_STORE_BACKEND_H
 #define INFRAFS_STORE_BACKEND_H

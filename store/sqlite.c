@@ -146,6 +146,25 @@ static int sql_errno(int rc)
 	}
 }
 
+/*
+ * A failed write's errno. SQLite says SQLITE_FULL only when write(2) ran
+ * out of space; growing the -shm file, truncating or fsync on a full or
+ * read-only disk come back as one of the SQLITE_IOERR codes, so the
+ * system's errno behind it decides what the writer is told.
+ */
+static int db_errno(sqlite3 *db, int rc)
+{
+	switch ((rc & 0xff) == SQLITE_IOERR ? sqlite3_system_errno(db) : 0) {
+	case ENOSPC:
+	case EDQUOT:
+		return -ENOSPC;
+	case EROFS:
+		return -EROFS;
+	default:
+		return sql_errno(rc);
+	}
+}
+
 static int exec_sql(sqlite3 *db, const char *sql)
 {
 	char *msg = NULL;
@@ -154,7 +173,7 @@ static int exec_sql(sqlite3 *db, const char *sql)
 	if (rc != SQLITE_OK) {
 		log_err("state store: %s", msg ? msg : sqlite3_errstr(rc));
 		sqlite3_free(msg);
-		return sql_errno(rc);
+		return db_errno(db, rc);
 	}
 	return 0;
 }
@@ -587,7 +606,7 @@ static int run(struct backend *be, sqlite3_stmt *st)
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_DONE) {
 		log_err("state store write failed: %s", sqlite3_errmsg(be->db));
-		return sql_errno(rc);
+		return db_errno(be->db, rc);
 	}
 	return 0;
 }
@@ -604,7 +623,10 @@ static int be_commit(struct backend *be)
 
 static void be_rollback(struct backend *be)
 {
-	exec_sql(be->db, "ROLLBACK");
+	/* After SQLITE_FULL or an I/O error SQLite may have rolled back
+	 * already; a second ROLLBACK would only log a confusing error. */
+	if (!sqlite3_get_autocommit(be->db))
+		exec_sql(be->db, "ROLLBACK");
 }
 
 static int be_put_env(struct backend *be, const struct env *e, uint64_t *id)

@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 #include <openssl/crypto.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,7 +48,7 @@ struct store {
 	struct model model;
 	struct secret_key key;
 	bool have_key;
-	char key_error[256];
+	char key_error[PATH_MAX + 512]; /* the key file's path and why */
 	char url[4200];
 	char allow_config_keys[1024]; /* store_options' list, fixed at open */
 
@@ -77,7 +78,15 @@ struct store {
 	/* Committer-only state for the batch in flight. */
 	struct store_touch *touched;
 	size_t ntouched, touched_cap;
-	bool batch_failed;
+	int batch_err; /* the first backend failure, a negative errno */
+
+	/* Committer-only: event lines shown in memory that the store does
+	 * not hold yet (why a commit failed, events of a failed batch).
+	 * The next batch writes them first, so the store keeps them in the
+	 * order readers saw them; they are lost if the daemon stops before
+	 * a commit succeeds. */
+	struct queued_event *unstored;
+	size_t nunstored;
 };
 
 static const struct backend_ops *const backends[] = { &sqlite_backend };
@@ -138,11 +147,12 @@ static void touch(struct store *st, uint64_t env_id, uint64_t res_id)
 	st->touched[st->ntouched++] = (struct store_touch){ env_id, res_id, 0 };
 }
 
-/* Backend writes in a batch: the first failure dooms the whole batch. */
+/* Backend writes in a batch: the first failure dooms the whole batch,
+ * and its errno is what every writer of the batch is told. */
 static int bw(struct store *st, int rc)
 {
-	if (rc)
-		st->batch_failed = true;
+	if (rc && !st->batch_err)
+		st->batch_err = rc;
 	return rc;
 }
 
@@ -171,6 +181,17 @@ static char *event_line(const char *text)
 	return buf_steal(&b);
 }
 
+/* Shows an event line in memory; takes line. */
+static void show_event(struct store *st, struct env *e, struct resource *r,
+		       char *line)
+{
+	event_log_append(r ? &r->events : &e->events, line);
+	if (r)
+		r->gen++;
+	e->gen++;
+	touch(st, e->id, r ? r->id : 0);
+}
+
 /* Records an event in memory and in the batch; the committer's only. */
 static void add_event(struct store *st, struct env *e, struct resource *r,
 		      const char *text)
@@ -178,11 +199,7 @@ static void add_event(struct store *st, struct env *e, struct resource *r,
 	char *line = event_line(text);
 
 	bw(st, st->ops->add_event(st->be, e->id, r ? r->id : 0, line));
-	event_log_append(r ? &r->events : &e->events, line);
-	if (r)
-		r->gen++;
-	e->gen++;
-	touch(st, e->id, r ? r->id : 0);
+	show_event(st, e, r, line);
 }
 
 /* Command names come from /proc and may hold anything (prctl sets
@@ -1377,20 +1394,96 @@ static int apply_change(struct store *st, const struct change *ch,
 
 /* ---- the committer thread ---------------------------------------------- */
 
+/*
+ * What an object holds in memory only, carried across a reload: its
+ * last_error, and its gen, which must never go back to a value the
+ * kernel may have cached pages of.
+ */
+struct kept {
+	uint64_t id, gen;
+	char *last_error;
+};
+
+struct kept_list {
+	struct kept *v;
+	size_t n, cap;
+};
+
+static void keep(struct kept_list *l, uint64_t id, uint64_t gen,
+		 char **last_error)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
+	}
+	l->v[l->n++] = (struct kept){ id, gen, *last_error };
+	*last_error = NULL;
+}
+
+static void keep_model(const struct model *m, struct kept_list *envs,
+		       struct kept_list *res)
+{
+	for (size_t i = 0; i < m->envs.n; i++) {
+		struct env *e = m->envs.v[i];
+
+		keep(envs, e->id, e->gen, &e->last_error);
+		for (int k = 0; k < NKINDS; k++) {
+			for (size_t j = 0; j < e->list[k].n; j++) {
+				struct resource *r = e->list[k].v[j];
+
+				keep(res, r->id, r->gen, &r->last_error);
+			}
+		}
+	}
+}
+
+static void restore(const struct kept *k, uint64_t *gen, char **last_error)
+{
+	*gen += k->gen + 1;
+	model_set_error(last_error, k->last_error);
+}
+
+/* Gives back what keep_model() took, to the objects still there. */
+static void restore_model(struct model *m, struct kept_list *envs,
+			  struct kept_list *res)
+{
+	for (size_t i = 0; i < envs->n; i++) {
+		struct env *e = model_env_by_id(m, envs->v[i].id);
+
+		if (e)
+			restore(&envs->v[i], &e->gen, &e->last_error);
+		free(envs->v[i].last_error);
+	}
+	for (size_t i = 0; i < res->n; i++) {
+		struct resource *r = model_res_by_id(m, res->v[i].id);
+
+		if (r)
+			restore(&res->v[i], &r->gen, &r->last_error);
+		free(res->v[i].last_error);
+	}
+	free(envs->v);
+	free(res->v);
+}
+
 static void reload_model(struct store *st)
 {
+	struct kept_list envs = { 0 }, res = { 0 };
+
 	model_wrlock(&st->model);
+	keep_model(&st->model, &envs, &res);
 	model_clear(&st->model);
 	if (st->ops->load(st->be, &st->model) < 0)
 		log_err("state store: reloading after a failed commit failed "
 			"too");
+	restore_model(&st->model, &envs, &res);
 	model_unlock(&st->model);
 }
 
-static void apply_queued_events(struct store *st, struct queued_event *q)
+/* The reconciler's events: in memory and in the batch. The list stays
+ * with the caller until the batch is known to have landed. */
+static void apply_queued_events(struct store *st, const struct queued_event *q)
 {
-	while (q) {
-		struct queued_event *next = q->next;
+	for (; q; q = q->next) {
 		struct env *e = model_env_by_id(&st->model, q->env_id);
 		struct resource *r =
 			q->res_id ? model_res_by_id(&st->model, q->res_id)
@@ -1398,6 +1491,14 @@ static void apply_queued_events(struct store *st, struct queued_event *q)
 
 		if (e && (r || !q->res_id))
 			add_event(st, e, r, q->line);
+	}
+}
+
+static void free_events(struct queued_event *q)
+{
+	while (q) {
+		struct queued_event *next = q->next;
+
 		free(q->line);
 		free(q);
 		q = next;
@@ -1420,40 +1521,182 @@ static void mark_durable(struct store *st)
 	model_unlock(&st->model);
 }
 
+/* ---- a failed batch ----------------------------------------------------- */
+
+/* Enough for the reasons of a few failed batches; each object's ring of
+ * EVENTS_KEPT lines in memory must always hold them all. */
+#define UNSTORED_MAX 64
+
+/* Queues a finished event line (takes it) to store with the next batch. */
+static void keep_unstored(struct store *st, uint64_t env_id, uint64_t res_id,
+			  char *line)
+{
+	struct queued_event **tail = &st->unstored;
+	struct queued_event *q = xcalloc(1, sizeof(*q));
+
+	q->env_id = env_id;
+	q->res_id = res_id;
+	q->line = line;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = q;
+	if (++st->nunstored > UNSTORED_MAX) {
+		q = st->unstored;
+		st->unstored = q->next;
+		st->nunstored--;
+		log_warn("state store: an event that could not be stored was "
+			 "dropped: %s",
+			 q->line);
+		q->next = NULL;
+		free_events(q);
+	}
+}
+
+/* First in every batch, so the store gets them in the order shown. */
+static void write_unstored(struct store *st)
+{
+	for (const struct queued_event *q = st->unstored; q; q = q->next)
+		bw(st,
+		   st->ops->add_event(st->be, q->env_id, q->res_id, q->line));
+}
+
+static void drop_unstored(struct store *st)
+{
+	free_events(st->unstored);
+	st->unstored = NULL;
+	st->nunstored = 0;
+}
+
+/* After a reload: shows the kept lines again, and forgets those whose
+ * object is gone. Under the model's write lock. */
+static void show_unstored(struct store *st)
+{
+	struct queued_event **link = &st->unstored;
+
+	while (*link) {
+		struct queued_event *q = *link;
+		struct env *e = model_env_by_id(&st->model, q->env_id);
+		struct resource *r =
+			q->res_id ? model_res_by_id(&st->model, q->res_id)
+				  : NULL;
+
+		if (e && (r || !q->res_id)) {
+			show_event(st, e, r, xstrdup(q->line));
+			link = &q->next;
+			continue;
+		}
+		*link = q->next;
+		q->next = NULL;
+		free_events(q);
+		st->nunstored--;
+	}
+}
+
+/* What a writer is told when the store refuses a batch: the cause, so
+ * that a full disk is not mistaken for a damaged one. */
+static const char *store_failure_cause(int err)
+{
+	switch (err) {
+	case -ENOSPC:
+		return "the disk holding it is full (ENOSPC)";
+	case -EROFS:
+		return "it is read-only (EROFS)";
+	case -EBUSY:
+		return "another program holds its lock (EBUSY)";
+	case -ENOMEM:
+		return "the daemon is out of memory (ENOMEM)";
+	default:
+		return "an I/O error (EIO)";
+	}
+}
+
+/* A failed change's reason goes where its writer looks: the resource's
+ * last_error and events, or the environment's. The model is reloaded
+ * already, so the line waits in the unstored list for a commit. */
+static void note_failure(struct store *st, const struct change *ch,
+			 const char *msg)
+{
+	struct resource *r = NULL;
+	struct env *e;
+	char text[700];
+
+	if (ch->op == CH_ENV_CREATE || ch->op == CH_APPLIED ||
+	    ch->op == CH_NOTE_ERROR)
+		return;
+	e = model_env(&st->model, ch->env);
+	if (!e)
+		return;
+	if (ch->name && (ch->op == CH_RES_DRAFT || ch->op == CH_RES_COMMIT ||
+			 ch->op == CH_RES_FIELD || ch->op == CH_RES_REMOVE))
+		r = model_res(e, ch->kind, ch->name);
+	snprintf(text, sizeof(text), "commit failed: %s", msg);
+	model_set_error(r ? &r->last_error : &e->last_error, msg);
+	keep_unstored(st, e->id, r ? r->id : 0, event_line(text));
+}
+
+/*
+ * Nothing of the batch is kept: the model goes back to what the store
+ * holds, and every writer of the batch is told the store's errno. The
+ * reasons and the reconciler's events are shown at once and stored with
+ * the next commit that succeeds.
+ */
+static void fail_batch(struct store *st, struct pending *batch,
+		       const struct queued_event *events, bool begun)
+{
+	int err = st->batch_err;
+
+	log_err("state store: a commit failed (%s); no change of this batch "
+		"was kept",
+		strerror(-err));
+	if (begun)
+		st->ops->rollback(st->be);
+	reload_model(st);
+	model_wrlock(&st->model);
+	for (const struct queued_event *q = events; q; q = q->next)
+		keep_unstored(st, q->env_id, q->res_id, event_line(q->line));
+	for (struct pending *p = batch; p; p = p->next) {
+		p->err = err;
+		p->res->rev = 0;
+		snprintf(p->res->msg, sizeof(p->res->msg),
+			 "the state store could not record the change: %s; "
+			 "nothing of it was kept",
+			 store_failure_cause(err));
+		note_failure(st, p->ch, p->res->msg);
+	}
+	show_unstored(st);
+	model_unlock(&st->model);
+	/* What the batch touched is announced with the revisions that are
+	 * durable, as after a commit. */
+	mark_durable(st);
+}
+
 static void run_batch(struct store *st, struct pending *batch,
 		      struct queued_event *events)
 {
 	int rc = st->ops->begin(st->be);
 
 	st->ntouched = 0;
-	st->batch_failed = rc != 0;
-	for (struct pending *p = batch; p; p = p->next) {
-		if (st->batch_failed) {
-			p->err = -EIO;
-			continue;
-		}
+	st->batch_err = rc;
+	if (!rc)
+		write_unstored(st);
+	for (struct pending *p = batch; p && !st->batch_err; p = p->next) {
 		model_wrlock(&st->model);
 		p->err = apply_change(st, p->ch, p->res);
 		model_unlock(&st->model);
 	}
 	model_wrlock(&st->model);
-	if (!st->batch_failed)
+	if (!st->batch_err)
 		apply_queued_events(st, events);
 	model_unlock(&st->model);
-	if (!st->batch_failed && st->ops->commit(st->be) == 0) {
+	if (!st->batch_err)
+		st->batch_err = st->ops->commit(st->be);
+	if (!st->batch_err) {
+		drop_unstored(st);
 		mark_durable(st);
-		return;
+	} else {
+		fail_batch(st, batch, events, rc == 0);
 	}
-	log_err("state store: a commit failed; no change of this batch was "
-		"kept");
-	if (rc == 0)
-		st->ops->rollback(st->be);
-	reload_model(st);
-	for (struct pending *p = batch; p; p = p->next) {
-		p->err = -EIO;
-		snprintf(p->res->msg, sizeof(p->res->msg),
-			 "the state store could not record the change");
-	}
+	free_events(events);
 }
 
 static void *committer(void *arg)
@@ -1607,6 +1850,31 @@ static void key_fingerprint(const struct secret_key *key, char out[17])
 }
 
 /*
+ * Why the key file could not be used, in the loader's words (the mode or
+ * the size it found), so that the fix is plain; a missing file that
+ * sealed secrets is said to be missing, since making a new one would not
+ * help.
+ */
+static void key_unusable(struct store *st, const char *path, bool known, int rc,
+			 const char *why)
+{
+	if (!known)
+		snprintf(st->key_error, sizeof(st->key_error), "%s", why);
+	else if (rc == -ENOENT)
+		snprintf(st->key_error, sizeof(st->key_error),
+			 "the key file %s that sealed this store's secrets "
+			 "is missing; secrets cannot be read or written until "
+			 "it is restored",
+			 path);
+	else
+		snprintf(st->key_error, sizeof(st->key_error),
+			 "the key file that sealed this store's secrets "
+			 "cannot be used: %s; secrets cannot be read or "
+			 "written until it is fixed",
+			 why);
+}
+
+/*
  * The key that seals secrets lives outside the store. The store keeps its
  * fingerprint, so a lost or swapped key file is said plainly instead of
  * a new key being made that cannot open the secrets already sealed.
@@ -1614,8 +1882,10 @@ static void key_fingerprint(const struct secret_key *key, char out[17])
 static void load_key(struct store *st, const char *path)
 {
 	BUF_AUTO recorded = BUF_INIT;
+	char why[sizeof(st->key_error) - 160];
 	char fp[17];
 	bool known;
+	int rc;
 
 	if (!path) {
 		snprintf(st->key_error, sizeof(st->key_error),
@@ -1623,15 +1893,9 @@ static void load_key(struct store *st, const char *path)
 		return;
 	}
 	known = st->ops->meta_get(st->be, "key_fingerprint", &recorded) == 0;
-	if (secret_key_load(path, !known, &st->key, st->key_error,
-			    sizeof(st->key_error)) < 0) {
-		if (known)
-			snprintf(st->key_error, sizeof(st->key_error),
-				 "the key file %s that sealed this store's "
-				 "secrets is missing or unreadable; secrets "
-				 "cannot be read or written until it is "
-				 "restored",
-				 path);
+	rc = secret_key_load(path, !known, &st->key, why, sizeof(why));
+	if (rc < 0) {
+		key_unusable(st, path, known, rc, why);
 		log_err("%s", st->key_error);
 		return;
 	}
@@ -1771,6 +2035,7 @@ void store_close(struct store *st)
 	}
 	st->ops->close(st->be);
 	model_destroy(&st->model);
+	drop_unstored(st);
 	free(st->touched);
 	memset(&st->key, 0, sizeof(st->key));
 	free(st);

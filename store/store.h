@@ -114,8 +114,10 @@ const char *store_key_problem(const struct store *st);
 /*
  * Validates, makes durable and applies one change. Returns 0, or a
  * negative errno (-EINVAL bad spec, -EACCES/-EDQUOT policy, -ENOENT,
- * -EEXIST, -ENOTEMPTY, -EBUSY, -EIO) with res->msg saying why; a refused
- * commit to a resource is also recorded as its last_error and an event.
+ * -EEXIST, -ENOTEMPTY, -EBUSY, -EINPROGRESS; and when the store could not
+ * record the batch -ENOSPC, -EROFS, -EBUSY, -ENOMEM or -EIO) with
+ * res->msg saying why; a refused or failed commit to a resource is also
+ * recorded as its last_error and an event.
  */
 int store_apply(struct store *st, const struct change *ch,
 		struct change_result *res);

@@ -80,3 +80,32 @@ def test_a_lost_key_is_said_plainly_not_replaced(tmp_path):
         m.sh("printf again > dev/secrets/hf")
     finally:
         m.stop()
+
+
+def test_an_unusable_key_file_is_named_with_its_mode_or_size(tmp_path):
+    """A key file that sealed secrets but is open to others, or of the
+    wrong size, is reported with what is wrong, not as missing."""
+    m = Mount(tmp_path).start()
+    try:
+        m.sh("mkdir dev && printf hunter2 > dev/secrets/hf")
+        m.stop()
+        key = m.key.read_bytes()
+        os.chmod(m.key, 0o644)
+        m.start()
+        why = status_of(m / "dev/status")["secrets_unavailable"]
+        assert f"key file {m.key} has mode 0644" in why
+        assert "chmod 600" in why and "missing" not in why
+        m.stop()
+        os.chmod(m.key, 0o600)
+        m.key.write_bytes(key[:17])
+        m.start()
+        why = status_of(m / "dev/status")["secrets_unavailable"]
+        assert f"key file {m.key} holds 17 bytes, expected 32" in why
+        assert "missing" not in why
+        assert "holds 17 bytes" in m.log.read_text()
+        m.stop()
+        m.key.write_bytes(key)
+        m.start()
+        assert "secrets_unavailable" not in status_of(m / "dev/status")
+    finally:
+        m.stop()

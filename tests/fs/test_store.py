@@ -332,3 +332,79 @@ def test_protected_destroy_needs_the_owner_to_approve(tmp_path, users):
             time.sleep(0.05)
     finally:
         m.stop()
+
+
+def big_spec(tag):
+    """A valid pool spec of about 256 KiB that no other one repeats."""
+    noise = os.urandom(128 * 1024).hex()
+    lines = [f"# {tag} {noise[i:i + 100]}" for i in range(0, len(noise), 100)]
+    return "\n".join(lines) + "\naccelerator = nvidia-t4\n"
+
+
+def write_spec(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_a_full_disk_says_enospc_and_loses_nothing(tmp_path):
+    """The store on a 4 MiB tmpfs filled up: a commit fails with ENOSPC,
+    status and events say the disk is full, every earlier revision and
+    other objects' last_error stay, and once space is freed the same
+    daemon commits again."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
+                    str(state)], check=True)
+    m = Mount(tmp_path)
+    filler = state / "filler"
+    try:
+        m.start()
+        m.sh("mkdir dev && mkdir dev/pools/train && "
+             "echo 'accelerator = nvidia-t4' > dev/pools/train/spec")
+        m.sh("mkdir dev/pools/other")
+        with pytest.raises(OSError):
+            write_spec(m / "dev/pools/other/spec", "nodes = many\n")
+        refused = status_of(m / "dev/pools/other/status")["last_error"]
+        assert "nodes" in refused
+        spec = m / "dev/pools/train/spec"
+        accepted = big_spec("accepted")
+        write_spec(spec, accepted)
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        errors = []
+        for i in range(8):
+            try:
+                write_spec(spec, big_spec(f"refused {i}"))
+                accepted = read(spec)
+            except OSError as e:
+                errors.append(e.errno)
+                break
+        assert errors == [errno.ENOSPC]
+        assert os.path.ismount(m.path), "the daemon survived"
+        assert read(spec) == accepted
+        why = status_of(m / "dev/pools/train/status")["last_error"]
+        assert "disk holding it is full (ENOSPC)" in why
+        assert "commit failed: the state store could not record" in read(
+            m / "dev/pools/train/events")
+        # What only memory holds survives the reload after the failure.
+        assert status_of(m / "dev/pools/other/status")["last_error"] == \
+            refused
+        before = revisions(m)
+        filler.unlink()
+        m.sh("echo 'nodes = 2' >> dev/pools/train/spec")
+        assert read(spec) == accepted + "nodes = 2\n"
+        assert revisions(m) == before + [before[-1] + 1]
+        events = read(m / "dev/pools/train/events")
+        m.restart()
+        assert read(spec) == accepted + "nodes = 2\n"
+        assert revisions(m) == before + [before[-1] + 1]
+        assert read(m / "dev/pools/train/events") == events
+        assert "disk holding it is full" in events
+    finally:
+        m.stop()
+        subprocess.run(["umount", "-l", str(state)], check=False)
