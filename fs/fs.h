@@ -100,15 +100,35 @@ struct fs {
 /* ---- tree.c: names, attributes and listings ---------------------------- */
 
 struct dir_entry {
-	char name[256];
+	size_t name_off; /* into the snapshot's names */
 	struct node_key key;
 	mode_t type; /* S_IFDIR or S_IFREG */
 };
 
+/*
+ * A folder's entries as opendir saw them, what readdir serves offsets
+ * from. Names cost what they are long: they share one buffer. history/
+ * holds an entry per revision and may hold millions, all derived from
+ * one number, so its entries are not stored at all: revs says how many
+ * there were at opendir and readdir makes each as it is read.
+ */
 struct dir_snapshot {
 	struct dir_entry *v;
 	size_t n, cap;
+	struct buf names; /* each entry's name, NUL-terminated */
+	uint64_t revs; /* history/: revisions 1..revs of env_id follow v */
+	uint64_t env_id;
 };
+
+void dir_snapshot_add(struct dir_snapshot *d, const char *name,
+		      const struct node_key *k, mode_t type);
+size_t dir_snapshot_count(const struct dir_snapshot *d);
+/* Entry i (< count): its name (valid until the next call with the same
+ * scratch) and key. */
+const char *dir_snapshot_at(const struct dir_snapshot *d, size_t i,
+			    char scratch[24], struct node_key *key,
+			    mode_t *type);
+void dir_snapshot_free(struct dir_snapshot *d);
 
 int tree_lookup(struct fs *fs, const struct node_key *parent, const char *name,
 		struct node_key *child);

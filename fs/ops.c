@@ -506,7 +506,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	if (!rc)
 		rc = tree_is_dir(&k) ? tree_list(fs, &k, &d->snap) : -ENOTDIR;
 	if (rc) {
-		free(d->snap.v);
+		dir_snapshot_free(&d->snap);
 		free(d);
 		reply_errno(req, rc);
 		return;
@@ -525,10 +525,12 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 	struct fs *fs = fs_of(req);
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 	char *buf = xmalloc(size);
-	size_t used = 0;
+	size_t used = 0, count = dir_snapshot_count(&d->snap);
 
-	for (off_t pos = off; pos < (off_t)d->snap.n + 2; pos++) {
+	for (off_t pos = off; pos < (off_t)count + 2; pos++) {
 		struct fuse_entry_param e = { 0 };
+		struct node_key key;
+		char scratch[24];
 		const char *name;
 		size_t need;
 
@@ -537,11 +539,12 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			e.attr.st_mode = S_IFDIR;
 			e.attr.st_ino = pos == 0 ? ino : FUSE_ROOT_ID;
 		} else {
-			const struct dir_entry *de = &d->snap.v[pos - 2];
-			fuse_ino_t known = node_find(&fs->nodes, &de->key);
+			fuse_ino_t known;
 
-			name = de->name;
-			e.attr.st_mode = de->type;
+			name = dir_snapshot_at(&d->snap, (size_t)(pos - 2),
+					       scratch, &key,
+					       &e.attr.st_mode);
+			known = node_find(&fs->nodes, &key);
 			/* readdir(3) skips entries whose inode number is 0;
 			 * one the kernel has not looked up yet gets the
 			 * "unknown" number the kernel reserves for this. */
@@ -552,13 +555,9 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			    : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
 		if (used + need > size)
 			break;
-		if (plus && pos >= 2) {
-			const struct dir_entry *de = &d->snap.v[pos - 2];
-
-			/* Gone since opendir: skip it, as a listing may. */
-			if (entry_of(fs, &de->key, &e) < 0)
-				continue;
-		}
+		/* Gone since opendir: skip it, as a listing may. */
+		if (plus && pos >= 2 && entry_of(fs, &key, &e) < 0)
+			continue;
 		if (plus)
 			fuse_add_direntry_plus(req, buf + used, size - used,
 					       name, &e, pos + 1);
@@ -590,7 +589,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 
 	(void)ino;
 	fs_of(req);
-	free(d->snap.v);
+	dir_snapshot_free(&d->snap);
 	free(d);
 	fuse_reply_err(req, 0);
 }

@@ -296,18 +296,12 @@ void scratch_list(struct scratch_table *t, const struct node_key *dir,
 	pthread_mutex_lock(&t->lock);
 	for (size_t pos = 0; map_next(&t->by_id, &pos, &v);) {
 		struct scratch *s = v;
-		struct dir_entry *de;
+		struct node_key k;
 
 		if (s->unlinked || !same_key(&s->parent, dir))
 			continue;
-		if (out->n == out->cap) {
-			out->cap = out->cap ? out->cap * 2 : 32;
-			out->v = xrealloc(out->v, out->cap * sizeof(*out->v));
-		}
-		de = &out->v[out->n++];
-		snprintf(de->name, sizeof(de->name), "%s", s->name);
-		de->key = node_key_make(NT_SCRATCH, 0, s->id, 0);
-		de->type = S_IFREG;
+		k = node_key_make(NT_SCRATCH, 0, s->id, 0);
+		dir_snapshot_add(out, s->name, &k, S_IFREG);
 	}
 	pthread_mutex_unlock(&t->lock);
 }

@@ -606,8 +606,8 @@ out:
 
 /* ---- listings ---------------------------------------------------------- */
 
-static void add_entry(struct dir_snapshot *d, const char *name,
-		      const struct node_key *k)
+void dir_snapshot_add(struct dir_snapshot *d, const char *name,
+		      const struct node_key *k, mode_t type)
 {
 	struct dir_entry *de;
 
@@ -616,9 +616,46 @@ static void add_entry(struct dir_snapshot *d, const char *name,
 		d->v = xrealloc(d->v, d->cap * sizeof(*d->v));
 	}
 	de = &d->v[d->n++];
-	snprintf(de->name, sizeof(de->name), "%s", name);
+	de->name_off = d->names.len;
+	buf_add(&d->names, name, strlen(name) + 1);
 	de->key = *k;
-	de->type = types[k->type].dir ? S_IFDIR : S_IFREG;
+	de->type = type;
+}
+
+size_t dir_snapshot_count(const struct dir_snapshot *d)
+{
+	return d->n + (size_t)d->revs;
+}
+
+const char *dir_snapshot_at(const struct dir_snapshot *d, size_t i,
+			    char scratch[24], struct node_key *key,
+			    mode_t *type)
+{
+	uint64_t rev;
+
+	if (i < d->n) {
+		*key = d->v[i].key;
+		*type = d->v[i].type;
+		return d->names.data + d->v[i].name_off;
+	}
+	rev = (uint64_t)(i - d->n) + 1;
+	*key = node_key_make(NT_REV, 0, d->env_id, rev);
+	*type = S_IFDIR;
+	snprintf(scratch, 24, "%" PRIu64, rev);
+	return scratch;
+}
+
+void dir_snapshot_free(struct dir_snapshot *d)
+{
+	free(d->v);
+	buf_free(&d->names);
+	memset(d, 0, sizeof(*d));
+}
+
+static void add_entry(struct dir_snapshot *d, const char *name,
+		      const struct node_key *k)
+{
+	dir_snapshot_add(d, name, k, types[k->type].dir ? S_IFDIR : S_IFREG);
 }
 
 static void add_fixed(struct dir_snapshot *d, const enum node_type *list,
@@ -700,10 +737,12 @@ static void list_res(const struct resource *r, struct dir_snapshot *d)
 	}
 }
 
-static int cmp_names(const void *a, const void *b)
+static int cmp_names(const void *a, const void *b, void *names)
 {
-	return strcmp(((const struct dir_entry *)a)->name,
-		      ((const struct dir_entry *)b)->name);
+	return strcmp((const char *)names +
+			      ((const struct dir_entry *)a)->name_off,
+		      (const char *)names +
+			      ((const struct dir_entry *)b)->name_off);
 }
 
 static void list_secrets(const struct env *e, struct dir_snapshot *d)
@@ -719,18 +758,14 @@ static void list_secrets(const struct env *e, struct dir_snapshot *d)
 		add_entry(d, s->name, &k);
 	}
 	if (d->n - first > 1)
-		qsort(d->v + first, d->n - first, sizeof(*d->v), cmp_names);
+		qsort_r(d->v + first, d->n - first, sizeof(*d->v), cmp_names,
+			d->names.data);
 }
 
 static void list_history(const struct env *e, struct dir_snapshot *d)
 {
-	for (uint64_t rev = 1; rev <= e->rev_durable; rev++) {
-		struct node_key k = node_key_make(NT_REV, 0, e->id, rev);
-		char name[24];
-
-		snprintf(name, sizeof(name), "%" PRIu64, rev);
-		add_entry(d, name, &k);
-	}
+	d->revs = e->rev_durable;
+	d->env_id = e->id;
 }
 
 static int list_rev_kind(struct fs *fs, const struct node_key *dir,
