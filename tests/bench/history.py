@@ -3,6 +3,7 @@
 of a long history cost, and how long one `ls history | tail` takes.
 
 Usage: tests/bench/history.py [BUILD_DIR] [--revisions 25000] [--readers 8]
+                               [--load 1000000]
 
 Method. One environment gets REVISIONS revisions through the mount: 16
 writer threads each rewrite the `nodes` field file of their own pool, so
@@ -11,7 +12,18 @@ threads each open `history/` and read it to the end, all holding their
 descriptors open at once (as concurrent `ls` do), and the daemon's peak
 resident size (VmHWM of /proc/PID/status) is read before and after. The
 same listing is then timed once as `ls history | tail -1`.
+
+With --load N, one writer's durable commit rate is measured first (3 s),
+then the daemon stops and N more revisions are written straight into the
+SQLite store, as that many field-file commits would have written them
+(revision row, history text, audit line chained by SHA-256 to the one
+before, so infrafs-audit-verify still passes): making a million through
+the mount would take hours. The store is then mounted again (timed), the
+listing figures are taken at that size, and the commit rate is measured
+again.
 """
+import hashlib
+import sqlite3
 import argparse
 import os
 import subprocess
@@ -40,22 +52,76 @@ def wait_for(cond, timeout, what):
     raise SystemExit(f"history bench: timed out waiting for {what}")
 
 
+def commit_rate(mnt, seconds=3.0):
+    n, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        with open(mnt / "dev/pools/p0/nodes", "w") as f:
+            f.write(f"{n % 7}\n")
+        n += 1
+    return n / seconds
+
+
+def extend_store(db_path, count):
+    """count more revisions of pools/p0's nodes, as the daemon writes
+    them, in one transaction."""
+    db = sqlite3.connect(db_path)
+    env_id, rev, head = db.execute(
+        "SELECT id, rev, audit_head FROM envs WHERE name = 'dev'").fetchone()
+    text = db.execute("SELECT spec FROM resources WHERE env_id = ? AND "
+                      "name = 'p0'", (env_id,)).fetchone()[0]
+    t = time.time()
+    for i in range(count):
+        rev += 1
+        old, new = text, f"nodes = {i % 7}\n"
+        diff = (f"--- a/pools/p0/spec\n+++ b/pools/p0/spec\n@@ -1 +1 @@\n"
+                f"-{old}+{new}")
+        summary = "update pools/p0 (nodes, min_nodes, max_nodes)"
+        db.execute("INSERT INTO revisions VALUES (?,?,?,0,0,1,'bench',"
+                   "'dev/pools/p0/nodes',?,?)",
+                   (env_id, rev, t, summary, diff))
+        db.execute("INSERT INTO history VALUES (?,'pool','p0',?,?)",
+                   (env_id, rev, new))
+        when = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))
+        line = (f"{when} rev={rev} uid=0 gid=0 pid=1 comm=bench "
+                f"path=dev/pools/p0/nodes {summary} prev={head}")
+        head = hashlib.sha256(line.encode()).hexdigest()
+        db.execute("INSERT INTO audit(env_id, line) VALUES (?,?)",
+                   (env_id, line))
+        text = new
+    db.execute("UPDATE envs SET rev = ?, rev_time = ?, audit_head = ?, "
+               "applied_rev = ? WHERE id = ?",
+               (rev, t, head, rev, env_id))
+    db.execute("UPDATE resources SET spec = ?, rev = ? WHERE env_id = ? "
+               "AND name = 'p0'", (text, rev, env_id))
+    db.commit()
+    db.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build", nargs="?", default=str(ROOT / "build"))
     ap.add_argument("--revisions", type=int, default=25000)
     ap.add_argument("--readers", type=int, default=8)
+    ap.add_argument("--load", type=int, default=0)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="infrafs-hist-"))
     mnt = tmp / "mnt"
     mnt.mkdir()
-    proc = subprocess.Popen(
-        [f"{a.build}/infrafs", "-f", "--state",
-         f"sqlite:{tmp}/state/state.db", "--key-file", str(tmp / "key"),
-         str(mnt)], stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "log", "ab"))
+    def start():
+        p = subprocess.Popen(
+            [f"{a.build}/infrafs", "-f", "--state",
+             f"sqlite:{tmp}/state/state.db", "--key-file",
+             str(tmp / "key"), str(mnt)], stdout=subprocess.DEVNULL,
+            stderr=open(tmp / "log", "ab"))
+        wait_for(lambda: os.path.ismount(mnt), 600, "the mount")
+        return p
+
+    def stop(p):
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+        p.wait(timeout=600)
+
+    proc = start()
     try:
-        wait_for(lambda: os.path.ismount(mnt), 60, "the mount")
         subprocess.run(["mkdir", str(mnt / "dev")], check=True)
         pools = [f"p{i}" for i in range(16)]
         for p in pools:
@@ -68,14 +134,26 @@ def main():
                 with open(mnt / "dev/pools" / p / "nodes", "w") as f:
                     f.write(f"{i % 7}\n")
 
-        start = time.monotonic()
+        began = time.monotonic()
         ts = [threading.Thread(target=write, args=(p,)) for p in pools]
         for t in ts:
             t.start()
         for t in ts:
             t.join()
         made = len(os.listdir(mnt / "dev/history"))
-        print(f"revisions: {made} in {time.monotonic() - start:.1f} s")
+        print(f"revisions: {made} in {time.monotonic() - began:.1f} s")
+        if a.load:
+            rate = commit_rate(mnt)
+            print(f"durable commits, 1 writer, at {made}: {rate:.0f} /s")
+            stop(proc)
+            t0 = time.monotonic()
+            extend_store(tmp / "state/state.db", a.load)
+            print(f"loaded {a.load} more in {time.monotonic() - t0:.0f} s")
+            t0 = time.monotonic()
+            proc = start()
+            took = time.monotonic() - t0
+            made = len(os.listdir(mnt / "dev/history"))
+            print(f"mount at {made}: {took * 1000:.0f} ms")
         before = kib(proc.pid, "VmHWM")
         barrier = threading.Barrier(a.readers)
         fds = []
@@ -104,9 +182,15 @@ def main():
               f"{before / 1024:.1f} -> {after / 1024:.1f} MiB "
               f"(+{(after - before) / 1024:.1f} MiB)")
         print(f"ls history | tail -1: {out} in {took * 1000:.0f} ms")
+        if a.load:
+            rate = commit_rate(mnt)
+            print(f"durable commits, 1 writer, at {made}: {rate:.0f} /s")
+            print("daemon VmRSS now: "
+                  f"{kib(proc.pid, 'VmRSS') / 1024:.1f} MiB")
+        subprocess.run([f"{a.build}/tools/infrafs-audit-verify",
+                        f"sqlite:{tmp}/state/state.db", "dev"], check=True)
     finally:
-        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
-        proc.wait(timeout=60)
+        stop(proc)
 
 
 if __name__ == "__main__":
