@@ -91,16 +91,6 @@ static int records_dir(const char *dir)
 	return fd;
 }
 
-int records_open(const char *dir)
-{
-	int fd = records_dir(dir);
-
-	if (fd < 0)
-		return fd;
-	close(fd);
-	return 0;
-}
-
 /* The temporary is made afresh (O_EXCL) and never followed: nothing
  * planted at its name is written through. */
 static int write_aside(int dirfd, const char *tmp, json_t *doc)

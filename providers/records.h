@@ -22,10 +22,6 @@
  */
 int own_dir_open(int dirfd, const char *name, char *why, size_t len);
 
-/* Makes DIR/records if needed; a negative errno (logged) when it is not
- * the daemon's own. */
-int records_open(const char *dir);
-
 /* Saves doc (the reference is taken) as KIND's record of key ENV/NAME. */
 int record_save(const char *dir, const char *kind, const char *key,
 		json_t *doc);
@@ -33,7 +29,8 @@ int record_save(const char *dir, const char *kind, const char *key,
 void record_forget(const char *dir, const char *kind, const char *key);
 
 /* Calls fn for each record found, with its kind and ENV/NAME key; a
- * negative errno when the records folder is refused (records_open). */
+ * negative errno (logged) when the records folder is not the daemon's
+ * own. */
 int records_load(const char *dir,
 		 void (*fn)(void *ctx, const char *kind, const char *key,
 			    json_t *doc),
