@@ -116,7 +116,8 @@ struct dir_snapshot {
 	struct dir_entry *v;
 	size_t n, cap;
 	struct buf names; /* each entry's name, NUL-terminated */
-	uint64_t revs; /* history/: revisions 1..revs of env_id follow v */
+	/* history/: revs revisions of env_id, from first_rev on, follow v */
+	uint64_t revs, first_rev;
 	uint64_t env_id;
 };
 

@@ -12,6 +12,7 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -205,13 +206,34 @@ static void *notifier(void *arg)
 	return NULL;
 }
 
+/* The kernel may hold entries of history/ for revisions just pruned;
+ * only those it looked up have a node. */
+static void notify_pruned(struct fs *fs, const struct store_touch *t)
+{
+	struct node_key k = node_key_make(NT_HISTORY, 0, t->env_id, 0);
+	fuse_ino_t history = node_find(&fs->nodes, &k);
+	char name[24];
+
+	for (uint64_t rev = t->pruned_from; history && rev < t->first_rev;
+	     rev++) {
+		k = node_key_make(NT_REV, 0, t->env_id, rev);
+		if (!node_find(&fs->nodes, &k))
+			continue;
+		snprintf(name, sizeof(name), "%" PRIu64, rev);
+		notify_entry(fs, history, name);
+	}
+}
+
 static void on_store_change(void *ctx, const struct store_touch *t, size_t n)
 {
 	struct fs *fs = ctx;
 	struct reconciler *rec = fs->rec;
 
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		notify_changed(fs, t[i].env_id, t[i].res_id);
+		if (t[i].pruned_from)
+			notify_pruned(fs, &t[i]);
+	}
 	if (rec)
 		reconciler_kick(rec, t, n);
 }

@@ -526,7 +526,7 @@ static int render_env(struct fs *fs, const struct node_key *k,
 	case NT_REV_CONFIG:
 	case NT_REV_POLICY:
 	case NT_REV_SPEC:
-		if (k->rev > e->rev_durable)
+		if (!env_shows_rev(e, k->rev))
 			return -ENOENT;
 		return render_history(fs, k, out);
 	default:

@@ -303,7 +303,7 @@ static int lookup_in_env(struct fs *fs, const struct env *e,
 		return 0;
 	}
 	case NT_HISTORY:
-		if (parse_rev(name, &rev) < 0 || rev > e->rev_durable)
+		if (parse_rev(name, &rev) < 0 || !env_shows_rev(e, rev))
 			return -ENOENT;
 		*c = node_key_make(NT_REV, 0, e->id, rev);
 		return 0;
@@ -559,7 +559,7 @@ static bool node_exists(struct fs *fs, const struct node_key *k,
 	case NT_REV_POLICY:
 	case NT_REV_KIND:
 	case NT_REV_SPEC:
-		return e && k->rev <= e->rev_durable;
+		return e && env_shows_rev(e, k->rev);
 	case NT_SECRET:
 		return e && (map_get(&e->secrets, k->name, strlen(k->name)) ||
 			     pending_secret_has(fs, k));
@@ -638,7 +638,7 @@ const char *dir_snapshot_at(const struct dir_snapshot *d, size_t i,
 		*type = d->v[i].type;
 		return d->names.data + d->v[i].name_off;
 	}
-	rev = (uint64_t)(i - d->n) + 1;
+	rev = (uint64_t)(i - d->n) + d->first_rev;
 	*key = node_key_make(NT_REV, 0, d->env_id, rev);
 	*type = S_IFDIR;
 	snprintf(scratch, 24, "%" PRIu64, rev);
@@ -764,7 +764,10 @@ static void list_secrets(const struct env *e, struct dir_snapshot *d)
 
 static void list_history(const struct env *e, struct dir_snapshot *d)
 {
-	d->revs = e->rev_durable;
+	d->first_rev = e->first_rev;
+	d->revs = e->rev_durable >= e->first_rev
+			  ? e->rev_durable - e->first_rev + 1
+			  : 0;
 	d->env_id = e->id;
 }
 
@@ -804,7 +807,7 @@ static int list_in_env(struct fs *fs, const struct env *e,
 		list_history(e, d);
 		return 0;
 	case NT_REV:
-		if (dir->rev > e->rev_durable)
+		if (!env_shows_rev(e, dir->rev))
 			return -ENOENT;
 		ADD_FIXED(d, rev_children, e->id, dir->rev);
 		list_kind_dirs(NT_REV_KIND, e->id, dir->rev, d);

@@ -320,6 +320,27 @@ static const struct field_def config_fields[] = {
 			"shows it in status and events.",
 	},
 	{
+		.name = "history_keep",
+		.type = FT_INT,
+		.min = 1,
+		.max = UNBOUNDED,
+		.def_doc = "all",
+		.help = "How many of the newest revisions history/ keeps; "
+			"older ones are pruned, and the audit chain goes on "
+			"from a checkpoint. Revisions not yet applied always "
+			"stay.",
+	},
+	{
+		.name = "history_keep_days",
+		.type = FT_INT,
+		.min = 1,
+		.max = 36500,
+		.def_doc = "all",
+		.help = "How many days of revisions history/ keeps; with "
+			"history_keep too, a revision goes only when both let "
+			"it go.",
+	},
+	{
 		.name = "aws",
 		.type = FT_MAP,
 		.help = "Settings of the aws provider (aws.profile, "

@@ -17,6 +17,7 @@
 #include "model.h"
 #include "util/buf.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,17 @@ struct revision_row {
 };
 
 struct backend;
+
+/*
+ * What one prune removed. The oldest kept audit line is the first one
+ * keep_line() accepts; last_audit_line is the newest one removed (NULL
+ * when none was), for the checkpoint the kept ones chain to. Owned by
+ * the caller: free last_audit_line.
+ */
+struct prune_result {
+	uint64_t revisions, history_rows, audit_lines;
+	char *last_audit_line;
+};
 
 struct backend_ops {
 	const char *scheme; /* "sqlite" */
@@ -65,10 +77,20 @@ struct backend_ops {
 			  size_t len);
 	int (*drop_secret)(struct backend *be, uint64_t env_id,
 			   const char *name);
+	/* Removes revisions before keep_from, the history rows no revision
+	 * from keep_from on can show, and the audit lines before the first
+	 * one keep_line() accepts. */
+	int (*prune)(struct backend *be, uint64_t env_id, uint64_t keep_from,
+		     bool (*keep_line)(const char *line, uint64_t keep_from),
+		     struct prune_result *out);
 
 	/* Readers, from any thread. */
 	int (*revision)(struct backend *be, uint64_t env_id, uint64_t rev,
 			struct revision_row *row);
+	/* The oldest revision made at or after time since; -ENOENT when
+	 * there is none. */
+	int (*first_rev_since)(struct backend *be, uint64_t env_id,
+			       double since, uint64_t *rev);
 	int (*history_text)(struct backend *be, uint64_t env_id, uint64_t rev,
 			    const char *kind, const char *name,
 			    struct buf *out);

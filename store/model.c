@@ -167,6 +167,7 @@ struct env *model_add_env(struct model *m, uint64_t id, const char *name)
 	struct env *e = xcalloc(1, sizeof(*e));
 
 	e->id = id;
+	e->first_rev = 1;
 	snprintf(e->name, sizeof(e->name), "%s", name);
 	map_put(&m->env_by_name, e->name, strlen(e->name), e);
 	map_put(&m->env_by_id, &e->id, sizeof(e->id), e);

@@ -18,6 +18,7 @@
 #include "util/text.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -82,7 +83,10 @@ struct env {
 	gid_t gid;
 	mode_t mode; /* permission bits of the folder */
 	double ctime, mtime;
-	uint64_t rev; /* newest revision; revisions are 1..rev */
+	/* newest revision; revisions are first_rev..rev, those before
+	 * first_rev pruned by history_keep */
+	uint64_t rev;
+	uint64_t first_rev;
 	/* Newest revision on disk: history shows no more than this, as the
 	 * store's readers cannot see a revision before its commit. */
 	uint64_t rev_durable;
@@ -100,9 +104,18 @@ struct env {
 	 * these, so it is cached by this count, not by audit_lines. */
 	uint64_t audit_durable;
 	char audit_head[65]; /* SHA-256 (hex) of the newest audit line */
+	/* SHA-256 (hex) of the newest pruned audit line, which the oldest
+	 * kept one chains to; empty while nothing was pruned. */
+	char audit_base[65];
 	char *last_error;
 	uint64_t gen;
 };
+
+/* Whether history/ shows revision rev: written, durable, not pruned. */
+static inline bool env_shows_rev(const struct env *e, uint64_t rev)
+{
+	return rev >= e->first_rev && rev <= e->rev_durable;
+}
 
 struct env_list {
 	struct env **v; /* sorted by id */

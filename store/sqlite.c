@@ -68,6 +68,10 @@ static const char *const migrations[] = {
 	/* 5: protected destroys waiting for approval. */
 	"ALTER TABLE resources ADD COLUMN destroy_requested INTEGER NOT NULL"
 	" DEFAULT 0;",
+	/* 6: history_keep: the oldest revision kept, and the hash the oldest
+	 * kept audit line chains to. */
+	"ALTER TABLE envs ADD COLUMN first_rev INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE envs ADD COLUMN audit_base TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -90,12 +94,13 @@ enum stmt_id {
 static const char *const stmt_sql[S_COUNT] = {
 	[S_PUT_ENV_NEW] = "INSERT INTO envs(name, uid, gid, mode, ctime, mtime,"
 			  " rev, rev_time, config, config_rev, policy,"
-			  " policy_rev, applied_rev, audit_head)"
-			  " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+			  " policy_rev, applied_rev, audit_head, first_rev,"
+			  " audit_base)"
+			  " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[S_PUT_ENV] = "UPDATE envs SET name=?, uid=?, gid=?, mode=?, ctime=?,"
 		      " mtime=?, rev=?, rev_time=?, config=?, config_rev=?,"
-		      " policy=?, policy_rev=?, applied_rev=?, audit_head=?"
-		      " WHERE id=?",
+		      " policy=?, policy_rev=?, applied_rev=?, audit_head=?,"
+		      " first_rev=?, audit_base=? WHERE id=?",
 	[S_DROP_ENV] = "UPDATE envs SET deleted=1 WHERE id=?",
 	[S_PUT_RES_NEW] = "INSERT INTO resources(env_id, kind, name, spec, rev,"
 			  " ctime, mtime, destroy_requested)"
@@ -648,8 +653,10 @@ static int be_put_env(struct backend *be, const struct env *e, uint64_t *id)
 	sqlite3_bind_int64(st, 12, (sqlite3_int64)e->policy.rev);
 	sqlite3_bind_int64(st, 13, (sqlite3_int64)e->applied_rev);
 	sqlite3_bind_text(st, 14, e->audit_head, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 15, (sqlite3_int64)e->first_rev);
+	sqlite3_bind_text(st, 16, e->audit_base, -1, SQLITE_STATIC);
 	if (*id)
-		sqlite3_bind_int64(st, 15, (sqlite3_int64)*id);
+		sqlite3_bind_int64(st, 17, (sqlite3_int64)*id);
 	rc = run(be, st);
 	if (!rc && !*id)
 		*id = (uint64_t)sqlite3_last_insert_rowid(be->db);
@@ -768,6 +775,106 @@ static int be_drop_secret(struct backend *be, uint64_t env_id, const char *name)
 	return run(be, st);
 }
 
+/* Runs sql with env_id and keep_from bound as ?1 and ?2; counts rows. */
+static int delete_before(struct backend *be, const char *sql, uint64_t env_id,
+			 uint64_t keep_from, uint64_t *count)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(be->db, sql, -1, &st, NULL);
+
+	if (rc != SQLITE_OK)
+		return db_errno(be->db, rc);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)env_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)keep_from);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return db_errno(be->db, rc);
+	*count += (uint64_t)sqlite3_changes(be->db);
+	return 0;
+}
+
+/* The id of the oldest audit line to keep, and the newest one before it. */
+static int audit_cut(struct backend *be, uint64_t env_id, uint64_t keep_from,
+		     bool (*keep_line)(const char *line, uint64_t keep_from),
+		     sqlite3_int64 *cut, char **last)
+{
+	sqlite3_stmt *st;
+	int rc =
+		sqlite3_prepare_v2(be->db,
+				   "SELECT id, line FROM audit WHERE env_id = ?"
+				   " ORDER BY id",
+				   -1, &st, NULL);
+
+	if (rc != SQLITE_OK)
+		return db_errno(be->db, rc);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)env_id);
+	*cut = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *line = (const char *)sqlite3_column_text(st, 1);
+
+		if (keep_line(line, keep_from)) {
+			*cut = sqlite3_column_int64(st, 0);
+			break;
+		}
+		free(*last);
+		*last = xstrdup(line);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_errno(be->db, rc);
+	/* No line to keep: the newest revision's line is always kept, so
+	 * this is a store whose audit lines were lost; prune none. */
+	if (!*cut) {
+		free(*last);
+		*last = NULL;
+	}
+	return 0;
+}
+
+static int be_prune(struct backend *be, uint64_t env_id, uint64_t keep_from,
+		    bool (*keep_line)(const char *line, uint64_t keep_from),
+		    struct prune_result *out)
+{
+	sqlite3_int64 cut = 0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = delete_before(be,
+			   "DELETE FROM revisions WHERE env_id = ?1"
+			   " AND rev < ?2",
+			   env_id, keep_from, &out->revisions);
+	/* A text is needed while it is the newest of its object at some
+	 * kept revision: drop those a newer one replaced by keep_from,
+	 * then the records of objects already destroyed before it. */
+	if (!rc)
+		rc = delete_before(be,
+				   "DELETE FROM history AS h WHERE env_id = ?1"
+				   " AND rev < ?2 AND EXISTS (SELECT 1 FROM"
+				   " history n WHERE n.env_id = h.env_id AND"
+				   " n.kind = h.kind AND n.name = h.name AND"
+				   " n.rev > h.rev AND n.rev <= ?2)",
+				   env_id, keep_from, &out->history_rows);
+	if (!rc)
+		rc = delete_before(be,
+				   "DELETE FROM history WHERE env_id = ?1"
+				   " AND rev < ?2 AND text IS NULL",
+				   env_id, keep_from, &out->history_rows);
+	if (!rc)
+		rc = audit_cut(be, env_id, keep_from, keep_line, &cut,
+			       &out->last_audit_line);
+	if (!rc && cut)
+		rc = delete_before(be,
+				   "DELETE FROM audit WHERE env_id = ?1"
+				   " AND id < ?2",
+				   env_id, (uint64_t)cut, &out->audit_lines);
+	if (rc) {
+		free(out->last_audit_line);
+		out->last_audit_line = NULL;
+	}
+	return rc;
+}
+
 /* ---- loading ---------------------------------------------------------- */
 
 static char *column_dup(sqlite3_stmt *st, int col, size_t *len)
@@ -806,7 +913,8 @@ static int load_envs(struct backend *be, struct model *m)
 		"SELECT id, name, uid, gid, mode, ctime, mtime, rev, rev_time,"
 		" config, config_rev, policy, policy_rev,"
 		" (SELECT count(*) FROM audit a WHERE a.env_id = envs.id),"
-		" applied_rev, audit_head FROM envs WHERE deleted = 0"
+		" applied_rev, audit_head, first_rev, audit_base"
+		" FROM envs WHERE deleted = 0"
 		" ORDER BY id",
 		-1, &st, NULL);
 
@@ -838,6 +946,9 @@ static int load_envs(struct backend *be, struct model *m)
 		e->applied_rev = (uint64_t)sqlite3_column_int64(st, 14);
 		snprintf(e->audit_head, sizeof(e->audit_head), "%s",
 			 (const char *)sqlite3_column_text(st, 15));
+		e->first_rev = (uint64_t)sqlite3_column_int64(st, 16);
+		snprintf(e->audit_base, sizeof(e->audit_base), "%s",
+			 (const char *)sqlite3_column_text(st, 17));
 	}
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : sql_errno(rc);
@@ -1037,6 +1148,35 @@ static int be_revision(struct backend *be, uint64_t env_id, uint64_t rev,
 	return rc;
 }
 
+/* Reads from the oldest kept revision on, so it costs what the age rule
+ * is about to prune, not the whole history. */
+static int be_first_rev_since(struct backend *be, uint64_t env_id, double since,
+			      uint64_t *rev)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&be->rd_lock);
+	rc = sqlite3_prepare_v2(be->rd,
+				"SELECT rev FROM revisions WHERE env_id = ?"
+				" AND time >= ? ORDER BY rev LIMIT 1",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)env_id);
+		sqlite3_bind_double(st, 2, since);
+		rc = sqlite3_step(st);
+	}
+	if (rc == SQLITE_ROW) {
+		*rev = (uint64_t)sqlite3_column_int64(st, 0);
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&be->rd_lock);
+	return rc;
+}
+
 static int be_history_text(struct backend *be, uint64_t env_id, uint64_t rev,
 			   const char *kind, const char *name, struct buf *out)
 {
@@ -1224,11 +1364,13 @@ const struct backend_ops sqlite_backend = {
 	.drop_res = be_drop_res,
 	.add_revision = be_add_revision,
 	.add_history = be_add_history,
+	.prune = be_prune,
 	.add_audit = be_add_audit,
 	.add_event = be_add_event,
 	.put_secret = be_put_secret,
 	.drop_secret = be_drop_secret,
 	.revision = be_revision,
+	.first_rev_since = be_first_rev_since,
 	.history_text = be_history_text,
 	.history_names = be_history_names,
 	.audit = be_audit,

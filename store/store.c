@@ -14,6 +14,7 @@
 #include "diff.h"
 #include "policy.h"
 #include "providers/provider.h"
+#include "retention.h"
 #include "secretbox.h"
 #include "util/log.h"
 
@@ -27,6 +28,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 struct pending {
 	const struct change *ch;
@@ -144,7 +147,8 @@ static void touch(struct store *st, uint64_t env_id, uint64_t res_id)
 		st->touched = xrealloc(st->touched,
 				       st->touched_cap * sizeof(*st->touched));
 	}
-	st->touched[st->ntouched++] = (struct store_touch){ env_id, res_id, 0 };
+	st->touched[st->ntouched++] =
+		(struct store_touch){ env_id, res_id, 0, 0, 0 };
 }
 
 /* Backend writes in a batch: the first failure dooms the whole batch,
@@ -1291,11 +1295,15 @@ static int rollback(struct store *st, struct env *e, const struct change *ch,
 	char summary[128];
 	int rc;
 
-	if (ch->rev < 1 || ch->rev > e->rev_durable)
+	if (ch->rev < e->first_rev || ch->rev > e->rev_durable)
 		return refuse(res, -EINVAL,
-			      "rollback %" PRIu64 ": %s has revisions 1 to "
-			      "%" PRIu64,
-			      ch->rev, e->name, e->rev_durable);
+			      "rollback %" PRIu64 ": %s has revisions %" PRIu64
+			      " to %" PRIu64 "%s",
+			      ch->rev, e->name, e->first_rev, e->rev_durable,
+			      ch->rev && ch->rev < e->first_rev
+				      ? " (older ones were pruned by "
+					"history_keep)"
+				      : "");
 	rb.rev = e->rev + 1;
 	rc = rollback_check(&rb, ch, res);
 	if (rc)
@@ -1699,17 +1707,163 @@ static void run_batch(struct store *st, struct pending *batch,
 	free_events(events);
 }
 
+/* ---- retention --------------------------------------------------------- */
+
+/* How often the committer looks for revisions the age rule lets go when
+ * no commit made it look. */
+#define PRUNE_SWEEP_S 600
+
+static void sha256_hex(const char *text, char out[65])
+{
+	unsigned char md[32];
+
+	SHA256((const unsigned char *)text, strlen(text), md);
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* The oldest revision e must keep now; e->first_rev when none may go. */
+static uint64_t prune_point(struct store *st, const struct env *e, double now)
+{
+	struct retention rules = retention_of(e->config.parsed);
+	uint64_t since = e->rev + 1;
+
+	if (!rules.keep && !rules.keep_days)
+		return e->first_rev;
+	if (rules.keep_days &&
+	    st->ops->first_rev_since(st->be, e->id,
+				     now - (double)rules.keep_days * 86400.0,
+				     &since) == -EIO)
+		return e->first_rev;
+	return retention_keep_from(&rules, e->rev_durable, e->applied_rev,
+				   since);
+}
+
+/*
+ * Records a prune in the model and the store: the new oldest revision,
+ * the checkpoint the oldest kept audit line chains to, and an audit line
+ * and an event saying what went. Called with the model lock held.
+ */
+static void record_prune(struct store *st, struct env *e, uint64_t keep_from,
+			 const struct prune_result *pr)
+{
+	char when[40];
+	BUF_AUTO line = BUF_INIT;
+	BUF_AUTO ev = BUF_INIT;
+	uint64_t id = e->id, from = e->first_rev;
+
+	if (pr->last_audit_line)
+		sha256_hex(pr->last_audit_line, e->audit_base);
+	e->first_rev = keep_from;
+	time_rfc3339(time_now(), when, sizeof(when));
+	buf_printf(&line,
+		   "%s rev=- uid=%u gid=%u pid=%d comm=infrafs path=- pruned: "
+		   "revisions %" PRIu64 " to %" PRIu64 " (%" PRIu64
+		   " audit lines) by history_keep; checkpoint=%s",
+		   when, (unsigned)geteuid(), (unsigned)getegid(),
+		   (int)getpid(), from, keep_from - 1, pr->audit_lines,
+		   e->audit_base[0] ? e->audit_base : "none");
+	audit_chain(e, &line);
+	bw(st, st->ops->add_audit(st->be, e->id, buf_str(&line)));
+	e->audit_lines++;
+	e->gen++;
+	bw(st, st->ops->put_env(st->be, e, &id));
+	buf_printf(&ev,
+		   "history: revisions %" PRIu64 " to %" PRIu64
+		   " pruned by history_keep; the oldest kept is %" PRIu64,
+		   from, keep_from - 1, keep_from);
+	add_event(st, e, NULL, buf_str(&ev));
+	st->touched[st->ntouched - 1].pruned_from = from;
+	st->touched[st->ntouched - 1].first_rev = keep_from;
+}
+
+/* Prunes one environment inside the open transaction. The deletes run
+ * without the model lock (only this thread writes either), so readers
+ * of the mount are not held up by a long first prune. */
+static void prune_env(struct store *st, struct env *e, uint64_t keep_from)
+{
+	struct prune_result pr;
+	uint64_t from = e->first_rev;
+	int rc = st->ops->prune(st->be, e->id, keep_from,
+				retention_keeps_audit_line, &pr);
+
+	if (bw(st, rc))
+		return;
+	model_wrlock(&st->model);
+	record_prune(st, e, keep_from, &pr);
+	model_unlock(&st->model);
+	log_info("%s: pruned revisions %" PRIu64 " to %" PRIu64 " (%" PRIu64
+		 " revisions, %" PRIu64 " history rows, %" PRIu64
+		 " audit lines)",
+		 e->name, from, keep_from - 1, pr.revisions, pr.history_rows,
+		 pr.audit_lines);
+	free(pr.last_audit_line);
+}
+
+/*
+ * Applies history_keep wherever it lets enough go, as one transaction of
+ * its own after a batch, so a commit never waits on or fails with a
+ * prune. Committer only. Returns whether anything was pruned.
+ */
+static bool prune_histories(struct store *st)
+{
+	double now = time_now();
+	bool begun = false;
+
+	st->ntouched = 0;
+	st->batch_err = 0;
+	for (size_t i = 0; i < st->model.envs.n && !st->batch_err; i++) {
+		struct env *e = st->model.envs.v[i];
+		uint64_t keep_from = prune_point(st, e, now);
+
+		if (!retention_due(e->first_rev, keep_from, e->rev_durable))
+			continue;
+		if (!begun) {
+			if (bw(st, st->ops->begin(st->be)))
+				break;
+			begun = true;
+		}
+		prune_env(st, e, keep_from);
+	}
+	if (begun && !st->batch_err)
+		st->batch_err = st->ops->commit(st->be);
+	if (st->batch_err) {
+		log_err("state store: pruning history failed (%s); it is "
+			"tried again after the next commit",
+			strerror(-st->batch_err));
+		if (begun)
+			st->ops->rollback(st->be);
+		reload_model(st);
+		st->ntouched = 0;
+		return false;
+	}
+	mark_durable(st);
+	return begun;
+}
+
 static void *committer(void *arg)
 {
 	struct store *st = arg;
 
+	struct timespec sweep;
+
+	clock_gettime(CLOCK_REALTIME, &sweep);
 	pthread_mutex_lock(&st->qlock);
 	for (;;) {
 		struct pending *batch;
 		struct queued_event *events;
 
-		while (!st->head && !st->ev_head && !st->stopping)
-			pthread_cond_wait(&st->qcond, &st->qlock);
+		while (!st->head && !st->ev_head && !st->stopping) {
+			if (pthread_cond_timedwait(&st->qcond, &st->qlock,
+						   &sweep) != ETIMEDOUT)
+				continue;
+			sweep.tv_sec += PRUNE_SWEEP_S;
+			pthread_mutex_unlock(&st->qlock);
+			bool pruned = prune_histories(st);
+			pthread_mutex_lock(&st->qlock);
+			if (pruned)
+				call_hook(st);
+		}
 		if (!st->head && !st->ev_head)
 			break;
 		batch = st->head;
@@ -1727,6 +1881,11 @@ static void *committer(void *arg)
 			p->done = true;
 		pthread_cond_broadcast(&st->donecond);
 		call_hook(st);
+		pthread_mutex_unlock(&st->qlock);
+		bool pruned = prune_histories(st);
+		pthread_mutex_lock(&st->qlock);
+		if (pruned)
+			call_hook(st);
 	}
 	pthread_mutex_unlock(&st->qlock);
 	return NULL;

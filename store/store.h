@@ -85,6 +85,9 @@ struct store_options {
 struct store_touch {
 	uint64_t env_id, res_id;
 	uint64_t rev; /* the environment's durable revision after the batch */
+	/* history_keep removed revisions pruned_from..first_rev-1 (both 0
+	 * when none went): whatever the kernel knows of them must go. */
+	uint64_t pruned_from, first_rev;
 };
 
 /*

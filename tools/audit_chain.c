@@ -37,65 +37,111 @@ static const char *prev_of(const char *line)
 	return last + 6;
 }
 
-bool audit_chain_verify(sqlite3 *db, long long env_id, const char *name,
-			const char *head, FILE *out)
+int audit_chain_envs(sqlite3 *db, sqlite3_stmt **st)
+{
+	if (sqlite3_prepare_v2(db,
+			       "SELECT id, name, audit_head, audit_base"
+			       " FROM envs ORDER BY id",
+			       -1, st, NULL) == SQLITE_OK)
+		return SQLITE_OK;
+	return sqlite3_prepare_v2(db,
+				  "SELECT id, name, audit_head, '' FROM envs"
+				  " ORDER BY id",
+				  -1, st, NULL);
+}
+
+struct walk {
+	const char *name;
+	char expected[65], last_line[64];
+	long n;
+	bool chained;
+};
+
+/* Checks one line against the one before; false once the chain broke. */
+static bool walk_line(struct walk *w, const char *line, const char *base,
+		      FILE *out)
+{
+	const char *prev = prev_of(line);
+	bool ok = true;
+
+	w->n++;
+	if (w->n == 1 && base[0] && (!prev || strcmp(prev, base) != 0)) {
+		fprintf(out,
+			"%s: audit line 1 does not chain to the checkpoint "
+			"left by pruning: it was changed, or lines before it "
+			"removed\n",
+			w->name);
+		return false;
+	}
+	if (prev && (w->chained || strcmp(prev, ZERO_HASH) == 0 ||
+		     strcmp(prev, w->expected) == 0)) {
+		if (strcmp(prev, w->expected) != 0) {
+			if (w->n == 1)
+				fprintf(out,
+					"%s: audit line 1 was changed, "
+					"or lines before it removed\n",
+					w->name);
+			else
+				fprintf(out,
+					"%s: audit line %ld (%s) was "
+					"changed, or the line after it "
+					"removed\n",
+					w->name, w->n - 1, w->last_line);
+			ok = false;
+		}
+		w->chained = true;
+	} else if (w->chained) {
+		fprintf(out,
+			"%s: audit line %ld lost its chain: it was changed\n",
+			w->name, w->n);
+		ok = false;
+	}
+	sha_hex(line, w->expected);
+	snprintf(w->last_line, sizeof(w->last_line), "%.*s",
+		 (int)strcspn(line, " "), line);
+	return ok;
+}
+
+bool audit_chain_verify(sqlite3 *db, sqlite3_stmt *env_row, FILE *out)
 {
 	sqlite3_stmt *st;
-	char expected[65] = ZERO_HASH, last_line[64] = "";
-	long n = 0;
-	bool ok = true, chained = false;
+	struct walk w = { .expected = ZERO_HASH };
+	const char *head = (const char *)sqlite3_column_text(env_row, 2);
+	const char *base = (const char *)sqlite3_column_text(env_row, 3);
+	bool ok = true;
 
+	w.name = (const char *)sqlite3_column_text(env_row, 1);
+	head = head ? head : "";
+	base = base ? base : "";
+	if (base[0])
+		snprintf(w.expected, sizeof(w.expected), "%s", base);
 	if (sqlite3_prepare_v2(db,
 			       "SELECT line FROM audit WHERE env_id = ?"
 			       " ORDER BY id",
 			       -1, &st, NULL) != SQLITE_OK) {
-		fprintf(out, "%s: audit lines cannot be read: %s\n", name,
+		fprintf(out, "%s: audit lines cannot be read: %s\n", w.name,
 			sqlite3_errmsg(db));
 		return false;
 	}
-	sqlite3_bind_int64(st, 1, env_id);
-	while (ok && sqlite3_step(st) == SQLITE_ROW) {
-		const char *line = (const char *)sqlite3_column_text(st, 0);
-		const char *prev = prev_of(line);
-
-		n++;
-		if (prev && (chained || strcmp(prev, ZERO_HASH) == 0 ||
-			     strcmp(prev, expected) == 0)) {
-			if (strcmp(prev, expected) != 0) {
-				if (n == 1)
-					fprintf(out,
-						"%s: audit line 1 was changed, "
-						"or lines before it removed\n",
-						name);
-				else
-					fprintf(out,
-						"%s: audit line %ld (%s) was "
-						"changed, or the line after it "
-						"removed\n",
-						name, n - 1, last_line);
-				ok = false;
-			}
-			chained = true;
-		} else if (chained) {
-			fprintf(out,
-				"%s: audit line %ld lost its chain: it was "
-				"changed\n",
-				name, n);
-			ok = false;
-		}
-		sha_hex(line, expected);
-		snprintf(last_line, sizeof(last_line), "%.*s",
-			 (int)strcspn(line, " "), line);
-	}
+	sqlite3_bind_int64(st, 1, sqlite3_column_int64(env_row, 0));
+	while (ok && sqlite3_step(st) == SQLITE_ROW)
+		ok = walk_line(&w, (const char *)sqlite3_column_text(st, 0),
+			       base, out);
 	sqlite3_finalize(st);
-	if (ok && chained && head[0] && strcmp(head, expected) != 0) {
+	if (ok && w.chained && head[0] && strcmp(head, w.expected) != 0) {
 		fprintf(out,
 			"%s: audit line %ld (%s), the newest, was changed, or "
 			"lines after it removed\n",
-			name, n, last_line);
+			w.name, w.n, w.last_line);
 		ok = false;
 	}
-	if (ok)
-		fprintf(out, "%s: %ld audit lines, chain intact\n", name, n);
+	if (ok && base[0])
+		fprintf(out,
+			"%s: %ld audit lines after the checkpoint %.16s... "
+			"left by pruning, chain intact\n",
+			w.name, w.n, base);
+	else if (ok)
+		fprintf(out, "%s: %ld audit lines, chain intact\n", w.name,
+			w.n);
 	return ok;
 }

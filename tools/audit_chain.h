@@ -11,12 +11,20 @@
 #include <stdio.h>
 
 /*
- * Walks the audit lines of one environment of the store open on db and
- * checks each prev= hash and the stored head. Writes one line to out:
- * the verdict, naming the first line changed or removed. Returns true
- * when the chain holds.
+ * Prepares the walk over the environments of the store open on db, each
+ * row (id, name, head, base): the hash of the newest audit line and of
+ * the newest one pruned by history_keep ('' when none was, and in stores
+ * from before pruning).
  */
-bool audit_chain_verify(sqlite3 *db, long long env_id, const char *name,
-			const char *head, FILE *out);
+int audit_chain_envs(sqlite3 *db, sqlite3_stmt **st);
+
+/*
+ * Walks the audit lines of the environment in the current row of st
+ * and checks each prev= hash, the checkpoint the oldest kept line must
+ * chain to, and the stored head. Writes one line to out: the verdict,
+ * naming the first line changed or removed. Returns true when the chain
+ * holds.
+ */
+bool audit_chain_verify(sqlite3 *db, sqlite3_stmt *env_row, FILE *out);
 
 #endif

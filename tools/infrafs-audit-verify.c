@@ -46,10 +46,7 @@ int main(int argc, char **argv)
 			path, sqlite3_errmsg(db));
 		return 2;
 	}
-	if (sqlite3_prepare_v2(db,
-			       "SELECT id, name, audit_head FROM envs"
-			       " ORDER BY id",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (audit_chain_envs(db, &st) != SQLITE_OK) {
 		fprintf(stderr,
 			"infrafs-audit-verify: %s is not an infrafs state "
 			"store with audit chains (%s)\n",
@@ -63,9 +60,7 @@ int main(int argc, char **argv)
 		if (!wanted(argc, argv, name))
 			continue;
 		found++;
-		ok &= audit_chain_verify(
-			db, sqlite3_column_int64(st, 0), name,
-			(const char *)sqlite3_column_text(st, 2), stdout);
+		ok &= audit_chain_verify(db, st, stdout);
 	}
 	sqlite3_finalize(st);
 	sqlite3_close(db);

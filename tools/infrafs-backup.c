@@ -293,19 +293,13 @@ static int check_audit(struct backup *b)
 	sqlite3_stmt *st;
 	bool ok = true;
 
-	if (sqlite3_prepare_v2(b->dst,
-			       "SELECT id, name, audit_head FROM envs"
-			       " ORDER BY id",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (audit_chain_envs(b->dst, &st) != SQLITE_OK) {
 		fail("the copy has no audit chains: %s",
 		     sqlite3_errmsg(b->dst));
 		return 1;
 	}
 	while (sqlite3_step(st) == SQLITE_ROW)
-		ok &= audit_chain_verify(
-			b->dst, sqlite3_column_int64(st, 0),
-			(const char *)sqlite3_column_text(st, 1),
-			(const char *)sqlite3_column_text(st, 2), b->summary);
+		ok &= audit_chain_verify(b->dst, st, b->summary);
 	sqlite3_finalize(st);
 	if (!ok) {
 		fflush(b->summary);

@@ -3,7 +3,7 @@
 of a long history cost, and how long one `ls history | tail` takes.
 
 Usage: tests/bench/history.py [BUILD_DIR] [--revisions 25000] [--readers 8]
-                               [--load 1000000]
+                               [--load 1000000] [--keep 1000]
 
 Method. One environment gets REVISIONS revisions through the mount: 16
 writer threads each rewrite the `nodes` field file of their own pool, so
@@ -20,7 +20,13 @@ SQLite store, as that many field-file commits would have written them
 before, so infrafs-audit-verify still passes): making a million through
 the mount would take hours. The store is then mounted again (timed), the
 listing figures are taken at that size, and the commit rate is measured
-again.
+again, and `cat` of the diff of the newest, a middle and the oldest
+revision, and of the oldest revision's pool spec, is timed.
+
+With --keep K, `history_keep = K` is then written to the config and the
+time until history/ starts at the newest K is taken (the first prune of
+a long history), then the commit rate again and infrafs-audit-verify,
+which must pass from the checkpoint.
 """
 import hashlib
 import sqlite3
@@ -97,12 +103,42 @@ def extend_store(db_path, count):
     db.close()
 
 
+def timed_cat(path):
+    t0 = time.monotonic()
+    size = len(Path(path).read_bytes())
+    return (time.monotonic() - t0) * 1000, size
+
+
+def time_reads(mnt, made):
+    revs = sorted(int(r) for r in os.listdir(mnt / "dev/history"))
+    for what, rev in (("newest", revs[-1]), ("middle", revs[len(revs) // 2]),
+                      ("oldest", revs[1])):
+        ms, size = timed_cat(mnt / f"dev/history/{rev}/diff")
+        print(f"cat history/{rev}/diff ({what}, {size} bytes): {ms:.1f} ms")
+    ms, size = timed_cat(mnt / f"dev/history/{revs[1]}/config")
+    print(f"cat history/{revs[1]}/config: {ms:.1f} ms")
+    ms, size = timed_cat(mnt / f"dev/history/{revs[-1]}/pools/p0")
+    print(f"cat history/{revs[-1]}/pools/p0: {ms:.1f} ms")
+
+
+def prune(mnt, keep):
+    with open(mnt / "dev/config", "a") as f:
+        f.write(f"history_keep = {keep}\n")
+    t0 = time.monotonic()
+    wait_for(lambda: len(os.listdir(mnt / "dev/history")) <= keep + 1,
+             3600, "the first prune")
+    print(f"history_keep = {keep}: pruned to "
+          f"{len(os.listdir(mnt / 'dev/history'))} in "
+          f"{time.monotonic() - t0:.1f} s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build", nargs="?", default=str(ROOT / "build"))
     ap.add_argument("--revisions", type=int, default=25000)
     ap.add_argument("--readers", type=int, default=8)
     ap.add_argument("--load", type=int, default=0)
+    ap.add_argument("--keep", type=int, default=0)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="infrafs-hist-"))
     mnt = tmp / "mnt"
@@ -183,10 +219,16 @@ def main():
               f"(+{(after - before) / 1024:.1f} MiB)")
         print(f"ls history | tail -1: {out} in {took * 1000:.0f} ms")
         if a.load:
+            time_reads(mnt, made)
             rate = commit_rate(mnt)
             print(f"durable commits, 1 writer, at {made}: {rate:.0f} /s")
             print("daemon VmRSS now: "
                   f"{kib(proc.pid, 'VmRSS') / 1024:.1f} MiB")
+        if a.keep:
+            prune(mnt, a.keep)
+            rate = commit_rate(mnt)
+            kept = len(os.listdir(mnt / "dev/history"))
+            print(f"durable commits, 1 writer, {kept} kept: {rate:.0f} /s")
         subprocess.run([f"{a.build}/tools/infrafs-audit-verify",
                         f"sqlite:{tmp}/state/state.db", "dev"], check=True)
     finally:

@@ -232,7 +232,7 @@ static void test_schema_fields(void)
 	}
 	CHECK_INT(kind_pool.nfields, 9);
 	CHECK_INT(kind_endpoint.nfields, 15);
-	CHECK_INT(kind_config.nfields, 10);
+	CHECK_INT(kind_config.nfields, 12);
 	CHECK_INT(kind_policy.nfields, 8);
 	CHECK_INT(field(&kind_pool, "accelerators_per_node")->min, 1);
 	CHECK_INT(field(&kind_pool, "accelerators_per_node")->max, 16);
@@ -478,7 +478,8 @@ static void test_error_messages(void)
 		  "got \"0\"");
 	PARSE_ERR(&kind_config, "region = a\nbogus = 1\n", 2, "bogus",
 		  "line 2: bogus: unknown key; config keys are provider, "
-		  "region, approval, settle_ms, refresh_s, drift, aws.KEY, "
+		  "region, approval, settle_ms, refresh_s, drift, "
+		  "history_keep, history_keep_days, aws.KEY, "
 		  "kubernetes.KEY, gcp.KEY, local.KEY");
 	PARSE_ERR(&kind_policy, "allowed_accelerators = cpu, h100\n", 1,
 		  "allowed_accelerators",
