@@ -1713,6 +1713,11 @@ static void run_batch(struct store *st, struct pending *batch,
  * no commit made it look. */
 #define PRUNE_SWEEP_S 600
 
+/* The most revisions one prune transaction removes: a commit that
+ * arrives during the first prune of a long history waits for one such
+ * step, not for all of it. */
+#define PRUNE_STEP 50000
+
 static void sha256_hex(const char *text, char out[65])
 {
 	unsigned char md[32];
@@ -1802,8 +1807,8 @@ static void prune_env(struct store *st, struct env *e, uint64_t keep_from)
 
 /*
  * Applies history_keep wherever it lets enough go, as one transaction of
- * its own after a batch, so a commit never waits on or fails with a
- * prune. Committer only. Returns whether anything was pruned.
+ * its own, so a commit never fails with a prune; a long prune is taken
+ * in steps. Committer only. Returns whether anything was pruned.
  */
 static bool prune_histories(struct store *st)
 {
@@ -1818,6 +1823,8 @@ static bool prune_histories(struct store *st)
 
 		if (!retention_due(e->first_rev, keep_from, e->rev_durable))
 			continue;
+		if (keep_from - e->first_rev > PRUNE_STEP)
+			keep_from = e->first_rev + PRUNE_STEP;
 		if (!begun) {
 			if (bw(st, st->ops->begin(st->be)))
 				break;
@@ -1841,6 +1848,23 @@ static bool prune_histories(struct store *st)
 	return begun;
 }
 
+/*
+ * Prunes step by step until nothing is due or changes are queued, which
+ * are served first; the prune goes on after their batch. Called with
+ * qlock held; returns with it held.
+ */
+static void prune_while_idle(struct store *st)
+{
+	do {
+		pthread_mutex_unlock(&st->qlock);
+		bool pruned = prune_histories(st);
+		pthread_mutex_lock(&st->qlock);
+		if (!pruned)
+			return;
+		call_hook(st);
+	} while (!st->head && !st->ev_head && !st->stopping);
+}
+
 static void *committer(void *arg)
 {
 	struct store *st = arg;
@@ -1858,11 +1882,7 @@ static void *committer(void *arg)
 						   &sweep) != ETIMEDOUT)
 				continue;
 			sweep.tv_sec += PRUNE_SWEEP_S;
-			pthread_mutex_unlock(&st->qlock);
-			bool pruned = prune_histories(st);
-			pthread_mutex_lock(&st->qlock);
-			if (pruned)
-				call_hook(st);
+			prune_while_idle(st);
 		}
 		if (!st->head && !st->ev_head)
 			break;
@@ -1881,11 +1901,7 @@ static void *committer(void *arg)
 			p->done = true;
 		pthread_cond_broadcast(&st->donecond);
 		call_hook(st);
-		pthread_mutex_unlock(&st->qlock);
-		bool pruned = prune_histories(st);
-		pthread_mutex_lock(&st->qlock);
-		if (pruned)
-			call_hook(st);
+		prune_while_idle(st);
 	}
 	pthread_mutex_unlock(&st->qlock);
 	return NULL;
