@@ -167,6 +167,9 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &ck);
+	/* A copier filling the resource folder it made sees it empty. */
+	if (!rc && tree_fresh_hides(fs, fuse_req_ctx(req)->pid, &pk, name))
+		rc = -ENOENT;
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc)
@@ -312,7 +315,9 @@ static int setattr_scratch(struct fs *fs, const struct node_key *k,
 /*
  * Mode and owner of files below an environment follow the environment
  * folder. Tools that copy attributes (vim, sed -i, cp -p) set them to what
- * they already are: that is accepted; a real change is refused.
+ * they already are: that is accepted; a real change is refused. So is a
+ * narrower mode, not kept: install(1) makes its file 0600 while it
+ * writes, and mv and cp -p give a spec the mode of a private copy.
  */
 static int setattr_fixed(struct fs *fs, const struct node_key *k,
 			 const struct stat *attr, int to_set)
@@ -323,7 +328,8 @@ static int setattr_fixed(struct fs *fs, const struct node_key *k,
 	if (rc)
 		return rc;
 	if ((to_set & FUSE_SET_ATTR_MODE) &&
-	    (attr->st_mode & 07777) != (cur.st_mode & 07777))
+	    (attr->st_mode & 07777) != (cur.st_mode & 07777) &&
+	    (!tree_is_editable(k) || (attr->st_mode & ~cur.st_mode & 07777)))
 		return -EPERM;
 	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != cur.st_uid)
 		return -EPERM;
@@ -437,6 +443,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
 		rc = mkdir_in(fs, req, &pk, name, mode, &ck);
+	if (!rc && ck.type == NT_RES)
+		tree_fresh_add(fs, fuse_req_ctx(req)->pid, ck.id);
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc)
@@ -503,6 +511,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 
 	if (!rc && tree_is_dir(&k))
 		rc = may_access(fs, req, &k, R_OK);
+	if (!rc)
+		tree_fresh_end(fs, fuse_req_ctx(req)->pid, &k);
 	if (!rc)
 		rc = tree_is_dir(&k) ? tree_list(fs, &k, &d->snap) : -ENOTDIR;
 	if (rc) {
@@ -707,6 +717,22 @@ static uint64_t env_id_of(struct fs *fs, const struct node_key *dir)
 	return id;
 }
 
+/*
+ * What a create in a resource folder its caller is filling (see
+ * tree_fresh_add()) opens: the spec itself, or a sink for the rest,
+ * whose bytes the spec or the daemon already has.
+ */
+static int create_fresh(struct fs *fs, fuse_req_t req, const struct node_key *p,
+			const char *name, const struct node_key *probe,
+			struct node_key *child)
+{
+	tree_fresh_claim(fs, fuse_req_ctx(req)->pid, p, name);
+	*child = *probe;
+	return probe->type == NT_RES_SPEC || probe->type == NT_RES_FIELD ? 0
+									 : 1;
+}
+
+/* 0, 1 when the file made is a sink, or a negative errno. */
 static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 		     const char *name, mode_t mode, struct node_key *child)
 {
@@ -717,7 +743,15 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
 	if (tree_lookup(fs, p, name, &probe) == 0)
-		return -EEXIST;
+		return tree_fresh_hides(fs, ctx->pid, p, name)
+			       ? create_fresh(fs, req, p, name, &probe, child)
+			       : -EEXIST;
+	/* A spec unlinked to be replaced: this is its replacement. */
+	if (p->type == NT_RES && !strcmp(name, "spec") &&
+	    tree_unhide_spec(fs, p->id)) {
+		*child = node_key_make(NT_RES_SPEC, 0, p->id, 0);
+		return 0;
+	}
 	if (p->type == NT_SECRETS) {
 		if (!name_is_valid(name))
 			return -EINVAL;
@@ -750,11 +784,25 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
 		rc = create_in(fs, req, &pk, name, mode, &ck);
-	/* Opened before its entry is made: a new secret exists for getattr
-	 * only once its creator's handle is there. */
-	if (!rc)
+	if (rc == 1) {
+		rc = file_open_sink(fs, node_get(&fs->nodes, &ck, 0), &ck, &h,
+				    fi);
+	} else if (!rc) {
+		/* Opened before its entry is made: a new secret exists for
+		 * getattr only once its creator's handle is there. */
 		rc = file_open(fs, node_get(&fs->nodes, &ck, 0), &ck,
 			       fi->flags | O_TRUNC | O_CREAT, &who, &h, fi);
+		/* A spec made anew (after an unlink, or by a copier) starts
+		 * empty, but only what is written to it is committed: an
+		 * install that fails before writing leaves the spec in
+		 * force, not an empty one. */
+		if (!rc && ck.type == NT_RES_SPEC)
+			file_untruncate(h);
+		/* A copier writes every field file the spec it copies
+		 * already set: only a value that differs is a change. */
+		if (!rc && ck.type == NT_RES_FIELD)
+			file_only_changes(h);
+	}
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc) {
@@ -796,8 +844,13 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ch.name = ck.name;
 		ch.path = buf_str(&path);
 		rc = store_apply(fs->store, &ch, &res);
+	} else if (ck.type == NT_RES_SPEC) {
+		/* Replaced by remove-then-create (mv across file systems,
+		 * install): nothing is committed; the spec in force stays
+		 * and shows again unless a new one is created. */
+		tree_hide_spec(fs, ck.id);
 	} else {
-		/* spec, status and the rest are the object; rmdir removes it. */
+		/* status and the rest are the object; rmdir removes it. */
 		rc = tree_is_dir(&ck) ? -EISDIR : -EPERM;
 	}
 out:
