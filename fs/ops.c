@@ -720,21 +720,26 @@ static uint64_t env_id_of(struct fs *fs, const struct node_key *dir)
 /*
  * What a create in a resource folder its caller is filling (see
  * tree_fresh_add()) opens: the spec itself, or a sink for the rest,
- * whose bytes the spec or the daemon already has.
+ * whose bytes the spec or the daemon already has. A field file created
+ * without O_EXCL is a writer setting one field (`open(..., "w")` right
+ * after mkdir), not a copier (cp -r and tar create with O_EXCL, and copy
+ * the spec too): it gets the field.
  */
 static int create_fresh(struct fs *fs, fuse_req_t req, const struct node_key *p,
-			const char *name, const struct node_key *probe,
-			struct node_key *child)
+			const char *name, int flags,
+			const struct node_key *probe, struct node_key *child)
 {
 	tree_fresh_claim(fs, fuse_req_ctx(req)->pid, p, name);
 	*child = *probe;
-	return probe->type == NT_RES_SPEC || probe->type == NT_RES_FIELD ? 0
-									 : 1;
+	if (probe->type == NT_RES_SPEC)
+		return 0;
+	return probe->type == NT_RES_FIELD && !(flags & O_EXCL) ? 0 : 1;
 }
 
 /* 0, 1 when the file made is a sink, or a negative errno. */
 static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
-		     const char *name, mode_t mode, struct node_key *child)
+		     const char *name, mode_t mode, int flags,
+		     struct node_key *child)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct node_key probe;
@@ -744,7 +749,8 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 		return -ENAMETOOLONG;
 	if (tree_lookup(fs, p, name, &probe) == 0)
 		return tree_fresh_hides(fs, ctx->pid, p, name)
-			       ? create_fresh(fs, req, p, name, &probe, child)
+			       ? create_fresh(fs, req, p, name, flags, &probe,
+					      child)
 			       : -EEXIST;
 	/* A spec unlinked to be replaced: this is its replacement. */
 	if (p->type == NT_RES && !strcmp(name, "spec") &&
@@ -783,7 +789,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!rc)
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
-		rc = create_in(fs, req, &pk, name, mode, &ck);
+		rc = create_in(fs, req, &pk, name, mode, fi->flags, &ck);
 	if (rc == 1) {
 		rc = file_open_sink(fs, node_get(&fs->nodes, &ck, 0), &ck, &h,
 				    fi);
@@ -798,8 +804,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		 * force, not an empty one. */
 		if (!rc && ck.type == NT_RES_SPEC)
 			file_untruncate(h);
-		/* A copier writes every field file the spec it copies
-		 * already set: only a value that differs is a change. */
+		/* In a folder being filled, a field's writer may be a
+		 * copier that copies the spec too: only a value that
+		 * differs from what the field shows is a change. */
 		if (!rc && ck.type == NT_RES_FIELD)
 			file_only_changes(h);
 	}
