@@ -113,7 +113,8 @@ struct fs {
 	double metrics_at;
 	/* Specs unlinked to be made again, hidden until then (see
 	 * tree_hide_spec()), and resource folders fresh from a copier's
-	 * mkdir (see tree_fresh_add()); gaps_lock guards both. */
+	 * mkdir (see tree_fresh_add()); gaps_lock guards both. It may be
+	 * taken under the model lock; nothing is taken under it. */
 	pthread_mutex_t gaps_lock;
 	struct map spec_gaps; /* resource id -> struct spec_gap */
 	struct fresh fresh[FRESH_MAX];

@@ -952,6 +952,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		goto out;
 	}
 	to_exists = tree_lookup(fs, &npk, newname, &to) == 0;
+	/* Over a spec unlinked to be replaced: that is its replacement. */
+	if (!to_exists && npk.type == NT_RES && !strcmp(newname, "spec") &&
+	    tree_spec_hidden(fs, npk.id)) {
+		to = node_key_make(NT_RES_SPEC, 0, npk.id, 0);
+		to_exists = true;
+	}
 	if (to_exists && (flags & RENAME_NOREPLACE)) {
 		rc = -EEXIST;
 	} else if (from.type == NT_SCRATCH && to_exists &&
@@ -959,6 +965,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = tree_is_editable(&to) && to.type != NT_ENV_CTL
 			     ? rename_over_editable(fs, req, &from, &to)
 			     : -EPERM;
+		if (!rc && to.type == NT_RES_SPEC)
+			tree_unhide_spec(fs, to.id);
 	} else if (from.type == NT_SCRATCH) {
 		rc = rename_scratch(fs, &from, &npk, newname);
 	} else if (tree_is_editable(&from) && from.type != NT_ENV_CTL &&

@@ -213,6 +213,15 @@ def test_an_unlinked_spec_commits_nothing_and_comes_back(env):
     assert (env / "dev/pools/train/state").exists()
 
 
+def test_a_rename_over_an_unlinked_spec_replaces_it(env):
+    names, revs = folder_names(env), revisions(env)
+    env.sh("cd dev/pools/train && printf 'nodes = 5\\n' > spec.new && "
+           "rm spec && mv spec.new spec")
+    assert read(env / "dev/pools/train/spec") == "nodes = 5\n"
+    assert revisions(env) == revs + [revs[-1] + 1]
+    assert folder_names(env) == names
+
+
 def test_a_failed_install_leaves_the_spec_in_force(env, tmp_path):
     revs = revisions(env)
     before = read(env / "dev/pools/train/spec")
