@@ -177,6 +177,8 @@ bool tree_fresh_hides(struct fs *fs, pid_t pid, const struct node_key *dir,
 		      const char *name);
 void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
 		      const char *name);
+/* Whether pid created the file k stands for in a folder it is filling. */
+bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k);
 /* pid listed dir: it knows what is there. */
 void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir);
 /* The path of a node inside the mount, for audit lines and messages. */

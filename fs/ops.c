@@ -168,7 +168,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &ck);
 	/* A copier filling the resource folder it made sees it empty. */
-	if (!rc && tree_fresh_hides(fs, fuse_req_ctx(req)->pid, &pk, name))
+	if (!rc && ck.type != NT_SCRATCH &&
+	    tree_fresh_hides(fs, fuse_req_ctx(req)->pid, &pk, name))
 		rc = -ENOENT;
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
@@ -317,15 +318,18 @@ static int setattr_scratch(struct fs *fs, const struct node_key *k,
  * folder. Tools that copy attributes (vim, sed -i, cp -p) set them to what
  * they already are: that is accepted; a real change is refused. So is a
  * narrower mode, not kept: install(1) makes its file 0600 while it
- * writes, and mv and cp -p give a spec the mode of a private copy.
+ * writes, and mv and cp -p give a spec the mode of a private copy. So is
+ * anything a copier sets on a file it created in a folder it is filling
+ * (cp -a copies the modes and owners of what it copies).
  */
-static int setattr_fixed(struct fs *fs, const struct node_key *k,
-			 const struct stat *attr, int to_set)
+static int setattr_fixed(struct fs *fs, fuse_req_t req,
+			 const struct node_key *k, const struct stat *attr,
+			 int to_set)
 {
 	struct stat cur;
 	int rc = tree_getattr(fs, k, &cur);
 
-	if (rc)
+	if (rc || tree_fresh_created(fs, fuse_req_ctx(req)->pid, k))
 		return rc;
 	if ((to_set & FUSE_SET_ATTR_MODE) &&
 	    (attr->st_mode & 07777) != (cur.st_mode & 07777) &&
@@ -378,7 +382,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	} else if (k.type == NT_SCRATCH) {
 		rc = setattr_scratch(fs, &k, attr, to_set);
 	} else {
-		rc = setattr_fixed(fs, &k, attr, to_set);
+		rc = setattr_fixed(fs, req, &k, attr, to_set);
 		if (!rc && (to_set & FUSE_SET_ATTR_SIZE) && !(fi && fi->fh))
 			rc = may_access(fs, req, &k, W_OK);
 		if (!rc && (to_set & FUSE_SET_ATTR_SIZE))
@@ -747,11 +751,12 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
-	if (tree_lookup(fs, p, name, &probe) == 0)
-		return tree_fresh_hides(fs, ctx->pid, p, name)
-			       ? create_fresh(fs, req, p, name, flags, &probe,
-					      child)
-			       : -EEXIST;
+	if (tree_lookup(fs, p, name, &probe) == 0) {
+		if (probe.type == NT_SCRATCH ||
+		    !tree_fresh_hides(fs, ctx->pid, p, name))
+			return -EEXIST;
+		return create_fresh(fs, req, p, name, flags, &probe, child);
+	}
 	/* A spec unlinked to be replaced: this is its replacement. */
 	if (p->type == NT_RES && !strcmp(name, "spec") &&
 	    tree_unhide_spec(fs, p->id)) {

@@ -345,6 +345,31 @@ void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
 	pthread_mutex_unlock(&fs->gaps_lock);
 }
 
+bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
+{
+	const struct resource *r;
+	const char *name = NULL;
+	struct fresh *f;
+	bool created = false;
+
+	if (k->type < NT_RES_SPEC || k->type > NT_RES_EVENTS)
+		return false;
+	model_rdlock(fs->model);
+	r = tree_res(fs, k);
+	if (r && k->type == NT_RES_FIELD)
+		name = kind_at(r->kind)->fields[k->sub].name;
+	else if (r)
+		name = types[k->type].name;
+	if (name) {
+		pthread_mutex_lock(&fs->gaps_lock);
+		f = fresh_find(fs, pid, k->id, monotonic_now());
+		created = f && claimed(&f->claimed, name);
+		pthread_mutex_unlock(&fs->gaps_lock);
+	}
+	model_unlock(fs->model);
+	return created;
+}
+
 void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir)
 {
 	struct fresh *f;

@@ -283,13 +283,16 @@ def test_cp_r_of_a_local_folder_laid_out_like_an_environment(mnt, tmp_path):
     # Files the daemon makes, as an earlier copy out would hold them.
     (local / "pools/a/status").write_text("state: ready\n")
     (local / "pools/a/state").write_text("ready\n")
+    # Anything else is a scratch file, as anywhere in a resource folder.
+    (local / "pools/a/NOTES").write_text("why a has 3 nodes\n")
     mnt.sh("mkdir prod")
-    res = mnt.sh(f"cp -r {local}/. prod/", check=False)
+    res = mnt.sh(f"cp -a {local}/. prod/", check=False)
     assert res.returncode == 0, res.stderr
     assert read(mnt / "prod/config") == "refresh_s = 60\n"
     assert read(mnt / "prod/pools/a/spec") == "nodes = 3\n"
     assert read(mnt / "prod/pools/b/spec") == "accelerator = cpu\n"
     assert read(mnt / "prod/pools/a/status").startswith("name: a\n")
+    assert read(mnt / "prod/pools/a/NOTES") == "why a has 3 nodes\n"
     # mkdir, config, and one spec per pool.
     assert len(revisions(mnt, "prod")) == 4
 
