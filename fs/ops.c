@@ -721,6 +721,9 @@ static uint64_t env_id_of(struct fs *fs, const struct node_key *dir)
 	return id;
 }
 
+/* What create_in() made, beside a new file. */
+enum { CREATED_SINK = 1, CREATED_ANEW = 2 };
+
 /*
  * What a create in a resource folder its caller is filling (see
  * tree_fresh_add()) opens: the spec itself, or a sink for the rest,
@@ -736,11 +739,12 @@ static int create_fresh(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	tree_fresh_claim(fs, fuse_req_ctx(req)->pid, p, name);
 	*child = *probe;
 	if (probe->type == NT_RES_SPEC)
-		return 0;
-	return probe->type == NT_RES_FIELD && !(flags & O_EXCL) ? 0 : 1;
+		return flags & O_EXCL ? CREATED_ANEW : 0;
+	return probe->type == NT_RES_FIELD && !(flags & O_EXCL) ? 0
+								: CREATED_SINK;
 }
 
-/* 0, 1 when the file made is a sink, or a negative errno. */
+/* 0, CREATED_SINK, CREATED_ANEW, or a negative errno. */
 static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 		     const char *name, mode_t mode, int flags,
 		     struct node_key *child)
@@ -761,7 +765,7 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	if (p->type == NT_RES && !strcmp(name, "spec") &&
 	    tree_unhide_spec(fs, p->id)) {
 		*child = node_key_make(NT_RES_SPEC, 0, p->id, 0);
-		return 0;
+		return CREATED_ANEW;
 	}
 	if (p->type == NT_SECRETS) {
 		if (!name_is_valid(name))
@@ -795,10 +799,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
 		rc = create_in(fs, req, &pk, name, mode, fi->flags, &ck);
-	if (rc == 1) {
+	if (rc == CREATED_SINK) {
 		rc = file_open_sink(fs, node_get(&fs->nodes, &ck, 0), &ck, &h,
 				    fi);
-	} else if (!rc) {
+	} else if (rc >= 0) {
+		bool anew = rc == CREATED_ANEW;
+
 		/* Opened before its entry is made: a new secret exists for
 		 * getattr only once its creator's handle is there. */
 		rc = file_open(fs, node_get(&fs->nodes, &ck, 0), &ck,
@@ -806,8 +812,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		/* A spec made anew (after an unlink, or by a copier) starts
 		 * empty, but only what is written to it is committed: an
 		 * install that fails before writing leaves the spec in
-		 * force, not an empty one. */
-		if (!rc && ck.type == NT_RES_SPEC)
+		 * force, and a copy of a draft is a draft. */
+		if (!rc && anew)
 			file_untruncate(h);
 		/* In a folder being filled, a field's writer may be a
 		 * copier that copies the spec too: only a value that

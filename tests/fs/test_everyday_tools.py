@@ -297,17 +297,36 @@ def test_cp_r_of_a_local_folder_laid_out_like_an_environment(mnt, tmp_path):
     assert len(revisions(mnt, "prod")) == 4
 
 
-def test_others_see_a_folder_being_copied_as_it_is(env):
-    """Only the copier sees its new folder empty; others see the draft."""
+def test_a_folder_being_filled_looks_empty_to_its_maker_only(env):
+    """The maker sees its new folder empty until it lists it; others see
+    the draft. A writer that is no copier still sets what it writes."""
+    revs = revisions(env)
     script = ("import os, subprocess, sys\n"
               "os.mkdir('dev/pools/x')\n"
               "assert not os.path.exists('dev/pools/x/state')\n"
               "out = subprocess.run(['cat', 'dev/pools/x/state'],\n"
               "                     capture_output=True, text=True)\n"
               "sys.stdout.write(out.stdout)\n"
+              "with open('dev/pools/x/nodes', 'w') as f:\n"
+              "    f.write('3\\n')\n"
               "os.listdir('dev/pools/x')\n"
-              "assert os.path.exists('dev/pools/x/state')\n")
+              "assert os.path.exists('dev/pools/x/state')\n"
+              "os.mkdir('dev/pools/y')\n"
+              "open('dev/pools/y/spec', 'w').close()\n")
     res = subprocess.run(["python3", "-c", script], cwd=env.path,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "pending\n"
+    assert read(env / "dev/pools/x/nodes") == "3\n"
+    # An empty spec written after mkdir still means all defaults.
+    assert "draft" not in read(env / "dev/pools/y/status")
+    assert len(revisions(env)) == len(revs) + 2
+
+
+def test_a_copy_of_a_draft_is_a_draft(env):
+    revs = revisions(env)
+    res = env.sh("mkdir dev/pools/d && cp -r dev/pools/d dev/pools/d2",
+                 check=False)
+    assert res.returncode == 0, res.stderr
+    assert "draft" in read(env / "dev/pools/d2/status")
+    assert revisions(env) == revs
