@@ -169,8 +169,8 @@ struct resource *tree_res(struct fs *fs, const struct node_key *k)
 /* ---- specs unlinked to be made again ----------------------------------- */
 
 /*
- * `mv` across file systems, `install`, `cp --remove-destination` and
- * rsync replace a file by unlinking it and creating it again. Unlinking a
+ * `mv` across file systems, `install` and `cp --remove-destination`
+ * replace a file by unlinking it and creating it again. Unlinking a
  * spec commits nothing: the name is gone from lookups and listings until
  * a new spec is created there (whose close(2) is one revision), or until
  * SPEC_GAP_SECONDS pass, when the spec still in force shows again.
