@@ -10,6 +10,7 @@
 #include "fs.h"
 
 #include "util/log.h"
+#include "util/text.h"
 #include "util/wipe.h"
 
 #include <errno.h>
@@ -70,7 +71,7 @@ bool pending_secret_has(struct fs *fs, const struct node_key *k)
 	return has;
 }
 
-enum handle_kind { H_VIEW, H_EDIT, H_SCRATCH, H_CTL };
+enum handle_kind { H_VIEW, H_EDIT, H_SCRATCH, H_CTL, H_SINK };
 
 struct handle {
 	enum handle_kind kind;
@@ -82,6 +83,7 @@ struct handle {
 	bool written; /* H_EDIT: bytes arrived since the last commit */
 	bool created; /* a secret made by this open, pending until release */
 	bool truncated; /* H_EDIT: emptied, with nothing written yet */
+	bool only_changes; /* H_EDIT: what the file shows already is no commit */
 	struct caller opener; /* who opened it, for a commit at release */
 	int poisoned; /* H_EDIT: a write was refused; flush returns this */
 	/* H_EDIT: an fsync's refused commit, for the close(2) after it to
@@ -160,7 +162,8 @@ static int open_view(struct fs *fs, struct handle *h, struct fuse_file_info *fi)
 	int err = 0;
 
 	model_rdlock(fs->model);
-	h->snap = render_get(fs, &h->key, &err);
+	h->snap = h->key.type == NT_METRICS ? file_metrics(fs, &err)
+					    : render_get(fs, &h->key, &err);
 	model_unlock(fs->model);
 	if (!h->snap)
 		return err;
@@ -171,10 +174,16 @@ static int open_view(struct fs *fs, struct handle *h, struct fuse_file_info *fi)
 		/* The kernel's pages and size are of this very content. */
 		fi->keep_cache = 1;
 	} else {
-		/* They may be of an older one, and a stale size would cut the
-		 * read short: bypass them this once, and have them dropped so
-		 * that later opens of this content can use the cache. */
-		fi->direct_io = 1;
+		/* They may be of an older one. Without keep_cache the kernel
+		 * drops the pages itself as this open completes; its cached
+		 * size could still cut the first read short, so that is
+		 * dropped now, before the reply, and the first read or
+		 * fstat(2) asks again. Dropping attributes alone takes no
+		 * lock a request may hold (pages would), so it is safe here.
+		 * Not direct I/O: mmap(2) needs the page cache. The notifier
+		 * then records that later opens may keep the cache. */
+		if (fs->se)
+			fuse_lowlevel_notify_inval_inode(fs->se, h->ino, -1, 0);
 		notify_inode(fs, h->ino, h->snap->gen);
 	}
 	fi->noflush = 1;
@@ -201,6 +210,76 @@ static int open_scratch(struct fs *fs, struct handle *h, int flags)
 	return rc;
 }
 
+/*
+ * ctl runs one command per write(2); read, it shows the commands it takes
+ * and the last results, as the open found them.
+ */
+static int open_ctl(struct fs *fs, struct handle *h, int flags,
+		    struct fuse_file_info *fi)
+{
+	BUF_AUTO text = BUF_INIT;
+
+	h->kind = H_CTL;
+	fi->direct_io = 1;
+	if (!wants_read(flags))
+		return 0;
+	ctl_render(fs, h->key.id, &text);
+	h->snap = blob_new(text.data ? text.data : "", text.len, 0);
+	return 0;
+}
+
+/*
+ * A secret's value never leaves the daemon. Opened for reading it is an
+ * empty file, as `ls -l` shows it, so that programs that read a whole
+ * tree as root (tar, rsync, cp -a, grep -r) go through; the mode (0200)
+ * keeps everyone else out at open(2) as on any file system. Read and
+ * write at once would read back what is being written: refused.
+ */
+static int open_secret(struct fs *fs, struct handle *h, int flags,
+		       struct fuse_file_info *fi)
+{
+	fi->direct_io = 1;
+	if (wants_read(flags) && (wants_write(flags) || h->created))
+		return -EACCES;
+	if (wants_write(flags))
+		return open_edit(fs, h, flags);
+	h->snap = blob_new("", 0, 0);
+	h->kind = H_VIEW;
+	fi->noflush = 1;
+	return 0;
+}
+
+static void handle_track(struct fs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+/*
+ * A file a copier creates where the daemon already shows one (a field
+ * file, status, events): its writes are taken and dropped, since the
+ * spec it also copies says the same, and the rest is the daemon's.
+ */
+int file_open_sink(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
+		   struct handle **out, struct fuse_file_info *fi)
+{
+	struct handle *h = xcalloc(1, sizeof(*h));
+
+	h->ino = ino;
+	pthread_mutex_init(&h->lock, NULL);
+	h->key = *k;
+	h->kind = H_SINK;
+	h->flags = O_WRONLY;
+	fi->direct_io = 1;
+	handle_track(fs, h);
+	*out = h;
+	return 0;
+}
+
 int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 	      int flags, const struct caller *who, struct handle **out,
 	      struct fuse_file_info *fi)
@@ -222,18 +301,10 @@ int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 		rc = -EISDIR;
 	} else if (k->type == NT_SCRATCH) {
 		rc = open_scratch(fs, h, flags);
-	} else if (k->type == NT_SECRET || k->type == NT_ENV_CTL) {
-		/* Write-only for everybody, root included. */
-		if (wants_read(flags)) {
-			rc = -EACCES;
-		} else if (k->type == NT_ENV_CTL) {
-			h->kind = H_CTL;
-			fi->direct_io = 1;
-			rc = 0;
-		} else {
-			rc = open_edit(fs, h, flags);
-			fi->direct_io = 1;
-		}
+	} else if (k->type == NT_ENV_CTL) {
+		rc = open_ctl(fs, h, flags, fi);
+	} else if (k->type == NT_SECRET) {
+		rc = open_secret(fs, h, flags, fi);
 	} else if (wants_write(flags)) {
 		rc = tree_is_editable(k) ? open_edit(fs, h, flags) : -EACCES;
 		fi->direct_io = 1;
@@ -248,12 +319,7 @@ int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 		free(h);
 		return rc;
 	}
-	pthread_mutex_lock(&fs->handles_lock);
-	h->next = fs->handles;
-	if (h->next)
-		h->next->prev = h;
-	fs->handles = h;
-	pthread_mutex_unlock(&fs->handles_lock);
+	handle_track(fs, h);
 	*out = h;
 	return 0;
 }
@@ -264,7 +330,10 @@ static void refresh_live(struct fs *fs, struct handle *h, off_t off)
 	struct blob *b;
 	int err;
 
-	if (!render_is_live(&h->key) || (size_t)off < h->snap->len)
+	/* metrics is not one: a fresh one past the end would be another
+	 * text, not more of the same. */
+	if (!render_is_live(&h->key) || h->key.type == NT_METRICS ||
+	    (size_t)off < h->snap->len)
 		return;
 	model_rdlock(fs->model);
 	b = render_get(fs, &h->key, &err);
@@ -294,6 +363,16 @@ int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
 	*owned = NULL;
 	*hold = NULL;
 	switch (h->kind) {
+	case H_SINK:
+		*data = "";
+		*len = 0;
+		return 0;
+	case H_CTL:
+		if (!h->snap)
+			return -EBADF;
+		*hold = blob_ref(h->snap);
+		slice((*hold)->data, (*hold)->len, off, size, data, len);
+		return 0;
 	case H_VIEW:
 		/* The reply goes out after this returns, and the kernel may
 		 * release the handle as soon as it has the bytes: the caller
@@ -305,7 +384,7 @@ int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
 		slice((*hold)->data, (*hold)->len, off, size, data, len);
 		/* An older snapshot read into the page cache after the cache
 		 * moved on: what the kernel keeps of it must go again. */
-		if (!render_is_live(&h->key) &&
+		if (!render_is_live(&h->key) && h->key.type != NT_SECRET &&
 		    node_cached_gen(&fs->nodes, h->ino) != (*hold)->gen)
 			notify_inode(fs, h->ino, 0);
 		return 0;
@@ -441,6 +520,128 @@ static int check_edit_write(struct fs *fs, struct handle *h, size_t start,
 	return rc;
 }
 
+/* ---- ctl read back and metrics ------------------------------------------ */
+
+/* Results kept per environment, in memory only: they are also in events. */
+#define CTL_RESULTS 16
+
+/* How long one rendering of metrics stands for stat(2) and open(2). */
+#define METRICS_SECONDS 1.0
+
+struct ctl_results {
+	uint64_t env_id; /* the map's key */
+	char *lines[CTL_RESULTS]; /* oldest first */
+	size_t n;
+};
+
+static const char ctl_help[] =
+	"# ctl takes one command per write(2), e.g. echo apply > ctl:\n"
+	"#   apply           carry the accepted specs out now\n"
+	"#   approve [PLAN]  approve the pending plan (approval = manual)\n"
+	"#   discard         go back to the revision last applied\n"
+	"#   refresh         look at the live state again now\n"
+	"#   rollback REV    make revision REV's specs the ones in force\n"
+	"# Last results, oldest first (kept until the daemon stops):\n";
+
+void file_init(struct fs *fs)
+{
+	pthread_mutex_init(&fs->ctl_lock, NULL);
+	pthread_mutex_init(&fs->metrics_lock, NULL);
+	fs->metrics = NULL;
+}
+
+void file_destroy(struct fs *fs)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&fs->ctl_results, &pos, &v);) {
+		struct ctl_results *c = v;
+
+		for (size_t i = 0; i < c->n; i++)
+			free(c->lines[i]);
+		free(c);
+	}
+	map_free(&fs->ctl_results);
+	if (fs->metrics)
+		blob_unref(fs->metrics);
+	pthread_mutex_destroy(&fs->ctl_lock);
+	pthread_mutex_destroy(&fs->metrics_lock);
+}
+
+void ctl_note(struct fs *fs, uint64_t env_id, const struct caller *who,
+	      const char *line, int rc, const char *msg)
+{
+	BUF_AUTO b = BUF_INIT;
+	struct ctl_results *c;
+	char when[64];
+
+	time_rfc3339(time_now(), when, sizeof(when));
+	buf_printf(&b, "%s uid=%u ", when, (unsigned)who->uid);
+	/* Written by a user: escaped, it stays one line. */
+	text_escape(&b, line, strcspn(line, "\n"), 0);
+	buf_adds(&b, rc ? ": refused: " : ": ok");
+	if (rc)
+		text_escape(&b, msg[0] ? msg : strerror(-rc),
+			    strlen(msg[0] ? msg : strerror(-rc)), 0);
+	buf_addc(&b, '\n');
+	pthread_mutex_lock(&fs->ctl_lock);
+	c = map_get_u64(&fs->ctl_results, &env_id);
+	if (!c) {
+		c = xcalloc(1, sizeof(*c));
+		c->env_id = env_id;
+		map_put(&fs->ctl_results, &c->env_id, sizeof(c->env_id), c);
+	}
+	if (c->n == CTL_RESULTS) {
+		free(c->lines[0]);
+		memmove(c->lines, c->lines + 1,
+			(CTL_RESULTS - 1) * sizeof(char *));
+		c->n--;
+	}
+	c->lines[c->n++] = buf_steal(&b);
+	pthread_mutex_unlock(&fs->ctl_lock);
+}
+
+void ctl_render(struct fs *fs, uint64_t env_id, struct buf *out)
+{
+	struct ctl_results *c;
+
+	buf_adds(out, ctl_help);
+	pthread_mutex_lock(&fs->ctl_lock);
+	c = map_get_u64(&fs->ctl_results, &env_id);
+	for (size_t i = 0; c && i < c->n; i++)
+		buf_adds(out, c->lines[i]);
+	pthread_mutex_unlock(&fs->ctl_lock);
+}
+
+/*
+ * metrics changes at every request; a fresh rendering for each stat(2)
+ * and open(2) would give a size that is never the size read, which tar
+ * and rsync take for a file changed under them. One rendering stands for
+ * a second. The caller holds the model's read lock.
+ */
+struct blob *file_metrics(struct fs *fs, int *err)
+{
+	const struct node_key k = node_key_make(NT_METRICS, 0, 0, 0);
+	double now = time_now();
+	struct blob *b = NULL;
+
+	pthread_mutex_lock(&fs->metrics_lock);
+	if (fs->metrics && now - fs->metrics_at < METRICS_SECONDS &&
+	    now >= fs->metrics_at) {
+		b = blob_ref(fs->metrics);
+	} else {
+		b = render_get(fs, &k, err);
+		if (b) {
+			if (fs->metrics)
+				blob_unref(fs->metrics);
+			fs->metrics = blob_ref(b);
+			fs->metrics_at = now;
+		}
+	}
+	pthread_mutex_unlock(&fs->metrics_lock);
+	return b;
+}
+
 /* One command per write(2), carried out before the write returns. */
 static int ctl_command(struct fs *fs, struct handle *h, const char *data,
 		       size_t len)
@@ -458,6 +659,7 @@ static int ctl_command(struct fs *fs, struct handle *h, const char *data,
 	if (!fs->rec)
 		return -EOPNOTSUPP;
 	rc = reconciler_ctl(fs->rec, t.env, line, &h->opener, msg, sizeof(msg));
+	ctl_note(fs, t.env_id, &h->opener, line, rc, msg);
 	if (rc && msg[0]) {
 		struct change ch = { .op = CH_NOTE_ERROR, .env = t.env };
 		struct change_result res;
@@ -507,6 +709,8 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 	int rc;
 
 	switch (h->kind) {
+	case H_SINK:
+		return (int)len;
 	case H_CTL:
 		rc = ctl_command(fs, h, data, len);
 		return rc ? rc : (int)len;
@@ -566,9 +770,46 @@ int file_truncate(struct fs *fs, struct handle *h, off_t size)
 		wipebuf_truncate(&h->scratch->data, (size_t)size);
 		pthread_mutex_unlock(&fs->scratch.lock);
 		return 0;
+	case H_SINK:
+		return 0;
 	default:
 		return -EACCES;
 	}
+}
+
+void file_untruncate(struct handle *h)
+{
+	pthread_mutex_lock(&h->lock);
+	h->truncated = false;
+	pthread_mutex_unlock(&h->lock);
+}
+
+void file_only_changes(struct handle *h)
+{
+	pthread_mutex_lock(&h->lock);
+	h->truncated = false;
+	h->only_changes = true;
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* The caller holds h->lock. */
+static bool edit_unchanged(struct fs *fs, struct handle *h)
+{
+	struct blob *b;
+	bool same;
+	int err = 0;
+
+	if (!h->only_changes)
+		return false;
+	model_rdlock(fs->model);
+	b = render_get(fs, &h->key, &err);
+	model_unlock(fs->model);
+	if (!b)
+		return false;
+	same = b->len == h->edit.len &&
+	       (!b->len || !memcmp(b->data, h->edit.data, b->len));
+	blob_unref(b);
+	return same;
 }
 
 off_t file_size(struct handle *h)
@@ -637,6 +878,8 @@ static int edit_commit(struct fs *fs, struct handle *h,
 {
 	h->written = false;
 	h->truncated = false;
+	if (edit_unchanged(fs, h))
+		return 0;
 	return file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len, who);
 }
 
@@ -723,8 +966,7 @@ void file_release(struct fs *fs, struct handle *h)
 	 * lock only orders this commit after the last one's writes. */
 	pthread_mutex_lock(&h->lock);
 	if (h->kind == H_EDIT && !h->poisoned && (h->truncated || h->written))
-		file_commit(fs, &h->key, buf_str(&h->edit), h->edit.len,
-			    &h->opener);
+		edit_commit(fs, h, &h->opener);
 	pthread_mutex_unlock(&h->lock);
 	pthread_mutex_lock(&fs->handles_lock);
 	if (h->prev)

@@ -70,6 +70,15 @@ struct notify_queue {
 	pthread_t thread;
 };
 
+/* A resource folder made by mkdir, as its maker sees it while filling it. */
+#define FRESH_MAX 64
+struct fresh {
+	pid_t pid;
+	uint64_t res_id;
+	double until; /* CLOCK_MONOTONIC; 0 for a free slot */
+	struct buf claimed; /* names created since, NUL-separated */
+};
+
 struct fs {
 	struct store *store;
 	struct model *model;
@@ -95,6 +104,20 @@ struct fs {
 	struct handle *handles;
 	atomic_ulong requests;
 	atomic_ulong write_rejections;
+	/* The last results of ctl commands, for reading ctl back. */
+	pthread_mutex_t ctl_lock;
+	struct map ctl_results; /* env id -> struct ctl_results */
+	/* metrics as last rendered, and when: see file_metrics(). */
+	pthread_mutex_t metrics_lock;
+	struct blob *metrics;
+	double metrics_at;
+	/* Specs unlinked to be made again, hidden until then (see
+	 * tree_hide_spec()), and resource folders fresh from a copier's
+	 * mkdir (see tree_fresh_add()); gaps_lock guards both. It may be
+	 * taken under the model lock; nothing is taken under it. */
+	pthread_mutex_t gaps_lock;
+	struct map spec_gaps; /* resource id -> struct spec_gap */
+	struct fresh fresh[FRESH_MAX];
 };
 
 /* ---- tree.c: names, attributes and listings ---------------------------- */
@@ -141,6 +164,24 @@ bool tree_is_dir(const struct node_key *k);
 bool tree_is_editable(const struct node_key *k);
 /* The kind documented by kinds/ entry sub, NULL past the last. */
 const struct kind_def *tree_kind_doc(uint16_t sub);
+void tree_init(struct fs *fs);
+void tree_destroy(struct fs *fs);
+/* An unlinked spec: gone from lookups until made again, for a while. */
+void tree_hide_spec(struct fs *fs, uint64_t res_id);
+bool tree_spec_hidden(struct fs *fs, uint64_t res_id);
+/* The spec was made again; true when it was still hidden. */
+bool tree_unhide_spec(struct fs *fs, uint64_t res_id);
+/* A resource folder just made by pid: see tree.c. */
+void tree_fresh_add(struct fs *fs, pid_t pid, uint64_t res_id);
+/* Whether pid, filling dir, has yet to create name there. */
+bool tree_fresh_hides(struct fs *fs, pid_t pid, const struct node_key *dir,
+		      const char *name);
+void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
+		      const char *name);
+/* Whether pid created the file k stands for in a folder it is filling. */
+bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k);
+/* pid listed dir: it knows what is there. */
+void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir);
 /* The path of a node inside the mount, for audit lines and messages. */
 void tree_path(struct fs *fs, const struct node_key *k, struct buf *out);
 /* The environment a node belongs to, under the model's read lock. */
@@ -271,6 +312,9 @@ struct handle;
 int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 	      int flags, const struct caller *who, struct handle **out,
 	      struct fuse_file_info *fi);
+/* A write-only handle whose bytes are dropped: see files.c. */
+int file_open_sink(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
+		   struct handle **out, struct fuse_file_info *fi);
 /* *owned, when set, is a copy the caller frees after replying; *hold,
  * when set, a reference to the bytes it drops after replying. */
 int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
@@ -284,8 +328,22 @@ int file_fsync(struct fs *fs, struct handle *h, const struct caller *who);
 void file_release(struct fs *fs, struct handle *h);
 /* Frees every handle still open, at exit. */
 void file_release_all(struct fs *fs);
+/* An emptied file whose emptying alone is not to be committed. */
+void file_untruncate(struct handle *h);
+/* The same, and only bytes other than the file shows are a change. */
+void file_only_changes(struct handle *h);
 /* Size to report for an open handle, or -1 when the tree's is right. */
 off_t file_size(struct handle *h);
+void file_init(struct fs *fs);
+void file_destroy(struct fs *fs);
+/* Records a ctl command's result, shown when ctl is read. */
+void ctl_note(struct fs *fs, uint64_t env_id, const struct caller *who,
+	      const char *line, int rc, const char *msg);
+/* What reading ctl shows: the commands and the last results. */
+void ctl_render(struct fs *fs, uint64_t env_id, struct buf *out);
+/* metrics as stat(2) and open(2) see it; caller holds the model's read
+ * lock. */
+struct blob *file_metrics(struct fs *fs, int *err);
 /* Commits bytes to an editable file, as a close or a rename does. */
 int file_commit(struct fs *fs, const struct node_key *k, const char *data,
 		size_t len, const struct caller *who);

@@ -377,6 +377,8 @@ int main(int argc, char **argv)
 	scratch_init(&fs.scratch);
 	pthread_mutex_init(&fs.pending_lock, NULL);
 	pthread_mutex_init(&fs.handles_lock, NULL);
+	file_init(&fs);
+	tree_init(&fs);
 	fs.se = make_session(&fs, &o);
 	if (!fs.se || fuse_set_signal_handlers(fs.se) != 0 ||
 	    fuse_session_mount(fs.se, o.mountpoint) != 0) {
@@ -429,6 +431,8 @@ out:
 	store_close(fs.store);
 	scratch_destroy(&fs.scratch);
 	pending_secrets_destroy(&fs);
+	file_destroy(&fs);
+	tree_destroy(&fs);
 	render_cache_destroy(&fs.renders);
 	observed_destroy(&fs.observed);
 	node_table_destroy(&fs.nodes);

@@ -167,6 +167,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &ck);
+	/* A copier filling the resource folder it made sees it empty. */
+	if (!rc && ck.type != NT_SCRATCH &&
+	    tree_fresh_hides(fs, fuse_req_ctx(req)->pid, &pk, name))
+		rc = -ENOENT;
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc)
@@ -312,18 +316,24 @@ static int setattr_scratch(struct fs *fs, const struct node_key *k,
 /*
  * Mode and owner of files below an environment follow the environment
  * folder. Tools that copy attributes (vim, sed -i, cp -p) set them to what
- * they already are: that is accepted; a real change is refused.
+ * they already are: that is accepted; a real change is refused. So is a
+ * narrower mode, not kept: install(1) makes its file 0600 while it
+ * writes, and mv and cp -p give a spec the mode of a private copy. So is
+ * anything a copier sets on a file it created in a folder it is filling
+ * (cp -a copies the modes and owners of what it copies).
  */
-static int setattr_fixed(struct fs *fs, const struct node_key *k,
-			 const struct stat *attr, int to_set)
+static int setattr_fixed(struct fs *fs, fuse_req_t req,
+			 const struct node_key *k, const struct stat *attr,
+			 int to_set)
 {
 	struct stat cur;
 	int rc = tree_getattr(fs, k, &cur);
 
-	if (rc)
+	if (rc || tree_fresh_created(fs, fuse_req_ctx(req)->pid, k))
 		return rc;
 	if ((to_set & FUSE_SET_ATTR_MODE) &&
-	    (attr->st_mode & 07777) != (cur.st_mode & 07777))
+	    (attr->st_mode & 07777) != (cur.st_mode & 07777) &&
+	    (!tree_is_editable(k) || (attr->st_mode & ~cur.st_mode & 07777)))
 		return -EPERM;
 	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != cur.st_uid)
 		return -EPERM;
@@ -372,7 +382,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	} else if (k.type == NT_SCRATCH) {
 		rc = setattr_scratch(fs, &k, attr, to_set);
 	} else {
-		rc = setattr_fixed(fs, &k, attr, to_set);
+		rc = setattr_fixed(fs, req, &k, attr, to_set);
 		if (!rc && (to_set & FUSE_SET_ATTR_SIZE) && !(fi && fi->fh))
 			rc = may_access(fs, req, &k, W_OK);
 		if (!rc && (to_set & FUSE_SET_ATTR_SIZE))
@@ -437,6 +447,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
 		rc = mkdir_in(fs, req, &pk, name, mode, &ck);
+	if (!rc && ck.type == NT_RES)
+		tree_fresh_add(fs, fuse_req_ctx(req)->pid, ck.id);
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc)
@@ -503,6 +515,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 
 	if (!rc && tree_is_dir(&k))
 		rc = may_access(fs, req, &k, R_OK);
+	if (!rc)
+		tree_fresh_end(fs, fuse_req_ctx(req)->pid, &k);
 	if (!rc)
 		rc = tree_is_dir(&k) ? tree_list(fs, &k, &d->snap) : -ENOTDIR;
 	if (rc) {
@@ -707,8 +721,33 @@ static uint64_t env_id_of(struct fs *fs, const struct node_key *dir)
 	return id;
 }
 
+/* What create_in() made, beside a new file. */
+enum { CREATED_SINK = 1, CREATED_ANEW = 2 };
+
+/*
+ * What a create in a resource folder its caller is filling (see
+ * tree_fresh_add()) opens: the spec itself, or a sink for the rest,
+ * whose bytes the spec or the daemon already has. A field file created
+ * without O_EXCL is a writer setting one field (`open(..., "w")` right
+ * after mkdir), not a copier (cp -r and tar create with O_EXCL, and copy
+ * the spec too): it gets the field.
+ */
+static int create_fresh(struct fs *fs, fuse_req_t req, const struct node_key *p,
+			const char *name, int flags,
+			const struct node_key *probe, struct node_key *child)
+{
+	tree_fresh_claim(fs, fuse_req_ctx(req)->pid, p, name);
+	*child = *probe;
+	if (probe->type == NT_RES_SPEC)
+		return flags & O_EXCL ? CREATED_ANEW : 0;
+	return probe->type == NT_RES_FIELD && !(flags & O_EXCL) ? 0
+								: CREATED_SINK;
+}
+
+/* 0, CREATED_SINK, CREATED_ANEW, or a negative errno. */
 static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
-		     const char *name, mode_t mode, struct node_key *child)
+		     const char *name, mode_t mode, int flags,
+		     struct node_key *child)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct node_key probe;
@@ -716,8 +755,18 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
-	if (tree_lookup(fs, p, name, &probe) == 0)
-		return -EEXIST;
+	if (tree_lookup(fs, p, name, &probe) == 0) {
+		if (probe.type == NT_SCRATCH ||
+		    !tree_fresh_hides(fs, ctx->pid, p, name))
+			return -EEXIST;
+		return create_fresh(fs, req, p, name, flags, &probe, child);
+	}
+	/* A spec unlinked to be replaced: this is its replacement. */
+	if (p->type == NT_RES && !strcmp(name, "spec") &&
+	    tree_unhide_spec(fs, p->id)) {
+		*child = node_key_make(NT_RES_SPEC, 0, p->id, 0);
+		return CREATED_ANEW;
+	}
 	if (p->type == NT_SECRETS) {
 		if (!name_is_valid(name))
 			return -EINVAL;
@@ -749,12 +798,29 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!rc)
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
-		rc = create_in(fs, req, &pk, name, mode, &ck);
-	/* Opened before its entry is made: a new secret exists for getattr
-	 * only once its creator's handle is there. */
-	if (!rc)
+		rc = create_in(fs, req, &pk, name, mode, fi->flags, &ck);
+	if (rc == CREATED_SINK) {
+		rc = file_open_sink(fs, node_get(&fs->nodes, &ck, 0), &ck, &h,
+				    fi);
+	} else if (rc >= 0) {
+		bool anew = rc == CREATED_ANEW;
+
+		/* Opened before its entry is made: a new secret exists for
+		 * getattr only once its creator's handle is there. */
 		rc = file_open(fs, node_get(&fs->nodes, &ck, 0), &ck,
 			       fi->flags | O_TRUNC | O_CREAT, &who, &h, fi);
+		/* A spec made anew (after an unlink, or by a copier) starts
+		 * empty, but only what is written to it is committed: an
+		 * install that fails before writing leaves the spec in
+		 * force, and a copy of a draft is a draft. */
+		if (!rc && anew)
+			file_untruncate(h);
+		/* In a folder being filled, a field's writer may be a
+		 * copier that copies the spec too: only a value that
+		 * differs from what the field shows is a change. */
+		if (!rc && ck.type == NT_RES_FIELD)
+			file_only_changes(h);
+	}
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc) {
@@ -796,8 +862,13 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ch.name = ck.name;
 		ch.path = buf_str(&path);
 		rc = store_apply(fs->store, &ch, &res);
+	} else if (ck.type == NT_RES_SPEC) {
+		/* Replaced by remove-then-create (mv across file systems,
+		 * install): nothing is committed; the spec in force stays
+		 * and shows again unless a new one is created. */
+		tree_hide_spec(fs, ck.id);
 	} else {
-		/* spec, status and the rest are the object; rmdir removes it. */
+		/* status and the rest are the object; rmdir removes it. */
 		rc = tree_is_dir(&ck) ? -EISDIR : -EPERM;
 	}
 out:
@@ -892,6 +963,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		goto out;
 	}
 	to_exists = tree_lookup(fs, &npk, newname, &to) == 0;
+	/* Over a spec unlinked to be replaced: that is its replacement. */
+	if (!to_exists && npk.type == NT_RES && !strcmp(newname, "spec") &&
+	    tree_spec_hidden(fs, npk.id)) {
+		to = node_key_make(NT_RES_SPEC, 0, npk.id, 0);
+		to_exists = true;
+	}
 	if (to_exists && (flags & RENAME_NOREPLACE)) {
 		rc = -EEXIST;
 	} else if (from.type == NT_SCRATCH && to_exists &&
@@ -899,6 +976,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = tree_is_editable(&to) && to.type != NT_ENV_CTL
 			     ? rename_over_editable(fs, req, &from, &to)
 			     : -EPERM;
+		if (!rc && to.type == NT_RES_SPEC)
+			tree_unhide_spec(fs, to.id);
 	} else if (from.type == NT_SCRATCH) {
 		rc = rename_scratch(fs, &from, &npk, newname);
 	} else if (tree_is_editable(&from) && from.type != NT_ENV_CTL &&

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* How a node's permission bits follow from its environment's mode. */
 enum access {
@@ -27,7 +28,6 @@ enum access {
 	A_RW, /* read and write bits of the environment */
 	A_OWNER_RW, /* read bits, and the owner's write bit: config, policy */
 	A_RO, /* read bits only */
-	A_WO, /* write bits only: ctl */
 	A_SECRET, /* 0200, and the group's write bit: see narrowed_by_policy */
 };
 
@@ -51,7 +51,7 @@ static const struct type_info types[NT_COUNT] = {
 	[NT_ENV_POLICY] = { "policy", false, A_OWNER_RW },
 	[NT_ENV_PLAN] = { "plan", false, A_RO },
 	[NT_ENV_PLAN_JSON] = { "plan.json", false, A_RO },
-	[NT_ENV_CTL] = { "ctl", false, A_WO },
+	[NT_ENV_CTL] = { "ctl", false, A_RW },
 	[NT_ENV_STATUS] = { "status", false, A_RO },
 	[NT_ENV_EVENTS] = { "events", false, A_RO },
 	[NT_ENV_AUDIT] = { "audit", false, A_RO },
@@ -164,6 +164,225 @@ struct resource *tree_res(struct fs *fs, const struct node_key *k)
 	if (k->type < NT_RES || k->type > NT_RES_EVENTS)
 		return NULL;
 	return model_res_by_id(fs->model, k->id);
+}
+
+/* ---- specs unlinked to be made again ----------------------------------- */
+
+/*
+ * `mv` across file systems, `install` and `cp --remove-destination`
+ * replace a file by unlinking it and creating it again. Unlinking a
+ * spec commits nothing: the name is gone from lookups and listings until
+ * a new spec is created there (whose close(2) is one revision), or until
+ * SPEC_GAP_SECONDS pass, when the spec still in force shows again.
+ */
+#define SPEC_GAP_SECONDS 5.0
+
+struct spec_gap {
+	uint64_t res_id;
+	double until; /* CLOCK_MONOTONIC */
+};
+
+static double monotonic_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void tree_init(struct fs *fs)
+{
+	pthread_mutex_init(&fs->gaps_lock, NULL);
+}
+
+void tree_destroy(struct fs *fs)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&fs->spec_gaps, &pos, &v);)
+		free(v);
+	map_free(&fs->spec_gaps);
+	for (size_t i = 0; i < FRESH_MAX; i++)
+		buf_free(&fs->fresh[i].claimed);
+	pthread_mutex_destroy(&fs->gaps_lock);
+}
+
+void tree_hide_spec(struct fs *fs, uint64_t res_id)
+{
+	struct spec_gap *g;
+
+	pthread_mutex_lock(&fs->gaps_lock);
+	g = map_get_u64(&fs->spec_gaps, &res_id);
+	if (!g) {
+		g = xcalloc(1, sizeof(*g));
+		g->res_id = res_id;
+		map_put(&fs->spec_gaps, &g->res_id, sizeof(g->res_id), g);
+	}
+	g->until = monotonic_now() + SPEC_GAP_SECONDS;
+	pthread_mutex_unlock(&fs->gaps_lock);
+}
+
+/* Drops the gap; true when there was one still open. */
+bool tree_unhide_spec(struct fs *fs, uint64_t res_id)
+{
+	struct spec_gap *g;
+	bool open = false;
+
+	pthread_mutex_lock(&fs->gaps_lock);
+	g = map_del(&fs->spec_gaps, &res_id, sizeof(res_id));
+	if (g) {
+		open = monotonic_now() < g->until;
+		free(g);
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
+	return open;
+}
+
+bool tree_spec_hidden(struct fs *fs, uint64_t res_id)
+{
+	struct spec_gap *g;
+	bool hidden = false;
+
+	pthread_mutex_lock(&fs->gaps_lock);
+	g = map_get_u64(&fs->spec_gaps, &res_id);
+	if (g && monotonic_now() < g->until) {
+		hidden = true;
+	} else if (g) {
+		map_del(&fs->spec_gaps, &res_id, sizeof(res_id));
+		free(g);
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
+	return hidden;
+}
+
+/* ---- resource folders fresh from mkdir ---------------------------------- */
+
+/*
+ * `cp -r`, `cp -a` and rsync, having made a folder, take it to be empty:
+ * they create every file with O_CREAT|O_EXCL and fail on EEXIST. A
+ * resource folder is made with its spec, fields and status files already
+ * there. So for the process that made it, and only for it, the names it
+ * has not created yet are hidden while it fills the folder: until it
+ * lists the folder, or FRESH_SECONDS after its last create there. Its
+ * creates of those names open the file they stand for (spec) or a sink
+ * (fields, which the spec holds, and the generated files).
+ */
+#define FRESH_SECONDS 5.0
+
+/* Caller holds gaps_lock. */
+static struct fresh *fresh_find(struct fs *fs, pid_t pid, uint64_t res_id,
+				double now)
+{
+	for (size_t i = 0; i < FRESH_MAX; i++) {
+		struct fresh *f = &fs->fresh[i];
+
+		if (f->until && f->until <= now) {
+			buf_free(&f->claimed);
+			memset(f, 0, sizeof(*f));
+		}
+		if (f->until && f->pid == pid && f->res_id == res_id)
+			return f;
+	}
+	return NULL;
+}
+
+void tree_fresh_add(struct fs *fs, pid_t pid, uint64_t res_id)
+{
+	double now = monotonic_now();
+	struct fresh *f;
+
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, pid, res_id, now);
+	for (size_t i = 0; !f && i < FRESH_MAX; i++) {
+		if (!fs->fresh[i].until)
+			f = &fs->fresh[i];
+	}
+	/* All taken: the folder is as any other, and a copy gets EEXIST. */
+	if (f) {
+		f->pid = pid;
+		f->res_id = res_id;
+		f->until = now + FRESH_SECONDS;
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
+}
+
+static bool claimed(const struct buf *b, const char *name)
+{
+	for (size_t off = 0; off < b->len; off += strlen(b->data + off) + 1) {
+		if (!strcmp(b->data + off, name))
+			return true;
+	}
+	return false;
+}
+
+bool tree_fresh_hides(struct fs *fs, pid_t pid, const struct node_key *dir,
+		      const char *name)
+{
+	struct fresh *f;
+	bool hides;
+
+	if (dir->type != NT_RES)
+		return false;
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, pid, dir->id, monotonic_now());
+	hides = f && !claimed(&f->claimed, name);
+	pthread_mutex_unlock(&fs->gaps_lock);
+	return hides;
+}
+
+void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
+		      const char *name)
+{
+	double now = monotonic_now();
+	struct fresh *f;
+
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, pid, dir->id, now);
+	if (f && !claimed(&f->claimed, name)) {
+		buf_add(&f->claimed, name, strlen(name) + 1);
+		f->until = now + FRESH_SECONDS;
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
+}
+
+bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
+{
+	const struct resource *r;
+	const char *name = NULL;
+	struct fresh *f;
+	bool created = false;
+
+	if (k->type < NT_RES_SPEC || k->type > NT_RES_EVENTS)
+		return false;
+	model_rdlock(fs->model);
+	r = tree_res(fs, k);
+	if (r && k->type == NT_RES_FIELD)
+		name = kind_at(r->kind)->fields[k->sub].name;
+	else if (r)
+		name = types[k->type].name;
+	if (name) {
+		pthread_mutex_lock(&fs->gaps_lock);
+		f = fresh_find(fs, pid, k->id, monotonic_now());
+		created = f && claimed(&f->claimed, name);
+		pthread_mutex_unlock(&fs->gaps_lock);
+	}
+	model_unlock(fs->model);
+	return created;
+}
+
+void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir)
+{
+	struct fresh *f;
+
+	if (dir->type != NT_RES)
+		return;
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, pid, dir->id, monotonic_now());
+	if (f) {
+		buf_free(&f->claimed);
+		memset(f, 0, sizeof(*f));
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
 }
 
 /* ---- lookup ------------------------------------------------------------ */
@@ -378,6 +597,9 @@ int tree_lookup(struct fs *fs, const struct node_key *p, const char *name,
 		struct resource *r = model_res_by_id(fs->model, p->id);
 
 		rc = r ? lookup_res(r, name, c) : -ENOENT;
+		if (!rc && c->type == NT_RES_SPEC &&
+		    tree_spec_hidden(fs, r->id))
+			rc = -ENOENT;
 		break;
 	}
 	default: {
@@ -419,8 +641,6 @@ static mode_t perm_of(enum access a, mode_t env_mode)
 		return env_mode & 0644;
 	case A_RO:
 		return env_mode & 0444;
-	case A_WO:
-		return env_mode & 0222;
 	case A_SECRET:
 		return 0200 | (env_mode & 0020);
 	}
@@ -492,13 +712,23 @@ static int size_of(struct fs *fs, const struct node_key *k, off_t *size)
 	struct blob *b;
 	int err = 0;
 
-	if (k->type == NT_ENV_CTL || k->type == NT_SECRET) {
-		*size = 0;
+	if (k->type == NT_SECRET) {
+		*size = 0; /* and reads as empty: see open_secret() */
+		return 0;
+	}
+	if (k->type == NT_ENV_CTL) {
+		BUF_AUTO text = BUF_INIT;
+
+		ctl_render(fs, k->id, &text);
+		*size = (off_t)text.len;
 		return 0;
 	}
 	if (k->type == NT_METRICS) {
-		/* Rendered fresh at every open; its size is only a hint. */
-		*size = 4096;
+		b = file_metrics(fs, &err);
+		if (!b)
+			return err;
+		*size = (off_t)b->len;
+		blob_unref(b);
 		return 0;
 	}
 	if (k->type == NT_RES_EVENTS || k->type == NT_ENV_EVENTS) {
@@ -724,11 +954,20 @@ static void list_resources(const struct env *e, int kind,
 	}
 }
 
-static void list_res(const struct resource *r, struct dir_snapshot *d)
+static void list_res(struct fs *fs, const struct resource *r,
+		     struct dir_snapshot *d)
 {
 	const struct kind_def *k = kind_at(r->kind);
+	bool hidden = tree_spec_hidden(fs, r->id);
 
-	ADD_FIXED(d, res_children, r->id, 0);
+	for (size_t i = 0; i < sizeof(res_children) / sizeof(*res_children);
+	     i++) {
+		struct node_key key =
+			node_key_make(res_children[i], 0, r->id, 0);
+
+		if (!(hidden && res_children[i] == NT_RES_SPEC))
+			add_entry(d, types[res_children[i]].name, &key);
+	}
 	for (size_t i = 0; i < k->nfields; i++) {
 		struct node_key key =
 			node_key_make(NT_RES_FIELD, (uint16_t)i, r->id, 0);
@@ -839,7 +1078,7 @@ int tree_list(struct fs *fs, const struct node_key *dir, struct dir_snapshot *d)
 		struct resource *r = model_res_by_id(fs->model, dir->id);
 
 		if (r)
-			list_res(r, d);
+			list_res(fs, r, d);
 		else
 			rc = -ENOENT;
 		break;

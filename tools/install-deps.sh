@@ -16,6 +16,8 @@ packages=(
 	# tests drive the mount with these real programs
 	python3 python3-pytest jq vim ed diffutils coreutils util-linux passwd curl
 	procps openssl
+	# whole-tree readers and copiers, tests/fs/test_everyday_tools.py
+	zip unzip rsync ripgrep
 	# man pages
 	man-db groff-base
 )
