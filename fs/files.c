@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -88,16 +89,20 @@ struct handle {
 	 * report too, without a second commit of the same text. */
 	int refused;
 	struct scratch *scratch; /* H_SCRATCH */
+	/* H_VIEW: the poll handle of the last poll(2) that asked to be
+	 * woken, and whether the handle is in the poll table. */
+	struct fuse_pollhandle *ph;
+	bool polled;
 	fuse_ino_t ino;
 	/*
 	 * One open file is shared by every descriptor dup()ed from it, so
 	 * its reads, writes, flushes, truncations and fstat()s arrive on
 	 * different threads at once. This lock guards what they change:
-	 * snap (H_VIEW), and edit, written, truncated, poisoned and refused
-	 * (H_EDIT). A flush, fsync or release holds it across its commit,
+	 * snap, ph and polled (H_VIEW), and edit, written, truncated,
+	 * poisoned and refused (H_EDIT). A flush, fsync or release holds it across its commit,
 	 * since the committer reads the edit buffer in place until
 	 * store_apply() returns. Taken before the model lock, and never
-	 * while holding a table's mutex. kind, key, flags, opener, ino,
+	 * while holding a table's mutex but the poll table's. kind, key, flags, opener, ino,
 	 * created and scratch are set at open and only read after; a scratch
 	 * file's bytes are under the scratch table's lock instead.
 	 */
@@ -258,13 +263,18 @@ int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 	return 0;
 }
 
-/* A live file (events) grows while open: past the snapshot, look again. */
+/*
+ * A live file (events) grows while open: past the snapshot, look again.
+ * A read from the start takes the current content too, as a disk file
+ * would give it: that is how a poller reads what woke it.
+ */
 static void refresh_live(struct fs *fs, struct handle *h, off_t off)
 {
 	struct blob *b;
 	int err;
 
-	if (!render_is_live(&h->key) || (size_t)off < h->snap->len)
+	if (off != 0 &&
+	    (!render_is_live(&h->key) || (size_t)off < h->snap->len))
 		return;
 	model_rdlock(fs->model);
 	b = render_get(fs, &h->key, &err);
@@ -694,6 +704,8 @@ int file_fsync(struct fs *fs, struct handle *h, const struct caller *who)
 
 static void handle_free(struct fs *fs, struct handle *h)
 {
+	if (h->ph)
+		fuse_pollhandle_destroy(h->ph);
 	if (h->snap)
 		blob_unref(h->snap);
 	if (h->scratch)
@@ -734,5 +746,62 @@ void file_release(struct fs *fs, struct handle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&fs->handles_lock);
+	if (h->polled)
+		poll_forget(fs, h->ino, h);
 	handle_free(fs, h);
+}
+
+/* Whether the content moved on from the handle's snapshot; h->lock held. */
+static bool view_stale(struct fs *fs, struct handle *h)
+{
+	uint64_t gen;
+	bool known;
+
+	model_rdlock(fs->model);
+	known = render_gen(fs, &h->key, &gen);
+	model_unlock(fs->model);
+	/* Gone, or made anew at every read (metrics): always news. */
+	return !known || gen != h->snap->gen;
+}
+
+unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph)
+{
+	unsigned revents = POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM;
+	struct fuse_pollhandle *old = NULL;
+	bool first = false;
+
+	if (h->kind != H_VIEW) {
+		if (ph)
+			fuse_pollhandle_destroy(ph);
+		return revents;
+	}
+	/* Kept before looking, so a change after the look still wakes it. */
+	pthread_mutex_lock(&h->lock);
+	if (ph) {
+		old = h->ph;
+		h->ph = ph;
+		first = !h->polled;
+		h->polled = true;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (old)
+		fuse_pollhandle_destroy(old);
+	if (first)
+		poll_watch(fs, h->ino, h);
+	pthread_mutex_lock(&h->lock);
+	if (view_stale(fs, h))
+		revents |= POLLPRI | POLLERR;
+	pthread_mutex_unlock(&h->lock);
+	return revents;
+}
+
+struct fuse_pollhandle *file_poll_take(struct handle *h)
+{
+	struct fuse_pollhandle *ph;
+
+	pthread_mutex_lock(&h->lock);
+	ph = h->ph;
+	h->ph = NULL;
+	pthread_mutex_unlock(&h->lock);
+	return ph;
 }
