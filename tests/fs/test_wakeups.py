@@ -13,10 +13,14 @@ import os
 import select
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import Mount, read, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = Path(os.environ.get("INFRAFS_TOOLS_DIR", ROOT / "build" / "tools"))
 
 POOL = "dev/pools/train"
 WAKE = 5.0  # seconds: generous, this is no latency test
@@ -190,3 +194,20 @@ def test_first_start_prints_no_migration_lines(tmp_path):
         m.stop()
     log = m.log.read_text(errors="replace")
     assert "migrat" not in log.lower(), log
+
+
+def test_infrafs_wait_wakes_on_the_change_not_the_interval(mnt):
+    """With an hour between reads, only poll(2) can see the state move."""
+    mnt.sh("mkdir dev dev/endpoints/chat")
+    (mnt / "dev/endpoints/chat/spec").write_text(
+        "command = exec python3 -m http.server $PORT --bind 127.0.0.1\n"
+        "health_path = /\nreplicas = 1\n")
+    try:
+        res = subprocess.run(
+            [str(TOOLS / "infrafs-wait"), str(mnt / "dev/endpoints/chat"),
+             "ready", "--interval", "3600000", "--timeout", "0"],
+            capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert res.stderr.strip().endswith("chat: ready")
+    finally:
+        mnt.kill_replicas()
