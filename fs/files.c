@@ -93,12 +93,14 @@ struct handle {
 	 * woken, and whether the handle is in the poll table. */
 	struct fuse_pollhandle *ph;
 	bool polled;
+	/* H_VIEW: the generation last reported to poll(2), or read. */
+	uint64_t seen;
 	fuse_ino_t ino;
 	/*
 	 * One open file is shared by every descriptor dup()ed from it, so
 	 * its reads, writes, flushes, truncations and fstat()s arrive on
 	 * different threads at once. This lock guards what they change:
-	 * snap, ph and polled (H_VIEW), and edit, written, truncated,
+	 * snap, ph, polled and seen (H_VIEW), and edit, written, truncated,
 	 * poisoned and refused (H_EDIT). A flush, fsync or release holds it across its commit,
 	 * since the committer reads the edit buffer in place until
 	 * store_apply() returns. Taken before the model lock, and never
@@ -282,6 +284,7 @@ static void refresh_live(struct fs *fs, struct handle *h, off_t off)
 	if (b) {
 		blob_unref(h->snap);
 		h->snap = b;
+		h->seen = b->gen;
 	}
 }
 
@@ -751,8 +754,15 @@ void file_release(struct fs *fs, struct handle *h)
 	handle_free(fs, h);
 }
 
-/* Whether the content moved on from the handle's snapshot; h->lock held. */
-static bool view_stale(struct fs *fs, struct handle *h)
+/*
+ * Whether the content moved on since this open file last read it or was
+ * told; h->lock held. Told counts as read because most reads never reach
+ * the daemon: the kernel serves them from the page cache, which another
+ * open file of the same inode may have filled with the new content. So
+ * each change is reported once, and a woken reader's next poll(2) waits
+ * for the next change instead of spinning on news it already read.
+ */
+static bool view_news(struct fs *fs, struct handle *h)
 {
 	uint64_t gen;
 	bool known;
@@ -761,7 +771,12 @@ static bool view_stale(struct fs *fs, struct handle *h)
 	known = render_gen(fs, &h->key, &gen);
 	model_unlock(fs->model);
 	/* Gone, or made anew at every read (metrics): always news. */
-	return !known || gen != h->snap->gen;
+	if (!known)
+		return true;
+	if (gen == (h->seen ? h->seen : h->snap->gen))
+		return false;
+	h->seen = gen;
+	return true;
 }
 
 unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph)
@@ -789,7 +804,7 @@ unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph)
 	if (first)
 		poll_watch(fs, h->ino, h);
 	pthread_mutex_lock(&h->lock);
-	if (view_stale(fs, h))
+	if (view_news(fs, h))
 		revents |= POLLPRI | POLLERR;
 	pthread_mutex_unlock(&h->lock);
 	return revents;

@@ -64,6 +64,35 @@ def test_poll_wakes_on_status_change_then_rereads(env):
         os.close(fd)
 
 
+def test_news_read_through_the_page_cache_is_told_once(env):
+    """Two readers of one file share the kernel's page cache, so most of
+    their reads never reach the daemon: each change is reported once per
+    open file, and a reader that read it polls without spinning."""
+    path = env / POOL / "status"
+    a, b = os.open(path, os.O_RDONLY), os.open(path, os.O_RDONLY)
+    try:
+        reread(a)
+        reread(b)
+        (env / POOL / "spec").write_text("accelerator = nvidia-a10g\n")
+        assert pri_poll(a, WAKE), "poll did not wake on a status change"
+        first = reread(a)
+        assert pri_poll(b, WAKE), "the second reader was not told"
+        assert "revision: 3" in reread(b)
+        # Told once: until the next change, both wait.
+        settled = first
+        deadline = time.monotonic() + WAKE
+        while time.monotonic() < deadline:
+            if not pri_poll(a, 0.5) and not pri_poll(b, 0.5):
+                break
+            settled = reread(a)  # the reconciler's own follow-up
+            reread(b)
+        else:
+            raise AssertionError("poll kept reporting news: " + settled)
+    finally:
+        os.close(a)
+        os.close(b)
+
+
 def test_select_and_epoll_wake_on_state_change(mnt):
     mnt.sh("mkdir dev dev/endpoints/chat")
     state = mnt / "dev/endpoints/chat/state"
