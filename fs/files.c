@@ -100,13 +100,14 @@ struct handle {
 	 * One open file is shared by every descriptor dup()ed from it, so
 	 * its reads, writes, flushes, truncations and fstat()s arrive on
 	 * different threads at once. This lock guards what they change:
-	 * snap, ph, polled and seen (H_VIEW), and edit, written, truncated,
-	 * poisoned and refused (H_EDIT). A flush, fsync or release holds it across its commit,
-	 * since the committer reads the edit buffer in place until
-	 * store_apply() returns. Taken before the model lock, and never
-	 * while holding a table's mutex but the poll table's. kind, key, flags, opener, ino,
-	 * created and scratch are set at open and only read after; a scratch
-	 * file's bytes are under the scratch table's lock instead.
+	 * snap, ph, polled and seen (H_VIEW), and edit, written,
+	 * truncated, poisoned and refused (H_EDIT). A flush, fsync or
+	 * release holds it across its commit, since the committer reads the
+	 * edit buffer in place until store_apply() returns. Taken before
+	 * the model lock, and never while holding a table's mutex but the
+	 * poll table's. kind, key, flags, opener, ino, created and scratch
+	 * are set at open and only read after; a scratch file's bytes are
+	 * under the scratch table's lock instead.
 	 */
 	pthread_mutex_t lock;
 	struct handle *prev, *next; /* fs->handles */
@@ -782,8 +783,6 @@ static bool view_news(struct fs *fs, struct handle *h)
 unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph)
 {
 	unsigned revents = POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM;
-	struct fuse_pollhandle *old = NULL;
-	bool first = false;
 
 	if (h->kind != H_VIEW) {
 		if (ph)
@@ -791,23 +790,29 @@ unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph)
 		return revents;
 	}
 	/* Kept before looking, so a change after the look still wakes it. */
-	pthread_mutex_lock(&h->lock);
-	if (ph) {
-		old = h->ph;
-		h->ph = ph;
-		first = !h->polled;
-		h->polled = true;
-	}
-	pthread_mutex_unlock(&h->lock);
-	if (old)
-		fuse_pollhandle_destroy(old);
-	if (first)
-		poll_watch(fs, h->ino, h);
+	if (ph)
+		poll_watch(fs, h->ino, h, ph);
 	pthread_mutex_lock(&h->lock);
 	if (view_news(fs, h))
 		revents |= POLLPRI | POLLERR;
 	pthread_mutex_unlock(&h->lock);
 	return revents;
+}
+
+bool file_poll_keep(struct handle *h, struct fuse_pollhandle *ph)
+{
+	struct fuse_pollhandle *old;
+	bool first;
+
+	pthread_mutex_lock(&h->lock);
+	old = h->ph;
+	h->ph = ph;
+	first = !h->polled;
+	h->polled = true;
+	pthread_mutex_unlock(&h->lock);
+	if (old)
+		fuse_pollhandle_destroy(old);
+	return first;
 }
 
 struct fuse_pollhandle *file_poll_take(struct handle *h)

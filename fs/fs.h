@@ -277,9 +277,11 @@ void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id);
 void notify_inode(struct fs *fs, fuse_ino_t ino, uint64_t gen);
 /* Queues dropping the kernel's cached name `name` in folder `parent`. */
 void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name);
-/* Handle h of inode ino is polled: wake it when the content changes.
- * Called once per handle, without its lock held. */
-void poll_watch(struct fs *fs, fuse_ino_t ino, struct handle *h);
+/* Handle h of inode ino is polled: keeps ph in it (file_poll_keep) and
+ * registers it, so that the next change wakes it. Called without its
+ * lock held. */
+void poll_watch(struct fs *fs, fuse_ino_t ino, struct handle *h,
+		struct fuse_pollhandle *ph);
 /* Handle h is being released: it is never woken again. */
 void poll_forget(struct fs *fs, fuse_ino_t ino, struct handle *h);
 
@@ -318,6 +320,9 @@ void file_release_all(struct fs *fs);
  * next change.
  */
 unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph);
+/* Keeps ph as the handle's poll handle (freeing the one before); true
+ * the first time, when the handle is to be registered. */
+bool file_poll_keep(struct handle *h, struct fuse_pollhandle *ph);
 /* Takes the handle's poll handle out, NULL when it holds none. */
 struct fuse_pollhandle *file_poll_take(struct handle *h);
 /* Size to report for an open handle, or -1 when the tree's is right. */

@@ -145,13 +145,23 @@ static void poll_table_free(struct poll_table *t)
 	pthread_mutex_destroy(&t->lock);
 }
 
-void poll_watch(struct fs *fs, fuse_ino_t ino, struct handle *h)
+/*
+ * Under the table's lock throughout: a second poll of the same open file
+ * (a dup'd descriptor on another thread) looks for news only once the
+ * first has registered it, so a change between them still wakes both.
+ */
+void poll_watch(struct fs *fs, fuse_ino_t ino, struct handle *h,
+		struct fuse_pollhandle *ph)
 {
 	struct poll_table *t = &fs->polls;
 	uint64_t key = ino;
 	struct poll_waiters *w;
 
 	pthread_mutex_lock(&t->lock);
+	if (!file_poll_keep(h, ph)) {
+		pthread_mutex_unlock(&t->lock);
+		return;
+	}
 	w = map_get_u64(&t->by_ino, &key);
 	if (!w) {
 		w = xcalloc(1, sizeof(*w));
