@@ -771,9 +771,10 @@ static bool view_news(struct fs *fs, struct handle *h)
 	model_rdlock(fs->model);
 	known = render_gen(fs, &h->key, &gen);
 	model_unlock(fs->model);
-	/* Gone, or made anew at every read (metrics): always news. */
+	/* Made anew at every read (metrics): never news, or a poller would
+	 * spin; a file whose object is gone shows a generation of its own. */
 	if (!known)
-		return true;
+		return false;
 	if (gen == (h->seen ? h->seen : h->snap->gen))
 		return false;
 	h->seen = gen;
