@@ -236,16 +236,15 @@ static void wake_pollers(struct fs *fs, fuse_ino_t ino)
 	free(phs);
 }
 
-static void inval_and_wake(struct fs *fs, fuse_ino_t ino)
-{
-	inval_now(fs, ino);
-	wake_pollers(fs, ino);
-}
-
+/*
+ * Pollers are not woken here: every change made now is a store change,
+ * whose hook queues the same inodes with their wake for the notifier, so
+ * the writer's close(2) does not wait for a send to each poller.
+ */
 void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id)
 {
 	if (fs->se)
-		for_each_ino(fs, env_id, res_id, inval_and_wake);
+		for_each_ino(fs, env_id, res_id, inval_now);
 }
 
 void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name)
