@@ -781,6 +781,11 @@ static bool view_news(struct fs *fs, struct handle *h)
 	return true;
 }
 
+/*
+ * POLLPRI alone: sysfs adds POLLERR, but less(1) in F mode polls its
+ * input for POLLERR|POLLHUP and stops following at the first one, and a
+ * file on disk never reports it.
+ */
 unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph)
 {
 	unsigned revents = POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM;
@@ -795,7 +800,7 @@ unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph)
 		poll_watch(fs, h->ino, h, ph);
 	pthread_mutex_lock(&h->lock);
 	if (view_news(fs, h))
-		revents |= POLLPRI | POLLERR;
+		revents |= POLLPRI;
 	pthread_mutex_unlock(&h->lock);
 	return revents;
 }

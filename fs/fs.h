@@ -313,7 +313,7 @@ void file_release_all(struct fs *fs);
 /*
  * poll(2) on an open file. A regular file is always readable (and
  * writable), as on any disk file system; a generated file also reports
- * POLLPRI|POLLERR, once, when its content has moved on since this open
+ * POLLPRI, once, when its content has moved on since this open
  * file last read it or was told, the sysfs convention: a waiter polls
  * for POLLPRI, then lseek()s to 0 and reads the new content. ph, when
  * not NULL, is kept (or freed) here, and used to wake the poller at the

@@ -4,13 +4,15 @@ call's own manual documents).
 
 The daemon changes `state`, `status`, `plan` and `events` from inside, so
 no inotify event is ever raised for them; poll(2), select(2) and epoll
-wake instead, sysfs style: POLLPRI|POLLERR once the content moved on, then
+wake instead, sysfs style: POLLPRI once the content moved on, then
 lseek(fd, 0) and read again.
 """
 import errno
 import json
 import os
 import select
+import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -56,7 +58,8 @@ def test_poll_wakes_on_status_change_then_rereads(env):
         events = pri_poll(fd, WAKE)
         assert events, "poll did not wake on a status change"
         assert events[0][1] & select.POLLPRI
-        assert events[0][1] & select.POLLERR
+        # Not POLLERR as sysfs: less +F would stop following.
+        assert not events[0][1] & select.POLLERR
         after = reread(fd)
         assert after != before
         assert "revision: 3" in after
@@ -162,6 +165,29 @@ def test_tail_f_follows_new_events(env):
     finally:
         tail.kill()
         tail.wait()
+
+
+@pytest.mark.skipif(not (shutil.which("less") and shutil.which("script")),
+                    reason="needs less and script")
+def test_less_f_follows_new_events(env, tmp_path):
+    """less +F polls the file it follows for POLLERR|POLLHUP and stops at
+    the first one: a change must not raise POLLERR."""
+    events = env / POOL / "events"
+    out = tmp_path / "less.out"
+    less = subprocess.Popen(
+        ["script", "-qfc", f"less +F {events}", str(out)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "TERM": "xterm", "LESS": ""})
+    try:
+        wait_for(lambda: out.exists() and b"revision 2" in out.read_bytes(),
+                 10, "less to show the events")
+        (env / POOL / "spec").write_text("accelerator = nvidia-l4\n")
+        wait_for(lambda: b"committed as revision 3" in out.read_bytes(), 10,
+                 "less +F to show the new event")
+    finally:
+        os.killpg(less.pid, signal.SIGKILL)
+        less.wait()
 
 
 def test_links_are_refused_with_eperm(env):
