@@ -93,14 +93,14 @@ struct handle {
 	 * woken, and whether the handle is in the poll table. */
 	struct fuse_pollhandle *ph;
 	bool polled;
-	/* H_VIEW: the generation last reported to poll(2), or read. */
-	uint64_t seen;
+	/* H_VIEW: the content last told to poll(2), NULL when it is snap. */
+	struct blob *told;
 	fuse_ino_t ino;
 	/*
 	 * One open file is shared by every descriptor dup()ed from it, so
 	 * its reads, writes, flushes, truncations and fstat()s arrive on
 	 * different threads at once. This lock guards what they change:
-	 * snap, ph, polled and seen (H_VIEW), and edit, written,
+	 * snap, ph, polled and told (H_VIEW), and edit, written,
 	 * truncated, poisoned and refused (H_EDIT). A flush, fsync or
 	 * release holds it across its commit, since the committer reads the
 	 * edit buffer in place until store_apply() returns. Taken before
@@ -285,7 +285,8 @@ static void refresh_live(struct fs *fs, struct handle *h, off_t off)
 	if (b) {
 		blob_unref(h->snap);
 		h->snap = b;
-		h->seen = b->gen;
+		blob_unref(h->told);
+		h->told = NULL;
 	}
 }
 
@@ -712,6 +713,7 @@ static void handle_free(struct fs *fs, struct handle *h)
 		fuse_pollhandle_destroy(h->ph);
 	if (h->snap)
 		blob_unref(h->snap);
+	blob_unref(h->told);
 	if (h->scratch)
 		scratch_release(&fs->scratch, h->scratch);
 	if (h->created)
@@ -761,23 +763,36 @@ void file_release(struct fs *fs, struct handle *h)
  * the daemon: the kernel serves them from the page cache, which another
  * open file of the same inode may have filled with the new content. So
  * each change is reported once, and a woken reader's next poll(2) waits
- * for the next change instead of spinning on news it already read.
+ * for the next change instead of spinning on news it already read. The
+ * bytes are compared, not only the generation: `state` is made from the
+ * same generation as `status`, but says news only when its word changes.
  */
 static bool view_news(struct fs *fs, struct handle *h)
 {
+	const struct blob *last = h->told ? h->told : h->snap;
+	struct blob *now;
 	uint64_t gen;
-	bool known;
+	int err = 0;
 
 	model_rdlock(fs->model);
-	known = render_gen(fs, &h->key, &gen);
-	model_unlock(fs->model);
 	/* Made anew at every read (metrics): never news, or a poller would
 	 * spin; a file whose object is gone shows a generation of its own. */
-	if (!known)
+	if (!render_gen(fs, &h->key, &gen) || gen == last->gen) {
+		model_unlock(fs->model);
 		return false;
-	if (gen == (h->seen ? h->seen : h->snap->gen))
+	}
+	now = render_get(fs, &h->key, &err);
+	model_unlock(fs->model);
+	if (!now)
+		return true;
+	if (now->len == last->len && !memcmp(now->data, last->data, now->len)) {
+		/* The same bytes: remember the generation, say nothing. */
+		blob_unref(h->told);
+		h->told = now;
 		return false;
-	h->seen = gen;
+	}
+	blob_unref(h->told);
+	h->told = now;
 	return true;
 }
 
