@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("INFRAFS_TOOLS_DIR", ROOT / "build" / "tools"))
 
 POOL = "dev/pools/train"
-WAKE = 5.0  # seconds: generous, this is no latency test
+WAKE = 10.0  # seconds: generous, this is no latency test
 
 
 def reread(fd):
