@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -90,18 +91,25 @@ struct handle {
 	 * report too, without a second commit of the same text. */
 	int refused;
 	struct scratch *scratch; /* H_SCRATCH */
+	/* H_VIEW: the poll handle of the last poll(2) that asked to be
+	 * woken, and whether the handle is in the poll table. */
+	struct fuse_pollhandle *ph;
+	bool polled;
+	/* H_VIEW: the content last told to poll(2), NULL when it is snap. */
+	struct blob *told;
 	fuse_ino_t ino;
 	/*
 	 * One open file is shared by every descriptor dup()ed from it, so
 	 * its reads, writes, flushes, truncations and fstat()s arrive on
 	 * different threads at once. This lock guards what they change:
-	 * snap (H_VIEW), and edit, written, truncated, poisoned and refused
-	 * (H_EDIT). A flush, fsync or release holds it across its commit,
-	 * since the committer reads the edit buffer in place until
-	 * store_apply() returns. Taken before the model lock, and never
-	 * while holding a table's mutex. kind, key, flags, opener, ino,
-	 * created and scratch are set at open and only read after; a scratch
-	 * file's bytes are under the scratch table's lock instead.
+	 * snap, ph, polled and told (H_VIEW), and edit, written,
+	 * truncated, poisoned and refused (H_EDIT). A flush, fsync or
+	 * release holds it across its commit, since the committer reads the
+	 * edit buffer in place until store_apply() returns. Taken before
+	 * the model lock, and never while holding a table's mutex but the
+	 * poll table's. kind, key, flags, opener, ino, created and scratch
+	 * are set at open and only read after; a scratch file's bytes are
+	 * under the scratch table's lock instead.
 	 */
 	pthread_mutex_t lock;
 	struct handle *prev, *next; /* fs->handles */
@@ -324,7 +332,11 @@ int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 	return 0;
 }
 
-/* A live file (events) grows while open: past the snapshot, look again. */
+/*
+ * A live file (events) grows while open: past the snapshot, look again.
+ * A read from the start takes the current content too, as a disk file
+ * would give it: that is how a poller reads what woke it.
+ */
 static void refresh_live(struct fs *fs, struct handle *h, off_t off)
 {
 	struct blob *b;
@@ -332,8 +344,9 @@ static void refresh_live(struct fs *fs, struct handle *h, off_t off)
 
 	/* metrics is not one: a fresh one past the end would be another
 	 * text, not more of the same. */
-	if (!render_is_live(&h->key) || h->key.type == NT_METRICS ||
-	    (size_t)off < h->snap->len)
+	if (off != 0 &&
+	    (!render_is_live(&h->key) || h->key.type == NT_METRICS ||
+	     (size_t)off < h->snap->len))
 		return;
 	model_rdlock(fs->model);
 	b = render_get(fs, &h->key, &err);
@@ -341,6 +354,8 @@ static void refresh_live(struct fs *fs, struct handle *h, off_t off)
 	if (b) {
 		blob_unref(h->snap);
 		h->snap = b;
+		blob_unref(h->told);
+		h->told = NULL;
 	}
 }
 
@@ -937,8 +952,11 @@ int file_fsync(struct fs *fs, struct handle *h, const struct caller *who)
 
 static void handle_free(struct fs *fs, struct handle *h)
 {
+	if (h->ph)
+		fuse_pollhandle_destroy(h->ph);
 	if (h->snap)
 		blob_unref(h->snap);
+	blob_unref(h->told);
 	if (h->scratch)
 		scratch_release(&fs->scratch, h->scratch);
 	if (h->created)
@@ -976,5 +994,97 @@ void file_release(struct fs *fs, struct handle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&fs->handles_lock);
+	if (h->polled)
+		poll_forget(fs, h->ino, h);
 	handle_free(fs, h);
+}
+
+/*
+ * Whether the content moved on since this open file last read it or was
+ * told; h->lock held. Told counts as read because most reads never reach
+ * the daemon: the kernel serves them from the page cache, which another
+ * open file of the same inode may have filled with the new content. So
+ * each change is reported once, and a woken reader's next poll(2) waits
+ * for the next change instead of spinning on news it already read. The
+ * bytes are compared, not only the generation: `state` is made from the
+ * same generation as `status`, but says news only when its word changes.
+ */
+static bool view_news(struct fs *fs, struct handle *h)
+{
+	const struct blob *last = h->told ? h->told : h->snap;
+	struct blob *now;
+	uint64_t gen;
+	int err = 0;
+
+	model_rdlock(fs->model);
+	/* Made anew at every read (metrics): never news, or a poller would
+	 * spin; a file whose object is gone shows a generation of its own. */
+	if (!render_gen(fs, &h->key, &gen) || gen == last->gen) {
+		model_unlock(fs->model);
+		return false;
+	}
+	now = render_get(fs, &h->key, &err);
+	model_unlock(fs->model);
+	if (!now)
+		return true;
+	if (now->len == last->len && !memcmp(now->data, last->data, now->len)) {
+		/* The same bytes: remember the generation, say nothing. */
+		blob_unref(h->told);
+		h->told = now;
+		return false;
+	}
+	blob_unref(h->told);
+	h->told = now;
+	return true;
+}
+
+/*
+ * POLLPRI alone: sysfs adds POLLERR, but less(1) in F mode polls its
+ * input for POLLERR|POLLHUP and stops following at the first one, and a
+ * file on disk never reports it.
+ */
+unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph)
+{
+	unsigned revents = POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM;
+
+	if (h->kind != H_VIEW) {
+		if (ph)
+			fuse_pollhandle_destroy(ph);
+		return revents;
+	}
+	/* Kept before looking, so a change after the look still wakes it. */
+	if (ph)
+		poll_watch(fs, h->ino, h, ph);
+	pthread_mutex_lock(&h->lock);
+	if (view_news(fs, h))
+		revents |= POLLPRI;
+	pthread_mutex_unlock(&h->lock);
+	return revents;
+}
+
+bool file_poll_keep(struct handle *h, struct fuse_pollhandle *ph)
+{
+	struct fuse_pollhandle *old;
+	bool first;
+
+	pthread_mutex_lock(&h->lock);
+	old = h->ph;
+	h->ph = ph;
+	first = !h->polled;
+	h->polled = true;
+	pthread_mutex_unlock(&h->lock);
+	if (old)
+		fuse_pollhandle_destroy(old);
+	return first;
+}
+
+struct fuse_pollhandle *file_poll_take(struct handle *h)
+{
+	struct fuse_pollhandle *ph;
+
+	pthread_mutex_lock(&h->lock);
+	ph = h->ph;
+	h->ph = NULL;
+	pthread_mutex_unlock(&h->lock);
+	return ph;
 }

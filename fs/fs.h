@@ -48,6 +48,22 @@ struct notify_entry {
 struct notify_inode {
 	fuse_ino_t ino;
 	uint64_t gen; /* the inode's cached generation once dropped */
+	bool wake; /* its content changed: wake those polling it too */
+};
+
+struct handle;
+
+/*
+ * The open files that asked to be told of changes, by inode: poll(2) on
+ * a generated file registers its handle here once, and the notifier wakes
+ * them after dropping the kernel's cache of what changed. Each handle's
+ * poll handle itself lives in the handle, under its lock. lock guards
+ * by_ino and every list in it; it is taken before a handle's lock (the
+ * notifier takes the poll handles out under both) and under no other.
+ */
+struct poll_table {
+	pthread_mutex_t lock;
+	struct map by_ino; /* ino -> struct poll_waiters */
 };
 
 /*
@@ -91,6 +107,7 @@ struct fs {
 	struct reconciler *_Atomic rec;
 	struct scratch_table scratch;
 	struct notify_queue notify;
+	struct poll_table polls;
 	uid_t owner; /* the mount's root belongs to whoever mounted it */
 	gid_t group;
 	double started;
@@ -195,6 +212,9 @@ int tree_env_name(struct fs *fs, const struct node_key *k,
 
 /* The current content of a generated file, shared; NULL with *err set. */
 struct blob *render_get(struct fs *fs, const struct node_key *k, int *err);
+/* The generation of a file's current content, without rendering it,
+ * under the model's read lock; false for files that change on every read. */
+bool render_gen(struct fs *fs, const struct node_key *k, uint64_t *gen);
 /* Files whose content grows while open, read past the page cache. */
 bool render_is_live(const struct node_key *k);
 
@@ -299,6 +319,13 @@ void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id);
 void notify_inode(struct fs *fs, fuse_ino_t ino, uint64_t gen);
 /* Queues dropping the kernel's cached name `name` in folder `parent`. */
 void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name);
+/* Handle h of inode ino is polled: keeps ph in it (file_poll_keep) and
+ * registers it, so that the next change wakes it. Called without its
+ * lock held. */
+void poll_watch(struct fs *fs, fuse_ino_t ino, struct handle *h,
+		struct fuse_pollhandle *ph);
+/* Handle h is being released: it is never woken again. */
+void poll_forget(struct fs *fs, fuse_ino_t ino, struct handle *h);
 
 void pending_secret_add(struct fs *fs, const struct node_key *k);
 void pending_secret_drop(struct fs *fs, const struct node_key *k);
@@ -332,6 +359,21 @@ void file_release_all(struct fs *fs);
 void file_untruncate(struct handle *h);
 /* The same, and only bytes other than the file shows are a change. */
 void file_only_changes(struct handle *h);
+/*
+ * poll(2) on an open file. A regular file is always readable (and
+ * writable), as on any disk file system; a generated file also reports
+ * POLLPRI, once, when its content has moved on since this open
+ * file last read it or was told, the sysfs convention: a waiter polls
+ * for POLLPRI, then lseek()s to 0 and reads the new content. ph, when
+ * not NULL, is kept (or freed) here, and used to wake the poller at the
+ * next change.
+ */
+unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph);
+/* Keeps ph as the handle's poll handle (freeing the one before); true
+ * the first time, when the handle is to be registered. */
+bool file_poll_keep(struct handle *h, struct fuse_pollhandle *ph);
+/* Takes the handle's poll handle out, NULL when it holds none. */
+struct fuse_pollhandle *file_poll_take(struct handle *h);
 /* Size to report for an open handle, or -1 when the tree's is right. */
 off_t file_size(struct handle *h);
 void file_init(struct fs *fs);

@@ -6,6 +6,9 @@
  * made outside a request (the committer, later the reconciler) go through
  * a thread of their own, because a notification sent from inside a request
  * handler can deadlock against the kernel locks that request holds.
+ * Pollers of a changed file are woken here too, right after its cache is
+ * dropped: the daemon's own changes raise no inotify event, so poll(2) is
+ * how a program waits for them.
  */
 #include "fs.h"
 
@@ -91,7 +94,7 @@ static void inval_now(struct fs *fs, fuse_ino_t ino)
 			  strerror(-rc));
 }
 
-static void enqueue_gen(struct fs *fs, fuse_ino_t ino, uint64_t gen)
+static void enqueue_one(struct fs *fs, fuse_ino_t ino, uint64_t gen, bool wake)
 {
 	struct notify_queue *q = &fs->notify;
 
@@ -99,14 +102,146 @@ static void enqueue_gen(struct fs *fs, fuse_ino_t ino, uint64_t gen)
 		q->cap = q->cap ? q->cap * 2 : 64;
 		q->inos = xrealloc(q->inos, q->cap * sizeof(*q->inos));
 	}
-	q->inos[q->n++] = (struct notify_inode){ ino, gen };
+	q->inos[q->n++] = (struct notify_inode){ ino, gen, wake };
 }
 
+/* A content change: the kernel's copy goes, and its pollers wake. */
 static void enqueue(struct fs *fs, fuse_ino_t ino)
 {
-	enqueue_gen(fs, ino, 0);
+	enqueue_one(fs, ino, 0, true);
 }
 
+/* Once the loop has ended no request is answered, and a send may wait on
+ * one (a page lock, a folder's lock): what is left is dropped. */
+static bool may_send(struct fs *fs)
+{
+	return fs->se && !atomic_load(&fs->notify.quiet);
+}
+
+/* ---- pollers ------------------------------------------------------------ */
+
+struct poll_waiters {
+	uint64_t ino; /* the map's key */
+	struct handle **v;
+	size_t n, cap;
+};
+
+static void poll_table_init(struct poll_table *t)
+{
+	pthread_mutex_init(&t->lock, NULL);
+	memset(&t->by_ino, 0, sizeof(t->by_ino));
+}
+
+static void poll_table_free(struct poll_table *t)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&t->by_ino, &pos, &v);) {
+		struct poll_waiters *w = v;
+
+		free(w->v);
+		free(w);
+	}
+	map_free(&t->by_ino);
+	pthread_mutex_destroy(&t->lock);
+}
+
+/*
+ * Under the table's lock throughout: a second poll of the same open file
+ * (a dup'd descriptor on another thread) looks for news only once the
+ * first has registered it, so a change between them still wakes both.
+ */
+void poll_watch(struct fs *fs, fuse_ino_t ino, struct handle *h,
+		struct fuse_pollhandle *ph)
+{
+	struct poll_table *t = &fs->polls;
+	uint64_t key = ino;
+	struct poll_waiters *w;
+
+	pthread_mutex_lock(&t->lock);
+	if (!file_poll_keep(h, ph)) {
+		pthread_mutex_unlock(&t->lock);
+		return;
+	}
+	w = map_get_u64(&t->by_ino, &key);
+	if (!w) {
+		w = xcalloc(1, sizeof(*w));
+		w->ino = ino;
+		map_put(&t->by_ino, &w->ino, sizeof(w->ino), w);
+	}
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 4;
+		w->v = xrealloc(w->v, w->cap * sizeof(*w->v));
+	}
+	w->v[w->n++] = h;
+	pthread_mutex_unlock(&t->lock);
+}
+
+void poll_forget(struct fs *fs, fuse_ino_t ino, struct handle *h)
+{
+	struct poll_table *t = &fs->polls;
+	uint64_t key = ino;
+	struct poll_waiters *w;
+
+	pthread_mutex_lock(&t->lock);
+	w = map_get_u64(&t->by_ino, &key);
+	for (size_t i = 0; w && i < w->n; i++) {
+		if (w->v[i] != h)
+			continue;
+		w->v[i] = w->v[--w->n];
+		break;
+	}
+	if (w && !w->n) {
+		map_del(&t->by_ino, &w->ino, sizeof(w->ino));
+		free(w->v);
+		free(w);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * Wakes every poller of ino. Called once the kernel's cache of the inode
+ * is gone, so that the read a woken poller makes reaches the daemon. A
+ * poll handle serves one notification: the kernel asks again with a new
+ * one. The sends happen with no lock held; a released handle cannot be
+ * freed while its poll handle is taken, since release forgets it first.
+ */
+static void wake_pollers(struct fs *fs, fuse_ino_t ino)
+{
+	struct poll_table *t = &fs->polls;
+	struct fuse_pollhandle **phs = NULL;
+	uint64_t key = ino;
+	struct poll_waiters *w;
+	size_t n = 0;
+
+	pthread_mutex_lock(&t->lock);
+	w = map_get_u64(&t->by_ino, &key);
+	if (w) {
+		phs = xcalloc(w->n, sizeof(*phs));
+		for (size_t i = 0; i < w->n; i++) {
+			phs[n] = file_poll_take(w->v[i]);
+			if (phs[n])
+				n++;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	for (size_t i = 0; i < n; i++) {
+		int rc = may_send(fs) ? fuse_lowlevel_notify_poll(phs[i]) : 0;
+
+		/* ENOENT: that open file was closed meanwhile. */
+		if (rc && rc != -ENOENT)
+			log_debug("waking a poller of inode %lu: %s",
+				  (unsigned long)ino, strerror(-rc));
+		fuse_pollhandle_destroy(phs[i]);
+	}
+	free(phs);
+}
+
+/*
+ * Pollers are not woken here: every change made now is a store change,
+ * whose hook queues the same inodes with their wake for the notifier, so
+ * the writer's close(2) does not wait for a send to each poller.
+ */
 void notify_changed_now(struct fs *fs, uint64_t env_id, uint64_t res_id)
 {
 	if (fs->se)
@@ -131,13 +266,6 @@ void notify_entry(struct fs *fs, fuse_ino_t parent, const char *name)
 	pthread_mutex_unlock(&q->lock);
 }
 
-/* Once the loop has ended no request is answered, and a send may wait on
- * one (a page lock, a folder's lock): what is left is dropped. */
-static bool may_send(struct fs *fs)
-{
-	return fs->se && !atomic_load(&fs->notify.quiet);
-}
-
 static void inval_entries(struct fs *fs, struct notify_entry *v, size_t n)
 {
 	for (size_t i = 0; i < n && may_send(fs); i++)
@@ -150,7 +278,7 @@ void notify_inode(struct fs *fs, fuse_ino_t ino, uint64_t gen)
 	struct notify_queue *q = &fs->notify;
 
 	pthread_mutex_lock(&q->lock);
-	enqueue_gen(fs, ino, gen);
+	enqueue_one(fs, ino, gen, false);
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
 }
@@ -195,6 +323,8 @@ static void *notifier(void *arg)
 		free(entries);
 		for (size_t i = 0; i < n && may_send(fs); i++) {
 			inval_now(fs, batch[i].ino);
+			if (batch[i].wake)
+				wake_pollers(fs, batch[i].ino);
 			if (batch[i].gen)
 				node_set_cached_gen(&fs->nodes, batch[i].ino,
 						    batch[i].gen);
@@ -243,12 +373,14 @@ int notify_start(struct fs *fs)
 	struct notify_queue *q = &fs->notify;
 
 	memset(q, 0, sizeof(*q));
+	poll_table_init(&fs->polls);
 	atomic_init(&q->quiet, false);
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->cond, NULL);
 	if (pthread_create(&q->thread, NULL, notifier, fs) != 0) {
 		pthread_mutex_destroy(&q->lock);
 		pthread_cond_destroy(&q->cond);
+		poll_table_free(&fs->polls);
 		return -EAGAIN;
 	}
 	store_set_change_hook(fs->store, on_store_change, fs);
@@ -261,8 +393,9 @@ void notify_detach(struct fs *fs)
 	store_set_change_hook(fs->store, NULL, NULL);
 }
 
-static void queue_free(struct notify_queue *q)
+static void queue_free(struct fs *fs, struct notify_queue *q)
 {
+	poll_table_free(&fs->polls);
 	free(q->inos);
 	free(q->entries);
 	pthread_mutex_destroy(&q->lock);
@@ -283,12 +416,12 @@ int notify_stop(struct fs *fs)
 	until.tv_sec += STOP_SECONDS;
 	if (pthread_timedjoin_np(q->thread, NULL, &until) != 0)
 		return -ETIMEDOUT;
-	queue_free(q);
+	queue_free(fs, q);
 	return 0;
 }
 
 void notify_reap(struct fs *fs)
 {
 	pthread_join(fs->notify.thread, NULL);
-	queue_free(&fs->notify);
+	queue_free(fs, &fs->notify);
 }

@@ -708,6 +708,40 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		    file_fsync(fs, (struct handle *)(uintptr_t)fi->fh, &who));
 }
 
+/* Waiting for a change: see file_poll(). Never waits itself. */
+static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		    struct fuse_pollhandle *ph)
+{
+	struct fs *fs = fs_of(req);
+
+	(void)ino;
+	fuse_reply_poll(req,
+			file_poll(fs, (struct handle *)(uintptr_t)fi->fh, ph));
+}
+
+/* Every name here is a file or folder the daemon defines: there is no
+ * link of either kind to make, which link(2) and symlink(2) say with
+ * EPERM for a file system that does not support them. */
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	(void)fs_of(req);
+	(void)link;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
+		    const char *name)
+{
+	(void)fs_of(req);
+	(void)ino;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
 /* The environment a folder belongs to, for the scratch files in it. */
 static uint64_t env_id_of(struct fs *fs, const struct node_key *dir)
 {
@@ -1031,4 +1065,7 @@ const struct fuse_lowlevel_ops infrafs_ops = {
 	.releasedir = op_releasedir,
 	.create = op_create,
 	.statfs = op_statfs,
+	.poll = op_poll,
+	.symlink = op_symlink,
+	.link = op_link,
 };

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -323,7 +324,177 @@ static void render_res_status(struct fs *fs, const struct resource *r,
 	view_free(&v);
 }
 
-/* Provider lines ("key: value") become string members of one object. */
+/*
+ * Provider lines ("key: value") become typed members of one object, so
+ * that a program can do arithmetic on them: a whole number or a decimal
+ * is a number, "N of M" is {"used": N, "total": M}, a list of numbers is
+ * an array, and the per-replica and per-device lines become arrays of
+ * objects ("replicas", "gpus"). Anything else stays a string.
+ */
+static bool whole_number(const char *v, json_t **out)
+{
+	char *end;
+	long long n;
+	double d;
+
+	if (!*v || strspn(v, "-0123456789.") != strlen(v))
+		return false;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (!*end && !errno) {
+		*out = json_integer((json_int_t)n);
+		return true;
+	}
+	d = strtod(v, &end);
+	if (*end || errno)
+		return false;
+	*out = json_real(d);
+	return true;
+}
+
+static json_t *number_list(const char *v)
+{
+	json_t *a = json_array();
+
+	while (*v) {
+		char *end;
+		long long n = strtoll(v, &end, 10);
+
+		if (end == v || (*end && *end != ',')) {
+			json_decref(a);
+			return NULL;
+		}
+		json_array_append_new(a, json_integer((json_int_t)n));
+		v = *end ? end + 1 : end;
+	}
+	return a;
+}
+
+static json_t *typed_value(const char *key, const char *v)
+{
+	long long used, total;
+	json_t *out;
+	int n = 0;
+
+	if (whole_number(v, &out))
+		return out;
+	if (sscanf(v, "%lld of %lld%n", &used, &total, &n) == 2 && !v[n]) {
+		out = json_object();
+		json_object_set_new(out, "used", json_integer(used));
+		json_object_set_new(out, "total", json_integer(total));
+		return out;
+	}
+	if (!strcmp(key, "devices") && (out = number_list(v)))
+		return out;
+	return json_string(v);
+}
+
+/* The array's object for item idx, made (with "index") if missing. */
+static json_t *item_at(json_t *o, const char *array, unsigned idx)
+{
+	json_t *a = json_object_get(o, array), *it;
+	size_t i;
+
+	if (!a) {
+		a = json_array();
+		json_object_set_new(o, array, a);
+	}
+	json_array_foreach(a, i, it)
+	{
+		if (json_integer_value(json_object_get(it, "index")) == idx)
+			return it;
+	}
+	it = json_object();
+	json_object_set_new(it, "index", json_integer(idx));
+	json_array_append_new(a, it);
+	return it;
+}
+
+static bool replica_json(json_t *o, unsigned idx, const char *v)
+{
+	int pid, port, last_exit, n = 0;
+	char health[16];
+	unsigned restarts;
+	uint64_t rev;
+	json_t *it;
+
+	if (sscanf(v,
+		   "pid %d, port %d, %15[a-z], restarts %u, last_exit %d, "
+		   "revision %" SCNu64 "%n",
+		   &pid, &port, health, &restarts, &last_exit, &rev, &n) != 6 ||
+	    v[n])
+		return false;
+	it = item_at(o, "replicas", idx);
+	json_object_set_new(it, "pid", json_integer(pid));
+	json_object_set_new(it, "port", json_integer(port));
+	json_object_set_new(it, "healthy",
+			    json_boolean(!strcmp(health, "healthy")));
+	json_object_set_new(it, "restarts", json_integer(restarts));
+	json_object_set_new(it, "last_exit", json_integer(last_exit));
+	json_object_set_new(it, "revision", json_integer((json_int_t)rev));
+	return true;
+}
+
+static bool device_json(json_t *o, unsigned idx, const char *v)
+{
+	char uuid[128], name[128];
+	long long used, total;
+	const char *p;
+	int pct, n = 0;
+	json_t *it;
+
+	if (sscanf(v, "%127s %127[^,]%n", uuid, name, &n) != 2)
+		return false;
+	it = item_at(o, "gpus", idx);
+	json_object_set_new(it, "uuid", json_string(uuid));
+	json_object_set_new(it, "name", json_string(name));
+	p = strstr(v + n, ", memory ");
+	if (p && sscanf(p, ", memory %lld/%lld MiB", &used, &total) == 2) {
+		json_object_set_new(it, "memory_used_mib", json_integer(used));
+		json_object_set_new(it, "memory_total_mib",
+				    json_integer(total));
+	}
+	p = strstr(v + n, ", utilization ");
+	if (p && sscanf(p, ", utilization %d%%", &pct) == 1)
+		json_object_set_new(it, "utilization_pct", json_integer(pct));
+	return true;
+}
+
+/* Lines that describe one item of a list: replica.N, log.N, device.N. */
+static bool item_json(json_t *o, const char *key, const char *v)
+{
+	unsigned idx;
+	int n = 0;
+
+	if (sscanf(key, "replica.%u%n", &idx, &n) == 1 && !key[n])
+		return replica_json(o, idx, v);
+	if (sscanf(key, "log.%u%n", &idx, &n) == 1 && !key[n]) {
+		json_object_set_new(item_at(o, "replicas", idx), "log",
+				    json_string(v));
+		return true;
+	}
+	if (sscanf(key, "device.%u%n", &idx, &n) == 1 && !key[n])
+		return device_json(o, idx, v);
+	return false;
+}
+
+/* "replicas: R/W ready, N running": three counts of their own. */
+static bool replica_counts(json_t *o, const char *key, const char *v)
+{
+	unsigned ready, wanted, running;
+	int n = 0;
+
+	if (strcmp(key, "replicas") != 0 ||
+	    sscanf(v, "%u/%u ready, %u running%n", &ready, &wanted, &running,
+		   &n) != 3 ||
+	    v[n])
+		return false;
+	json_object_set_new(o, "replicas_ready", json_integer(ready));
+	json_object_set_new(o, "replicas_wanted", json_integer(wanted));
+	json_object_set_new(o, "replicas_running", json_integer(running));
+	return true;
+}
+
 static json_t *details_json(const char *details)
 {
 	json_t *o = json_object();
@@ -338,7 +509,10 @@ static json_t *details_json(const char *details)
 			char *val = xstrndup(colon + 2,
 					     len - (size_t)(colon - p) - 2);
 
-			json_object_set_new(o, key, json_string(val));
+			if (!item_json(o, key, val) &&
+			    !replica_counts(o, key, val))
+				json_object_set_new(o, key,
+						    typed_value(key, val));
 			free(key);
 			free(val);
 		}
@@ -650,6 +824,11 @@ struct blob *render_get(struct fs *fs, const struct node_key *k, int *err)
 	if (cacheable)
 		render_cache_put(&fs->renders, k, sizeof(*k), b);
 	return b;
+}
+
+bool render_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
+{
+	return content_gen(fs, k, gen);
 }
 
 bool render_is_live(const struct node_key *k)

@@ -53,6 +53,9 @@ struct rec {
 	/* The drift and state last written to events, to write changes. */
 	char drift_said[256];
 	int state_said;
+	/* "waiting for pools/NAME": what it needs is not there yet. */
+	char waiting[NAME_MAX_LEN + 24];
+	bool waiting_said;
 };
 
 /* One pending step of an environment's plan. */
@@ -660,6 +663,46 @@ static void drop_step(struct env_state *es, const char *key)
 	}
 }
 
+/*
+ * An endpoint on a pool that is not there yet waits for it rather than
+ * fail: a tree copied or checked out in any order writes endpoints/
+ * before pools/. It goes on once the pool is declared and made.
+ */
+static void pool_wait(struct reconciler *r, struct rec *rc, enum action a)
+{
+	char pool[NAME_MAX_LEN + 1], key[sizeof(rc->key)];
+	const struct rec *p;
+
+	rc->waiting[0] = '\0';
+	if (rc->kind != KIND_ENDPOINT_IDX || !rc->spec ||
+	    (a != ACT_CREATE && a != ACT_UPDATE))
+		return;
+	spec_text(rc->spec, "pool", pool, sizeof(pool));
+	if (!pool[0])
+		return;
+	rec_key(key, sizeof(key), rc->env, KIND_POOL_IDX, pool);
+	p = map_get(&r->recs, key, strlen(key));
+	if (p && p->res_id && p->spec && !p->draft && p->obs.exists)
+		return;
+	snprintf(rc->waiting, sizeof(rc->waiting), "waiting for pools/%s",
+		 pool);
+}
+
+/* Says once, in its events and its environment's, what a resource
+ * waits for. */
+static void tell_waiting(struct reconciler *r, struct rec *rc)
+{
+	char text[sizeof(rc->key) + sizeof(rc->waiting) + 4];
+
+	if (rc->res_id && rc->waiting[0] && !rc->waiting_said) {
+		store_event(r->opt.store, rc->env_id, rc->res_id, rc->waiting);
+		snprintf(text, sizeof(text), "%s/%s: %s",
+			 kind_at(rc->kind)->dir, rc->name, rc->waiting);
+		store_event(r->opt.store, rc->env_id, 0, text);
+	}
+	rc->waiting_said = rc->waiting[0] != '\0';
+}
+
 /* Keeps the environment's plan up to date with one resource's action. */
 static void set_step(struct reconciler *r, struct env_state *es, struct rec *rc,
 		     enum action a)
@@ -681,9 +724,11 @@ static void set_step(struct reconciler *r, struct env_state *es, struct rec *rc,
 		buf_printf(&fields, "drift: %s", rc->obs.drift);
 	/* Values and drift are anyone's text; a step is one line of plan. */
 	text_escape(&shown, fields.data, fields.len, 0);
-	buf_printf(&line, "%c %s %s/%s%s%s\n", action_marks[a], action_words[a],
-		   kind_at(rc->kind)->dir, rc->name, fields.len ? ": " : "",
-		   buf_str(&shown));
+	buf_printf(&line, "%c %s %s/%s%s%s%s%s%s\n", action_marks[a],
+		   action_words[a], kind_at(rc->kind)->dir, rc->name,
+		   fields.len ? ": " : "", buf_str(&shown),
+		   rc->waiting[0] ? " (" : "", rc->waiting,
+		   rc->waiting[0] ? ")" : "");
 	st = map_get(&es->steps, rc->key, strlen(rc->key));
 	if (st && !strcmp(st->line, buf_str(&line))) {
 		json_decref(changes);
@@ -698,6 +743,9 @@ static void set_step(struct reconciler *r, struct env_state *es, struct rec *rc,
 			     action_words[a], "kind", kind_at(rc->kind)->name,
 			     "name", rc->name, "path", kind_at(rc->kind)->dir,
 			     "/", rc->name, "changes", changes);
+	if (rc->waiting[0])
+		json_object_set_new(st->json, "waiting",
+				    json_string(rc->waiting));
 	map_put(&es->steps, st->key, strlen(st->key), st);
 	es->plan_hash ^= st->hash;
 }
@@ -870,7 +918,9 @@ static void publish_res(struct reconciler *r, struct rec *rc,
 		return;
 	o.synced = pending == ACT_NONE && rc->obs.exists &&
 		   rc->obs.applied_rev == rc->rev;
-	if (held)
+	if (rc->waiting[0] && pending != ACT_NONE)
+		snprintf(reason, sizeof(reason), "%s", rc->waiting);
+	else if (held)
 		snprintf(reason, sizeof(reason),
 			 "plan %" PRIu64 " waits for approval (echo 'approve "
 			 "%" PRIu64 "' > ctl)",
@@ -985,7 +1035,14 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 		keep_observation(b.recs[i], &b.t[i].obs);
 		/* Drift healed by this very pass is still news. */
 		tell_drift(r, b.recs[i]);
-		set_step(r, es, b.recs[i], action_of(r, b.recs[i], es));
+	}
+	for (size_t i = 0; i < b.n; i++) {
+		enum action a = action_of(r, b.recs[i], es);
+
+		/* After every observation: a pool made this pass counts. */
+		pool_wait(r, b.recs[i], a);
+		tell_waiting(r, b.recs[i]);
+		set_step(r, es, b.recs[i], a);
 	}
 	if (!es->published || es->plan_hash != es->published_hash)
 		publish_plan(r, es);
@@ -1000,7 +1057,8 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 		 * environment's approval setting. */
 		waits[i] = held && plan_visible(a) &&
 			   (manual(es) || rc->destroy_requested);
-		if (a != ACT_NONE && !waits[i] && rc->due <= now && *budget) {
+		if (a != ACT_NONE && !waits[i] && !rc->waiting[0] &&
+		    rc->due <= now && *budget) {
 			(*budget)--;
 			chosen[i] = true;
 			if (rc->destroy_requested)

@@ -366,6 +366,40 @@ static int check_owner(struct backend *be, sqlite3 *db, char *err,
 	return 0;
 }
 
+static void set_version_sql(char *out, size_t len, int version)
+{
+	snprintf(out, len, "PRAGMA user_version=%d; PRAGMA application_id=%d;",
+		 version, APPLICATION_ID);
+}
+
+/*
+ * A new store is made at the current schema in one transaction: there
+ * is nothing to migrate, and a crash part way leaves an empty file, not
+ * a store stuck at some older version.
+ */
+static int create_schema(struct backend *be, char *err, size_t errlen)
+{
+	char setver[96];
+	int rc = exec_sql(be->db, "BEGIN IMMEDIATE");
+
+	for (int v = 0; !rc && v < SCHEMA_VERSION; v++)
+		rc = exec_sql(be->db, migrations[v]);
+	set_version_sql(setver, sizeof(setver), SCHEMA_VERSION);
+	if (!rc)
+		rc = exec_sql(be->db, setver);
+	if (!rc)
+		rc = exec_sql(be->db, "COMMIT");
+	if (rc) {
+		exec_sql(be->db, "ROLLBACK");
+		snprintf(err, errlen,
+			 "state store sqlite:%s: creating schema version %d "
+			 "failed",
+			 be->path, SCHEMA_VERSION);
+		return -EIO;
+	}
+	return 0;
+}
+
 static int migrate(struct backend *be, char *err, size_t errlen)
 {
 	int version = 0;
@@ -375,12 +409,12 @@ static int migrate(struct backend *be, char *err, size_t errlen)
 			 sqlite3_errmsg(be->db));
 		return -EIO;
 	}
+	if (version == 0)
+		return create_schema(be, err, errlen);
 	for (int v = version; v < SCHEMA_VERSION; v++) {
 		char setver[96];
 
-		snprintf(setver, sizeof(setver),
-			 "PRAGMA user_version=%d; PRAGMA application_id=%d;",
-			 v + 1, APPLICATION_ID);
+		set_version_sql(setver, sizeof(setver), v + 1);
 		if (exec_sql(be->db, "BEGIN IMMEDIATE") ||
 		    exec_sql(be->db, migrations[v]) ||
 		    exec_sql(be->db, setver) || exec_sql(be->db, "COMMIT")) {
@@ -391,9 +425,7 @@ static int migrate(struct backend *be, char *err, size_t errlen)
 				 be->path, v + 1);
 			return -EIO;
 		}
-		if (v > 0)
-			log_info("state store migrated to schema version %d",
-				 v + 1);
+		log_info("state store migrated to schema version %d", v + 1);
 	}
 	return 0;
 }

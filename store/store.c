@@ -525,7 +525,7 @@ static int res_draft(struct store *st, struct env *e, const struct change *ch,
 	return 0;
 }
 
-/* Checks what only the environment can tell: names that must exist. */
+/* Checks what only the environment can tell: secrets that must exist. */
 static int check_references(const struct env *e, const struct spec *s,
 			    struct change_result *res)
 {
@@ -534,18 +534,9 @@ static int check_references(const struct env *e, const struct spec *s,
 
 	if (k != &kind_endpoint)
 		return 0;
-	f = kind_field(k, "pool", 4);
-	if (f && s->v[kind_field_index(k, f)].set) {
-		const struct spec_value *v = &s->v[kind_field_index(k, f)];
-		const struct resource *pool =
-			model_res(e, KIND_POOL_IDX, v->text);
-
-		if (!pool || !pool->spec.text)
-			return refuse(res, -EINVAL,
-				      "line %u: pool: no pool named \"%s\" in "
-				      "%s",
-				      v->line, v->text, e->name);
-	}
+	/* A pool not declared yet is no error: a tree copied or checked
+	 * out in any order writes endpoints/ before pools/. The endpoint
+	 * waits for it in the plan; removing a pool in use stays refused. */
 	f = kind_field(k, "env", 3);
 	if (f) {
 		const struct spec_value *v = &s->v[kind_field_index(k, f)];

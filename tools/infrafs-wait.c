@@ -6,14 +6,19 @@
  *	echo 'nodes = 3' > dev/pools/train/spec
  *	infrafs-wait dev/pools/train ready
  *
- * It polls: the daemon changes `state` from inside, and FUSE raises no
- * inotify event for changes that did not come through the mount.
+ * The daemon changes `state` from inside, and FUSE raises no inotify
+ * event for changes that did not come through the mount; instead the
+ * mount wakes poll(2) for POLLPRI when the file changes, as sysfs does.
+ * So the tool reads, then sleeps in poll(2) on the open file until it
+ * changes or the interval passes (the interval is what makes it work on
+ * any other folder, where nothing raises POLLPRI).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -51,7 +56,7 @@ static const char *const state_words[N_STATES] = {
 };
 
 #define DEFAULT_TIMEOUT_S 300.0
-#define DEFAULT_INTERVAL_MS 100L
+#define DEFAULT_INTERVAL_MS 1000L
 /* Past any sane wait; keeps the deadline arithmetic far from overflow. */
 #define MAX_TIMEOUT_S 1e9
 #define MAX_INTERVAL_MS 3600000L
@@ -78,8 +83,10 @@ static void usage(FILE *to)
 		"\n"
 		"  -t, --timeout SECONDS  give up after SECONDS "
 		"(default 300; 0: never)\n"
-		"  -i, --interval MS      poll every MS milliseconds "
-		"(default 100)\n"
+		"  -i, --interval MS      read again after MS milliseconds "
+		"at most\n"
+		"                         (default 1000; a change on the "
+		"mount wakes it at once)\n"
 		"  -q, --quiet            do not print state changes\n"
 		"  -h, --help             print this help\n"
 		"\n"
@@ -262,9 +269,11 @@ static void trim(char *s)
 
 /*
  * Reads PATH into OUT, trimmed; 0 or -errno. read() to the end rather
- * than trusting st_size, which FUSE files may report as 0.
+ * than trusting st_size, which FUSE files may report as 0. The file
+ * stays open in *keep (whatever was there is closed), to be polled for
+ * the next change.
  */
-static int read_word(const char *path, char *out, size_t len)
+static int read_word(const char *path, char *out, size_t len, int *keep)
 {
 	size_t got = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -286,7 +295,9 @@ static int read_word(const char *path, char *out, size_t len)
 			break;
 		got += (size_t)n;
 	}
-	close(fd);
+	if (*keep >= 0)
+		close(*keep);
+	*keep = fd;
 	out[got] = '\0';
 	trim(out);
 	return 0;
@@ -375,32 +386,37 @@ static double elapsed_s(const struct timespec *start)
 	return seconds(&now) - seconds(start);
 }
 
-/* Sleeps S seconds on the monotonic clock, whatever signals come. */
-static void sleep_s(double s)
+/*
+ * Sleeps up to S seconds in poll(2) on the state file just read: the
+ * mount raises POLLPRI when it changes (and POLLIN always, which is not
+ * asked for). Signals do not cut the wait short.
+ */
+static void wait_change(int fd, double s)
 {
-	struct timespec until;
+	struct pollfd p = { .fd = fd, .events = POLLPRI };
+	struct timespec start;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	s += seconds(&until);
-	until.tv_sec = (time_t)s;
-	until.tv_nsec = (long)((s - (double)until.tv_sec) * 1e9);
-	if (until.tv_nsec >= 1000000000L)
-		until.tv_nsec = 999999999L;
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) ==
-	       EINTR)
-		;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		double left = s - elapsed_s(&start);
+
+		if (left <= 0)
+			return;
+		if (poll(&p, 1, (int)ceil(left * 1000.0)) >= 0 ||
+		    errno != EINTR)
+			return;
+	}
 }
 
-static int wait_for_state(const struct options *o)
+/* Each read leaves the file open in *fd, polled until the next one. */
+static int wait_loop(const struct options *o, const char *path, int *fd)
 {
-	char path[PATH_MAX + 16];
 	char state[64], last[64] = "";
 	struct timespec start;
 
-	snprintf(path, sizeof(path), "%s/state", o->dir);
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {
-		int err = read_word(path, state, sizeof(state));
+		int err = read_word(path, state, sizeof(state), fd);
 		int i;
 		double left;
 
@@ -422,8 +438,20 @@ static int wait_for_state(const struct options *o)
 			return report_timeout(o, last);
 		if (o->timeout_s == 0 || left > o->interval_ms / 1000.0)
 			left = o->interval_ms / 1000.0;
-		sleep_s(left);
+		wait_change(*fd, left);
 	}
+}
+
+static int wait_for_state(const struct options *o)
+{
+	char path[PATH_MAX + 16];
+	int fd = -1, rc;
+
+	snprintf(path, sizeof(path), "%s/state", o->dir);
+	rc = wait_loop(o, path, &fd);
+	if (fd >= 0)
+		close(fd);
+	return rc;
 }
 
 int main(int argc, char **argv)
