@@ -342,11 +342,11 @@ static void refresh_live(struct fs *fs, struct handle *h, off_t off)
 	struct blob *b;
 	int err;
 
-	/* metrics is not one: a fresh one past the end would be another
-	 * text, not more of the same. */
-	if (off != 0 &&
-	    (!render_is_live(&h->key) || h->key.type == NT_METRICS ||
-	     (size_t)off < h->snap->len))
+	/* metrics is not one: its open shows the one-second snapshot that
+	 * stat sized, and a fresh one would be another text. */
+	if (h->key.type == NT_METRICS ||
+	    (off != 0 &&
+	     (!render_is_live(&h->key) || (size_t)off < h->snap->len)))
 		return;
 	model_rdlock(fs->model);
 	b = render_get(fs, &h->key, &err);
