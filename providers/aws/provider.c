@@ -1167,26 +1167,89 @@ static size_t listable(struct aws_res **rs, size_t n)
 	return k;
 }
 
-/*
- * A list pays for itself from LIST_FROM endpoints on, and from two when
- * `refresh` asked for all of them at once.
- */
-static bool list_pays(struct aws_res **due, size_t n)
+/* The pages a list of c's endpoints takes: everything this daemon knows
+ * there, a hundred a page. */
+static size_t list_pages(struct aws *a, struct aws_client *c)
 {
+	size_t k = 0;
+	void *v;
+
+	for (size_t pos = 0; map_next(&a->res, &pos, &v);) {
+		const struct aws_res *r = v;
+
+		k += r->kind == KIND_ENDPOINT_IDX && r->live &&
+		     aws_client_of(a, r) == c;
+	}
+	return k / 100 + 1;
+}
+
+/*
+ * A list pays for itself when it is fewer calls than the Describes it
+ * saves: from LIST_FROM endpoints on, and from two when `refresh` asked
+ * for all of them at once.
+ */
+static bool list_pays(struct aws *a, struct aws_client *c,
+		      struct aws_res **rs, size_t n)
+{
+	size_t need, pages;
 	bool fresh = false;
 
 	for (size_t i = 0; i < n; i++)
-		fresh |= due[i]->fresh;
-	return listable(due, n) >= (fresh ? 2 : LIST_FROM);
+		fresh |= rs[i]->fresh;
+	need = fresh ? 2 : LIST_FROM;
+	if (listable(rs, n) < need)
+		return false;
+	pages = list_pages(a, c);
+	return listable(rs, n) > pages;
 }
 
-/* A list is a look at every endpoint it names: those past half their
- * interval join it, so that looks line up into one list a round rather
- * than scattering into a Describe each. */
-static bool joins_list(const struct aws_res *r, double now)
+/* Due within the jitter's width: it would come in the next passes and
+ * make a Describe of its own; counted towards a list. */
+static bool nearly_due(const struct aws_res *r, double now)
 {
 	return r->looked && can_list(r) &&
-	       now - r->looked_at >= look_interval(r) / 2;
+	       now >= r->next_look - 0.2 * look_interval(r);
+}
+
+/*
+ * The resources of rs on client c that are due (moved into due, marked
+ * taken). A list pays when enough are due or nearly; then every endpoint
+ * of the batch joins it, whatever its age: the list names them all for
+ * the same pages, and their next looks line up into one list a round
+ * instead of scattering into a Describe each. Returns how many are in
+ * due; *list says whether to list.
+ */
+static size_t gather(struct aws *a, struct aws_res **rs, size_t n,
+		     struct aws_client *c, double now, struct aws_res **due,
+		     bool *taken, bool *list)
+{
+	size_t nd = 0, nj = 0;
+
+	for (size_t j = 0; j < n; j++) {
+		if (rs[j] && !taken[j] && aws_client_of(a, rs[j]) == c &&
+		    needs_look(rs[j], now)) {
+			taken[j] = true;
+			due[nd++] = rs[j];
+		}
+	}
+	/* Those nearly due go after the due ones, untaken yet. */
+	for (size_t j = 0; j < n; j++) {
+		if (rs[j] && !taken[j] && aws_client_of(a, rs[j]) == c &&
+		    nearly_due(rs[j], now))
+			due[nd + nj++] = rs[j];
+	}
+	*list = list_pays(a, c, due, nd + nj);
+	if (!*list)
+		return nd;
+	nj = 0;
+	for (size_t j = 0; j < n; j++) {
+		if (rs[j] && !taken[j] && aws_client_of(a, rs[j]) == c &&
+		    rs[j]->looked && can_list(rs[j])) {
+			taken[j] = true;
+			due[nd + nj++] = rs[j];
+		}
+	}
+	return nd + nj;
 }
 
 /* Looks at what is due, one batch per client. */
@@ -1197,30 +1260,15 @@ static void look_due(struct aws *a, struct aws_res **rs, size_t n)
 	bool *taken = xcalloc(n ? n : 1, sizeof(*taken));
 
 	for (size_t i = 0; i < n; i++) {
-		struct aws_client *c;
-		size_t nd = 0;
+		size_t nd;
+		bool list;
 
 		if (!rs[i] || taken[i] || !needs_look(rs[i], now))
 			continue;
-		c = aws_client_of(a, rs[i]);
-		for (size_t j = i; j < n; j++) {
-			if (rs[j] && !taken[j] && needs_look(rs[j], now) &&
-			    aws_client_of(a, rs[j]) == c) {
-				taken[j] = true;
-				due[nd++] = rs[j];
-			}
-		}
-		if (list_pays(due, nd)) {
-			for (size_t j = i; j < n; j++) {
-				if (rs[j] && !taken[j] &&
-				    joins_list(rs[j], now) &&
-				    aws_client_of(a, rs[j]) == c) {
-					taken[j] = true;
-					due[nd++] = rs[j];
-				}
-			}
+		nd = gather(a, rs, n, aws_client_of(a, rs[i]), now, due, taken,
+			    &list);
+		if (list)
 			nd = settle_from_list(a, due, nd);
-		}
 		look(a, due, nd);
 	}
 	free(taken);
@@ -1325,10 +1373,11 @@ static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 			res_forget(a, rs[i]);
 			rs[i] = NULL;
 			fill(a, NULL, ts[i]);
-		} else if (rs[i]) {
+		} else if (rs[i] && rs[i]->dirty) {
 			/* Only a step that called AWS (take_answer) made the
 			 * last look stale; one that found the resource busy
-			 * waits for the next look at the polling pace. */
+			 * waits for the next look at the polling pace (the
+			 * pass's observe has just looked at what was due). */
 			changed[nchanged++] = rs[i];
 		}
 	}

@@ -78,7 +78,7 @@ def window_describes(m, fake, busy):
     return describes(fake, since=seq)
 
 
-def test_creating_and_updating_are_described_at_poll_pace(mnt, fake):
+def test_creating_updating_deleting_are_described_at_poll_pace(mnt, fake):
     """About 2 Describes a second used to go out for an endpoint being
     made (every reconciler pass); aws.poll_s = 2 allows one per 2 s."""
     fake.control("config", {"create_s": 30, "update_s": 30})
@@ -92,6 +92,18 @@ def test_creating_and_updating_are_described_at_poll_pace(mnt, fake):
     (mnt / EP / "replicas").write_text("2\n")
     wait_for(lambda: state(mnt) == "updating", 15, "updating")
     got = window_describes(mnt, fake, "updating")
+    assert 1 <= len(got) <= WINDOW_S / POLL_S + 2, [c["time"] for c in got]
+
+    fake.control("config", {"update_s": 0.3, "delete_s": 30})
+    wait_for(lambda: state(mnt) == "ready", 40, "ready")
+    mnt.sh(f"rmdir {EP}")
+    wait_for(lambda: [e for e in fake.state()["endpoints"]
+                      if e["EndpointStatus"] == "Deleting"], 15, "deleting")
+    seq = last_seq(fake)
+    time.sleep(WINDOW_S)
+    assert [e["EndpointStatus"] for e in fake.state()["endpoints"]] == \
+        ["Deleting"]
+    got = describes(fake, since=seq)
     assert 1 <= len(got) <= WINDOW_S / POLL_S + 2, [c["time"] for c in got]
 
 
