@@ -186,9 +186,16 @@ def test_status_says_when_observed_and_when_changed(tmp_path, fake):
         first = status_of(m / EP / "status")
         changed = when(first["changed_at"])
         assert changed <= when(first["observed_at"])
+        seq = last_seq(fake)
         wait_for(lambda: when(status_of(m / EP / "status")["observed_at"])
                  > when(first["observed_at"]), 15, "a later look")
         now = status_of(m / EP / "status")
+        # It moved because AWS was asked, at that moment.
+        looks = [c for c in fake.control(f"calls?since={seq}")
+                 if c["op"] in ("DescribeEndpoint", "ListEndpoints")]
+        assert looks
+        assert min(abs(c["time"] - when(now["observed_at"]))
+                   for c in looks) < 1.0
         assert when(now["changed_at"]) == changed
         doc = json.loads(read(m / EP / "status.json"))
         assert when(doc["changed_at"]) == changed
