@@ -1188,8 +1188,8 @@ static size_t list_pages(struct aws *a, struct aws_client *c)
  * saves: from LIST_FROM endpoints on, and from two when `refresh` asked
  * for all of them at once.
  */
-static bool list_pays(struct aws *a, struct aws_client *c,
-		      struct aws_res **rs, size_t n)
+static bool list_pays(struct aws *a, struct aws_client *c, struct aws_res **rs,
+		      size_t n)
 {
 	size_t need, pages;
 	bool fresh = false;

@@ -262,8 +262,8 @@ static void run_passes(void *state, struct world *w, double seconds)
 		if (k)
 			aws_provider.step_many(state, batch, rcs, k);
 		for (size_t j = 0; j < k; j++)
-			due[at[j]] = now_s() + (rcs[j] ? 1.0
-						       : batch[j]->obs.retry_in_s);
+			due[at[j]] = now_s() +
+				     (rcs[j] ? 1.0 : batch[j]->obs.retry_in_s);
 		left = t0 + 0.5 - now_s();
 		if (left > 0)
 			usleep((useconds_t)(left * 1e6));
@@ -272,8 +272,7 @@ static void run_passes(void *state, struct world *w, double seconds)
 	free(due);
 }
 
-static void pace(const char *name, void *state, struct world *w,
-		 double seconds)
+static void pace(const char *name, void *state, struct world *w, double seconds)
 {
 	struct tally t;
 
