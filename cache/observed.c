@@ -61,9 +61,7 @@ static void copy_res(struct observed_res *dst, const struct observed_res *src)
 	dst->reason = dup_or_null(src->reason);
 }
 
-/* The observation time alone changing is no change a file must show:
- * status prints it, but re-rendering every second for it would defeat
- * the page cache; status shows it as of the last real change. */
+/* What a file shows of an observation, its times aside. */
 static bool res_differs(const struct observed_res *a,
 			const struct observed_res *b)
 {
@@ -83,6 +81,14 @@ bool observed_put_res(struct observed_cache *c, const struct observed_res *o)
 	pthread_mutex_lock(&c->lock);
 	cur = map_get_u64(&c->res, &o->res_id);
 	changed = !cur || res_differs(cur, o);
+	/* A look that saw nothing new moves observed_at alone: status shows
+	 * it (how often is the reconciler's to say). */
+	if (!changed && o->observed_at != cur->observed_at) {
+		cur->observed_at = o->observed_at;
+		cur->gen = ++c->gen;
+		pthread_mutex_unlock(&c->lock);
+		return true;
+	}
 	if (changed) {
 		uint64_t gen = ++c->gen;
 
@@ -94,6 +100,7 @@ bool observed_put_res(struct observed_cache *c, const struct observed_res *o)
 		}
 		observed_res_free(cur);
 		copy_res(cur, o);
+		cur->changed_at = o->observed_at;
 		cur->gen = gen;
 	}
 	pthread_mutex_unlock(&c->lock);

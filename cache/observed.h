@@ -4,7 +4,8 @@
  * resource and the plan of every environment, as the reconciler wrote
  * them. File reads render from here and never ask a provider, so a slow
  * cloud never makes `cat status` slow. Every entry carries its age
- * (observed_at) and a generation that changes with its content.
+ * (observed_at), when its content last changed (changed_at) and a
+ * generation that changes with either.
  */
 #ifndef INFRAFS_CACHE_OBSERVED_H
 #define INFRAFS_CACHE_OBSERVED_H
@@ -21,7 +22,10 @@ struct observed_res {
 	enum res_state state;
 	bool synced;
 	uint64_t applied_rev;
-	double observed_at; /* 0: never observed */
+	double observed_at; /* when the provider last looked; 0: never */
+	/* When what it showed last changed (set by the cache: the
+	 * observed_at of the look that saw the change). */
+	double changed_at;
 	double hourly_cost_usd;
 	char *details; /* provider lines, "key: value\n" */
 	char *error;

@@ -58,6 +58,46 @@ static void render_version(struct buf *out)
 	buf_printf(out, "infrafs %s\n", INFRAFS_VERSION);
 }
 
+/* What each provider asks of its cloud: an operator sizes API limits
+ * from it. One family at a time, as the exposition format wants. */
+static void render_provider_calls(struct fs *fs, struct buf *out)
+{
+	static const char *const families[][2] = {
+		{ "calls_total counter", "Requests a provider sent to its "
+					 "cloud, retries included." },
+		{ "calls_last_minute gauge", "Requests in the last minute." },
+		{ "calls_per_resource_minute gauge",
+		  "Requests in the last minute per resource it holds." },
+	};
+
+	for (size_t f = 0; f < 3; f++) {
+		char name[48];
+
+		sscanf(families[f][0], "%47s", name);
+		buf_printf(out,
+			   "# HELP infrafs_provider_%s %s\n"
+			   "# TYPE infrafs_provider_%s\n",
+			   name, families[f][1], families[f][0]);
+		for (int i = 0; builtin_providers[i]; i++) {
+			uint64_t total, minute;
+			size_t n;
+
+			if (!reconciler_calls(fs->rec, i, &total, &minute, &n))
+				continue;
+			buf_printf(out, "infrafs_provider_%s{provider=\"%s\"} ",
+				   name, builtin_providers[i]->info->name);
+			if (f == 0)
+				buf_printf(out, "%" PRIu64 "\n", total);
+			else if (f == 1)
+				buf_printf(out, "%" PRIu64 "\n", minute);
+			else
+				buf_printf(out, "%.2f\n",
+					   n ? (double)minute / (double)n
+					     : 0.0);
+		}
+	}
+}
+
 static void render_metrics(struct fs *fs, struct buf *out)
 {
 	const struct model *m = fs->model;
@@ -111,6 +151,7 @@ static void render_metrics(struct fs *fs, struct buf *out)
 			 "Resources the last pass looked at.\n"
 			 "# TYPE infrafs_reconcile_pass_resources gauge\n");
 		buf_printf(out, "infrafs_reconcile_pass_resources %zu\n", n);
+		render_provider_calls(fs, out);
 	}
 	buf_adds(out, "# HELP infrafs_uptime_seconds Seconds since mount.\n"
 		      "# TYPE infrafs_uptime_seconds gauge\n");
@@ -180,6 +221,38 @@ static void view_free(struct view *v)
 		observed_res_free(&v->o);
 }
 
+/* The oldest observed_at of the environment's declared resources: how
+ * stale the freshest claim about all of them can be. "never" while one
+ * has not been looked at. */
+static void render_env_observed_at(struct fs *fs, const struct env *e,
+				   struct buf *out)
+{
+	double oldest = 0;
+	bool unseen = false;
+	char when[40] = "never";
+
+	for (int k = 0; k < NKINDS; k++) {
+		for (size_t i = 0; i < e->list[k].n; i++) {
+			const struct resource *r = e->list[k].v[i];
+			struct observed_res o;
+			double at = 0;
+
+			if (!r->spec.text)
+				continue;
+			if (observed_get_res(&fs->observed, r->id, &o)) {
+				at = o.observed_at;
+				observed_res_free(&o);
+			}
+			unseen |= !at;
+			if (at && (!oldest || at < oldest))
+				oldest = at;
+		}
+	}
+	if (oldest && !unseen)
+		time_rfc3339(oldest, when, sizeof(when));
+	buf_printf(out, "observed_at: %s\n", when);
+}
+
 static void render_env_status(struct fs *fs, const struct env *e,
 			      struct buf *out)
 {
@@ -231,6 +304,7 @@ static void render_env_status(struct fs *fs, const struct env *e,
 	} else {
 		buf_adds(out, "last_apply: never\n");
 	}
+	render_env_observed_at(fs, e, out);
 	buf_printf(out, "secrets: %zu\n", e->secrets.count);
 	if (store_key_problem(fs->store))
 		status_line(out, "secrets_unavailable",
@@ -281,6 +355,27 @@ static struct spec *effective_spec(const struct resource *r, bool *owned)
 	return s;
 }
 
+/* When what the provider saw last changed, as opposed to when it last
+ * looked: together they tell a stale answer from a fresh one. */
+static void render_changed_at(const struct view *v, struct buf *out)
+{
+	char when[40] = "never";
+
+	if (v->have && v->o.changed_at)
+		time_rfc3339(v->o.changed_at, when, sizeof(when));
+	buf_printf(out, "changed_at: %s\n", when);
+}
+
+static json_t *changed_at_json(const struct view *v)
+{
+	char when[40];
+
+	if (!v->have || !v->o.changed_at)
+		return json_null();
+	time_rfc3339(v->o.changed_at, when, sizeof(when));
+	return json_string(when);
+}
+
 static void render_res_status(struct fs *fs, const struct resource *r,
 			      struct buf *out)
 {
@@ -314,6 +409,7 @@ static void render_res_status(struct fs *fs, const struct resource *r,
 		    r->last_error ? r->last_error
 				  : (v.have && v.o.error ? v.o.error : ""));
 	buf_printf(out, "observed_at: %s\n", when);
+	render_changed_at(&v, out);
 	if (v.have) {
 		buf_printf(out, "hourly_cost_usd: %.2f\n", v.o.hourly_cost_usd);
 		/* The provider's own lines, one per detail. */
@@ -570,6 +666,7 @@ static void render_res_status_json(struct fs *fs, const struct resource *r,
 	} else {
 		json_object_set_new(o, "observed_at", json_null());
 	}
+	json_object_set_new(o, "changed_at", changed_at_json(&v));
 	json_object_set_new(o, "hourly_cost_usd",
 			    json_real(v.have ? v.o.hourly_cost_usd : 0));
 	json_object_set_new(o, "provider",

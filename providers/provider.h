@@ -71,6 +71,14 @@ struct observation {
 	bool settled;
 	enum res_state state;
 	uint64_t applied_rev; /* revision the live resource carries, 0 none */
+	/* When the provider last asked the live world about it (wall clock,
+	 * seconds); 0: just now, by this very call. A provider that answers
+	 * from a cache says how old the answer is. */
+	double observed_at;
+	/* Set by a step that could do nothing (a change under way that only
+	 * time finishes): the next step waits this many seconds, the
+	 * provider's polling pace. 0: no wait. */
+	double retry_in_s;
 	struct buf details; /* provider's "key: value\n" lines for status */
 	char error[512]; /* why it is not as wanted, "" when it is */
 	char drift[256]; /* what changed outside infrafs, "" nothing */
@@ -128,6 +136,13 @@ struct provider_ops {
 	 * each as step() would take it, rcs[i] its result. A provider whose
 	 * steps wait on a network runs them together. */
 	void (*step_many)(void *state, struct target **t, int *rcs, size_t n);
+	/* Optional: the next observe of env's resources asks the live world
+	 * rather than any cache (`refresh` written to ctl). Only marks them:
+	 * the looks happen in the next observe, batched as usual. */
+	void (*refresh)(void *state, const char *env);
+	/* Optional: how many calls it has made to the outside so far (API
+	 * requests, retries included), for metrics. */
+	uint64_t (*calls)(void *state);
 	/* Names of everything it runs in env, one "kind/name\n" per line, so
 	 * that what is no longer declared is found and removed. */
 	void (*list)(void *state, const char *env, struct buf *out);

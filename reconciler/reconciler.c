@@ -50,6 +50,9 @@ struct rec {
 	bool seen; /* found in the model by a full sweep */
 	bool eval; /* to be observed and planned in this pass */
 	bool watched; /* observed every pass: it may change on its own */
+	/* The observed_at last published for a provider that looks live at
+	 * every pass: moved on once a second, not at every pass. */
+	double live_at;
 	/* The drift and state last written to events, to write changes. */
 	char drift_said[256];
 	int state_said;
@@ -91,6 +94,16 @@ struct ids {
 	size_t n, cap;
 };
 
+/* A provider's call count, sampled once a second for the last minute. */
+#define CALL_SAMPLES 64
+struct call_window {
+	double at[CALL_SAMPLES];
+	uint64_t calls[CALL_SAMPLES];
+	size_t next, n;
+	uint64_t total;
+	size_t resources; /* its resources at the last sample */
+};
+
 struct reconciler {
 	struct reconciler_options opt;
 	pthread_t thread;
@@ -101,6 +114,7 @@ struct reconciler {
 	/* Guarded by lock: requests from other threads. */
 	struct map approvals; /* env name -> uint64 plan approved */
 	bool refresh_all;
+	struct buf refresh_envs; /* "ENV\n" per `refresh` not yet taken */
 	bool sweep; /* environments came or went: look at everything */
 	struct ids dirty_res, dirty_env; /* what the store changed */
 
@@ -115,6 +129,8 @@ struct reconciler {
 	 * by the thread and read by others, both under lock. */
 	double last_pass_seconds;
 	size_t last_pass_evaluated;
+	struct call_window calls[8]; /* per provider, under lock */
+	double calls_sampled;
 	void *provider_state[8];
 	struct provider_host host;
 	char state_dir[4096];
@@ -831,6 +847,10 @@ static void stepped(struct target *t, struct rec *rc, int rc_step)
 		log_info("%s: %s", rc->key, t->obs.error);
 	} else {
 		rc->failures = 0;
+		/* It could only wait: the next step comes at the provider's
+		 * pace, not at the next pass. */
+		if (t->obs.retry_in_s > 0)
+			rc->due = now_s() + t->obs.retry_in_s;
 	}
 	keep_observation(rc, &t->obs);
 }
@@ -898,6 +918,25 @@ static void tell_events(struct reconciler *r, struct rec *rc,
 	}
 }
 
+/*
+ * When the provider last looked. One that looks live at every pass says
+ * 0 (now); status shows that to the second, so that every status is not
+ * re-rendered and dropped from the kernel's cache twice a second for a
+ * time nobody reads that finely.
+ */
+#define LIVE_STEP_S 1.0
+
+static double observed_at_of(struct rec *rc)
+{
+	double now = now_s();
+
+	if (rc->obs.observed_at > 0)
+		return rc->obs.observed_at;
+	if (now - rc->live_at >= LIVE_STEP_S)
+		rc->live_at = now;
+	return rc->live_at;
+}
+
 static void publish_res(struct reconciler *r, struct rec *rc,
 			const struct env_state *es, enum action pending,
 			bool held)
@@ -906,7 +945,7 @@ static void publish_res(struct reconciler *r, struct rec *rc,
 		.res_id = rc->res_id,
 		.state = rc->obs.state,
 		.applied_rev = rc->obs.applied_rev,
-		.observed_at = now_s(),
+		.observed_at = observed_at_of(rc),
 		.hourly_cost_usd = rc->obs.hourly_cost_usd,
 		.details = (char *)buf_str(&rc->obs.details),
 		.error = rc->obs.error[0] ? rc->obs.error : NULL,
@@ -1094,15 +1133,56 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	batch_free(&b);
 }
 
+/*
+ * `refresh` of one environment: its provider drops what it cached of it,
+ * and the refresh due now looks at every resource (and for what runs
+ * undeclared), acting where a step waits.
+ */
+static void refresh_env(struct reconciler *r, const char *name)
+{
+	struct env_state *es = env_by_name(r, name);
+	int pi = 0;
+	const struct provider_ops *p;
+	void *v;
+
+	if (!es)
+		return;
+	p = provider_of(es, &pi);
+	if (p && p->refresh && r->provider_state[pi])
+		p->refresh(r->provider_state[pi], es->name);
+	es->next_refresh = 0;
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		struct rec *rc = v;
+
+		if (!strcmp(rc->env, es->name)) {
+			rc->due = 0;
+			rc->failures = 0;
+		}
+	}
+}
+
+static void take_refreshes(struct reconciler *r, struct buf *names)
+{
+	char *save = NULL;
+
+	for (char *n = names->len ? strtok_r(names->data, "\n", &save) : NULL;
+	     n; n = strtok_r(NULL, "\n", &save))
+		refresh_env(r, n);
+	buf_free(names);
+}
+
 static void take_requests(struct reconciler *r, struct ids *res_ids,
 			  struct ids *env_ids, bool *sweep)
 {
+	struct buf refreshes;
 	bool all_now;
 	void *v;
 
 	pthread_mutex_lock(&r->lock);
 	all_now = r->refresh_all;
 	r->refresh_all = false;
+	refreshes = r->refresh_envs;
+	memset(&r->refresh_envs, 0, sizeof(r->refresh_envs));
 	*sweep = r->sweep;
 	r->sweep = false;
 	*res_ids = r->dirty_res;
@@ -1118,6 +1198,7 @@ static void take_requests(struct reconciler *r, struct ids *res_ids,
 			es->approved = *approved;
 	}
 	pthread_mutex_unlock(&r->lock);
+	take_refreshes(r, &refreshes);
 	if (!all_now)
 		return;
 	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
@@ -1220,6 +1301,75 @@ static void run_pass(struct reconciler *r)
 	}
 }
 
+static void add_sample(struct call_window *w, double now, uint64_t total,
+		       size_t resources)
+{
+	w->at[w->next] = now;
+	w->calls[w->next] = total;
+	w->next = (w->next + 1) % CALL_SAMPLES;
+	if (w->n < CALL_SAMPLES)
+		w->n++;
+	w->total = total;
+	w->resources = resources;
+}
+
+/* What each provider has called so far, for metrics. */
+static void sample_calls(struct reconciler *r, double now)
+{
+	size_t count[8] = { 0 };
+	uint64_t total[8] = { 0 };
+	void *v;
+
+	if (now - r->calls_sampled < 1.0)
+		return;
+	r->calls_sampled = now;
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		const struct rec *rc = v;
+		const struct env_state *es = map_get_u64(&r->envs, &rc->env_id);
+		int pi = 0;
+
+		if (es && provider_of(es, &pi))
+			count[pi]++;
+	}
+	for (int i = 0; builtin_providers[i] && i < 8; i++) {
+		if (builtin_providers[i]->calls && r->provider_state[i])
+			total[i] = builtin_providers[i]->calls(
+				r->provider_state[i]);
+	}
+	pthread_mutex_lock(&r->lock);
+	for (int i = 0; builtin_providers[i] && i < 8; i++)
+		add_sample(&r->calls[i], now, total[i], count[i]);
+	pthread_mutex_unlock(&r->lock);
+}
+
+bool reconciler_calls(struct reconciler *r, int provider, uint64_t *total,
+		      uint64_t *last_minute, size_t *resources)
+{
+	const struct call_window *w;
+	double now = now_s();
+	uint64_t since = 0;
+
+	if (provider < 0 || provider >= 8 || !builtin_providers[provider] ||
+	    !builtin_providers[provider]->calls)
+		return false;
+	pthread_mutex_lock(&r->lock);
+	w = &r->calls[provider];
+	/* The oldest sample of the last minute is where it counts from. */
+	for (size_t k = 0; k < w->n; k++) {
+		size_t i = (w->next + CALL_SAMPLES - w->n + k) % CALL_SAMPLES;
+
+		if (now - w->at[i] <= 60.0) {
+			since = w->calls[i];
+			break;
+		}
+	}
+	*total = w->total;
+	*last_minute = w->total - (since < w->total ? since : w->total);
+	*resources = w->resources;
+	pthread_mutex_unlock(&r->lock);
+	return true;
+}
+
 static void *reconcile_loop(void *arg)
 {
 	struct reconciler *r = arg;
@@ -1231,6 +1381,7 @@ static void *reconcile_loop(void *arg)
 
 		pthread_mutex_unlock(&r->lock);
 		run_pass(r);
+		sample_calls(r, now_s());
 		pthread_mutex_lock(&r->lock);
 		if (r->kicked) {
 			r->kicked = false;
@@ -1361,7 +1512,33 @@ static int approve(struct reconciler *r, const char *env, const char *arg,
 	return 0;
 }
 
-/* `apply` and `refresh`: act and look again now, settle or not. */
+static bool noted(const struct buf *names, const char *env)
+{
+	const char *all = buf_str(names), *p = all;
+	size_t n = strlen(env);
+
+	while ((p = strstr(p, env))) {
+		if ((p == all || p[-1] == '\n') && p[n] == '\n')
+			return true;
+		p += n;
+	}
+	return false;
+}
+
+/* `refresh`: the reconciler's thread asks the provider; this only
+ * leaves it a note, so a write to ctl never waits on a cloud. */
+static void refresh_later(struct reconciler *r, const char *env)
+{
+	pthread_mutex_lock(&r->lock);
+	/* Once each: a loop writing refresh must not grow the list. */
+	if (!noted(&r->refresh_envs, env))
+		buf_printf(&r->refresh_envs, "%s\n", env);
+	r->kicked = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* `apply`: act and look again now, settle or not. */
 static void due_now(struct reconciler *r)
 {
 	pthread_mutex_lock(&r->lock);
@@ -1380,8 +1557,12 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 	msg[0] = '\0';
 	if (sscanf(line, "%31s %63s", cmd, arg) < 1)
 		return -EINVAL;
-	if (!strcmp(cmd, "apply") || !strcmp(cmd, "refresh")) {
+	if (!strcmp(cmd, "apply")) {
 		due_now(r);
+		return 0;
+	}
+	if (!strcmp(cmd, "refresh")) {
+		refresh_later(r, env);
 		return 0;
 	}
 	if (!strcmp(cmd, "approve"))
@@ -1502,6 +1683,7 @@ void reconciler_stop(struct reconciler *r)
 	free(r->evals);
 	free(r->dirty_res.v);
 	free(r->dirty_env.v);
+	buf_free(&r->refresh_envs);
 	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
 		struct env_state *es = v;
 		void *w;

@@ -47,6 +47,12 @@ void reconciler_kick(struct reconciler *r, const struct store_touch *t,
 void reconciler_stats(struct reconciler *r, double *pass_seconds,
 		      size_t *evaluated);
 
+/* The calls provider (an index of builtin_providers) made to the outside:
+ * in all, in the last minute, and how many resources it holds. False
+ * when it does not count them. */
+bool reconciler_calls(struct reconciler *r, int provider, uint64_t *total,
+		      uint64_t *last_minute, size_t *resources);
+
 int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 		   const struct caller *who, char *msg, size_t msglen);
 

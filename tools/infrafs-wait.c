@@ -12,6 +12,10 @@
  * So the tool reads, then sleeps in poll(2) on the open file until it
  * changes or the interval passes (the interval is what makes it work on
  * any other folder, where nothing raises POLLPRI).
+ *
+ * With --refresh it first writes `refresh` to the environment's ctl and
+ * then trusts only a state the provider observed after that, so that a
+ * script never acts on what a cache said before the cloud changed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -69,13 +73,15 @@ struct options {
 	double timeout_s; /* 0: wait forever */
 	long interval_ms;
 	bool quiet;
+	bool refresh;
+	double asked_at; /* --refresh: wall clock when it was asked */
 };
 
 static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: infrafs-wait RESOURCE_DIR STATE[,STATE...] "
-		"[--timeout SECONDS] [--interval MS] [--quiet]\n"
+		"[--timeout SECONDS] [--interval MS] [--refresh] [--quiet]\n"
 		"\n"
 		"Waits until RESOURCE_DIR/state reads one of the STATEs:\n"
 		"pending, creating, ready, updating, degraded, failed, "
@@ -87,6 +93,11 @@ static void usage(FILE *to)
 		"at most\n"
 		"                         (default 1000; a change on the "
 		"mount wakes it at once)\n"
+		"  -r, --refresh          ask for a fresh look first (refresh "
+		"to the\n"
+		"                         environment's ctl) and trust only a "
+		"state\n"
+		"                         observed after it\n"
 		"  -q, --quiet            do not print state changes\n"
 		"  -h, --help             print this help\n"
 		"\n"
@@ -204,6 +215,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	static const struct option longopts[] = {
 		{ "timeout", required_argument, NULL, 't' },
 		{ "interval", required_argument, NULL, 'i' },
+		{ "refresh", no_argument, NULL, 'r' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -212,7 +224,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 	o->timeout_s = DEFAULT_TIMEOUT_S;
 	o->interval_ms = DEFAULT_INTERVAL_MS;
-	while ((c = getopt_long(argc, argv, "t:i:qh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:i:qrh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (parse_timeout(optarg, &o->timeout_s))
@@ -226,6 +238,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 						   "want milliseconds "
 						   "1..3600000",
 						   optarg);
+			break;
+		case 'r':
+			o->refresh = true;
 			break;
 		case 'q':
 			o->quiet = true;
@@ -408,6 +423,82 @@ static void wait_change(int fd, double s)
 	}
 }
 
+static double wall_now(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return seconds(&now);
+}
+
+/* "2026-11-28T01:31:40.370Z" as seconds since the epoch; 0 if not one. */
+static double parse_time(const char *text)
+{
+	struct tm tm = { 0 };
+	const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+	double frac = 0;
+
+	if (!rest)
+		return 0;
+	if (*rest == '.')
+		frac = strtod(rest, NULL);
+	return (double)timegm(&tm) + frac;
+}
+
+/* status's observed_at, seconds since the epoch; 0: never or unreadable. */
+static double observed_at(const char *dir)
+{
+	static const char key[] = "observed_at:";
+	char path[PATH_MAX + 16];
+	char *line = NULL;
+	size_t cap = 0;
+	double at = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/status", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (getline(&line, &cap, f) >= 0) {
+		if (!strncmp(line, key, sizeof(key) - 1)) {
+			at = parse_time(line + sizeof(key) - 1 +
+					strspn(line + sizeof(key) - 1, " "));
+			break;
+		}
+	}
+	free(line);
+	fclose(f);
+	return at;
+}
+
+/* Writes `refresh` to DIR/../../ctl, the environment's. 0 or -errno. */
+static int ask_refresh(struct options *o)
+{
+	static const char cmd[] = "refresh\n";
+	char path[PATH_MAX + 16];
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s/../../ctl", o->dir);
+	/* Times in status have millisecond precision: a look in the same
+	 * millisecond as the request counts. */
+	o->asked_at = wall_now() - 0.001;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, cmd, sizeof(cmd) - 1) != (ssize_t)(sizeof(cmd) - 1))
+		err = -errno;
+	if (close(fd) < 0 && !err)
+		err = -errno;
+	return err;
+}
+
+/* With --refresh, a state observed before the request is not yet the
+ * answer. */
+static bool observed_since_asked(const struct options *o)
+{
+	return !o->refresh || observed_at(o->dir) >= o->asked_at;
+}
+
 /* Each read leaves the file open in *fd, polled until the next one. */
 static int wait_loop(const struct options *o, const char *path, int *fd)
 {
@@ -429,6 +520,9 @@ static int wait_loop(const struct options *o, const char *path, int *fd)
 			snprintf(last, sizeof(last), "%s", state);
 		}
 		i = state_index(state, strlen(state));
+		if (i >= 0 && (o->want[i] || i == ST_FAILED) &&
+		    !observed_since_asked(o))
+			i = -1; /* as of before the refresh: look again */
 		if (i >= 0 && o->want[i])
 			return EXIT_REACHED;
 		if (i == ST_FAILED)
@@ -461,5 +555,15 @@ int main(int argc, char **argv)
 
 	if (rc)
 		return rc;
+	if (o.refresh) {
+		rc = ask_refresh(&o);
+		if (rc) {
+			fprintf(stderr,
+				"infrafs-wait: cannot ask for a refresh in "
+				"%s/../../ctl: %s\n",
+				o.dir, strerror(-rc));
+			return EXIT_GONE;
+		}
+	}
 	return wait_for_state(&o);
 }

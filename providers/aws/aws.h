@@ -190,6 +190,8 @@ struct aws_client;
 
 struct aws_client *aws_client_new(const struct aws_settings *s);
 void aws_client_free(struct aws_client *c);
+/* Requests this client has sent, every attempt counted. */
+uint64_t aws_client_requests(const struct aws_client *c);
 bool aws_client_matches(const struct aws_client *c,
 			const struct aws_settings *s);
 

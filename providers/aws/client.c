@@ -101,6 +101,7 @@ struct aws_client {
 	CURLM *multi;
 	struct aws_cred_chain *creds;
 	struct bucket buckets[AWS_SERVICE_SLOTS];
+	uint64_t requests; /* sent, for metrics; the reconciler's thread */
 };
 
 struct aws_call_io {
@@ -877,6 +878,7 @@ static double start_due(struct aws_client *c, struct aws_call *calls, size_t n,
 			continue;
 		}
 		call->attempts++;
+		c->requests++;
 		io->in_flight = true;
 		(*in_flight)++;
 		curl_multi_add_handle(c->multi, io->easy);
@@ -1063,6 +1065,11 @@ bool aws_client_matches(const struct aws_client *c,
 	       m->requests_per_second == s->requests_per_second &&
 	       m->max_connections == s->max_connections &&
 	       m->timeout_s == s->timeout_s;
+}
+
+uint64_t aws_client_requests(const struct aws_client *c)
+{
+	return c->requests;
 }
 
 void aws_client_free(struct aws_client *c)

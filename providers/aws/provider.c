@@ -816,17 +816,54 @@ static const char *live_status(const struct aws_res *r)
 	return json_string_value(json_object_get(r->live, field));
 }
 
+/* The pace a resource is looked at: poll_s while a change is under way
+ * or the last look failed (credentials refused, AWS down), refresh_s
+ * once it rests. */
+static double look_interval(const struct aws_res *r)
+{
+	if (r->look_error[0] || aws_status_in_progress(live_status(r)))
+		return r->poll_s;
+	return r->refresh_s;
+}
+
+/* Up to a tenth either way, so that what was made together does not
+ * poll together for ever. */
+static double jittered(double interval)
+{
+	uint32_t x = 0;
+
+	if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != sizeof(x))
+		x = (uint32_t)rand();
+	return interval * (0.9 + 0.2 * ((double)x / 4294967296.0));
+}
+
+/* A look just happened (a Describe, or the list showing it unchanged). */
+static void looked_now(struct aws_res *r)
+{
+	r->looked = true;
+	r->dirty = false;
+	r->fresh = false;
+	r->looked_at = mono_now();
+	r->looked_wall = time_now();
+	r->next_look = r->looked_at + jittered(look_interval(r));
+}
+
+/* Seconds until the next look is due, at least a little. */
+static double next_look_in(const struct aws_res *r)
+{
+	double in = r->next_look - mono_now();
+
+	return in > 0.1 ? in : 0.1;
+}
+
 static bool needs_look(const struct aws_res *r, double now)
 {
-	double age = now - r->looked_at;
-
-	if (!r->looked || r->dirty)
+	if (!r->looked || r->dirty || r->fresh)
 		return true;
-	/* A look that failed (credentials refused, AWS down) is tried again
-	 * at the polling pace, not at every pass of the reconciler. */
-	if (r->look_error[0] || aws_status_in_progress(live_status(r)))
-		return age >= r->poll_s;
-	return age >= r->refresh_s;
+	/* A poll_s or refresh_s that changed since the last look counts
+	 * from that look. */
+	return now >= r->next_look ||
+	       now - r->looked_at >= 1.1 * look_interval(r);
 }
 
 /* What the environment's config says about reaching AWS and polling. */
@@ -898,9 +935,7 @@ static void take_look(struct aws *a, struct aws_res *r, struct aws_call *call)
 		r->foreign[0] = '\0';
 		r->owner_unknown = false;
 	}
-	r->looked = true;
-	r->dirty = false;
-	r->looked_at = mono_now();
+	looked_now(r);
 	if (!same_version(was, r->live) && json_array_size(r->made))
 		aws_res_save(a, r);
 	json_decref(was);
@@ -1062,19 +1097,46 @@ static bool unchanged_since(const struct aws_res *r, json_t *summary)
 			  json_object_get(summary, "EndpointStatus"));
 }
 
+/*
+ * The list of this pass: every environment's observe in one reconciler
+ * pass shares it (it names every infrafs endpoint of the account and
+ * region), so a thousand endpoints in ten environments are still ten
+ * pages, not a hundred.
+ */
+#define LIST_SHARED_S 1.0
+
+static json_t *listed(struct aws *a, struct aws_client *c)
+{
+	struct summary_page page;
+
+	if (a->list_all && a->list_client == c &&
+	    mono_now() - a->list_at < LIST_SHARED_S)
+		return a->list_all;
+	list_endpoints(c, &page);
+	json_decref(a->list_all);
+	a->list_all = NULL;
+	if (page.rc) {
+		json_decref(page.all);
+		return NULL;
+	}
+	a->list_all = page.all;
+	a->list_client = c;
+	a->list_at = mono_now();
+	return a->list_all;
+}
+
 /* Settles from the list what it can; returns how many still need a
  * Describe, moved to the front of rs. */
 static size_t settle_from_list(struct aws *a, struct aws_res **rs, size_t n)
 {
-	struct summary_page page;
+	json_t *all = listed(a, aws_client_of(a, rs[0]));
 	size_t left = 0;
 
-	list_endpoints(aws_client_of(a, rs[0]), &page);
 	for (size_t i = 0; i < n; i++) {
 		struct aws_res *r = rs[i];
-		json_t *s = json_object_get(page.all, r->aws_name);
+		json_t *s = json_object_get(all, r->aws_name);
 
-		if (page.rc || r->kind != KIND_ENDPOINT_IDX || r->dirty ||
+		if (!all || r->kind != KIND_ENDPOINT_IDX || r->dirty ||
 		    !owner_known(r) || (s && !unchanged_since(r, s))) {
 			rs[left++] = r;
 			continue;
@@ -1085,11 +1147,14 @@ static size_t settle_from_list(struct aws *a, struct aws_res **rs, size_t n)
 			r->foreign[0] = '\0';
 		}
 		r->look_error[0] = '\0';
-		r->looked = true;
-		r->looked_at = mono_now();
+		looked_now(r);
 	}
-	json_decref(page.all);
 	return left;
+}
+
+static bool can_list(const struct aws_res *r)
+{
+	return r->kind == KIND_ENDPOINT_IDX && !r->dirty;
 }
 
 /* Endpoints the list can answer for: not those a step just changed. */
@@ -1098,8 +1163,93 @@ static size_t listable(struct aws_res **rs, size_t n)
 	size_t k = 0;
 
 	for (size_t i = 0; i < n; i++)
-		k += rs[i]->kind == KIND_ENDPOINT_IDX && !rs[i]->dirty;
+		k += can_list(rs[i]);
 	return k;
+}
+
+/* The pages a list of c's endpoints takes: everything this daemon knows
+ * there, a hundred a page. */
+static size_t list_pages(struct aws *a, struct aws_client *c)
+{
+	size_t k = 0;
+	void *v;
+
+	for (size_t pos = 0; map_next(&a->res, &pos, &v);) {
+		const struct aws_res *r = v;
+
+		k += r->kind == KIND_ENDPOINT_IDX && r->live &&
+		     aws_client_of(a, r) == c;
+	}
+	return k / 100 + 1;
+}
+
+/*
+ * A list pays for itself when it is fewer calls than the Describes it
+ * saves: from LIST_FROM endpoints on, and from two when `refresh` asked
+ * for all of them at once.
+ */
+static bool list_pays(struct aws *a, struct aws_client *c, struct aws_res **rs,
+		      size_t n)
+{
+	size_t need, pages;
+	bool fresh = false;
+
+	for (size_t i = 0; i < n; i++)
+		fresh |= rs[i]->fresh;
+	need = fresh ? 2 : LIST_FROM;
+	if (listable(rs, n) < need)
+		return false;
+	pages = list_pages(a, c);
+	return listable(rs, n) > pages;
+}
+
+/* Due within the jitter's width: it would come in the next passes and
+ * make a Describe of its own; counted towards a list. */
+static bool nearly_due(const struct aws_res *r, double now)
+{
+	return r->looked && can_list(r) &&
+	       now >= r->next_look - 0.2 * look_interval(r);
+}
+
+/*
+ * The resources of rs on client c that are due (moved into due, marked
+ * taken). A list pays when enough are due or nearly; then every endpoint
+ * of the batch joins it, whatever its age: the list names them all for
+ * the same pages, and their next looks line up into one list a round
+ * instead of scattering into a Describe each. Returns how many are in
+ * due; *list says whether to list.
+ */
+static size_t gather(struct aws *a, struct aws_res **rs, size_t n,
+		     struct aws_client *c, double now, struct aws_res **due,
+		     bool *taken, bool *list)
+{
+	size_t nd = 0, nj = 0;
+
+	for (size_t j = 0; j < n; j++) {
+		if (rs[j] && !taken[j] && aws_client_of(a, rs[j]) == c &&
+		    needs_look(rs[j], now)) {
+			taken[j] = true;
+			due[nd++] = rs[j];
+		}
+	}
+	/* Those nearly due go after the due ones, untaken yet. */
+	for (size_t j = 0; j < n; j++) {
+		if (rs[j] && !taken[j] && aws_client_of(a, rs[j]) == c &&
+		    nearly_due(rs[j], now))
+			due[nd + nj++] = rs[j];
+	}
+	*list = list_pays(a, c, due, nd + nj);
+	if (!*list)
+		return nd;
+	nj = 0;
+	for (size_t j = 0; j < n; j++) {
+		if (rs[j] && !taken[j] && aws_client_of(a, rs[j]) == c &&
+		    rs[j]->looked && can_list(rs[j])) {
+			taken[j] = true;
+			due[nd + nj++] = rs[j];
+		}
+	}
+	return nd + nj;
 }
 
 /* Looks at what is due, one batch per client. */
@@ -1110,20 +1260,14 @@ static void look_due(struct aws *a, struct aws_res **rs, size_t n)
 	bool *taken = xcalloc(n ? n : 1, sizeof(*taken));
 
 	for (size_t i = 0; i < n; i++) {
-		struct aws_client *c;
-		size_t nd = 0;
+		size_t nd;
+		bool list;
 
 		if (!rs[i] || taken[i] || !needs_look(rs[i], now))
 			continue;
-		c = aws_client_of(a, rs[i]);
-		for (size_t j = i; j < n; j++) {
-			if (rs[j] && !taken[j] && needs_look(rs[j], now) &&
-			    aws_client_of(a, rs[j]) == c) {
-				taken[j] = true;
-				due[nd++] = rs[j];
-			}
-		}
-		if (listable(due, nd) >= LIST_FROM)
+		nd = gather(a, rs, n, aws_client_of(a, rs[i]), now, due, taken,
+			    &list);
+		if (list)
 			nd = settle_from_list(a, due, nd);
 		look(a, due, nd);
 	}
@@ -1163,6 +1307,7 @@ static void fill(struct aws *a, struct aws_res *r, struct target *t)
 		cluster_fill(a, r, t);
 	else
 		endpoint_fill(a, r, t);
+	t->obs.observed_at = r->looked_wall;
 	if (r->foreign[0] && !t->obs.error[0])
 		foreign_error(r, t);
 	if (r->not_ours[0] && !t->obs.error[0])
@@ -1201,6 +1346,7 @@ static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 	struct aws_res **rs = xcalloc(n ? n : 1, sizeof(*rs));
 	struct aws_res **changed = xcalloc(n ? n : 1, sizeof(*changed));
 	struct plan *plans = xcalloc(n ? n : 1, sizeof(*plans));
+	bool *idle = xcalloc(n ? n : 1, sizeof(*idle));
 	size_t nchanged = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -1221,13 +1367,17 @@ static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 	run_plans(a, rs, ts, plans, n);
 	for (size_t i = 0; i < n; i++) {
 		rcs[i] = plans[i].rc;
+		idle[i] = !plans[i].n;
 		plan_clear(&plans[i]);
 		if (rs[i] && finished(rs[i], ts[i], rcs[i])) {
 			res_forget(a, rs[i]);
 			rs[i] = NULL;
 			fill(a, NULL, ts[i]);
-		} else if (rs[i]) {
-			rs[i]->dirty = true;
+		} else if (rs[i] && rs[i]->dirty) {
+			/* Only a step that called AWS (take_answer) made the
+			 * last look stale; one that found the resource busy
+			 * waits for the next look at the polling pace (the
+			 * pass's observe has just looked at what was due). */
 			changed[nchanged++] = rs[i];
 		}
 	}
@@ -1242,7 +1392,10 @@ static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 		if (rcs[i] && err[0])
 			snprintf(ts[i]->obs.error, sizeof(ts[i]->obs.error),
 				 "%s", err);
+		if (!rcs[i] && idle[i])
+			ts[i]->obs.retry_in_s = next_look_in(rs[i]);
 	}
+	free(idle);
 	free(plans);
 	free(changed);
 	free(rs);
@@ -1254,6 +1407,31 @@ static int aws_step(void *state, struct target *t)
 
 	aws_step_many(state, &t, &rc, 1);
 	return rc;
+}
+
+/* `refresh`: every resource of env is looked at in the next observe. */
+static void aws_refresh(void *state, const char *env)
+{
+	struct aws *a = state;
+	size_t n = strlen(env);
+	void *v;
+
+	for (size_t pos = 0; map_next(&a->res, &pos, &v);) {
+		struct aws_res *r = v;
+
+		if (!strncmp(r->key, env, n) && r->key[n] == '/')
+			r->fresh = true;
+	}
+}
+
+static uint64_t aws_calls(void *state)
+{
+	const struct aws *a = state;
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < a->nclients; i++)
+		n += aws_client_requests(a->clients[i]);
+	return n;
 }
 
 static void aws_list(void *state, const char *env, struct buf *out)
@@ -1395,6 +1573,7 @@ static void aws_stop(void *state)
 	for (size_t pos = 0; map_next(&a->res, &pos, &v);)
 		res_free(v);
 	map_free(&a->res);
+	json_decref(a->list_all);
 	for (size_t i = 0; i < a->nclients; i++)
 		aws_client_free(a->clients[i]);
 	free(a->clients);
@@ -1409,6 +1588,8 @@ const struct provider_ops aws_provider = {
 	.step = aws_step,
 	.step_many = aws_step_many,
 	.list = aws_list,
+	.refresh = aws_refresh,
+	.calls = aws_calls,
 	.check = aws_check,
 	.check_config = aws_check_config,
 	.hourly_cost = aws_hourly_cost,

@@ -55,7 +55,12 @@ struct aws_res {
 	json_t *live;
 	bool looked;
 	bool dirty; /* a step changed it: look again before trusting live */
-	double looked_at;
+	bool fresh; /* `refresh`: look now, whatever the last look's age */
+	double looked_at; /* monotonic */
+	double looked_wall; /* the same moment, wall clock, for status */
+	/* When the next look is due, jittered around poll_s or refresh_s so
+	 * that resources made together do not poll together. */
+	double next_look;
 	char look_error[400];
 };
 
@@ -68,6 +73,10 @@ struct aws {
 	char owner[33];
 	struct aws_client **clients;
 	size_t nclients;
+	/* The last ListEndpoints, shared by the observes of one pass. */
+	json_t *list_all; /* EndpointName -> EndpointSummary */
+	struct aws_client *list_client;
+	double list_at; /* monotonic */
 };
 
 /* provider.c */

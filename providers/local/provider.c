@@ -29,6 +29,9 @@
 #define MAX_STARTS 4
 /* GPU memory and utilization are read again this often. */
 #define GPU_REFRESH_SECONDS 10.0
+/* A step that can only wait (replicas starting or stopping) is tried
+ * again no sooner than this: a local look is a /proc scan and a probe. */
+#define LOCAL_POLL_S 0.5
 
 static const char *const local_kinds[] = { "pool", "endpoint", NULL };
 
@@ -384,11 +387,12 @@ static bool process_alive(pid_t pid)
 	       state != 'Z' && state != 'X';
 }
 
+/* How many replicas it started, or a negative errno. */
 static int start_missing(struct local *l, struct target *t, unsigned wanted)
 {
 	char devices[256];
 	double now = time_now();
-	int rc = 0;
+	int rc = 0, started = 0;
 
 	endpoint_devices(l, t, devices, sizeof(devices));
 	for (unsigned idx = 0; idx < wanted; idx++) {
@@ -422,8 +426,9 @@ static int start_missing(struct local *l, struct target *t, unsigned wanted)
 				   sizeof(t->obs.error));
 		if (rc)
 			return rc;
+		started++;
 	}
-	return 0;
+	return started;
 }
 
 /* The owner the replicas run as changes in the record only once no
@@ -447,7 +452,9 @@ static bool note_owner(struct local *l, const struct target *t,
 	return true;
 }
 
-static int endpoint_step(struct local *l, struct target *t)
+/* Sets *idle when it could do nothing but wait (old replicas stopping,
+ * new ones starting up). */
+static int endpoint_step(struct local *l, struct target *t, bool *idle)
 {
 	unsigned wanted = wanted_replicas(t);
 	unsigned stopping = stop_unwanted(l, t, wanted);
@@ -466,15 +473,18 @@ static int endpoint_step(struct local *l, struct target *t)
 		return 0;
 	}
 	/* An update replaces replicas once the old ones are gone. */
-	if (stopping && t->obs.applied_rev != t->want->rev)
+	if (stopping && t->obs.applied_rev != t->want->rev) {
+		*idle = true;
 		return 0;
+	}
 	rc = start_missing(l, t, wanted);
 	e = endpoint_get(l, t->env, t->name, true);
 	if (note_owner(l, t, e) || e->rev != t->want->rev) {
 		e->rev = t->want->rev;
 		save_endpoint(l, e);
 	}
-	return rc;
+	*idle = rc == 0 && !stopping;
+	return rc < 0 ? rc : 0;
 }
 
 /* ---- the provider ------------------------------------------------------ */
@@ -518,10 +528,12 @@ static int local_step(void *state, struct target *t)
 {
 	struct local *l = state;
 	char err[sizeof(t->obs.error)];
+	bool idle = false;
 	int rc;
 
 	t->obs.error[0] = '\0';
-	rc = t->kind == KIND_POOL_IDX ? pool_step(l, t) : endpoint_step(l, t);
+	rc = t->kind == KIND_POOL_IDX ? pool_step(l, t)
+				      : endpoint_step(l, t, &idle);
 	snprintf(err, sizeof(err), "%s",
 		 t->obs.error[0] ? t->obs.error : (rc ? strerror(-rc) : ""));
 	observation_clear(&t->obs);
@@ -532,6 +544,8 @@ static int local_step(void *state, struct target *t)
 		endpoint_observe(l, t);
 	if (rc && err[0])
 		snprintf(t->obs.error, sizeof(t->obs.error), "%s", err);
+	if (idle)
+		t->obs.retry_in_s = LOCAL_POLL_S;
 	return rc;
 }
 

@@ -10,8 +10,10 @@
 # endpoints (1000) and times the provider's observe() of all of them with
 # BENCH_AWS_LATENCY_MS (50) added to every call and the fake throttling
 # anything over BENCH_AWS_RPS (100, the provider's default rate), the
-# provider's own limit set to the same. Method and results:
-# docs/performance.md.
+# provider's own limit set to the same. Then it plays the reconciler's
+# loop for BENCH_AWS_PACE_S seconds (30) at rest, while every endpoint is
+# updating and while COUNT more are creating, and prints the calls per
+# endpoint per minute each costs. Method and results: docs/performance.md.
 
 set -euo pipefail
 
