@@ -5,6 +5,7 @@
  * file system is in fs/, the store in store/.
  */
 #include "fs.h"
+#include "service.h"
 #include "spec/schema.h"
 
 #include "util/log.h"
@@ -341,6 +342,7 @@ int main(int argc, char **argv)
 	struct store_options so = { 0 };
 	struct options o;
 	struct fs fs = { 0 };
+	struct service svc = { 0 };
 	char err[1024] = "";
 	int report_fd = -1;
 	int rc;
@@ -405,8 +407,12 @@ int main(int argc, char **argv)
 		log_setup(false, o.debug);
 	}
 	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
+	/* Started with the stop signals blocked, like every thread of ours. */
+	if (service_start(&svc, o.mountpoint) < 0)
+		log_warn("cannot start the service manager's notifier");
 	stop_signals(SIG_UNBLOCK);
 	rc = serve(&fs) ? 1 : 0;
+	service_stopping(&svc);
 stop:
 	/* The order in fs.h: every thread that writes to the session ends
 	 * before its descriptor is closed and its memory freed. */
@@ -420,6 +426,8 @@ stop:
 	}
 unmount:
 	fuse_session_unmount(fs.se);
+	/* Its probe of the mount, if one was under way, failed with it. */
+	service_join(&svc);
 	fuse_remove_signal_handlers(fs.se);
 	log_info("unmounted %s", o.mountpoint);
 out:

@@ -8,6 +8,8 @@ packages=(
 	gcc meson ninja-build pkg-config
 	libfuse3-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
 	libssl-dev
+	# sd_notify for the Type=notify unit (systemd/infrafs@.service)
+	libsystemd-dev
 	# tools/fuzz.sh: clang with libFuzzer (libclang_rt.fuzzer) and the
 	# symbolizer for its reports
 	clang-14 libclang-rt-14-dev llvm-14
@@ -16,6 +18,8 @@ packages=(
 	# tests drive the mount with these real programs
 	python3 python3-pytest jq vim ed diffutils coreutils util-linux passwd curl
 	procps openssl
+	# the unit's test: systemd-analyze verify
+	systemd
 	# man pages
 	man-db groff-base
 )
