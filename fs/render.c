@@ -6,6 +6,7 @@
  * however often it is read. Callers hold the model's read lock.
  */
 #include "fs.h"
+#include "build_info.h"
 
 #include "providers/provider.h"
 #include "store/policy.h"
@@ -54,7 +55,7 @@ static const char readme_text[] =
 
 static void render_version(struct buf *out)
 {
-	buf_printf(out, "infrafs %s\n", INFRAFS_VERSION);
+	build_info(out);
 }
 
 static void render_metrics(struct fs *fs, struct buf *out)

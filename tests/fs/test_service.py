@@ -43,6 +43,7 @@ def test_unit_verifies(tmp_path):
     text = unit.read_text()
     assert "Type=notify" in text and "WatchdogSec=" in text
     assert "EnvironmentFile=/etc/infrafs/%i.conf" in text
+    assert re.search(r"^ExecStartPre=\S+/infrafs --check ", text, re.M)
 
 
 class Notify:
@@ -180,6 +181,27 @@ def test_daemon_runs_under_unit_hardening(tmp_path):
                         "echo 'nodes = 1' > dev/pools/cpu/spec && "
                         "grep -q 'nodes = 1' dev/pools/cpu/spec"],
                        cwd=mnt, check=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        stop(proc, mnt)
+
+
+def test_version_file_and_option_show_the_build(tmp_path):
+    """What a bug report needs: the commit, the build and the libraries
+    the daemon runs with, in the mount's version file and --version."""
+    out = subprocess.run([BIN, "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    keys = [line.split(":", 1)[0] for line in out.splitlines()[1:]]
+    for key in ("commit", "build", "sd_notify", "libfuse", "sqlite",
+                "openssl"):
+        assert key in keys, out
+    assert "sd_notify: yes" in out
+    notify = Notify(tmp_path / "notify.sock")
+    proc, mnt = start_as_unit(tmp_path, notify)
+    try:
+        notify.until("READY=1")
+        assert (mnt / "version").read_text() == out
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
