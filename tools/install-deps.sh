@@ -20,6 +20,8 @@ packages=(
 	procps openssl
 	# the unit's test: systemd-analyze verify
 	systemd
+	# tests/package/build.sh: the Debian package and its checks
+	dpkg-dev debhelper lintian
 	# man pages
 	man-db groff-base
 )
