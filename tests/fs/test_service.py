@@ -73,17 +73,22 @@ class Notify:
                 return seen
 
 
-def start_as_unit(tmp_path, notify, watchdog_usec=None):
+def start_as_unit(tmp_path, notify, watchdog_usec=None, journal=False):
     """The daemon as ExecStart= runs it: in the foreground, with
-    $NOTIFY_SOCKET (and $WATCHDOG_USEC when WatchdogSec= is set)."""
+    $NOTIFY_SOCKET (and $WATCHDOG_USEC when WatchdogSec= is set; and
+    $JOURNAL_STREAM naming its stderr, as the journal would)."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                        "JOURNAL_STREAM")}
     env["NOTIFY_SOCKET"] = notify.path
     if watchdog_usec:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
     log = open(tmp_path / "daemon.log", "wb")
+    if journal:
+        st = os.fstat(log.fileno())
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
     proc = subprocess.Popen(
         [BIN, "-f", "--state", f"sqlite:{tmp_path}/state.db",
          "--key-file", str(tmp_path / "secret.key"), str(mnt)],
@@ -206,3 +211,19 @@ def test_version_file_and_option_show_the_build(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         stop(proc, mnt)
+
+
+def test_log_lines_carry_priorities_for_the_journal(tmp_path):
+    """On the journal's stream each line starts with its syslog priority
+    (<6> info, <3> error), so journalctl -p err finds the errors."""
+    notify = Notify(tmp_path / "notify.sock")
+    proc, mnt = start_as_unit(tmp_path, notify, journal=True)
+    try:
+        notify.until("READY=1")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        stop(proc, mnt)
+    lines = (tmp_path / "daemon.log").read_text().splitlines()
+    assert f"<6>mounted sqlite:{tmp_path}/state.db on {mnt}" in lines, lines
+    assert not [line for line in lines if line.startswith("infrafs: ")]
