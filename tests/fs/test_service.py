@@ -44,6 +44,13 @@ def test_unit_verifies(tmp_path):
     assert "Type=notify" in text and "WatchdogSec=" in text
     assert "EnvironmentFile=/etc/infrafs/%i.conf" in text
     assert re.search(r"^ExecStartPre=\S+/infrafs --check ", text, re.M)
+    # The example configuration sets only what the unit reads.
+    example = (ROOT / "systemd" / "example.conf").read_text()
+    names = re.findall(r"^#?(INFRAFS_[A-Z_]+)=", example, re.M)
+    defaults = re.findall(r"^Environment=(INFRAFS_[A-Z_]+)=", text, re.M)
+    assert names and sorted(set(names)) == sorted(defaults)
+    for name in defaults:
+        assert "${%s}" % name in text or "$" + name in text
 
 
 class Notify:
