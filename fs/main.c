@@ -4,7 +4,9 @@
  * options, opens the state store, mounts and runs the request loop; the
  * file system is in fs/, the store in store/.
  */
+#include "build_info.h"
 #include "fs.h"
+#include "service.h"
 #include "spec/schema.h"
 
 #include "util/log.h"
@@ -35,6 +37,7 @@ struct options {
 	char mountpoint[PATH_MAX];
 	bool foreground;
 	bool debug;
+	bool check; /* --check: verify the store, mount nothing */
 	char fuse_opts[1024];
 	/* ",aws.profile,aws.endpoint_url,": see store_options */
 	char allow_config_keys[1024];
@@ -44,6 +47,7 @@ static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: infrafs [OPTIONS] MOUNTPOINT\n"
+		"       infrafs --check [--state URL] [--key-file PATH]\n"
 		"\n"
 		"Mounts ML infrastructure as a directory tree: environments as\n"
 		"folders, GPU pools and endpoints declared by writing spec files.\n"
@@ -64,11 +68,22 @@ static void usage(FILE *to)
 		"                    key that picks the daemon's credentials\n"
 		"                    (aws.profile, aws.endpoint_url, ...);\n"
 		"                    repeatable\n"
+		"  --check           verify the store (schema, integrity, key\n"
+		"                    fingerprint) without mounting or writing;\n"
+		"                    exits 1 with the reason\n"
 		"  --version         print the version\n"
 		"  --help            print this help\n"
 		"\n"
 		"Unmount with: fusermount3 -u MOUNTPOINT\n"
 		"See infrafs(1) and infrafs-spec(5).\n");
+}
+
+static void print_version(void)
+{
+	BUF_AUTO info = BUF_INIT;
+
+	build_info(&info);
+	fputs(buf_str(&info), stdout);
 }
 
 /* $XDG_x_HOME, else $HOME/fallback, for a user's own files. */
@@ -116,6 +131,17 @@ static void absolute(char *path, size_t len)
 		memcpy(path, tmp, n + 1);
 }
 
+static void absolute_store(struct options *o)
+{
+	char path[PATH_MAX];
+
+	if (strncmp(o->state, "sqlite:", 7) || o->state[7] == '/')
+		return;
+	snprintf(path, sizeof(path), "%s", o->state + 7);
+	absolute(path, sizeof(path));
+	snprintf(o->state, sizeof(o->state), "sqlite:%s", path);
+}
+
 /* Only keys that are privileged can be allowed: a typo must not pass. */
 static int allow_config_key(struct options *o, const char *key)
 {
@@ -144,6 +170,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "state", required_argument, NULL, 's' },
 		{ "key-file", required_argument, NULL, 'k' },
 		{ "allow-config-key", required_argument, NULL, 'a' },
+		{ "check", no_argument, NULL, 'c' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -165,6 +192,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			if (allow_config_key(o, optarg) < 0)
 				return -EINVAL;
 			break;
+		case 'c':
+			o->check = true;
+			break;
 		case 'f':
 			o->foreground = true;
 			break;
@@ -177,7 +207,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 				 ",%s", optarg);
 			break;
 		case 'V':
-			printf("infrafs %s\n", INFRAFS_VERSION);
+			print_version();
 			exit(0);
 		case 'h':
 			usage(stdout);
@@ -187,6 +217,15 @@ static int parse_options(int argc, char **argv, struct options *o)
 			return -EINVAL;
 		}
 	}
+	if (o->check && optind == argc) {
+		absolute_store(o);
+		absolute(o->key_file, sizeof(o->key_file));
+		return 0;
+	}
+	if (o->check) {
+		fprintf(stderr, "infrafs: --check takes no MOUNTPOINT\n");
+		return -EINVAL;
+	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "infrafs: expected one MOUNTPOINT\n");
 		usage(stderr);
@@ -194,13 +233,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	}
 	snprintf(o->mountpoint, sizeof(o->mountpoint), "%s", argv[optind]);
 	absolute(o->mountpoint, sizeof(o->mountpoint));
-	if (!strncmp(o->state, "sqlite:", 7) && o->state[7] != '/') {
-		char path[PATH_MAX];
-
-		snprintf(path, sizeof(path), "%s", o->state + 7);
-		absolute(path, sizeof(path));
-		snprintf(o->state, sizeof(o->state), "sqlite:%s", path);
-	}
+	absolute_store(o);
 	absolute(o->key_file, sizeof(o->key_file));
 	return 0;
 }
@@ -336,17 +369,37 @@ static int serve(struct fs *fs)
 	return rc;
 }
 
+/* --check: what a start would refuse, said before it is tried. */
+static int check_store(const struct options *o)
+{
+	struct store_options so = { .url = o->state, .key_file = o->key_file };
+	BUF_AUTO report = BUF_INIT;
+	char err[1024] = "";
+	int rc = store_check(&so, &report, err, sizeof(err));
+
+	fputs(buf_str(&report), stdout);
+	if (rc < 0) {
+		fprintf(stderr, "infrafs: check failed: %s\n", err);
+		return 1;
+	}
+	printf("ok: %s\n", o->state);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct store_options so = { 0 };
 	struct options o;
 	struct fs fs = { 0 };
+	struct service svc = { 0 };
 	char err[1024] = "";
 	int report_fd = -1;
 	int rc;
 
 	if (parse_options(argc, argv, &o) < 0)
 		return 2;
+	if (o.check)
+		return check_store(&o);
 	/* The store and key hold every spec and secret: ours alone. */
 	umask(077);
 	/* Before any thread: curl's global set-up is not thread-safe. */
@@ -407,8 +460,12 @@ int main(int argc, char **argv)
 		log_setup(false, o.debug);
 	}
 	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
+	/* Started with the stop signals blocked, like every thread of ours. */
+	if (service_start(&svc, o.mountpoint) < 0)
+		log_warn("cannot start the service manager's notifier");
 	stop_signals(SIG_UNBLOCK);
 	rc = serve(&fs) ? 1 : 0;
+	service_stopping(&svc);
 stop:
 	/* The order in fs.h: every thread that writes to the session ends
 	 * before its descriptor is closed and its memory freed. */
@@ -422,6 +479,8 @@ stop:
 	}
 unmount:
 	fuse_session_unmount(fs.se);
+	/* Its probe of the mount, if one was under way, failed with it. */
+	service_join(&svc);
 	fuse_remove_signal_handlers(fs.se);
 	log_info("unmounted %s", o.mountpoint);
 out:

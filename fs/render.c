@@ -6,6 +6,7 @@
  * however often it is read. Callers hold the model's read lock.
  */
 #include "fs.h"
+#include "build_info.h"
 
 #include "providers/provider.h"
 #include "store/policy.h"
@@ -55,7 +56,7 @@ static const char readme_text[] =
 
 static void render_version(struct buf *out)
 {
-	buf_printf(out, "infrafs %s\n", INFRAFS_VERSION);
+	build_info(out);
 }
 
 /* What each provider asks of its cloud: an operator sizes API limits

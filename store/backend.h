@@ -49,6 +49,11 @@ struct backend_ops {
 	int (*open)(const char *location, struct backend **out, char *err,
 		    size_t errlen);
 	void (*close)(struct backend *be);
+	/* Checks ownership, schema and integrity without writing a byte nor
+	 * taking the lock; report gets one line per finding and fingerprint
+	 * the recorded key fingerprint, if any. 1: no store there yet. */
+	int (*check)(const char *location, struct buf *report,
+		     struct buf *fingerprint, char *err, size_t errlen);
 	const char *(*lock_holder)(struct backend *be);
 	/* Fills an empty model with everything declared. */
 	int (*load)(struct backend *be, struct model *m);

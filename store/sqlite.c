@@ -1381,10 +1381,125 @@ static int be_meta_put(struct backend *be, const char *key, const char *value)
 	return rc == SQLITE_DONE ? 0 : sql_errno(rc);
 }
 
+/* ---- checking without opening ------------------------------------------ */
+
+/*
+ * A daemon on the store holds PATH.lock; a shared lock tells without
+ * writing (the file is never made here). Held by the caller until the
+ * check ends, so no daemon starts migrating under it.
+ */
+static int check_not_in_use(struct backend *be, char *err, size_t errlen)
+{
+	char lockpath[PATH_MAX + 8];
+	char who[256] = "";
+	ssize_t got;
+
+	snprintf(lockpath, sizeof(lockpath), "%s.lock", be->path);
+	be->lock_fd = open(lockpath, O_RDONLY | O_CLOEXEC);
+	if (be->lock_fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (flock(be->lock_fd, LOCK_SH | LOCK_NB) == 0)
+		return 0;
+	got = pread(be->lock_fd, who, sizeof(who) - 1, 0);
+	if (got > 0)
+		who[strcspn(who, "\n")] = '\0';
+	snprintf(err, errlen,
+		 "state store sqlite:%s is in use by an infrafs (%s); it "
+		 "cannot be checked while mounted",
+		 be->path, got > 0 ? who : "holder unknown");
+	return -EBUSY;
+}
+
+/* A -wal without its -shm cannot be read without making a -shm: only the
+ * main file is checked then, and the report says so. */
+static void check_uri(struct backend *be, struct buf *uri, struct buf *report)
+{
+	if (size_of(be->path, "-wal") <= 0) {
+		path_uri(uri, be->path, "immutable=1");
+	} else if (size_of(be->path, "-shm") >= 0) {
+		path_uri(uri, be->path, "mode=ro&readonly_shm=1");
+	} else {
+		path_uri(uri, be->path, "immutable=1");
+		buf_printf(report,
+			   "wal: %s-wal has no -shm; only the main file was "
+			   "checked (a start reads the -wal)\n",
+			   be->path);
+	}
+}
+
+static int check_db(struct backend *be, sqlite3 *db, struct buf *report,
+		    struct buf *fingerprint, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int version = 0;
+	int rc = check_owner(be, db, err, errlen);
+
+	if (!rc)
+		rc = check_integrity(be, db, err, errlen);
+	if (rc)
+		return rc;
+	pragma_int(db, "PRAGMA user_version", &version);
+	buf_printf(report, "schema: version %d%s\n", version,
+		   version < SCHEMA_VERSION ? " (migrated at the next start)"
+					    : "");
+	buf_adds(report, "integrity: ok\n");
+	if (version > 0 &&
+	    sqlite3_prepare_v2(db,
+			       "SELECT value FROM meta WHERE key = "
+			       "'key_fingerprint'",
+			       -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+		buf_adds(fingerprint, (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int be_check(const char *location, struct buf *report,
+		    struct buf *fingerprint, char *err, size_t errlen)
+{
+	struct backend be = { .lock_fd = -1 };
+	BUF_AUTO uri = BUF_INIT;
+	sqlite3 *db = NULL;
+	int rc;
+
+	if (!*location || strlen(location) >= sizeof(be.path) - 1) {
+		snprintf(err, errlen, "sqlite: needs a file path");
+		return -EINVAL;
+	}
+	snprintf(be.path, sizeof(be.path), "%s", location);
+	rc = check_not_in_use(&be, err, errlen);
+	if (rc)
+		goto out;
+	if (size_of(be.path, "") <= 0 && size_of(be.path, "-wal") <= 0) {
+		rc = 1;
+		goto out;
+	}
+	rc = reading_uri(&be, &uri, err, errlen);
+	if (rc < 0)
+		goto out;
+	buf_truncate(&uri, 0);
+	check_uri(&be, &uri, report);
+	if (sqlite3_open_v2(buf_str(&uri), &db,
+			    SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+				    SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		rc = db ? report_unreadable(&be, db, err, errlen) : -ENOMEM;
+		goto out;
+	}
+	sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+	rc = check_db(&be, db, report, fingerprint, err, errlen);
+out:
+	sqlite3_close(db);
+	if (be.lock_fd >= 0)
+		close(be.lock_fd);
+	return rc;
+}
+
 const struct backend_ops sqlite_backend = {
 	.scheme = "sqlite",
 	.open = be_open,
 	.close = be_close,
+	.check = be_check,
 	.lock_holder = be_lock_holder,
 	.load = be_load,
 	.begin = be_begin,

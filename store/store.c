@@ -2185,6 +2185,69 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	return 0;
 }
 
+/* The key file against the fingerprint the store recorded, read only:
+ * a missing key is made at start only for a store that sealed nothing. */
+static int check_key(const char *path, const char *recorded, struct buf *report,
+		     char *err, size_t errlen)
+{
+	struct secret_key key;
+	char why[512];
+	char fp[17];
+	int rc;
+
+	if (!path)
+		return 0;
+	rc = secret_key_load(path, false, &key, why, sizeof(why));
+	if (rc == -ENOENT && !*recorded) {
+		buf_printf(report, "key: %s missing; made at the next start\n",
+			   path);
+		return 0;
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "%s", why);
+		return rc;
+	}
+	key_fingerprint(&key, fp);
+	OPENSSL_cleanse(&key, sizeof(key));
+	if (*recorded && strcmp(recorded, fp) != 0) {
+		snprintf(err, errlen,
+			 "the key file %s is not the key that sealed this "
+			 "store's secrets (fingerprint %s, sealed with %s)",
+			 path, fp, recorded);
+		return -EKEYREJECTED;
+	}
+	buf_printf(report, "key: %s fingerprint %s%s\n", path, fp,
+		   *recorded ? ", the store's"
+			     : ", recorded at the next start");
+	return 0;
+}
+
+int store_check(const struct store_options *opt, struct buf *report, char *err,
+		size_t errlen)
+{
+	BUF_AUTO fingerprint = BUF_INIT;
+	const struct backend_ops *ops;
+	const char *location;
+	int rc;
+
+	ops = backend_for(opt->url, &location);
+	if (!ops) {
+		snprintf(err, errlen, "unknown state store %s: use sqlite:PATH",
+			 opt->url);
+		return -EINVAL;
+	}
+	rc = ops->check(location, report, &fingerprint, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (rc > 0)
+		buf_printf(report,
+			   "store: %s does not exist yet; made at the "
+			   "next start\n",
+			   opt->url);
+	return check_key(opt->key_file, buf_str(&fingerprint), report, err,
+			 errlen);
+}
+
 void store_close(struct store *st)
 {
 	if (!st)

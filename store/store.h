@@ -101,6 +101,11 @@ typedef void (*store_change_fn)(void *ctx, const struct store_touch *t,
 int store_open(const struct store_options *opt, struct store **out, char *err,
 	       size_t errlen);
 void store_close(struct store *st);
+/* What store_open would find, without writing anything: ownership,
+ * schema, integrity and the key file's fingerprint. 0 with a report of
+ * one line per check, or negative errno with the reason in err. */
+int store_check(const struct store_options *opt, struct buf *report, char *err,
+		size_t errlen);
 struct model *store_model(struct store *st);
 /*
  * Sets (or, with fn NULL, removes) the hook. It returns only once no call

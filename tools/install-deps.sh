@@ -8,6 +8,8 @@ packages=(
 	gcc meson ninja-build pkg-config
 	libfuse3-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
 	libssl-dev
+	# sd_notify for the Type=notify unit (systemd/infrafs@.service)
+	libsystemd-dev
 	# tools/fuzz.sh: clang with libFuzzer (libclang_rt.fuzzer) and the
 	# symbolizer for its reports
 	clang-14 libclang-rt-14-dev llvm-14
@@ -18,6 +20,10 @@ packages=(
 	procps openssl
 	# whole-tree readers and copiers, tests/fs/test_everyday_tools.py
 	zip unzip rsync ripgrep
+	# the unit's test: systemd-analyze verify
+	systemd
+	# tests/package/build.sh: the Debian package and its checks
+	dpkg-dev debhelper lintian
 	# man pages
 	man-db groff-base
 )

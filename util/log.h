@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Daemon logging: to stderr in the foreground, to syslog in the background.
+ * Daemon logging: to stderr in the foreground (with syslog priorities
+ * when stderr is systemd's journal), to syslog in the background.
  * Never pass a secret or credential to these; the spec parser already
  * replaces secret values with their references before anything is logged.
  */

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: MIT
+#include "build_info.h"
+
+#include "build_info_gen.h"
+#include "node.h" /* FUSE_USE_VERSION */
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+
+#ifndef INFRAFS_VERSION
+#define INFRAFS_VERSION "0.0.0"
+#endif
+
+#ifdef HAVE_LIBSYSTEMD
+#define SD_NOTIFY "yes"
+#else
+#define SD_NOTIFY "no (built without libsystemd)"
+#endif
+
+void build_info(struct buf *out)
+{
+	buf_printf(out, "infrafs %s\n", INFRAFS_VERSION);
+	buf_printf(out, "commit: %s\n", INFRAFS_COMMIT);
+	buf_printf(out, "build: %s, sanitize %s, %s\n", INFRAFS_BUILDTYPE,
+		   INFRAFS_SANITIZE, "cc " __VERSION__);
+	buf_printf(out, "sd_notify: %s\n", SD_NOTIFY);
+	buf_printf(out, "libfuse: %s\n", fuse_pkgversion());
+	buf_printf(out, "sqlite: %s\n", sqlite3_libversion());
+	buf_printf(out, "openssl: %s\n", OpenSSL_version(OPENSSL_VERSION));
+	buf_printf(out, "jansson: %s\n", jansson_version_str());
+	buf_printf(out, "curl: %s\n",
+		   curl_version_info(CURLVERSION_NOW)->version);
+}
