@@ -324,8 +324,10 @@ static void endpoint_observe(struct local *l, struct target *t)
 		o->applied_rev = lowest_rev_of(l, t);
 	note_exits(l, t, wanted, &drift);
 	snprintf(o->drift, sizeof(o->drift), "%s", buf_str(&drift));
+	/* Nothing wanted and nothing running: a draft, or an endpoint
+	 * gone, is not being deleted. */
 	if (!t->want)
-		o->state = RS_DELETING;
+		o->state = o->exists ? RS_DELETING : RS_PENDING;
 	else if (crash_looping(l, t, wanted, o->error, sizeof(o->error)))
 		o->state = RS_FAILED;
 	else if (healthy >= wanted && o->applied_rev == t->want->rev &&

@@ -121,6 +121,28 @@ def test_select_and_epoll_wake_on_state_change(mnt):
         mnt.kill_replicas()
 
 
+def test_first_commit_of_a_draft_never_reads_deleting(mnt):
+    """A draft endpoint the reconciler has looked at, then committed:
+    its state goes from pending to creating, never through deleting
+    (which once woke pollers for a change that was not one)."""
+    mnt.sh("mkdir dev dev/endpoints/chat")
+    state = mnt / "dev/endpoints/chat/state"
+    time.sleep(1.5)  # a few reconciler passes see the draft
+    (mnt / "dev/endpoints/chat/spec").write_text(
+        "command = exec python3 -m http.server $PORT --bind 127.0.0.1\n"
+        "health_path = /\nreplicas = 1\n")
+    seen = []
+    deadline = time.monotonic() + 1.5
+    try:
+        while time.monotonic() < deadline:
+            word = read(state).strip()
+            if not seen or seen[-1] != word:
+                seen.append(word)
+    finally:
+        mnt.kill_replicas()
+    assert "deleting" not in seen, seen
+
+
 def test_poll_wakes_on_env_plan_and_events(env):
     fds = {name: os.open(env / "dev" / name, os.O_RDONLY)
            for name in ("plan", "events", "status")}
