@@ -182,6 +182,10 @@ void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
 bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k);
 /* pid listed dir: it knows what is there. */
 void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir);
+/* Who, of a folder's maker and its children, renames into it. */
+enum fresh_filler { FRESH_NONE, FRESH_MAKER, FRESH_CHILD };
+enum fresh_filler tree_fresh_filler(struct fs *fs, pid_t pid,
+				    const struct node_key *dir);
 /* The path of a node inside the mount, for audit lines and messages. */
 void tree_path(struct fs *fs, const struct node_key *k, struct buf *out);
 /* The environment a node belongs to, under the model's read lock. */

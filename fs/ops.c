@@ -610,6 +610,31 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 
 /* ---- files ------------------------------------------------------------- */
 
+/*
+ * Who of a resource folder's maker and the maker's children writes k,
+ * a field or generated file of a folder being filled (see
+ * tree_fresh_filler()); FRESH_NONE for anything else.
+ */
+static enum fresh_filler filler_of(struct fs *fs, fuse_req_t req,
+				   const struct node_key *k)
+{
+	struct node_key dir;
+
+	if (k->type <= NT_RES_SPEC || k->type > NT_RES_EVENTS)
+		return FRESH_NONE;
+	dir = node_key_make(NT_RES, 0, k->id, 0);
+	return tree_fresh_filler(fs, fuse_req_ctx(req)->pid, &dir);
+}
+
+/* rsync --inplace's receiver writes each file of a folder it fills in
+ * place: those writes are a copy's, and go to a sink. */
+static bool write_is_copy(struct fs *fs, fuse_req_t req,
+			  const struct node_key *k, int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY &&
+	       filler_of(fs, req, k) == FRESH_CHILD;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -623,12 +648,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		caller_ids(req, &who);
 	else
 		caller_of(req, &who);
+	if (!rc && write_is_copy(fs, req, &k, fi->flags)) {
+		rc = file_open_sink(fs, ino, &k, &h, fi);
+		goto opened;
+	}
 	if (!rc)
 		rc = may_access(fs, req, &k,
 				open_mode(fi->flags) |
 					(fi->flags & O_TRUNC ? W_OK : 0));
 	if (!rc)
 		rc = file_open(fs, ino, &k, fi->flags, &who, &h, fi);
+opened:
 	if (rc) {
 		reply_errno(req, rc);
 		return;
@@ -939,6 +969,23 @@ static int rename_scratch(struct fs *fs, const struct node_key *from,
 			    newname);
 }
 
+/*
+ * rsync fills a resource folder it made by renaming a copy of each
+ * file over its name (see tree_fresh_filler()). Its copies of status,
+ * state and events are taken and not kept, as a copier's creates of
+ * them are; so are its receiver's copies of field files, since the spec
+ * it copies too says the same. The maker itself renaming over a field
+ * is a writer setting it, as with a create without O_EXCL.
+ */
+static bool rename_is_copy(struct fs *fs, fuse_req_t req,
+			   const struct node_key *to)
+{
+	enum fresh_filler who = filler_of(fs, req, to);
+
+	return who == FRESH_CHILD ||
+	       (who == FRESH_MAKER && to->type != NT_RES_FIELD);
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
@@ -971,6 +1018,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	if (to_exists && (flags & RENAME_NOREPLACE)) {
 		rc = -EEXIST;
+	} else if (from.type == NT_SCRATCH && to_exists &&
+		   rename_is_copy(fs, req, &to)) {
+		scratch_become_alias(&fs->scratch, from.id, &to);
 	} else if (from.type == NT_SCRATCH && to_exists &&
 		   to.type != NT_SCRATCH) {
 		rc = tree_is_editable(&to) && to.type != NT_ENV_CTL

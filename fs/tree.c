@@ -370,6 +370,72 @@ bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
 	return created;
 }
 
+/* A process's parent, from /proc/PID/stat; 0 if it cannot be read. */
+static pid_t parent_of(pid_t pid)
+{
+	char path[32], line[512];
+	const char *rest;
+	FILE *f;
+	int ppid = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	/* The command name may hold spaces and ')': the fields we want
+	 * follow its last ')'. */
+	if (fgets(line, sizeof(line), f)) {
+		rest = strrchr(line, ')');
+		if (!rest || sscanf(rest, ") %*c %d", &ppid) != 1)
+			ppid = 0;
+	}
+	fclose(f);
+	return (pid_t)ppid;
+}
+
+/*
+ * rsync makes a folder in one process (its generator) and fills it
+ * from a child (its receiver), which writes each file aside and renames
+ * it over its name. Either of them renaming over a name of a folder the
+ * first is filling is copying it; each such rename keeps the folder
+ * fresh for the maker. Reading /proc is only needed while a folder is
+ * fresh.
+ */
+enum fresh_filler tree_fresh_filler(struct fs *fs, pid_t pid,
+				    const struct node_key *dir)
+{
+	enum fresh_filler who = FRESH_NONE;
+	double now = monotonic_now();
+	bool any = false;
+	struct fresh *f;
+	pid_t parent;
+
+	if (dir->type != NT_RES)
+		return FRESH_NONE;
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, pid, dir->id, now);
+	for (size_t i = 0; !f && !any && i < FRESH_MAX; i++)
+		any = fs->fresh[i].until && fs->fresh[i].res_id == dir->id;
+	if (f) {
+		who = FRESH_MAKER;
+		f->until = now + FRESH_SECONDS;
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
+	if (who || !any)
+		return who;
+	parent = parent_of(pid);
+	if (!parent)
+		return FRESH_NONE;
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, parent, dir->id, now);
+	if (f) {
+		who = FRESH_CHILD;
+		f->until = now + FRESH_SECONDS;
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
+	return who;
+}
+
 void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir)
 {
 	struct fresh *f;
