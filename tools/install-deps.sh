@@ -18,6 +18,9 @@ packages=(
 	procps openssl
 	# whole-tree readers and copiers, tests/fs/test_everyday_tools.py
 	zip unzip rsync ripgrep
+	# the rest of tests/fs/test_compat.py's programs (emacs-nox with
+	# its dependencies is about 150 MB installed)
+	tree nano emacs-nox moreutils attr file patch git nodejs perl less
 	# man pages
 	man-db groff-base
 )
