@@ -213,6 +213,13 @@ CASES = [
       "rsync -a T/copy dev/pools/", copy=SPEC, revs=1),
     c("rsync-inplace-in", "rsync", f"rsync -a {R}/ T/copy/ && "
       "rsync -a --inplace T/copy/ dev/pools/copy/", copy=SPEC, revs=1),
+    c("rsync-a-back", "rsync", f"rsync -a {R}/ T/copy/ && "
+      "printf 'accelerator = cpu\\nnodes = 12\\n' > T/copy/spec && "
+      f"rsync -a T/copy/ {R}/", spec="accelerator = cpu\nnodes = 12\n",
+      revs=1),
+    c("rsync-a-pools", "rsync", "rsync -a dev/pools/ T/pools/ && "
+      "mv T/pools/train T/pools/copy && rsync -a T/pools/ dev/pools/",
+      copy=SPEC, revs=1),
     c("rsync-spec", "rsync", f"rsync -a -I T/new.spec {R}/spec",
       spec=NEW, revs=1),
     c("rsync-inplace-spec", "rsync",
