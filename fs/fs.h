@@ -77,6 +77,7 @@ struct fresh {
 	uint64_t res_id;
 	double until; /* CLOCK_MONOTONIC; 0 for a free slot */
 	struct buf claimed; /* names created since, NUL-separated */
+	struct buf sunk; /* those of them whose bytes go to a sink */
 };
 
 struct fs {
@@ -180,6 +181,10 @@ void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
 		      const char *name);
 /* Whether pid created the file k stands for in a folder it is filling. */
 bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k);
+/* pid's create of name went to a sink; whether k's did. */
+void tree_fresh_sink(struct fs *fs, pid_t pid, const struct node_key *dir,
+		     const char *name);
+bool tree_fresh_sunk(struct fs *fs, pid_t pid, const struct node_key *k);
 /* pid listed dir: it knows what is there. */
 void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir);
 /* Who, of a folder's maker and its children, renames into it. */

@@ -627,12 +627,19 @@ static enum fresh_filler filler_of(struct fs *fs, fuse_req_t req,
 }
 
 /* rsync --inplace's receiver writes each file of a folder it fills in
- * place: those writes are a copy's, and go to a sink. */
+ * place, and tar --xattrs opens each file it made with mknod(2): those
+ * writes are a copy's, and go to a sink. */
 static bool write_is_copy(struct fs *fs, fuse_req_t req,
 			  const struct node_key *k, int flags)
 {
-	return (flags & O_ACCMODE) != O_RDONLY &&
-	       filler_of(fs, req, k) == FRESH_CHILD;
+	enum fresh_filler who;
+
+	if ((flags & O_ACCMODE) == O_RDONLY)
+		return false;
+	who = filler_of(fs, req, k);
+	return who == FRESH_CHILD ||
+	       (who == FRESH_MAKER &&
+		tree_fresh_sunk(fs, fuse_req_ctx(req)->pid, k));
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -770,8 +777,10 @@ static int create_fresh(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	*child = *probe;
 	if (probe->type == NT_RES_SPEC)
 		return flags & O_EXCL ? CREATED_ANEW : 0;
-	return probe->type == NT_RES_FIELD && !(flags & O_EXCL) ? 0
-								: CREATED_SINK;
+	if (probe->type == NT_RES_FIELD && !(flags & O_EXCL))
+		return 0;
+	tree_fresh_sink(fs, fuse_req_ctx(req)->pid, p, name);
+	return CREATED_SINK;
 }
 
 /* 0, CREATED_SINK, CREATED_ANEW, or a negative errno. */
@@ -861,6 +870,61 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fuse_reply_create(req, &e, fi);
+}
+
+/*
+ * tar --xattrs makes each file with mknod(2) before it opens it. A
+ * regular file is made as an exclusive create is, and closed at once;
+ * a spec or field made so commits nothing until it is written. Other
+ * types of node have no place in the tree.
+ */
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct fuse_file_info fi = { .flags = O_WRONLY | O_CREAT | O_EXCL };
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct handle *h = NULL;
+	struct node_key pk, ck;
+	struct caller who;
+	bool again = false;
+	int rc = key_of(fs, parent, &pk);
+
+	(void)rdev;
+	caller_of(req, &who);
+	if (!rc && !S_ISREG(mode))
+		rc = -EPERM;
+	if (!rc)
+		rc = may_access(fs, req, &pk, W_OK | X_OK);
+	if (!rc)
+		rc = create_in(fs, req, &pk, name, mode, fi.flags, &ck);
+	/* A secret exists once a value is written: nothing to make. */
+	if (rc >= 0 && ck.type == NT_SECRET)
+		rc = -EPERM;
+	if (rc == 0) {
+		rc = file_open(fs, node_get(&fs->nodes, &ck, 0), &ck, fi.flags,
+			       &who, &h, &fi);
+		if (h)
+			file_release(fs, h);
+	} else if (rc == CREATED_ANEW &&
+		   !tree_fresh_created(fs, fuse_req_ctx(req)->pid, &ck)) {
+		/* An unlinked spec's replacement: the open that follows
+		 * must be its create, which starts empty, so the gap stays
+		 * and the kernel is told to look the name up again. */
+		tree_hide_spec(fs, ck.id);
+		again = true;
+		rc = 0;
+	} else if (rc > 0) {
+		rc = 0; /* a spec made anew or a sink: written by the open after */
+	}
+	if (!rc)
+		rc = entry_of(fs, &ck, &e);
+	if (!rc && again)
+		e.entry_timeout = e.attr_timeout = 0;
+	if (rc)
+		reply_errno(req, rc);
+	else
+		fuse_reply_entry(req, &e);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1080,5 +1144,6 @@ const struct fuse_lowlevel_ops infrafs_ops = {
 	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.create = op_create,
+	.mknod = op_mknod,
 	.statfs = op_statfs,
 };

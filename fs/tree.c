@@ -202,8 +202,10 @@ void tree_destroy(struct fs *fs)
 	for (size_t pos = 0; map_next(&fs->spec_gaps, &pos, &v);)
 		free(v);
 	map_free(&fs->spec_gaps);
-	for (size_t i = 0; i < FRESH_MAX; i++)
+	for (size_t i = 0; i < FRESH_MAX; i++) {
 		buf_free(&fs->fresh[i].claimed);
+		buf_free(&fs->fresh[i].sunk);
+	}
 	pthread_mutex_destroy(&fs->gaps_lock);
 }
 
@@ -278,6 +280,7 @@ static struct fresh *fresh_find(struct fs *fs, pid_t pid, uint64_t res_id,
 
 		if (f->until && f->until <= now) {
 			buf_free(&f->claimed);
+			buf_free(&f->sunk);
 			memset(f, 0, sizeof(*f));
 		}
 		if (f->until && f->pid == pid && f->res_id == res_id)
@@ -345,7 +348,21 @@ void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
 	pthread_mutex_unlock(&fs->gaps_lock);
 }
 
-bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
+void tree_fresh_sink(struct fs *fs, pid_t pid, const struct node_key *dir,
+		     const char *name)
+{
+	struct fresh *f;
+
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, pid, dir->id, monotonic_now());
+	if (f && !claimed(&f->sunk, name))
+		buf_add(&f->sunk, name, strlen(name) + 1);
+	pthread_mutex_unlock(&fs->gaps_lock);
+}
+
+/* Whether k's name is in pid's list of claimed (or sunk) names. */
+static bool fresh_listed(struct fs *fs, pid_t pid, const struct node_key *k,
+			 bool sunk)
 {
 	const struct resource *r;
 	const char *name = NULL;
@@ -363,11 +380,23 @@ bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
 	if (name) {
 		pthread_mutex_lock(&fs->gaps_lock);
 		f = fresh_find(fs, pid, k->id, monotonic_now());
-		created = f && claimed(&f->claimed, name);
+		created = f && claimed(sunk ? &f->sunk : &f->claimed, name);
 		pthread_mutex_unlock(&fs->gaps_lock);
 	}
 	model_unlock(fs->model);
 	return created;
+}
+
+bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
+{
+	return fresh_listed(fs, pid, k, false);
+}
+
+/* tar --xattrs makes a file with mknod(2), then opens it to write it:
+ * that open of a name whose create went to a sink is the copy's too. */
+bool tree_fresh_sunk(struct fs *fs, pid_t pid, const struct node_key *k)
+{
+	return fresh_listed(fs, pid, k, true);
 }
 
 /* A process's parent, from /proc/PID/stat; 0 if it cannot be read. */
@@ -446,6 +475,7 @@ void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir)
 	f = fresh_find(fs, pid, dir->id, monotonic_now());
 	if (f) {
 		buf_free(&f->claimed);
+		buf_free(&f->sunk);
 		memset(f, 0, sizeof(*f));
 	}
 	pthread_mutex_unlock(&fs->gaps_lock);
