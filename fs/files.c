@@ -764,8 +764,12 @@ static int edit_truncate(struct handle *h, size_t size)
 	if (size > h->edit.len) {
 		rc = -EINVAL;
 	} else {
+		/* ftruncate(2) is a write, unlike O_TRUNC: committed at the
+		 * close(2) that follows, which waits for it and returns its
+		 * verdict, not later at release (truncate(1) exits, then a
+		 * reader would still see the text it cut). */
 		wipebuf_truncate(&h->edit, size);
-		h->truncated = !h->written;
+		h->written = true;
 	}
 	pthread_mutex_unlock(&h->lock);
 	return rc;

@@ -93,6 +93,7 @@ struct fresh {
 	uint64_t res_id;
 	double until; /* CLOCK_MONOTONIC; 0 for a free slot */
 	struct buf claimed; /* names created since, NUL-separated */
+	struct buf sunk; /* those of them whose bytes go to a sink */
 };
 
 struct fs {
@@ -197,8 +198,16 @@ void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
 		      const char *name);
 /* Whether pid created the file k stands for in a folder it is filling. */
 bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k);
+/* pid's create of name went to a sink; whether k's did. */
+void tree_fresh_sink(struct fs *fs, pid_t pid, const struct node_key *dir,
+		     const char *name);
+bool tree_fresh_sunk(struct fs *fs, pid_t pid, const struct node_key *k);
 /* pid listed dir: it knows what is there. */
 void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir);
+/* Who, of a folder's maker and its children, renames into it. */
+enum fresh_filler { FRESH_NONE, FRESH_MAKER, FRESH_CHILD };
+enum fresh_filler tree_fresh_filler(struct fs *fs, pid_t pid,
+				    const struct node_key *dir);
 /* The path of a node inside the mount, for audit lines and messages. */
 void tree_path(struct fs *fs, const struct node_key *k, struct buf *out);
 /* The environment a node belongs to, under the model's read lock. */

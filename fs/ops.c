@@ -610,6 +610,38 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 
 /* ---- files ------------------------------------------------------------- */
 
+/*
+ * Who of a resource folder's maker and the maker's children writes k,
+ * a field or generated file of a folder being filled (see
+ * tree_fresh_filler()); FRESH_NONE for anything else.
+ */
+static enum fresh_filler filler_of(struct fs *fs, fuse_req_t req,
+				   const struct node_key *k)
+{
+	struct node_key dir;
+
+	if (k->type <= NT_RES_SPEC || k->type > NT_RES_EVENTS)
+		return FRESH_NONE;
+	dir = node_key_make(NT_RES, 0, k->id, 0);
+	return tree_fresh_filler(fs, fuse_req_ctx(req)->pid, &dir);
+}
+
+/* rsync --inplace's receiver writes each file of a folder it fills in
+ * place, and tar --xattrs opens each file it made with mknod(2): those
+ * writes are a copy's, and go to a sink. */
+static bool write_is_copy(struct fs *fs, fuse_req_t req,
+			  const struct node_key *k, int flags)
+{
+	enum fresh_filler who;
+
+	if ((flags & O_ACCMODE) == O_RDONLY)
+		return false;
+	who = filler_of(fs, req, k);
+	return who == FRESH_CHILD ||
+	       (who == FRESH_MAKER &&
+		tree_fresh_sunk(fs, fuse_req_ctx(req)->pid, k));
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -623,12 +655,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		caller_ids(req, &who);
 	else
 		caller_of(req, &who);
+	if (!rc && write_is_copy(fs, req, &k, fi->flags)) {
+		rc = file_open_sink(fs, ino, &k, &h, fi);
+		goto opened;
+	}
 	if (!rc)
 		rc = may_access(fs, req, &k,
 				open_mode(fi->flags) |
 					(fi->flags & O_TRUNC ? W_OK : 0));
 	if (!rc)
 		rc = file_open(fs, ino, &k, fi->flags, &who, &h, fi);
+opened:
 	if (rc) {
 		reply_errno(req, rc);
 		return;
@@ -774,8 +811,10 @@ static int create_fresh(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	*child = *probe;
 	if (probe->type == NT_RES_SPEC)
 		return flags & O_EXCL ? CREATED_ANEW : 0;
-	return probe->type == NT_RES_FIELD && !(flags & O_EXCL) ? 0
-								: CREATED_SINK;
+	if (probe->type == NT_RES_FIELD && !(flags & O_EXCL))
+		return 0;
+	tree_fresh_sink(fs, fuse_req_ctx(req)->pid, p, name);
+	return CREATED_SINK;
 }
 
 /* 0, CREATED_SINK, CREATED_ANEW, or a negative errno. */
@@ -865,6 +904,61 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fuse_reply_create(req, &e, fi);
+}
+
+/*
+ * tar --xattrs makes each file with mknod(2) before it opens it. A
+ * regular file is made as an exclusive create is, and closed at once;
+ * a spec or field made so commits nothing until it is written. Other
+ * types of node have no place in the tree.
+ */
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct fuse_file_info fi = { .flags = O_WRONLY | O_CREAT | O_EXCL };
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct handle *h = NULL;
+	struct node_key pk, ck;
+	struct caller who;
+	bool again = false;
+	int rc = key_of(fs, parent, &pk);
+
+	(void)rdev;
+	caller_of(req, &who);
+	if (!rc && !S_ISREG(mode))
+		rc = -EPERM;
+	if (!rc)
+		rc = may_access(fs, req, &pk, W_OK | X_OK);
+	if (!rc)
+		rc = create_in(fs, req, &pk, name, mode, fi.flags, &ck);
+	/* A secret exists once a value is written: nothing to make. */
+	if (rc >= 0 && ck.type == NT_SECRET)
+		rc = -EPERM;
+	if (rc == 0) {
+		rc = file_open(fs, node_get(&fs->nodes, &ck, 0), &ck, fi.flags,
+			       &who, &h, &fi);
+		if (h)
+			file_release(fs, h);
+	} else if (rc == CREATED_ANEW &&
+		   !tree_fresh_created(fs, fuse_req_ctx(req)->pid, &ck)) {
+		/* An unlinked spec's replacement: the open that follows
+		 * must be its create, which starts empty, so the gap stays
+		 * and the kernel is told to look the name up again. */
+		tree_hide_spec(fs, ck.id);
+		again = true;
+		rc = 0;
+	} else if (rc > 0) {
+		rc = 0; /* a spec made anew or a sink: written by the open after */
+	}
+	if (!rc)
+		rc = entry_of(fs, &ck, &e);
+	if (!rc && again)
+		e.entry_timeout = e.attr_timeout = 0;
+	if (rc)
+		reply_errno(req, rc);
+	else
+		fuse_reply_entry(req, &e);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -973,6 +1067,23 @@ static int rename_scratch(struct fs *fs, const struct node_key *from,
 			    newname);
 }
 
+/*
+ * rsync fills a resource folder it made by renaming a copy of each
+ * file over its name (see tree_fresh_filler()). Its copies of status,
+ * state and events are taken and not kept, as a copier's creates of
+ * them are; so are its receiver's copies of field files, since the spec
+ * it copies too says the same. The maker itself renaming over a field
+ * is a writer setting it, as with a create without O_EXCL.
+ */
+static bool rename_is_copy(struct fs *fs, fuse_req_t req,
+			   const struct node_key *to)
+{
+	enum fresh_filler who = filler_of(fs, req, to);
+
+	return who == FRESH_CHILD ||
+	       (who == FRESH_MAKER && to->type != NT_RES_FIELD);
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
@@ -1005,6 +1116,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	if (to_exists && (flags & RENAME_NOREPLACE)) {
 		rc = -EEXIST;
+	} else if (from.type == NT_SCRATCH && to_exists &&
+		   rename_is_copy(fs, req, &to)) {
+		scratch_become_alias(&fs->scratch, from.id, &to);
 	} else if (from.type == NT_SCRATCH && to_exists &&
 		   to.type != NT_SCRATCH) {
 		rc = tree_is_editable(&to) && to.type != NT_ENV_CTL
@@ -1064,6 +1178,7 @@ const struct fuse_lowlevel_ops infrafs_ops = {
 	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.create = op_create,
+	.mknod = op_mknod,
 	.statfs = op_statfs,
 	.poll = op_poll,
 	.symlink = op_symlink,

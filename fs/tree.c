@@ -202,8 +202,10 @@ void tree_destroy(struct fs *fs)
 	for (size_t pos = 0; map_next(&fs->spec_gaps, &pos, &v);)
 		free(v);
 	map_free(&fs->spec_gaps);
-	for (size_t i = 0; i < FRESH_MAX; i++)
+	for (size_t i = 0; i < FRESH_MAX; i++) {
 		buf_free(&fs->fresh[i].claimed);
+		buf_free(&fs->fresh[i].sunk);
+	}
 	pthread_mutex_destroy(&fs->gaps_lock);
 }
 
@@ -278,6 +280,7 @@ static struct fresh *fresh_find(struct fs *fs, pid_t pid, uint64_t res_id,
 
 		if (f->until && f->until <= now) {
 			buf_free(&f->claimed);
+			buf_free(&f->sunk);
 			memset(f, 0, sizeof(*f));
 		}
 		if (f->until && f->pid == pid && f->res_id == res_id)
@@ -345,7 +348,21 @@ void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
 	pthread_mutex_unlock(&fs->gaps_lock);
 }
 
-bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
+void tree_fresh_sink(struct fs *fs, pid_t pid, const struct node_key *dir,
+		     const char *name)
+{
+	struct fresh *f;
+
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, pid, dir->id, monotonic_now());
+	if (f && !claimed(&f->sunk, name))
+		buf_add(&f->sunk, name, strlen(name) + 1);
+	pthread_mutex_unlock(&fs->gaps_lock);
+}
+
+/* Whether k's name is in pid's list of claimed (or sunk) names. */
+static bool fresh_listed(struct fs *fs, pid_t pid, const struct node_key *k,
+			 bool sunk)
 {
 	const struct resource *r;
 	const char *name = NULL;
@@ -363,11 +380,89 @@ bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
 	if (name) {
 		pthread_mutex_lock(&fs->gaps_lock);
 		f = fresh_find(fs, pid, k->id, monotonic_now());
-		created = f && claimed(&f->claimed, name);
+		created = f && claimed(sunk ? &f->sunk : &f->claimed, name);
 		pthread_mutex_unlock(&fs->gaps_lock);
 	}
 	model_unlock(fs->model);
 	return created;
+}
+
+bool tree_fresh_created(struct fs *fs, pid_t pid, const struct node_key *k)
+{
+	return fresh_listed(fs, pid, k, false);
+}
+
+/* tar --xattrs makes a file with mknod(2), then opens it to write it:
+ * that open of a name whose create went to a sink is the copy's too. */
+bool tree_fresh_sunk(struct fs *fs, pid_t pid, const struct node_key *k)
+{
+	return fresh_listed(fs, pid, k, true);
+}
+
+/* A process's parent, from /proc/PID/stat; 0 if it cannot be read. */
+static pid_t parent_of(pid_t pid)
+{
+	char path[32], line[512];
+	const char *rest;
+	FILE *f;
+	int ppid = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	/* The command name may hold spaces and ')': the fields we want
+	 * follow its last ')'. */
+	if (fgets(line, sizeof(line), f)) {
+		rest = strrchr(line, ')');
+		if (!rest || sscanf(rest, ") %*c %d", &ppid) != 1)
+			ppid = 0;
+	}
+	fclose(f);
+	return (pid_t)ppid;
+}
+
+/*
+ * rsync makes a folder in one process (its generator) and fills it
+ * from a child (its receiver), which writes each file aside and renames
+ * it over its name. Either of them renaming over a name of a folder the
+ * first is filling is copying it; each such rename keeps the folder
+ * fresh for the maker. Reading /proc is only needed while a folder is
+ * fresh.
+ */
+enum fresh_filler tree_fresh_filler(struct fs *fs, pid_t pid,
+				    const struct node_key *dir)
+{
+	enum fresh_filler who = FRESH_NONE;
+	double now = monotonic_now();
+	bool any = false;
+	struct fresh *f;
+	pid_t parent;
+
+	if (dir->type != NT_RES)
+		return FRESH_NONE;
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, pid, dir->id, now);
+	for (size_t i = 0; !f && !any && i < FRESH_MAX; i++)
+		any = fs->fresh[i].until && fs->fresh[i].res_id == dir->id;
+	if (f) {
+		who = FRESH_MAKER;
+		f->until = now + FRESH_SECONDS;
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
+	if (who || !any)
+		return who;
+	parent = parent_of(pid);
+	if (!parent)
+		return FRESH_NONE;
+	pthread_mutex_lock(&fs->gaps_lock);
+	f = fresh_find(fs, parent, dir->id, now);
+	if (f) {
+		who = FRESH_CHILD;
+		f->until = now + FRESH_SECONDS;
+	}
+	pthread_mutex_unlock(&fs->gaps_lock);
+	return who;
 }
 
 void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir)
@@ -380,6 +475,7 @@ void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir)
 	f = fresh_find(fs, pid, dir->id, monotonic_now());
 	if (f) {
 		buf_free(&f->claimed);
+		buf_free(&f->sunk);
 		memset(f, 0, sizeof(*f));
 	}
 	pthread_mutex_unlock(&fs->gaps_lock);

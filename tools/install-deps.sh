@@ -24,6 +24,9 @@ packages=(
 	systemd
 	# tests/package/build.sh: the Debian package and its checks
 	dpkg-dev debhelper lintian
+	# the rest of tests/fs/test_compat.py's programs (emacs-nox with
+	# its dependencies is about 150 MB installed)
+	tree nano emacs-nox moreutils attr file patch git nodejs perl less
 	# man pages
 	man-db groff-base
 )
