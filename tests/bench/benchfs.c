@@ -14,7 +14,7 @@
  *	(the first write of a draft commits it), spread over THREADS threads.
  *   benchfs commit DIR PREFIX WRITERS SECONDS BASE
  *	WRITERS threads, writer i committing DIR/PREFIX<i, 5 digits>/spec
- *	again and again (open O_WRONLY|O_TRUNC, write, close) with the values
+ *	again and again (open O_WRONLY|O_CREAT|O_TRUNC, write, close) with the values
  *	BASE, BASE+1, ...; counts successful closes.
  *   benchfs statall DIR PREFIX COUNT
  *	stat(2) DIR/PREFIX00000 .. PREFIX(COUNT-1).
@@ -254,7 +254,7 @@ static int commit_spec(const char *path, long nodes)
 {
 	char line[32];
 	int len = snprintf(line, sizeof(line), "nodes = %ld\n", nodes);
-	int fd = open(path, O_WRONLY | O_TRUNC);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 
 	if (fd < 0)
 		return -1;
