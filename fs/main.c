@@ -41,6 +41,7 @@ struct options {
 	char fuse_opts[1024];
 	/* ",aws.profile,aws.endpoint_url,": see store_options */
 	char allow_config_keys[1024];
+	char metrics_listen[128]; /* --metrics-listen, "" for none */
 };
 
 static void usage(FILE *to)
@@ -68,6 +69,9 @@ static void usage(FILE *to)
 		"                    key that picks the daemon's credentials\n"
 		"                    (aws.profile, aws.endpoint_url, ...);\n"
 		"                    repeatable\n"
+		"  --metrics-listen ADDR:PORT\n"
+		"                    serve the metrics file over HTTP at\n"
+		"                    /metrics; PORT alone listens on loopback\n"
 		"  --check           verify the store (schema, integrity, key\n"
 		"                    fingerprint) without mounting or writing;\n"
 		"                    exits 1 with the reason\n"
@@ -171,6 +175,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "key-file", required_argument, NULL, 'k' },
 		{ "allow-config-key", required_argument, NULL, 'a' },
 		{ "check", no_argument, NULL, 'c' },
+		{ "metrics-listen", required_argument, NULL, 'M' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -194,6 +199,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'c':
 			o->check = true;
+			break;
+		case 'M':
+			snprintf(o->metrics_listen, sizeof(o->metrics_listen),
+				 "%s", optarg);
 			break;
 		case 'f':
 			o->foreground = true;
@@ -452,6 +461,13 @@ int main(int argc, char **argv)
 		rc = 1;
 		goto stop;
 	}
+	if (o.metrics_listen[0] &&
+	    metrics_http_start(&fs, o.metrics_listen, err, sizeof(err)) < 0) {
+		fprintf(stderr, "infrafs: %s\n", err);
+		report_ready(report_fd, false);
+		rc = 1;
+		goto stop;
+	}
 	if (!o.foreground) {
 		report_ready(report_fd, true);
 		if (chdir("/") < 0)
@@ -469,6 +485,7 @@ int main(int argc, char **argv)
 stop:
 	/* The order in fs.h: every thread that writes to the session ends
 	 * before its descriptor is closed and its memory freed. */
+	metrics_http_stop(&fs);
 	notify_detach(&fs);
 	reconciler_stop(fs.rec);
 	fs.rec = NULL;
