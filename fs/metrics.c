@@ -265,6 +265,47 @@ void metrics_render_resources(struct fs *fs, struct buf *out)
 	free(rows);
 }
 
+/* ---- provider call outcomes ------------------------------------------- */
+
+#define CALL_ROWS 64
+
+static void render_call_family(struct buf *out, bool throttles)
+{
+	const char *name = throttles ? "infrafs_provider_throttles_total"
+				     : "infrafs_provider_errors_total";
+
+	family(out, name, "counter",
+	       throttles ? "Answers that asked a provider to slow down, "
+			   "retries included, by service and operation."
+			 : "Provider calls that ended in an error after "
+			   "retries, by service and operation.");
+	for (int i = 0; builtin_providers[i]; i++) {
+		const struct provider_ops *p = builtin_providers[i];
+		struct provider_call_stat rows[CALL_ROWS];
+		size_t n;
+
+		if (!p->call_stats)
+			continue;
+		n = p->call_stats(rows, CALL_ROWS);
+		for (size_t j = 0; j < n; j++) {
+			buf_printf(out, "%s{provider=\"%s\",service=\"", name,
+				   p->info->name);
+			label_value(out, rows[j].service);
+			buf_adds(out, "\",operation=\"");
+			label_value(out, rows[j].operation);
+			buf_printf(out, "\"} %" PRIu64 "\n",
+				   throttles ? rows[j].throttles
+					     : rows[j].errors);
+		}
+	}
+}
+
+void metrics_render_provider_outcomes(struct buf *out)
+{
+	render_call_family(out, false);
+	render_call_family(out, true);
+}
+
 /* ---- latency ----------------------------------------------------------- */
 
 void metrics_render_latency(struct fs *fs, struct buf *out)

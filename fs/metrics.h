@@ -44,6 +44,8 @@ enum fs_op {
 
 void metrics_render_resources(struct fs *fs, struct buf *out);
 void metrics_render_latency(struct fs *fs, struct buf *out);
+/* infrafs_provider_errors_total and _throttles_total. */
+void metrics_render_provider_outcomes(struct buf *out);
 
 /* --metrics-listen: ADDR:PORT, [ADDR6]:PORT or PORT (loopback). 0 or a
  * negative errno with msg saying why. */

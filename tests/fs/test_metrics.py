@@ -141,3 +141,38 @@ def test_bad_listen_address_refused(tmp_path):
     with pytest.raises(AssertionError):
         m.start()
     assert "metrics-listen" in m.log.read_text()
+
+
+def test_aws_errors_and_throttles_by_service_and_operation(tmp_path):
+    from test_aws import (Fake, config_text, daemon_env, make_endpoint,
+                          write_credentials)
+    fake = Fake(tmp_path)
+    try:
+        fake.control("config", {"create_s": 0.3})
+        fake.control("faults", [
+            {"kind": "throttle", "count": 3, "op": "CreateEndpoint"},
+            {"kind": "status", "code": 400, "error": "ValidationException",
+             "message": "refused for the test", "op": "CreateModel"}])
+        write_credentials(tmp_path)
+        m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+        try:
+            m.sh("mkdir dev")
+            (m / "dev" / "config").write_text(config_text(fake))
+            make_endpoint(m)
+            labels = dict(provider="aws", service="SageMaker")
+
+            def counted():
+                t = read(m / "metrics")
+                thr = sample(t, "infrafs_provider_throttles_total",
+                             operation="CreateEndpoint", **labels)
+                err = sample(t, "infrafs_provider_errors_total",
+                             operation="CreateModel", **labels)
+                return thr is not None and thr >= 3 and err is not None \
+                    and err >= 1
+            wait_for(counted, 60, "throttles and errors in metrics")
+            if shutil.which("promtool"):
+                promtool_ok(read(m / "metrics"))
+        finally:
+            m.stop()
+    finally:
+        fake.stop()
