@@ -37,6 +37,7 @@ struct options {
 	char mountpoint[PATH_MAX];
 	bool foreground;
 	bool debug;
+	bool syslog; /* --syslog: the journal or syslog, even with -f */
 	bool check; /* --check: verify the store, mount nothing */
 	char fuse_opts[1024];
 	/* ",aws.profile,aws.endpoint_url,": see store_options */
@@ -63,6 +64,9 @@ static void usage(FILE *to)
 		"                    root: /etc/infrafs/secret.key)\n"
 		"  -f                stay in the foreground, log to stderr\n"
 		"  -d                debug log\n"
+		"  --syslog          log to the journal (with INFRAFS_ENV,\n"
+		"                    INFRAFS_RESOURCE, INFRAFS_REVISION) or,\n"
+		"                    without journald, to syslog; even with -f\n"
 		"  -o OPT[,OPT]      FUSE mount options (allow_other, ...)\n"
 		"  --allow-config-key KEY\n"
 		"                    let environment owners set KEY, a config\n"
@@ -176,6 +180,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "allow-config-key", required_argument, NULL, 'a' },
 		{ "check", no_argument, NULL, 'c' },
 		{ "metrics-listen", required_argument, NULL, 'M' },
+		{ "syslog", no_argument, NULL, 'S' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -199,6 +204,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'c':
 			o->check = true;
+			break;
+		case 'S':
+			o->syslog = true;
 			break;
 		case 'M':
 			snprintf(o->metrics_listen, sizeof(o->metrics_listen),
@@ -413,7 +421,7 @@ int main(int argc, char **argv)
 	umask(077);
 	/* Before any thread: curl's global set-up is not thread-safe. */
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	log_setup(true, o.debug);
+	log_setup(true, o.debug, o.syslog);
 	if (!o.foreground && detach(&report_fd) < 0) {
 		fprintf(stderr, "infrafs: cannot go to the background: %s\n",
 			strerror(errno));
@@ -473,7 +481,7 @@ int main(int argc, char **argv)
 		if (chdir("/") < 0)
 			log_warn("cannot leave the working folder");
 		quiet_stdio();
-		log_setup(false, o.debug);
+		log_setup(false, o.debug, o.syslog);
 	}
 	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
 	/* Started with the stop signals blocked, like every thread of ours. */

@@ -613,9 +613,11 @@ int replica_start(struct local *l, const struct desired *want, unsigned idx,
 	if (rc < 0)
 		return rc;
 	note_started(l, want, idx, pid, port, visible_devices);
-	log_info("%s/%s: replica %u started, pid %d, port %d, uid %u",
-		 want->env, want->name, idx, (int)pid, port,
-		 (unsigned)want->owner_uid);
+	snprintf(why, sizeof(why), "%s/%s", resource_kinds[want->kind]->dir,
+		 want->name);
+	log_for(LOG_LVL_INFO, want->env, why, want->rev,
+		"%s/%s: replica %u started, pid %d, port %d, uid %u", want->env,
+		want->name, idx, (int)pid, port, (unsigned)want->owner_uid);
 	return 0;
 }
 
