@@ -47,16 +47,13 @@ for i in $(seq 400); do
     grep -qa 'replica 0 started' "$T/got" 2>/dev/null && break
     sleep 0.05
 done
+rpid=$(sed -n 's/^replica\.0: .*pid \([0-9]*\).*/\1/p' \
+    "$T/mnt/dev/endpoints/chat/status")
 fusermount3 -u "$T/mnt"
 wait $dpid || true
 kill $lpid
-for p in /proc/[0-9]*; do
-    if tr '\0' '\n' < $p/environ 2>/dev/null | grep -q '^INFRAFS_REPLICA='; then
-        case "$(readlink $p/fd/1 2>/dev/null)" in
-        "$T"/*) kill -9 "${{p#/proc/}}" 2>/dev/null || true;;
-        esac
-    fi
-done
+# The replica's session: it and its log keeper.
+[ -n "$rpid" ] && kill -9 -- "-$rpid" 2>/dev/null || true
 """
 
 
@@ -110,3 +107,66 @@ def test_syslog_gets_fields_in_text_without_journald(tmp_path):
     assert line.startswith("<30>") and "infrafs[" in line
     assert "INFRAFS_ENV=dev INFRAFS_RESOURCE=endpoints/chat " \
            "INFRAFS_REVISION=" in line
+
+
+# ---- replica log rotation ---------------------------------------------------
+
+from conftest import Mount, read, status_of, wait_for  # noqa: E402
+
+CAP = 4096
+KEEP = 2
+# 600 numbered lines of 41 bytes: about 24 KiB, six caps' worth.
+WRITER = ("exec python3 -c 'import time; [print(f\"line {i:06d} \" + "
+          "\"x\" * 28, flush=True) for i in range(600)]; time.sleep(300)'")
+
+
+@pytest.fixture
+def rotating(tmp_path):
+    m = Mount(tmp_path).start()
+    yield m
+    m.stop()
+    m.kill_replicas()
+
+
+def test_replica_log_rotates_without_losing_lines(rotating):
+    m = rotating
+    m.sh("mkdir dev dev/endpoints/w")
+    with open(m / "dev/config", "a") as f:
+        f.write(f"local.log_max_bytes = {CAP}\nlocal.log_keep = {KEEP}\n")
+    (m / "dev/endpoints/w/spec").write_text(f"command = {WRITER}\n")
+    wait_for(lambda: "log.0" in status_of(m / "dev/endpoints/w/status"),
+             20, "the replica to start")
+    log = Path(status_of(m / "dev/endpoints/w/status")["log.0"])
+
+    def done():
+        # The current file is made again right after a cut: wait for it.
+        files = list(log.parent.glob(log.name + "*"))
+        return len(files) == KEEP + 1 and log.exists() and \
+            any("line 000599" in f.read_text() for f in files)
+    wait_for(done, 30, "the last line in a log")
+    files = sorted(log.parent.glob(log.name + "*"))
+    line = 41
+    for f in files:
+        assert f.stat().st_size <= CAP + line, (f, f.stat().st_size)
+    # The newest lines, whole and in order, none lost at a cut.
+    text = "".join(f.read_text() for f in
+                   sorted(files, key=lambda f: -int(f.suffix[1:])
+                          if f.suffix != ".log" else 0))
+    nums = [int(x.split()[1]) for x in text.splitlines()]
+    assert nums == list(range(nums[0], 600)), nums[:5]
+    assert all(x.endswith("x" * 28) for x in text.splitlines())
+
+
+def test_replica_log_without_rotation_when_cap_is_zero(rotating):
+    m = rotating
+    m.sh("mkdir dev dev/endpoints/w")
+    with open(m / "dev/config", "a") as f:
+        f.write("local.log_max_bytes = 0\n")
+    (m / "dev/endpoints/w/spec").write_text(f"command = {WRITER}\n")
+    wait_for(lambda: "log.0" in status_of(m / "dev/endpoints/w/status"),
+             20, "the replica to start")
+    log = Path(status_of(m / "dev/endpoints/w/status")["log.0"])
+    wait_for(lambda: log.exists() and "line 000599" in log.read_text(), 30,
+             "the last line")
+    assert len(read(log).splitlines()) == 600
+    assert not list(log.parent.glob(log.name + ".*"))
