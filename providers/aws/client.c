@@ -849,8 +849,8 @@ size_t aws_call_stats(struct provider_call_stat *out, size_t max)
 			       "call_stat_row and provider_call_stat agree");
 		memcpy(out[i].service, r->service, sizeof(r->service));
 		memcpy(out[i].operation, r->operation, sizeof(r->operation));
-		out[i].errors = atomic_load_explicit(&r->errors,
-						     memory_order_relaxed);
+		out[i].errors =
+			atomic_load_explicit(&r->errors, memory_order_relaxed);
 		out[i].throttles = atomic_load_explicit(&r->throttles,
 							memory_order_relaxed);
 	}
