@@ -11,9 +11,11 @@
 
 #include "cache/blob.h"
 #include "cache/observed.h"
+#include "metrics.h"
 #include "node.h"
 #include "reconciler/reconciler.h"
 #include "store/store.h"
+#include "util/hist.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -129,6 +131,9 @@ struct fs {
 	pthread_mutex_t metrics_lock;
 	struct blob *metrics;
 	double metrics_at;
+	/* How long each FUSE operation took, timed in ops.c's table. */
+	struct hist op_hist[FOP_COUNT];
+	void *metrics_http; /* the --metrics-listen daemon, or NULL */
 	/* Specs unlinked to be made again, hidden until then (see
 	 * tree_hide_spec()), and resource folders fresh from a copier's
 	 * mkdir (see tree_fresh_add()); gaps_lock guards both. It may be

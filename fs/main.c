@@ -37,10 +37,12 @@ struct options {
 	char mountpoint[PATH_MAX];
 	bool foreground;
 	bool debug;
+	bool syslog; /* --syslog: the journal or syslog, even with -f */
 	bool check; /* --check: verify the store, mount nothing */
 	char fuse_opts[1024];
 	/* ",aws.profile,aws.endpoint_url,": see store_options */
 	char allow_config_keys[1024];
+	char metrics_listen[128]; /* --metrics-listen, "" for none */
 };
 
 static void usage(FILE *to)
@@ -62,12 +64,18 @@ static void usage(FILE *to)
 		"                    root: /etc/infrafs/secret.key)\n"
 		"  -f                stay in the foreground, log to stderr\n"
 		"  -d                debug log\n"
+		"  --syslog          log to the journal (with INFRAFS_ENV,\n"
+		"                    INFRAFS_RESOURCE, INFRAFS_REVISION) or,\n"
+		"                    without journald, to syslog; even with -f\n"
 		"  -o OPT[,OPT]      FUSE mount options (allow_other, ...)\n"
 		"  --allow-config-key KEY\n"
 		"                    let environment owners set KEY, a config\n"
 		"                    key that picks the daemon's credentials\n"
 		"                    (aws.profile, aws.endpoint_url, ...);\n"
 		"                    repeatable\n"
+		"  --metrics-listen ADDR:PORT\n"
+		"                    serve the metrics file over HTTP at\n"
+		"                    /metrics; PORT alone listens on loopback\n"
 		"  --check           verify the store (schema, integrity, key\n"
 		"                    fingerprint) without mounting or writing;\n"
 		"                    exits 1 with the reason\n"
@@ -171,6 +179,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "key-file", required_argument, NULL, 'k' },
 		{ "allow-config-key", required_argument, NULL, 'a' },
 		{ "check", no_argument, NULL, 'c' },
+		{ "metrics-listen", required_argument, NULL, 'M' },
+		{ "syslog", no_argument, NULL, 'S' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -194,6 +204,13 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'c':
 			o->check = true;
+			break;
+		case 'S':
+			o->syslog = true;
+			break;
+		case 'M':
+			snprintf(o->metrics_listen, sizeof(o->metrics_listen),
+				 "%s", optarg);
 			break;
 		case 'f':
 			o->foreground = true;
@@ -404,7 +421,7 @@ int main(int argc, char **argv)
 	umask(077);
 	/* Before any thread: curl's global set-up is not thread-safe. */
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	log_setup(true, o.debug);
+	log_setup(true, o.debug, o.syslog);
 	if (!o.foreground && detach(&report_fd) < 0) {
 		fprintf(stderr, "infrafs: cannot go to the background: %s\n",
 			strerror(errno));
@@ -452,12 +469,19 @@ int main(int argc, char **argv)
 		rc = 1;
 		goto stop;
 	}
+	if (o.metrics_listen[0] &&
+	    metrics_http_start(&fs, o.metrics_listen, err, sizeof(err)) < 0) {
+		fprintf(stderr, "infrafs: %s\n", err);
+		report_ready(report_fd, false);
+		rc = 1;
+		goto stop;
+	}
 	if (!o.foreground) {
 		report_ready(report_fd, true);
 		if (chdir("/") < 0)
 			log_warn("cannot leave the working folder");
 		quiet_stdio();
-		log_setup(false, o.debug);
+		log_setup(false, o.debug, o.syslog);
 	}
 	log_info("mounted %s on %s", store_url(fs.store), o.mountpoint);
 	/* Started with the stop signals blocked, like every thread of ours. */
@@ -469,6 +493,7 @@ int main(int argc, char **argv)
 stop:
 	/* The order in fs.h: every thread that writes to the session ends
 	 * before its descriptor is closed and its memory freed. */
+	metrics_http_stop(&fs);
 	notify_detach(&fs);
 	reconciler_stop(fs.rec);
 	fs.rec = NULL;

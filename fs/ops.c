@@ -1156,31 +1156,116 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* ---- timing -------------------------------------------------------------- */
+
+/*
+ * Each operation is timed here, once, around its handler: the handlers
+ * reply before they return, so this is the time a request spent in the
+ * daemon. The fs is read before the call: a replied req is gone.
+ */
+#define TIMED(op, id, params, ...)                       \
+	static void timed_##op params                    \
+	{                                                \
+		struct fs *fs_ = fuse_req_userdata(req); \
+		uint64_t t0_ = hist_clock();             \
+                                                         \
+		op_##op(__VA_ARGS__);                    \
+		hist_since(&fs_->op_hist[id], t0_);      \
+	}
+
+TIMED(lookup, FOP_LOOKUP, (fuse_req_t req, fuse_ino_t p, const char *n), req, p,
+      n)
+TIMED(forget, FOP_FORGET, (fuse_req_t req, fuse_ino_t i, uint64_t n), req, i, n)
+TIMED(forget_multi, FOP_FORGET,
+      (fuse_req_t req, size_t c, struct fuse_forget_data *f), req, c, f)
+TIMED(getattr, FOP_GETATTR,
+      (fuse_req_t req, fuse_ino_t i, struct fuse_file_info *fi), req, i, fi)
+TIMED(setattr, FOP_SETATTR,
+      (fuse_req_t req, fuse_ino_t i, struct stat *a, int t,
+       struct fuse_file_info *fi),
+      req, i, a, t, fi)
+TIMED(mkdir, FOP_MKDIR, (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m),
+      req, p, n, m)
+TIMED(rmdir, FOP_RMDIR, (fuse_req_t req, fuse_ino_t p, const char *n), req, p,
+      n)
+TIMED(unlink, FOP_UNLINK, (fuse_req_t req, fuse_ino_t p, const char *n), req, p,
+      n)
+TIMED(rename, FOP_RENAME,
+      (fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np,
+       const char *nn, unsigned int f),
+      req, p, n, np, nn, f)
+TIMED(open, FOP_OPEN, (fuse_req_t req, fuse_ino_t i, struct fuse_file_info *fi),
+      req, i, fi)
+TIMED(read, FOP_READ,
+      (fuse_req_t req, fuse_ino_t i, size_t s, off_t o,
+       struct fuse_file_info *fi),
+      req, i, s, o, fi)
+TIMED(write, FOP_WRITE,
+      (fuse_req_t req, fuse_ino_t i, const char *d, size_t s, off_t o,
+       struct fuse_file_info *fi),
+      req, i, d, s, o, fi)
+TIMED(flush, FOP_FLUSH,
+      (fuse_req_t req, fuse_ino_t i, struct fuse_file_info *fi), req, i, fi)
+TIMED(release, FOP_RELEASE,
+      (fuse_req_t req, fuse_ino_t i, struct fuse_file_info *fi), req, i, fi)
+TIMED(fsync, FOP_FSYNC,
+      (fuse_req_t req, fuse_ino_t i, int d, struct fuse_file_info *fi), req, i,
+      d, fi)
+TIMED(opendir, FOP_OPENDIR,
+      (fuse_req_t req, fuse_ino_t i, struct fuse_file_info *fi), req, i, fi)
+TIMED(readdir, FOP_READDIR,
+      (fuse_req_t req, fuse_ino_t i, size_t s, off_t o,
+       struct fuse_file_info *fi),
+      req, i, s, o, fi)
+TIMED(readdirplus, FOP_READDIR,
+      (fuse_req_t req, fuse_ino_t i, size_t s, off_t o,
+       struct fuse_file_info *fi),
+      req, i, s, o, fi)
+TIMED(releasedir, FOP_RELEASEDIR,
+      (fuse_req_t req, fuse_ino_t i, struct fuse_file_info *fi), req, i, fi)
+TIMED(create, FOP_CREATE,
+      (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
+       struct fuse_file_info *fi),
+      req, p, n, m, fi)
+TIMED(mknod, FOP_MKNOD,
+      (fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, dev_t r), req, p,
+      n, m, r)
+TIMED(statfs, FOP_STATFS, (fuse_req_t req, fuse_ino_t i), req, i)
+TIMED(poll, FOP_POLL,
+      (fuse_req_t req, fuse_ino_t i, struct fuse_file_info *fi,
+       struct fuse_pollhandle *ph),
+      req, i, fi, ph)
+TIMED(symlink, FOP_SYMLINK,
+      (fuse_req_t req, const char *l, fuse_ino_t p, const char *n), req, l, p,
+      n)
+TIMED(link, FOP_LINK,
+      (fuse_req_t req, fuse_ino_t i, fuse_ino_t p, const char *n), req, i, p, n)
+
 const struct fuse_lowlevel_ops infrafs_ops = {
 	.init = op_init,
-	.lookup = op_lookup,
-	.forget = op_forget,
-	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.mkdir = op_mkdir,
-	.rmdir = op_rmdir,
-	.unlink = op_unlink,
-	.rename = op_rename,
-	.open = op_open,
-	.read = op_read,
-	.write = op_write,
-	.flush = op_flush,
-	.release = op_release,
-	.fsync = op_fsync,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.readdirplus = op_readdirplus,
-	.releasedir = op_releasedir,
-	.create = op_create,
-	.mknod = op_mknod,
-	.statfs = op_statfs,
-	.poll = op_poll,
-	.symlink = op_symlink,
-	.link = op_link,
+	.lookup = timed_lookup,
+	.forget = timed_forget,
+	.forget_multi = timed_forget_multi,
+	.getattr = timed_getattr,
+	.setattr = timed_setattr,
+	.mkdir = timed_mkdir,
+	.rmdir = timed_rmdir,
+	.unlink = timed_unlink,
+	.rename = timed_rename,
+	.open = timed_open,
+	.read = timed_read,
+	.write = timed_write,
+	.flush = timed_flush,
+	.release = timed_release,
+	.fsync = timed_fsync,
+	.opendir = timed_opendir,
+	.readdir = timed_readdir,
+	.readdirplus = timed_readdirplus,
+	.releasedir = timed_releasedir,
+	.create = timed_create,
+	.mknod = timed_mknod,
+	.statfs = timed_statfs,
+	.poll = timed_poll,
+	.symlink = timed_symlink,
+	.link = timed_link,
 };

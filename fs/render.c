@@ -154,6 +154,9 @@ static void render_metrics(struct fs *fs, struct buf *out)
 		buf_printf(out, "infrafs_reconcile_pass_resources %zu\n", n);
 		render_provider_calls(fs, out);
 	}
+	metrics_render_provider_outcomes(out);
+	metrics_render_resources(fs, out);
+	metrics_render_latency(fs, out);
 	buf_adds(out, "# HELP infrafs_uptime_seconds Seconds since mount.\n"
 		      "# TYPE infrafs_uptime_seconds gauge\n");
 	buf_printf(out, "infrafs_uptime_seconds %.0f\n",

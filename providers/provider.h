@@ -123,6 +123,14 @@ struct provider_info {
 	void (*render_more)(struct buf *out);
 };
 
+/* Outcomes of a provider's calls to one operation of one service. */
+struct provider_call_stat {
+	char service[32];
+	char operation[48];
+	uint64_t errors; /* calls that ended in an error, after retries */
+	uint64_t throttles; /* answers that said slow down, retries included */
+};
+
 struct provider_ops {
 	const struct provider_info *info;
 	int (*start)(const struct provider_host *host, void **state);
@@ -143,6 +151,9 @@ struct provider_ops {
 	/* Optional: how many calls it has made to the outside so far (API
 	 * requests, retries included), for metrics. */
 	uint64_t (*calls)(void *state);
+	/* Optional: errors and throttles by service and operation, at most
+	 * max rows; returns how many. Safe from any thread (metrics). */
+	size_t (*call_stats)(struct provider_call_stat *out, size_t max);
 	/* Names of everything it runs in env, one "kind/name\n" per line, so
 	 * that what is no longer declared is found and removed. */
 	void (*list)(void *state, const char *env, struct buf *out);

@@ -843,8 +843,13 @@ static void backoff(struct rec *rc)
 static void stepped(struct target *t, struct rec *rc, int rc_step)
 {
 	if (rc_step < 0) {
+		char res[NAME_MAX_LEN + 24];
+
 		backoff(rc);
-		log_info("%s: %s", rc->key, t->obs.error);
+		snprintf(res, sizeof(res), "%s/%s", kind_at(rc->kind)->dir,
+			 rc->name);
+		log_for(LOG_LVL_INFO, rc->env, res, rc->rev, "%s: %s", rc->key,
+			t->obs.error);
 	} else {
 		rc->failures = 0;
 		/* It could only wait: the next step comes at the provider's
@@ -1031,7 +1036,8 @@ static void finish_protected_destroy(struct reconciler *r, struct rec *rc)
 	ch.path = path;
 	snprintf(ch.who.comm, sizeof(ch.who.comm), "reconciler");
 	if (store_apply(r->opt.store, &ch, &res) < 0)
-		log_warn("%s: %s", rc->key, res.msg);
+		log_for(LOG_LVL_WARN, rc->env, path + strlen(rc->env) + 1,
+			rc->rev, "%s: %s", rc->key, res.msg);
 }
 
 /*

@@ -16,6 +16,7 @@
 #include "providers/provider.h"
 #include "retention.h"
 #include "secretbox.h"
+#include "util/hist.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -47,6 +48,8 @@ struct queued_event {
 
 struct store {
 	const struct backend_ops *ops;
+	/* How long store_apply() callers waited: queue, checks, fsync. */
+	struct hist commit_hist;
 	struct backend *be;
 	struct model model;
 	struct secret_key key;
@@ -1902,6 +1905,7 @@ int store_apply(struct store *st, const struct change *ch,
 		struct change_result *res)
 {
 	struct pending p = { .ch = ch, .res = res };
+	uint64_t start = hist_clock();
 
 	memset(res, 0, sizeof(*res));
 	pthread_mutex_lock(&st->qlock);
@@ -1911,9 +1915,15 @@ int store_apply(struct store *st, const struct change *ch,
 	while (!p.done)
 		pthread_cond_wait(&st->donecond, &st->qlock);
 	pthread_mutex_unlock(&st->qlock);
+	hist_since(&st->commit_hist, start);
 	if (p.err)
 		log_debug("change refused: %s", res->msg);
 	return p.err;
+}
+
+const struct hist *store_commit_hist(const struct store *st)
+{
+	return &st->commit_hist;
 }
 
 void store_event(struct store *st, uint64_t env_id, uint64_t res_id,

@@ -167,4 +167,8 @@ int store_audit(struct store *st, uint64_t env_id, struct buf *out);
 int store_events_text(struct store *st, const struct env *e,
 		      const struct resource *r, struct buf *out);
 
+struct hist;
+/* The latency of store_apply() as its callers see it, for metrics. */
+const struct hist *store_commit_hist(const struct store *st);
+
 #endif

@@ -10,6 +10,8 @@ packages=(
 	libssl-dev
 	# sd_notify for the Type=notify unit (systemd/infrafs@.service)
 	libsystemd-dev
+	# --metrics-listen: the metrics file over HTTP
+	libmicrohttpd-dev
 	# tools/fuzz.sh: clang with libFuzzer (libclang_rt.fuzzer) and the
 	# symbolizer for its reports
 	clang-14 libclang-rt-14-dev llvm-14
@@ -20,6 +22,9 @@ packages=(
 	procps openssl
 	# whole-tree readers and copiers, tests/fs/test_everyday_tools.py
 	zip unzip rsync ripgrep
+	# tests/fs/test_metrics.py: promtool check metrics (the prometheus
+	# package, about 100 MB installed; the test skips without it)
+	prometheus
 	# the unit's test: systemd-analyze verify
 	systemd
 	# tests/package/build.sh: the Debian package and its checks

@@ -249,4 +249,8 @@ void aws_call_describe_error(const struct aws_call *call, char *out,
 struct curl_slist;
 void aws_slist_wipe_free(struct curl_slist *list);
 
+struct provider_call_stat;
+/* Errors and throttles by service and operation: provider_ops.call_stats. */
+size_t aws_call_stats(struct provider_call_stat *out, size_t max);
+
 #endif

@@ -12,6 +12,7 @@
  */
 #include "aws.h"
 
+#include "providers/provider.h"
 #include "util/log.h"
 
 #include <arpa/inet.h>
@@ -19,6 +20,8 @@
 #include <openssl/crypto.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -772,6 +775,88 @@ static int prepare_attempt(struct aws_client *c, struct aws_call *call,
 	return 0;
 }
 
+/* ---- outcomes, for metrics -------------------------------------------- */
+
+/*
+ * Errors and throttles by service and operation, for every client of the
+ * process together (a scrape wants the sum anyway). Services and
+ * operations are names in this code, a few dozen at most: the table is
+ * bounded, and its last row takes whatever does not fit.
+ */
+#define CALL_STATS_MAX 64
+
+static struct call_stat_row {
+	char service[32];
+	char operation[48];
+	atomic_uint_least64_t errors, throttles;
+} call_stats[CALL_STATS_MAX];
+/* Rows below it are filled in for good; readers take it with acquire. */
+static atomic_size_t call_stats_n;
+static pthread_mutex_t call_stats_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool row_is(const struct call_stat_row *r, const char *svc,
+		   const char *op)
+{
+	return !strcmp(r->service, svc) && !strcmp(r->operation, op);
+}
+
+static struct call_stat_row *call_stat_row(const struct aws_call *call)
+{
+	const char *svc = call->service->name;
+	const char *op = call->op ? call->op : "";
+	size_t n = atomic_load_explicit(&call_stats_n, memory_order_acquire);
+	struct call_stat_row *r;
+
+	for (size_t i = 0; i < n; i++)
+		if (row_is(&call_stats[i], svc, op))
+			return &call_stats[i];
+	pthread_mutex_lock(&call_stats_lock);
+	n = atomic_load_explicit(&call_stats_n, memory_order_relaxed);
+	for (size_t i = 0; i < n; i++) {
+		if (row_is(&call_stats[i], svc, op)) {
+			pthread_mutex_unlock(&call_stats_lock);
+			return &call_stats[i];
+		}
+	}
+	if (n == CALL_STATS_MAX) {
+		pthread_mutex_unlock(&call_stats_lock);
+		return &call_stats[CALL_STATS_MAX - 1];
+	}
+	r = &call_stats[n];
+	if (n == CALL_STATS_MAX - 1) {
+		svc = "other";
+		op = "other";
+	}
+	snprintf(r->service, sizeof(r->service), "%s", svc);
+	snprintf(r->operation, sizeof(r->operation), "%s", op);
+	atomic_store_explicit(&call_stats_n, n + 1, memory_order_release);
+	pthread_mutex_unlock(&call_stats_lock);
+	return r;
+}
+
+size_t aws_call_stats(struct provider_call_stat *out, size_t max)
+{
+	size_t n = atomic_load_explicit(&call_stats_n, memory_order_acquire);
+
+	if (n > max)
+		n = max;
+	for (size_t i = 0; i < n; i++) {
+		const struct call_stat_row *r = &call_stats[i];
+
+		_Static_assert(sizeof(out[i].service) == sizeof(r->service) &&
+				       sizeof(out[i].operation) ==
+					       sizeof(r->operation),
+			       "call_stat_row and provider_call_stat agree");
+		memcpy(out[i].service, r->service, sizeof(r->service));
+		memcpy(out[i].operation, r->operation, sizeof(r->operation));
+		out[i].errors =
+			atomic_load_explicit(&r->errors, memory_order_relaxed);
+		out[i].throttles = atomic_load_explicit(&r->throttles,
+							memory_order_relaxed);
+	}
+	return n;
+}
+
 /* ---- running calls ---------------------------------------------------- */
 
 static void finish(struct aws_call *call, int rc)
@@ -838,9 +923,14 @@ static void completed(struct aws_client *c, struct aws_call *call,
 		return;
 	}
 	throttled = is_throttling(call);
-	if (throttled)
+	if (throttled) {
 		bucket_throttled(b);
+		atomic_fetch_add_explicit(&call_stat_row(call)->throttles, 1,
+					  memory_order_relaxed);
+	}
 	if ((!throttled && !is_transient(call)) || out_of_attempts(call)) {
+		atomic_fetch_add_explicit(&call_stat_row(call)->errors, 1,
+					  memory_order_relaxed);
 		finish(call, call->rc);
 		return;
 	}

@@ -1590,6 +1590,7 @@ const struct provider_ops aws_provider = {
 	.list = aws_list,
 	.refresh = aws_refresh,
 	.calls = aws_calls,
+	.call_stats = aws_call_stats,
 	.check = aws_check,
 	.check_config = aws_check_config,
 	.hourly_cost = aws_hourly_cost,

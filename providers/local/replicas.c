@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +30,10 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* Replica logs rotate past this size, keeping this many old ones. */
+#define LOG_MAX_BYTES_DEFAULT (10ll << 20)
+#define LOG_KEEP_DEFAULT 3
 
 /* How long a replica gets between SIGTERM and SIGKILL. */
 #define STOP_GRACE_SECONDS 5.0
@@ -495,7 +500,8 @@ static int replace_file(int dirfd, const char *name)
  * swap it for a link to another replica's.
  */
 static int replica_log_open(struct local *l, const struct desired *want,
-			    unsigned idx, char *err, size_t errlen)
+			    unsigned idx, int *dir_out, char *err,
+			    size_t errlen)
 {
 	const int flags = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW |
 			  O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
@@ -525,12 +531,50 @@ static int replica_log_open(struct local *l, const struct desired *want,
 	}
 	if (fd == -ELOOP)
 		fd = replace_file(dir, file);
-	close(dir);
+	if (fd >= 0)
+		*dir_out = dir;
+	else
+		close(dir);
 	if (fd < 0)
 		snprintf(err, errlen, "replica %u log: %s", idx, strerror(-fd));
 	else
 		fcntl(fd, F_SETFL, O_WRONLY | O_APPEND);
 	return fd;
+}
+
+/*
+ * local.log_max_bytes (default 10 MiB; 0: no rotation, the replica
+ * writes its log itself) and local.log_keep (default 3) from the
+ * environment's config. A value that does not parse is the default.
+ */
+static long long config_number(const struct desired *want, const char *key,
+			       long long def, long long max)
+{
+	const char *v = spec_map_get(want->config, "local", key);
+	char *end;
+	long long n;
+
+	if (!v)
+		return def;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno || end == v || *end || n < 0)
+		return def;
+	return n < max ? n : max;
+}
+
+static void log_rotation(const struct desired *want, unsigned idx,
+			 struct launch *x)
+{
+	x->log_max_bytes = config_number(want, "log_max_bytes",
+					 LOG_MAX_BYTES_DEFAULT, LLONG_MAX);
+	x->log_keep = (unsigned)config_number(want, "log_keep",
+					      LOG_KEEP_DEFAULT, LOG_KEEP_MAX);
+	snprintf(x->log_names[0], sizeof(x->log_names[0]), "replica-%u.log",
+		 idx);
+	for (unsigned i = 1; i <= x->log_keep; i++)
+		snprintf(x->log_names[i], sizeof(x->log_names[i]),
+			 "replica-%u.log.%u", idx, i);
 }
 
 static void note_started(struct local *l, const struct desired *want,
@@ -580,7 +624,9 @@ int replica_start(struct local *l, const struct desired *want, unsigned idx,
 	char *argv[] = { "sh", "-c", cmd ? cmd->text : NULL, NULL };
 	struct identity who = { 0 };
 	struct envp env = { 0 };
-	struct launch x = { .who = &who, .argv = argv, .log_fd = -1 };
+	struct launch x = {
+		.who = &who, .argv = argv, .log_fd = -1, .log_dir_fd = -1
+	};
 	char why[256] = "";
 	int port = free_port();
 	pid_t pid;
@@ -600,12 +646,16 @@ int replica_start(struct local *l, const struct desired *want, unsigned idx,
 		     errlen);
 	if (rc == 0) {
 		x.envp = env.v;
-		x.log_fd = replica_log_open(l, want, idx, err, errlen);
+		log_rotation(want, idx, &x);
+		x.log_fd = replica_log_open(l, want, idx, &x.log_dir_fd, err,
+					    errlen);
 		rc = x.log_fd < 0 ? x.log_fd
 				  : launch(&x, &pid, why, sizeof(why));
 	}
 	if (x.log_fd >= 0)
 		close(x.log_fd);
+	if (x.log_dir_fd >= 0)
+		close(x.log_dir_fd);
 	envp_free(&env);
 	identity_free(&who);
 	if (why[0])
@@ -613,9 +663,11 @@ int replica_start(struct local *l, const struct desired *want, unsigned idx,
 	if (rc < 0)
 		return rc;
 	note_started(l, want, idx, pid, port, visible_devices);
-	log_info("%s/%s: replica %u started, pid %d, port %d, uid %u",
-		 want->env, want->name, idx, (int)pid, port,
-		 (unsigned)want->owner_uid);
+	snprintf(why, sizeof(why), "%s/%s", resource_kinds[want->kind]->dir,
+		 want->name);
+	log_for(LOG_LVL_INFO, want->env, why, want->rev,
+		"%s/%s: replica %u started, pid %d, port %d, uid %u", want->env,
+		want->name, idx, (int)pid, port, (unsigned)want->owner_uid);
 	return 0;
 }
 

@@ -24,10 +24,12 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -177,16 +179,170 @@ void child_signals_default(void)
 }
 
 /* The child between fork and exec: async-signal-safe calls only. */
+/* ---- the log keeper ------------------------------------------------------ */
+
+/*
+ * Why a keeper: a replica is any program, writing to the descriptor it
+ * was given, and it outlives the daemon. Copy-truncate loses what is
+ * written between the copy and the truncate; renaming the file does
+ * nothing to a descriptor the replica already holds, and no signal makes
+ * an arbitrary program reopen its stdout. So the replica writes to a
+ * pipe, and this process, forked into the replica's session before it
+ * drops to the owner, copies the pipe into the log and rotates it by
+ * rename and reopen: a line is never lost (the pipe holds what comes
+ * while the files move), and it lives as long as the replica does, since
+ * it ends at end-of-file, when the replica and everything that holds the
+ * pipe have exited. A cut falls after the line that crosses the cap: a
+ * file is at most log_max_bytes plus one line.
+ *
+ * Async-signal-safe calls only: it runs after a fork of the threaded
+ * daemon and never execs. 0 is the pipe, 1 the log, 2 its folder.
+ */
+static void keep_write(const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(1, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return; /* a full disk: drop, never block the pipe */
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void keep_rotate(const struct launch *x)
+{
+	int fd;
+
+	for (unsigned i = x->log_keep; i > 1; i--)
+		renameat(2, x->log_names[i - 1], 2, x->log_names[i]);
+	if (x->log_keep)
+		renameat(2, x->log_names[0], 2, x->log_names[1]);
+	else
+		unlinkat(2, x->log_names[0], 0);
+	fd = openat(2, x->log_names[0],
+		    O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_NOFOLLOW |
+			    O_NOCTTY | O_CLOEXEC,
+		    0600);
+	/* Not reopened: the lines go on into the renamed file. */
+	if (fd >= 0) {
+		dup2(fd, 1);
+		close(fd);
+	}
+}
+
+/* How much of p[0..n) goes into a file of size bytes: through the line
+ * that reaches max (*cut then set), or all of it when none ends there. */
+static size_t before_cut(const char *p, size_t n, long long size, long long max,
+			 bool *cut)
+{
+	size_t skip = 0;
+	const char *nl;
+
+	*cut = false;
+	if (size + (long long)n < max)
+		return n;
+	if (size < max)
+		skip = (size_t)(max - size) - 1;
+	nl = memchr(p + skip, '\n', n - skip);
+	if (!nl)
+		return n;
+	*cut = true;
+	return (size_t)(nl - p) + 1;
+}
+
+static void __attribute__((noreturn)) keeper(const struct launch *x)
+{
+	static char buf[65536];
+	struct sigaction ign = { .sa_handler = SIG_IGN };
+	struct stat st;
+	long long size = fstat(1, &st) == 0 ? (long long)st.st_size : 0;
+
+	/* Not "infrafs" in ps(1): a pkill of the daemon must spare it. */
+	prctl(PR_SET_NAME, "infrafs-log", 0, 0, 0);
+	/* Stopping the replica's group must not stop the copy before the
+	 * replica's last lines are in. */
+	sigaction(SIGTERM, &ign, NULL);
+	sigaction(SIGINT, &ign, NULL);
+	sigaction(SIGHUP, &ign, NULL);
+	sigaction(SIGPIPE, &ign, NULL);
+	for (;;) {
+		ssize_t n = read(0, buf, sizeof(buf));
+		size_t at = 0;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			_exit(0);
+		while (at < (size_t)n) {
+			bool cut;
+			size_t take = before_cut(buf + at, (size_t)n - at, size,
+						 x->log_max_bytes, &cut);
+
+			keep_write(buf + at, take);
+			at += take;
+			size += (long long)take;
+			if (cut) {
+				keep_rotate(x);
+				size = 0;
+			}
+		}
+	}
+}
+
+/* In the child, in the replica's session: forks the keeper and returns
+ * the pipe's write end, or -1. */
+static int start_keeper(const struct launch *x)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	/* Forked twice, so that init, not the replica (which never waits
+	 * for a child it did not start), reaps it. */
+	pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid > 0) {
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		close(p[0]);
+		return p[1];
+	}
+	if (fork() != 0)
+		_exit(0);
+	/* Sources are 3 and up: 0 to 2 are the daemon's own. */
+	if (dup2(p[0], 0) < 0 || dup2(x->log_fd, 1) < 0 ||
+	    dup2(x->log_dir_fd, 2) < 0)
+		_exit(1);
+	/* None of the daemon's descriptors (FUSE's, the store's
+	 * lock) may live on in it. */
+	if (close_range(3, ~0u, 0) < 0) {
+		for (int fd = 3; fd < 65536; fd++)
+			close(fd);
+	}
+	keeper(x);
+}
+
 static void __attribute__((noreturn))
 child(const struct launch *x, int devnull, int report, int max_fd)
 {
+	int out = x->log_fd;
+
 	child_signals_default();
 	/* Its own session: it outlives the daemon, and a signal to -pid
 	 * reaches everything it started. */
 	if (setsid() < 0)
 		fail_child(report, STEP_SESSION);
-	if (dup2(devnull, 0) < 0 || dup2(x->log_fd, 1) < 0 ||
-	    dup2(x->log_fd, 2) < 0)
+	if (x->log_max_bytes > 0 && (out = start_keeper(x)) < 0)
+		fail_child(report, STEP_FDS);
+	if (dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
 		fail_child(report, STEP_FDS);
 	/* No descriptor of the daemon (FUSE's, the store's) reaches the
 	 * replica; `report` is O_CLOEXEC and must stay open until exec. */

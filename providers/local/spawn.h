@@ -29,11 +29,20 @@ int identity_allowed(uid_t owner, const char *env, char *err, size_t len);
  * outlive it. */
 void child_signals_default(void);
 
+/* local.log_keep's ceiling: rotated files kept beside the current one. */
+#define LOG_KEEP_MAX 20
+
 struct launch {
 	const struct identity *who;
 	char *const *argv; /* for /bin/sh */
 	char *const *envp; /* the whole environment, nothing inherited */
 	int log_fd; /* stdout and stderr */
+	/* Rotation, when log_max_bytes > 0: see keeper() in spawn.c. */
+	long long log_max_bytes;
+	unsigned log_keep; /* <= LOG_KEEP_MAX */
+	int log_dir_fd; /* the folder of log_names */
+	/* [0] the log's name, [i] its i-th rotated copy ("NAME.i"). */
+	char log_names[LOG_KEEP_MAX + 1][64];
 };
 
 /* Starts it in a session of its own. Returns 0 once it has exec'd, or a

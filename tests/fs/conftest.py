@@ -71,10 +71,11 @@ class Mount:
 
     def replicas(self, leaders_only=True):
         """pids of replica processes this mount's daemon started: they
-        write their output to log files below the test's folder. A
+        write their output to log files below the test's folder, or to
+        a pipe whose log keeper (its stdin that pipe) writes there. A
         replica is the leader of its own session; its children (a shell
         wrapper's helpers) share the marker but are not replicas."""
-        found = []
+        procs, ours = [], set()
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
@@ -82,12 +83,19 @@ class Mount:
                 env = open(f"/proc/{pid}/environ", "rb").read()
                 out = os.readlink(f"/proc/{pid}/fd/1")
                 stat = open(f"/proc/{pid}/stat").read()
+                inp = os.readlink(f"/proc/{pid}/fd/0")
             except OSError:
                 continue
+            if out.startswith(str(self.tmp)):
+                ours.add(inp)
+            procs.append((pid, env, out, stat))
+        found = []
+        for pid, env, out, stat in procs:
             session = int(stat.rsplit(")", 1)[1].split()[3])
             if leaders_only and session != int(pid):
                 continue
-            if b"INFRAFS_REPLICA=" in env and out.startswith(str(self.tmp)):
+            if b"INFRAFS_REPLICA=" in env and \
+                    (out.startswith(str(self.tmp)) or out in ours):
                 found.append(int(pid))
         return found
 
