@@ -54,6 +54,16 @@ def ctl(m, command):
         return e.errno
 
 
+def keep_four(m):
+    """history_keep = 4 and 12 revisions more; returns the newest once
+    only the newest four are left."""
+    m.sh("echo 'history_keep = 4' >> dev/config")
+    change_nodes(m, 12)
+    last = newest(m)
+    wait_for(lambda: revisions(m)[0] == last - 3, 10, "pruning")
+    return last
+
+
 def test_history_keep_prunes_the_oldest_revisions(env):
     env.sh("mkdir dev/pools/still && "
            "echo 'accelerator = cpu' > dev/pools/still/spec && "
@@ -94,10 +104,7 @@ def test_rollback_to_a_pruned_revision_names_the_rule(env):
 
 
 def test_the_audit_chain_verifies_across_what_was_pruned(env):
-    env.sh("echo 'history_keep = 4' >> dev/config")
-    change_nodes(env, 12)
-    last = newest(env)
-    wait_for(lambda: revisions(env)[0] == last - 3, 10, "pruning")
+    last = keep_four(env)
     env.stop()
     res = verify(env.state)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -112,10 +119,7 @@ def test_the_audit_chain_verifies_across_what_was_pruned(env):
 
 
 def test_removing_the_oldest_kept_audit_line_is_caught(env):
-    env.sh("echo 'history_keep = 4' >> dev/config")
-    change_nodes(env, 12)
-    last = newest(env)
-    wait_for(lambda: revisions(env)[0] == last - 3, 10, "pruning")
+    keep_four(env)
     env.stop()
     db = sqlite3.connect(env.state)
     first = db.execute("SELECT min(id) FROM audit").fetchone()[0]
@@ -129,10 +133,7 @@ def test_removing_the_oldest_kept_audit_line_is_caught(env):
 
 
 def test_a_forged_checkpoint_is_caught(env):
-    env.sh("echo 'history_keep = 4' >> dev/config")
-    change_nodes(env, 12)
-    last = newest(env)
-    wait_for(lambda: revisions(env)[0] == last - 3, 10, "pruning")
+    keep_four(env)
     env.stop()
     db = sqlite3.connect(env.state)
     db.execute("UPDATE envs SET audit_base = ?", ("ab" * 32,))
