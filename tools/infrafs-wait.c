@@ -417,7 +417,7 @@ static void wait_change(int fd, double s)
 
 		if (left <= 0)
 			return;
-		if (poll(&p, 1, (int)ceil(left * 1000.0)) >= 0 ||
+		if (poll(&p, 1, (int)(left * 1000.0 + 0.999)) >= 0 ||
 		    errno != EINTR)
 			return;
 	}
