@@ -1090,7 +1090,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct fs *fs = fs_of(req);
 	struct node_key pk, npk, from, to;
-	bool to_exists;
+	bool to_exists, to_hidden = false;
 	int rc = key_of(fs, parent, &pk);
 
 	if (!rc)
@@ -1112,9 +1112,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!to_exists && npk.type == NT_RES && !strcmp(newname, "spec") &&
 	    tree_spec_hidden(fs, npk.id)) {
 		to = node_key_make(NT_RES_SPEC, 0, npk.id, 0);
-		to_exists = true;
+		to_exists = to_hidden = true;
 	}
-	if (to_exists && (flags & RENAME_NOREPLACE)) {
+	/* A hidden spec is absent to every reader, so a rename that must
+	 * not replace anything (mv tries that first) may take its name. */
+	if (to_exists && !to_hidden && (flags & RENAME_NOREPLACE)) {
 		rc = -EEXIST;
 	} else if (from.type == NT_SCRATCH && to_exists &&
 		   rename_is_copy(fs, req, &to)) {

@@ -222,6 +222,22 @@ def test_a_rename_over_an_unlinked_spec_replaces_it(env):
     assert folder_names(env) == names
 
 
+def test_rename_noreplace_takes_the_name_of_an_unlinked_spec(env):
+    """mv tries renameat2(RENAME_NOREPLACE) first: the unlinked spec is
+    absent to every reader, so that rename is the replacement."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    folder = env / "dev/pools/train"
+    revs = revisions(env)
+    (folder / "spec.new").write_text("nodes = 6\n")
+    os.unlink(folder / "spec")
+    rc = libc.renameat2(-100, str(folder / "spec.new").encode(), -100,
+                        str(folder / "spec").encode(), 1)  # NOREPLACE
+    assert rc == 0, os.strerror(ctypes.get_errno())
+    assert read(folder / "spec") == "nodes = 6\n"
+    assert revisions(env) == revs + [revs[-1] + 1]
+
+
 def test_a_failed_install_leaves_the_spec_in_force(env, tmp_path):
     revs = revisions(env)
     before = read(env / "dev/pools/train/spec")
