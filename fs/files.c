@@ -372,8 +372,7 @@ static void slice(const char *data, size_t len, off_t off, size_t size,
 }
 
 int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
-	      const char **data, size_t *len, char **owned,
-	      struct blob **hold)
+	      const char **data, size_t *len, char **owned, struct blob **hold)
 {
 	*owned = NULL;
 	*hold = NULL;
@@ -554,6 +553,7 @@ static const char ctl_help[] =
 	"#   apply           carry the accepted specs out now\n"
 	"#   approve [PLAN]  approve the pending plan (approval = manual)\n"
 	"#   discard         go back to the revision last applied\n"
+	"#   promote ENV     make the pools and endpoints those of ENV\n"
 	"#   refresh         look at the live state again now\n"
 	"#   rollback REV    make revision REV's specs the ones in force\n"
 	"# Last results, oldest first (kept until the daemon stops):\n";
@@ -657,9 +657,30 @@ struct blob *file_metrics(struct fs *fs, int *err)
 	return b;
 }
 
+/*
+ * promote SRC shows what SRC declares to whoever may read the target:
+ * the writer must be able to read SRC themselves.
+ */
+static int ctl_may_run(struct fs *fs, fuse_req_t req, const char *line,
+		       char *msg, size_t msglen)
+{
+	char cmd[16] = "", src[NAME_MAX_LEN + 1] = "";
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	if (sscanf(line, "%15s %63s", cmd, src) < 2 || strcmp(cmd, "promote"))
+		return 0;
+	if (fs_may_read_env(fs, req, src) == 0)
+		return 0;
+	snprintf(msg, msglen,
+		 "promote %s: uid %u may not read %s (its folder's mode "
+		 "says so), so may not promote it",
+		 src, (unsigned)ctx->uid, src);
+	return -EACCES;
+}
+
 /* One command per write(2), carried out before the write returns. */
-static int ctl_command(struct fs *fs, struct handle *h, const char *data,
-		       size_t len)
+static int ctl_command(struct fs *fs, fuse_req_t req, struct handle *h,
+		       const char *data, size_t len)
 {
 	char line[128], msg[600];
 	struct edit_target t;
@@ -673,7 +694,11 @@ static int ctl_command(struct fs *fs, struct handle *h, const char *data,
 		return -ENOENT;
 	if (!fs->rec)
 		return -EOPNOTSUPP;
-	rc = reconciler_ctl(fs->rec, t.env, line, &h->opener, msg, sizeof(msg));
+	msg[0] = '\0';
+	rc = ctl_may_run(fs, req, line, msg, sizeof(msg));
+	if (!rc)
+		rc = reconciler_ctl(fs->rec, t.env, line, &h->opener, msg,
+				    sizeof(msg));
 	ctl_note(fs, t.env_id, &h->opener, line, rc, msg);
 	if (rc && msg[0]) {
 		struct change ch = { .op = CH_NOTE_ERROR, .env = t.env };
@@ -718,8 +743,8 @@ static int edit_write(struct fs *fs, struct handle *h, const char *data,
 	return (int)len;
 }
 
-int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
-	       off_t off)
+int file_write(struct fs *fs, fuse_req_t req, struct handle *h,
+	       const char *data, size_t len, off_t off)
 {
 	int rc;
 
@@ -727,7 +752,7 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 	case H_SINK:
 		return (int)len;
 	case H_CTL:
-		rc = ctl_command(fs, h, data, len);
+		rc = ctl_command(fs, req, h, data, len);
 		return rc ? rc : (int)len;
 	case H_SCRATCH:
 		pthread_mutex_lock(&fs->scratch.lock);
@@ -735,7 +760,8 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 			off = (off_t)h->scratch->data.len;
 		rc = scratch_check_size((uint64_t)off + len);
 		if (!rc) {
-			wipebuf_write_at(&h->scratch->data, (size_t)off, data, len);
+			wipebuf_write_at(&h->scratch->data, (size_t)off, data,
+					 len);
 			clock_gettime(CLOCK_REALTIME, &h->scratch->mtime);
 		}
 		pthread_mutex_unlock(&fs->scratch.lock);

@@ -359,10 +359,9 @@ int file_open_sink(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 /* *owned, when set, is a copy the caller frees after replying; *hold,
  * when set, a reference to the bytes it drops after replying. */
 int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
-	      const char **data, size_t *len, char **owned,
-	      struct blob **hold);
-int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
-	       off_t off);
+	      const char **data, size_t *len, char **owned, struct blob **hold);
+int file_write(struct fs *fs, fuse_req_t req, struct handle *h,
+	       const char *data, size_t len, off_t off);
 int file_truncate(struct fs *fs, struct handle *h, off_t size);
 int file_flush(struct fs *fs, struct handle *h, const struct caller *who);
 int file_fsync(struct fs *fs, struct handle *h, const struct caller *who);
@@ -408,5 +407,9 @@ int file_commit(struct fs *fs, const struct node_key *k, const char *data,
 
 extern const struct fuse_lowlevel_ops infrafs_ops;
 void caller_of(fuse_req_t req, struct caller *who);
+/* Whether the caller of req may read what environment env declares (its
+ * folder's mode for read and search, with the caller's groups): 0,
+ * -EACCES, or 0 when there is no such environment. */
+int fs_may_read_env(struct fs *fs, fuse_req_t req, const char *env);
 
 #endif

@@ -103,6 +103,19 @@ static int may_access(struct fs *fs, fuse_req_t req, const struct node_key *k,
 	return 0;
 }
 
+int fs_may_read_env(struct fs *fs, fuse_req_t req, const char *env)
+{
+	struct node_key k;
+	struct env *e;
+
+	model_rdlock(fs->model);
+	e = model_env(fs->model, env);
+	k = node_key_make(NT_ENV, 0, e ? e->id : 0, 0);
+	model_unlock(fs->model);
+	/* One that does not exist is the store's to name. */
+	return e ? may_access(fs, req, &k, R_OK | X_OK) : 0;
+}
+
 static int open_mode(int flags)
 {
 	switch (flags & O_ACCMODE) {
@@ -556,8 +569,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			fuse_ino_t known;
 
 			name = dir_snapshot_at(&d->snap, (size_t)(pos - 2),
-					       scratch, &key,
-					       &e.attr.st_mode);
+					       scratch, &key, &e.attr.st_mode);
 			known = node_find(&fs->nodes, &key);
 			/* readdir(3) skips entries whose inode number is 0;
 			 * one the kernel has not looked up yet gets the
@@ -699,8 +711,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	int rc = file_write(fs, (struct handle *)(uintptr_t)fi->fh, data, size,
-			    off);
+	int rc = file_write(fs, req, (struct handle *)(uintptr_t)fi->fh, data,
+			    size, off);
 
 	(void)ino;
 	if (rc < 0)

@@ -1416,10 +1416,12 @@ void reconciler_stats(struct reconciler *r, double *pass_seconds,
 /* ---- ctl --------------------------------------------------------------- */
 
 static int store_change_for(struct reconciler *r, const char *env,
-			    enum change_op op, uint64_t rev,
+			    enum change_op op, uint64_t rev, const char *name,
 			    const struct caller *who, char *msg, size_t msglen)
 {
-	struct change ch = { .op = op, .env = env, .rev = rev, .who = *who };
+	struct change ch = {
+		.op = op, .env = env, .name = name, .rev = rev, .who = *who
+	};
 	struct change_result res;
 	char path[NAME_MAX_LEN + 8];
 	int rc;
@@ -1586,8 +1588,8 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 				 "discard: nothing of %s was applied yet", env);
 			return -EINVAL;
 		}
-		return store_change_for(r, env, CH_ROLLBACK, rev, who, msg,
-					msglen);
+		return store_change_for(r, env, CH_ROLLBACK, rev, NULL, who,
+					msg, msglen);
 	}
 	if (!strcmp(cmd, "rollback")) {
 		if (parse_number(arg, &rev) < 0) {
@@ -1595,12 +1597,21 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 				 "rollback: expected a revision number");
 			return -EINVAL;
 		}
-		return store_change_for(r, env, CH_ROLLBACK, rev, who, msg,
+		return store_change_for(r, env, CH_ROLLBACK, rev, NULL, who,
+					msg, msglen);
+	}
+	if (!strcmp(cmd, "promote")) {
+		if (!arg[0]) {
+			snprintf(msg, msglen,
+				 "promote: expected an environment's name");
+			return -EINVAL;
+		}
+		return store_change_for(r, env, CH_PROMOTE, 0, arg, who, msg,
 					msglen);
 	}
 	snprintf(msg, msglen,
 		 "%s: unknown command; ctl takes apply, approve [PLAN], "
-		 "discard, refresh, rollback REV",
+		 "discard, promote ENV, refresh, rollback REV",
 		 cmd);
 	return -EINVAL;
 }

@@ -38,11 +38,6 @@ void reconciler_stop(struct reconciler *r);
 void reconciler_kick(struct reconciler *r, const struct store_touch *t,
 		     size_t n);
 
-/*
- * One command written to ENV/ctl: apply, approve [PLAN], discard, refresh,
- * rollback REV. Returns 0 or a negative errno (-EINVAL unknown command,
- * -ESTALE plan no longer current) with msg for the user.
- */
 /* What the last pass cost: its duration and the resources it looked at. */
 void reconciler_stats(struct reconciler *r, double *pass_seconds,
 		      size_t *evaluated);
@@ -53,6 +48,14 @@ void reconciler_stats(struct reconciler *r, double *pass_seconds,
 bool reconciler_calls(struct reconciler *r, int provider, uint64_t *total,
 		      uint64_t *last_minute, size_t *resources);
 
+/*
+ * One command written to ENV/ctl: apply, approve [PLAN], discard,
+ * promote SRC, refresh, rollback REV. Returns 0 or a negative errno
+ * (-EINVAL unknown command, -ESTALE plan no longer current, or what the
+ * store refused a change with) with msg for the user. promote makes ENV's
+ * specs those of SRC: whether the caller may read SRC is the file
+ * system's to check first, with the caller's groups at hand.
+ */
 int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 		   const struct caller *who, char *msg, size_t msglen);
 

@@ -560,15 +560,15 @@ static int check_references(const struct env *e, const struct spec *s,
 	return 0;
 }
 
-static int check_spec(const struct kind_def *k, const struct change *ch,
+static int check_spec(const struct kind_def *k, const char *text, size_t len,
 		      struct spec **parsed, struct change_result *res)
 {
 	struct spec_error err;
 
-	if (ch->len > SPEC_MAX_BYTES)
+	if (len > SPEC_MAX_BYTES)
 		return refuse(res, -EFBIG, "%s is %zu bytes; the limit is %d",
-			      k->name, ch->len, SPEC_MAX_BYTES);
-	if (spec_parse(k, ch->text, ch->len, parsed, &err) < 0 ||
+			      k->name, len, SPEC_MAX_BYTES);
+	if (spec_parse(k, text, len, parsed, &err) < 0 ||
 	    spec_check_rules(*parsed, &err) < 0)
 		return refuse(res, -EINVAL, "%s", err.msg);
 	return 0;
@@ -649,15 +649,47 @@ static int check_provider_support(const struct env *e, const struct resource *r,
 	return p->check(&want, res->msg, sizeof(res->msg));
 }
 
-/*
- * max_hourly_cost_usd: the provider's estimate for the whole environment
- * with the proposed spec in place. Like the other quantities, refused
- * only when it grows past the limit.
- */
-static int check_cost(const struct env *e, const struct resource *r,
-		      const struct spec *parsed, struct change_result *res)
+static double res_hourly_cost(const struct provider_ops *p, const struct env *e,
+			      int kind, const char *name,
+			      const struct spec *parsed)
+{
+	struct desired d = { .env = e->name,
+			     .kind = kind,
+			     .name = name,
+			     .spec = parsed,
+			     .config = e->config.parsed };
+
+	return parsed ? p->hourly_cost(&d) : 0;
+}
+
+/* The provider's estimate for all the environment declares, but skip. */
+static double env_hourly_cost(const struct env *e, const struct resource *skip)
 {
 	const struct provider_ops *p = provider_of_env(e);
+	double total = 0;
+
+	if (!p || !p->hourly_cost)
+		return 0;
+	for (int k = 0; k < NKINDS; k++) {
+		for (size_t i = 0; i < e->list[k].n; i++) {
+			const struct resource *o = e->list[k].v[i];
+
+			if (o != skip)
+				total += res_hourly_cost(p, e, k, o->name,
+							 o->spec.parsed);
+		}
+	}
+	return total;
+}
+
+/*
+ * max_hourly_cost_usd, the provider's estimate for the whole environment
+ * before and after a change. Like the other quantities, refused only when
+ * it grows past the limit.
+ */
+static int check_cost_total(const struct env *e, double before, double total,
+			    struct change_result *res)
+{
 	const struct field_def *f =
 		kind_field(&kind_policy, "max_hourly_cost_usd", 19);
 	const struct spec_value *limit =
@@ -665,43 +697,30 @@ static int check_cost(const struct env *e, const struct resource *r,
 			? &e->policy.parsed
 				   ->v[kind_field_index(&kind_policy, f)]
 			: NULL;
-	double total = 0, before = 0;
 
-	if (!p || !p->hourly_cost || !limit || !limit->set)
+	if (!limit || !limit->set)
 		return 0;
-	for (int k = 0; k < NKINDS; k++) {
-		for (size_t i = 0; i < e->list[k].n; i++) {
-			const struct resource *o = e->list[k].v[i];
-			struct desired d = { .env = e->name,
-					     .kind = k,
-					     .name = o->name,
-					     .spec = o->spec.parsed,
-					     .config = e->config.parsed };
-			double c;
-
-			if (!o->spec.parsed)
-				continue;
-			c = p->hourly_cost(&d);
-			before += c;
-			if (o != r)
-				total += c;
-		}
-	}
-	{
-		struct desired d = { .env = e->name,
-				     .kind = r->kind,
-				     .name = r->name,
-				     .spec = parsed,
-				     .config = e->config.parsed };
-
-		total += p->hourly_cost(&d);
-	}
 	if (total > limit->d + 1e-9 && total > before + 1e-9)
 		return refuse(res, -EDQUOT,
 			      "policy max_hourly_cost_usd: %.2f requested in "
 			      "%s, limit %.2f",
 			      total, e->name, limit->d);
 	return 0;
+}
+
+/* The cost with one resource's proposed spec in place. */
+static int check_cost(const struct env *e, const struct resource *r,
+		      const struct spec *parsed, struct change_result *res)
+{
+	const struct provider_ops *p = provider_of_env(e);
+
+	if (!p || !p->hourly_cost)
+		return 0;
+	return check_cost_total(
+		e, env_hourly_cost(e, NULL),
+		env_hourly_cost(e, r) +
+			res_hourly_cost(p, e, r->kind, r->name, parsed),
+		res);
 }
 
 static int res_commit(struct store *st, struct env *e, struct resource *r,
@@ -712,7 +731,7 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	BUF_AUTO diff = BUF_INIT;
 	BUF_AUTO summary = BUF_INIT;
 	uint64_t id = r->id;
-	int rc = check_spec(k, ch, &parsed, res);
+	int rc = check_spec(k, ch->text, ch->len, &parsed, res);
 
 	if (!rc)
 		rc = check_references(e, parsed, res);
@@ -902,7 +921,7 @@ static int doc_commit(struct store *st, struct env *e, const struct change *ch,
 			    "its %s",
 			    e->name, (unsigned)e->uid, k->name);
 	if (!rc)
-		rc = check_spec(k, ch, &parsed, res);
+		rc = check_spec(k, ch->text, ch->len, &parsed, res);
 	if (!rc && ch->op == CH_CONFIG)
 		rc = check_provider(parsed, res);
 	if (!rc && ch->op == CH_CONFIG)
@@ -1054,239 +1073,483 @@ static int note_error(struct store *st, struct env *e, const struct change *ch)
 	return 0;
 }
 
-/* ---- rollback ----------------------------------------------------------- */
+/* ---- making an environment equal to a set of documents ----------------- */
 
-struct rollback {
+/*
+ * rollback, promote and a folder source all say the same thing: "let the
+ * environment's pools and endpoints (and config, policy) be exactly these
+ * documents, as one revision". They differ in where the documents come
+ * from and in whether today's rules are checked again.
+ */
+
+/* One pool or endpoint the environment is to have. */
+struct wanted_res {
+	int kind;
+	char name[NAME_MAX_LEN + 1];
+	char *text;
+	size_t len;
+	struct spec *parsed; /* once checked; NULL when it does not parse */
+};
+
+/* Config or policy as it is to be; text NULL leaves it as it is. */
+struct wanted_doc {
+	char *text;
+	size_t len;
+	struct spec *parsed;
+};
+
+struct wanted {
+	struct wanted_res *v;
+	size_t n, cap;
+	struct wanted_doc config, policy;
+	/*
+	 * Whether the spec rules, references, today's policy and the
+	 * provider hold for what comes in: a promotion or a folder brings
+	 * something new; a rollback restores what was accepted once.
+	 */
+	bool check_rules;
+	/* How refusals begin: "revision 12", "promote dev". */
+	char what[96];
+};
+
+static void wanted_add(struct wanted *w, int kind, const char *name,
+		       const char *text, size_t len)
+{
+	struct wanted_res *wr;
+
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 16;
+		w->v = xrealloc(w->v, w->cap * sizeof(*w->v));
+	}
+	wr = &w->v[w->n++];
+	memset(wr, 0, sizeof(*wr));
+	wr->kind = kind;
+	snprintf(wr->name, sizeof(wr->name), "%s", name);
+	wr->text = xstrndup(text, len);
+	wr->len = len;
+}
+
+static void wanted_doc_set(struct wanted_doc *d, const char *text, size_t len)
+{
+	free(d->text);
+	d->text = xstrndup(text, len);
+	d->len = len;
+}
+
+static void wanted_doc_free(struct wanted_doc *d)
+{
+	free(d->text);
+	if (d->parsed)
+		spec_free(d->parsed);
+}
+
+static void wanted_free(struct wanted *w)
+{
+	for (size_t i = 0; i < w->n; i++) {
+		free(w->v[i].text);
+		if (w->v[i].parsed)
+			spec_free(w->v[i].parsed);
+	}
+	free(w->v);
+	wanted_doc_free(&w->config);
+	wanted_doc_free(&w->policy);
+}
+
+static const struct wanted_res *wanted_find(const struct wanted *w, int kind,
+					    const char *name)
+{
+	for (size_t i = 0; i < w->n; i++) {
+		if (w->v[i].kind == kind && !strcmp(w->v[i].name, name))
+			return &w->v[i];
+	}
+	return NULL;
+}
+
+static bool same_text(const struct doc *d, const char *text, size_t len)
+{
+	return d->text && d->len == len && !memcmp(d->text, text, len);
+}
+
+/*
+ * The environment as it would be with w in force, for the rules that look
+ * at all of it (max_accelerators, max_hourly_cost_usd): it shares all but
+ * its lists and, when w brings one, its policy with the environment.
+ */
+struct env_view {
+	struct env env;
+	struct resource *res; /* one per wanted resource */
+};
+
+/* A protected resource w lacks stays until its destroy is approved. */
+static bool stays_protected(const struct env *e, const struct wanted *w,
+			    const struct resource *r)
+{
+	return r->spec.text && protected_destroy(e) &&
+	       !wanted_find(w, r->kind, r->name);
+}
+
+static void view_make(struct env_view *v, const struct env *e,
+		      const struct wanted *w)
+{
+	v->env = *e;
+	if (w->policy.text)
+		v->env.policy.parsed = w->policy.parsed;
+	v->res = xcalloc(w->n + 1, sizeof(*v->res));
+	for (int k = 0; k < NKINDS; k++) {
+		struct res_list *l = &v->env.list[k];
+
+		l->cap = e->list[k].n + w->n;
+		l->v = xcalloc(l->cap + 1, sizeof(*l->v));
+		l->n = 0;
+		for (size_t i = 0; i < e->list[k].n; i++) {
+			if (stays_protected(e, w, e->list[k].v[i]))
+				l->v[l->n++] = e->list[k].v[i];
+		}
+	}
+	for (size_t i = 0; i < w->n; i++) {
+		struct resource *r = &v->res[i];
+		struct res_list *l = &v->env.list[w->v[i].kind];
+
+		r->kind = w->v[i].kind;
+		memcpy(r->name, w->v[i].name, sizeof(r->name));
+		r->env = (struct env *)e;
+		r->spec.text = w->v[i].text;
+		r->spec.len = w->v[i].len;
+		r->spec.parsed = w->v[i].parsed;
+		l->v[l->n++] = r;
+	}
+}
+
+static void view_free(struct env_view *v)
+{
+	for (int k = 0; k < NKINDS; k++)
+		free(v->env.list[k].v);
+	free(v->res);
+}
+
+/* Puts "WHAT: LABEL: " (or "WHAT: ") before the reason a check gave. */
+static int refuse_in(struct change_result *res, const struct wanted *w,
+		     const char *label, int rc)
+{
+	char why[sizeof(res->msg)];
+
+	memcpy(why, res->msg, sizeof(why));
+	return refuse(res, rc, "%s: %s%s%s", w->what, label ? label : "",
+		      label ? ": " : "", why);
+}
+
+static int refuse_res(struct change_result *res, const struct wanted *w,
+		      const struct wanted_res *wr, int rc)
+{
+	char label[NAME_MAX_LEN + 32];
+
+	snprintf(label, sizeof(label), "%s/%s", kind_at(wr->kind)->dir,
+		 wr->name);
+	return refuse_in(res, w, label, rc);
+}
+
+/* Guardrails and settings are the owner's, whichever way they change. */
+static int sync_check_owner_docs(const struct env *e, const struct wanted *w,
+				 const struct change *ch,
+				 struct change_result *res)
+{
+	const struct kind_def *const kinds[] = { &kind_config, &kind_policy };
+	const struct doc *const have[] = { &e->config, &e->policy };
+	const struct wanted_doc *const want[] = { &w->config, &w->policy };
+
+	if (ch->who.uid == 0 || ch->who.uid == e->uid)
+		return 0;
+	for (size_t i = 0; i < 2; i++) {
+		if (!want[i]->text ||
+		    same_text(have[i], want[i]->text, want[i]->len))
+			continue;
+		return refuse(res, -EACCES,
+			      "%s has another %s; only the owner of %s (uid "
+			      "%u) or root may change its %s",
+			      w->what, kinds[i]->name, e->name,
+			      (unsigned)e->uid, kinds[i]->name);
+	}
+	return 0;
+}
+
+/* Parses config or policy; only a check of new text refuses one that
+ * does not parse. */
+static int sync_parse_doc(const struct wanted *w, const struct kind_def *k,
+			  struct wanted_doc *d, struct change_result *res)
+{
+	int rc;
+
+	if (!d->text)
+		return 0;
+	rc = check_spec(k, d->text, d->len, &d->parsed, res);
+	return rc && w->check_rules ? refuse_in(res, w, k->name, rc) : 0;
+}
+
+static int sync_check_config(struct store *st, const struct env *e,
+			     struct wanted *w, const struct change *ch,
+			     struct change_result *res)
+{
+	int rc = sync_parse_doc(w, &kind_config, &w->config, res);
+
+	if (!rc)
+		rc = sync_parse_doc(w, &kind_policy, &w->policy, res);
+	if (rc || !w->config.parsed)
+		return rc;
+	if (w->check_rules)
+		rc = check_provider(w->config.parsed, res);
+	/* A rollback must not restore a privileged key for an owner. */
+	if (!rc)
+		rc = config_keys_check(e->config.parsed, w->config.parsed,
+				       ch->who.uid, st->allow_config_keys,
+				       res->msg, sizeof(res->msg));
+	return rc ? refuse_in(res, w, "config", rc) : 0;
+}
+
+/* Parses a resource; for a rollback, text that no longer parses is
+ * restored as it was, as an rmdir would find it. */
+static int sync_parse_res(const struct wanted *w, struct wanted_res *wr,
+			  struct change_result *res)
+{
+	const struct kind_def *k = kind_at(wr->kind);
+	int rc = check_spec(k, wr->text, wr->len, &wr->parsed, res);
+
+	if (rc && w->check_rules)
+		return refuse_res(res, w, wr, rc);
+	if (rc)
+		log_warn("%s: %s %s no longer parses: %s", w->what, k->name,
+			 wr->name, res->msg);
+	return 0;
+}
+
+static int sync_check_res(const struct env_view *v, const struct wanted *w,
+			  size_t i, const struct change *ch,
+			  struct change_result *res)
+{
+	const struct wanted_res *wr = &w->v[i];
+	const struct resource *have = model_res(&v->env, wr->kind, wr->name);
+	const struct spec *current = have ? have->spec.parsed : NULL;
+	int rc = 0;
+
+	if (!wr->parsed)
+		return 0;
+	if (w->check_rules)
+		rc = check_references(&v->env, wr->parsed, res);
+	if (!rc)
+		rc = policy_check_secrets_use(&v->env, wr->kind, wr->name,
+					      wr->parsed, current, ch->who.uid,
+					      res->msg, sizeof(res->msg));
+	if (!rc && w->check_rules)
+		rc = policy_check(&v->env, wr->kind, wr->name, wr->parsed,
+				  current, res->msg, sizeof(res->msg));
+	if (!rc && w->check_rules)
+		rc = check_provider_support(&v->env, &v->res[i], wr->parsed,
+					    res);
+	return rc ? refuse_res(res, w, wr, rc) : 0;
+}
+
+/*
+ * Who may make the environment equal to w is who may make each change it
+ * brings: nothing is touched until all of it is allowed.
+ */
+static int sync_check(struct store *st, struct env *e, struct wanted *w,
+		      const struct change *ch, struct change_result *res)
+{
+	struct env_view view;
+	int rc = sync_check_owner_docs(e, w, ch, res);
+
+	if (!rc)
+		rc = sync_check_config(st, e, w, ch, res);
+	for (size_t i = 0; !rc && i < w->n; i++)
+		rc = sync_parse_res(w, &w->v[i], res);
+	if (rc)
+		return rc;
+	view_make(&view, e, w);
+	for (size_t i = 0; !rc && i < w->n; i++)
+		rc = sync_check_res(&view, w, i, ch, res);
+	if (!rc && w->check_rules) {
+		rc = check_cost_total(&view.env, env_hourly_cost(e, NULL),
+				      env_hourly_cost(&view.env, NULL), res);
+		if (rc)
+			rc = refuse_in(res, w, NULL, rc);
+	}
+	view_free(&view);
+	return rc;
+}
+
+struct sync {
 	struct store *st;
 	struct env *e;
-	uint64_t to; /* the revision restored */
 	uint64_t rev; /* the revision being made */
 	unsigned changes;
 	unsigned destroys; /* protected resources whose destroy now waits */
 	struct buf diff;
 };
 
-static bool name_listed(const char *names, const char *name)
+/* Sets one resource (or config, policy) to its text; takes parsed. */
+static void sync_text(struct sync *sy, const struct kind_def *k, struct doc *d,
+		      const char *name, const char *text, size_t len,
+		      struct spec **parsed)
 {
-	size_t n = strlen(name);
-
-	for (const char *p = names; *p;) {
-		const char *nl = strchr(p, '\n');
-		size_t len = nl ? (size_t)(nl - p) : strlen(p);
-
-		if (len == n && !memcmp(p, name, n))
-			return true;
-		p += len + (nl ? 1 : 0);
-	}
-	return false;
-}
-
-/* Sets one resource (or config, policy) to the text it had. */
-static void rollback_text(struct rollback *rb, const struct kind_def *k,
-			  struct doc *d, const char *name, const char *text,
-			  size_t len)
-{
-	struct spec *parsed = NULL;
-	struct spec_error err;
-
-	if (d->text && d->len == len && !memcmp(d->text, text, len))
+	if (same_text(d, text, len))
 		return;
-	if (spec_parse(k, text, len, &parsed, &err) < 0)
-		log_warn("rollback: %s %s no longer parses: %s", k->name, name,
-			 err.msg);
-	make_diff(k, name, d->text, d->len, text, len, &rb->diff);
-	doc_set(d, xstrndup(text, len), len, parsed, rb->rev, time_now());
-	bw(rb->st, rb->st->ops->add_history(rb->st->be, rb->e->id, rb->rev,
+	make_diff(k, name, d->text, d->len, text, len, &sy->diff);
+	doc_set(d, xstrndup(text, len), len, *parsed, sy->rev, time_now());
+	*parsed = NULL;
+	bw(sy->st, sy->st->ops->add_history(sy->st->be, sy->e->id, sy->rev,
 					    k->name, name, text, len));
-	rb->changes++;
+	sy->changes++;
 }
 
-/* protect = destroy holds for a rollback as for rmdir. */
-static void rollback_request_destroy(struct rollback *rb, struct resource *r)
+/* What w lacks goes; protect = destroy holds as for rmdir. */
+static void sync_remove(struct sync *sy, struct resource *r)
 {
-	if (r->destroy_requested)
+	struct store *st = sy->st;
+	const struct kind_def *k = kind_at(r->kind);
+
+	if (r->spec.text && protected_destroy(sy->e)) {
+		if (!r->destroy_requested) {
+			mark_destroy_requested(st, sy->e, r);
+			touch(st, sy->e->id, r->id);
+			sy->destroys++;
+		}
 		return;
-	mark_destroy_requested(rb->st, rb->e, r);
-	touch(rb->st, rb->e->id, r->id);
-	rb->destroys++;
+	}
+	if (r->spec.text) {
+		make_diff(k, r->name, r->spec.text, r->spec.len, NULL, 0,
+			  &sy->diff);
+		bw(st, st->ops->add_history(st->be, sy->e->id, sy->rev, k->name,
+					    r->name, NULL, 0));
+		sy->changes++;
+	}
+	bw(st, st->ops->drop_res(st->be, r->id));
+	touch(st, sy->e->id, r->id);
+	model_remove_res(&st->model, r);
 }
 
-static void rollback_kind(struct rollback *rb, int kind)
+static void sync_set(struct sync *sy, struct wanted_res *wr)
 {
-	struct store *st = rb->st;
-	struct env *e = rb->e;
-	const struct kind_def *k = kind_at(kind);
-	BUF_AUTO names = BUF_INIT;
-	char *save = NULL;
+	struct store *st = sy->st;
+	struct env *e = sy->e;
+	struct resource *r = model_res(e, wr->kind, wr->name);
+	uint64_t id = 0;
 
-	st->ops->history_names(st->be, e->id, rb->to, k->name, &names);
-	/* What did not exist then goes. */
-	for (size_t i = e->list[kind].n; i-- > 0;) {
-		struct resource *r = e->list[kind].v[i];
+	if (!r) {
+		struct resource tmp = { .env = e, .kind = wr->kind };
 
-		if (name_listed(buf_str(&names), r->name))
-			continue;
-		if (r->spec.text && protected_destroy(e)) {
-			rollback_request_destroy(rb, r);
-			continue;
+		memcpy(tmp.name, wr->name, sizeof(tmp.name));
+		tmp.ctime = time_now();
+		if (bw(st, st->ops->put_res(st->be, &tmp, &id)))
+			return;
+		r = model_add_res(&st->model, e, id, wr->kind, wr->name);
+		r->ctime = tmp.ctime;
+	}
+	sync_text(sy, kind_at(wr->kind), &r->spec, wr->name, wr->text, wr->len,
+		  &wr->parsed);
+	id = r->id;
+	bw(st, st->ops->put_res(st->be, r, &id));
+	r->gen++;
+	touch(st, e->id, r->id);
+}
+
+static void sync_apply(struct sync *sy, struct wanted *w)
+{
+	struct env *e = sy->e;
+
+	for (int k = 0; k < NKINDS; k++) {
+		for (size_t i = e->list[k].n; i-- > 0;) {
+			struct resource *r = e->list[k].v[i];
+
+			if (!wanted_find(w, k, r->name))
+				sync_remove(sy, r);
 		}
-		if (r->spec.text) {
-			make_diff(k, r->name, r->spec.text, r->spec.len, NULL,
-				  0, &rb->diff);
-			bw(st, st->ops->add_history(st->be, e->id, rb->rev,
-						    k->name, r->name, NULL, 0));
-			rb->changes++;
-		}
-		bw(st, st->ops->drop_res(st->be, r->id));
-		touch(st, e->id, r->id);
-		model_remove_res(&st->model, r);
 	}
-	/* What existed then comes back as it was. */
-	for (char *n = names.len ? strtok_r(names.data, "\n", &save) : NULL; n;
-	     n = strtok_r(NULL, "\n", &save)) {
-		struct resource *r = model_res(e, kind, n);
-		BUF_AUTO text = BUF_INIT;
-		uint64_t id;
-
-		if (st->ops->history_text(st->be, e->id, rb->to, k->name, n,
-					  &text) < 0)
-			continue;
-		if (!r) {
-			struct resource tmp = { .env = e, .kind = kind };
-
-			snprintf(tmp.name, sizeof(tmp.name), "%s", n);
-			tmp.ctime = time_now();
-			id = 0;
-			if (bw(st, st->ops->put_res(st->be, &tmp, &id)))
-				return;
-			r = model_add_res(&st->model, e, id, kind, n);
-			r->ctime = tmp.ctime;
-		}
-		rollback_text(rb, k, &r->spec, n, buf_str(&text), text.len);
-		id = r->id;
-		bw(st, st->ops->put_res(st->be, r, &id));
-		r->gen++;
-		touch(st, e->id, r->id);
-	}
-}
-
-static void rollback_doc(struct rollback *rb, const struct kind_def *k,
-			 struct doc *d)
-{
-	BUF_AUTO text = BUF_INIT;
-
-	if (rb->st->ops->history_text(rb->st->be, rb->e->id, rb->to, k->name,
-				      "", &text) == 0)
-		rollback_text(rb, k, d, "", buf_str(&text), text.len);
-}
-
-/* Guardrails and settings are the owner's, whichever way they change. */
-static int rollback_check_docs(struct rollback *rb, const struct change *ch,
-			       struct change_result *res)
-{
-	const struct kind_def *const kinds[] = { &kind_config, &kind_policy };
-	const struct doc *const docs[] = { &rb->e->config, &rb->e->policy };
-	struct env *e = rb->e;
-
-	if (ch->who.uid == 0 || ch->who.uid == e->uid)
-		return 0;
-	for (size_t i = 0; i < 2; i++) {
-		BUF_AUTO text = BUF_INIT;
-
-		if (rb->st->ops->history_text(rb->st->be, e->id, rb->to,
-					      kinds[i]->name, "", &text) < 0 ||
-		    (docs[i]->text && docs[i]->len == text.len &&
-		     !memcmp(docs[i]->text, buf_str(&text), text.len)))
-			continue;
-		return refuse(res, -EACCES,
-			      "revision %" PRIu64 " has another %s; only the "
-			      "owner of %s (uid %u) or root may change its %s",
-			      rb->to, kinds[i]->name, e->name, (unsigned)e->uid,
-			      kinds[i]->name);
-	}
-	return 0;
-}
-
-/* The secrets_use rule, for each spec the rollback brings back. */
-static int rollback_check_secrets(struct rollback *rb, int kind,
-				  const struct change *ch,
-				  struct change_result *res)
-{
-	const struct kind_def *k = kind_at(kind);
-	BUF_AUTO names = BUF_INIT;
-	char *save = NULL;
-	char why[sizeof(res->msg)];
-
-	rb->st->ops->history_names(rb->st->be, rb->e->id, rb->to, k->name,
-				   &names);
-	for (char *n = names.len ? strtok_r(names.data, "\n", &save) : NULL; n;
-	     n = strtok_r(NULL, "\n", &save)) {
-		const struct resource *r = model_res(rb->e, kind, n);
-		BUF_AUTO text = BUF_INIT;
-		SPEC_AUTO *then = NULL;
-		struct spec_error err;
-
-		if (rb->st->ops->history_text(rb->st->be, rb->e->id, rb->to,
-					      k->name, n, &text) < 0 ||
-		    spec_parse(k, buf_str(&text), text.len, &then, &err) < 0)
-			continue;
-		if (policy_check_secrets_use(rb->e, kind, n, then,
-					     r ? r->spec.parsed : NULL,
-					     ch->who.uid, why, sizeof(why)))
-			return refuse(res, -EACCES, "revision %" PRIu64 ": %s",
-				      rb->to, why);
-	}
-	return 0;
-}
-
-/* The config REV had must pass the rules of a config commit by this
- * caller: a rollback must not restore a privileged key for an owner. */
-static int rollback_config_keys(const struct rollback *rb,
-				const struct change *ch,
-				struct change_result *res)
-{
-	BUF_AUTO text = BUF_INIT;
-	SPEC_AUTO *then = NULL;
-	struct spec_error err;
-
-	if (rb->st->ops->history_text(rb->st->be, rb->e->id, rb->to,
-				      kind_config.name, "", &text) != 0 ||
-	    spec_parse(&kind_config, buf_str(&text), text.len, &then, &err) < 0)
-		return 0;
-	return config_keys_check(rb->e->config.parsed, then, ch->who.uid,
-				 rb->st->allow_config_keys, res->msg,
-				 sizeof(res->msg));
+	for (size_t i = 0; i < w->n; i++)
+		sync_set(sy, &w->v[i]);
+	if (w->config.text)
+		sync_text(sy, &kind_config, &e->config, "", w->config.text,
+			  w->config.len, &w->config.parsed);
+	if (w->policy.text)
+		sync_text(sy, &kind_policy, &e->policy, "", w->policy.text,
+			  w->policy.len, &w->policy.parsed);
 }
 
 /*
- * Who may roll back is who may make each change it brings: nothing is
- * touched until all of it is allowed.
+ * Makes the environment's pools and endpoints (and config and policy where
+ * w brings them) equal to w, as one revision "HEAD (N changes)", or
+ * refuses all of it with the rule named and nothing touched. A protected
+ * resource w lacks waits for approval as after rmdir.
  */
-static int rollback_check(struct rollback *rb, const struct change *ch,
-			  struct change_result *res)
+static int make_equal(struct store *st, struct env *e, struct wanted *w,
+		      const struct change *ch, const char *head,
+		      struct change_result *res)
 {
-	int rc = rollback_check_docs(rb, ch, res);
+	struct sync sy = { .st = st, .e = e, .rev = e->rev + 1 };
+	char summary[256];
+	int rc = sync_check(st, e, w, ch, res);
 
-	if (!rc)
-		rc = rollback_config_keys(rb, ch, res);
-	for (int k = 0; !rc && k < NKINDS; k++)
-		rc = rollback_check_secrets(rb, k, ch, res);
-	if (rc)
-		audit_refusal(rb->st, rb->e, ch, res->msg);
-	return rc;
+	if (rc) {
+		audit_refusal(st, e, ch, res->msg);
+		return rc;
+	}
+	sync_apply(&sy, w);
+	if (!sy.changes && !sy.destroys) {
+		buf_free(&sy.diff);
+		res->rev = e->rev;
+		return 0;
+	}
+	snprintf(summary, sizeof(summary), "%s (%u change%s%s)", head,
+		 sy.changes, sy.changes == 1 ? "" : "s",
+		 sy.destroys ? "; protected destroys wait for approval" : "");
+	res->rev = new_revision(st, e, ch, summary, buf_str(&sy.diff));
+	buf_free(&sy.diff);
+	touch(st, e->id, 0);
+	return 0;
+}
+
+/* ---- rollback ----------------------------------------------------------- */
+
+static void wanted_from_history(struct store *st, const struct env *e,
+				uint64_t rev, struct wanted *w)
+{
+	const struct kind_def *const docs[] = { &kind_config, &kind_policy };
+	struct wanted_doc *const slots[] = { &w->config, &w->policy };
+
+	for (int kind = 0; kind < NKINDS; kind++) {
+		const struct kind_def *k = kind_at(kind);
+		BUF_AUTO names = BUF_INIT;
+		char *save = NULL;
+
+		st->ops->history_names(st->be, e->id, rev, k->name, &names);
+		for (char *n = names.len ? strtok_r(names.data, "\n", &save)
+					 : NULL;
+		     n; n = strtok_r(NULL, "\n", &save)) {
+			BUF_AUTO text = BUF_INIT;
+
+			if (st->ops->history_text(st->be, e->id, rev, k->name,
+						  n, &text) == 0)
+				wanted_add(w, kind, n, buf_str(&text),
+					   text.len);
+		}
+	}
+	for (size_t i = 0; i < 2; i++) {
+		BUF_AUTO text = BUF_INIT;
+
+		if (st->ops->history_text(st->be, e->id, rev, docs[i]->name, "",
+					  &text) == 0)
+			wanted_doc_set(slots[i], buf_str(&text), text.len);
+	}
 }
 
 /*
  * rollback REV: one new revision in which everything declared is as it
  * was at REV. It restores what was accepted then, so today's policy is not
- * checked against it again; the rules of who may change what are, and a
- * protected resource it would remove waits for approval as after rmdir.
+ * checked against it again; the rules of who may change what are.
  */
 static int rollback(struct store *st, struct env *e, const struct change *ch,
 		    struct change_result *res)
 {
-	struct rollback rb = { .st = st, .e = e, .to = ch->rev };
-	char summary[128];
+	struct wanted w = { 0 };
+	char head[64];
 	int rc;
 
 	if (ch->rev < e->first_rev || ch->rev > e->rev_durable)
@@ -1298,27 +1561,53 @@ static int rollback(struct store *st, struct env *e, const struct change *ch,
 				      ? " (older ones were pruned by "
 					"history_keep)"
 				      : "");
-	rb.rev = e->rev + 1;
-	rc = rollback_check(&rb, ch, res);
-	if (rc)
-		return rc;
-	for (int k = 0; k < NKINDS; k++)
-		rollback_kind(&rb, k);
-	rollback_doc(&rb, &kind_config, &e->config);
-	rollback_doc(&rb, &kind_policy, &e->policy);
-	if (!rb.changes && !rb.destroys) {
-		buf_free(&rb.diff);
-		res->rev = e->rev;
-		return 0;
+	snprintf(w.what, sizeof(w.what), "revision %" PRIu64, ch->rev);
+	wanted_from_history(st, e, ch->rev, &w);
+	snprintf(head, sizeof(head), "rollback to revision %" PRIu64, ch->rev);
+	rc = make_equal(st, e, &w, ch, head, res);
+	wanted_free(&w);
+	return rc;
+}
+
+/* ---- promote ------------------------------------------------------------ */
+
+/*
+ * promote SRC: the environment's pools and endpoints become those SRC
+ * declares now, checked as new specs against this environment's rules;
+ * its config, policy and secrets stay its own.
+ */
+static int promote(struct store *st, struct env *e, const struct change *ch,
+		   struct change_result *res)
+{
+	const struct env *from = model_env(&st->model, ch->name);
+	struct wanted w = { .check_rules = true };
+	char head[NAME_MAX_LEN + 64];
+	int rc;
+
+	if (!from)
+		return refuse(res, -ENOENT, "promote %s: no environment %s",
+			      ch->name, ch->name);
+	if (from == e)
+		return refuse(res, -EINVAL,
+			      "promote %s: an environment is not promoted "
+			      "into itself",
+			      ch->name);
+	for (int k = 0; k < NKINDS; k++) {
+		for (size_t i = 0; i < from->list[k].n; i++) {
+			const struct resource *r = from->list[k].v[i];
+
+			/* A draft declares nothing yet. */
+			if (r->spec.text)
+				wanted_add(&w, k, r->name, r->spec.text,
+					   r->spec.len);
+		}
 	}
-	snprintf(summary, sizeof(summary),
-		 "rollback to revision %" PRIu64 " (%u change%s%s)", ch->rev,
-		 rb.changes, rb.changes == 1 ? "" : "s",
-		 rb.destroys ? "; protected destroys wait for approval" : "");
-	res->rev = new_revision(st, e, ch, summary, buf_str(&rb.diff));
-	buf_free(&rb.diff);
-	touch(st, e->id, 0);
-	return 0;
+	snprintf(w.what, sizeof(w.what), "promote %s", from->name);
+	snprintf(head, sizeof(head), "promote %s revision %" PRIu64, from->name,
+		 from->rev);
+	rc = make_equal(st, e, &w, ch, head, res);
+	wanted_free(&w);
+	return rc;
 }
 
 static int set_applied(struct store *st, struct env *e, const struct change *ch)
@@ -1373,6 +1662,8 @@ static int apply_to_env(struct store *st, struct env *e,
 		return note_error(st, e, ch);
 	case CH_ROLLBACK:
 		return rollback(st, e, ch, res);
+	case CH_PROMOTE:
+		return promote(st, e, ch, res);
 	case CH_APPLIED:
 		return set_applied(st, e, ch);
 	case CH_ENV_CREATE:

@@ -45,6 +45,9 @@ enum change_op {
 	CH_SECRET_REMOVE, /* env, name */
 	CH_NOTE_ERROR, /* env, kind, name (or none), text: a refused write */
 	CH_ROLLBACK, /* env, rev: a new revision equal to rev */
+	/* env, name: env's pools and endpoints become those of environment
+	 * name, as one revision checked against env's rules */
+	CH_PROMOTE,
 	CH_APPLIED, /* env, rev: every revision up to rev is applied */
 };
 
