@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "node.h"
 #include "reconciler/reconciler.h"
+#include "reconciler/source.h"
 #include "store/store.h"
 #include "util/hist.h"
 
@@ -108,6 +109,8 @@ struct fs {
 	/* Set by main once the reconciler runs, while the committer's hook
 	 * may already read it; cleared once the hook is gone. */
 	struct reconciler *_Atomic rec;
+	/* The folder watcher (reconciler/source.h); main's only. */
+	struct source_watch *source;
 	struct scratch_table scratch;
 	struct notify_queue notify;
 	struct poll_table polls;

@@ -348,6 +348,8 @@ static int start_reconciler(struct fs *fs, const struct options *o)
 	ro.state_dir = dir;
 	rc = reconciler_start(&ro, &rec);
 	fs->rec = rec; /* published whole, for the committer's hook */
+	if (rc == 0)
+		rc = source_start(fs->store, &fs->source);
 	return rc;
 }
 
@@ -495,6 +497,8 @@ stop:
 	 * before its descriptor is closed and its memory freed. */
 	metrics_http_stop(&fs);
 	notify_detach(&fs);
+	source_stop(fs.source);
+	fs.source = NULL;
 	reconciler_stop(fs.rec);
 	fs.rec = NULL;
 	if (notify_stop(&fs) < 0) {

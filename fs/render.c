@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -257,6 +258,21 @@ static void render_env_observed_at(struct fs *fs, const struct env *e,
 	buf_printf(out, "observed_at: %s\n", when);
 }
 
+/* Who changes the specs: "managed by PATH (commit abc1234)". */
+static void render_env_source(const struct env *e, struct buf *out)
+{
+	char src[PATH_MAX];
+	BUF_AUTO line = BUF_INIT;
+
+	env_source(e, src, sizeof(src));
+	if (!src[0])
+		return;
+	buf_printf(&line, "managed by %s", src);
+	if (e->source_commit[0])
+		buf_printf(&line, " (commit %.7s)", e->source_commit);
+	status_line(out, "source", buf_str(&line));
+}
+
 static void render_env_status(struct fs *fs, const struct env *e,
 			      struct buf *out)
 {
@@ -314,6 +330,7 @@ static void render_env_status(struct fs *fs, const struct env *e,
 		status_line(out, "secrets_unavailable",
 			    store_key_problem(fs->store));
 	status_line(out, "lock", store_lock_holder(fs->store));
+	render_env_source(e, out);
 	status_line(out, "last_error", e->last_error ? e->last_error : "");
 	if (have_env)
 		observed_env_free(&oe);

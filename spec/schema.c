@@ -341,6 +341,16 @@ static const struct field_def config_fields[] = {
 			"it go.",
 	},
 	{
+		.name = "source",
+		.type = FT_STRING,
+		.def_doc = "none",
+		.help = "An absolute path to a folder laid out like the "
+			"environment (pools/NAME/spec, endpoints/NAME/spec, "
+			"policy), usually a Git work tree: the environment "
+			"follows it, and its specs are changed only there.",
+		.max_len = LEN_URL,
+	},
+	{
 		.name = "aws",
 		.type = FT_MAP,
 		.help = "Settings of the aws provider (aws.profile, "

@@ -108,6 +108,9 @@ struct env {
 	 * kept one chains to; empty while nothing was pruned. */
 	char audit_base[65];
 	char *last_error;
+	/* The Git commit of the source folder at its last good sync, in
+	 * memory only: the next sync, at start too, says it again. */
+	char source_commit[41];
 	uint64_t gen;
 };
 

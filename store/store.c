@@ -16,6 +16,7 @@
 #include "providers/provider.h"
 #include "retention.h"
 #include "secretbox.h"
+#include "spec/folder.h"
 #include "util/hist.h"
 #include "util/log.h"
 
@@ -901,6 +902,18 @@ static int check_provider(const struct spec *config, struct change_result *res)
 		      v->line, v->text, buf_str(&built));
 }
 
+/* The watcher runs as no working folder: a relative source means none. */
+static int check_source(const struct spec *config, struct change_result *res)
+{
+	const struct spec_value *v = spec_field(config, "source");
+
+	if (!v || !v->set || v->text[0] == '/')
+		return 0;
+	return refuse(res, -EINVAL,
+		      "line %u: source: %s is not an absolute path", v->line,
+		      v->text);
+}
+
 static int doc_commit(struct store *st, struct env *e, const struct change *ch,
 		      struct change_result *res)
 {
@@ -924,6 +937,8 @@ static int doc_commit(struct store *st, struct env *e, const struct change *ch,
 		rc = check_spec(k, ch->text, ch->len, &parsed, res);
 	if (!rc && ch->op == CH_CONFIG)
 		rc = check_provider(parsed, res);
+	if (!rc && ch->op == CH_CONFIG)
+		rc = check_source(parsed, res);
 	if (!rc && ch->op == CH_CONFIG)
 		rc = config_keys_check(e->config.parsed, parsed, ch->who.uid,
 				       st->allow_config_keys, res->msg,
@@ -1243,7 +1258,7 @@ static int refuse_res(struct change_result *res, const struct wanted *w,
 {
 	char label[NAME_MAX_LEN + 32];
 
-	snprintf(label, sizeof(label), "%s/%s", kind_at(wr->kind)->dir,
+	snprintf(label, sizeof(label), "%s/%s/spec", kind_at(wr->kind)->dir,
 		 wr->name);
 	return refuse_in(res, w, label, rc);
 }
@@ -1330,7 +1345,9 @@ static int sync_check_res(const struct env_view *v, const struct wanted *w,
 	const struct spec *current = have ? have->spec.parsed : NULL;
 	int rc = 0;
 
-	if (!wr->parsed)
+	/* What is declared already was checked when it came; a policy
+	 * tightened since holds it where it is, as for an edit elsewhere. */
+	if (!wr->parsed || (have && same_text(&have->spec, wr->text, wr->len)))
 		return 0;
 	if (w->check_rules)
 		rc = check_references(&v->env, wr->parsed, res);
@@ -1610,6 +1627,99 @@ static int promote(struct store *st, struct env *e, const struct change *ch,
 	return rc;
 }
 
+/* ---- a folder as the source -------------------------------------------- */
+
+void env_source(const struct env *e, char *out, size_t outlen)
+{
+	out[0] = '\0';
+	if (e->config.parsed)
+		spec_text(e->config.parsed, "source", out, outlen);
+}
+
+/*
+ * While a folder is the source, specs change there: a change made here
+ * would be undone by the next sync, or silently kept apart from the
+ * folder. An approved destroy is the plan's, not a new wish.
+ */
+static int check_not_managed(const struct env *e, const struct change *ch,
+			     struct change_result *res)
+{
+	char src[PATH_MAX];
+	bool spec_change = ch->op == CH_RES_DRAFT || ch->op == CH_RES_COMMIT ||
+			   ch->op == CH_RES_FIELD || ch->op == CH_ROLLBACK ||
+			   ch->op == CH_PROMOTE ||
+			   (ch->op == CH_RES_REMOVE && !ch->approved);
+
+	if (!spec_change)
+		return 0;
+	env_source(e, src, sizeof(src));
+	if (!src[0])
+		return 0;
+	return refuse(res, -EROFS,
+		      "%s is managed by %s%s%.7s%s: change the folder, or "
+		      "unset source in config",
+		      e->name, src, e->source_commit[0] ? " (commit " : "",
+		      e->source_commit, e->source_commit[0] ? ")" : "");
+}
+
+static void wanted_from_folder(const struct folder *f, struct wanted *w)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		const struct folder_doc *d = &f->docs[i];
+
+		if (d->kind == &kind_policy) {
+			wanted_doc_set(&w->policy, d->text, d->len);
+			continue;
+		}
+		for (int k = 0; k < NKINDS; k++) {
+			if (d->kind == kind_at(k))
+				wanted_add(w, k, d->name, d->text, d->len);
+		}
+	}
+}
+
+/*
+ * The environment becomes what its source folder declares, as one
+ * revision, or stays at the last good sync with the reason (file, line,
+ * rule) in last_error and events.
+ */
+static int sync_folder(struct store *st, struct env *e, const struct change *ch,
+		       struct change_result *res)
+{
+	struct wanted w = { .check_rules = true };
+	char src[PATH_MAX], head[PATH_MAX + 96];
+	int rc;
+
+	env_source(e, src, sizeof(src));
+	if (strcmp(src, ch->text))
+		return refuse(res, -ESTALE, "%s no longer follows %s", e->name,
+			      ch->text);
+	snprintf(w.what, sizeof(w.what), "source %.80s", src);
+	snprintf(head, sizeof(head), "sync from %s%s%.7s", src,
+		 ch->name[0] ? " at commit " : "", ch->name);
+	if (ch->folder) {
+		wanted_from_folder(ch->folder, &w);
+		rc = make_equal(st, e, &w, ch, head, res);
+	} else {
+		rc = refuse(res, -EINVAL, "%s: %s", w.what,
+			    ch->field ? ch->field : "not read");
+		audit_refusal(st, e, ch, res->msg);
+	}
+	wanted_free(&w);
+	if (rc) {
+		char text[700];
+
+		snprintf(text, sizeof(text), "sync refused: %s", res->msg);
+		model_set_error(&e->last_error, res->msg);
+		add_event(st, e, NULL, text);
+		return rc;
+	}
+	snprintf(e->source_commit, sizeof(e->source_commit), "%s", ch->name);
+	e->gen++;
+	touch(st, e->id, 0);
+	return 0;
+}
+
 static int set_applied(struct store *st, struct env *e, const struct change *ch)
 {
 	uint64_t id = e->id;
@@ -1638,6 +1748,13 @@ static int apply_to_env(struct store *st, struct env *e,
 				      kind_at(ch->kind)->dir, ch->name,
 				      e->name);
 	}
+	if (check_not_managed(e, ch, res)) {
+		if (r && ch->op != CH_RES_REMOVE)
+			record_refusal(st, e, r, &r->last_error, ch, res);
+		else
+			audit_refusal(st, e, ch, res->msg);
+		return -EROFS;
+	}
 	switch (ch->op) {
 	case CH_ENV_REMOVE:
 		return env_remove(st, e, ch, res);
@@ -1664,6 +1781,8 @@ static int apply_to_env(struct store *st, struct env *e,
 		return rollback(st, e, ch, res);
 	case CH_PROMOTE:
 		return promote(st, e, ch, res);
+	case CH_SYNC:
+		return sync_folder(st, e, ch, res);
 	case CH_APPLIED:
 		return set_applied(st, e, ch);
 	case CH_ENV_CREATE:

@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 struct store;
+struct folder;
 
 /* Who made a change, for audit lines and history. */
 struct caller {
@@ -48,6 +49,10 @@ enum change_op {
 	/* env, name: env's pools and endpoints become those of environment
 	 * name, as one revision checked against env's rules */
 	CH_PROMOTE,
+	/* env, folder, text (the source path, NUL-terminated), name (its
+	 * Git commit or ""): env becomes what the folder declares; or,
+	 * with field set instead of folder, why it could not be read */
+	CH_SYNC,
 	CH_APPLIED, /* env, rev: every revision up to rev is applied */
 };
 
@@ -56,7 +61,7 @@ struct change {
 	const char *env;
 	int kind; /* KIND_*_IDX for resource changes */
 	const char *name;
-	const char *field; /* CH_RES_FIELD */
+	const char *field; /* CH_RES_FIELD; CH_SYNC: why the folder is unread */
 	const char *text;
 	size_t len;
 	uid_t uid; /* CH_ENV_ATTR; (uid_t)-1 keeps */
@@ -64,6 +69,7 @@ struct change {
 	mode_t mode; /* CH_ENV_CREATE, CH_ENV_ATTR; (mode_t)-1 keeps */
 	uint64_t rev; /* CH_ROLLBACK, CH_APPLIED */
 	bool approved; /* CH_RES_REMOVE: a protected destroy was approved */
+	const struct folder *folder; /* CH_SYNC */
 	/* As the user named it, for audit: dev/pools/a/spec. */
 	const char *path;
 	struct caller who;
@@ -143,6 +149,12 @@ int store_secret_value(struct store *st, const char *env, const char *name,
 /* The current version of a secret, 0 when there is none: cheap. */
 uint64_t store_secret_version(struct store *st, const char *env,
 			      const char *name);
+
+/*
+ * The folder an environment follows (its config's source), or "" when
+ * none: out has PATH_MAX bytes. Call under the model's lock.
+ */
+void env_source(const struct env *e, char *out, size_t outlen);
 
 /* Appends an event line to a resource (res_id) or to its environment. */
 void store_event(struct store *st, uint64_t env_id, uint64_t res_id,

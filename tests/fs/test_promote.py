@@ -102,7 +102,7 @@ def test_a_policy_breach_refuses_the_whole_promotion(two):
     assert specs(m, "staging") == had
     assert revisions(m, "staging") == before
     why = status_of(m / "staging/status")["last_error"]
-    assert "promote dev: pools/train: policy allowed_accelerators: " \
+    assert "promote dev: pools/train/spec: policy allowed_accelerators: " \
         "nvidia-t4 is not allowed in staging" in why, why
     assert "policy allowed_accelerators" in read(m / "staging/events")
     last = read(m / "staging/audit").splitlines()[-1]
@@ -134,7 +134,7 @@ def test_a_secret_staging_lacks_refuses_the_promotion(two):
     assert revisions(m, "staging") == before
     assert "chat" not in os.listdir(m / "staging/endpoints")
     why = status_of(m / "staging/status")["last_error"]
-    assert "promote dev: endpoints/chat: line 3: env.TOKEN: no secret " \
+    assert "promote dev: endpoints/chat/spec: line 3: env.TOKEN: no secret " \
         "named \"tok\" in staging" in why, why
     # A secret goes by name: staging's own value, never dev's.
     m.sh("printf other > staging/secrets/tok")

@@ -232,7 +232,7 @@ static void test_schema_fields(void)
 	}
 	CHECK_INT(kind_pool.nfields, 9);
 	CHECK_INT(kind_endpoint.nfields, 15);
-	CHECK_INT(kind_config.nfields, 12);
+	CHECK_INT(kind_config.nfields, 13);
 	CHECK_INT(kind_policy.nfields, 8);
 	CHECK_INT(field(&kind_pool, "accelerators_per_node")->min, 1);
 	CHECK_INT(field(&kind_pool, "accelerators_per_node")->max, 16);
@@ -479,7 +479,7 @@ static void test_error_messages(void)
 	PARSE_ERR(&kind_config, "region = a\nbogus = 1\n", 2, "bogus",
 		  "line 2: bogus: unknown key; config keys are provider, "
 		  "region, approval, settle_ms, refresh_s, drift, "
-		  "history_keep, history_keep_days, aws.KEY, "
+		  "history_keep, history_keep_days, source, aws.KEY, "
 		  "kubernetes.KEY, gcp.KEY, local.KEY");
 	PARSE_ERR(&kind_policy, "allowed_accelerators = cpu, h100\n", 1,
 		  "allowed_accelerators",
