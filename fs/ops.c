@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -654,6 +655,27 @@ static bool write_is_copy(struct fs *fs, fuse_req_t req,
 		tree_fresh_sunk(fs, fuse_req_ctx(req)->pid, k));
 }
 
+/*
+ * A spec of an environment that follows a folder changes in the folder:
+ * refused at open, before O_TRUNC empties what an editor then writes
+ * back; the committer refuses the same at close for any other path in.
+ */
+static int refuse_if_managed(struct fs *fs, const struct node_key *k, int flags)
+{
+	char src[PATH_MAX] = "";
+	struct env *e;
+
+	if ((flags & O_ACCMODE) == O_RDONLY ||
+	    (k->type != NT_RES_SPEC && k->type != NT_RES_FIELD))
+		return 0;
+	model_rdlock(fs->model);
+	e = tree_env(fs, k);
+	if (e)
+		env_source(e, src, sizeof(src));
+	model_unlock(fs->model);
+	return src[0] ? -EROFS : 0;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -675,6 +697,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		rc = may_access(fs, req, &k,
 				open_mode(fi->flags) |
 					(fi->flags & O_TRUNC ? W_OK : 0));
+	if (!rc)
+		rc = refuse_if_managed(fs, &k, fi->flags);
 	if (!rc)
 		rc = file_open(fs, ino, &k, fi->flags, &who, &h, fi);
 opened:

@@ -192,6 +192,19 @@ def test_the_mount_refuses_spec_changes_while_managed(follows, repo):
     with pytest.raises(OSError) as e:
         os.mkdir(m / "dev/pools/new")
     assert e.value.errno == errno.EROFS
+    with pytest.raises(OSError) as e:
+        with open(m / "dev/pools/train/nodes", "a") as f:
+            f.write("3\n")
+    assert e.value.errno == errno.EROFS
+    # Refused at open: O_TRUNC emptied nothing.
+    assert read(m / "dev/pools/train/spec") == "nodes = 0\n"
+    assert re.fullmatch(rf"managed by {repo} \(commit [0-9a-f]{{7}}\)",
+                        status_of(m / "dev/status")["source"])
+    # A rename of an editor's temporary file is refused at commit.
+    (m / "dev/pools/train/.spec.swp").write_text("nodes = 4\n")
+    with pytest.raises(OSError) as e:
+        os.rename(m / "dev/pools/train/.spec.swp", m / "dev/pools/train/spec")
+    assert e.value.errno == errno.EROFS
     assert read(m / "dev/pools/train/spec") == "nodes = 0\n"
     why = status_of(m / "dev/pools/train/status")["last_error"]
     assert re.search(rf"managed by {repo} \(commit [0-9a-f]{{7}}\)", why)
