@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -211,7 +213,11 @@ def test_the_mount_refuses_spec_changes_while_managed(follows, repo):
     res = m.sh("echo 'rollback 1' > dev/ctl", check=False)
     assert res.returncode != 0 and "Read-only" in res.stderr
     assert "managed by" in last_error(m)
-    m.sh("echo refresh > dev/ctl")
+    m.sh("mkdir other")
+    res = m.sh("echo 'promote other' > dev/ctl", check=False)
+    assert res.returncode != 0 and "Read-only" in res.stderr
+    assert pools(m) == ["train"]
+    m.sh("echo refresh > dev/ctl && echo apply > dev/ctl")
 
 
 def test_unsetting_source_stops_following_and_changes_nothing(follows, repo):
@@ -248,3 +254,24 @@ def test_the_folder_is_read_with_the_owners_authority(follows, repo,
     wait_for(lambda: "cannot open it as uid 65534" in last_error(m), 20,
              "the refusal")
     assert pools(m) == ["train"]
+
+
+def test_a_folder_the_owner_may_read_is_followed_as_them(mnt):
+    # pytest's folders are root's alone: this one is open to all.
+    top = tempfile.mkdtemp(prefix="infrafs-source-")
+    try:
+        os.chmod(top, 0o755)
+        repo = Path(top)
+        put(repo, "pools/train/spec", "nodes = 0\n")
+        subprocess.run(["chmod", "-R", "a+rX", top], check=True)
+        mnt.sh("mkdir dev")
+        os.chown(mnt / "dev", 65534, 65534)
+        mnt.sh(f"echo 'source = {repo}' >> dev/config")
+        wait_for(lambda: pools(mnt) == ["train"], 20, "the first sync")
+        wait_for(lambda: "uid=65534" in read(mnt / "dev/audit"), 10,
+                 "the audit line")
+        # Its watches work under the owner's credentials too.
+        put(repo, "pools/more/spec", "nodes = 0\n")
+        wait_for(lambda: pools(mnt) == ["more", "train"], 20, "the change")
+    finally:
+        shutil.rmtree(top)
