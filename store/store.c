@@ -1117,6 +1117,9 @@ struct wanted {
 	struct wanted_res *v;
 	size_t n, cap;
 	struct wanted_doc config, policy;
+	/* name -> struct wanted_res, per kind, once v is complete: a folder
+	 * may hold many thousands. */
+	struct map by_name[NKINDS];
 	/*
 	 * Whether the spec rules, references, today's policy and the
 	 * provider hold for what comes in: a promotion or a folder brings
@@ -1166,18 +1169,24 @@ static void wanted_free(struct wanted *w)
 			spec_free(w->v[i].parsed);
 	}
 	free(w->v);
+	for (int k = 0; k < NKINDS; k++)
+		map_free(&w->by_name[k]);
 	wanted_doc_free(&w->config);
 	wanted_doc_free(&w->policy);
+}
+
+/* Once every resource is added: the keys live in v. */
+static void wanted_index(struct wanted *w)
+{
+	for (size_t i = 0; i < w->n; i++)
+		map_put(&w->by_name[w->v[i].kind], w->v[i].name,
+			strlen(w->v[i].name), &w->v[i]);
 }
 
 static const struct wanted_res *wanted_find(const struct wanted *w, int kind,
 					    const char *name)
 {
-	for (size_t i = 0; i < w->n; i++) {
-		if (w->v[i].kind == kind && !strcmp(w->v[i].name, name))
-			return &w->v[i];
-	}
-	return NULL;
+	return map_get(&w->by_name[kind], name, strlen(name));
 }
 
 static bool same_text(const struct doc *d, const char *text, size_t len)
@@ -1502,7 +1511,10 @@ static int make_equal(struct store *st, struct env *e, struct wanted *w,
 {
 	struct sync sy = { .st = st, .e = e, .rev = e->rev + 1 };
 	char summary[256];
-	int rc = sync_check(st, e, w, ch, res);
+	int rc;
+
+	wanted_index(w);
+	rc = sync_check(st, e, w, ch, res);
 
 	if (rc) {
 		audit_refusal(st, e, ch, res->msg);
