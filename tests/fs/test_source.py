@@ -120,9 +120,10 @@ def test_a_checkout_of_many_files_is_one_revision(follows, repo):
     git(repo, "checkout", "-q", "big")
     wait_for(lambda: len(pools(m)) == 31 and
              not os.listdir(m / "dev/endpoints"), 30, "the checkout synced")
-    wait_for(lambda: "sync from" in read(m / "dev/audit").splitlines()[-1],
-             10, "the audit line")
     assert rev(m) == before + 1
+    # The revision is durable once its audit line shows.
+    wait_for(lambda: read(m / "dev/audit").count(
+        f"at commit {head(repo)[:7]} (31 changes)") == 2, 10, "the audit")
     info = read(m / f"dev/history/{before + 1}/info")
     assert "(31 changes)" in info and head(repo)[:7] in info
 
