@@ -528,38 +528,6 @@ static int res_draft(struct store *st, struct env *e, const struct change *ch,
 	return 0;
 }
 
-/* Checks what only the environment can tell: secrets that must exist. */
-static int check_references(const struct env *e, const struct spec *s,
-			    struct change_result *res)
-{
-	const struct kind_def *k = s->kind;
-	const struct field_def *f;
-
-	if (k != &kind_endpoint)
-		return 0;
-	/* A pool not declared yet is no error: a tree copied or checked
-	 * out in any order writes endpoints/ before pools/. The endpoint
-	 * waits for it in the plan; removing a pool in use stays refused. */
-	f = kind_field(k, "env", 3);
-	if (f) {
-		const struct spec_value *v = &s->v[kind_field_index(k, f)];
-
-		for (size_t i = 0; i < v->npairs; i++) {
-			const char *val = v->pairs[i].value;
-
-			if (strncmp(val, "secret:", 7) != 0 ||
-			    map_get(&e->secrets, val + 7, strlen(val + 7)))
-				continue;
-			return refuse(res, -EINVAL,
-				      "line %u: env.%s: no secret named \"%s\" "
-				      "in %s (write it to secrets/%s first)",
-				      v->pairs[i].line, v->pairs[i].key,
-				      val + 7, e->name, val + 7);
-		}
-	}
-	return 0;
-}
-
 static int check_spec(const struct kind_def *k, const struct change *ch,
 		      struct spec **parsed, struct change_result *res)
 {
@@ -712,10 +680,12 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	BUF_AUTO diff = BUF_INIT;
 	BUF_AUTO summary = BUF_INIT;
 	uint64_t id = r->id;
+	/* A pool or secret an endpoint names need not be there yet: a
+	 * tree copied or checked out in any order writes endpoints/
+	 * before pools/ and secrets/. The endpoint waits for it in the
+	 * plan; removing one in use stays refused. */
 	int rc = check_spec(k, ch, &parsed, res);
 
-	if (!rc)
-		rc = check_references(e, parsed, res);
 	if (!rc)
 		rc = policy_check_secrets_use(e, r->kind, r->name, parsed,
 					      r->spec.parsed, ch->who.uid,
