@@ -126,7 +126,10 @@ int sink_getattr(struct sink_table *t, const struct node_key *k,
 	pthread_mutex_lock(&t->lock);
 	s = map_get_u64(&t->by_id, &k->id);
 	if (s) {
-		st->st_mode = (s->dir ? S_IFDIR : S_IFREG) | s->mode;
+		/* Its maker fills it whatever mode it was made with: cp
+		 * makes a copy of a 0555 folder 0555. */
+		st->st_mode = s->dir ? S_IFDIR | s->mode | S_IRWXU
+				     : S_IFREG | s->mode;
 		st->st_nlink = s->dir ? 2 : 1;
 		st->st_uid = s->uid;
 		st->st_gid = s->gid;

@@ -459,3 +459,30 @@ def test_cp_r_of_an_environment_of_many_pools(mnt, tmp_path):
     for i in (0, 63, 99):
         assert read(mnt / f"prod/pools/p{i}/spec") == f"nodes = {i % 5 + 1}\n"
     assert len(revisions(mnt, "prod")) == 101
+
+
+# Root that the kernel checks like anyone else: the owner of everything,
+# as the user who mounted infrafs is.
+AS_OWNER = ("setpriv --bounding-set=-dac_override,-dac_read_search "
+            "--inh-caps=-all ")
+
+
+@pytest.mark.skipif(not have("setpriv"), reason="setpriv is not installed")
+def test_cp_r_of_an_environment_as_its_owner(env):
+    """history/ is read-only and cp makes copies of its folders 0555: the
+    kernel's permission checks must let the copier fill them."""
+    res = env.sh(AS_OWNER + "cp -r dev staging && " +
+                 AS_OWNER + "cp -a dev prod", check=False)
+    assert res.returncode == 0, res.stderr
+    for copy in ("staging", "prod"):
+        assert read(env / copy / "pools/train/spec") == \
+            read(env / "dev/pools/train/spec")
+    # A secret cannot be read but by root: cp says so and goes on, as
+    # it does with a mode 0200 file on ext4.
+    env.sh("printf s3cret > dev/secrets/tok")
+    res = env.sh(AS_OWNER + "cp -r dev qa", check=False)
+    assert res.returncode == 1
+    assert res.stderr.count("Permission denied") == 1, res.stderr
+    assert "secrets/tok" in res.stderr
+    assert read(env / "qa/pools/train/spec") == \
+        read(env / "dev/pools/train/spec")
