@@ -613,8 +613,6 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	if (!rc && tree_is_dir(&k))
 		rc = may_access(fs, req, &k, R_OK);
 	if (!rc)
-		tree_fresh_end(fs, fuse_req_ctx(req)->pid, &k);
-	if (!rc)
 		rc = tree_is_dir(&k) ? tree_list(fs, &k, &d->snap) : -ENOTDIR;
 	if (rc) {
 		dir_snapshot_free(&d->snap);
@@ -638,8 +636,13 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 	char *buf = xmalloc(size);
 	size_t used = 0, count = dir_snapshot_count(&d->snap);
 	struct node_key dir;
-	bool filled =
-		plus && !key_of(fs, ino, &dir) && tree_fresh_any(fs, &dir);
+	bool dir_known = !key_of(fs, ino, &dir), filled;
+
+	/* A listing ends what its reader did not know; an open does not:
+	 * rsync opens each folder it made to fchmod it. */
+	if (dir_known && off == 0)
+		tree_fresh_end(fs, fuse_req_ctx(req)->pid, &dir);
+	filled = plus && dir_known && tree_fresh_any(fs, &dir);
 
 	for (off_t pos = off; pos < (off_t)count + 2; pos++) {
 		struct fuse_entry_param e = { 0 };

@@ -472,17 +472,19 @@ def test_cp_r_of_an_environment_as_its_owner(env):
     """history/ is read-only and cp makes copies of its folders 0555: the
     kernel's permission checks must let the copier fill them."""
     res = env.sh(AS_OWNER + "cp -r dev staging && " +
-                 AS_OWNER + "cp -a dev prod", check=False)
+                 AS_OWNER + "cp -a dev prod && " +
+                 (AS_OWNER + "rsync -a dev/ qa/" if have("rsync") else
+                  "cp -r dev qa"), check=False)
     assert res.returncode == 0, res.stderr
-    for copy in ("staging", "prod"):
+    for copy in ("staging", "prod", "qa"):
         assert read(env / copy / "pools/train/spec") == \
             read(env / "dev/pools/train/spec")
     # A secret cannot be read but by root: cp says so and goes on, as
     # it does with a mode 0200 file on ext4.
     env.sh("printf s3cret > dev/secrets/tok")
-    res = env.sh(AS_OWNER + "cp -r dev qa", check=False)
+    res = env.sh(AS_OWNER + "cp -r dev uat", check=False)
     assert res.returncode == 1
     assert res.stderr.count("Permission denied") == 1, res.stderr
     assert "secrets/tok" in res.stderr
-    assert read(env / "qa/pools/train/spec") == \
+    assert read(env / "uat/pools/train/spec") == \
         read(env / "dev/pools/train/spec")
