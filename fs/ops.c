@@ -171,23 +171,25 @@ static bool sinks_in(struct fs *fs, fuse_req_t req, const struct node_key *dir)
 		tree_fresh_is(fs, fuse_req_ctx(req)->pid, dir));
 }
 
-/* A sink the caller, or the process that made the caller and is
- * filling dir's environment (rsync's generator), made in dir; 0 or
- * -ENOENT. */
+/* A sink in dir; directly in history/, one that the caller, or the
+ * process that made the caller (rsync's generator), made while it fills
+ * that history/. 0 or -ENOENT. */
 static int sink_in(struct fs *fs, fuse_req_t req, const struct node_key *dir,
 		   const char *name, struct node_key *child)
 {
 	pid_t pid = fuse_req_ctx(req)->pid;
-	int rc;
+	enum fresh_filler who;
 
-	if (dir->type != NT_SINK_DIR && dir->type != NT_HISTORY)
+	if (dir->type == NT_SINK_DIR)
+		return sink_lookup(&fs->sinks, pid, dir, name, child);
+	if (dir->type != NT_HISTORY)
 		return -ENOENT;
-	rc = sink_lookup(&fs->sinks, pid, dir, name, child);
-	if (rc && dir->type == NT_HISTORY &&
-	    tree_fresh_filler(fs, pid, dir) == FRESH_CHILD)
-		rc = sink_lookup(&fs->sinks, tree_parent_of(pid), dir, name,
-				 child);
-	return rc;
+	who = tree_fresh_filler(fs, pid, dir);
+	if (who == FRESH_NONE)
+		return -ENOENT;
+	return sink_lookup(&fs->sinks,
+			   who == FRESH_CHILD ? tree_parent_of(pid) : pid, dir,
+			   name, child);
 }
 
 /* name in dir as the caller sees it. */

@@ -5,8 +5,9 @@
  * daemon's record and cannot be written, yet the copier must see the
  * folders and files it made as made, or it stops. So they are taken and
  * not kept: a sink holds a name, a type and an owner, never bytes, and
- * goes once the kernel forgets it. Only the maker sees the sinks made
- * directly in history/; everyone else sees the revisions.
+ * goes once the kernel forgets it. Only the maker (and its children,
+ * while it fills history/) sees the sinks made directly in history/;
+ * everyone else sees the revisions.
  */
 #include "fs.h"
 
