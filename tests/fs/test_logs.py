@@ -139,7 +139,7 @@ def rotating(tmp_path):
 
 def test_replica_log_rotates_without_losing_lines(rotating):
     m = rotating
-    m.sh("mkdir -p dev dev/endpoints/w")
+    m.sh("mkdir -p dev/endpoints/w")
     with open(m / "dev/config", "a") as f:
         f.write(f"local.log_max_bytes = {CAP}\nlocal.log_keep = {KEEP}\n")
     (m / "dev/endpoints/w/spec").write_text(f"command = {WRITER}\n")
@@ -171,7 +171,7 @@ def test_replica_log_rotates_without_losing_lines(rotating):
 
 def test_replica_log_without_rotation_when_cap_is_zero(rotating):
     m = rotating
-    m.sh("mkdir -p dev dev/endpoints/w")
+    m.sh("mkdir -p dev/endpoints/w")
     with open(m / "dev/config", "a") as f:
         f.write("local.log_max_bytes = 0\n")
     (m / "dev/endpoints/w/spec").write_text(f"command = {WRITER}\n")

@@ -84,7 +84,7 @@ def test_resource_shape_and_draft_state(mnt):
 
 
 def test_endpoints_work_like_pools(mnt):
-    mnt.sh("mkdir -p dev dev/endpoints/chat && "
+    mnt.sh("mkdir -p dev/endpoints/chat && "
            "printf 'command = python3 -m http.server $PORT\\nreplicas = 2\\n'"
            " > dev/endpoints/chat/spec")
     assert read(mnt / "dev" / "endpoints" / "chat" / "replicas") == "2\n"
