@@ -240,6 +240,9 @@ CASES = [
       env="staging"),
     c("rsync-a-environment-back", ("rsync", "cp"), "cp -a dev T/copy && "
       "rsync -a T/copy/ staging/", env="staging"),
+    c("tar-x-environment", "tar", "tar -cf T/e.tar dev && mkdir T/x && "
+      "tar -C T/x -xf T/e.tar && mv T/x/dev T/x/staging && "
+      "tar -C T/x -cf T/s.tar staging && tar -xf T/s.tar", env="staging"),
     c("rsync-a-environment-secrets", "rsync", "printf s3cret > "
       "dev/secrets/tok && rsync -a dev/ staging/", revs=1,
       errno="Invalid argument", rc=23),
