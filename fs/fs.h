@@ -43,6 +43,15 @@ struct scratch_table {
 	uint64_t next_id;
 };
 
+/* lock guards both maps and every sink in them; nothing is taken under
+ * it. See sink.c. */
+struct sink_table {
+	pthread_mutex_t lock;
+	struct map by_id; /* id -> struct sink */
+	struct map by_place; /* parent key and name -> struct sink */
+	uint64_t next_id;
+};
+
 struct notify_entry {
 	fuse_ino_t parent;
 	char name[256];
@@ -89,12 +98,15 @@ struct notify_queue {
 	pthread_t thread;
 };
 
-/* A resource folder made by mkdir, as its maker sees it while filling it. */
+/* A folder made by mkdir, as its maker sees it while filling it. */
 #define FRESH_MAX 64
 struct fresh {
 	pid_t pid;
-	uint64_t res_id;
+	struct node_key dir; /* an environment or resource folder, or one
+			      * made with an environment */
+	uint64_t env_id; /* the environment it is in */
 	double until; /* CLOCK_MONOTONIC; 0 for a free slot */
+	double touched; /* its maker's last create there */
 	struct buf claimed; /* names created since, NUL-separated */
 	struct buf sunk; /* those of them whose bytes go to a sink */
 };
@@ -112,6 +124,7 @@ struct fs {
 	/* The folder watcher (reconciler/source.h); main's only. */
 	struct source_watch *source;
 	struct scratch_table scratch;
+	struct sink_table sinks;
 	struct notify_queue notify;
 	struct poll_table polls;
 	uid_t owner; /* the mount's root belongs to whoever mounted it */
@@ -197,8 +210,13 @@ void tree_hide_spec(struct fs *fs, uint64_t res_id);
 bool tree_spec_hidden(struct fs *fs, uint64_t res_id);
 /* The spec was made again; true when it was still hidden. */
 bool tree_unhide_spec(struct fs *fs, uint64_t res_id);
-/* A resource folder just made by pid: see tree.c. */
-void tree_fresh_add(struct fs *fs, pid_t pid, uint64_t res_id);
+/* A folder just made by pid, in env_id: see tree.c. */
+void tree_fresh_add(struct fs *fs, pid_t pid, const struct node_key *dir,
+		    uint64_t env_id);
+/* Whether anyone is filling dir. */
+bool tree_fresh_any(struct fs *fs, const struct node_key *dir);
+/* Whether pid is filling dir, a folder it made. */
+bool tree_fresh_is(struct fs *fs, pid_t pid, const struct node_key *dir);
 /* Whether pid, filling dir, has yet to create name there. */
 bool tree_fresh_hides(struct fs *fs, pid_t pid, const struct node_key *dir,
 		      const char *name);
@@ -212,6 +230,8 @@ void tree_fresh_sink(struct fs *fs, pid_t pid, const struct node_key *dir,
 bool tree_fresh_sunk(struct fs *fs, pid_t pid, const struct node_key *k);
 /* pid listed dir: it knows what is there. */
 void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir);
+/* A process's parent, from /proc; 0 if it cannot be read. */
+pid_t tree_parent_of(pid_t pid);
 /* Who, of a folder's maker and its children, renames into it. */
 enum fresh_filler { FRESH_NONE, FRESH_MAKER, FRESH_CHILD };
 enum fresh_filler tree_fresh_filler(struct fs *fs, pid_t pid,
@@ -304,6 +324,27 @@ void scratch_resolve(struct scratch_table *t, struct node_key *k);
 void scratch_forget(struct scratch_table *t, uint64_t id);
 void scratch_list(struct scratch_table *t, const struct node_key *dir,
 		  struct dir_snapshot *out);
+
+/* ---- sink.c: what a copier writes under history/ ----------------------- */
+
+void sink_init(struct sink_table *t);
+void sink_destroy(struct sink_table *t);
+/* The sink `name` in parent (history/ or a sink folder); one directly
+ * in history/ only for the process that made it. 0 or -ENOENT. */
+int sink_lookup(struct sink_table *t, pid_t pid, const struct node_key *parent,
+		const char *name, struct node_key *out);
+/* A folder (S_ISDIR(mode)) or file; 0, -EEXIST, -ENOSPC, -ENAMETOOLONG. */
+int sink_make(struct sink_table *t, const struct caller *who,
+	      const struct node_key *parent, const char *name, mode_t mode,
+	      struct node_key *out);
+int sink_getattr(struct sink_table *t, const struct node_key *k,
+		 struct stat *st);
+/* Removed, or forgotten by the kernel. */
+void sink_drop(struct sink_table *t, uint64_t id);
+/* rename(2) of a sink into dir, a sink folder, over any sink there;
+ * 0 or -ENOENT. */
+int sink_move(struct sink_table *t, uint64_t id, const struct node_key *dir,
+	      const char *name);
 
 /* ---- notify.c: kernel cache invalidation ------------------------------- */
 

@@ -447,6 +447,7 @@ int main(int argc, char **argv)
 	render_cache_init(&fs.renders, RENDER_CACHE_BYTES);
 	observed_init(&fs.observed);
 	scratch_init(&fs.scratch);
+	sink_init(&fs.sinks);
 	pthread_mutex_init(&fs.pending_lock, NULL);
 	pthread_mutex_init(&fs.handles_lock, NULL);
 	file_init(&fs);
@@ -518,6 +519,7 @@ out:
 	file_release_all(&fs);
 	store_close(fs.store);
 	scratch_destroy(&fs.scratch);
+	sink_destroy(&fs.sinks);
 	pending_secrets_destroy(&fs);
 	file_destroy(&fs);
 	tree_destroy(&fs);

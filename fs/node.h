@@ -56,6 +56,8 @@ enum node_type {
 	NT_SECRETS, /* ENV/secrets/ */
 	NT_SECRET, /* id = env id, name */
 	NT_SCRATCH, /* id = scratch file id */
+	NT_SINK_DIR, /* id = sink id: see sink.c */
+	NT_SINK_FILE,
 	NT_COUNT
 };
 

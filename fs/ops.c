@@ -172,6 +172,56 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }
 
+static bool is_sink(const struct node_key *k)
+{
+	return k->type == NT_SINK_DIR || k->type == NT_SINK_FILE;
+}
+
+/* Whether what the caller makes in dir goes to a sink: see sink.c. */
+static bool sinks_in(struct fs *fs, fuse_req_t req, const struct node_key *dir)
+{
+	return dir->type == NT_SINK_DIR ||
+	       (dir->type == NT_HISTORY &&
+		tree_fresh_is(fs, fuse_req_ctx(req)->pid, dir));
+}
+
+/* A sink in dir; directly in history/, one that the caller, or the
+ * process that made the caller (rsync's generator), made while it fills
+ * that history/. 0 or -ENOENT. */
+static int sink_in(struct fs *fs, fuse_req_t req, const struct node_key *dir,
+		   const char *name, struct node_key *child)
+{
+	pid_t pid = fuse_req_ctx(req)->pid;
+	enum fresh_filler who;
+
+	if (dir->type == NT_SINK_DIR)
+		return sink_lookup(&fs->sinks, pid, dir, name, child);
+	if (dir->type != NT_HISTORY)
+		return -ENOENT;
+	who = tree_fresh_filler(fs, pid, dir);
+	if (who == FRESH_NONE)
+		return -ENOENT;
+	return sink_lookup(&fs->sinks,
+			   who == FRESH_CHILD ? tree_parent_of(pid) : pid, dir,
+			   name, child);
+}
+
+/* name in dir as the caller sees it. */
+static int lookup_as(struct fs *fs, fuse_req_t req, const struct node_key *dir,
+		     const char *name, struct node_key *child)
+{
+	int rc = sink_in(fs, req, dir, name, child);
+
+	if (rc != -ENOENT || dir->type == NT_SINK_DIR)
+		return rc;
+	rc = tree_lookup(fs, dir, name, child);
+	/* A copier filling the folder it made sees it empty. */
+	if (!rc && child->type != NT_SCRATCH &&
+	    tree_fresh_hides(fs, fuse_req_ctx(req)->pid, dir, name))
+		rc = -ENOENT;
+	return rc;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
@@ -180,13 +230,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int rc = key_of(fs, parent, &pk);
 
 	if (!rc)
-		rc = tree_lookup(fs, &pk, name, &ck);
-	/* A copier filling the resource folder it made sees it empty. */
-	if (!rc && ck.type != NT_SCRATCH &&
-	    tree_fresh_hides(fs, fuse_req_ctx(req)->pid, &pk, name))
-		rc = -ENOENT;
+		rc = lookup_as(fs, req, &pk, name, &ck);
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
+	if (!rc && tree_fresh_any(fs, &pk))
+		e.entry_timeout = 0;
 	if (rc)
 		reply_errno(req, rc);
 	else
@@ -201,6 +249,8 @@ static void forget_one(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
 		return;
 	if (gone.type == NT_SCRATCH)
 		scratch_forget(&fs->scratch, gone.id);
+	if (is_sink(&gone))
+		sink_drop(&fs->sinks, gone.id);
 	render_cache_drop(&fs->renders, &gone, sizeof(gone));
 }
 
@@ -333,17 +383,19 @@ static int setattr_scratch(struct fs *fs, const struct node_key *k,
  * they already are: that is accepted; a real change is refused. So is a
  * narrower mode, not kept: install(1) makes its file 0600 while it
  * writes, and mv and cp -p give a spec the mode of a private copy. So is
- * anything a copier sets on a file it created in a folder it is filling
- * (cp -a copies the modes and owners of what it copies).
+ * anything a copier sets on a file it created in a folder it is filling,
+ * or on that folder (cp -a copies the modes and owners of what it
+ * copies, and makes each folder 0700 until it is filled).
  */
 static int setattr_fixed(struct fs *fs, fuse_req_t req,
 			 const struct node_key *k, const struct stat *attr,
 			 int to_set)
 {
+	pid_t pid = fuse_req_ctx(req)->pid;
 	struct stat cur;
 	int rc = tree_getattr(fs, k, &cur);
 
-	if (rc || tree_fresh_created(fs, fuse_req_ctx(req)->pid, k))
+	if (rc || tree_fresh_created(fs, pid, k) || tree_fresh_is(fs, pid, k))
 		return rc;
 	if ((to_set & FUSE_SET_ATTR_MODE) &&
 	    (attr->st_mode & 07777) != (cur.st_mode & 07777) &&
@@ -395,6 +447,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		rc = setattr_env(fs, req, &k, attr, to_set);
 	} else if (k.type == NT_SCRATCH) {
 		rc = setattr_scratch(fs, &k, attr, to_set);
+	} else if (is_sink(&k)) {
+		rc = 0; /* a copy's: taken and not kept */
 	} else {
 		rc = setattr_fixed(fs, req, &k, attr, to_set);
 		if (!rc && (to_set & FUSE_SET_ATTR_SIZE) && !(fi && fi->fh))
@@ -413,6 +467,37 @@ out:
 
 /* ---- directories ------------------------------------------------------- */
 
+/* The environment a folder belongs to, for the scratch files in it and the
+ * folders its maker fills. */
+static uint64_t env_id_of(struct fs *fs, const struct node_key *dir)
+{
+	const struct env *e;
+	uint64_t id;
+
+	model_rdlock(fs->model);
+	e = tree_env(fs, dir);
+	id = e ? e->id : 0;
+	model_unlock(fs->model);
+	return id;
+}
+
+/*
+ * The maker of an environment, filling it, makes pools/ (or history/)
+ * in it as in an empty folder: that is the folder made with the
+ * environment, handed back; 1 when it is one, else 0.
+ */
+static int mkdir_made(struct fs *fs, fuse_req_t req, const struct node_key *p,
+		      const char *name, struct node_key *child)
+{
+	pid_t pid = fuse_req_ctx(req)->pid;
+
+	if (tree_lookup(fs, p, name, child) || !tree_is_dir(child) ||
+	    !tree_fresh_hides(fs, pid, p, name))
+		return 0;
+	tree_fresh_claim(fs, pid, p, name);
+	return 1;
+}
+
 static int mkdir_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 		    const char *name, mode_t mode, struct node_key *child)
 {
@@ -422,6 +507,13 @@ static int mkdir_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	char env[NAME_MAX_LEN + 1] = "";
 	int rc;
 
+	if (sinks_in(fs, req, p)) {
+		caller_ids(req, &ch.who);
+		return sink_make(&fs->sinks, &ch.who, p, name,
+				 S_IFDIR | (mode & 07777), child);
+	}
+	if (mkdir_made(fs, req, p, name, child))
+		return 0;
 	if (!name_is_valid(name)) {
 		log_debug("mkdir %s: not a valid name", name);
 		return -EINVAL;
@@ -461,8 +553,11 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
 		rc = mkdir_in(fs, req, &pk, name, mode, &ck);
-	if (!rc && ck.type == NT_RES)
-		tree_fresh_add(fs, fuse_req_ctx(req)->pid, ck.id);
+	if (!rc)
+		tree_fresh_claim(fs, fuse_req_ctx(req)->pid, &pk, name);
+	if (!rc && !is_sink(&ck))
+		tree_fresh_add(fs, fuse_req_ctx(req)->pid, &ck,
+			       env_id_of(fs, &ck));
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
 	if (rc)
@@ -483,6 +578,10 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (!rc)
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
+	if (!rc && sink_in(fs, req, &pk, name, &ck) == 0) {
+		sink_drop(&fs->sinks, ck.id);
+		goto out;
+	}
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &ck);
 	if (rc)
@@ -530,8 +629,6 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	if (!rc && tree_is_dir(&k))
 		rc = may_access(fs, req, &k, R_OK);
 	if (!rc)
-		tree_fresh_end(fs, fuse_req_ctx(req)->pid, &k);
-	if (!rc)
 		rc = tree_is_dir(&k) ? tree_list(fs, &k, &d->snap) : -ENOTDIR;
 	if (rc) {
 		dir_snapshot_free(&d->snap);
@@ -554,6 +651,14 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 	char *buf = xmalloc(size);
 	size_t used = 0, count = dir_snapshot_count(&d->snap);
+	struct node_key dir;
+	bool dir_known = !key_of(fs, ino, &dir), filled;
+
+	/* A listing ends what its reader did not know; an open does not:
+	 * rsync opens each folder it made to fchmod it. */
+	if (dir_known && off == 0)
+		tree_fresh_end(fs, fuse_req_ctx(req)->pid, &dir);
+	filled = plus && dir_known && tree_fresh_any(fs, &dir);
 
 	for (off_t pos = off; pos < (off_t)count + 2; pos++) {
 		struct fuse_entry_param e = { 0 };
@@ -585,6 +690,8 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 		/* Gone since opendir: skip it, as a listing may. */
 		if (plus && pos >= 2 && entry_of(fs, &key, &e) < 0)
 			continue;
+		if (filled)
+			e.entry_timeout = 0;
 		if (plus)
 			fuse_add_direntry_plus(req, buf + used, size - used,
 					       name, &e, pos + 1);
@@ -623,9 +730,16 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 
 /* ---- files ------------------------------------------------------------- */
 
+/* What the daemon makes in an environment folder. */
+static bool env_generated(const struct node_key *k)
+{
+	return k->type >= NT_ENV_PLAN && k->type <= NT_ENV_AUDIT &&
+	       k->type != NT_ENV_CTL;
+}
+
 /*
- * Who of a resource folder's maker and the maker's children writes k,
- * a field or generated file of a folder being filled (see
+ * Who of a folder's maker and the maker's children writes k, a field or
+ * generated file of a resource or environment folder being filled (see
  * tree_fresh_filler()); FRESH_NONE for anything else.
  */
 static enum fresh_filler filler_of(struct fs *fs, fuse_req_t req,
@@ -633,9 +747,12 @@ static enum fresh_filler filler_of(struct fs *fs, fuse_req_t req,
 {
 	struct node_key dir;
 
-	if (k->type <= NT_RES_SPEC || k->type > NT_RES_EVENTS)
+	if (k->type > NT_RES_SPEC && k->type <= NT_RES_EVENTS)
+		dir = node_key_make(NT_RES, 0, k->id, 0);
+	else if (env_generated(k))
+		dir = node_key_make(NT_ENV, 0, k->id, 0);
+	else
 		return FRESH_NONE;
-	dir = node_key_make(NT_RES, 0, k->id, 0);
 	return tree_fresh_filler(fs, fuse_req_ctx(req)->pid, &dir);
 }
 
@@ -689,7 +806,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		caller_ids(req, &who);
 	else
 		caller_of(req, &who);
-	if (!rc && write_is_copy(fs, req, &k, fi->flags)) {
+	if (!rc && (is_sink(&k) || write_is_copy(fs, req, &k, fi->flags))) {
 		rc = file_open_sink(fs, ino, &k, &h, fi);
 		goto opened;
 	}
@@ -815,39 +932,36 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
 	fuse_reply_err(req, EPERM);
 }
 
-/* The environment a folder belongs to, for the scratch files in it. */
-static uint64_t env_id_of(struct fs *fs, const struct node_key *dir)
-{
-	const struct env *e;
-	uint64_t id;
-
-	model_rdlock(fs->model);
-	e = tree_env(fs, dir);
-	id = e ? e->id : 0;
-	model_unlock(fs->model);
-	return id;
-}
-
 /* What create_in() made, beside a new file. */
 enum { CREATED_SINK = 1, CREATED_ANEW = 2 };
 
+/* The files that say what their folder is: a copy of one is kept. */
+static bool holds_the_text(const struct node_key *k)
+{
+	return k->type == NT_RES_SPEC || k->type == NT_ENV_CONFIG ||
+	       k->type == NT_ENV_POLICY;
+}
+
 /*
- * What a create in a resource folder its caller is filling (see
- * tree_fresh_add()) opens: the spec itself, or a sink for the rest,
- * whose bytes the spec or the daemon already has. A field file created
- * without O_EXCL is a writer setting one field (`open(..., "w")` right
- * after mkdir), not a copier (cp -r and tar create with O_EXCL, and copy
- * the spec too): it gets the field.
+ * What a create in a folder its caller is filling (see tree_fresh_add())
+ * opens: the spec or config itself, or a sink for the rest, whose bytes
+ * the spec or the daemon already has (a copy of ctl would run what it
+ * shows). A field file or ctl created without O_EXCL is a writer setting
+ * it (`open(..., "w")` right after mkdir), not a copier (cp -r and tar
+ * create with O_EXCL, and copy the spec too): it gets the file.
  */
 static int create_fresh(struct fs *fs, fuse_req_t req, const struct node_key *p,
 			const char *name, int flags,
 			const struct node_key *probe, struct node_key *child)
 {
+	if (tree_is_dir(probe))
+		return -EEXIST;
 	tree_fresh_claim(fs, fuse_req_ctx(req)->pid, p, name);
 	*child = *probe;
-	if (probe->type == NT_RES_SPEC)
+	if (holds_the_text(probe))
 		return flags & O_EXCL ? CREATED_ANEW : 0;
-	if (probe->type == NT_RES_FIELD && !(flags & O_EXCL))
+	if ((probe->type == NT_RES_FIELD || probe->type == NT_ENV_CTL) &&
+	    !(flags & O_EXCL))
 		return 0;
 	tree_fresh_sink(fs, fuse_req_ctx(req)->pid, p, name);
 	return CREATED_SINK;
@@ -860,10 +974,18 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct node_key probe;
+	struct caller who;
 	uint64_t id;
+	int rc;
 
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
+	if (sinks_in(fs, req, p)) {
+		caller_ids(req, &who);
+		rc = sink_make(&fs->sinks, &who, p, name,
+			       S_IFREG | (mode & 07777), child);
+		return rc ? rc : CREATED_SINK;
+	}
 	if (tree_lookup(fs, p, name, &probe) == 0) {
 		if (probe.type == NT_SCRATCH ||
 		    !tree_fresh_hides(fs, ctx->pid, p, name))
@@ -932,6 +1054,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	if (!rc)
 		rc = entry_of(fs, &ck, &e);
+	/* Made by a copier in a folder it fills: there for it from now. */
+	if (!rc)
+		tree_fresh_claim(fs, fuse_req_ctx(req)->pid, &pk, name);
 	if (rc) {
 		if (h)
 			file_release(fs, h);
@@ -991,6 +1116,8 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = entry_of(fs, &ck, &e);
 	if (!rc && again)
 		e.entry_timeout = e.attr_timeout = 0;
+	if (!rc)
+		tree_fresh_claim(fs, fuse_req_ctx(req)->pid, &pk, name);
 	if (rc)
 		reply_errno(req, rc);
 	else
@@ -1005,6 +1132,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (!rc)
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
+	if (!rc && sink_in(fs, req, &pk, name, &ck) == 0) {
+		sink_drop(&fs->sinks, ck.id);
+		goto out;
+	}
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &ck);
 	if (rc)
@@ -1114,7 +1245,12 @@ static int rename_scratch(struct fs *fs, const struct node_key *from,
 static bool rename_is_copy(struct fs *fs, fuse_req_t req,
 			   const struct node_key *to)
 {
-	enum fresh_filler who = filler_of(fs, req, to);
+	struct node_key env = node_key_make(NT_ENV, 0, to->id, 0);
+	/* A copy of ctl is the text it showed, never a command. */
+	enum fresh_filler who =
+		to->type == NT_ENV_CTL
+			? tree_fresh_filler(fs, fuse_req_ctx(req)->pid, &env)
+			: filler_of(fs, req, to);
 
 	return who == FRESH_CHILD ||
 	       (who == FRESH_MAKER && to->type != NT_RES_FIELD);
@@ -1135,6 +1271,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = may_access(fs, req, &pk, W_OK | X_OK);
 	if (!rc)
 		rc = may_access(fs, req, &npk, W_OK | X_OK);
+	if (!rc && sink_in(fs, req, &pk, name, &from) == 0) {
+		rc = is_sink(&npk)
+			     ? sink_move(&fs->sinks, from.id, &npk, newname)
+			     : -EXDEV;
+		goto out;
+	}
 	if (!rc)
 		rc = tree_lookup(fs, &pk, name, &from);
 	if (rc)

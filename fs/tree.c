@@ -74,6 +74,8 @@ static const struct type_info types[NT_COUNT] = {
 	[NT_SECRETS] = { "secrets", true, A_DIR },
 	[NT_SECRET] = { NULL, false, A_SECRET },
 	[NT_SCRATCH] = { NULL, false, A_RW },
+	[NT_SINK_DIR] = { NULL, true, A_RW },
+	[NT_SINK_FILE] = { NULL, false, A_RW },
 };
 
 /* Fixed children, in listing order. */
@@ -134,6 +136,9 @@ struct env *tree_env(struct fs *fs, const struct node_key *k)
 
 		return r ? r->env : NULL;
 	}
+	case NT_SINK_DIR:
+	case NT_SINK_FILE:
+		return NULL;
 	case NT_SCRATCH: {
 		struct node_key parent;
 
@@ -257,23 +262,47 @@ bool tree_spec_hidden(struct fs *fs, uint64_t res_id)
 	return hidden;
 }
 
-/* ---- resource folders fresh from mkdir ---------------------------------- */
+/* ---- folders fresh from mkdir ------------------------------------------- */
 
 /*
  * `cp -r`, `cp -a` and rsync, having made a folder, take it to be empty:
  * they create every file with O_CREAT|O_EXCL and fail on EEXIST. A
  * resource folder is made with its spec, fields and status files already
- * there. So for the process that made it, and only for it, the names it
- * has not created yet are hidden while it fills the folder: until it
- * lists the folder, or FRESH_SECONDS after its last create there. Its
- * creates of those names open the file they stand for (spec) or a sink
- * (fields, which the spec holds, and the generated files).
+ * there, and an environment with its config, generated files and the
+ * folders pools/, endpoints/, secrets/ and history/. So for the process
+ * that made it, and only for it, the names it has not created yet are
+ * hidden while it fills the folder: until it lists the folder, or
+ * FRESH_SECONDS after its last create anywhere in that environment. Its
+ * creates of those names open the file they stand for (spec, config) or
+ * a sink (fields, which the spec holds, and the generated files); its
+ * mkdir of a folder made with the environment hands that folder back,
+ * fresh in turn.
  */
 #define FRESH_SECONDS 5.0
 
+static bool fresh_kind(const struct node_key *dir)
+{
+	switch (dir->type) {
+	case NT_ENV:
+	case NT_RES:
+	case NT_KIND_DIR:
+	case NT_SECRETS:
+	case NT_HISTORY:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool same_dir(const struct fresh *f, const struct node_key *dir)
+{
+	return f->dir.type == dir->type && f->dir.sub == dir->sub &&
+	       f->dir.id == dir->id;
+}
+
 /* Caller holds gaps_lock. */
-static struct fresh *fresh_find(struct fs *fs, pid_t pid, uint64_t res_id,
-				double now)
+static struct fresh *fresh_find(struct fs *fs, pid_t pid,
+				const struct node_key *dir, double now)
 {
 	for (size_t i = 0; i < FRESH_MAX; i++) {
 		struct fresh *f = &fs->fresh[i];
@@ -283,28 +312,70 @@ static struct fresh *fresh_find(struct fs *fs, pid_t pid, uint64_t res_id,
 			buf_free(&f->sunk);
 			memset(f, 0, sizeof(*f));
 		}
-		if (f->until && f->pid == pid && f->res_id == res_id)
+		if (f->until && f->pid == pid && same_dir(f, dir))
 			return f;
 	}
 	return NULL;
 }
 
-void tree_fresh_add(struct fs *fs, pid_t pid, uint64_t res_id)
+/* A copy goes on in pid: every folder it fills in env_id stays fresh.
+ * Caller holds gaps_lock. */
+static void fresh_extend(struct fs *fs, pid_t pid, uint64_t env_id, double now)
+{
+	for (size_t i = 0; i < FRESH_MAX; i++) {
+		struct fresh *f = &fs->fresh[i];
+
+		if (f->until > now && f->pid == pid && f->env_id == env_id)
+			f->until = now + FRESH_SECONDS;
+	}
+}
+
+/*
+ * All taken: a copier makes its resource folders one after another, and
+ * is done with the one it filled longest ago (cp goes depth first), so
+ * that one gives way; failing that, the folder is as any other, and a
+ * copy gets EEXIST. Caller holds gaps_lock.
+ */
+static struct fresh *fresh_evict(struct fs *fs, pid_t pid)
+{
+	struct fresh *oldest = NULL;
+
+	for (size_t i = 0; i < FRESH_MAX; i++) {
+		struct fresh *f = &fs->fresh[i];
+
+		if (f->pid == pid && f->dir.type == NT_RES &&
+		    (!oldest || f->touched < oldest->touched))
+			oldest = f;
+	}
+	if (oldest) {
+		buf_free(&oldest->claimed);
+		buf_free(&oldest->sunk);
+		memset(oldest, 0, sizeof(*oldest));
+	}
+	return oldest;
+}
+
+void tree_fresh_add(struct fs *fs, pid_t pid, const struct node_key *dir,
+		    uint64_t env_id)
 {
 	double now = monotonic_now();
 	struct fresh *f;
 
 	pthread_mutex_lock(&fs->gaps_lock);
-	f = fresh_find(fs, pid, res_id, now);
+	f = fresh_find(fs, pid, dir, now);
 	for (size_t i = 0; !f && i < FRESH_MAX; i++) {
 		if (!fs->fresh[i].until)
 			f = &fs->fresh[i];
 	}
-	/* All taken: the folder is as any other, and a copy gets EEXIST. */
+	if (!f)
+		f = fresh_evict(fs, pid);
 	if (f) {
+		f->touched = now;
 		f->pid = pid;
-		f->res_id = res_id;
+		f->dir = node_key_make(dir->type, dir->sub, dir->id, 0);
+		f->env_id = env_id;
 		f->until = now + FRESH_SECONDS;
+		fresh_extend(fs, pid, env_id, now);
 	}
 	pthread_mutex_unlock(&fs->gaps_lock);
 }
@@ -324,13 +395,42 @@ bool tree_fresh_hides(struct fs *fs, pid_t pid, const struct node_key *dir,
 	struct fresh *f;
 	bool hides;
 
-	if (dir->type != NT_RES)
+	if (!fresh_kind(dir))
 		return false;
 	pthread_mutex_lock(&fs->gaps_lock);
-	f = fresh_find(fs, pid, dir->id, monotonic_now());
+	f = fresh_find(fs, pid, dir, monotonic_now());
 	hides = f && !claimed(&f->claimed, name);
 	pthread_mutex_unlock(&fs->gaps_lock);
 	return hides;
+}
+
+/* The kernel answers from its cache of names without asking: what
+ * anyone else looks up in a folder being filled must not stay there,
+ * or the maker's mkdir or create would meet it. */
+bool tree_fresh_any(struct fs *fs, const struct node_key *dir)
+{
+	double now = monotonic_now();
+	bool any = false;
+
+	if (!fresh_kind(dir))
+		return false;
+	pthread_mutex_lock(&fs->gaps_lock);
+	for (size_t i = 0; !any && i < FRESH_MAX; i++)
+		any = fs->fresh[i].until > now && same_dir(&fs->fresh[i], dir);
+	pthread_mutex_unlock(&fs->gaps_lock);
+	return any;
+}
+
+bool tree_fresh_is(struct fs *fs, pid_t pid, const struct node_key *dir)
+{
+	bool fresh;
+
+	if (!fresh_kind(dir))
+		return false;
+	pthread_mutex_lock(&fs->gaps_lock);
+	fresh = fresh_find(fs, pid, dir, monotonic_now()) != NULL;
+	pthread_mutex_unlock(&fs->gaps_lock);
+	return fresh;
 }
 
 void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
@@ -340,10 +440,12 @@ void tree_fresh_claim(struct fs *fs, pid_t pid, const struct node_key *dir,
 	struct fresh *f;
 
 	pthread_mutex_lock(&fs->gaps_lock);
-	f = fresh_find(fs, pid, dir->id, now);
-	if (f && !claimed(&f->claimed, name)) {
+	f = fresh_find(fs, pid, dir, now);
+	if (f && !claimed(&f->claimed, name))
 		buf_add(&f->claimed, name, strlen(name) + 1);
-		f->until = now + FRESH_SECONDS;
+	if (f) {
+		f->touched = now;
+		fresh_extend(fs, pid, f->env_id, now);
 	}
 	pthread_mutex_unlock(&fs->gaps_lock);
 }
@@ -354,32 +456,53 @@ void tree_fresh_sink(struct fs *fs, pid_t pid, const struct node_key *dir,
 	struct fresh *f;
 
 	pthread_mutex_lock(&fs->gaps_lock);
-	f = fresh_find(fs, pid, dir->id, monotonic_now());
+	f = fresh_find(fs, pid, dir, monotonic_now());
 	if (f && !claimed(&f->sunk, name))
 		buf_add(&f->sunk, name, strlen(name) + 1);
 	pthread_mutex_unlock(&fs->gaps_lock);
+}
+
+/* The folder k is in and its name there, for the kinds of node a
+ * fresh folder holds; false for any other. Caller holds the model lock. */
+static bool fresh_place(struct fs *fs, const struct node_key *k,
+			struct node_key *dir, const char **name)
+{
+	const struct resource *r;
+
+	if (k->type >= NT_RES_SPEC && k->type <= NT_RES_EVENTS) {
+		r = tree_res(fs, k);
+		if (!r)
+			return false;
+		*name = k->type == NT_RES_FIELD
+				? kind_at(r->kind)->fields[k->sub].name
+				: types[k->type].name;
+		*dir = node_key_make(NT_RES, 0, k->id, 0);
+		return true;
+	}
+	if (k->type == NT_KIND_DIR)
+		*name = kind_at(k->sub)->dir;
+	else if ((k->type >= NT_ENV_CONFIG && k->type <= NT_HISTORY) ||
+		 k->type == NT_SECRETS)
+		*name = types[k->type].name;
+	else
+		return false;
+	*dir = node_key_make(NT_ENV, 0, k->id, 0);
+	return true;
 }
 
 /* Whether k's name is in pid's list of claimed (or sunk) names. */
 static bool fresh_listed(struct fs *fs, pid_t pid, const struct node_key *k,
 			 bool sunk)
 {
-	const struct resource *r;
-	const char *name = NULL;
+	struct node_key dir;
+	const char *name;
 	struct fresh *f;
 	bool created = false;
 
-	if (k->type < NT_RES_SPEC || k->type > NT_RES_EVENTS)
-		return false;
 	model_rdlock(fs->model);
-	r = tree_res(fs, k);
-	if (r && k->type == NT_RES_FIELD)
-		name = kind_at(r->kind)->fields[k->sub].name;
-	else if (r)
-		name = types[k->type].name;
-	if (name) {
+	if (fresh_place(fs, k, &dir, &name)) {
 		pthread_mutex_lock(&fs->gaps_lock);
-		f = fresh_find(fs, pid, k->id, monotonic_now());
+		f = fresh_find(fs, pid, &dir, monotonic_now());
 		created = f && claimed(sunk ? &f->sunk : &f->claimed, name);
 		pthread_mutex_unlock(&fs->gaps_lock);
 	}
@@ -400,7 +523,7 @@ bool tree_fresh_sunk(struct fs *fs, pid_t pid, const struct node_key *k)
 }
 
 /* A process's parent, from /proc/PID/stat; 0 if it cannot be read. */
-static pid_t parent_of(pid_t pid)
+pid_t tree_parent_of(pid_t pid)
 {
 	char path[32], line[512];
 	const char *rest;
@@ -439,12 +562,12 @@ enum fresh_filler tree_fresh_filler(struct fs *fs, pid_t pid,
 	struct fresh *f;
 	pid_t parent;
 
-	if (dir->type != NT_RES)
+	if (!fresh_kind(dir))
 		return FRESH_NONE;
 	pthread_mutex_lock(&fs->gaps_lock);
-	f = fresh_find(fs, pid, dir->id, now);
+	f = fresh_find(fs, pid, dir, now);
 	for (size_t i = 0; !f && !any && i < FRESH_MAX; i++)
-		any = fs->fresh[i].until && fs->fresh[i].res_id == dir->id;
+		any = fs->fresh[i].until && same_dir(&fs->fresh[i], dir);
 	if (f) {
 		who = FRESH_MAKER;
 		f->until = now + FRESH_SECONDS;
@@ -452,11 +575,11 @@ enum fresh_filler tree_fresh_filler(struct fs *fs, pid_t pid,
 	pthread_mutex_unlock(&fs->gaps_lock);
 	if (who || !any)
 		return who;
-	parent = parent_of(pid);
+	parent = tree_parent_of(pid);
 	if (!parent)
 		return FRESH_NONE;
 	pthread_mutex_lock(&fs->gaps_lock);
-	f = fresh_find(fs, parent, dir->id, now);
+	f = fresh_find(fs, parent, dir, now);
 	if (f) {
 		who = FRESH_CHILD;
 		f->until = now + FRESH_SECONDS;
@@ -469,10 +592,10 @@ void tree_fresh_end(struct fs *fs, pid_t pid, const struct node_key *dir)
 {
 	struct fresh *f;
 
-	if (dir->type != NT_RES)
+	if (!fresh_kind(dir))
 		return;
 	pthread_mutex_lock(&fs->gaps_lock);
-	f = fresh_find(fs, pid, dir->id, monotonic_now());
+	f = fresh_find(fs, pid, dir, monotonic_now());
 	if (f) {
 		buf_free(&f->claimed);
 		buf_free(&f->sunk);
@@ -894,6 +1017,15 @@ static bool node_exists(struct fs *fs, const struct node_key *k,
 	}
 }
 
+/* A copier fills the history/ of an environment it made as a folder of
+ * its own (see sink.c), and the kernel checks that it may write there. */
+static enum access access_of(struct fs *fs, const struct node_key *k)
+{
+	if (k->type == NT_HISTORY && tree_fresh_any(fs, k))
+		return A_DIR;
+	return types[k->type].access;
+}
+
 int tree_getattr(struct fs *fs, const struct node_key *k, struct stat *st)
 {
 	const struct type_info *ti = &types[k->type];
@@ -903,16 +1035,18 @@ int tree_getattr(struct fs *fs, const struct node_key *k, struct stat *st)
 	memset(st, 0, sizeof(*st));
 	if (k->type == NT_SCRATCH)
 		return scratch_getattr(fs, k, st);
+	if (k->type == NT_SINK_DIR || k->type == NT_SINK_FILE)
+		return sink_getattr(&fs->sinks, k, st);
 	model_rdlock(fs->model);
 	e = tree_env(fs, k);
 	if (!node_exists(fs, k, e)) {
 		rc = -ENOENT;
 		goto out;
 	}
-	st->st_mode =
-		(ti->dir ? S_IFDIR : S_IFREG) |
-		(e ? narrowed_by_policy(fs, k, e, perm_of(ti->access, e->mode))
-		   : perm_of(ti->access, 0755));
+	st->st_mode = (ti->dir ? S_IFDIR : S_IFREG) |
+		      (e ? narrowed_by_policy(
+				   fs, k, e, perm_of(access_of(fs, k), e->mode))
+			 : perm_of(ti->access, 0755));
 	st->st_nlink = ti->dir ? 2 : 1;
 	st->st_uid = e ? e->uid : fs->owner;
 	st->st_gid = e ? e->gid : fs->group;
@@ -1074,10 +1208,9 @@ static void list_res(struct fs *fs, const struct resource *r,
 
 static int cmp_names(const void *a, const void *b, void *names)
 {
-	return strcmp((const char *)names +
-			      ((const struct dir_entry *)a)->name_off,
-		      (const char *)names +
-			      ((const struct dir_entry *)b)->name_off);
+	return strcmp(
+		(const char *)names + ((const struct dir_entry *)a)->name_off,
+		(const char *)names + ((const struct dir_entry *)b)->name_off);
 }
 
 static void list_secrets(const struct env *e, struct dir_snapshot *d)
@@ -1170,6 +1303,8 @@ int tree_list(struct fs *fs, const struct node_key *dir, struct dir_snapshot *d)
 	case NT_PROVIDERS:
 		list_static(dir, d);
 		break;
+	case NT_SINK_DIR:
+		break; /* a sink keeps no names for anyone to list */
 	case NT_RES: {
 		struct resource *r = model_res_by_id(fs->model, dir->id);
 

@@ -56,9 +56,10 @@ struct rec {
 	/* The drift and state last written to events, to write changes. */
 	char drift_said[256];
 	int state_said;
-	/* "waiting for pools/NAME": what it needs is not there yet. */
+	/* "waiting for pools/NAME" or "waiting for secrets/NAME": what it
+	 * needs is not there yet. */
 	char waiting[NAME_MAX_LEN + 24];
-	bool waiting_said;
+	char waiting_said[NAME_MAX_LEN + 24]; /* the last one in events */
 };
 
 /* One pending step of an environment's plan. */
@@ -679,44 +680,80 @@ static void drop_step(struct env_state *es, const char *key)
 	}
 }
 
-/*
- * An endpoint on a pool that is not there yet waits for it rather than
- * fail: a tree copied or checked out in any order writes endpoints/
- * before pools/. It goes on once the pool is declared and made.
- */
-static void pool_wait(struct reconciler *r, struct rec *rc, enum action a)
+/* Whether the pool an endpoint names is declared and made. */
+static bool pool_made(struct reconciler *r, const struct rec *rc,
+		      const char *pool)
 {
-	char pool[NAME_MAX_LEN + 1], key[sizeof(rc->key)];
+	char key[sizeof(rc->key)];
 	const struct rec *p;
+
+	rec_key(key, sizeof(key), rc->env, KIND_POOL_IDX, pool);
+	p = map_get(&r->recs, key, strlen(key));
+	return p && p->res_id && p->spec && !p->draft && p->obs.exists;
+}
+
+/* The first secret an endpoint's env names that its environment does
+ * not hold, or NULL. */
+static const char *secret_missing(struct reconciler *r, const struct rec *rc)
+{
+	const struct field_def *f = kind_field(&kind_endpoint, "env", 3);
+	const struct spec_value *v;
+
+	if (!f)
+		return NULL;
+	v = &rc->spec->v[kind_field_index(&kind_endpoint, f)];
+	for (size_t i = 0; i < v->npairs; i++) {
+		const char *val = v->pairs[i].value;
+
+		if (!strncmp(val, "secret:", 7) &&
+		    !store_secret_version(r->opt.store, rc->env, val + 7))
+			return val + 7;
+	}
+	return NULL;
+}
+
+/*
+ * An endpoint on a pool or secret that is not there yet waits for it
+ * rather than fail: a tree copied or checked out in any order writes
+ * endpoints/ before pools/ and secrets/. It goes on once the pool is
+ * declared and made and the secret written.
+ */
+static void needs_wait(struct reconciler *r, struct rec *rc, enum action a)
+{
+	char pool[NAME_MAX_LEN + 1];
+	const char *secret;
 
 	rc->waiting[0] = '\0';
 	if (rc->kind != KIND_ENDPOINT_IDX || !rc->spec ||
 	    (a != ACT_CREATE && a != ACT_UPDATE))
 		return;
 	spec_text(rc->spec, "pool", pool, sizeof(pool));
-	if (!pool[0])
+	if (pool[0] && !pool_made(r, rc, pool)) {
+		snprintf(rc->waiting, sizeof(rc->waiting),
+			 "waiting for pools/%s", pool);
 		return;
-	rec_key(key, sizeof(key), rc->env, KIND_POOL_IDX, pool);
-	p = map_get(&r->recs, key, strlen(key));
-	if (p && p->res_id && p->spec && !p->draft && p->obs.exists)
-		return;
-	snprintf(rc->waiting, sizeof(rc->waiting), "waiting for pools/%s",
-		 pool);
+	}
+	secret = secret_missing(r, rc);
+	if (secret)
+		snprintf(rc->waiting, sizeof(rc->waiting),
+			 "waiting for secrets/%s", secret);
 }
 
 /* Says once, in its events and its environment's, what a resource
- * waits for. */
+ * waits for: each thing, as it comes to wait for it (its pool, then a
+ * secret). */
 static void tell_waiting(struct reconciler *r, struct rec *rc)
 {
 	char text[sizeof(rc->key) + sizeof(rc->waiting) + 4];
 
-	if (rc->res_id && rc->waiting[0] && !rc->waiting_said) {
+	if (rc->res_id && rc->waiting[0] &&
+	    strcmp(rc->waiting, rc->waiting_said)) {
 		store_event(r->opt.store, rc->env_id, rc->res_id, rc->waiting);
 		snprintf(text, sizeof(text), "%s/%s: %s",
 			 kind_at(rc->kind)->dir, rc->name, rc->waiting);
 		store_event(r->opt.store, rc->env_id, 0, text);
 	}
-	rc->waiting_said = rc->waiting[0] != '\0';
+	memcpy(rc->waiting_said, rc->waiting, sizeof(rc->waiting));
 }
 
 /* Keeps the environment's plan up to date with one resource's action. */
@@ -1085,7 +1122,7 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 		enum action a = action_of(r, b.recs[i], es);
 
 		/* After every observation: a pool made this pass counts. */
-		pool_wait(r, b.recs[i], a);
+		needs_wait(r, b.recs[i], a);
 		tell_waiting(r, b.recs[i]);
 		set_step(r, es, b.recs[i], a);
 	}

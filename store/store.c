@@ -529,7 +529,9 @@ static int res_draft(struct store *st, struct env *e, const struct change *ch,
 	return 0;
 }
 
-/* Checks what only the environment can tell: secrets that must exist. */
+/* A whole environment made equal to another (promote, a followed
+ * folder) brings no secrets, so each one its endpoints name must be
+ * there already; a single spec may name one still to come. */
 static int check_references(const struct env *e, const struct spec *s,
 			    struct change_result *res)
 {
@@ -732,10 +734,12 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	BUF_AUTO diff = BUF_INIT;
 	BUF_AUTO summary = BUF_INIT;
 	uint64_t id = r->id;
+	/* A pool or secret an endpoint names need not be there yet: a
+	 * tree copied or checked out in any order writes endpoints/
+	 * before pools/ and secrets/. The endpoint waits for it in the
+	 * plan; removing one in use stays refused. */
 	int rc = check_spec(k, ch->text, ch->len, &parsed, res);
 
-	if (!rc)
-		rc = check_references(e, parsed, res);
 	if (!rc)
 		rc = policy_check_secrets_use(e, r->kind, r->name, parsed,
 					      r->spec.parsed, ch->who.uid,

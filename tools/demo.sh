@@ -18,7 +18,7 @@ build/infrafs --state "sqlite:$PWD/.demo/state.db" \
 	--key-file "$PWD/.demo/secret.key" mnt
 
 if [ ! -d mnt/dev ]; then
-	mkdir mnt/dev mnt/dev/pools/train mnt/dev/endpoints/chat
+	mkdir -p mnt/dev/pools/train mnt/dev/endpoints/chat
 	cat >mnt/dev/pools/train/spec <<'SPEC'
 # A small pool on this machine.
 accelerator = cpu

@@ -127,6 +127,8 @@ def step_latency(binary):
         d.start()
         env = d.mnt / "dev"
         os.mkdir(env)
+        # Its maker sees a new environment empty until it looks.
+        os.listdir(env)
         (env / "config").write_text("provider = local\nsettle_ms = 0\n")
         stamp = Path(t) / "started"
         lat = []

@@ -59,7 +59,7 @@ def environ_of(pid):
 def busy(tmp_path):
     """A mount with specs, several revisions, a secret and audit lines."""
     m = mount_at(tmp_path / "live").start()
-    m.sh("mkdir dev prod dev/pools/train dev/pools/w prod/pools/p && "
+    m.sh("mkdir -p dev prod dev/pools/train dev/pools/w prod/pools/p && "
          "echo 'accelerator = nvidia-t4' > dev/pools/train/spec && "
          "echo 'labels.team = nlp' >> dev/pools/train/spec && "
          "echo 'nodes = 1' > prod/pools/p/spec && "

@@ -67,6 +67,7 @@ class Case:
     spec: str = None         # the spec read back
     fields: dict = field(default_factory=dict)
     copy: str = None         # the spec of dev/pools/copy read back
+    env: str = None          # an environment that must equal dev
     revs: int = 0            # new revisions of dev
     errno: str = None        # a deliberate difference: this message
     rc: int = 0              # expected exit status (on ext4 too)
@@ -231,8 +232,20 @@ CASES = [
       errno="Operation not permitted", rc=1),
     c("rm-status", "rm", f"rm -f {R}/status",
       errno="Operation not permitted", rc=1),
-    c("cp-r-environment", "cp", "cp -r dev staging",
-      errno="File exists", rc=1),
+    c("cp-r-environment", "cp", "cp -r dev staging", env="staging"),
+    c("cp-a-environment", "cp", "cp -a dev staging", env="staging"),
+    c("cp-r-environment-back", "cp", "cp -a dev T/copy && "
+      "cp -r T/copy staging", env="staging"),
+    c("rsync-a-environment", "rsync", "rsync -a dev/ staging/",
+      env="staging"),
+    c("rsync-a-environment-back", ("rsync", "cp"), "cp -a dev T/copy && "
+      "rsync -a T/copy/ staging/", env="staging"),
+    c("tar-x-environment", "tar", "tar -cf T/e.tar dev && mkdir T/x && "
+      "tar -C T/x -xf T/e.tar && mv T/x/dev T/x/staging && "
+      "tar -C T/x -cf T/s.tar staging && tar -xf T/s.tar", env="staging"),
+    c("rsync-a-environment-secrets", "rsync", "printf s3cret > "
+      "dev/secrets/tok && rsync -a dev/ staging/", revs=1,
+      errno="Invalid argument", rc=23),
     c("tar-c", "tar", "tar -cf T/all.tar dev && tar -tf T/all.tar",
       out=f"{R}/status.json"),
     c("tar-x", "tar", "tar -C dev/pools -cf T/p.tar --transform "
@@ -296,6 +309,21 @@ def on_ext4(mnt, case, tmp_path):
     return res, sorted(set(os.listdir(local / R)) - before)
 
 
+def same_environment(mnt, a, b):
+    """What differs between two environments' texts: config, policy,
+    and each resource's spec."""
+    texts = ["config", "policy"] + [
+        f"{kind}/{name}/spec" for kind in ("pools", "endpoints")
+        for name in os.listdir(mnt / a / kind)]
+    differ = [t for t in texts if not (mnt / b / t).exists() or
+              read(mnt / a / t) != read(mnt / b / t)]
+    for kind in ("pools", "endpoints"):
+        if sorted(os.listdir(mnt / a / kind)) != \
+                sorted(os.listdir(mnt / b / kind)):
+            differ.append(kind)
+    return differ
+
+
 def names(mnt, folder=R):
     return sorted(os.listdir(mnt / folder))
 
@@ -327,6 +355,8 @@ def test_program_on_the_mount(still, case, tmp_path):
         assert read(still / R / "spec") == case.spec
     for name, value in case.fields.items():
         assert read(still / R / name) == value
+    if case.env is not None:
+        assert same_environment(still, "dev", case.env) == []
     if case.copy is not None:
         assert read(still / "dev/pools/copy/spec") == case.copy
         assert names(still, "dev/pools/copy") == before

@@ -37,6 +37,15 @@ def quiet(mnt):
     return mnt
 
 
+def python_in(m, script):
+    """Runs a Python script as one process in the mount's top; it must
+    exit 0."""
+    res = subprocess.run(["python3", "-c", script], cwd=m.path,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
 def no_secret_in(folder: Path):
     for p in folder.rglob("*"):
         if p.is_file():
@@ -329,9 +338,7 @@ def test_a_folder_being_filled_looks_empty_to_its_maker_only(env):
               "assert os.path.exists('dev/pools/x/state')\n"
               "os.mkdir('dev/pools/y')\n"
               "open('dev/pools/y/spec', 'w').close()\n")
-    res = subprocess.run(["python3", "-c", script], cwd=env.path,
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    res = python_in(env, script)
     assert res.stdout == "pending\n"
     assert read(env / "dev/pools/x/nodes") == "3\n"
     # An empty spec written after mkdir still means all defaults.
@@ -346,3 +353,138 @@ def test_a_copy_of_a_draft_is_a_draft(env):
     assert res.returncode == 0, res.stderr
     assert "draft" in read(env / "dev/pools/d2/status")
     assert revisions(env) == revs
+
+
+# ---- copying whole environments ------------------------------------------
+# mkdir of an environment makes pools/, endpoints/, secrets/ and
+# history/ with it; to the process that made it, and only to it, the
+# new environment is empty until it lists it, as a new folder on ext4.
+
+def test_cp_r_of_an_environment_makes_an_equal_one(quiet):
+    quiet.sh("echo 'approval = manual' >> dev/config && "
+             "mkdir dev/endpoints/chat && "
+             "printf 'command = sleep 600\\npool = train\\n' > "
+             "dev/endpoints/chat/spec")
+    before = revisions(quiet)
+    res = quiet.sh("cp -r dev staging", check=False)
+    assert res.returncode == 0, res.stderr
+    for text in ("config", "policy", "pools/train/spec",
+                 "endpoints/chat/spec"):
+        assert read(quiet / "staging" / text) == read(quiet / "dev" / text)
+    # What the daemon makes is staging's own, not dev's copy.
+    assert "environment: staging" in read(quiet / "staging/status")
+    assert "name: train" in read(quiet / "staging/pools/train/status")
+    # history/ holds staging's revisions (mkdir, config, pool,
+    # endpoint), not the copy of dev's.
+    assert revisions(quiet, "staging") == [1, 2, 3, 4]
+    # A secret reads as empty even to root: cp makes an empty file,
+    # which makes no secret. staging's secrets are written apart.
+    assert os.listdir(quiet / "staging/secrets") == []
+    # The copy of ctl ran no command: staging's ctl has answered none.
+    last = "(kept until the daemon stops):\n"
+    assert read(quiet / "dev/ctl").split(last)[1] != ""
+    assert read(quiet / "staging/ctl").split(last)[1] == ""
+    assert revisions(quiet) == before
+
+
+def test_cp_a_of_an_environment_keeps_its_mode(quiet):
+    quiet.sh("chmod 750 dev")
+    res = quiet.sh("cp -a dev staging", check=False)
+    assert res.returncode == 0, res.stderr
+    assert os.stat(quiet / "staging").st_mode & 0o777 == 0o750
+    assert read(quiet / "staging/pools/train/spec") == SPEC
+    assert os.stat(quiet / "staging/pools/train/spec").st_mode & 0o777 \
+        == 0o640
+
+
+def test_cp_r_of_a_copy_out_makes_an_environment(quiet, tmp_path):
+    """A copy made out of the mount (status, history and all) copied
+    back in as a new environment."""
+    out = tmp_path / "out"
+    assert quiet.sh(f"cp -a dev {out}", check=False).returncode == 0
+    (out / "pools/train/NOTES").write_text("why 2 nodes\n")
+    res = quiet.sh(f"cp -r {out} prod", check=False)
+    assert res.returncode == 0, res.stderr
+    assert read(quiet / "prod/pools/train/spec") == SPEC
+    assert read(quiet / "prod/config") == read(quiet / "dev/config")
+    assert read(quiet / "prod/pools/train/NOTES") == "why 2 nodes\n"
+    assert "environment: prod" in read(quiet / "prod/status")
+    # mkdir, config, pool.
+    assert revisions(quiet, "prod") == [1, 2, 3]
+
+
+def test_the_maker_of_an_environment_sees_it_empty(mnt):
+    script = ("import os, subprocess, sys\n"
+              "os.mkdir('dev')\n"
+              "assert not os.path.exists('dev/pools')\n"
+              "assert not os.path.exists('dev/config')\n"
+              "try:\n"
+              "    os.mkdir('dev/pools/x')\n"
+              "    sys.exit('made a pool in a folder it did not see')\n"
+              "except FileNotFoundError:\n"
+              "    pass\n"
+              "out = subprocess.run(['ls', '-l', 'dev/pools'],\n"
+              "                     capture_output=True, text=True)\n"
+              "assert out.returncode == 0, out.stderr\n"
+              "assert not os.path.exists('dev/pools')\n"
+              "os.makedirs('dev/pools/x')\n"
+              "assert os.path.exists('dev/pools/x')\n"
+              "assert 'secrets' in os.listdir('dev')\n"
+              "assert os.path.exists('dev/config')\n")
+    python_in(mnt, script)
+    assert os.path.isdir(mnt / "dev/pools/x")
+    # Two processes, and one that makes each folder on its way.
+    mnt.sh("mkdir qa && mkdir qa/pools/train")
+    mnt.sh("mkdir -p stage/pools/train stage/endpoints/web")
+    for made in ("qa/pools/train", "stage/pools/train",
+                 "stage/endpoints/web"):
+        assert "spec" in os.listdir(mnt / made)
+    # A folder it made already is still there twice.
+    res = mnt.sh("mkdir prod && mkdir prod/pools/a && mkdir prod/pools/a",
+                 check=False)
+    assert "File exists" in res.stderr
+
+
+def test_cp_r_of_an_environment_of_many_pools(mnt, tmp_path):
+    """More resource folders than are kept fresh at once: the copier
+    is done with the ones it filled first."""
+    local = tmp_path / "prod"
+    for i in range(100):
+        (local / f"pools/p{i}").mkdir(parents=True)
+        (local / f"pools/p{i}/spec").write_text(f"nodes = {i % 5 + 1}\n")
+        (local / f"pools/p{i}/state").write_text("ready\n")
+    res = mnt.sh(f"cp -r {local} prod", check=False)
+    assert res.returncode == 0, res.stderr
+    assert len(os.listdir(mnt / "prod/pools")) == 100
+    for i in (0, 63, 99):
+        assert read(mnt / f"prod/pools/p{i}/spec") == f"nodes = {i % 5 + 1}\n"
+    assert len(revisions(mnt, "prod")) == 101
+
+
+# Root that the kernel checks like anyone else: the owner of everything,
+# as the user who mounted infrafs is.
+AS_OWNER = ("setpriv --bounding-set=-dac_override,-dac_read_search "
+            "--inh-caps=-all ")
+
+
+@pytest.mark.skipif(not have("setpriv"), reason="setpriv is not installed")
+def test_cp_r_of_an_environment_as_its_owner(env):
+    """history/ is read-only and cp makes copies of its folders 0555: the
+    kernel's permission checks must let the copier fill them."""
+    res = env.sh(AS_OWNER + "cp -r dev staging && " +
+                 AS_OWNER + "cp -a dev prod && " +
+                 (AS_OWNER + "rsync -a dev/ qa/" if have("rsync") else
+                  "cp -r dev qa"), check=False)
+    assert res.returncode == 0, res.stderr
+    for copy in ("staging", "prod", "qa"):
+        assert read(env / copy / "pools/train/spec") == \
+            read(env / "dev/pools/train/spec")
+    # A secret cannot be read but by root: cp says so and goes on, as
+    # it does with a mode 0200 file on ext4.
+    env.sh("printf s3cret > dev/secrets/tok")
+    res = env.sh(AS_OWNER + "cp -r dev uat", check=False)
+    assert res.returncode == 1
+    assert res.stderr.count("Permission denied") == 1, res.stderr
+    assert "secrets/tok" in res.stderr
+    assert read(env / "uat/pools/train/spec") == \
+        read(env / "dev/pools/train/spec")

@@ -41,7 +41,7 @@ for i in $(seq 100); do [ -e "$T/got.ready" ] && break; sleep 0.05; done
     --key-file "$T/keys/secret.key" "$T/mnt" >"$T/daemon.out" 2>&1 &
 dpid=$!
 for i in $(seq 200); do mountpoint -q "$T/mnt" && break; sleep 0.05; done
-mkdir "$T/mnt/dev" "$T/mnt/dev/endpoints/chat"
+mkdir -p "$T/mnt/dev/endpoints/chat"
 printf 'command = exec sleep 300\n' > "$T/mnt/dev/endpoints/chat/spec"
 for i in $(seq 400); do
     grep -qa 'replica 0 started' "$T/got" 2>/dev/null && break
@@ -139,7 +139,7 @@ def rotating(tmp_path):
 
 def test_replica_log_rotates_without_losing_lines(rotating):
     m = rotating
-    m.sh("mkdir dev dev/endpoints/w")
+    m.sh("mkdir -p dev/endpoints/w")
     with open(m / "dev/config", "a") as f:
         f.write(f"local.log_max_bytes = {CAP}\nlocal.log_keep = {KEEP}\n")
     (m / "dev/endpoints/w/spec").write_text(f"command = {WRITER}\n")
@@ -171,7 +171,7 @@ def test_replica_log_rotates_without_losing_lines(rotating):
 
 def test_replica_log_without_rotation_when_cap_is_zero(rotating):
     m = rotating
-    m.sh("mkdir dev dev/endpoints/w")
+    m.sh("mkdir -p dev/endpoints/w")
     with open(m / "dev/config", "a") as f:
         f.write("local.log_max_bytes = 0\n")
     (m / "dev/endpoints/w/spec").write_text(f"command = {WRITER}\n")

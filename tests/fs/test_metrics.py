@@ -65,7 +65,7 @@ def get(port, path, host="127.0.0.1"):
 
 
 def test_resource_series_with_labels(served):
-    served.sh("mkdir dev dev/pools/train dev/endpoints/chat && "
+    served.sh("mkdir -p dev/pools/train dev/endpoints/chat && "
               "echo 'nodes = 1' > dev/pools/train/spec")
     (served / "dev/endpoints/chat/spec").write_text(
         f"command = {SERVER}\nhealth_path = /\nreplicas = 2\n")
@@ -98,7 +98,7 @@ def test_resource_series_with_labels(served):
 
 @need_promtool
 def test_promtool_accepts_file_and_http(served):
-    served.sh("mkdir dev dev/pools/train && "
+    served.sh("mkdir -p dev/pools/train && "
               "echo 'nodes = 1' > dev/pools/train/spec")
     promtool_ok(read(served / "metrics"))
     status, body = get(served.port, "/metrics")

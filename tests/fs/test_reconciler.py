@@ -37,7 +37,7 @@ def replica_pids(m, path=EP):
 
 @pytest.fixture
 def ep(mnt):
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     (mnt / EP / "spec").write_text(endpoint_spec(1))
     wait_state(mnt, "ready")
     return mnt
@@ -101,7 +101,8 @@ def test_drift_report_leaves_a_killed_replica_dead(ep):
 
 
 def test_daemon_sigkilled_mid_apply_adopts_replicas(mnt):
-    mnt.sh("mkdir dev dev/endpoints/chat && echo 'settle_ms = 0' >> dev/config")
+    mnt.sh("mkdir -p dev/endpoints/chat && "
+           "echo 'settle_ms = 0' >> dev/config")
     (mnt / EP / "spec").write_text(endpoint_spec(3))
     # Kill the daemon as soon as the first replica runs: mid-apply.
     wait_for(lambda: len(mnt.replicas()) >= 1, 20, "a replica")
@@ -142,7 +143,7 @@ def test_manual_approval_holds_then_applies(mnt):
 
 
 def test_update_plan_names_the_field(mnt):
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     (mnt / EP / "spec").write_text(endpoint_spec(1))
     wait_state(mnt, "ready")
     mnt.sh("echo 'approval = manual' >> dev/config && "
@@ -166,7 +167,7 @@ def test_rollback_restores_a_revision_as_a_new_one(ep):
 
 
 def test_discard_goes_back_to_what_was_applied(mnt):
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     (mnt / EP / "spec").write_text(endpoint_spec(1))
     wait_state(mnt, "ready")
     applied = status_of(mnt / "dev/status")["applied_revision"]
@@ -182,7 +183,7 @@ def test_discard_goes_back_to_what_was_applied(mnt):
 
 
 def test_failing_command_leaves_the_endpoint_failed_with_its_exit(mnt):
-    mnt.sh("mkdir dev dev/endpoints/bad && "
+    mnt.sh("mkdir -p dev/endpoints/bad && "
            "printf 'command = exit 3\\n' > dev/endpoints/bad/spec")
     wait_state(mnt, "failed", "dev/endpoints/bad", timeout=30)
     err = status_of(mnt / "dev/endpoints/bad/status")["last_error"]
@@ -190,7 +191,7 @@ def test_failing_command_leaves_the_endpoint_failed_with_its_exit(mnt):
 
 
 def test_unsupported_field_is_refused_at_commit(mnt):
-    mnt.sh("mkdir dev dev/pools/p dev/endpoints/e")
+    mnt.sh("mkdir -p dev/pools/p dev/endpoints/e")
     with pytest.raises(OSError) as e:
         with open(mnt / "dev/pools/p/spec", "w") as f:
             f.write("capacity = spot\n")
@@ -211,7 +212,7 @@ def test_rmdir_stops_every_replica(ep):
 
 
 def test_cpu_pool_reserves_slots_and_endpoint_runs_on_it(mnt):
-    mnt.sh("mkdir dev dev/pools/cpu dev/endpoints/chat && "
+    mnt.sh("mkdir -p dev/pools/cpu dev/endpoints/chat && "
            "echo 'nodes = 1' > dev/pools/cpu/spec")
     wait_state(mnt, "ready", "dev/pools/cpu")
     assert status_of(mnt / "dev/pools/cpu/status")["cpu_slots"].startswith(
@@ -233,7 +234,7 @@ def gpus(tmp_path):
 
 
 def test_gpu_pool_reserves_devices_and_reports_insufficient_capacity(gpus):
-    gpus.sh("mkdir dev dev/pools/one dev/pools/two && "
+    gpus.sh("mkdir -p dev/pools/one dev/pools/two && "
             "printf 'accelerator = nvidia-h100-80gb\\n' > dev/pools/one/spec")
     wait_state(gpus, "ready", "dev/pools/one")
     st = status_of(gpus / "dev/pools/one/status")
@@ -251,7 +252,7 @@ def test_gpu_pool_reserves_devices_and_reports_insufficient_capacity(gpus):
 
 
 def test_endpoint_on_a_gpu_pool_gets_cuda_visible_devices(gpus):
-    gpus.sh("mkdir dev dev/pools/gpu dev/endpoints/env && "
+    gpus.sh("mkdir -p dev/pools/gpu dev/endpoints/env && "
             "printf 'accelerator = nvidia-h100-80gb\\n' > dev/pools/gpu/spec")
     wait_state(gpus, "ready", "dev/pools/gpu")
     (gpus / "dev/endpoints/env/spec").write_text(
@@ -269,7 +270,7 @@ def test_infrafs_wait_and_plan_against_the_mount(mnt):
     tools = os.environ.get("INFRAFS_TOOLS_DIR",
                            os.path.join(os.path.dirname(__file__), "..", "..",
                                         "build", "tools"))
-    mnt.sh("mkdir dev dev/endpoints/chat && "
+    mnt.sh("mkdir -p dev/endpoints/chat && "
            "echo 'approval = manual' >> dev/config")
     (mnt / EP / "spec").write_text(endpoint_spec(1))
     wait_for(lambda: read(mnt / "dev/plan") != "", 10, "a plan")
@@ -287,7 +288,7 @@ def test_infrafs_wait_and_plan_against_the_mount(mnt):
 
 
 def test_protected_destroy_waits_for_approval(mnt):
-    mnt.sh("mkdir dev dev/pools/keep && echo 'nodes = 0' > dev/pools/keep/spec"
+    mnt.sh("mkdir -p dev/pools/keep && echo 'nodes = 0' > dev/pools/keep/spec"
            " && echo 'protect = destroy' >> dev/policy")
     wait_state(mnt, "ready", "dev/pools/keep")
     with pytest.raises(OSError) as e:

@@ -21,7 +21,7 @@ def wait_ready(m, path=EP, timeout=20):
 
 
 def test_secret_reaches_the_replica_and_rotation_rolls_it(mnt):
-    mnt.sh("mkdir dev dev/endpoints/tok && printf hunter2 > dev/secrets/hf")
+    mnt.sh("mkdir -p dev/endpoints/tok && printf hunter2 > dev/secrets/hf")
     (mnt / EP / "spec").write_text(
         "command = exec python3 -m http.server $PORT --bind 127.0.0.1\n"
         "health_path = /\nenv.HF_TOKEN = secret:hf\n")

@@ -189,7 +189,7 @@ def test_daemon_runs_under_unit_hardening(tmp_path):
         assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
         status = open(f"/proc/{proc.pid}/status").read()
         assert "NoNewPrivs:\t1" in status
-        subprocess.run(["bash", "-c", "mkdir dev dev/pools/cpu && "
+        subprocess.run(["bash", "-c", "mkdir -p dev/pools/cpu && "
                         "echo 'nodes = 1' > dev/pools/cpu/spec && "
                         "grep -q 'nodes = 1' dev/pools/cpu/spec"],
                        cwd=mnt, check=True)

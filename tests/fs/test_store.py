@@ -81,7 +81,7 @@ def test_background_mode_reports_start_up_errors(env, tmp_path):
 
 def test_damaged_store_is_refused_and_left_alone(tmp_path):
     m = Mount(tmp_path).start()
-    m.sh("mkdir dev dev/pools/a && echo 'nodes = 2' > dev/pools/a/spec")
+    m.sh("mkdir -p dev/pools/a && echo 'nodes = 2' > dev/pools/a/spec")
     m.stop()
     # Overwrite the middle of the database with garbage.
     data = bytearray(m.state.read_bytes())

@@ -65,7 +65,7 @@ def test_environment_shape(mnt):
 
 
 def test_resource_shape_and_draft_state(mnt):
-    os.mkdir(mnt / "dev")
+    mnt.sh("mkdir dev")
     os.mkdir(mnt / "dev" / "pools" / "train")
     names = set(os.listdir(mnt / "dev" / "pools" / "train"))
     assert {"spec", "status", "status.json", "state", "events",
@@ -84,7 +84,7 @@ def test_resource_shape_and_draft_state(mnt):
 
 
 def test_endpoints_work_like_pools(mnt):
-    mnt.sh("mkdir dev dev/endpoints/chat && "
+    mnt.sh("mkdir -p dev/endpoints/chat && "
            "printf 'command = python3 -m http.server $PORT\\nreplicas = 2\\n'"
            " > dev/endpoints/chat/spec")
     assert read(mnt / "dev" / "endpoints" / "chat" / "replicas") == "2\n"
@@ -97,7 +97,7 @@ def test_bad_names_get_einval(mnt, name):
     with pytest.raises(OSError) as e:
         os.mkdir(mnt / name)
     assert e.value.errno == errno.EINVAL
-    os.mkdir(mnt / "dev")
+    mnt.sh("mkdir dev")
     with pytest.raises(OSError) as e:
         os.mkdir(mnt / "dev" / "pools" / name)
     assert e.value.errno == errno.EINVAL
@@ -129,13 +129,21 @@ def test_mkdir_twice_is_eexist(mnt):
     os.mkdir(mnt / "dev")
     with pytest.raises(FileExistsError):
         os.mkdir(mnt / "dev")
+    # To its maker the new environment is empty, as a new folder on
+    # ext4 is: pools/ is there once it makes it (the one the
+    # environment came with).
+    with pytest.raises(FileNotFoundError):
+        os.mkdir(mnt / "dev" / "pools" / "a")
+    os.mkdir(mnt / "dev" / "pools")
     os.mkdir(mnt / "dev" / "pools" / "a")
+    with pytest.raises(FileExistsError):
+        os.mkdir(mnt / "dev" / "pools")
     with pytest.raises(FileExistsError):
         os.mkdir(mnt / "dev" / "pools" / "a")
 
 
 def test_mkdir_outside_kind_folders_is_refused(mnt):
-    os.mkdir(mnt / "dev")
+    mnt.sh("mkdir dev")
     for where in ["dev/history/x", "dev/plan-x/y", "kinds/x"]:
         with pytest.raises(OSError) as e:
             os.mkdir(mnt / where)
@@ -162,6 +170,8 @@ def test_recreated_resource_gets_a_new_inode(env):
     # (what cp -r expects); any other process sees its files at once.
     after = int(env.sh("stat -c %i dev/pools/train/spec").stdout)
     assert before != after
+    assert not (env / "dev" / "pools" / "train" / "spec").exists()
+    assert "spec" in os.listdir(env / "dev" / "pools" / "train")
     assert read(env / "dev" / "pools" / "train" / "spec") == ""
 
 

@@ -95,7 +95,7 @@ def uid_of(pid):
 
 
 def env_of_dev_owned_by(m, uid):
-    m.sh("mkdir dev dev/endpoints/chat")
+    m.sh("mkdir -p dev/endpoints/chat")
     os.chown(m / "dev", uid, uid)
 
 
@@ -222,7 +222,7 @@ def test_daemon_as_a_user_refuses_endpoints_of_another_owner(users, shared):
     # Made by root: an environment of ben's that ann may write to.
     m = Mount(base).start()
     try:
-        m.sh("mkdir dev dev/endpoints/chat mine mine/endpoints/web")
+        m.sh("mkdir -p dev/endpoints/chat mine/endpoints/web")
         os.chown(m / "dev", ben, ben)
         os.chmod(m / "dev", 0o777)
         os.chown(m / "mine", ann, ann)
@@ -277,7 +277,7 @@ def test_planted_symlink_at_a_replica_log_is_not_followed(mnt, tmp_path):
     logs = tmp_path / "state" / "local" / "logs" / "dev" / "chat"
     logs.mkdir(parents=True, mode=0o700)
     (logs / "replica-0.log").symlink_to(target)
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     (mnt / EP / "spec").write_text(spec("echo started; " + SERVER))
     wait_ready(mnt)
     assert read(target) == "untouched\n"
@@ -293,7 +293,7 @@ def free_port():
 
 def test_marked_process_of_another_user_is_not_adopted(mnt, users):
     cat = users["ifs-tl-cat"]
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     (mnt / EP / "spec").write_text(spec(SERVER))
     wait_ready(mnt)
     (real,) = replica_pids(mnt)
@@ -332,7 +332,7 @@ def test_marked_process_of_another_user_is_not_adopted(mnt, users):
                                   "env.INFRAFS_REPLICA = dev/other/0",
                                   "env.CUDA_VISIBLE_DEVICES = 0"])
 def test_env_cannot_set_what_infrafs_sets(mnt, line):
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     with pytest.raises(OSError) as e:
         with open(mnt / EP / "spec", "w") as f:
             f.write(f"command = {SERVER}\n{line}\n")
@@ -348,7 +348,7 @@ def test_a_long_command_runs_whole_or_is_refused(mnt, tmp_path):
     done = tmp_path / "done"
     command = f": {'x' * 4100}; echo whole > {done}; {SERVER}"
     assert len(command) > 4100
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     try:
         (mnt / EP / "spec").write_text(spec(command))
     except OSError as e:

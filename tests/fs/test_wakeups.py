@@ -97,7 +97,7 @@ def test_news_read_through_the_page_cache_is_told_once(env):
 
 
 def test_select_and_epoll_wake_on_state_change(mnt):
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     state = mnt / "dev/endpoints/chat/state"
     fds = [os.open(state, os.O_RDONLY) for _ in range(2)]
     try:
@@ -125,7 +125,7 @@ def test_first_commit_of_a_draft_never_reads_deleting(mnt):
     """A draft endpoint the reconciler has looked at, then committed:
     its state goes from pending to creating, never through deleting
     (which once woke pollers for a change that was not one)."""
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     state = mnt / "dev/endpoints/chat/state"
     time.sleep(1.5)  # a few reconciler passes see the draft
     (mnt / "dev/endpoints/chat/spec").write_text(
@@ -237,7 +237,7 @@ def jq(expr, path):
 
 
 def test_status_json_provider_fields_are_typed(mnt):
-    mnt.sh("mkdir dev dev/pools/cpu dev/endpoints/chat && "
+    mnt.sh("mkdir -p dev/pools/cpu dev/endpoints/chat && "
            "echo 'nodes = 1' > dev/pools/cpu/spec")
     (mnt / "dev/endpoints/chat/spec").write_text(
         "command = exec python3 -m http.server $PORT --bind 127.0.0.1\n"
@@ -275,7 +275,7 @@ def test_first_start_prints_no_migration_lines(tmp_path):
 
 def test_infrafs_wait_wakes_on_the_change_not_the_interval(mnt):
     """With an hour between reads, only poll(2) can see the state move."""
-    mnt.sh("mkdir dev dev/endpoints/chat")
+    mnt.sh("mkdir -p dev/endpoints/chat")
     (mnt / "dev/endpoints/chat/spec").write_text(
         "command = exec python3 -m http.server $PORT --bind 127.0.0.1\n"
         "health_path = /\nreplicas = 1\n")
