@@ -166,6 +166,17 @@ struct provider_ops {
 	/* What the resource would cost per hour once running, in USD: the
 	 * estimate the policy's max_hourly_cost_usd is checked against. */
 	double (*hourly_cost)(const struct desired *want);
+	/* Optional: an environment as Terraform JSON configuration for the
+	 * cloud's own Terraform provider, into out. want holds every
+	 * resource the environment declares (n of them); config is its
+	 * config. What it names and tags must be what the provider makes,
+	 * so that `terraform import` of those objects plans no change.
+	 * Never a secret's value. The reconciler's thread, like observe.
+	 * Without it the environment holds nothing Terraform can manage. */
+	void (*export_terraform)(void *state, const char *env,
+				 const struct spec *config,
+				 const struct desired *want, size_t n,
+				 struct buf *out);
 };
 
 /* The providers built into this daemon, NULL-terminated. */

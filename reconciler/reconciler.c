@@ -87,6 +87,10 @@ struct env_state {
 	double next_refresh;
 	bool seen;
 	struct map steps; /* rec key -> struct step */
+	/* export/terraform.tf.json as last made; export_due: a pass or a
+	 * config change may have changed it. */
+	char *terraform;
+	bool export_due;
 };
 
 struct ids {
@@ -222,6 +226,7 @@ static struct env_state *env_state_of(struct reconciler *r, const struct env *e)
 		es = xcalloc(1, sizeof(*es));
 		es->env_id = e->id;
 		snprintf(es->name, sizeof(es->name), "%s", e->name);
+		es->export_due = true;
 		map_put(&r->envs, &es->env_id, sizeof(es->env_id), es);
 	}
 	return es;
@@ -273,6 +278,7 @@ static bool sync_env(struct reconciler *r, const struct env *e, uint64_t rev)
 						 e->config.len)
 				    : NULL;
 	es->config_rev = e->config.rev;
+	es->export_due = true;
 	return true;
 }
 
@@ -822,6 +828,7 @@ static void publish_plan(struct reconciler *r, struct env_state *es)
 	oe.plan_no = n ? es->plan_no : 0;
 	oe.plan_text = (char *)buf_str(&text);
 	oe.plan_json = json;
+	oe.terraform = es->terraform;
 	oe.applied_rev = es->applied_rev;
 	oe.last_apply = es->last_apply;
 	if (observed_put_env(r->opt.observed, &oe) && r->opt.changed)
@@ -1137,6 +1144,98 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	if (!es->steps.count)
 		mark_applied(r, es);
 	batch_free(&b);
+	es->export_due = true;
+}
+
+/* ---- export/ ----------------------------------------------------------- */
+
+static void export_nothing(const struct env_state *es, const char *provider,
+			   struct buf *out)
+{
+	json_t *doc = json_object();
+	char *text;
+
+	json_object_set_new(
+		doc, "//",
+		json_sprintf("infrafs environment %s runs on the %s provider "
+			     "(processes and devices of this machine): there "
+			     "is nothing Terraform can manage",
+			     es->name, provider));
+	text = json_dumps(doc, JSON_INDENT(2));
+	buf_adds(out, text);
+	buf_addc(out, '\n');
+	free(text);
+	json_decref(doc);
+}
+
+/* Every resource es declares, as a provider's export wants them. */
+static size_t declared_of(struct reconciler *r, const struct env_state *es,
+			  struct desired **out)
+{
+	size_t n = 0, cap = 16;
+	void *v;
+
+	*out = xcalloc(cap, sizeof(**out));
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		const struct rec *rc = v;
+
+		if (strcmp(rc->env, es->name) || !rc->res_id || !rc->spec ||
+		    rc->draft)
+			continue;
+		if (n == cap) {
+			cap *= 2;
+			*out = xrealloc(*out, cap * sizeof(**out));
+		}
+		(*out)[n++] = (struct desired){
+			.env = rc->env,
+			.kind = rc->kind,
+			.name = rc->name,
+			.rev = rc->rev,
+			.spec = rc->spec,
+			.config = es->config,
+			.owner_uid = es->uid,
+			.owner_gid = es->gid,
+		};
+	}
+	return n;
+}
+
+static void export_env(struct reconciler *r, struct env_state *es)
+{
+	int pi = 0;
+	const struct provider_ops *p = provider_of(es, &pi);
+	BUF_AUTO text = BUF_INIT;
+	struct desired *want;
+	size_t n;
+
+	if (!p || !r->provider_state[pi])
+		return;
+	es->export_due = false;
+	if (!p->export_terraform) {
+		export_nothing(es, p->info->name, &text);
+	} else {
+		n = declared_of(r, es, &want);
+		p->export_terraform(r->provider_state[pi], es->name, es->config,
+				    want, n, &text);
+		free(want);
+	}
+	if (es->terraform && !strcmp(es->terraform, buf_str(&text)))
+		return;
+	free(es->terraform);
+	es->terraform = xstrdup(buf_str(&text));
+	publish_plan(r, es);
+}
+
+static void export_due(struct reconciler *r)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
+		struct env_state *es = v;
+
+		if (es->seen && es->export_due)
+			export_env(r, es);
+	}
 }
 
 /*
@@ -1284,6 +1383,7 @@ static void run_pass(struct reconciler *r)
 			pass_env(r, es, r->evals + i, j - i, &budget);
 		i = j;
 	}
+	export_due(r);
 	evaluated = r->nevals;
 	r->nevals = 0;
 	/* Records of environments that are gone, with nothing left live. */
@@ -1699,6 +1799,7 @@ void reconciler_stop(struct reconciler *r)
 		map_free(&es->steps);
 		if (es->config)
 			spec_free(es->config);
+		free(es->terraform);
 		free(es);
 	}
 	map_free(&r->envs);

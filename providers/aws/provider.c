@@ -1594,4 +1594,5 @@ const struct provider_ops aws_provider = {
 	.check = aws_check,
 	.check_config = aws_check_config,
 	.hourly_cost = aws_hourly_cost,
+	.export_terraform = aws_export_terraform,
 };

@@ -181,6 +181,17 @@ int endpoint_step(struct aws *a, struct aws_res *r, struct target *t,
 int endpoint_check(const struct desired *want, char *msg, size_t len);
 double endpoint_cost(const struct desired *want);
 const char *endpoint_instance_type(const struct spec *s, char *out, size_t len);
+/* want's model, endpoint config, endpoint and autoscaling as Terraform
+ * resources named local, into resource (type -> local -> body); the
+ * variables a secret:NAME needs into variables. */
+void endpoint_terraform(const struct aws *a, const struct aws_res *r,
+			const struct desired *want, const char *local,
+			json_t *resource, json_t *variables);
+
+/* terraform.c */
+void aws_export_terraform(void *state, const char *env,
+			  const struct spec *config, const struct desired *want,
+			  size_t n, struct buf *out);
 
 /* clusters.c */
 json_t *cluster_describe_input(const struct aws_res *r);
