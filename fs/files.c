@@ -372,8 +372,7 @@ static void slice(const char *data, size_t len, off_t off, size_t size,
 }
 
 int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
-	      const char **data, size_t *len, char **owned,
-	      struct blob **hold)
+	      const char **data, size_t *len, char **owned, struct blob **hold)
 {
 	*owned = NULL;
 	*hold = NULL;
@@ -554,6 +553,7 @@ static const char ctl_help[] =
 	"#   apply           carry the accepted specs out now\n"
 	"#   approve [PLAN]  approve the pending plan (approval = manual)\n"
 	"#   discard         go back to the revision last applied\n"
+	"#   import endpoints/NAME ID  adopt a cloud endpoint (name or ARN)\n"
 	"#   refresh         look at the live state again now\n"
 	"#   rollback REV    make revision REV's specs the ones in force\n"
 	"# Last results, oldest first (kept until the daemon stops):\n";
@@ -661,7 +661,7 @@ struct blob *file_metrics(struct fs *fs, int *err)
 static int ctl_command(struct fs *fs, struct handle *h, const char *data,
 		       size_t len)
 {
-	char line[128], msg[600];
+	char line[400], msg[600];
 	struct edit_target t;
 	int rc;
 
@@ -735,7 +735,8 @@ int file_write(struct fs *fs, struct handle *h, const char *data, size_t len,
 			off = (off_t)h->scratch->data.len;
 		rc = scratch_check_size((uint64_t)off + len);
 		if (!rc) {
-			wipebuf_write_at(&h->scratch->data, (size_t)off, data, len);
+			wipebuf_write_at(&h->scratch->data, (size_t)off, data,
+					 len);
 			clock_gettime(CLOCK_REALTIME, &h->scratch->mtime);
 		}
 		pthread_mutex_unlock(&fs->scratch.lock);

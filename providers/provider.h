@@ -177,6 +177,16 @@ struct provider_ops {
 				 const struct spec *config,
 				 const struct desired *want, size_t n,
 				 struct buf *out);
+	/* Optional: `import KIND/NAME ID` written to ctl. Reads the live
+	 * object ID (the reconciler's thread; it may wait on the network),
+	 * writes the spec that describes it into spec and keeps a record
+	 * that owns it, not yet acted on. 0, or a negative errno with msg
+	 * saying why. Without it nothing is importable. */
+	int (*adopt)(void *state, const struct desired *at, const char *id,
+		     struct buf *spec, char *msg, size_t len);
+	/* After adopt: rev is the revision that committed the spec, or 0
+	 * when the commit was refused and the record must go. */
+	void (*adopted)(void *state, const struct desired *at, uint64_t rev);
 };
 
 /* The providers built into this daemon, NULL-terminated. */

@@ -24,6 +24,8 @@
 
 /* The overall rate limit: steps started per pass, over all resources. */
 #define STEPS_PER_PASS 32
+/* An ARN of a SageMaker endpoint is at most about 150 characters. */
+#define IMPORT_ID_MAX 256
 /* How often every resource is observed when nothing else wakes us. */
 #define PASS_SECONDS 0.5
 #define BACKOFF_MAX_SECONDS 60.0
@@ -59,6 +61,15 @@ struct rec {
 	/* "waiting for pools/NAME": what it needs is not there yet. */
 	char waiting[NAME_MAX_LEN + 24];
 	bool waiting_said;
+};
+
+/* `import KIND/NAME ID` written to ctl, for the reconciler's thread. */
+struct import_request {
+	char env[NAME_MAX_LEN + 1];
+	char name[NAME_MAX_LEN + 1];
+	int kind;
+	char id[IMPORT_ID_MAX + 1];
+	struct caller who;
 };
 
 /* One pending step of an environment's plan. */
@@ -119,6 +130,8 @@ struct reconciler {
 	struct map approvals; /* env name -> uint64 plan approved */
 	bool refresh_all;
 	struct buf refresh_envs; /* "ENV\n" per `refresh` not yet taken */
+	struct import_request *imports; /* `import` not yet taken */
+	size_t nimports;
 	bool sweep; /* environments came or went: look at everything */
 	struct ids dirty_res, dirty_env; /* what the store changed */
 
@@ -1147,6 +1160,100 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	es->export_due = true;
 }
 
+/* ---- import ----------------------------------------------------------- */
+
+static void import_said(struct reconciler *r, const struct env_state *es,
+			const struct import_request *q, const char *what)
+{
+	char text[900];
+
+	snprintf(text, sizeof(text), "import %s/%s %s: %s",
+		 kind_at(q->kind)->dir, q->name, q->id, what);
+	store_event(r->opt.store, es->env_id, 0, text);
+	log_for(LOG_LVL_INFO, es->name, NULL, 0, "%s", text);
+	if (r->opt.changed)
+		r->opt.changed(r->opt.ctx, es->env_id, 0);
+}
+
+/* The spec as a new revision, made by whoever wrote the import: the
+ * store checks it with that user's authority. */
+static int commit_import(struct reconciler *r, const struct import_request *q,
+			 const struct buf *spec, struct change_result *res)
+{
+	char path[NAME_MAX_LEN + 8];
+	struct change ch = { .op = CH_RES_DRAFT,
+			     .env = q->env,
+			     .kind = q->kind,
+			     .name = q->name,
+			     .path = path,
+			     .who = q->who };
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/ctl", q->env);
+	rc = store_apply(r->opt.store, &ch, res);
+	if (rc)
+		return rc;
+	ch.op = CH_RES_COMMIT;
+	ch.text = spec->data;
+	ch.len = spec->len;
+	rc = store_apply(r->opt.store, &ch, res);
+	if (rc) {
+		struct change_result gone;
+
+		ch.op = CH_RES_REMOVE;
+		store_apply(r->opt.store, &ch, &gone);
+	}
+	return rc;
+}
+
+static void take_import(struct reconciler *r, const struct import_request *q)
+{
+	struct env_state *es = env_by_name(r, q->env);
+	int pi = 0;
+	const struct provider_ops *p = provider_of(es, &pi);
+	struct desired at = { .env = q->env, .kind = q->kind, .name = q->name };
+	struct change_result res = { 0 };
+	BUF_AUTO spec = BUF_INIT;
+	char msg[600] = "", said[700];
+
+	if (!es || !p || !p->adopt || !r->provider_state[pi])
+		return;
+	at.config = es->config;
+	at.owner_uid = es->uid;
+	at.owner_gid = es->gid;
+	if (p->adopt(r->provider_state[pi], &at, q->id, &spec, msg,
+		     sizeof(msg)) < 0) {
+		snprintf(said, sizeof(said), "refused: %s", msg);
+		import_said(r, es, q, said);
+		return;
+	}
+	if (commit_import(r, q, &spec, &res) < 0) {
+		p->adopted(r->provider_state[pi], &at, 0);
+		snprintf(said, sizeof(said), "refused: %s", res.msg);
+		import_said(r, es, q, said);
+		return;
+	}
+	p->adopted(r->provider_state[pi], &at, res.rev);
+	snprintf(said, sizeof(said), "adopted as revision %" PRIu64, res.rev);
+	import_said(r, es, q, said);
+}
+
+static void take_imports(struct reconciler *r)
+{
+	struct import_request *q;
+	size_t n;
+
+	pthread_mutex_lock(&r->lock);
+	q = r->imports;
+	n = r->nimports;
+	r->imports = NULL;
+	r->nimports = 0;
+	pthread_mutex_unlock(&r->lock);
+	for (size_t i = 0; i < n; i++)
+		take_import(r, &q[i]);
+	free(q);
+}
+
 /* ---- export/ ----------------------------------------------------------- */
 
 static void export_nothing(const struct env_state *es, const char *provider,
@@ -1357,6 +1464,7 @@ static void run_pass(struct reconciler *r)
 	void *v;
 
 	take_requests(r, &res_ids, &env_ids, &sweep);
+	take_imports(r);
 	if (sweep)
 		sync_from_model(r);
 	else
@@ -1654,6 +1762,107 @@ static void due_now(struct reconciler *r)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* An endpoint name or ARN: letters, digits and - : / . only, so that
+ * what reaches an event or a request is plain. */
+static bool id_is_plain(const char *id)
+{
+	if (!*id)
+		return false;
+	for (const char *c = id; *c; c++) {
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			    "0123456789-:/.",
+			    *c))
+			return false;
+	}
+	return true;
+}
+
+/* Why env cannot import KIND/NAME now, from the model alone (the FUSE
+ * thread never asks a provider). */
+static int import_refused(struct reconciler *r, const char *env, int kind,
+			  const char *name, char *msg, size_t msglen)
+{
+	struct model *m = store_model(r->opt.store);
+	const struct provider_ops *p = NULL;
+	char word[32];
+	struct env *e;
+	int rc = 0;
+
+	model_rdlock(m);
+	e = model_env(m, env);
+	config_word(e ? e->config.parsed : NULL, "provider", "local", word,
+		    sizeof(word));
+	p = provider_by_name(word);
+	if (!e) {
+		rc = -ENOENT;
+		snprintf(msg, msglen, "import: no environment %s", env);
+	} else if (model_res(e, kind, name)) {
+		rc = -EEXIST;
+		snprintf(msg, msglen, "import: %s/%s exists already",
+			 kind_at(kind)->dir, name);
+	} else if (!p || !p->adopt) {
+		rc = -EOPNOTSUPP;
+		snprintf(msg, msglen,
+			 "import: %s runs on the %s provider, which has "
+			 "nothing to import (a running process is not "
+			 "importable): declare it with a spec",
+			 env, word);
+	}
+	model_unlock(m);
+	return rc;
+}
+
+/* `import endpoints/NAME ID`: checked here, carried out by the
+ * reconciler's thread, which reads the cloud. */
+static int import_later(struct reconciler *r, const char *env, const char *line,
+			const struct caller *who, char *msg, size_t msglen)
+{
+	char path[NAME_MAX_LEN + 16] = "", id[IMPORT_ID_MAX + 2] = "";
+	char extra[2] = "";
+	const struct kind_def *k;
+	struct import_request *q;
+	char *slash;
+	int rc;
+
+	if (sscanf(line, "%*s %78s %257s %1s", path, id, extra) != 2 ||
+	    !(slash = strchr(path, '/'))) {
+		snprintf(msg, msglen,
+			 "import: expected import endpoints/NAME ID, ID an "
+			 "endpoint's name or ARN");
+		return -EINVAL;
+	}
+	*slash = '\0';
+	k = kind_by_dir(path);
+	if (!k || kind_index(k) < 0 || !name_is_valid(slash + 1)) {
+		snprintf(msg, msglen, "import: %s/%s: not KIND/NAME", path,
+			 slash + 1);
+		return -EINVAL;
+	}
+	if (strlen(id) > IMPORT_ID_MAX || !id_is_plain(id)) {
+		snprintf(msg, msglen,
+			 "import: ID: at most %d letters, digits and -:/.",
+			 IMPORT_ID_MAX);
+		return -EINVAL;
+	}
+	rc = import_refused(r, env, kind_index(k), slash + 1, msg, msglen);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->lock);
+	r->imports =
+		xrealloc(r->imports, (r->nimports + 1) * sizeof(*r->imports));
+	q = &r->imports[r->nimports++];
+	memset(q, 0, sizeof(*q));
+	snprintf(q->env, sizeof(q->env), "%s", env);
+	snprintf(q->name, sizeof(q->name), "%s", slash + 1);
+	snprintf(q->id, sizeof(q->id), "%s", id);
+	q->kind = kind_index(k);
+	q->who = *who;
+	r->kicked = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
 int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 		   const struct caller *who, char *msg, size_t msglen)
 {
@@ -1673,6 +1882,8 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 	}
 	if (!strcmp(cmd, "approve"))
 		return approve(r, env, arg, who, msg, msglen);
+	if (!strcmp(cmd, "import"))
+		return import_later(r, env, line, who, msg, msglen);
 	if (!strcmp(cmd, "discard")) {
 		struct model *m = store_model(r->opt.store);
 		struct env *e;
@@ -1700,7 +1911,7 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 	}
 	snprintf(msg, msglen,
 		 "%s: unknown command; ctl takes apply, approve [PLAN], "
-		 "discard, refresh, rollback REV",
+		 "discard, import KIND/NAME ID, refresh, rollback REV",
 		 cmd);
 	return -EINVAL;
 }
@@ -1806,6 +2017,7 @@ void reconciler_stop(struct reconciler *r)
 	for (size_t pos = 0; map_next(&r->approvals, &pos, &v);)
 		free(v);
 	map_free(&r->approvals);
+	free(r->imports);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);

@@ -39,8 +39,9 @@ void reconciler_kick(struct reconciler *r, const struct store_touch *t,
 		     size_t n);
 
 /*
- * One command written to ENV/ctl: apply, approve [PLAN], discard, refresh,
- * rollback REV. Returns 0 or a negative errno (-EINVAL unknown command,
+ * One command written to ENV/ctl: apply, approve [PLAN], discard,
+ * import KIND/NAME ID (checked now, carried out by the next pass),
+ * refresh, rollback REV. Returns 0 or a negative errno (-EINVAL unknown command,
  * -ESTALE plan no longer current) with msg for the user.
  */
 /* What the last pass cost: its duration and the resources it looked at. */

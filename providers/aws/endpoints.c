@@ -104,10 +104,25 @@ static void want_of(const struct aws_res *r, const struct desired *want,
 	snprintf(suffix, sizeof(suffix), "-r%" PRIu64, w->config_rev);
 	aws_resource_name(r, suffix, w->model_name, sizeof(w->model_name));
 	snprintf(w->config_name, sizeof(w->config_name), "%s", w->model_name);
+	if (r->adopted_config[0] && !strcmp(w->fp, r->config_fp)) {
+		snprintf(w->model_name, sizeof(w->model_name), "%s",
+			 r->adopted_model);
+		snprintf(w->config_name, sizeof(w->config_name), "%s",
+			 r->adopted_config);
+	}
 	snprintf(w->model_made, sizeof(w->model_made), "model/%s",
 		 w->model_name);
 	snprintf(w->config_made, sizeof(w->config_made), "endpoint-config/%s",
 		 w->config_name);
+}
+
+void endpoint_adopt_fingerprint(struct aws_res *r, const struct desired *want)
+{
+	char type[AWS_TYPE_LEN];
+
+	if (!endpoint_instance_type(want->spec, type, sizeof(type)))
+		snprintf(type, sizeof(type), "ml.m5.xlarge");
+	fingerprint(want, type, r->config_fp);
 }
 
 /* Whether a record entry is the model or config the wanted spec uses. */
@@ -365,6 +380,9 @@ static int move_to_config(struct aws *a, struct aws_res *r, struct target *t,
 			  const struct ep_want *w, struct plan *p)
 {
 	if (strcmp(r->config_fp, w->fp) || r->config_rev != w->config_rev) {
+		/* What it was adopted on is left as it was found. */
+		if (strcmp(r->config_fp, w->fp))
+			r->adopted_model[0] = r->adopted_config[0] = '\0';
 		snprintf(r->config_fp, sizeof(r->config_fp), "%s", w->fp);
 		r->config_rev = w->config_rev;
 		if (aws_res_save(a, r) < 0)

@@ -1,0 +1,168 @@
+"""`import endpoints/NAME ID` written to ctl: a SageMaker endpoint made
+outside infrafs becomes a declared endpoint, kept and managed without
+being made again. Against the SageMaker fake (tests/fake/aws_fake.py)."""
+import errno
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Mount, read, status_of, wait_for
+from test_aws import (AKID, SECRET, ROLE, endpoints, fake, mnt,
+                      wait_synced)
+
+sys.path.insert(0, str(ROOT / "tests" / "fake"))
+from test_aws_fake import AwsClient  # noqa: E402
+
+assert fake and mnt  # fixtures, used by name
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team-llm:7"
+EP = "dev/endpoints/legacy"
+
+
+def outside(fake, name="team-llm", env=None, variant="AllTraffic",
+            count=2):
+    """What a team made by hand: model, config and endpoint, untagged."""
+    client = AwsClient(int(fake.url.rsplit(":", 1)[1]), AKID, SECRET)
+    container = {"Image": IMAGE, "ModelDataUrl": "s3://team/llm/"}
+    if env is not None:
+        container["Environment"] = env
+    for op, params in (
+            ("CreateModel", {"ModelName": f"{name}-model",
+                             "ExecutionRoleArn": ROLE,
+                             "PrimaryContainer": container}),
+            ("CreateEndpointConfig", {
+                "EndpointConfigName": f"{name}-config",
+                "ProductionVariants": [{
+                    "VariantName": variant, "ModelName": f"{name}-model",
+                    "InitialInstanceCount": count,
+                    "InstanceType": "ml.g5.2xlarge"}]}),
+            ("CreateEndpoint", {"EndpointName": name,
+                                "EndpointConfigName": f"{name}-config"})):
+        reply = client.sm(op, **params)
+        assert reply.status == 200, reply
+    client.close()
+    wait_for(lambda: [e["EndpointStatus"] for e in endpoints(fake)
+                      if e["EndpointName"] == name] == ["InService"], 30,
+             f"{name} to be InService")
+
+
+def ctl(m, line, env="dev"):
+    with open(m / env / "ctl", "w") as f:
+        f.write(line + "\n")
+
+
+def events(m, env="dev"):
+    return read(m / env / "events")
+
+
+def wait_event(m, text, env="dev"):
+    wait_for(lambda: text in events(m, env), 30, f"an event saying {text}")
+
+
+def test_import_adopts_without_making_anything(mnt, fake):
+    outside(fake, env={"MAX_TOKENS": "512"})
+    fake.control("calls/clear", {})
+    ctl(mnt, "import endpoints/legacy team-llm")
+    wait_event(mnt, "import endpoints/legacy team-llm: adopted as revision")
+    spec = read(mnt / EP / "spec")
+    assert f"image = {IMAGE}" in spec
+    assert "model = s3://team/llm/" in spec
+    assert "instance_type = ml.g5.2xlarge" in spec
+    assert "replicas = 2" in spec
+    assert "env.MAX_TOKENS = 512" in spec
+    wait_synced(mnt, EP)
+    st = status_of(mnt / EP / "status")
+    assert st["sagemaker_endpoint"] == "team-llm"
+    assert st["endpoint_config"] == "team-llm-config"
+    made = [c["op"] for c in fake.calls()
+            if c["op"].startswith(("Create", "Update", "Delete"))]
+    assert made == []
+    # From now on infrafs manages it: a replica change is an update of
+    # the same endpoint, never a second one.
+    (mnt / EP / "replicas").write_text("3\n")
+    wait_for(lambda: status_of(mnt / EP / "status").get("replicas") ==
+             "3 of 3", 30, "three instances")
+    assert not fake.calls("CreateEndpoint")
+    assert fake.calls("UpdateEndpointWeightsAndCapacities")
+    assert [e["EndpointName"] for e in endpoints(fake)] == ["team-llm"]
+
+
+def test_import_by_arn_then_new_image_moves_the_same_endpoint(mnt, fake):
+    outside(fake)
+    [ep] = endpoints(fake)
+    fake.control("calls/clear", {})
+    ctl(mnt, f"import endpoints/legacy {ep['EndpointArn']}")
+    wait_event(mnt, "adopted as revision")
+    wait_synced(mnt, EP)
+    (mnt / EP / "image").write_text(IMAGE.replace(":7", ":8") + "\n")
+    wait_for(lambda: endpoints(fake)[0]["EndpointConfigName"] !=
+             "team-llm-config", 30, "the endpoint to move to a new config")
+    wait_synced(mnt, EP)
+    assert not fake.calls("CreateEndpoint")
+    assert fake.calls("UpdateEndpoint")
+    # What infrafs did not make stays: the team's model and config.
+    names = [m["ModelName"] for m in fake.state()["models"]]
+    assert "team-llm-model" in names
+
+
+def test_import_refusals_say_why(mnt, fake):
+    ctl(mnt, "import endpoints/legacy no-such-endpoint")
+    wait_event(mnt, "import endpoints/legacy no-such-endpoint: refused:")
+    assert not (mnt / EP).exists()
+    outside(fake, name="two-variants", variant="blue")
+    ctl(mnt, "import endpoints/legacy two-variants")
+    wait_event(mnt, "one instance-based production variant named "
+                    "AllTraffic")
+    assert not (mnt / EP).exists()
+    with pytest.raises(OSError) as e:
+        ctl(mnt, "import endpoints/legacy")
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as e:
+        ctl(mnt, "import endpoints/Bad_Name team-llm")
+    assert e.value.errno == errno.EINVAL
+    (mnt / "dev" / "endpoints" / "taken").mkdir()
+    with pytest.raises(OSError) as e:
+        ctl(mnt, "import endpoints/taken team-llm")
+    assert e.value.errno == errno.EEXIST
+    assert "exists already" in read(mnt / "dev" / "ctl")
+
+
+def test_import_refuses_what_infrafs_made(mnt, fake):
+    from test_aws import make_endpoint, CHAT
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    ctl(mnt, f"import endpoints/again {CHAT}")
+    wait_event(mnt, "was made by infrafs")
+    assert not (mnt / "dev" / "endpoints" / "again").exists()
+
+
+def test_import_refused_on_local(tmp_path):
+    m = Mount(tmp_path).start()
+    try:
+        m.sh("mkdir dev")
+        with pytest.raises(OSError) as e:
+            ctl(m, "import endpoints/web 1234")
+        assert e.value.errno == errno.EOPNOTSUPP
+        text = read(m / "dev" / "ctl")
+        assert "a running process is not importable" in text
+    finally:
+        m.stop()
+
+
+def test_adopted_endpoint_survives_a_restart(mnt, fake):
+    outside(fake)
+    fake.control("calls/clear", {})
+    ctl(mnt, "import endpoints/legacy team-llm")
+    wait_event(mnt, "adopted as revision")
+    wait_synced(mnt, EP)
+    mnt.restart()
+    (mnt / EP / "replicas").write_text("1\n")
+    wait_for(lambda: status_of(mnt / EP / "status").get("replicas") ==
+             "1 of 1", 30, "one instance")
+    wait_synced(mnt, EP)
+    made = [c["op"] for c in fake.calls()
+            if c["op"].startswith(("Create", "Delete", "UpdateEndpoint"))
+            and c["op"] != "UpdateEndpointWeightsAndCapacities"]
+    assert made == []
+    assert [e["EndpointName"] for e in endpoints(fake)] == ["team-llm"]
