@@ -70,7 +70,12 @@ struct import_request {
 	int kind;
 	char id[IMPORT_ID_MAX + 1];
 	struct caller who;
+	double asked_at; /* monotonic */
 };
+
+/* A config change may reach the reconciler after an import written
+ * right behind it: the import waits this long for the provider. */
+#define IMPORT_WAIT_SECONDS 5.0
 
 /* One pending step of an environment's plan. */
 struct step {
@@ -1206,6 +1211,15 @@ static int commit_import(struct reconciler *r, const struct import_request *q,
 	return rc;
 }
 
+static void import_again(struct reconciler *r, const struct import_request *q)
+{
+	pthread_mutex_lock(&r->lock);
+	r->imports =
+		xrealloc(r->imports, (r->nimports + 1) * sizeof(*r->imports));
+	r->imports[r->nimports++] = *q;
+	pthread_mutex_unlock(&r->lock);
+}
+
 static void take_import(struct reconciler *r, const struct import_request *q)
 {
 	struct env_state *es = env_by_name(r, q->env);
@@ -1216,8 +1230,24 @@ static void take_import(struct reconciler *r, const struct import_request *q)
 	BUF_AUTO spec = BUF_INIT;
 	char msg[600] = "", said[700];
 
-	if (!es || !p || !p->adopt || !r->provider_state[pi])
+	if (!es) {
+		if (now_s() - q->asked_at < IMPORT_WAIT_SECONDS)
+			import_again(r, q);
+		else
+			log_warn("import %s %s: no environment %s", q->name,
+				 q->id, q->env);
 		return;
+	}
+	if (!p || !p->adopt || !r->provider_state[pi]) {
+		if (now_s() - q->asked_at < IMPORT_WAIT_SECONDS) {
+			import_again(r, q);
+			return;
+		}
+		import_said(r, es, q,
+			    "refused: the environment's provider has nothing "
+			    "to import");
+		return;
+	}
 	at.config = es->config;
 	at.owner_uid = es->uid;
 	at.owner_gid = es->gid;
@@ -1464,11 +1494,13 @@ static void run_pass(struct reconciler *r)
 	void *v;
 
 	take_requests(r, &res_ids, &env_ids, &sweep);
-	take_imports(r);
 	if (sweep)
 		sync_from_model(r);
 	else
 		sync_changes(r, &res_ids, &env_ids);
+	/* After the sync: an import written right after the config that
+	 * made the environment's provider able to import finds it. */
+	take_imports(r);
 	free(res_ids.v);
 	free(env_ids.v);
 	due_refreshes(r, start);
@@ -1854,9 +1886,10 @@ static int import_later(struct reconciler *r, const char *env, const char *line,
 	memset(q, 0, sizeof(*q));
 	snprintf(q->env, sizeof(q->env), "%s", env);
 	snprintf(q->name, sizeof(q->name), "%s", slash + 1);
-	snprintf(q->id, sizeof(q->id), "%s", id);
+	memcpy(q->id, id, strlen(id) + 1); /* fits: checked above */
 	q->kind = kind_index(k);
 	q->who = *who;
+	q->asked_at = now_s();
 	r->kicked = true;
 	pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&r->lock);

@@ -88,7 +88,7 @@ def test_export_is_read_only_and_listed(mnt):
     assert "export" in os.listdir(mnt / "dev")
     with pytest.raises(PermissionError):
         (mnt / "dev" / "export" / "terraform.tf.json").write_text("{}")
-    doc = export(mnt)
+    doc = wait_export(mnt, lambda d: "terraform" in d)
     assert doc["terraform"]["required_providers"]["aws"]["source"] == \
         "hashicorp/aws"
     assert doc["provider"]["aws"]["region"] == "us-east-1"

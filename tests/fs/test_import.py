@@ -2,6 +2,9 @@
 outside infrafs becomes a declared endpoint, kept and managed without
 being made again. Against the SageMaker fake (tests/fake/aws_fake.py)."""
 import errno
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -166,3 +169,78 @@ def test_adopted_endpoint_survives_a_restart(mnt, fake):
             and c["op"] != "UpdateEndpointWeightsAndCapacities"]
     assert made == []
     assert [e["EndpointName"] for e in endpoints(fake)] == ["team-llm"]
+
+
+TOOLS = Path(os.environ.get("INFRAFS_TOOLS_DIR", ROOT / "build" / "tools"))
+
+
+def tfstate(resources):
+    return {"version": 4, "terraform_version": "1.11.4", "serial": 3,
+            "lineage": "0f6a3c2e-7d1b-4c35-9a43-3c1f0e2b9d11",
+            "outputs": {}, "resources": resources, "check_results": None}
+
+
+def tf_resource(type_, name, instances, mode="managed"):
+    return {"mode": mode, "type": type_, "name": name,
+            "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
+            "instances": [{"schema_version": 0, "attributes": a,
+                           "sensitive_attributes": [], **extra}
+                          for a, extra in instances]}
+
+
+def test_import_tfstate_imports_endpoints_and_lists_the_rest(
+        mnt, fake, tmp_path):
+    outside(fake, name="team-llm")
+    outside(fake, name="blue-0")
+    [team] = [e for e in endpoints(fake) if e["EndpointName"] == "team-llm"]
+    state = tfstate([
+        tf_resource("aws_sagemaker_model", "team_llm",
+                    [({"name": "team-llm-model"}, {})]),
+        tf_resource("aws_sagemaker_endpoint", "team_llm",
+                    [({"name": "team-llm", "arn": team["EndpointArn"]},
+                      {})]),
+        tf_resource("aws_sagemaker_endpoint", "blue",
+                    [({"name": "blue-0"}, {"index_key": 0}),
+                     ({"name": "gone"}, {"index_key": 1})]),
+        tf_resource("aws_sagemaker_endpoint", "Not_Valid_",
+                    [({"name": "x"}, {})]),
+        tf_resource("aws_iam_role", "r", [({"name": "r"}, {})],
+                    mode="data"),
+    ])
+    path = tmp_path / "terraform.tfstate"
+    path.write_text(json.dumps(state))
+    fake.control("calls/clear", {})
+    p = subprocess.run([str(TOOLS / "infrafs-import-tfstate"), str(path),
+                        str(mnt / "dev")], capture_output=True, text=True,
+                       timeout=200)
+    out = p.stdout
+    assert p.returncode == 1, out + p.stderr
+    assert "imported aws_sagemaker_endpoint.team_llm as endpoints/team-llm" \
+        in out
+    assert "imported aws_sagemaker_endpoint.blue[0] as endpoints/blue-0" \
+        in out
+    assert "skipped aws_sagemaker_endpoint.blue[1]: refused: " in out
+    assert "skipped aws_sagemaker_model.team_llm: read with the endpoint" \
+        in out
+    assert "skipped aws_sagemaker_endpoint.Not_Valid_: its name" in out
+    assert "skipped data.aws_iam_role.r: a data source" in out
+    assert "image = " in read(mnt / "dev/endpoints/team-llm/spec")
+    wait_synced(mnt, "dev/endpoints/blue-0")
+    assert not fake.calls("CreateEndpoint")
+    # Again: what is there already is skipped, nothing is made twice.
+    p = subprocess.run([str(TOOLS / "infrafs-import-tfstate"), str(path),
+                        str(mnt / "dev")], capture_output=True, text=True,
+                       timeout=200)
+    assert "skipped aws_sagemaker_endpoint.team_llm: endpoints/NAME " \
+        "exists already" in p.stdout
+    assert p.returncode == 1
+
+
+def test_import_tfstate_refuses_other_versions(mnt, tmp_path):
+    path = tmp_path / "old.tfstate"
+    path.write_text(json.dumps({"version": 3, "modules": []}))
+    p = subprocess.run([str(TOOLS / "infrafs-import-tfstate"), str(path),
+                        str(mnt / "dev")], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 64
+    assert "version 3" in p.stderr and "version 4" in p.stderr
