@@ -349,6 +349,7 @@ static void sync_res(struct reconciler *r, const struct env *e,
 	rc->spec =
 		parse_copy(kind_at(res->kind), res->spec.text, res->spec.len);
 	rc->rev = res->spec.rev;
+	env_state_of(r, e)->export_due = true;
 	/* A burst of edits settles into one step. */
 	rc->due = now_s() + settle;
 	rc->failures = 0;
@@ -357,6 +358,10 @@ static void sync_res(struct reconciler *r, const struct env *e,
 /* rmdir: what runs must go; the record stays until it has. */
 static void undeclare(struct reconciler *r, struct rec *rc)
 {
+	struct env_state *es = map_get_u64(&r->envs, &rc->env_id);
+
+	if (es)
+		es->export_due = true;
 	observed_drop_res(r->opt.observed, rc->res_id);
 	map_del(&r->by_res, &rc->res_id, sizeof(rc->res_id));
 	rc->res_id = 0;
@@ -1140,6 +1145,8 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 		struct rec *rc = b.recs[i];
 		enum action a = action_of(r, rc, es);
 
+		/* A step may rename what the provider makes next. */
+		es->export_due |= chosen[i];
 		if (chosen[i]) {
 			if (rc->destroy_requested && !rc->obs.exists)
 				finish_protected_destroy(r, rc);
@@ -1162,7 +1169,6 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	if (!es->steps.count)
 		mark_applied(r, es);
 	batch_free(&b);
-	es->export_due = true;
 }
 
 /* ---- import ----------------------------------------------------------- */

@@ -691,6 +691,15 @@ static json_t *tf_lifecycle(void)
 			 "tags[\"infrafs:revision\"]");
 }
 
+/* A replica change moves the endpoint's count, not the config's
+ * initial one, as infrafs does (UpdateEndpointWeightsAndCapacities). */
+static json_t *tf_config_lifecycle(void)
+{
+	return json_pack("{s:[s, s]}", "ignore_changes",
+			 "tags[\"infrafs:revision\"]",
+			 "production_variants[0].initial_instance_count");
+}
+
 /* A secret:NAME value becomes a sensitive variable the user supplies. */
 static json_t *tf_env_value(const char *value, json_t *variables)
 {
@@ -756,7 +765,8 @@ static json_t *tf_config(const struct aws *a, const struct aws_res *r,
 		"model_name", tf_ref("aws_sagemaker_model", local, "name"),
 		"initial_instance_count", (json_int_t)initial, "instance_type",
 		w->instance_type, "initial_variant_weight", 1.0, "tags",
-		tf_tags(a, r, w->config_rev), "lifecycle", tf_lifecycle());
+		tf_tags(a, r, w->config_rev), "lifecycle",
+		tf_config_lifecycle());
 }
 
 static json_t *tf_endpoint(const struct aws *a, const struct aws_res *r,

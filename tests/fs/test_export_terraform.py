@@ -170,15 +170,28 @@ def import_ids(doc, fake):
 
 
 @needs_terraform
-def test_terraform_import_plans_no_change(mnt, fake, tmp_path):
-    make_endpoint(mnt, SCALED)
-    wait_synced(mnt)
-    doc = wait_export(mnt, lambda d: "aws_appautoscaling_policy" in
-                      d.get("resource", {}))
+@pytest.mark.parametrize("case", ["autoscaled", "replicas changed"])
+def test_terraform_import_plans_no_change(mnt, fake, tmp_path, case):
+    if case == "autoscaled":
+        make_endpoint(mnt, SCALED)
+        wait_synced(mnt)
+        doc = wait_export(mnt, lambda d: "aws_appautoscaling_policy" in
+                          d.get("resource", {}))
+    else:
+        make_endpoint(mnt)
+        wait_synced(mnt)
+        (mnt / EP / "replicas").write_text("2\n")
+        wait_for(lambda: read(mnt / EP / "status").count("2 of 2"), 30,
+                 "two instances")
+        wait_synced(mnt)
+        doc = wait_export(mnt, lambda d: d.get("resource", {}).get(
+            "aws_sagemaker_endpoint_configuration", {}).get("chat", {}).get(
+            "production_variants", [{}])[0].get(
+            "initial_instance_count") == 2)
     tf = Terraform(tmp_path, fake.url)
     tf.take(mnt)
     ids = import_ids(doc, fake)
-    assert len(ids) == 5
+    assert len(ids) == (5 if case == "autoscaled" else 3)
     fake.control("calls/clear", {})
     for address, ident in ids.items():
         tf.run("import", "-input=false", address, ident)
@@ -188,3 +201,25 @@ def test_terraform_import_plans_no_change(mnt, fake, tmp_path):
     writes = [c["op"] for c in fake.calls()
               if not c["op"].startswith(("Describe", "List"))]
     assert not writes
+
+
+def test_export_follows_what_runs_after_a_change(mnt, fake):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    first = export(mnt)["resource"]["aws_sagemaker_model"]["chat"]["name"]
+    (mnt / EP / "image").write_text("example.com/llm:2\n")
+    wait_for(lambda: [m["ModelName"] for m in fake.state()["models"]] not in
+             ([], [first]), 30, "a new model")
+    wait_synced(mnt)
+    [model] = [m["ModelName"] for m in fake.state()["models"]]
+    doc = wait_export(mnt, lambda d: d["resource"]["aws_sagemaker_model"][
+        "chat"]["name"] == model)
+    assert doc["resource"]["aws_sagemaker_model"]["chat"][
+        "primary_container"][0]["image"] == "example.com/llm:2"
+    assert doc["resource"]["aws_sagemaker_endpoint_configuration"]["chat"][
+        "name"] == endpoints(fake)[0]["EndpointConfigName"]
+    # Replicas alone keep the model and config, and the export says so.
+    (mnt / EP / "replicas").write_text("2\n")
+    wait_synced(mnt)
+    doc = export(mnt)
+    assert doc["resource"]["aws_sagemaker_model"]["chat"]["name"] == model
