@@ -335,6 +335,7 @@ int aws_adopt(void *state, const struct desired *at, const char *id,
 	      struct buf *spec, char *msg, size_t len)
 {
 	struct aws *a = state;
+	struct aws_res *r;
 
 	if (at->kind != KIND_ENDPOINT_IDX) {
 		snprintf(msg, len,
@@ -342,7 +343,14 @@ int aws_adopt(void *state, const struct desired *at, const char *id,
 			 "endpoints), not pools");
 		return -EINVAL;
 	}
-	if (aws_res_find(a, at->kind, at->env, at->name)) {
+	r = aws_res_find(a, at->kind, at->env, at->name);
+	/* An import a crash cut short before its commit: nothing declares
+	 * it (the reconciler checked), so it starts again. */
+	if (r && r->adopting) {
+		aws_res_forget(a, r);
+		r = NULL;
+	}
+	if (r) {
 		snprintf(msg, len,
 			 "endpoints/%s still has a SageMaker endpoint of its "
 			 "own being removed; import it under another name",

@@ -244,3 +244,23 @@ def test_import_tfstate_refuses_other_versions(mnt, tmp_path):
                        timeout=60)
     assert p.returncode == 64
     assert "version 3" in p.stderr and "version 4" in p.stderr
+
+
+def test_import_the_policy_refuses_leaves_nothing_behind(mnt, fake):
+    outside(fake)
+    with open(mnt / "dev" / "config", "a") as f:
+        f.write("aws.price.ml.g5.2xlarge = 1.5\n")
+    (mnt / "dev" / "policy").write_text("max_hourly_cost_usd = 0.5\n")
+    ctl(mnt, "import endpoints/legacy team-llm")
+    wait_event(mnt, "import endpoints/legacy team-llm: refused: policy "
+                    "max_hourly_cost_usd")
+    assert not (mnt / EP).exists()
+    # The record the refused import began is gone: nothing is removed as
+    # undeclared, and the same import goes through once allowed.
+    ctl(mnt, "refresh")
+    (mnt / "dev" / "policy").write_text("max_hourly_cost_usd = 1000\n")
+    ctl(mnt, "import endpoints/legacy team-llm")
+    wait_event(mnt, "import endpoints/legacy team-llm: adopted")
+    wait_synced(mnt, EP)
+    assert not fake.calls("DeleteEndpoint")
+    assert [e["EndpointName"] for e in endpoints(fake)] == ["team-llm"]
