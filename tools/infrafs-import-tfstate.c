@@ -123,8 +123,7 @@ static const char *why_not_endpoint(const char *type)
 	    !strcmp(type, "aws_sagemaker_endpoint_configuration"))
 		return "read with the endpoint that runs on it";
 	if (!strncmp(type, "aws_appautoscaling_", 19))
-		return "autoscaled endpoints are not imported; declare "
-		       "min_replicas and max_replicas after the import";
+		return "read with the endpoint it scales";
 	return "infrafs imports aws_sagemaker_endpoint resources only";
 }
 

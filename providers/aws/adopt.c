@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define VARIANT "AllTraffic"
@@ -176,6 +177,110 @@ static int read_endpoint(struct aws_client *c, const char *name,
 	return check_shape(f, msg, len);
 }
 
+/* An autoscaled endpoint's bounds and its one target tracking policy on
+ * invocations per instance: what infrafs runs itself, under that
+ * policy's name. */
+struct scaling {
+	bool on;
+	int64_t min, max;
+	char target[32]; /* as the spec says it */
+	char policy[256];
+};
+
+/* The one policy infrafs can keep, or why not. */
+static int take_policy(json_t *policies, const char *name, struct scaling *s,
+		       char *msg, size_t len)
+{
+	json_t *p = json_array_get(policies, 0);
+	json_t *conf =
+		json_object_get(p, "TargetTrackingScalingPolicyConfiguration");
+	json_t *metric = json_object_get(conf, "PredefinedMetricSpecification");
+
+	if (json_array_size(policies) != 1 ||
+	    strcmp(text_of(p, "PolicyType"), "TargetTrackingScaling") ||
+	    strcmp(text_of(metric, "PredefinedMetricType"),
+		   "SageMakerVariantInvocationsPerInstance") ||
+	    json_number_value(json_object_get(conf, "TargetValue")) <= 0) {
+		snprintf(msg, len,
+			 "%s is autoscaled by policies infrafs does not run "
+			 "(it runs one target tracking policy on "
+			 "SageMakerVariantInvocationsPerInstance)",
+			 name);
+		return -EINVAL;
+	}
+	snprintf(s->policy, sizeof(s->policy), "%s", text_of(p, "PolicyName"));
+	snprintf(s->target, sizeof(s->target), "%g",
+		 json_number_value(json_object_get(conf, "TargetValue")));
+	return 0;
+}
+
+static int read_scaling(struct aws_client *c, const char *name,
+			struct scaling *s, char *msg, size_t len)
+{
+	static const char dim[] = "sagemaker:variant:DesiredInstanceCount";
+	char id[200];
+	json_t *out = NULL, *target;
+	int rc;
+
+	snprintf(id, sizeof(id), "endpoint/%s/variant/" VARIANT, name);
+	rc = aws_call1(c, &aws_autoscaling, "DescribeScalableTargets",
+		       json_pack("{s:s, s:[s], s:s}", "ServiceNamespace",
+				 "sagemaker", "ResourceIds", id,
+				 "ScalableDimension", dim),
+		       &out, msg, len);
+	target = json_array_get(json_object_get(out, "ScalableTargets"), 0);
+	if (rc || !target) {
+		json_decref(out);
+		return rc ? -EIO : 0;
+	}
+	s->on = true;
+	s->min = json_integer_value(json_object_get(target, "MinCapacity"));
+	s->max = json_integer_value(json_object_get(target, "MaxCapacity"));
+	json_decref(out);
+	out = NULL;
+	if (s->min < 1 || s->min >= s->max) {
+		snprintf(msg, len,
+			 "%s is registered for autoscaling from %" PRId64
+			 " to %" PRId64 " instances; infrafs autoscales from "
+			 "at least 1 to more",
+			 name, s->min, s->max);
+		return -EINVAL;
+	}
+	rc = aws_call1(c, &aws_autoscaling, "DescribeScalingPolicies",
+		       json_pack("{s:s, s:s, s:s}", "ServiceNamespace",
+				 "sagemaker", "ResourceId", id,
+				 "ScalableDimension", dim),
+		       &out, msg, len);
+	if (!rc)
+		rc = take_policy(json_object_get(out, "ScalingPolicies"), name,
+				 s, msg, len);
+	else
+		rc = -EIO;
+	json_decref(out);
+	return rc;
+}
+
+/* The count the endpoint runs at, within what it may scale to. */
+static int64_t replicas_within(const struct found *f, const struct scaling *s)
+{
+	if (!s->on)
+		return f->replicas;
+	return f->replicas < s->min   ? s->min
+	       : f->replicas > s->max ? s->max
+				      : f->replicas;
+}
+
+static void say_scaling(const struct scaling *s, struct buf *spec)
+{
+	if (!s->on)
+		return;
+	buf_printf(spec,
+		   "min_replicas = %" PRId64 "\nmax_replicas = %" PRId64
+		   "\nscale_metric = invocations_per_replica\n"
+		   "scale_target = %s\n",
+		   s->min, s->max, s->target);
+}
+
 /* A value goes into a `key = value` line as it is, or not at all. */
 static bool sayable(const char *v)
 {
@@ -206,8 +311,8 @@ static int say(struct buf *spec, const char *key, const char *value, char *msg,
 
 /* The spec that describes what was found; infrafs's own HF_MODEL_ID
  * convention reads back as model = hf://ID. */
-static int spec_of(const struct found *f, struct buf *spec, char *msg,
-		   size_t len)
+static int spec_of(const struct found *f, const struct scaling *scaling,
+		   struct buf *spec, char *msg, size_t len)
 {
 	json_t *container = json_object_get(f->model, "PrimaryContainer");
 	json_t *env = json_object_get(container, "Environment");
@@ -226,7 +331,9 @@ static int spec_of(const struct found *f, struct buf *spec, char *msg,
 	if (!rc)
 		rc = say(spec, "instance_type",
 			 text_of(f->variant, "InstanceType"), msg, len);
-	buf_printf(spec, "replicas = %" PRId64 "\n", f->replicas);
+	buf_printf(spec, "replicas = %" PRId64 "\n",
+		   replicas_within(f, scaling));
+	say_scaling(scaling, spec);
 	json_object_foreach(env, key, v)
 	{
 		if (rc || (!data[0] && !strcmp(key, "HF_MODEL_ID")))
@@ -235,33 +342,6 @@ static int spec_of(const struct found *f, struct buf *spec, char *msg,
 		rc = say(spec, line, json_string_value(v) ?: "", msg, len);
 	}
 	return rc;
-}
-
-/* An autoscaled endpoint's policies are not infrafs's to rewrite. */
-static int refuse_autoscaled(struct aws_client *c, const char *name, char *msg,
-			     size_t len)
-{
-	char id[200];
-	json_t *out = NULL;
-	int rc;
-
-	snprintf(id, sizeof(id), "endpoint/%s/variant/" VARIANT, name);
-	rc = aws_call1(c, &aws_autoscaling, "DescribeScalableTargets",
-		       json_pack("{s:s, s:[s], s:s}", "ServiceNamespace",
-				 "sagemaker", "ResourceIds", id,
-				 "ScalableDimension",
-				 "sagemaker:variant:DesiredInstanceCount"),
-		       &out, msg, len);
-	if (!rc && json_array_size(json_object_get(out, "ScalableTargets"))) {
-		snprintf(msg, len,
-			 "%s is autoscaled by Application Auto Scaling; "
-			 "deregister its scalable target, import it, then "
-			 "declare min_replicas, max_replicas and scale_target",
-			 name);
-		rc = -EBUSY;
-	}
-	json_decref(out);
-	return rc ? (rc == -EBUSY ? rc : -EIO) : 0;
 }
 
 /* The spec as the store will parse it, for the fingerprint. */
@@ -279,7 +359,8 @@ static int parse_spec(const struct buf *spec, struct spec **out, char *msg,
 }
 
 static void keep_record(struct aws *a, const struct desired *at,
-			const struct found *f, const struct spec *s)
+			const struct found *f, const struct scaling *scaling,
+			const struct spec *s)
 {
 	char key[140];
 	struct aws_res *r;
@@ -296,6 +377,14 @@ static void keep_record(struct aws *a, const struct desired *at,
 		 text_of(f->config, "EndpointConfigName"));
 	want.spec = s;
 	endpoint_adopt_fingerprint(r, &want);
+	if (scaling->on) {
+		/* As want_of says it, from the spec's text of the target. */
+		snprintf(r->scaling, sizeof(r->scaling),
+			 "%" PRId64 ":%" PRId64 ":%g", scaling->min,
+			 scaling->max, strtod(scaling->target, NULL));
+		snprintf(r->adopted_policy, sizeof(r->adopted_policy), "%s",
+			 scaling->policy);
+	}
 	r->live = json_incref(f->endpoint);
 	aws_live_identity(r, r->owned_of, sizeof(r->owned_of));
 	r->adopting = true;
@@ -307,6 +396,7 @@ static int adopt_endpoint(struct aws *a, const struct desired *at,
 			  size_t len)
 {
 	struct found f = { 0 };
+	struct scaling scaling = { 0 };
 	struct aws_res probe = { .kind = KIND_ENDPOINT_IDX };
 	struct spec *parsed = NULL;
 	char name[128];
@@ -318,14 +408,14 @@ static int adopt_endpoint(struct aws *a, const struct desired *at,
 		rc = read_endpoint(aws_client_of(a, &probe), name, &f, msg,
 				   len);
 	if (!rc)
-		rc = refuse_autoscaled(aws_client_of(a, &probe), name, msg,
-				       len);
+		rc = read_scaling(aws_client_of(a, &probe), name, &scaling, msg,
+				  len);
 	if (!rc)
-		rc = spec_of(&f, spec, msg, len);
+		rc = spec_of(&f, &scaling, spec, msg, len);
 	if (!rc)
 		rc = parse_spec(spec, &parsed, msg, len);
 	if (!rc)
-		keep_record(a, at, &f, parsed);
+		keep_record(a, at, &f, &scaling, parsed);
 	spec_free(parsed);
 	found_free(&f);
 	return rc;

@@ -416,6 +416,13 @@ static json_t *scalable_target(const struct aws_res *r)
 			 SCALABLE_DIMENSION);
 }
 
+/* The target tracking policy's name: infrafs's own, or the one an
+ * imported endpoint came with. */
+static const char *policy_name(const struct aws_res *r)
+{
+	return r->adopted_policy[0] ? r->adopted_policy : POLICY_NAME;
+}
+
 static void register_scaling(struct aws_res *r, const struct ep_want *w,
 			     struct plan *p)
 {
@@ -425,7 +432,7 @@ static void register_scaling(struct aws_res *r, const struct ep_want *w,
 	json_object_set_new(reg, "MinCapacity", json_integer(w->min));
 	json_object_set_new(reg, "MaxCapacity", json_integer(w->max));
 	plan_call(p, &aws_autoscaling, "RegisterScalableTarget", reg, 0);
-	json_object_set_new(policy, "PolicyName", json_string(POLICY_NAME));
+	json_object_set_new(policy, "PolicyName", json_string(policy_name(r)));
 	json_object_set_new(policy, "PolicyType",
 			    json_string("TargetTrackingScaling"));
 	json_object_set_new(
@@ -446,7 +453,7 @@ static void remove_scaling(struct aws_res *r, struct plan *p)
 	json_t *policy = scalable_target(r);
 	struct planned *last;
 
-	json_object_set_new(policy, "PolicyName", json_string(POLICY_NAME));
+	json_object_set_new(policy, "PolicyName", json_string(policy_name(r)));
 	plan_call(p, &aws_autoscaling, "DeleteScalingPolicy", policy,
 		  AWS_OK_MISSING);
 	last = plan_call(p, &aws_autoscaling, "DeregisterScalableTarget",
@@ -793,13 +800,14 @@ static json_t *tf_scaling_target(const struct ep_want *w, const char *local)
 			 "max_capacity", (json_int_t)w->max);
 }
 
-static json_t *tf_scaling_policy(const struct ep_want *w, const char *local)
+static json_t *tf_scaling_policy(const struct aws_res *r,
+				 const struct ep_want *w, const char *local)
 {
 	const char *target = "aws_appautoscaling_target";
 
 	return json_pack(
 		"{s:s, s:s, s:o, s:o, s:o, s:{s:f, s:{s:s}}}", "name",
-		POLICY_NAME, "policy_type", "TargetTrackingScaling",
+		policy_name(r), "policy_type", "TargetTrackingScaling",
 		"service_namespace", tf_ref(target, local, "service_namespace"),
 		"resource_id", tf_ref(target, local, "resource_id"),
 		"scalable_dimension",
@@ -840,5 +848,5 @@ void endpoint_terraform(const struct aws *a, const struct aws_res *r,
 	tf_add(resource, "aws_appautoscaling_target", local,
 	       tf_scaling_target(&w, local));
 	tf_add(resource, "aws_appautoscaling_policy", local,
-	       tf_scaling_policy(&w, local));
+	       tf_scaling_policy(r, &w, local));
 }

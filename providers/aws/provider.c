@@ -343,9 +343,10 @@ int aws_res_save(struct aws *a, struct aws_res *r)
 		json_object_set(doc, "live", r->live);
 	if (r->adopted_config[0])
 		json_object_set_new(doc, "adopted",
-				    json_pack("{s:s, s:s}", "model",
+				    json_pack("{s:s, s:s, s:s}", "model",
 					      r->adopted_model, "config",
-					      r->adopted_config));
+					      r->adopted_config, "policy",
+					      r->adopted_policy));
 	if (r->adopting)
 		json_object_set_new(doc, "adopting", json_true());
 	return record_save(a->dir, kind_word(r->kind), r->key, doc);
@@ -441,6 +442,8 @@ static void load_adopted(json_t *adopted, struct aws_res *r)
 		 json_string_value(json_object_get(adopted, "model")) ?: "");
 	snprintf(r->adopted_config, sizeof(r->adopted_config), "%s",
 		 json_string_value(json_object_get(adopted, "config")) ?: "");
+	snprintf(r->adopted_policy, sizeof(r->adopted_policy), "%s",
+		 json_string_value(json_object_get(adopted, "policy")) ?: "");
 }
 
 static void load_record(void *ctx, const char *kind, const char *key,

@@ -49,6 +49,9 @@ struct aws_res {
 	 * used while config_fp is what was adopted; never deleted, as
 	 * infrafs did not make them. */
 	char adopted_model[64], adopted_config[64];
+	/* endpoint, imported autoscaled: the target tracking policy it had,
+	 * which infrafs then puts and deletes in place of its own. */
+	char adopted_policy[256];
 	/* Adopted, its spec not yet committed: neither listed nor acted on
 	 * until the spec's first observe, forgotten if the commit fails. */
 	bool adopting;

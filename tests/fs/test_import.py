@@ -264,3 +264,58 @@ def test_import_the_policy_refuses_leaves_nothing_behind(mnt, fake):
     wait_synced(mnt, EP)
     assert not fake.calls("DeleteEndpoint")
     assert [e["EndpointName"] for e in endpoints(fake)] == ["team-llm"]
+
+
+def autoscale(fake, name="team-llm", policy="team-scaling", metric=True):
+    client = AwsClient(int(fake.url.rsplit(":", 1)[1]), AKID, SECRET)
+    target = {"ServiceNamespace": "sagemaker",
+              "ResourceId": f"endpoint/{name}/variant/AllTraffic",
+              "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    assert client.aas("RegisterScalableTarget", MinCapacity=1, MaxCapacity=5,
+                      **target).status == 200
+    conf = {"TargetValue": 40.0}
+    if metric:
+        conf["PredefinedMetricSpecification"] = {
+            "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
+    else:
+        conf["CustomizedMetricSpecification"] = {
+            "MetricName": "Queue", "Namespace": "Team", "Statistic": "Average"}
+    reply = client.aas("PutScalingPolicy", PolicyName=policy,
+                       PolicyType="TargetTrackingScaling",
+                       TargetTrackingScalingPolicyConfiguration=conf,
+                       **target)
+    assert reply.status == 200, reply
+    client.close()
+
+
+def test_import_keeps_an_autoscaled_endpoint_and_its_policy(mnt, fake):
+    outside(fake)
+    autoscale(fake)
+    fake.control("calls/clear", {})
+    ctl(mnt, "import endpoints/legacy team-llm")
+    wait_event(mnt, "import endpoints/legacy team-llm: adopted")
+    spec = read(mnt / EP / "spec")
+    assert "min_replicas = 1" in spec and "max_replicas = 5" in spec
+    assert "scale_metric = invocations_per_replica" in spec
+    assert "scale_target = 40" in spec
+    wait_synced(mnt, EP)
+    changed = [c["op"] for c in fake.calls()
+               if not c["op"].startswith(("Describe", "List"))]
+    assert changed == []
+    # infrafs now runs the team's policy, under its name: one policy.
+    (mnt / EP / "max_replicas").write_text("8\n")
+    wait_for(lambda: [t["MaxCapacity"] for t in
+                      fake.state()["scalable_targets"]] == [8], 30,
+             "the new bound")
+    wait_synced(mnt, EP)
+    assert [p["PolicyName"] for p in fake.state()["scaling_policies"]] == \
+        ["team-scaling"]
+    assert not fake.calls("CreateEndpoint")
+
+
+def test_import_refuses_a_policy_infrafs_does_not_run(mnt, fake):
+    outside(fake)
+    autoscale(fake, metric=False)
+    ctl(mnt, "import endpoints/legacy team-llm")
+    wait_event(mnt, "is autoscaled by policies infrafs does not run")
+    assert not (mnt / EP).exists()
