@@ -32,6 +32,7 @@ void observed_env_free(struct observed_env *o)
 {
 	free(o->plan_text);
 	free(o->plan_json);
+	free(o->terraform);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -118,7 +119,8 @@ bool observed_put_env(struct observed_cache *c, const struct observed_env *o)
 		  cur->applied_rev != o->applied_rev ||
 		  cur->last_apply != o->last_apply ||
 		  !same_str(cur->plan_text, o->plan_text) ||
-		  !same_str(cur->plan_json, o->plan_json);
+		  !same_str(cur->plan_json, o->plan_json) ||
+		  !same_str(cur->terraform, o->terraform);
 	if (changed) {
 		uint64_t gen = ++c->gen;
 
@@ -132,6 +134,7 @@ bool observed_put_env(struct observed_cache *c, const struct observed_env *o)
 		*cur = *o;
 		cur->plan_text = dup_or_null(o->plan_text);
 		cur->plan_json = dup_or_null(o->plan_json);
+		cur->terraform = dup_or_null(o->terraform);
 		cur->gen = gen;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -175,6 +178,7 @@ bool observed_get_env(struct observed_cache *c, uint64_t env_id,
 		*out = *cur;
 		out->plan_text = dup_or_null(cur->plan_text);
 		out->plan_json = dup_or_null(cur->plan_json);
+		out->terraform = dup_or_null(cur->terraform);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return cur != NULL;

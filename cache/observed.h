@@ -39,6 +39,7 @@ struct observed_env {
 	uint64_t plan_no; /* 0: nothing pending */
 	char *plan_text;
 	char *plan_json;
+	char *terraform; /* export/terraform.tf.json, NULL until made */
 	uint64_t applied_rev; /* every revision up to it has been applied */
 	double last_apply; /* when a plan last finished, 0 never */
 	uint64_t gen;

@@ -553,6 +553,7 @@ static const char ctl_help[] =
 	"#   apply           carry the accepted specs out now\n"
 	"#   approve [PLAN]  approve the pending plan (approval = manual)\n"
 	"#   discard         go back to the revision last applied\n"
+	"#   import endpoints/NAME ID  adopt a cloud endpoint (name or ARN)\n"
 	"#   promote ENV     make the pools and endpoints those of ENV\n"
 	"#   refresh         look at the live state again now\n"
 	"#   rollback REV    make revision REV's specs the ones in force\n"
@@ -682,7 +683,7 @@ static int ctl_may_run(struct fs *fs, fuse_req_t req, const char *line,
 static int ctl_command(struct fs *fs, fuse_req_t req, struct handle *h,
 		       const char *data, size_t len)
 {
-	char line[128], msg[600];
+	char line[400], msg[600];
 	struct edit_target t;
 	int rc;
 

@@ -55,6 +55,8 @@ enum node_type {
 	NT_RES_EVENTS,
 	NT_SECRETS, /* ENV/secrets/ */
 	NT_SECRET, /* id = env id, name */
+	NT_EXPORT, /* ENV/export/ */
+	NT_EXPORT_TERRAFORM, /* export/terraform.tf.json */
 	NT_SCRATCH, /* id = scratch file id */
 	NT_SINK_DIR, /* id = sink id: see sink.c */
 	NT_SINK_FILE,

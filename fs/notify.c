@@ -29,7 +29,7 @@
 static const enum node_type env_nodes[] = {
 	NT_ENV,		  NT_ENV_CONFIG, NT_ENV_POLICY, NT_ENV_PLAN,
 	NT_ENV_PLAN_JSON, NT_ENV_STATUS, NT_ENV_EVENTS, NT_ENV_AUDIT,
-	NT_HISTORY,	  NT_SECRETS,
+	NT_HISTORY,	  NT_SECRETS,	 NT_EXPORT,	NT_EXPORT_TERRAFORM,
 };
 
 static const enum node_type res_nodes[] = {

@@ -73,6 +73,8 @@ static const struct type_info types[NT_COUNT] = {
 	[NT_RES_EVENTS] = { "events", false, A_RO },
 	[NT_SECRETS] = { "secrets", true, A_DIR },
 	[NT_SECRET] = { NULL, false, A_SECRET },
+	[NT_EXPORT] = { "export", true, A_RO_DIR },
+	[NT_EXPORT_TERRAFORM] = { "terraform.tf.json", false, A_RO },
 	[NT_SCRATCH] = { NULL, false, A_RW },
 	[NT_SINK_DIR] = { NULL, true, A_RW },
 	[NT_SINK_FILE] = { NULL, false, A_RW },
@@ -85,8 +87,9 @@ static const enum node_type root_children[] = { NT_README, NT_VERSION,
 static const enum node_type env_children[] = {
 	NT_ENV_CONFIG, NT_ENV_POLICY, NT_ENV_PLAN,   NT_ENV_PLAN_JSON,
 	NT_ENV_CTL,    NT_ENV_STATUS, NT_ENV_EVENTS, NT_ENV_AUDIT,
-	NT_HISTORY,    NT_SECRETS,
+	NT_HISTORY,    NT_SECRETS,    NT_EXPORT,
 };
+static const enum node_type export_children[] = { NT_EXPORT_TERRAFORM };
 static const enum node_type res_children[] = { NT_RES_SPEC, NT_RES_STATUS,
 					       NT_RES_STATUS_JSON, NT_RES_STATE,
 					       NT_RES_EVENTS };
@@ -728,6 +731,7 @@ static int lookup_in_env(struct fs *fs, const struct env *e,
 			 struct node_key *c)
 {
 	uint64_t rev;
+	enum node_type t;
 
 	switch (p->type) {
 	case NT_ENV:
@@ -749,6 +753,11 @@ static int lookup_in_env(struct fs *fs, const struct env *e,
 		return lookup_rev(e, p, name, c);
 	case NT_REV_KIND:
 		return lookup_rev_spec(fs, p, name, c);
+	case NT_EXPORT:
+		if (FIXED(export_children, name, &t))
+			return -ENOENT;
+		*c = node_key_make(t, 0, e->id, 0);
+		return 0;
 	case NT_SECRETS:
 		if (!map_get(&e->secrets, name, strlen(name)))
 			return -ENOENT;
@@ -1285,6 +1294,9 @@ static int list_in_env(struct fs *fs, const struct env *e,
 	case NT_SECRETS:
 		list_secrets(e, d);
 		return 0;
+	case NT_EXPORT:
+		ADD_FIXED(d, export_children, e->id, 0);
+		return 0;
 	default:
 		return -ENOTDIR;
 	}
@@ -1348,6 +1360,8 @@ void tree_path(struct fs *fs, const struct node_key *k, struct buf *out)
 		buf_adds(out, e->name);
 		if (k->type == NT_SECRET)
 			buf_printf(out, "/secrets/%s", k->name);
+		else if (k->type == NT_EXPORT_TERRAFORM)
+			buf_printf(out, "/export/%s", types[k->type].name);
 		else if (types[k->type].name && k->type != NT_ENV)
 			buf_printf(out, "/%s", types[k->type].name);
 	} else if (types[k->type].name) {

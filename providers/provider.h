@@ -166,6 +166,27 @@ struct provider_ops {
 	/* What the resource would cost per hour once running, in USD: the
 	 * estimate the policy's max_hourly_cost_usd is checked against. */
 	double (*hourly_cost)(const struct desired *want);
+	/* Optional: an environment as Terraform JSON configuration for the
+	 * cloud's own Terraform provider, into out. want holds every
+	 * resource the environment declares (n of them); config is its
+	 * config. What it names and tags must be what the provider makes,
+	 * so that `terraform import` of those objects plans no change.
+	 * Never a secret's value. The reconciler's thread, like observe.
+	 * Without it the environment holds nothing Terraform can manage. */
+	void (*export_terraform)(void *state, const char *env,
+				 const struct spec *config,
+				 const struct desired *want, size_t n,
+				 struct buf *out);
+	/* Optional: `import KIND/NAME ID` written to ctl. Reads the live
+	 * object ID (the reconciler's thread; it may wait on the network),
+	 * writes the spec that describes it into spec and keeps a record
+	 * that owns it, not yet acted on. 0, or a negative errno with msg
+	 * saying why. Without it nothing is importable. */
+	int (*adopt)(void *state, const struct desired *at, const char *id,
+		     struct buf *spec, char *msg, size_t len);
+	/* After adopt: rev is the revision that committed the spec, or 0
+	 * when the commit was refused and the record must go. */
+	void (*adopted)(void *state, const struct desired *at, uint64_t rev);
 };
 
 /* The providers built into this daemon, NULL-terminated. */

@@ -24,6 +24,8 @@
 
 /* The overall rate limit: steps started per pass, over all resources. */
 #define STEPS_PER_PASS 32
+/* An ARN of a SageMaker endpoint is at most about 150 characters. */
+#define IMPORT_ID_MAX 256
 /* How often every resource is observed when nothing else wakes us. */
 #define PASS_SECONDS 0.5
 #define BACKOFF_MAX_SECONDS 60.0
@@ -62,6 +64,20 @@ struct rec {
 	char waiting_said[NAME_MAX_LEN + 24]; /* the last one in events */
 };
 
+/* `import KIND/NAME ID` written to ctl, for the reconciler's thread. */
+struct import_request {
+	char env[NAME_MAX_LEN + 1];
+	char name[NAME_MAX_LEN + 1];
+	int kind;
+	char id[IMPORT_ID_MAX + 1];
+	struct caller who;
+	double asked_at; /* monotonic */
+};
+
+/* A config change may reach the reconciler after an import written
+ * right behind it: the import waits this long for the provider. */
+#define IMPORT_WAIT_SECONDS 5.0
+
 /* One pending step of an environment's plan. */
 struct step {
 	char key[160];
@@ -88,6 +104,10 @@ struct env_state {
 	double next_refresh;
 	bool seen;
 	struct map steps; /* rec key -> struct step */
+	/* export/terraform.tf.json as last made; export_due: a pass or a
+	 * config change may have changed it. */
+	char *terraform;
+	bool export_due;
 };
 
 struct ids {
@@ -116,6 +136,8 @@ struct reconciler {
 	struct map approvals; /* env name -> uint64 plan approved */
 	bool refresh_all;
 	struct buf refresh_envs; /* "ENV\n" per `refresh` not yet taken */
+	struct import_request *imports; /* `import` not yet taken */
+	size_t nimports;
 	bool sweep; /* environments came or went: look at everything */
 	struct ids dirty_res, dirty_env; /* what the store changed */
 
@@ -223,6 +245,7 @@ static struct env_state *env_state_of(struct reconciler *r, const struct env *e)
 		es = xcalloc(1, sizeof(*es));
 		es->env_id = e->id;
 		snprintf(es->name, sizeof(es->name), "%s", e->name);
+		es->export_due = true;
 		map_put(&r->envs, &es->env_id, sizeof(es->env_id), es);
 	}
 	return es;
@@ -274,6 +297,7 @@ static bool sync_env(struct reconciler *r, const struct env *e, uint64_t rev)
 						 e->config.len)
 				    : NULL;
 	es->config_rev = e->config.rev;
+	es->export_due = true;
 	return true;
 }
 
@@ -326,6 +350,7 @@ static void sync_res(struct reconciler *r, const struct env *e,
 	rc->spec =
 		parse_copy(kind_at(res->kind), res->spec.text, res->spec.len);
 	rc->rev = res->spec.rev;
+	env_state_of(r, e)->export_due = true;
 	/* A burst of edits settles into one step. */
 	rc->due = now_s() + settle;
 	rc->failures = 0;
@@ -334,6 +359,10 @@ static void sync_res(struct reconciler *r, const struct env *e,
 /* rmdir: what runs must go; the record stays until it has. */
 static void undeclare(struct reconciler *r, struct rec *rc)
 {
+	struct env_state *es = map_get_u64(&r->envs, &rc->env_id);
+
+	if (es)
+		es->export_due = true;
 	observed_drop_res(r->opt.observed, rc->res_id);
 	map_del(&r->by_res, &rc->res_id, sizeof(rc->res_id));
 	rc->res_id = 0;
@@ -859,6 +888,7 @@ static void publish_plan(struct reconciler *r, struct env_state *es)
 	oe.plan_no = n ? es->plan_no : 0;
 	oe.plan_text = (char *)buf_str(&text);
 	oe.plan_json = json;
+	oe.terraform = es->terraform;
 	oe.applied_rev = es->applied_rev;
 	oe.last_apply = es->last_apply;
 	if (observed_put_env(r->opt.observed, &oe) && r->opt.changed)
@@ -1152,6 +1182,8 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 		struct rec *rc = b.recs[i];
 		enum action a = action_of(r, rc, es);
 
+		/* A step may rename what the provider makes next. */
+		es->export_due |= chosen[i];
 		if (chosen[i]) {
 			if (rc->destroy_requested && !rc->obs.exists)
 				finish_protected_destroy(r, rc);
@@ -1174,6 +1206,216 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 	if (!es->steps.count)
 		mark_applied(r, es);
 	batch_free(&b);
+}
+
+/* ---- import ----------------------------------------------------------- */
+
+static void import_said(struct reconciler *r, const struct env_state *es,
+			const struct import_request *q, const char *what)
+{
+	char text[900];
+
+	snprintf(text, sizeof(text), "import %s/%s %s: %s",
+		 kind_at(q->kind)->dir, q->name, q->id, what);
+	store_event(r->opt.store, es->env_id, 0, text);
+	log_for(LOG_LVL_INFO, es->name, NULL, 0, "%s", text);
+	if (r->opt.changed)
+		r->opt.changed(r->opt.ctx, es->env_id, 0);
+}
+
+/* The spec as a new revision, made by whoever wrote the import: the
+ * store checks it with that user's authority. */
+static int commit_import(struct reconciler *r, const struct import_request *q,
+			 const struct buf *spec, struct change_result *res)
+{
+	char path[NAME_MAX_LEN + 8];
+	struct change ch = { .op = CH_RES_DRAFT,
+			     .env = q->env,
+			     .kind = q->kind,
+			     .name = q->name,
+			     .path = path,
+			     .who = q->who };
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/ctl", q->env);
+	rc = store_apply(r->opt.store, &ch, res);
+	if (rc)
+		return rc;
+	ch.op = CH_RES_COMMIT;
+	ch.text = spec->data;
+	ch.len = spec->len;
+	rc = store_apply(r->opt.store, &ch, res);
+	if (rc) {
+		struct change_result gone;
+
+		ch.op = CH_RES_REMOVE;
+		store_apply(r->opt.store, &ch, &gone);
+	}
+	return rc;
+}
+
+static void import_again(struct reconciler *r, const struct import_request *q)
+{
+	pthread_mutex_lock(&r->lock);
+	r->imports =
+		xrealloc(r->imports, (r->nimports + 1) * sizeof(*r->imports));
+	r->imports[r->nimports++] = *q;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void take_import(struct reconciler *r, const struct import_request *q)
+{
+	struct env_state *es = env_by_name(r, q->env);
+	int pi = 0;
+	const struct provider_ops *p = provider_of(es, &pi);
+	struct desired at = { .env = q->env, .kind = q->kind, .name = q->name };
+	struct change_result res = { 0 };
+	BUF_AUTO spec = BUF_INIT;
+	char msg[600] = "", said[700];
+
+	if (!es) {
+		if (now_s() - q->asked_at < IMPORT_WAIT_SECONDS)
+			import_again(r, q);
+		else
+			log_warn("import %s %s: no environment %s", q->name,
+				 q->id, q->env);
+		return;
+	}
+	if (!p || !p->adopt || !r->provider_state[pi]) {
+		if (now_s() - q->asked_at < IMPORT_WAIT_SECONDS) {
+			import_again(r, q);
+			return;
+		}
+		import_said(r, es, q,
+			    "refused: the environment's provider has nothing "
+			    "to import");
+		return;
+	}
+	at.config = es->config;
+	at.owner_uid = es->uid;
+	at.owner_gid = es->gid;
+	if (p->adopt(r->provider_state[pi], &at, q->id, &spec, msg,
+		     sizeof(msg)) < 0) {
+		snprintf(said, sizeof(said), "refused: %s", msg);
+		import_said(r, es, q, said);
+		return;
+	}
+	if (commit_import(r, q, &spec, &res) < 0) {
+		p->adopted(r->provider_state[pi], &at, 0);
+		snprintf(said, sizeof(said), "refused: %s", res.msg);
+		import_said(r, es, q, said);
+		return;
+	}
+	p->adopted(r->provider_state[pi], &at, res.rev);
+	snprintf(said, sizeof(said), "adopted as revision %" PRIu64, res.rev);
+	import_said(r, es, q, said);
+}
+
+static void take_imports(struct reconciler *r)
+{
+	struct import_request *q;
+	size_t n;
+
+	pthread_mutex_lock(&r->lock);
+	q = r->imports;
+	n = r->nimports;
+	r->imports = NULL;
+	r->nimports = 0;
+	pthread_mutex_unlock(&r->lock);
+	for (size_t i = 0; i < n; i++)
+		take_import(r, &q[i]);
+	free(q);
+}
+
+/* ---- export/ ----------------------------------------------------------- */
+
+static void export_nothing(const struct env_state *es, const char *provider,
+			   struct buf *out)
+{
+	json_t *doc = json_object();
+	char *text;
+
+	json_object_set_new(
+		doc, "//",
+		json_sprintf("infrafs environment %s runs on the %s provider "
+			     "(processes and devices of this machine): there "
+			     "is nothing Terraform can manage",
+			     es->name, provider));
+	text = json_dumps(doc, JSON_INDENT(2));
+	buf_adds(out, text);
+	buf_addc(out, '\n');
+	free(text);
+	json_decref(doc);
+}
+
+/* Every resource es declares, as a provider's export wants them. */
+static size_t declared_of(struct reconciler *r, const struct env_state *es,
+			  struct desired **out)
+{
+	size_t n = 0, cap = 16;
+	void *v;
+
+	*out = xcalloc(cap, sizeof(**out));
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		const struct rec *rc = v;
+
+		if (strcmp(rc->env, es->name) || !rc->res_id || !rc->spec ||
+		    rc->draft)
+			continue;
+		if (n == cap) {
+			cap *= 2;
+			*out = xrealloc(*out, cap * sizeof(**out));
+		}
+		(*out)[n++] = (struct desired){
+			.env = rc->env,
+			.kind = rc->kind,
+			.name = rc->name,
+			.rev = rc->rev,
+			.spec = rc->spec,
+			.config = es->config,
+			.owner_uid = es->uid,
+			.owner_gid = es->gid,
+		};
+	}
+	return n;
+}
+
+static void export_env(struct reconciler *r, struct env_state *es)
+{
+	int pi = 0;
+	const struct provider_ops *p = provider_of(es, &pi);
+	BUF_AUTO text = BUF_INIT;
+	struct desired *want;
+	size_t n;
+
+	if (!p || !r->provider_state[pi])
+		return;
+	es->export_due = false;
+	if (!p->export_terraform) {
+		export_nothing(es, p->info->name, &text);
+	} else {
+		n = declared_of(r, es, &want);
+		p->export_terraform(r->provider_state[pi], es->name, es->config,
+				    want, n, &text);
+		free(want);
+	}
+	if (es->terraform && !strcmp(es->terraform, buf_str(&text)))
+		return;
+	free(es->terraform);
+	es->terraform = xstrdup(buf_str(&text));
+	publish_plan(r, es);
+}
+
+static void export_due(struct reconciler *r)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
+		struct env_state *es = v;
+
+		if (es->seen && es->export_due)
+			export_env(r, es);
+	}
 }
 
 /*
@@ -1299,6 +1541,9 @@ static void run_pass(struct reconciler *r)
 		sync_from_model(r);
 	else
 		sync_changes(r, &res_ids, &env_ids);
+	/* After the sync: an import written right after the config that
+	 * made the environment's provider able to import finds it. */
+	take_imports(r);
 	free(res_ids.v);
 	free(env_ids.v);
 	due_refreshes(r, start);
@@ -1321,6 +1566,7 @@ static void run_pass(struct reconciler *r)
 			pass_env(r, es, r->evals + i, j - i, &budget);
 		i = j;
 	}
+	export_due(r);
 	evaluated = r->nevals;
 	r->nevals = 0;
 	/* Records of environments that are gone, with nothing left live. */
@@ -1593,6 +1839,108 @@ static void due_now(struct reconciler *r)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* An endpoint name or ARN: letters, digits and - : / . only, so that
+ * what reaches an event or a request is plain. */
+static bool id_is_plain(const char *id)
+{
+	if (!*id)
+		return false;
+	for (const char *c = id; *c; c++) {
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			    "0123456789-:/.",
+			    *c))
+			return false;
+	}
+	return true;
+}
+
+/* Why env cannot import KIND/NAME now, from the model alone (the FUSE
+ * thread never asks a provider). */
+static int import_refused(struct reconciler *r, const char *env, int kind,
+			  const char *name, char *msg, size_t msglen)
+{
+	struct model *m = store_model(r->opt.store);
+	const struct provider_ops *p = NULL;
+	char word[32];
+	struct env *e;
+	int rc = 0;
+
+	model_rdlock(m);
+	e = model_env(m, env);
+	config_word(e ? e->config.parsed : NULL, "provider", "local", word,
+		    sizeof(word));
+	p = provider_by_name(word);
+	if (!e) {
+		rc = -ENOENT;
+		snprintf(msg, msglen, "import: no environment %s", env);
+	} else if (model_res(e, kind, name)) {
+		rc = -EEXIST;
+		snprintf(msg, msglen, "import: %s/%s exists already",
+			 kind_at(kind)->dir, name);
+	} else if (!p || !p->adopt) {
+		rc = -EOPNOTSUPP;
+		snprintf(msg, msglen,
+			 "import: %s runs on the %s provider, which has "
+			 "nothing to import (a running process is not "
+			 "importable): declare it with a spec",
+			 env, word);
+	}
+	model_unlock(m);
+	return rc;
+}
+
+/* `import endpoints/NAME ID`: checked here, carried out by the
+ * reconciler's thread, which reads the cloud. */
+static int import_later(struct reconciler *r, const char *env, const char *line,
+			const struct caller *who, char *msg, size_t msglen)
+{
+	char path[NAME_MAX_LEN + 16] = "", id[IMPORT_ID_MAX + 2] = "";
+	char extra[2] = "";
+	const struct kind_def *k;
+	struct import_request *q;
+	char *slash;
+	int rc;
+
+	if (sscanf(line, "%*s %78s %257s %1s", path, id, extra) != 2 ||
+	    !(slash = strchr(path, '/'))) {
+		snprintf(msg, msglen,
+			 "import: expected import endpoints/NAME ID, ID an "
+			 "endpoint's name or ARN");
+		return -EINVAL;
+	}
+	*slash = '\0';
+	k = kind_by_dir(path);
+	if (!k || kind_index(k) < 0 || !name_is_valid(slash + 1)) {
+		snprintf(msg, msglen, "import: %s/%s: not KIND/NAME", path,
+			 slash + 1);
+		return -EINVAL;
+	}
+	if (strlen(id) > IMPORT_ID_MAX || !id_is_plain(id)) {
+		snprintf(msg, msglen,
+			 "import: ID: at most %d letters, digits and -:/.",
+			 IMPORT_ID_MAX);
+		return -EINVAL;
+	}
+	rc = import_refused(r, env, kind_index(k), slash + 1, msg, msglen);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->lock);
+	r->imports =
+		xrealloc(r->imports, (r->nimports + 1) * sizeof(*r->imports));
+	q = &r->imports[r->nimports++];
+	memset(q, 0, sizeof(*q));
+	snprintf(q->env, sizeof(q->env), "%s", env);
+	snprintf(q->name, sizeof(q->name), "%s", slash + 1);
+	memcpy(q->id, id, strlen(id) + 1); /* fits: checked above */
+	q->kind = kind_index(k);
+	q->who = *who;
+	q->asked_at = now_s();
+	r->kicked = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
 int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 		   const struct caller *who, char *msg, size_t msglen)
 {
@@ -1612,6 +1960,8 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 	}
 	if (!strcmp(cmd, "approve"))
 		return approve(r, env, arg, who, msg, msglen);
+	if (!strcmp(cmd, "import"))
+		return import_later(r, env, line, who, msg, msglen);
 	if (!strcmp(cmd, "discard")) {
 		struct model *m = store_model(r->opt.store);
 		struct env *e;
@@ -1648,7 +1998,8 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 	}
 	snprintf(msg, msglen,
 		 "%s: unknown command; ctl takes apply, approve [PLAN], "
-		 "discard, promote ENV, refresh, rollback REV",
+		 "discard, import KIND/NAME ID, promote ENV, refresh, "
+		 "rollback REV",
 		 cmd);
 	return -EINVAL;
 }
@@ -1747,12 +2098,14 @@ void reconciler_stop(struct reconciler *r)
 		map_free(&es->steps);
 		if (es->config)
 			spec_free(es->config);
+		free(es->terraform);
 		free(es);
 	}
 	map_free(&r->envs);
 	for (size_t pos = 0; map_next(&r->approvals, &pos, &v);)
 		free(v);
 	map_free(&r->approvals);
+	free(r->imports);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);

@@ -50,6 +50,7 @@ bool reconciler_calls(struct reconciler *r, int provider, uint64_t *total,
 
 /*
  * One command written to ENV/ctl: apply, approve [PLAN], discard,
+ * import KIND/NAME ID (checked now, carried out by the next pass),
  * promote SRC, refresh, rollback REV. Returns 0 or a negative errno
  * (-EINVAL unknown command, -ESTALE plan no longer current, or what the
  * store refused a change with) with msg for the user. promote makes ENV's

@@ -104,10 +104,25 @@ static void want_of(const struct aws_res *r, const struct desired *want,
 	snprintf(suffix, sizeof(suffix), "-r%" PRIu64, w->config_rev);
 	aws_resource_name(r, suffix, w->model_name, sizeof(w->model_name));
 	snprintf(w->config_name, sizeof(w->config_name), "%s", w->model_name);
+	if (r->adopted_config[0] && !strcmp(w->fp, r->config_fp)) {
+		snprintf(w->model_name, sizeof(w->model_name), "%s",
+			 r->adopted_model);
+		snprintf(w->config_name, sizeof(w->config_name), "%s",
+			 r->adopted_config);
+	}
 	snprintf(w->model_made, sizeof(w->model_made), "model/%s",
 		 w->model_name);
 	snprintf(w->config_made, sizeof(w->config_made), "endpoint-config/%s",
 		 w->config_name);
+}
+
+void endpoint_adopt_fingerprint(struct aws_res *r, const struct desired *want)
+{
+	char type[AWS_TYPE_LEN];
+
+	if (!endpoint_instance_type(want->spec, type, sizeof(type)))
+		snprintf(type, sizeof(type), "ml.m5.xlarge");
+	fingerprint(want, type, r->config_fp);
 }
 
 /* Whether a record entry is the model or config the wanted spec uses. */
@@ -365,6 +380,9 @@ static int move_to_config(struct aws *a, struct aws_res *r, struct target *t,
 			  const struct ep_want *w, struct plan *p)
 {
 	if (strcmp(r->config_fp, w->fp) || r->config_rev != w->config_rev) {
+		/* What it was adopted on is left as it was found. */
+		if (strcmp(r->config_fp, w->fp))
+			r->adopted_model[0] = r->adopted_config[0] = '\0';
 		snprintf(r->config_fp, sizeof(r->config_fp), "%s", w->fp);
 		r->config_rev = w->config_rev;
 		if (aws_res_save(a, r) < 0)
@@ -398,6 +416,13 @@ static json_t *scalable_target(const struct aws_res *r)
 			 SCALABLE_DIMENSION);
 }
 
+/* The target tracking policy's name: infrafs's own, or the one an
+ * imported endpoint came with. */
+static const char *policy_name(const struct aws_res *r)
+{
+	return r->adopted_policy[0] ? r->adopted_policy : POLICY_NAME;
+}
+
 static void register_scaling(struct aws_res *r, const struct ep_want *w,
 			     struct plan *p)
 {
@@ -407,7 +432,7 @@ static void register_scaling(struct aws_res *r, const struct ep_want *w,
 	json_object_set_new(reg, "MinCapacity", json_integer(w->min));
 	json_object_set_new(reg, "MaxCapacity", json_integer(w->max));
 	plan_call(p, &aws_autoscaling, "RegisterScalableTarget", reg, 0);
-	json_object_set_new(policy, "PolicyName", json_string(POLICY_NAME));
+	json_object_set_new(policy, "PolicyName", json_string(policy_name(r)));
 	json_object_set_new(policy, "PolicyType",
 			    json_string("TargetTrackingScaling"));
 	json_object_set_new(
@@ -428,7 +453,7 @@ static void remove_scaling(struct aws_res *r, struct plan *p)
 	json_t *policy = scalable_target(r);
 	struct planned *last;
 
-	json_object_set_new(policy, "PolicyName", json_string(POLICY_NAME));
+	json_object_set_new(policy, "PolicyName", json_string(policy_name(r)));
 	plan_call(p, &aws_autoscaling, "DeleteScalingPolicy", policy,
 		  AWS_OK_MISSING);
 	last = plan_call(p, &aws_autoscaling, "DeregisterScalableTarget",
@@ -592,7 +617,8 @@ int endpoint_check(const struct desired *want, char *msg, size_t len)
 			      "required by the aws provider (the serving "
 			      "container's image URI in ECR)");
 	model = spec_str(s, "model", "");
-	if (model[0] && strncmp(model, "s3://", 5) && strncmp(model, "hf://", 5))
+	if (model[0] && strncmp(model, "s3://", 5) &&
+	    strncmp(model, "hf://", 5))
 		return refuse(msg, len, "model",
 			      "the aws provider takes s3:// artifacts or an "
 			      "hf:// model id");
@@ -619,4 +645,208 @@ double endpoint_cost(const struct desired *want)
 		return 0;
 	return (double)spec_int(want->spec, "max_replicas", replicas) *
 	       aws_price(want->config, type, false);
+}
+
+/* ---- as Terraform ----------------------------------------------------------- */
+
+/* A literal in Terraform's JSON syntax: "${" and "%{" would start an
+ * interpolation or a directive, so a user's "${x}" stays text. */
+static json_t *tf_literal(const char *text)
+{
+	struct buf out = BUF_INIT;
+	json_t *s;
+
+	for (const char *c = text; *c; c++) {
+		if ((*c == '$' || *c == '%') && c[1] == '{')
+			buf_addc(&out, *c);
+		buf_addc(&out, *c);
+	}
+	s = json_string(buf_str(&out));
+	buf_free(&out);
+	return s;
+}
+
+static json_t *tf_ref(const char *type, const char *local, const char *attr)
+{
+	char text[200];
+
+	snprintf(text, sizeof(text), "${%s.%s.%s}", type, local, attr);
+	return json_string(text);
+}
+
+/* The tags as a map; infrafs:revision says which revision made the
+ * object, which Terraform cannot know, so it leaves it as it is. */
+static json_t *tf_tags(const struct aws *a, const struct aws_res *r,
+		       uint64_t rev)
+{
+	json_t *list = aws_tags(a, r, rev), *tags = json_object(), *t;
+	size_t i;
+
+	json_array_foreach(list, i, t)
+	{
+		json_object_set(tags,
+				json_string_value(json_object_get(t, "Key")),
+				json_object_get(t, "Value"));
+	}
+	json_decref(list);
+	return tags;
+}
+
+static json_t *tf_lifecycle(void)
+{
+	return json_pack("{s:[s]}", "ignore_changes",
+			 "tags[\"infrafs:revision\"]");
+}
+
+/* A replica change moves the endpoint's count, not the config's
+ * initial one, as infrafs does (UpdateEndpointWeightsAndCapacities). */
+static json_t *tf_config_lifecycle(void)
+{
+	return json_pack("{s:[s, s]}", "ignore_changes",
+			 "tags[\"infrafs:revision\"]",
+			 "production_variants[0].initial_instance_count");
+}
+
+/* A secret:NAME value becomes a sensitive variable the user supplies. */
+static json_t *tf_env_value(const char *value, json_t *variables)
+{
+	char name[NAME_MAX_LEN + 16];
+
+	if (strncmp(value, "secret:", 7))
+		return tf_literal(value);
+	snprintf(name, sizeof(name), "secret_%s", value + 7);
+	for (char *c = name; *c; c++)
+		if (*c == '-')
+			*c = '_';
+	json_object_set_new(variables, name,
+			    json_pack("{s:s, s:b, s:s}", "type", "string",
+				      "sensitive", 1, "description",
+				      "the infrafs secret of that name"));
+	return json_sprintf("${var.%s}", name);
+}
+
+static json_t *tf_model(const struct aws *a, const struct aws_res *r,
+			const struct desired *want, const struct ep_want *w,
+			json_t *variables)
+{
+	const struct spec *s = want->spec;
+	const char *model = spec_str(s, "model", "");
+	json_t *env = environment_of(s), *tf_env = json_object(), *container;
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(env, key, v)
+	{
+		json_object_set_new(
+			tf_env, key,
+			tf_env_value(json_string_value(v), variables));
+	}
+	json_decref(env);
+	container = json_pack("{s:o}", "image",
+			      tf_literal(spec_str(s, "image", "")));
+	/* SageMaker answers {} for none, which Terraform reads as unset. */
+	if (json_object_size(tf_env))
+		json_object_set(container, "environment", tf_env);
+	json_decref(tf_env);
+	if (!strncmp(model, "s3://", 5))
+		json_object_set_new(container, "model_data_url",
+				    tf_literal(model));
+	return json_pack(
+		"{s:s, s:o, s:[o], s:o, s:o}", "name", w->model_name,
+		"execution_role_arn",
+		tf_literal(aws_config(want->config, "execution_role", "")),
+		"primary_container", container, "tags",
+		tf_tags(a, r, w->config_rev), "lifecycle", tf_lifecycle());
+}
+
+static json_t *tf_config(const struct aws *a, const struct aws_res *r,
+			 const struct ep_want *w, const char *local)
+{
+	int64_t initial = w->replicas < w->min	 ? w->min
+			  : w->replicas > w->max ? w->max
+						 : w->replicas;
+
+	return json_pack(
+		"{s:s, s:[{s:s, s:o, s:I, s:s, s:f}], s:o, s:o}", "name",
+		w->config_name, "production_variants", "variant_name", VARIANT,
+		"model_name", tf_ref("aws_sagemaker_model", local, "name"),
+		"initial_instance_count", (json_int_t)initial, "instance_type",
+		w->instance_type, "initial_variant_weight", 1.0, "tags",
+		tf_tags(a, r, w->config_rev), "lifecycle",
+		tf_config_lifecycle());
+}
+
+static json_t *tf_endpoint(const struct aws *a, const struct aws_res *r,
+			   const struct desired *want, const char *local)
+{
+	return json_pack(
+		"{s:s, s:o, s:o, s:o}", "name", r->aws_name,
+		"endpoint_config_name",
+		tf_ref("aws_sagemaker_endpoint_configuration", local, "name"),
+		"tags", tf_tags(a, r, want->rev), "lifecycle", tf_lifecycle());
+}
+
+static json_t *tf_scaling_target(const struct ep_want *w, const char *local)
+{
+	char id[200];
+
+	snprintf(id, sizeof(id),
+		 "endpoint/${aws_sagemaker_endpoint.%s.name}"
+		 "/variant/" VARIANT,
+		 local);
+	return json_pack("{s:s, s:s, s:s, s:I, s:I}", "service_namespace",
+			 "sagemaker", "resource_id", id, "scalable_dimension",
+			 SCALABLE_DIMENSION, "min_capacity", (json_int_t)w->min,
+			 "max_capacity", (json_int_t)w->max);
+}
+
+static json_t *tf_scaling_policy(const struct aws_res *r,
+				 const struct ep_want *w, const char *local)
+{
+	const char *target = "aws_appautoscaling_target";
+
+	return json_pack(
+		"{s:s, s:s, s:o, s:o, s:o, s:{s:f, s:{s:s}}}", "name",
+		policy_name(r), "policy_type", "TargetTrackingScaling",
+		"service_namespace", tf_ref(target, local, "service_namespace"),
+		"resource_id", tf_ref(target, local, "resource_id"),
+		"scalable_dimension",
+		tf_ref(target, local, "scalable_dimension"),
+		"target_tracking_scaling_policy_configuration", "target_value",
+		w->target, "predefined_metric_specification",
+		"predefined_metric_type",
+		"SageMakerVariantInvocationsPerInstance");
+}
+
+static void tf_add(json_t *resource, const char *type, const char *local,
+		   json_t *body)
+{
+	json_t *of_type = json_object_get(resource, type);
+
+	if (!of_type) {
+		of_type = json_object();
+		json_object_set_new(resource, type, of_type);
+	}
+	json_object_set_new(of_type, local, body);
+}
+
+void endpoint_terraform(const struct aws *a, const struct aws_res *r,
+			const struct desired *want, const char *local,
+			json_t *resource, json_t *variables)
+{
+	struct ep_want w;
+
+	want_of(r, want, &w);
+	tf_add(resource, "aws_sagemaker_model", local,
+	       tf_model(a, r, want, &w, variables));
+	tf_add(resource, "aws_sagemaker_endpoint_configuration", local,
+	       tf_config(a, r, &w, local));
+	tf_add(resource, "aws_sagemaker_endpoint", local,
+	       tf_endpoint(a, r, want, local));
+	if (!w.scaling)
+		return;
+	tf_add(resource, "aws_appautoscaling_target", local,
+	       tf_scaling_target(&w, local));
+	tf_add(resource, "aws_appautoscaling_policy", local,
+	       tf_scaling_policy(r, &w, local));
 }

@@ -341,6 +341,14 @@ int aws_res_save(struct aws *a, struct aws_res *r)
 	 * shows unchanged instead of describing everything again. */
 	if (r->live)
 		json_object_set(doc, "live", r->live);
+	if (r->adopted_config[0])
+		json_object_set_new(doc, "adopted",
+				    json_pack("{s:s, s:s, s:s}", "model",
+					      r->adopted_model, "config",
+					      r->adopted_config, "policy",
+					      r->adopted_policy));
+	if (r->adopting)
+		json_object_set_new(doc, "adopting", json_true());
 	return record_save(a->dir, kind_word(r->kind), r->key, doc);
 }
 
@@ -380,7 +388,7 @@ void aws_res_unmade(struct aws *a, struct aws_res *r, const char *what)
 	}
 }
 
-static struct aws_res *res_new(struct aws *a, int kind, const char *key)
+struct aws_res *aws_res_new(struct aws *a, int kind, const char *key)
 {
 	struct aws_res *r = xcalloc(1, sizeof(*r));
 
@@ -404,7 +412,7 @@ static void res_free(struct aws_res *r)
 	free(r);
 }
 
-static void res_forget(struct aws *a, struct aws_res *r)
+void aws_res_forget(struct aws *a, struct aws_res *r)
 {
 	record_forget(a->dir, kind_word(r->kind), r->key);
 	map_del(&a->res, r->id, strlen(r->id));
@@ -428,6 +436,16 @@ static void load_settings(json_t *doc, struct aws_settings *s)
 	s->timeout_s = json_number_value(json_object_get(j, "timeout_s"));
 }
 
+static void load_adopted(json_t *adopted, struct aws_res *r)
+{
+	snprintf(r->adopted_model, sizeof(r->adopted_model), "%s",
+		 json_string_value(json_object_get(adopted, "model")) ?: "");
+	snprintf(r->adopted_config, sizeof(r->adopted_config), "%s",
+		 json_string_value(json_object_get(adopted, "config")) ?: "");
+	snprintf(r->adopted_policy, sizeof(r->adopted_policy), "%s",
+		 json_string_value(json_object_get(adopted, "policy")) ?: "");
+}
+
 static void load_record(void *ctx, const char *kind, const char *key,
 			json_t *doc)
 {
@@ -440,7 +458,7 @@ static void load_record(void *ctx, const char *kind, const char *key,
 
 	if (k < 0)
 		return;
-	r = res_new(a, k, key);
+	r = aws_res_new(a, k, key);
 	snprintf(r->aws_name, sizeof(r->aws_name), "%s",
 		 json_string_value(json_object_get(doc, "name")) ?: "");
 	/* Records without "names" came from a daemon that named without the
@@ -454,6 +472,8 @@ static void load_record(void *ctx, const char *kind, const char *key,
 		json_object_get(doc, "config_rev"));
 	snprintf(r->config_fp, sizeof(r->config_fp), "%s",
 		 json_string_value(json_object_get(doc, "config_fp")) ?: "");
+	load_adopted(json_object_get(doc, "adopted"), r);
+	r->adopting = json_is_true(json_object_get(doc, "adopting"));
 	snprintf(r->scaling, sizeof(r->scaling), "%s",
 		 json_string_value(json_object_get(doc, "scaling")) ?: "");
 	snprintf(r->eks, sizeof(r->eks), "%s",
@@ -867,7 +887,7 @@ static bool needs_look(const struct aws_res *r, double now)
 }
 
 /* What the environment's config says about reaching AWS and polling. */
-static void take_config(struct aws_res *r, const struct desired *want)
+void aws_res_configure(struct aws_res *r, const struct desired *want)
 {
 	if (!want)
 		return;
@@ -878,22 +898,32 @@ static void take_config(struct aws_res *r, const struct desired *want)
 			       : DEFAULT_REFRESH_S;
 }
 
-static struct aws_res *res_of(struct aws *a, const struct target *t)
+struct aws_res *aws_res_find(struct aws *a, int kind, const char *env,
+			     const char *name)
 {
 	char id[150];
-	struct aws_res *r;
 
-	snprintf(id, sizeof(id), "%s:%s/%s", kind_word(t->kind), t->env,
-		 t->name);
-	r = map_get(&a->res, id, strlen(id));
+	snprintf(id, sizeof(id), "%s:%s/%s", kind_word(kind), env, name);
+	return map_get(&a->res, id, strlen(id));
+}
+
+static struct aws_res *res_of(struct aws *a, const struct target *t)
+{
+	struct aws_res *r = aws_res_find(a, t->kind, t->env, t->name);
+
+	if (r && r->adopting && t->want) {
+		/* Its spec is committed: a crash came before aws_adopted. */
+		r->adopting = false;
+		aws_res_save(a, r);
+	}
 	if (!r && t->want) {
 		char key[140];
 
 		snprintf(key, sizeof(key), "%s/%s", t->env, t->name);
-		r = res_new(a, t->kind, key);
+		r = aws_res_new(a, t->kind, key);
 	}
 	if (r)
-		take_config(r, t->want);
+		aws_res_configure(r, t->want);
 	return r;
 }
 
@@ -950,7 +980,7 @@ static const char *live_arn(const struct aws_res *r)
 }
 
 /* The live object's identity: a new object under the name differs. */
-static void live_identity(const struct aws_res *r, char *out, size_t len)
+void aws_live_identity(const struct aws_res *r, char *out, size_t len)
 {
 	snprintf(out, len, "%s@%.3f", live_arn(r),
 		 json_number_value(json_object_get(r->live, "CreationTime")));
@@ -962,7 +992,7 @@ static bool owner_known(const struct aws_res *r)
 
 	if (!r->live)
 		return true;
-	live_identity(r, id, sizeof(id));
+	aws_live_identity(r, id, sizeof(id));
 	return !strcmp(id, r->owned_of);
 }
 
@@ -973,7 +1003,7 @@ static void take_owner(struct aws *a, struct aws_res *r, struct aws_call *call)
 	    aws_tags_ours(a, r, json_object_get(call->output, "Tags"),
 			  r->foreign, sizeof(r->foreign))) {
 		r->foreign[0] = '\0';
-		live_identity(r, r->owned_of, sizeof(r->owned_of));
+		aws_live_identity(r, r->owned_of, sizeof(r->owned_of));
 		aws_res_save(a, r);
 		return;
 	}
@@ -1370,7 +1400,7 @@ static void aws_step_many(void *state, struct target **ts, int *rcs, size_t n)
 		idle[i] = !plans[i].n;
 		plan_clear(&plans[i]);
 		if (rs[i] && finished(rs[i], ts[i], rcs[i])) {
-			res_forget(a, rs[i]);
+			aws_res_forget(a, rs[i]);
 			rs[i] = NULL;
 			fill(a, NULL, ts[i]);
 		} else if (rs[i] && rs[i]->dirty) {
@@ -1443,8 +1473,9 @@ static void aws_list(void *state, const char *env, struct buf *out)
 	for (size_t pos = 0; map_next(&a->res, &pos, &v);) {
 		const struct aws_res *r = v;
 
-		/* Only what exists on AWS or was begun there. */
-		if (!r->live && !json_array_size(r->made))
+		/* Only what exists on AWS or was begun there; an import
+		 * whose spec is not committed yet is nobody's to remove. */
+		if ((!r->live && !json_array_size(r->made)) || r->adopting)
 			continue;
 		if (!strncmp(r->key, env, n) && r->key[n] == '/')
 			buf_printf(out, "%ss/%s\n", kind_word(r->kind),
@@ -1461,8 +1492,10 @@ static int check_fits(const char *key, const char *value, size_t room,
 {
 	if (strlen(value) < room)
 		return 0;
-	snprintf(msg, len, "%s: longer than %zu bytes, the most the aws "
-		 "provider keeps (got %zu)", key, room - 1, strlen(value));
+	snprintf(msg, len,
+		 "%s: longer than %zu bytes, the most the aws "
+		 "provider keeps (got %zu)",
+		 key, room - 1, strlen(value));
 	return -EINVAL;
 }
 
@@ -1472,7 +1505,8 @@ static int aws_check_config(const struct spec *config, char *msg, size_t len)
 
 	if (check_fits("region", spec_str(config, "region", ""),
 		       sizeof(s.region), msg, len) ||
-	    check_fits("aws.endpoint_url", aws_config(config, "endpoint_url", ""),
+	    check_fits("aws.endpoint_url",
+		       aws_config(config, "endpoint_url", ""),
 		       sizeof(s.endpoint_url), msg, len) ||
 	    check_fits("aws.profile", aws_config(config, "profile", ""),
 		       sizeof(s.profile), msg, len))
@@ -1484,8 +1518,9 @@ static int aws_check_config(const struct spec *config, char *msg, size_t len)
 static int aws_check(const struct desired *want, char *msg, size_t len)
 {
 	if (aws_check_config(want->config, msg, len) < 0 ||
-	    check_fits("instance_type", spec_str(want->spec, "instance_type", ""),
-		       AWS_TYPE_LEN, msg, len) < 0)
+	    check_fits("instance_type",
+		       spec_str(want->spec, "instance_type", ""), AWS_TYPE_LEN,
+		       msg, len) < 0)
 		return -EINVAL;
 	if (!aws_config(want->config, "execution_role", NULL)) {
 		snprintf(msg, len,
@@ -1594,4 +1629,7 @@ const struct provider_ops aws_provider = {
 	.check = aws_check,
 	.check_config = aws_check_config,
 	.hourly_cost = aws_hourly_cost,
+	.export_terraform = aws_export_terraform,
+	.adopt = aws_adopt,
+	.adopted = aws_adopted,
 };

@@ -45,6 +45,16 @@ struct aws_res {
 	uint64_t last_rev; /* revision the live resource last matched */
 	uint64_t config_rev; /* endpoint: revision naming the wanted config */
 	char config_fp[17]; /* endpoint: hash of what that config holds */
+	/* endpoint, imported: the model and config it ran on when adopted,
+	 * used while config_fp is what was adopted; never deleted, as
+	 * infrafs did not make them. */
+	char adopted_model[64], adopted_config[64];
+	/* endpoint, imported autoscaled: the target tracking policy it had,
+	 * which infrafs then puts and deletes in place of its own. */
+	char adopted_policy[256];
+	/* Adopted, its spec not yet committed: neither listed nor acted on
+	 * until the spec's first observe, forgotten if the commit fails. */
+	bool adopting;
 	/* endpoint: "min:max:target" registered; pool: the Karpenter limits
 	 * applied ("nvidia.com/gpu=16"); "" none. */
 	char scaling[96];
@@ -81,6 +91,17 @@ struct aws {
 
 /* provider.c */
 struct aws_client *aws_client_of(struct aws *a, const struct aws_res *r);
+/* A new record of kind at key ("ENV/NAME"), held in a's map. */
+struct aws_res *aws_res_new(struct aws *a, int kind, const char *key);
+/* The record of kind at env/name, or NULL. */
+struct aws_res *aws_res_find(struct aws *a, int kind, const char *env,
+			     const char *name);
+/* Off the map and the disk. */
+void aws_res_forget(struct aws *a, struct aws_res *r);
+/* How want's environment reaches AWS (region, URL, profile, pace). */
+void aws_res_configure(struct aws_res *r, const struct desired *want);
+/* "ARN@CreationTime" of r->live: who r->owned_of says r owns. */
+void aws_live_identity(const struct aws_res *r, char *out, size_t len);
 int aws_res_save(struct aws *a, struct aws_res *r);
 /* Adds what is about to be made to the record, saved before the call. */
 int aws_res_made(struct aws *a, struct aws_res *r, const char *what);
@@ -181,6 +202,26 @@ int endpoint_step(struct aws *a, struct aws_res *r, struct target *t,
 int endpoint_check(const struct desired *want, char *msg, size_t len);
 double endpoint_cost(const struct desired *want);
 const char *endpoint_instance_type(const struct spec *s, char *out, size_t len);
+/* want's model, endpoint config, endpoint and autoscaling as Terraform
+ * resources named local, into resource (type -> local -> body); the
+ * variables a secret:NAME needs into variables. */
+void endpoint_terraform(const struct aws *a, const struct aws_res *r,
+			const struct desired *want, const char *local,
+			json_t *resource, json_t *variables);
+
+/* Fills w-less parts of an adopted endpoint's record: the fingerprint of
+ * want, so that want_of names the adopted model and config. */
+void endpoint_adopt_fingerprint(struct aws_res *r, const struct desired *want);
+
+/* adopt.c */
+int aws_adopt(void *state, const struct desired *at, const char *id,
+	      struct buf *spec, char *msg, size_t len);
+void aws_adopted(void *state, const struct desired *at, uint64_t rev);
+
+/* terraform.c */
+void aws_export_terraform(void *state, const char *env,
+			  const struct spec *config, const struct desired *want,
+			  size_t n, struct buf *out);
 
 /* clusters.c */
 json_t *cluster_describe_input(const struct aws_res *r);

@@ -1058,6 +1058,12 @@ class Model:
         doc = {"ModelName": self.name, "ModelArn": self.arn, "CreationTime": epoch(self.created),
                "EnableNetworkIsolation": False}
         doc.update({k: self.spec[k] for k in MODEL_ECHO if k in self.spec})
+        # SageMaker answers with the container's Mode even when the create
+        # left it out: SingleModel, ContainerDefinition's default.
+        if "PrimaryContainer" in doc:
+            doc["PrimaryContainer"] = {"Mode": "SingleModel", **doc["PrimaryContainer"]}
+        if "Containers" in doc:
+            doc["Containers"] = [{"Mode": "SingleModel", **c} for c in doc["Containers"]]
         return doc
 
     def images(self):
@@ -1824,6 +1830,7 @@ class ScalableTarget:
     created: float
     arn: str
     seq: int
+    tags: dict = field(default_factory=dict)
     suspended: dict = field(default_factory=lambda: {
         "DynamicScalingInSuspended": False, "DynamicScalingOutSuspended": False,
         "ScheduledScalingSuspended": False})
@@ -1881,6 +1888,7 @@ class AutoScalingBackend:
             "PutScalingPolicy": self.put_scaling_policy,
             "DeleteScalingPolicy": self.delete_scaling_policy,
             "DescribeScalingPolicies": self.describe_scaling_policies,
+            "ListTagsForResource": self.list_tags_for_resource,
         }
 
     def reset(self):
@@ -1935,7 +1943,7 @@ class AutoScalingBackend:
             target = ScalableTarget(*key, low, high, p.get("RoleARN", role), now,
                                     self.fake.arn("application-autoscaling",
                                                   "scalable-target/" + os.urandom(18).hex()),
-                                    self._next_seq())
+                                    self._next_seq(), dict(p.get("Tags", {})))
             self.targets[key] = target
         else:
             # Registering again updates only what the request names.
@@ -1945,6 +1953,13 @@ class AutoScalingBackend:
         if "SuspendedState" in p:
             target.suspended.update(p["SuspendedState"])
         return {"ScalableTargetARN": target.arn}
+
+    def list_tags_for_resource(self, p, now):
+        arn = p["ResourceARN"]
+        for target in self.targets.values():
+            if target.arn == arn:
+                return {"Tags": dict(target.tags)}
+        raise AwsError("ResourceNotFoundException", f"No scalable target found for ARN: {arn}")
 
     def deregister_scalable_target(self, p, now):
         key = self._key(p)

@@ -980,6 +980,32 @@ def test_scalable_target_register_update_deregister(client):
     assert reply.message == "Unsupported service namespace, resource type or scalable dimension"
 
 
+def test_scalable_target_tags(client):
+    rid = "endpoint/ep1/variant/v1"
+    made = client.aas("RegisterScalableTarget",
+                      **target(rid, MinCapacity=1, MaxCapacity=2, Tags={"team": "ml"})).json
+    reply = client.aas("ListTagsForResource", ResourceARN=made["ScalableTargetARN"])
+    assert reply.json == {"Tags": {"team": "ml"}}
+    other = client.aas("RegisterScalableTarget",
+                       **target("endpoint/ep2/variant/v1", MinCapacity=1, MaxCapacity=2)).json
+    assert client.aas("ListTagsForResource", ResourceARN=other["ScalableTargetARN"]).json == \
+        {"Tags": {}}
+    client.aas("DeregisterScalableTarget", **target(rid))
+    reply = client.aas("ListTagsForResource", ResourceARN=made["ScalableTargetARN"])
+    assert reply.code == "ResourceNotFoundException"
+
+
+def test_describe_model_says_the_container_mode(client):
+    make_endpoint(client)
+    container = client.sm("DescribeModel", ModelName="m1").json["PrimaryContainer"]
+    assert container["Mode"] == "SingleModel"
+    client.sm("CreateModel", ModelName="multi", ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sm",
+              PrimaryContainer={"Image": "123.dkr.ecr.us-east-1.amazonaws.com/llm:1",
+                                "Mode": "MultiModel"})
+    container = client.sm("DescribeModel", ModelName="multi").json["PrimaryContainer"]
+    assert container["Mode"] == "MultiModel"
+
+
 def test_scaling_policies(client):
     rid = "endpoint/ep1/variant/v1"
     reply = client.aas("PutScalingPolicy", **tracking_policy("p1", rid))

@@ -181,7 +181,7 @@ def test_scratch_files_are_allowed_beside_config(env):
     assert "approval = manual" in read(env / "dev/config")
     assert sorted(os.listdir(env / "dev")) == sorted([
         "config", "policy", "plan", "plan.json", "ctl", "status", "events",
-        "audit", "history", "pools", "endpoints", "secrets"])
+        "audit", "history", "pools", "endpoints", "secrets", "export"])
 
 
 def test_writes_from_another_process_do_not_leak_between_handles(env):

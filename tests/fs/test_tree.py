@@ -55,7 +55,7 @@ def test_environment_shape(mnt):
     os.mkdir(mnt / "dev")
     assert sorted(os.listdir(mnt / "dev")) == sorted([
         "config", "policy", "plan", "plan.json", "ctl", "status", "events",
-        "audit", "history", "pools", "endpoints", "secrets"])
+        "audit", "history", "pools", "endpoints", "secrets", "export"])
     assert "provider = local" in read(mnt / "dev" / "config")
     assert status_of(mnt / "dev" / "status")["environment"] == "dev"
     assert json.loads(read(mnt / "dev" / "plan.json"))["steps"] == []
