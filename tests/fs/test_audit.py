@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read
+from conftest import BOTH_BACKENDS, read
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("INFRAFS_TOOLS_DIR", ROOT / "build" / "tools"))
@@ -34,6 +34,7 @@ def rows(state):
         "SELECT id, line FROM audit ORDER BY id")]
 
 
+@pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)
 def test_lines_carry_the_hash_of_the_line_before(chain):
     lines = read(chain / "dev/audit").splitlines()
     assert lines[0].endswith(" prev=" + "0" * 64)
@@ -41,6 +42,10 @@ def test_lines_carry_the_hash_of_the_line_before(chain):
     for before, line in zip(lines, lines[1:]):
         assert line.endswith(
             " prev=" + hashlib.sha256(before.encode()).hexdigest())
+    chain.restart()
+    assert read(chain / "dev/audit").splitlines() == lines
+    if not chain.on_sqlite:
+        return
     res = verify(chain.state, "dev")
     assert res.returncode == 0
     assert "dev: 5 audit lines, chain intact" in res.stdout
