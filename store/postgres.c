@@ -664,9 +664,12 @@ static int be_commit(struct backend *be)
 	return rc;
 }
 
+/* A session that ended took its transaction with it. */
 static void be_rollback(struct backend *be)
 {
-	if (PQtransactionStatus(be->db) != PQTRANS_IDLE)
+	PGTransactionStatusType t = PQtransactionStatus(be->db);
+
+	if (t == PQTRANS_INTRANS || t == PQTRANS_INERROR)
 		exec_fixed(be->db, "ROLLBACK");
 }
 

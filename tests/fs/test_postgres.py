@@ -24,9 +24,12 @@ def start_fails(m):
 
 
 def check(m):
-    return subprocess.run([BIN, "--check", "--state", m.state_url,
-                           "--key-file", str(m.key)],
-                          capture_output=True, text=True, timeout=30)
+    res = subprocess.run([BIN, "--check", "--state", m.state_url,
+                          "--key-file", str(m.key)],
+                         capture_output=True, text=True, timeout=30)
+    for marker in ("runtime error:", "Sanitizer"):
+        assert marker not in res.stderr, res.stderr
+    return res
 
 
 @pytest.fixture
