@@ -478,11 +478,15 @@ static int migrate(struct backend *be, int version, char *err, size_t errlen)
 		if (!rc)
 			rc = exec_fixed(be->db, "COMMIT");
 		if (rc) {
+			char why[512];
+
+			/* The server's reason, before ROLLBACK clears it. */
+			one_line(why, sizeof(why), PQerrorMessage(be->db));
 			exec_fixed(be->db, "ROLLBACK");
 			snprintf(err, errlen,
 				 "state store %s: moving to schema version %d "
-				 "failed",
-				 be->shown, at + 1);
+				 "failed (%s); nothing of it was kept",
+				 be->shown, at + 1, why);
 			return rc;
 		}
 		if (version)

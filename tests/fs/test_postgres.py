@@ -116,6 +116,18 @@ def test_a_wrong_password_is_said_without_echoing_it(tmp_path, pg_server):
     assert PW not in m.log.read_text()
 
 
+def test_a_user_who_cannot_create_tables_is_told_why(tmp_path, pg_server):
+    """PostgreSQL 15 lets only a database's owner create tables in its
+    public schema: the server's reason reaches the user, nothing is
+    left half made."""
+    db = pg_server.new_database()
+    m = Mount(tmp_path, store=pg_server.tcp_url(db))
+    why = start_fails(m)
+    assert "moving to schema version 6 failed" in why
+    assert "permission denied for schema public" in why
+    assert tables(pg_server, db) == []
+
+
 def test_check_reads_a_database_without_writing(pgm, pg_server):
     res = check(pgm)
     assert res.returncode == 0, res.stderr
