@@ -125,6 +125,21 @@ class Mount:
             db.close()
         return [[str(v) for v in row] for row in rows]
 
+    def text_value(self, text):
+        """text as an SQL literal of a stored string (bytea in
+        PostgreSQL), for tests that change the store behind the daemon."""
+        quoted = "'" + text.replace("'", "''") + "'"
+        return quoted if self.on_sqlite else f"convert_to({quoted}, 'UTF8')"
+
+    def text_column(self, column):
+        """A stored string column read back as text."""
+        return column if self.on_sqlite else \
+            f"convert_from({column}, 'UTF8')"
+
+    def store_arg(self):
+        """The store as the tools take it."""
+        return f"sqlite:{self.state}" if self.on_sqlite else self.state_url
+
     def store_dump(self):
         """Every byte the store holds: its files, or pg_dump's text, with
         bytea shown as hex."""

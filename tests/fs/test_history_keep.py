@@ -3,7 +3,6 @@ history. The oldest revisions go, what the kept ones show stays exact, and
 the audit chain still verifies from a checkpoint."""
 import errno
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -18,8 +17,8 @@ TOOLS = Path(os.environ.get("INFRAFS_TOOLS_DIR", ROOT / "build" / "tools"))
 VERIFY = TOOLS / "infrafs-audit-verify"
 
 
-def verify(state):
-    return subprocess.run([str(VERIFY), f"sqlite:{state}"],
+def verify(m):
+    return subprocess.run([str(VERIFY), m.store_arg()],
                           capture_output=True, text=True)
 
 
@@ -111,38 +110,32 @@ def test_rollback_to_a_pruned_revision_names_the_rule(env):
 def test_the_audit_chain_verifies_across_what_was_pruned(env):
     last = keep_four(env)
     env.stop()
-    if env.on_sqlite:
-        res = verify(env.state)
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert "checkpoint" in res.stdout and "chain intact" in res.stdout
+    res = verify(env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "checkpoint" in res.stdout and "chain intact" in res.stdout
     # The store kept only what history/ shows.
     assert env.sql("SELECT min(rev) FROM revisions") == [[str(last - 3)]]
     env.start()
     assert revisions(env) == list(range(last - 3, last + 1))
 
 
+@both
 def test_removing_the_oldest_kept_audit_line_is_caught(env):
     keep_four(env)
     env.stop()
-    db = sqlite3.connect(env.state)
-    first = db.execute("SELECT min(id) FROM audit").fetchone()[0]
-    db.execute("DELETE FROM audit WHERE id = ?", (first,))
-    db.commit()
-    db.close()
-    res = verify(env.state)
+    env.sql("DELETE FROM audit WHERE id = (SELECT min(id) FROM audit)")
+    res = verify(env)
     assert res.returncode == 1
     assert "does not chain to the checkpoint" in res.stdout
     env.start()
 
 
+@both
 def test_a_forged_checkpoint_is_caught(env):
     keep_four(env)
     env.stop()
-    db = sqlite3.connect(env.state)
-    db.execute("UPDATE envs SET audit_base = ?", ("ab" * 32,))
-    db.commit()
-    db.close()
-    assert verify(env.state).returncode == 1
+    env.sql(f"UPDATE envs SET audit_base = '{'ab' * 32}'")
+    assert verify(env).returncode == 1
     env.start()
 
 
@@ -160,10 +153,9 @@ def test_history_keep_days_prunes_by_age(env):
     env.start()
     wait_for(lambda: revisions(env)[0] == 5, 10, "revisions 1-4 pruned")
     assert revisions(env)[-1] == last
-    if env.on_sqlite:
-        env.stop()
-        assert verify(env.state).returncode == 0
-        env.start()
+    env.stop()
+    assert verify(env).returncode == 0
+    env.start()
 
 
 @both
