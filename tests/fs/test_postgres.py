@@ -80,7 +80,8 @@ def test_a_foreign_database_is_refused_and_left_alone(pgm, pg_server):
     assert tables(pg_server, pgm.db) == ["notes"]
 
 
-def test_a_second_daemon_is_refused_with_the_holder_named(pgm, tmp_path):
+def test_a_second_daemon_is_refused_with_the_holder_named(pgm, tmp_path,
+                                                         pg_server):
     pgm.start()
     (tmp_path / "other").mkdir()
     other = Mount(tmp_path / "other", store=pgm.state_url)
@@ -88,8 +89,11 @@ def test_a_second_daemon_is_refused_with_the_holder_named(pgm, tmp_path):
     assert "in use by another infrafs" in why
     assert f"pid {pgm.proc.pid} on {socket.gethostname()}" in why
     pgm.sh("mkdir dev")  # the first one is unharmed
-    # Once the first stops, its lock goes with its session.
+    # Once the first stops, its lock goes with its session, and the
+    # record of it with a clean stop.
     pgm.stop()
+    assert pg_server.psql(pgm.db, "SELECT count(*) FROM infrafs_lock") \
+        == "0\n"
     try:
         other.start()
         assert "dev" in os.listdir(other.path)
