@@ -97,7 +97,9 @@ struct backend {
 	pthread_mutex_t rd_lock;
 	char uri[4200]; /* what libpq is given */
 	char shown[4200]; /* the URL as messages show it: no password */
-	char holder[256];
+	char host[128];
+	double since;
+	char holder[256]; /* set once at open, read by any thread */
 	/* The writer's session ended and another daemon took the lock: this
 	 * one never writes again. Committer-only. */
 	bool lock_lost;
@@ -309,10 +311,12 @@ static int set_up_session(struct backend *be, PGconn *c, char *err,
 			 "commits would not survive a crash of the server",
 			 be->shown);
 	} else if (rc) {
+		char why[512];
+
+		one_line(why, sizeof(why), PQerrorMessage(c));
 		snprintf(err, errlen,
-			 "state store %s: cannot set up the "
-			 "session",
-			 be->shown);
+			 "state store %s: cannot set up the session (%s)",
+			 be->shown, why);
 	}
 	PQclear(r);
 	return rc;
@@ -346,6 +350,7 @@ static void read_holder(struct backend *be, char *who, size_t len)
 			    "SELECT host, pid, since FROM infrafs_lock k"
 			    " WHERE EXISTS (SELECT 1 FROM pg_locks l WHERE"
 			    " l.locktype = 'advisory' AND l.granted AND"
+			    " l.objid = " LOCK_KEY " AND l.objsubid = 1 AND"
 			    " l.pid = k.backend_pid)",
 			    NULL);
 	char when[40];
@@ -430,10 +435,13 @@ static int check_owner(struct backend *be, PGconn *c, int *version, char *err,
 		PQclear(r);
 	}
 	if (rc) {
+		char why[512];
+
+		one_line(why, sizeof(why), PQerrorMessage(c));
 		snprintf(err, errlen,
-			 "state store %s cannot be read; it was "
-			 "left as it is",
-			 be->shown);
+			 "state store %s cannot be read (%s); it was left as "
+			 "it is",
+			 be->shown, why);
 		return rc;
 	}
 	if (!ours && tables > 0) {
@@ -496,21 +504,26 @@ static int migrate(struct backend *be, int version, char *err, size_t errlen)
 	return 0;
 }
 
+/* Who this daemon is, once at open: lock_holder() reads it unlocked. */
+static void name_holder(struct backend *be)
+{
+	char when[40];
+
+	gethostname(be->host, sizeof(be->host) - 1);
+	be->since = time_now();
+	time_rfc3339(be->since, when, sizeof(when));
+	snprintf(be->holder, sizeof(be->holder), "pid %d on %s since %s",
+		 (int)getpid(), be->host, when);
+}
+
 /* Names this daemon as the holder, for a refused second one to quote. */
 static int record_holder(struct backend *be)
 {
 	struct params p = { 0 };
-	char host[128] = "";
-	char when[40];
-	double now = time_now();
 
-	gethostname(host, sizeof(host) - 1);
-	time_rfc3339(now, when, sizeof(when));
-	snprintf(be->holder, sizeof(be->holder), "pid %d on %s since %s",
-		 (int)getpid(), host, when);
-	p_str(&p, host);
+	p_str(&p, be->host);
 	p_int(&p, getpid());
-	p_real(&p, now);
+	p_real(&p, be->since);
 	return run(be->db,
 		   "INSERT INTO infrafs_lock(one, host, pid, since,"
 		   " backend_pid) VALUES(true, convert_from($1, 'UTF8'), $2,"
@@ -567,6 +580,8 @@ static int be_open(const char *location, struct backend **out, char *err,
 		rc = check_owner(be, be->db, &version, err, errlen);
 	if (!rc)
 		rc = migrate(be, version, err, errlen);
+	if (!rc)
+		name_holder(be);
 	if (!rc && record_holder(be))
 		log_warn("could not record the lock holder in %s", be->shown);
 	if (!rc)
@@ -604,7 +619,9 @@ static int reconnect(struct backend *be, PGconn *c, bool writer)
 		return -EIO;
 	if (!writer)
 		return 0;
-	if (ask(c, "SELECT pg_try_advisory_lock(" LOCK_KEY ")", &got) || !got) {
+	if (ask(c, "SELECT pg_try_advisory_lock(" LOCK_KEY ")", &got))
+		return -EIO;
+	if (!got) {
 		log_err("state store %s: lost its lock and another infrafs "
 			"took it; restart this one once that one is stopped",
 			be->shown);
