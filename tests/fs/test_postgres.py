@@ -186,3 +186,27 @@ def test_a_server_restart_loses_no_commit(pgm, pg_server):
     pgm.restart()
     assert read(pgm / "dev/pools/train/spec") == "nodes = 2\n"
     assert revisions(pgm) == [1, 2, 3]
+
+
+def test_both_backends_keep_the_same_columns(tmp_path, pg_server, pg_db):
+    """A schema change lands in both backends under one version number
+    (a build-time check); here, the columns it made must match too."""
+    (tmp_path / "lite").mkdir()
+    lite = Mount(tmp_path / "lite")
+    lite.start()
+    lite.stop()
+    sqlite_cols = set()
+    for (table,) in lite.sql("SELECT name FROM sqlite_master WHERE"
+                             " type = 'table'"):
+        for row in lite.sql(f"PRAGMA table_info({table})"):
+            sqlite_cols.add((table, row[1]))
+    (tmp_path / "pg").mkdir()
+    m = Mount(tmp_path / "pg", store=pg_server.url(pg_db))
+    m.start()
+    m.stop()
+    pg_cols = {tuple(r.split("|")) for r in pg_server.psql(
+        pg_db, "SELECT table_name, column_name FROM"
+               " information_schema.columns WHERE table_schema = 'public'"
+               " AND table_name NOT LIKE 'infrafs\\_%'").split()}
+    sqlite_cols = {c for c in sqlite_cols if c[0] != "sqlite_sequence"}
+    assert pg_cols == sqlite_cols
