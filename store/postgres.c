@@ -1134,6 +1134,11 @@ static int be_load(struct backend *be, struct model *m)
 {
 	int rc = reconnect_writer(be);
 
+	/* One that lost its lock writes no more, but still shows what the
+	 * store holds rather than nothing. */
+	if (rc == -EBUSY && be->lock_lost && PQstatus(be->db) == CONNECTION_OK)
+		rc = 0;
+
 	if (!rc)
 		rc = load_envs(be, m);
 	if (!rc)

@@ -210,3 +210,32 @@ def test_both_backends_keep_the_same_columns(tmp_path, pg_server, pg_db):
                " AND table_name NOT LIKE 'infrafs\\_%'").split()}
     sqlite_cols = {c for c in sqlite_cols if c[0] != "sqlite_sequence"}
     assert pg_cols == sqlite_cols
+
+
+def test_a_daemon_that_lost_its_lock_writes_no_more(pgm, pg_server,
+                                                    tmp_path):
+    """Its sessions ended (an administrator, a failover) and another
+    daemon took the database: the first never writes again, so the two
+    cannot interleave revisions."""
+    pgm.start()
+    pgm.sh("mkdir dev")
+    pg_server.psql("postgres", "SELECT pg_terminate_backend(pid) FROM"
+                               " pg_stat_activity WHERE application_name"
+                               f" = 'infrafs' AND datname = '{pgm.db}'")
+    (tmp_path / "other").mkdir()
+    other = Mount(tmp_path / "other", store=pgm.state_url)
+    try:
+        other.start()
+        res = pgm.sh("mkdir dev/pools/late", check=False)
+        assert "Device or resource busy" in res.stderr
+        assert "lost its lock and another infrafs took it" in \
+            pgm.log.read_text()
+        assert "reloading after a failed commit failed" not in \
+            pgm.log.read_text()
+        assert os.listdir(pgm / "dev/pools") == []
+        other.sh("mkdir dev/pools/mine && echo 'accelerator = cpu' >"
+                 " dev/pools/mine/spec")
+        assert os.listdir(other / "dev/pools") == ["mine"]
+        assert revisions(other) == [1, 2]
+    finally:
+        other.stop()
