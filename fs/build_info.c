@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #ifndef INFRAFS_VERSION
@@ -28,6 +29,9 @@ void build_info(struct buf *out)
 	buf_printf(out, "sd_notify: %s\n", SD_NOTIFY);
 	buf_printf(out, "libfuse: %s\n", fuse_pkgversion());
 	buf_printf(out, "sqlite: %s\n", sqlite3_libversion());
+	/* 150018 is 15.18: major times 10000 plus minor, since version 10. */
+	buf_printf(out, "libpq: %d.%d\n", PQlibVersion() / 10000,
+		   PQlibVersion() % 10000);
 	buf_printf(out, "openssl: %s\n", OpenSSL_version(OPENSSL_VERSION));
 	buf_printf(out, "jansson: %s\n", jansson_version_str());
 	buf_printf(out, "curl: %s\n",

@@ -9,6 +9,7 @@
 #include "service.h"
 #include "spec/schema.h"
 
+#include "util/files.h"
 #include "util/log.h"
 
 #include <curl/curl.h>
@@ -34,6 +35,10 @@
 struct options {
 	char state[PATH_MAX + 16];
 	char key_file[PATH_MAX];
+	/* Where providers keep their files: beside a sqlite: store, else
+	 * --local-dir or the local state folder. */
+	char local_dir[PATH_MAX];
+	bool local_dir_set;
 	char mountpoint[PATH_MAX];
 	bool foreground;
 	bool debug;
@@ -54,10 +59,15 @@ static void usage(FILE *to)
 		"Mounts ML infrastructure as a directory tree: environments as\n"
 		"folders, GPU pools and endpoints declared by writing spec files.\n"
 		"\n"
-		"  --state URL       state store: sqlite:PATH\n"
+		"  --state URL       state store: sqlite:PATH or\n"
+		"                    postgresql://USER@HOST:PORT/DATABASE\n"
 		"                    (default sqlite:$XDG_STATE_HOME/infrafs/"
 		"state.db;\n"
 		"                    root: sqlite:/var/lib/infrafs/state.db)\n"
+		"  --local-dir DIR   providers' files on this machine (default:\n"
+		"                    the folder of a sqlite: store, else\n"
+		"                    $XDG_STATE_HOME/infrafs; root:\n"
+		"                    /var/lib/infrafs)\n"
 		"  --key-file PATH   key for secrets at rest, made when missing\n"
 		"                    (default $XDG_CONFIG_HOME/infrafs/"
 		"secret.key;\n"
@@ -114,12 +124,15 @@ static void default_paths(struct options *o)
 	if (geteuid() == 0) {
 		snprintf(o->state, sizeof(o->state),
 			 "sqlite:/var/lib/infrafs/state.db");
+		snprintf(o->local_dir, sizeof(o->local_dir),
+			 "/var/lib/infrafs");
 		snprintf(o->key_file, sizeof(o->key_file),
 			 "/etc/infrafs/secret.key");
 		return;
 	}
 	user_dir("XDG_STATE_HOME", ".local/state", dir, sizeof(dir));
 	snprintf(o->state, sizeof(o->state), "sqlite:%s/infrafs/state.db", dir);
+	snprintf(o->local_dir, sizeof(o->local_dir), "%s/infrafs", dir);
 	user_dir("XDG_CONFIG_HOME", ".config", dir, sizeof(dir));
 	snprintf(o->key_file, sizeof(o->key_file), "%s/infrafs/secret.key",
 		 dir);
@@ -139,15 +152,25 @@ static void absolute(char *path, size_t len)
 		memcpy(path, tmp, n + 1);
 }
 
+/* A store kept in a file on this machine is named by its absolute path,
+ * and providers keep theirs beside it unless told otherwise. */
 static void absolute_store(struct options *o)
 {
+	const char *file = store_url_file(o->state);
 	char path[PATH_MAX];
+	size_t scheme;
 
-	if (strncmp(o->state, "sqlite:", 7) || o->state[7] == '/')
+	absolute(o->local_dir, sizeof(o->local_dir));
+	if (!file)
 		return;
-	snprintf(path, sizeof(path), "%s", o->state + 7);
+	scheme = (size_t)(file - o->state);
+	snprintf(path, sizeof(path), "%s", file);
 	absolute(path, sizeof(path));
-	snprintf(o->state, sizeof(o->state), "sqlite:%s", path);
+	snprintf(o->state + scheme, sizeof(o->state) - scheme, "%s", path);
+	if (!o->local_dir_set) {
+		snprintf(o->local_dir, sizeof(o->local_dir), "%s", path);
+		*strrchr(o->local_dir, '/') = '\0';
+	}
 }
 
 /* Only keys that are privileged can be allowed: a typo must not pass. */
@@ -177,6 +200,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	static const struct option longopts[] = {
 		{ "state", required_argument, NULL, 's' },
 		{ "key-file", required_argument, NULL, 'k' },
+		{ "local-dir", required_argument, NULL, 'L' },
 		{ "allow-config-key", required_argument, NULL, 'a' },
 		{ "check", no_argument, NULL, 'c' },
 		{ "metrics-listen", required_argument, NULL, 'M' },
@@ -197,6 +221,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'k':
 			snprintf(o->key_file, sizeof(o->key_file), "%s",
 				 optarg);
+			break;
+		case 'L':
+			snprintf(o->local_dir, sizeof(o->local_dir), "%s",
+				 optarg);
+			o->local_dir_set = true;
 			break;
 		case 'a':
 			if (allow_config_key(o, optarg) < 0)
@@ -329,7 +358,7 @@ static void on_observed(void *ctx, uint64_t env_id, uint64_t res_id)
 	notify_changed(ctx, env_id, res_id);
 }
 
-/* Providers keep their files beside the state store they serve. */
+/* Providers keep their files in the local folder absolute_store chose. */
 static int start_reconciler(struct fs *fs, const struct options *o)
 {
 	struct reconciler_options ro = {
@@ -339,12 +368,15 @@ static int start_reconciler(struct fs *fs, const struct options *o)
 		.ctx = fs,
 	};
 	struct reconciler *rec = NULL;
-	char dir[PATH_MAX];
+	char dir[PATH_MAX + 2];
 	int rc;
 
-	snprintf(dir, sizeof(dir), "%s",
-		 strncmp(o->state, "sqlite:", 7) ? "/tmp" : o->state + 7);
-	*strrchr(dir, '/') = '\0';
+	/* The trailing slash has mkdir_parents make the folder itself. */
+	snprintf(dir, sizeof(dir), "%s/", o->local_dir);
+	rc = mkdir_parents(dir);
+	if (rc < 0)
+		log_warn("cannot make %s: %s", dir, strerror(-rc));
+	dir[strlen(dir) - 1] = '\0';
 	ro.state_dir = dir;
 	rc = reconciler_start(&ro, &rec);
 	fs->rec = rec; /* published whole, for the committer's hook */
@@ -393,6 +425,7 @@ static int check_store(const struct options *o)
 {
 	struct store_options so = { .url = o->state, .key_file = o->key_file };
 	BUF_AUTO report = BUF_INIT;
+	char shown[sizeof(o->state)];
 	char err[1024] = "";
 	int rc = store_check(&so, &report, err, sizeof(err));
 
@@ -401,7 +434,8 @@ static int check_store(const struct options *o)
 		fprintf(stderr, "infrafs: check failed: %s\n", err);
 		return 1;
 	}
-	printf("ok: %s\n", o->state);
+	url_without_password(o->state, shown, sizeof(shown));
+	printf("ok: %s\n", shown);
 	return 0;
 }
 

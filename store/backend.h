@@ -2,8 +2,8 @@
 /*
  * What a state-store backend provides to the committer. The committer
  * decides what to write and when; a backend only stores rows durably and
- * reads them back. SQLite (sqlite.c) is the first; an etcd backend will sit
- * behind the same table. Rows written between begin() and commit() become
+ * reads them back. SQLite (sqlite.c) is the first, PostgreSQL (postgres.c)
+ * the second, for one daemon per database. Rows written between begin() and commit() become
  * durable together at commit(), or not at all.
  *
  * Writers, begin() and commit() fail with the cause as a negative errno,
@@ -43,8 +43,15 @@ struct prune_result {
 	char *last_audit_line;
 };
 
+/* Both backends number their schemas alike: a change lands in both. */
+#define STORE_SCHEMA_VERSION 6
+
 struct backend_ops {
-	const char *scheme; /* "sqlite" */
+	const char *scheme; /* "sqlite": the URL is SCHEME:LOCATION */
+	const char *alias; /* another name for the scheme, or NULL */
+	/* LOCATION is a file on this machine, beside which providers keep
+	 * theirs; otherwise they keep them in the local state folder. */
+	bool location_is_file;
 	/* Opens, takes the single-daemon lock, checks integrity, migrates. */
 	int (*open)(const char *location, struct backend **out, char *err,
 		    size_t errlen);
@@ -114,6 +121,29 @@ struct backend_ops {
 		      uint64_t limit, struct buf *out);
 };
 
+/*
+ * The two things prune needs of a backend, in its own SQL dialect;
+ * backend_prune (prune.c) does the rest, in SQL both accept.
+ */
+struct prune_steps {
+	/* Runs sql with env_id as $1 and a revision or audit line id as
+	 * $2; adds the rows it removed to *count. */
+	int (*delete_before)(struct backend *be, const char *sql,
+			     uint64_t env_id, uint64_t before, uint64_t *count);
+	/* Calls each on the audit lines of env_id, oldest first, while it
+	 * returns true. */
+	int (*each_audit_line)(struct backend *be, uint64_t env_id,
+			       bool (*each)(int64_t id, const char *line,
+					    void *ctx),
+			       void *ctx);
+};
+
+int backend_prune(struct backend *be, const struct prune_steps *steps,
+		  uint64_t env_id, uint64_t keep_from,
+		  bool (*keep_line)(const char *line, uint64_t keep_from),
+		  struct prune_result *out);
+
 extern const struct backend_ops sqlite_backend;
+extern const struct backend_ops postgres_backend;
 
 #endif

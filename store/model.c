@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "model.h"
 
+#include "util/log.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -230,6 +232,22 @@ void doc_set(struct doc *d, char *text, size_t len, struct spec *parsed,
 	d->parsed = parsed;
 	d->rev = rev;
 	d->mtime = mtime;
+}
+
+/*
+ * Texts in the store were checked when they were committed; one that no
+ * longer parses (a schema change) is kept as text and reported, so nothing
+ * the user declared is dropped.
+ */
+void doc_load(struct doc *d, const struct kind_def *k, char *text, size_t len,
+	      uint64_t rev, double mtime)
+{
+	struct spec *parsed = NULL;
+	struct spec_error err;
+
+	if (text && spec_parse(k, text, len, &parsed, &err) < 0)
+		log_warn("stored %s no longer parses: %s", k->name, err.msg);
+	doc_set(d, text, len, parsed, rev, mtime);
 }
 
 void model_set_error(char **slot, const char *msg)

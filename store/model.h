@@ -170,6 +170,9 @@ void model_remove_res(struct model *m, struct resource *r);
 /* Replaces a doc's text; takes ownership of text and parsed. */
 void doc_set(struct doc *d, char *text, size_t len, struct spec *parsed,
 	     uint64_t rev, double mtime);
+/* Like doc_set, for a text read back from the store: parsed here. */
+void doc_load(struct doc *d, const struct kind_def *k, char *text, size_t len,
+	      uint64_t rev, double mtime);
 void model_set_error(char **slot, const char *msg);
 
 void event_log_append(struct event_log *log, char *line);

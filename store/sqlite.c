@@ -74,6 +74,8 @@ static const char *const migrations[] = {
 	"ALTER TABLE envs ADD COLUMN audit_base TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+_Static_assert(SCHEMA_VERSION == STORE_SCHEMA_VERSION,
+	       "a schema change lands in both backends under one number");
 
 enum stmt_id {
 	S_PUT_ENV_NEW,
@@ -807,9 +809,9 @@ static int be_drop_secret(struct backend *be, uint64_t env_id, const char *name)
 	return run(be, st);
 }
 
-/* Runs sql with env_id and keep_from bound as ?1 and ?2; counts rows. */
+/* Runs sql with env_id and before bound as $1 and $2; counts rows. */
 static int delete_before(struct backend *be, const char *sql, uint64_t env_id,
-			 uint64_t keep_from, uint64_t *count)
+			 uint64_t before, uint64_t *count)
 {
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(be->db, sql, -1, &st, NULL);
@@ -817,7 +819,7 @@ static int delete_before(struct backend *be, const char *sql, uint64_t env_id,
 	if (rc != SQLITE_OK)
 		return db_errno(be->db, rc);
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)env_id);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)keep_from);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)before);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE)
@@ -826,10 +828,10 @@ static int delete_before(struct backend *be, const char *sql, uint64_t env_id,
 	return 0;
 }
 
-/* The id of the oldest audit line to keep, and the newest one before it. */
-static int audit_cut(struct backend *be, uint64_t env_id, uint64_t keep_from,
-		     bool (*keep_line)(const char *line, uint64_t keep_from),
-		     sqlite3_int64 *cut, char **last)
+static int each_audit_line(struct backend *be, uint64_t env_id,
+			   bool (*each)(int64_t id, const char *line,
+					void *ctx),
+			   void *ctx)
 {
 	sqlite3_stmt *st;
 	int rc =
@@ -841,70 +843,24 @@ static int audit_cut(struct backend *be, uint64_t env_id, uint64_t keep_from,
 	if (rc != SQLITE_OK)
 		return db_errno(be->db, rc);
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)env_id);
-	*cut = 0;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *line = (const char *)sqlite3_column_text(st, 1);
-
-		if (keep_line(line, keep_from)) {
-			*cut = sqlite3_column_int64(st, 0);
-			break;
-		}
-		free(*last);
-		*last = xstrdup(line);
-	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW &&
+	       each(sqlite3_column_int64(st, 0),
+		    (const char *)sqlite3_column_text(st, 1), ctx))
+		;
 	sqlite3_finalize(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return db_errno(be->db, rc);
-	/* No line to keep: the newest revision's line is always kept, so
-	 * this is a store whose audit lines were lost; prune none. */
-	if (!*cut) {
-		free(*last);
-		*last = NULL;
-	}
-	return 0;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_errno(be->db, rc);
 }
 
 static int be_prune(struct backend *be, uint64_t env_id, uint64_t keep_from,
 		    bool (*keep_line)(const char *line, uint64_t keep_from),
 		    struct prune_result *out)
 {
-	sqlite3_int64 cut = 0;
-	int rc;
+	static const struct prune_steps steps = {
+		.delete_before = delete_before,
+		.each_audit_line = each_audit_line,
+	};
 
-	memset(out, 0, sizeof(*out));
-	rc = delete_before(be,
-			   "DELETE FROM revisions WHERE env_id = ?1"
-			   " AND rev < ?2",
-			   env_id, keep_from, &out->revisions);
-	/* A text is needed while it is the newest of its object at some
-	 * kept revision: drop those a newer one replaced by keep_from,
-	 * then the records of objects already destroyed before it. */
-	if (!rc)
-		rc = delete_before(be,
-				   "DELETE FROM history AS h WHERE env_id = ?1"
-				   " AND rev < ?2 AND EXISTS (SELECT 1 FROM"
-				   " history n WHERE n.env_id = h.env_id AND"
-				   " n.kind = h.kind AND n.name = h.name AND"
-				   " n.rev > h.rev AND n.rev <= ?2)",
-				   env_id, keep_from, &out->history_rows);
-	if (!rc)
-		rc = delete_before(be,
-				   "DELETE FROM history WHERE env_id = ?1"
-				   " AND rev < ?2 AND text IS NULL",
-				   env_id, keep_from, &out->history_rows);
-	if (!rc)
-		rc = audit_cut(be, env_id, keep_from, keep_line, &cut,
-			       &out->last_audit_line);
-	if (!rc && cut)
-		rc = delete_before(be,
-				   "DELETE FROM audit WHERE env_id = ?1"
-				   " AND id < ?2",
-				   env_id, (uint64_t)cut, &out->audit_lines);
-	if (rc) {
-		free(out->last_audit_line);
-		out->last_audit_line = NULL;
-	}
-	return rc;
+	return backend_prune(be, &steps, env_id, keep_from, keep_line, out);
 }
 
 /* ---- loading ---------------------------------------------------------- */
@@ -919,22 +875,6 @@ static char *column_dup(sqlite3_stmt *st, int col, size_t *len)
 	}
 	*len = (size_t)sqlite3_column_bytes(st, col);
 	return xstrndup((const char *)t, *len);
-}
-
-/*
- * Texts in the store were checked when they were committed; one that no
- * longer parses (a schema change) is kept as text and reported, so nothing
- * the user declared is dropped.
- */
-static void load_doc(struct doc *d, const struct kind_def *k, char *text,
-		     size_t len, uint64_t rev, double mtime)
-{
-	struct spec *parsed = NULL;
-	struct spec_error err;
-
-	if (text && spec_parse(k, text, len, &parsed, &err) < 0)
-		log_warn("stored %s no longer parses: %s", k->name, err.msg);
-	doc_set(d, text, len, parsed, rev, mtime);
 }
 
 static int load_envs(struct backend *be, struct model *m)
@@ -968,10 +908,10 @@ static int load_envs(struct backend *be, struct model *m)
 		e->rev_durable = e->rev;
 		e->rev_time = sqlite3_column_double(st, 8);
 		text = column_dup(st, 9, &len);
-		load_doc(&e->config, &kind_config, text, len,
+		doc_load(&e->config, &kind_config, text, len,
 			 (uint64_t)sqlite3_column_int64(st, 10), e->mtime);
 		text = column_dup(st, 11, &len);
-		load_doc(&e->policy, &kind_policy, text, len,
+		doc_load(&e->policy, &kind_policy, text, len,
 			 (uint64_t)sqlite3_column_int64(st, 12), e->mtime);
 		e->audit_lines = (uint64_t)sqlite3_column_int64(st, 13);
 		e->audit_durable = e->audit_lines;
@@ -1014,7 +954,7 @@ static int load_resources(struct backend *be, struct model *m)
 		r->ctime = sqlite3_column_double(st, 6);
 		r->destroy_requested = sqlite3_column_int(st, 8) != 0;
 		text = column_dup(st, 4, &len);
-		load_doc(&r->spec, k, text, len,
+		doc_load(&r->spec, k, text, len,
 			 (uint64_t)sqlite3_column_int64(st, 5),
 			 sqlite3_column_double(st, 7));
 	}
@@ -1497,6 +1437,7 @@ out:
 
 const struct backend_ops sqlite_backend = {
 	.scheme = "sqlite",
+	.location_is_file = true,
 	.open = be_open,
 	.close = be_close,
 	.check = be_check,

@@ -96,7 +96,8 @@ struct store {
 	size_t nunstored;
 };
 
-static const struct backend_ops *const backends[] = { &sqlite_backend };
+static const struct backend_ops *const backends[] = { &sqlite_backend,
+						      &postgres_backend };
 
 struct model *store_model(struct store *st)
 {
@@ -2566,18 +2567,45 @@ uint64_t store_secret_version(struct store *st, const char *env,
 	return version;
 }
 
+/* The part after SCHEME: of url when scheme names it, else NULL. */
+static const char *after_scheme(const char *url, const char *scheme)
+{
+	size_t n = scheme ? strlen(scheme) : 0;
+
+	return n && !strncmp(url, scheme, n) && url[n] == ':' ? url + n + 1
+							      : NULL;
+}
+
 static const struct backend_ops *backend_for(const char *url,
 					     const char **location)
 {
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-		size_t n = strlen(backends[i]->scheme);
-
-		if (!strncmp(url, backends[i]->scheme, n) && url[n] == ':') {
-			*location = url + n + 1;
+		*location = after_scheme(url, backends[i]->scheme);
+		if (!*location)
+			*location = after_scheme(url, backends[i]->alias);
+		if (*location)
 			return backends[i];
-		}
 	}
 	return NULL;
+}
+
+static void unknown_store(const char *url, char *err, size_t errlen)
+{
+	char shown[1024];
+
+	url_without_password(url, shown, sizeof(shown));
+	snprintf(err, errlen,
+		 "unknown state store %s: use sqlite:PATH or "
+		 "postgresql://USER@HOST:PORT/DATABASE",
+		 shown);
+}
+
+const char *store_url_file(const char *url)
+{
+	const char *location;
+	const struct backend_ops *ops = backend_for(url, &location);
+
+	return ops && ops->location_is_file ? location : NULL;
 }
 
 int store_open(const struct store_options *opt, struct store **out, char *err,
@@ -2587,13 +2615,12 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	const char *location;
 	int rc;
 
-	snprintf(st->url, sizeof(st->url), "%s", opt->url);
+	url_without_password(opt->url, st->url, sizeof(st->url));
 	snprintf(st->allow_config_keys, sizeof(st->allow_config_keys), "%s",
 		 opt->allow_config_keys ? opt->allow_config_keys : "");
 	st->ops = backend_for(opt->url, &location);
 	if (!st->ops) {
-		snprintf(err, errlen, "unknown state store %s: use sqlite:PATH",
-			 opt->url);
+		unknown_store(opt->url, err, errlen);
 		free(st);
 		return -EINVAL;
 	}
@@ -2606,7 +2633,7 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	rc = st->ops->load(st->be, &st->model);
 	if (rc) {
 		snprintf(err, errlen, "state store %s could not be loaded: %s",
-			 opt->url, strerror(-rc));
+			 st->url, strerror(-rc));
 		store_close(st);
 		return rc;
 	}
@@ -2668,18 +2695,21 @@ int store_check(const struct store_options *opt, struct buf *report, char *err,
 
 	ops = backend_for(opt->url, &location);
 	if (!ops) {
-		snprintf(err, errlen, "unknown state store %s: use sqlite:PATH",
-			 opt->url);
+		unknown_store(opt->url, err, errlen);
 		return -EINVAL;
 	}
 	rc = ops->check(location, report, &fingerprint, err, errlen);
 	if (rc < 0)
 		return rc;
-	if (rc > 0)
+	if (rc > 0) {
+		char shown[sizeof(((struct store *)0)->url)];
+
+		url_without_password(opt->url, shown, sizeof(shown));
 		buf_printf(report,
 			   "store: %s does not exist yet; made at the "
 			   "next start\n",
-			   opt->url);
+			   shown);
+	}
 	return check_key(opt->key_file, buf_str(&fingerprint), report, err,
 			 errlen);
 }

@@ -81,7 +81,7 @@ struct change_result {
 };
 
 struct store_options {
-	const char *url; /* sqlite:PATH */
+	const char *url; /* sqlite:PATH or postgresql://... */
 	const char *key_file; /* secret key file, created when missing */
 	/* Privileged config keys an environment's owner may set anyway:
 	 * ",aws.profile,aws.endpoint_url," (the daemon's --allow-config-key),
@@ -124,7 +124,11 @@ struct model *store_model(struct store *st);
 void store_set_change_hook(struct store *st, store_change_fn fn, void *ctx);
 /* What holds the store's lock: "pid 123 on host since RFC3339". */
 const char *store_lock_holder(const struct store *st);
+/* The store's URL without its password, if it had one. */
 const char *store_url(const struct store *st);
+/* The path in url when its backend keeps a file on this machine (sqlite:),
+ * else NULL (postgresql:). */
+const char *store_url_file(const char *url);
 /* Why secrets cannot be used (key missing, wrong), or NULL when they can. */
 const char *store_key_problem(const struct store *st);
 

@@ -50,17 +50,11 @@ int audit_chain_envs(sqlite3 *db, sqlite3_stmt **st)
 				  -1, st, NULL);
 }
 
-struct walk {
-	const char *name;
-	char expected[65], last_line[64];
-	long n;
-	bool chained;
-};
-
 /* Checks one line against the one before; false once the chain broke. */
-static bool walk_line(struct walk *w, const char *line, const char *base,
-		      FILE *out)
+bool audit_walk_line(struct audit_walk *w, const char *line)
 {
+	const char *base = w->base;
+	FILE *out = w->out;
 	const char *prev = prev_of(line);
 	bool ok = true;
 
@@ -102,19 +96,48 @@ static bool walk_line(struct walk *w, const char *line, const char *base,
 	return ok;
 }
 
+void audit_walk_begin(struct audit_walk *w, const char *name, const char *head,
+		      const char *base, FILE *out)
+{
+	memset(w, 0, sizeof(*w));
+	w->name = name;
+	w->head = head ? head : "";
+	w->base = base ? base : "";
+	w->out = out;
+	snprintf(w->expected, sizeof(w->expected), "%s",
+		 w->base[0] ? w->base : ZERO_HASH);
+}
+
+bool audit_walk_end(struct audit_walk *w, bool ok)
+{
+	if (ok && w->chained && w->head[0] &&
+	    strcmp(w->head, w->expected) != 0) {
+		fprintf(w->out,
+			"%s: audit line %ld (%s), the newest, was changed, or "
+			"lines after it removed\n",
+			w->name, w->n, w->last_line);
+		ok = false;
+	}
+	if (ok && w->base[0])
+		fprintf(w->out,
+			"%s: %ld audit lines after the checkpoint %.16s... "
+			"left by pruning, chain intact\n",
+			w->name, w->n, w->base);
+	else if (ok)
+		fprintf(w->out, "%s: %ld audit lines, chain intact\n", w->name,
+			w->n);
+	return ok;
+}
+
 bool audit_chain_verify(sqlite3 *db, sqlite3_stmt *env_row, FILE *out)
 {
 	sqlite3_stmt *st;
-	struct walk w = { .expected = ZERO_HASH };
-	const char *head = (const char *)sqlite3_column_text(env_row, 2);
-	const char *base = (const char *)sqlite3_column_text(env_row, 3);
+	struct audit_walk w;
 	bool ok = true;
 
-	w.name = (const char *)sqlite3_column_text(env_row, 1);
-	head = head ? head : "";
-	base = base ? base : "";
-	if (base[0])
-		snprintf(w.expected, sizeof(w.expected), "%s", base);
+	audit_walk_begin(&w, (const char *)sqlite3_column_text(env_row, 1),
+			 (const char *)sqlite3_column_text(env_row, 2),
+			 (const char *)sqlite3_column_text(env_row, 3), out);
 	if (sqlite3_prepare_v2(db,
 			       "SELECT line FROM audit WHERE env_id = ?"
 			       " ORDER BY id",
@@ -125,23 +148,8 @@ bool audit_chain_verify(sqlite3 *db, sqlite3_stmt *env_row, FILE *out)
 	}
 	sqlite3_bind_int64(st, 1, sqlite3_column_int64(env_row, 0));
 	while (ok && sqlite3_step(st) == SQLITE_ROW)
-		ok = walk_line(&w, (const char *)sqlite3_column_text(st, 0),
-			       base, out);
+		ok = audit_walk_line(&w,
+				     (const char *)sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
-	if (ok && w.chained && head[0] && strcmp(head, w.expected) != 0) {
-		fprintf(out,
-			"%s: audit line %ld (%s), the newest, was changed, or "
-			"lines after it removed\n",
-			w.name, w.n, w.last_line);
-		ok = false;
-	}
-	if (ok && base[0])
-		fprintf(out,
-			"%s: %ld audit lines after the checkpoint %.16s... "
-			"left by pruning, chain intact\n",
-			w.name, w.n, base);
-	else if (ok)
-		fprintf(out, "%s: %ld audit lines, chain intact\n", w.name,
-			w.n);
-	return ok;
+	return audit_walk_end(&w, ok);
 }

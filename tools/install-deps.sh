@@ -8,6 +8,8 @@ packages=(
 	gcc meson ninja-build pkg-config
 	libfuse3-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
 	libssl-dev
+	# the postgresql:// state store, and the server its tests start
+	libpq-dev postgresql
 	# sd_notify for the Type=notify unit (systemd/infrafs@.service)
 	libsystemd-dev
 	# --metrics-listen: the metrics file over HTTP

@@ -162,3 +162,59 @@ void time_rfc3339(double t, char *out, size_t outlen)
 	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(out, outlen, "%s.%03dZ", base, ms);
 }
+
+/* Copies url[from, to) to out at *at, as far as it fits. */
+static void url_copy(char *out, size_t outlen, size_t *at, const char *s,
+		     size_t n)
+{
+	size_t room = outlen - 1 - *at;
+
+	if (n > room)
+		n = room;
+	memcpy(out + *at, s, n);
+	*at += n;
+	out[*at] = '\0';
+}
+
+/* Where the value of a password= parameter at or after q starts, or NULL. */
+static const char *password_param(const char *q)
+{
+	for (; q && *q; q = strchr(q, '&')) {
+		q++;
+		if (!strncmp(q, "password=", 9))
+			return q + 9;
+	}
+	return NULL;
+}
+
+void url_without_password(const char *url, char *out, size_t outlen)
+{
+	const char *auth = strstr(url, "://");
+	const char *end, *at, *colon, *q, *v;
+	size_t pos = 0;
+
+	if (!outlen)
+		return;
+	out[0] = '\0';
+	if (!auth) {
+		url_copy(out, outlen, &pos, url, strlen(url));
+		return;
+	}
+	auth += 3;
+	end = auth + strcspn(auth, "/?#");
+	at = memrchr(auth, '@', (size_t)(end - auth));
+	colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+	if (colon) {
+		url_copy(out, outlen, &pos, url, (size_t)(colon - url) + 1);
+		url_copy(out, outlen, &pos, "***", 3);
+		url = at;
+	}
+	q = strchr(url, '?');
+	for (v = password_param(q); v; v = password_param(q)) {
+		url_copy(out, outlen, &pos, url, (size_t)(v - url));
+		url_copy(out, outlen, &pos, "***", 3);
+		url = v + strcspn(v, "&#");
+		q = url;
+	}
+	url_copy(out, outlen, &pos, url, strlen(url));
+}

@@ -39,6 +39,12 @@ void text_escape(struct buf *out, const char *s, size_t n, unsigned flags);
  * outside (a cloud's failure message) stays one line. */
 void text_line(struct buf *out, const char *key, const char *value);
 
+/*
+ * A URL as messages may show it: a password in its user part or in a
+ * password= parameter becomes ***. Cut to fit outlen.
+ */
+void url_without_password(const char *url, char *out, size_t outlen);
+
 /* RFC 3339 UTC with milliseconds, e.g. 2026-11-27T23:55:22.123Z. */
 void time_rfc3339(double t, char *out, size_t outlen);
 double time_now(void);

@@ -6,11 +6,14 @@ jq, python's open()) and asserts on what a user would see.
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from pg import pg_db, pg_server, run_sql  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("INFRAFS_BIN", str(ROOT / "build" / "infrafs"))
@@ -26,21 +29,26 @@ def wait_for(cond, timeout=10.0, what="condition"):
 
 
 class Mount:
-    """One infrafs daemon in the foreground, on its own state store."""
+    """One infrafs daemon in the foreground, on its own state store: a
+    SQLite file below tmp, or the URL in store (a PostgreSQL database),
+    with the providers' files below tmp either way."""
 
-    def __init__(self, tmp: Path, extra=(), env=None):
+    def __init__(self, tmp: Path, extra=(), env=None, store=None):
         self.tmp = tmp
         self.env = env
         self.path = tmp / "mnt"
         self.state = tmp / "state" / "state.db"
+        self.state_url = store or f"sqlite:{self.state}"
         self.key = tmp / "keys" / "secret.key"
         self.log = tmp / "daemon.log"
         self.extra = list(extra)
+        if store:
+            self.extra += ["--local-dir", str(self.state.parent)]
         self.proc = None
         self.path.mkdir(exist_ok=True)
 
     def start(self, extra=()):
-        args = [BIN, "-f", "--state", f"sqlite:{self.state}",
+        args = [BIN, "-f", "--state", self.state_url,
                 "--key-file", str(self.key), *self.extra, *extra,
                 str(self.path)]
         self.logf = open(self.log, "ab")
@@ -99,6 +107,49 @@ class Mount:
                 found.append(int(pid))
         return found
 
+    @property
+    def on_sqlite(self):
+        return self.state_url.startswith("sqlite:")
+
+    def sql(self, statement):
+        """Runs one SQL statement on the stopped daemon's store, in what
+        both backends' SQL share; returns its rows as lists of strings."""
+        if not self.on_sqlite:
+            out = run_sql(self.state_url, statement)
+            return [line.split("|") for line in out.splitlines()]
+        db = sqlite3.connect(self.state)
+        try:
+            rows = db.execute(statement).fetchall()
+            db.commit()
+        finally:
+            db.close()
+        return [[str(v) for v in row] for row in rows]
+
+    def text_value(self, text):
+        """text as an SQL literal of a stored string (bytea in
+        PostgreSQL), for tests that change the store behind the daemon."""
+        quoted = "'" + text.replace("'", "''") + "'"
+        return quoted if self.on_sqlite else f"convert_to({quoted}, 'UTF8')"
+
+    def text_column(self, column):
+        """A stored string column read back as text."""
+        return column if self.on_sqlite else \
+            f"convert_from({column}, 'UTF8')"
+
+    def store_arg(self):
+        """The store as the tools take it."""
+        return f"sqlite:{self.state}" if self.on_sqlite else self.state_url
+
+    def store_dump(self):
+        """Every byte the store holds: its files, or pg_dump's text, with
+        bytea shown as hex."""
+        if self.on_sqlite:
+            return b"".join(p.read_bytes()
+                            for p in self.state.parent.rglob("*")
+                            if p.is_file())
+        return subprocess.run(["pg_dump", "-d", self.state_url],
+                              capture_output=True, check=True).stdout
+
     def kill_replicas(self):
         for pid in self.replicas(leaders_only=False):
             try:
@@ -144,9 +195,31 @@ class Mount:
         return res
 
 
+# Tests that run on each state-store backend say so with
+# @pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True);
+# INFRAFS_TEST_BACKEND=postgresql runs every other one on PostgreSQL too.
+BOTH_BACKENDS = ["sqlite", "postgresql"]
+
+
 @pytest.fixture
-def mnt(tmp_path):
-    m = Mount(tmp_path).start()
+def backend(request):
+    return getattr(request, "param",
+                   os.environ.get("INFRAFS_TEST_BACKEND", "sqlite"))
+
+
+@pytest.fixture
+def store_url(request, backend):
+    """The URL of a fresh store on the test's backend; None: SQLite in
+    the test's folder, Mount's default."""
+    if backend == "sqlite":
+        return None
+    server = request.getfixturevalue("pg_server")
+    return server.url(server.new_database())
+
+
+@pytest.fixture
+def mnt(tmp_path, store_url):
+    m = Mount(tmp_path, store=store_url).start()
     yield m
     m.stop()
     # Replicas outlive the daemon by design; tests clean up after theirs.

@@ -3,21 +3,22 @@ history. The oldest revisions go, what the kept ones show stays exact, and
 the audit chain still verifies from a checkpoint."""
 import errno
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import read, revisions, status_of, wait_for
+from conftest import BOTH_BACKENDS, read, revisions, status_of, wait_for
+
+both = pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("INFRAFS_TOOLS_DIR", ROOT / "build" / "tools"))
 VERIFY = TOOLS / "infrafs-audit-verify"
 
 
-def verify(state):
-    return subprocess.run([str(VERIFY), f"sqlite:{state}"],
+def verify(m):
+    return subprocess.run([str(VERIFY), m.store_arg()],
                           capture_output=True, text=True)
 
 
@@ -64,6 +65,7 @@ def keep_four(m):
     return last
 
 
+@both
 def test_history_keep_prunes_the_oldest_revisions(env):
     env.sh("mkdir dev/pools/still && "
            "echo 'accelerator = cpu' > dev/pools/still/spec && "
@@ -92,6 +94,7 @@ def test_history_keep_prunes_the_oldest_revisions(env):
     assert read(env / "dev/pools/still/spec") == "accelerator = cpu\n"
 
 
+@both
 def test_rollback_to_a_pruned_revision_names_the_rule(env):
     env.sh("echo 'history_keep = 3' >> dev/config")
     change_nodes(env, 10)
@@ -103,46 +106,40 @@ def test_rollback_to_a_pruned_revision_names_the_rule(env):
     assert newest(env) == last + 1
 
 
+@both
 def test_the_audit_chain_verifies_across_what_was_pruned(env):
     last = keep_four(env)
     env.stop()
-    res = verify(env.state)
+    res = verify(env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "checkpoint" in res.stdout and "chain intact" in res.stdout
     # The store kept only what history/ shows.
-    db = sqlite3.connect(env.state)
-    assert db.execute("SELECT min(rev) FROM revisions").fetchone()[0] == \
-        last - 3
-    db.close()
+    assert env.sql("SELECT min(rev) FROM revisions") == [[str(last - 3)]]
     env.start()
     assert revisions(env) == list(range(last - 3, last + 1))
 
 
+@both
 def test_removing_the_oldest_kept_audit_line_is_caught(env):
     keep_four(env)
     env.stop()
-    db = sqlite3.connect(env.state)
-    first = db.execute("SELECT min(id) FROM audit").fetchone()[0]
-    db.execute("DELETE FROM audit WHERE id = ?", (first,))
-    db.commit()
-    db.close()
-    res = verify(env.state)
+    env.sql("DELETE FROM audit WHERE id = (SELECT min(id) FROM audit)")
+    res = verify(env)
     assert res.returncode == 1
     assert "does not chain to the checkpoint" in res.stdout
     env.start()
 
 
+@both
 def test_a_forged_checkpoint_is_caught(env):
     keep_four(env)
     env.stop()
-    db = sqlite3.connect(env.state)
-    db.execute("UPDATE envs SET audit_base = ?", ("ab" * 32,))
-    db.commit()
-    db.close()
-    assert verify(env.state).returncode == 1
+    env.sql(f"UPDATE envs SET audit_base = '{'ab' * 32}'")
+    assert verify(env).returncode == 1
     env.start()
 
 
+@both
 def test_history_keep_days_prunes_by_age(env):
     env.sh("echo 'history_keep_days = 1' >> dev/config")
     change_nodes(env, 6)
@@ -152,19 +149,16 @@ def test_history_keep_days_prunes_by_age(env):
     env.stop()
     # Revisions 1 to 4 made three days ago, as if the mount had been
     # quiet since; a restart looks at once.
-    db = sqlite3.connect(env.state)
-    db.execute("UPDATE revisions SET time = time - 3 * 86400"
-               " WHERE rev <= 4")
-    db.commit()
-    db.close()
+    env.sql("UPDATE revisions SET time = time - 3 * 86400 WHERE rev <= 4")
     env.start()
     wait_for(lambda: revisions(env)[0] == 5, 10, "revisions 1-4 pruned")
     assert revisions(env)[-1] == last
     env.stop()
-    assert verify(env.state).returncode == 0
+    assert verify(env).returncode == 0
     env.start()
 
 
+@both
 def test_revisions_not_yet_applied_are_kept(env):
     env.sh("echo 'history_keep = 2' >> dev/config")
     wait_for(lambda: applied(env) == newest(env), 10, "config applied")
@@ -189,6 +183,7 @@ def test_revisions_not_yet_applied_are_kept(env):
              "pruned once applied")
 
 
+@both
 def test_without_history_keep_every_revision_stays(env):
     change_nodes(env, 30)
     assert revisions(env) == list(range(1, newest(env) + 1))

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from conftest import Mount, read, status_of, wait_for
+from conftest import BOTH_BACKENDS, Mount, read, status_of, wait_for
+
+both = pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)
 
 EP = "dev/endpoints/tok"
 
@@ -20,6 +22,7 @@ def wait_ready(m, path=EP, timeout=20):
              f"{path} ready:\n" + read(m / path / "status"))
 
 
+@both
 def test_secret_reaches_the_replica_and_rotation_rolls_it(mnt):
     mnt.sh("mkdir -p dev/endpoints/tok && printf hunter2 > dev/secrets/hf")
     (mnt / EP / "spec").write_text(
@@ -45,13 +48,14 @@ def test_secret_reaches_the_replica_and_rotation_rolls_it(mnt):
 
     wait_for(rolled, 20, "a replica with the new value")
     wait_ready(mnt)
-    store = b"".join(p.read_bytes() for p in mnt.state.parent.rglob("*")
-                     if p.is_file())
-    assert b"hunter2" not in store and b"swordfish" not in store
+    store = mnt.store_dump()
+    for value in (b"hunter2", b"swordfish"):
+        assert value not in store and value.hex().encode() not in store
 
 
-def test_a_lost_key_is_said_plainly_not_replaced(tmp_path):
-    m = Mount(tmp_path).start()
+@both
+def test_a_lost_key_is_said_plainly_not_replaced(tmp_path, store_url):
+    m = Mount(tmp_path, store=store_url).start()
     try:
         m.sh("mkdir dev && printf hunter2 > dev/secrets/hf")
         m.stop()
@@ -82,10 +86,12 @@ def test_a_lost_key_is_said_plainly_not_replaced(tmp_path):
         m.stop()
 
 
-def test_an_unusable_key_file_is_named_with_its_mode_or_size(tmp_path):
+@both
+def test_an_unusable_key_file_is_named_with_its_mode_or_size(tmp_path,
+                                                            store_url):
     """A key file that sealed secrets but is open to others, or of the
     wrong size, is reported with what is wrong, not as missing."""
-    m = Mount(tmp_path).start()
+    m = Mount(tmp_path, store=store_url).start()
     try:
         m.sh("mkdir dev && printf hunter2 > dev/secrets/hf")
         m.stop()

@@ -206,7 +206,7 @@ def test_version_file_and_option_show_the_build(tmp_path):
                          text=True, check=True).stdout
     keys = [line.split(":", 1)[0] for line in out.splitlines()[1:]]
     for key in ("commit", "build", "sd_notify", "libfuse", "sqlite",
-                "openssl"):
+                "libpq", "openssl"):
         assert key in keys, out
     assert "sd_notify: yes" in out
     notify = Notify(tmp_path / "notify.sock")

@@ -10,9 +10,12 @@ import time
 
 import pytest
 
-from conftest import BIN, Mount, read, revisions, status_of
+from conftest import BIN, BOTH_BACKENDS, Mount, read, revisions, status_of
+
+both = pytest.mark.parametrize("backend", BOTH_BACKENDS, indirect=True)
 
 
+@both
 def test_remount_gives_back_everything(env):
     env.sh("echo 'labels.team = nlp' >> dev/pools/train/spec && "
            "mkdir dev/pools/draft dev/endpoints/chat && "
@@ -53,11 +56,12 @@ def test_commit_is_durable_when_close_returns(env):
     assert read(env / "dev/pools/train/nodes") == "3\n"
 
 
+@both
 def test_second_daemon_on_the_same_store_is_refused(env, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     res = subprocess.run(
-        [env.proc.args[0], "-f", "--state", f"sqlite:{env.state}",
+        [env.proc.args[0], "-f", "--state", env.state_url,
          "--key-file", str(env.key), str(other)],
         capture_output=True, text=True, timeout=10)
     assert res.returncode != 0
@@ -68,11 +72,12 @@ def test_second_daemon_on_the_same_store_is_refused(env, tmp_path):
     env.sh("echo 'nodes = 2' > dev/pools/train/spec")
 
 
+@both
 def test_background_mode_reports_start_up_errors(env, tmp_path):
     other = tmp_path / "other2"
     other.mkdir()
     res = subprocess.run(
-        [env.proc.args[0], "--state", f"sqlite:{env.state}",
+        [env.proc.args[0], "--state", env.state_url,
          "--key-file", str(env.key), str(other)],
         capture_output=True, text=True, timeout=10)
     assert res.returncode == 1
@@ -129,6 +134,7 @@ def test_store_is_sqlite_in_wal_mode_with_schema_version(env):
     assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
 
 
+@both
 def test_history_info_diff_and_specs_as_they_were(env):
     env.sh("echo 'nodes = 2' >> dev/pools/train/spec")
     env.sh("echo 3 > dev/pools/train/nodes")
@@ -155,6 +161,7 @@ def test_history_info_diff_and_specs_as_they_were(env):
     assert "train" in os.listdir(env / f"dev/history/{last - 1}/pools")
 
 
+@both
 def test_audit_lines_carry_who_and_what(env):
     env.sh("python3 -c \"open('dev/pools/train/nodes','w').write('2\\n')\"")
     line = read(env / "dev/audit").splitlines()[-1]
@@ -167,6 +174,7 @@ def test_audit_lines_carry_who_and_what(env):
     assert line[:4].isdigit() and "T" in line.split()[0]
 
 
+@both
 def test_sixteen_concurrent_writers_lose_no_update(mnt):
     names = [f"p{i}" for i in range(16)]
     mnt.sh("mkdir dev && " + " && ".join(
@@ -221,8 +229,9 @@ def as_user(mnt, uid, gid, script, groups=()):
                           capture_output=True, text=True)
 
 
-def test_chown_chmod_are_kept_and_enforced(tmp_path, users):
-    m = Mount(tmp_path, extra=["-o", "allow_other"]).start()
+@both
+def test_chown_chmod_are_kept_and_enforced(tmp_path, users, store_url):
+    m = Mount(tmp_path, extra=["-o", "allow_other"], store=store_url).start()
     try:
         os.chmod(tmp_path, 0o755)
         m.sh("mkdir dev && mkdir dev/pools/train && "
@@ -270,6 +279,7 @@ def test_chown_chmod_are_kept_and_enforced(tmp_path, users):
         m.stop()
 
 
+@both
 def test_sigterm_unmounts_and_exits_zero(env):
     env.proc.terminate()
     assert env.proc.wait(timeout=10) == 0
@@ -286,6 +296,7 @@ def test_store_files_are_private(env):
     assert stat.S_IMODE(env.key.stat().st_mode) == 0o600
 
 
+@both
 def test_events_keep_every_line_past_what_memory_holds(env):
     """The newest 256 lines of each events file are kept in memory, the
     rest come from the store; the file shows them all, oldest first."""
@@ -303,8 +314,10 @@ def test_events_keep_every_line_past_what_memory_holds(env):
     assert read(env / "dev/pools/train/events").splitlines() == lines
 
 
-def test_protected_destroy_needs_the_owner_to_approve(tmp_path, users):
-    m = Mount(tmp_path, extra=["-o", "allow_other"]).start()
+@both
+def test_protected_destroy_needs_the_owner_to_approve(tmp_path, users,
+                                                     store_url):
+    m = Mount(tmp_path, extra=["-o", "allow_other"], store=store_url).start()
     try:
         os.chmod(tmp_path, 0o755)
         alice, team = users["ifs-alice"], users["team"]

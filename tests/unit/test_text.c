@@ -41,8 +41,35 @@ static void test_escape(void)
 	ESCAPED_IS("my cmd\n", TEXT_ESCAPE_SPACE, "my\\x20cmd\\n");
 }
 
+#define SHOWN_IS(url, want)                                      \
+	do {                                                     \
+		char out_[256];                                  \
+		url_without_password((url), out_, sizeof(out_)); \
+		CHECK_STR(out_, (want));                         \
+	} while (0)
+
+static void test_url_without_password(void)
+{
+	SHOWN_IS("sqlite:/var/lib/infrafs/state.db",
+		 "sqlite:/var/lib/infrafs/state.db");
+	SHOWN_IS("postgresql://ifs@db:5432/infra",
+		 "postgresql://ifs@db:5432/infra");
+	SHOWN_IS("postgresql://ifs:s3cret@db:5432/infra?sslmode=require",
+		 "postgresql://ifs:***@db:5432/infra?sslmode=require");
+	/* An '@' in the password is the last one before the host. */
+	SHOWN_IS("postgres://ifs:a@b:c@db/infra",
+		 "postgres://ifs:***@db/infra");
+	SHOWN_IS("postgresql:///infra?user=ifs&password=s3cret&sslmode=off",
+		 "postgresql:///infra?user=ifs&password=***&sslmode=off");
+	SHOWN_IS("postgresql://db/infra?password=a&password=b",
+		 "postgresql://db/infra?password=***&password=***");
+	/* A host port with no user part is not a password. */
+	SHOWN_IS("postgresql://db:5432/infra", "postgresql://db:5432/infra");
+}
+
 int main(void)
 {
 	test_escape();
+	test_url_without_password();
 	return check_report("text");
 }

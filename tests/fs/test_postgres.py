@@ -1,0 +1,241 @@
+"""The PostgreSQL state store: what only it does. What it shares with
+SQLite (revisions, history, audit, secrets, prune) runs on both backends
+in test_store.py, test_history_keep.py and test_secrets.py."""
+import os
+import socket
+import subprocess
+
+import pytest
+
+from conftest import BIN, Mount, read, revisions
+from pg import PW, PW_USER
+
+
+def tables(server, db):
+    return server.psql(db, "SELECT tablename FROM pg_tables WHERE"
+                           " schemaname = 'public' ORDER BY 1").split()
+
+
+def start_fails(m):
+    with pytest.raises(AssertionError) as e:
+        m.start()
+    assert not os.path.ismount(m.path)
+    return str(e.value)
+
+
+def check(m):
+    res = subprocess.run([BIN, "--check", "--state", m.state_url,
+                          "--key-file", str(m.key)],
+                         capture_output=True, text=True, timeout=30)
+    for marker in ("runtime error:", "Sanitizer"):
+        assert marker not in res.stderr, res.stderr
+    return res
+
+
+@pytest.fixture
+def pgm(tmp_path, pg_server, pg_db):
+    m = Mount(tmp_path, store=pg_server.url(pg_db))
+    m.db = pg_db
+    yield m
+    m.stop()
+    m.kill_replicas()
+
+
+def test_a_new_database_gets_the_schema_and_version(pgm, pg_server):
+    pgm.start()
+    assert pg_server.psql(pgm.db, "SELECT app, version FROM"
+                                  " infrafs_schema").strip() == "infrafs|6"
+    assert "revisions" in tables(pg_server, pgm.db)
+
+
+def test_commits_survive_a_kill_and_restart(pgm, pg_server):
+    """SIGKILL right after close(2): the revision is in the database."""
+    pgm.start()
+    pgm.sh("mkdir dev dev/pools/train && echo 'nodes = 3' >"
+           " dev/pools/train/spec")
+    pgm.kill()
+    assert pg_server.psql(
+        pgm.db, "SELECT convert_from(spec, 'UTF8') FROM resources"
+                " WHERE name = 'train'") == "nodes = 3\n\n"
+    pgm.start()
+    assert read(pgm / "dev/pools/train/nodes") == "3\n"
+    assert revisions(pgm) == [1, 2]
+    pgm.sh("echo 4 > dev/pools/train/nodes")
+    assert revisions(pgm) == [1, 2, 3]
+
+
+def test_a_newer_schema_is_refused(pgm, pg_server):
+    pgm.start()
+    pgm.stop()
+    pg_server.psql(pgm.db, "UPDATE infrafs_schema SET version = 999")
+    why = start_fails(pgm)
+    assert "schema version 999" in why and "use a newer infrafs" in why
+
+
+def test_a_foreign_database_is_refused_and_left_alone(pgm, pg_server):
+    pg_server.psql(pgm.db, "CREATE TABLE notes(x text)")
+    why = start_fails(pgm)
+    assert "some other program" in why
+    assert "not an infrafs state store" in why
+    assert tables(pg_server, pgm.db) == ["notes"]
+
+
+def test_a_second_daemon_is_refused_with_the_holder_named(pgm, tmp_path,
+                                                         pg_server):
+    pgm.start()
+    (tmp_path / "other").mkdir()
+    other = Mount(tmp_path / "other", store=pgm.state_url)
+    why = start_fails(other)
+    assert "in use by another infrafs" in why
+    assert f"pid {pgm.proc.pid} on {socket.gethostname()}" in why
+    pgm.sh("mkdir dev")  # the first one is unharmed
+    # Once the first stops, its lock goes with its session, and the
+    # record of it with a clean stop.
+    pgm.stop()
+    assert pg_server.psql(pgm.db, "SELECT count(*) FROM infrafs_lock") \
+        == "0\n"
+    try:
+        other.start()
+        assert "dev" in os.listdir(other.path)
+    finally:
+        other.stop()
+
+
+def test_a_wrong_password_is_said_without_echoing_it(tmp_path, pg_server):
+    db = pg_server.new_database(owner=PW_USER)
+    wrong = "not-the-horse-" + os.urandom(4).hex()
+    m = Mount(tmp_path, store=pg_server.tcp_url(db, password=wrong))
+    why = start_fails(m)
+    assert "cannot connect to state store" in why
+    assert "password authentication failed" in why
+    assert wrong not in why
+    assert "postgresql://ifs_pw:***@127.0.0.1" in why
+    # The right one mounts, and the log does not show it either.
+    m = Mount(tmp_path, store=pg_server.tcp_url(db))
+    m.start()
+    try:
+        m.sh("mkdir dev")
+    finally:
+        m.stop()
+    assert PW not in m.log.read_text()
+
+
+def test_a_user_who_cannot_create_tables_is_told_why(tmp_path, pg_server):
+    """PostgreSQL 15 lets only a database's owner create tables in its
+    public schema: the server's reason reaches the user, nothing is
+    left half made."""
+    db = pg_server.new_database()
+    m = Mount(tmp_path, store=pg_server.tcp_url(db))
+    why = start_fails(m)
+    assert "moving to schema version 6 failed" in why
+    assert "permission denied for schema public" in why
+    assert tables(pg_server, db) == []
+
+
+def test_check_reads_a_database_without_writing(pgm, pg_server):
+    res = check(pgm)
+    assert res.returncode == 0, res.stderr
+    assert "does not exist yet" in res.stdout
+    assert tables(pg_server, pgm.db) == []
+    pgm.start()
+    res = check(pgm)
+    assert res.returncode == 1
+    assert "cannot be checked while mounted" in res.stderr
+    pgm.stop()
+    res = check(pgm)
+    assert res.returncode == 0, res.stderr
+    assert "schema: version 6" in res.stdout
+    assert "key: " in res.stdout and "the store's" in res.stdout
+    assert res.stdout.rstrip().endswith("ok: " + pgm.state_url)
+
+
+def test_check_refuses_a_foreign_database(pgm, pg_server):
+    pg_server.psql(pgm.db, "CREATE TABLE notes(x text)")
+    res = check(pgm)
+    assert res.returncode == 1
+    assert "not an infrafs state store" in res.stderr
+    assert tables(pg_server, pgm.db) == ["notes"]
+
+
+def test_durability_is_asked_for_whatever_the_server_default(pgm, pg_server):
+    """A database whose default is synchronous_commit = off still gets
+    durable commits: the daemon's sessions set it on and read it back."""
+    pg_server.psql("postgres", f"ALTER DATABASE {pgm.db}"
+                               " SET synchronous_commit = off")
+    pgm.start()
+    pgm.sh("mkdir dev")
+    pgm.kill()
+    pgm.start()
+    assert "dev" in os.listdir(pgm.path)
+    pgm.stop()
+    assert "durability: synchronous_commit on" in check(pgm).stdout
+
+
+def test_a_server_restart_loses_no_commit(pgm, pg_server):
+    """The sessions end with the server; the daemon connects again and
+    takes its lock back before it writes."""
+    pgm.start()
+    pgm.sh("mkdir dev dev/pools/train && echo 'nodes = 1' >"
+           " dev/pools/train/spec")
+    pg_server.pg_ctl("restart", "-m", "fast")
+    pgm.sh("echo 'nodes = 2' > dev/pools/train/spec")
+    assert read(pgm / "dev/history/3/pools/train") == "nodes = 2\n"
+    assert pg_server.psql(
+        "postgres", "SELECT count(*) FROM pg_locks WHERE"
+                    " locktype = 'advisory' AND granted").strip() == "1"
+    pgm.restart()
+    assert read(pgm / "dev/pools/train/spec") == "nodes = 2\n"
+    assert revisions(pgm) == [1, 2, 3]
+
+
+def test_both_backends_keep_the_same_columns(tmp_path, pg_server, pg_db):
+    """A schema change lands in both backends under one version number
+    (a build-time check); here, the columns it made must match too."""
+    (tmp_path / "lite").mkdir()
+    lite = Mount(tmp_path / "lite")
+    lite.start()
+    lite.stop()
+    sqlite_cols = set()
+    for (table,) in lite.sql("SELECT name FROM sqlite_master WHERE"
+                             " type = 'table'"):
+        for row in lite.sql(f"PRAGMA table_info({table})"):
+            sqlite_cols.add((table, row[1]))
+    (tmp_path / "pg").mkdir()
+    m = Mount(tmp_path / "pg", store=pg_server.url(pg_db))
+    m.start()
+    m.stop()
+    pg_cols = {tuple(r.split("|")) for r in pg_server.psql(
+        pg_db, "SELECT table_name, column_name FROM"
+               " information_schema.columns WHERE table_schema = 'public'"
+               " AND table_name NOT LIKE 'infrafs\\_%'").split()}
+    sqlite_cols = {c for c in sqlite_cols if c[0] != "sqlite_sequence"}
+    assert pg_cols == sqlite_cols
+
+
+def test_a_daemon_that_lost_its_lock_writes_no_more(pgm, pg_server,
+                                                    tmp_path):
+    """Its sessions ended (an administrator, a failover) and another
+    daemon took the database: the first never writes again, so the two
+    cannot interleave revisions."""
+    pgm.start()
+    pgm.sh("mkdir dev")
+    pg_server.psql("postgres", "SELECT pg_terminate_backend(pid) FROM"
+                               " pg_stat_activity WHERE application_name"
+                               f" = 'infrafs' AND datname = '{pgm.db}'")
+    (tmp_path / "other").mkdir()
+    other = Mount(tmp_path / "other", store=pgm.state_url)
+    try:
+        other.start()
+        res = pgm.sh("mkdir dev/pools/late", check=False)
+        assert "Device or resource busy" in res.stderr
+        assert "lost its lock and another infrafs took it" in \
+            pgm.log.read_text()
+        assert "reloading after a failed commit failed" not in \
+            pgm.log.read_text()
+        assert os.listdir(pgm / "dev/pools") == []
+        other.sh("mkdir dev/pools/mine && echo 'accelerator = cpu' >"
+                 " dev/pools/mine/spec")
+        assert os.listdir(other / "dev/pools") == ["mine"]
+        assert revisions(other) == [1, 2]
+    finally:
+        other.stop()
