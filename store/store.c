@@ -619,21 +619,12 @@ static int res_field(struct store *st, struct env *e, struct resource *r,
 	return res_commit(st, e, r, &whole, res);
 }
 
-static const struct provider_ops *provider_of_env(const struct env *e)
-{
-	char name[32] = "local";
-
-	if (e->config.parsed)
-		spec_text(e->config.parsed, "provider", name, sizeof(name));
-	return provider_by_name(name);
-}
-
 /* What the environment's provider cannot run is refused now, not later. */
 static int check_provider_support(const struct env *e, const struct resource *r,
 				  const struct spec *parsed,
 				  struct change_result *res)
 {
-	const struct provider_ops *p = provider_of_env(e);
+	const struct provider_ops *p = env_provider(e);
 	struct desired want = {
 		.env = e->name,
 		.kind = r->kind,
@@ -647,61 +638,6 @@ static int check_provider_support(const struct env *e, const struct resource *r,
 	if (!p || !p->check)
 		return 0;
 	return p->check(&want, res->msg, sizeof(res->msg));
-}
-
-/*
- * max_hourly_cost_usd: the provider's estimate for the whole environment
- * with the proposed spec in place. Like the other quantities, refused
- * only when it grows past the limit.
- */
-static int check_cost(const struct env *e, const struct resource *r,
-		      const struct spec *parsed, struct change_result *res)
-{
-	const struct provider_ops *p = provider_of_env(e);
-	const struct field_def *f =
-		kind_field(&kind_policy, "max_hourly_cost_usd", 19);
-	const struct spec_value *limit =
-		e->policy.parsed && f
-			? &e->policy.parsed
-				   ->v[kind_field_index(&kind_policy, f)]
-			: NULL;
-	double total = 0, before = 0;
-
-	if (!p || !p->hourly_cost || !limit || !limit->set)
-		return 0;
-	for (int k = 0; k < NKINDS; k++) {
-		for (size_t i = 0; i < e->list[k].n; i++) {
-			const struct resource *o = e->list[k].v[i];
-			struct desired d = { .env = e->name,
-					     .kind = k,
-					     .name = o->name,
-					     .spec = o->spec.parsed,
-					     .config = e->config.parsed };
-			double c;
-
-			if (!o->spec.parsed)
-				continue;
-			c = p->hourly_cost(&d);
-			before += c;
-			if (o != r)
-				total += c;
-		}
-	}
-	{
-		struct desired d = { .env = e->name,
-				     .kind = r->kind,
-				     .name = r->name,
-				     .spec = parsed,
-				     .config = e->config.parsed };
-
-		total += p->hourly_cost(&d);
-	}
-	if (total > limit->d + 1e-9 && total > before + 1e-9)
-		return refuse(res, -EDQUOT,
-			      "policy max_hourly_cost_usd: %.2f requested in "
-			      "%s, limit %.2f",
-			      total, e->name, limit->d);
-	return 0;
 }
 
 static int res_commit(struct store *st, struct env *e, struct resource *r,
@@ -726,7 +662,9 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	if (!rc)
 		rc = check_provider_support(e, r, parsed, res);
 	if (!rc)
-		rc = check_cost(e, r, parsed, res);
+		rc = policy_check_cost(e, r->kind, r->name, parsed,
+				       r->spec.parsed, res->msg,
+				       sizeof(res->msg));
 	if (rc) {
 		record_refusal(st, e, r, &r->last_error, ch, res);
 		return rc;
