@@ -601,7 +601,16 @@ static void check_secrets(struct plan *p, const struct item *it)
 	const struct spec_value *v = spec_field(it->after->parsed, "env");
 	char msg[512];
 
-	for (size_t i = 0; p->secrets_known && v && i < v->npairs; i++) {
+	if (!p->secrets_known && v && v->npairs) {
+		json_array_append_new(
+			p->notes,
+			json_sprintf("%s: secret references not checked: "
+				     "%s/secrets/ cannot be listed by this "
+				     "user",
+				     it->path, p->eb->name));
+		return;
+	}
+	for (size_t i = 0; v && i < v->npairs; i++) {
 		const char *val = v->pairs[i].value;
 		char key[80];
 
@@ -776,12 +785,13 @@ static json_t *build_report(struct plan *p)
 	compare(p, resources, steps, counts);
 	changes = json_array_size(resources) > 0;
 	valid = json_array_size(p->problems) == 0;
-	root = json_pack("{s:s, s:o, s:b, s:b, s:o, s:o, s:o, s:o, s:o, s:O}",
+	root = json_pack("{s:s, s:o, s:b, s:b, s:b, s:o, s:o, s:o, s:o, s:o, "
+			 "s:O}",
 			 "environment", p->eb->name, "against", jstr(p->folder),
-			 "changes", changes, "valid", valid, "counts", counts,
-			 "resources", resources, "steps", steps, "cost",
-			 cost_json(p), "policy", policy_json(p), "problems",
-			 p->problems);
+			 "compared", !p->unread, "changes", changes, "valid",
+			 valid, "counts", counts, "resources", resources,
+			 "steps", steps, "cost", cost_json(p), "policy",
+			 policy_json(p), "problems", p->problems);
 	return root;
 }
 
@@ -794,8 +804,15 @@ static const char *jget(const json_t *o, const char *key)
 	return s ? s : "";
 }
 
-static void counts_text(const json_t *counts, struct buf *out)
+static void counts_text(const json_t *r, struct buf *out)
 {
+	const json_t *counts = json_object_get(r, "counts");
+
+	if (!json_is_true(json_object_get(r, "compared"))) {
+		buf_adds(out, "not compared: the folder does not fit the "
+			      "layout");
+		return;
+	}
 	for (size_t i = 0; change_words[i]; i++) {
 		json_int_t n = json_integer_value(
 			json_object_get(counts, change_words[i]));
@@ -871,7 +888,7 @@ static void render_text(const json_t *r, struct buf *out)
 		buf_adds(out, "\nsteps:\n");
 	json_array_foreach(json_object_get(r, "steps"), i, v)
 		buf_printf(out, "%s\n", jget(v, "line"));
-	counts_text(json_object_get(r, "counts"), &line);
+	counts_text(r, &line);
 	buf_printf(out, "\nchanges: %s\n", buf_str(&line));
 	buf_truncate(&line, 0);
 	cost_text(json_object_get(r, "cost"), &line);
@@ -1004,7 +1021,7 @@ static void render_markdown(const json_t *r, struct buf *out)
 		   json_is_true(json_object_get(r, "valid"))
 			   ? "checks"
 			   : "does not check");
-	counts_text(json_object_get(r, "counts"), &line);
+	counts_text(r, &line);
 	buf_adds(out, "- changes: ");
 	md_text(out, buf_str(&line));
 	buf_truncate(&line, 0);

@@ -196,6 +196,8 @@ def test_stray_file_is_refused_with_its_path(prod):
     assert "infra/pools/train/nodes: a resource folder holds only its spec" \
         in res.stdout
     assert "[layout]" in res.stdout
+    assert "changes: not compared: the folder does not fit the layout" \
+        in res.stdout
 
 
 def test_breach_of_the_environments_policy(prod):
@@ -212,6 +214,21 @@ def test_breach_of_the_environments_policy(prod):
         "[policy max_nodes_per_pool]"], res.stdout
     assert "policy: 1 breach (prod/policy, from the environment)" \
         in res.stdout
+
+
+def test_a_protected_destroy_is_noted(prod):
+    m, infra = prod
+    m.sh("echo 'protect = destroy' >> prod/policy")
+    shutil.rmtree(infra / "pools/old")
+    commit(infra, "drop old")
+    res = plan(m, infra)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert ("note: pools/old/spec: protect = destroy: the destroy waits "
+            "for the owner's approval (echo approve > ctl)") in res.stdout
+    doc = json.loads(plan(m, infra, "--format", "json").stdout)
+    assert doc["policy"]["verdicts"] == [{
+        "path": "pools/old/spec", "verdict": "approval",
+        "rule": "policy protect", "message": None}]
 
 
 def test_the_folders_policy_is_the_one_judged(prod):
@@ -242,6 +259,7 @@ def test_json_for_python_and_jq(prod):
     doc = json.loads(res.stdout)
     assert doc["environment"] == "prod"
     assert doc["changes"] is True and doc["valid"] is True
+    assert doc["compared"] is True
     assert doc["counts"] == {"create": 1, "update": 1, "destroy": 1,
                              "revise": 0, "remove-draft": 0}
     assert doc["cost"] == {"provider": "local", "currency": "USD",
