@@ -645,37 +645,6 @@ static bool same_effect(const struct spec *a, const struct spec *b)
 	return true;
 }
 
-static void field_changes(const struct spec *old, const struct spec *neu,
-			  struct buf *text, json_t *changes)
-{
-	const struct kind_def *k = neu->kind;
-
-	for (size_t i = 0; i < k->nfields; i++) {
-		BUF_AUTO a = BUF_INIT;
-		BUF_AUTO b = BUF_INIT;
-
-		if (old)
-			spec_field_text(old, &k->fields[i], &a);
-		spec_field_text(neu, &k->fields[i], &b);
-		if (!strcmp(buf_str(&a), buf_str(&b)))
-			continue;
-		/* Map fields hold lines; show them on one. */
-		for (char *p = a.data; p && *p; p++)
-			if (*p == '\n')
-				*p = p[1] ? ';' : '\0';
-		for (char *p = b.data; p && *p; p++)
-			if (*p == '\n')
-				*p = p[1] ? ';' : '\0';
-		buf_printf(text, "%s%s: %s -> %s", text->len ? ", " : "",
-			   k->fields[i].name, a.len ? buf_str(&a) : "(unset)",
-			   b.len ? buf_str(&b) : "(unset)");
-		json_array_append_new(
-			changes,
-			json_pack("{s:s, s:s, s:s}", "field", k->fields[i].name,
-				  "from", buf_str(&a), "to", buf_str(&b)));
-	}
-}
-
 static const char *const action_words[] = {
 	[ACT_NONE] = "none",	 [ACT_CREATE] = "create",
 	[ACT_UPDATE] = "update", [ACT_DESTROY] = "destroy",
@@ -801,7 +770,7 @@ static void set_step(struct reconciler *r, struct env_state *es, struct rec *rc,
 	}
 	changes = json_array();
 	if (a == ACT_UPDATE)
-		field_changes(applied_spec(r, rc), rc->spec, &fields, changes);
+		spec_changes(applied_spec(r, rc), rc->spec, &fields, changes);
 	if (a == ACT_HEAL)
 		buf_printf(&fields, "drift: %s", rc->obs.drift);
 	/* Values and drift are anyone's text; a step is one line of plan. */

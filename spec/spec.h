@@ -105,6 +105,15 @@ static inline void spec_cleanup(struct spec **s)
 void spec_field_text(const struct spec *s, const struct field_def *f,
 		     struct buf *out);
 
+/*
+ * The fields whose effective values differ between old (NULL: none) and
+ * neu, as a plan step shows them: "nodes: 2 -> 4, labels.team: (unset)
+ * -> nlp" appended to text, {"field", "from", "to"} objects to changes.
+ * Nothing appended when the two have the same effect.
+ */
+void spec_changes(const struct spec *old, const struct spec *neu,
+		  struct buf *text, json_t *changes);
+
 /* The effective values as a JSON object: integers, numbers, arrays, objects. */
 json_t *spec_to_json(const struct spec *s);
 

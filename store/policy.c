@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "policy.h"
 
+#include "providers/provider.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -226,6 +228,100 @@ int policy_check(const struct env *e, int kind, const char *name,
 	if (rc)
 		return rc;
 	return check_quantities(e, kind, name, proposed, current, msg, msglen);
+}
+
+const struct provider_ops *env_provider(const struct env *e)
+{
+	char name[32] = "local";
+
+	if (e->config.parsed)
+		spec_text(e->config.parsed, "provider", name, sizeof(name));
+	return provider_by_name(name);
+}
+
+static double cost_of(const struct provider_ops *p, const struct env *e,
+		      int kind, const char *name, const struct spec *s)
+{
+	struct desired d = { .env = e->name,
+			     .kind = kind,
+			     .name = name,
+			     .spec = s,
+			     .config = e->config.parsed };
+
+	return s ? p->hourly_cost(&d) : 0;
+}
+
+/* Everything declared but kind/name (name NULL: everything). */
+static double others_cost(const struct provider_ops *p, const struct env *e,
+			  int kind, const char *name)
+{
+	double total = 0;
+
+	for (int k = 0; k < NKINDS; k++) {
+		for (size_t i = 0; i < e->list[k].n; i++) {
+			const struct resource *o = e->list[k].v[i];
+
+			if (name && k == kind && !strcmp(o->name, name))
+				continue;
+			total += cost_of(p, e, k, o->name, o->spec.parsed);
+		}
+	}
+	return total;
+}
+
+double policy_env_cost(const struct env *e, int kind, const char *name,
+		       const struct spec *proposed)
+{
+	const struct provider_ops *p = env_provider(e);
+
+	if (!p || !p->hourly_cost)
+		return -1;
+	return others_cost(p, e, kind, name) +
+	       (name ? cost_of(p, e, kind, name, proposed) : 0);
+}
+
+/* Like the other quantities, refused only when it grows past the limit. */
+static int cost_over_limit(const struct env *e, const struct spec_value *limit,
+			   double before, double total, char *msg,
+			   size_t msglen)
+{
+	if (total <= limit->d + 1e-9 || total <= before + 1e-9)
+		return 0;
+	snprintf(msg, msglen,
+		 "policy max_hourly_cost_usd: %.2f requested in %s, limit %.2f",
+		 total, e->name, limit->d);
+	return -EDQUOT;
+}
+
+int policy_check_cost(const struct env *e, int kind, const char *name,
+		      const struct spec *proposed, const struct spec *current,
+		      char *msg, size_t msglen)
+{
+	const struct provider_ops *p = env_provider(e);
+	const struct spec_value *limit = policy_value(e, "max_hourly_cost_usd");
+	double others;
+
+	if (!p || !p->hourly_cost || !limit)
+		return 0;
+	others = others_cost(p, e, kind, name);
+	return cost_over_limit(e, limit,
+			       others + cost_of(p, e, kind, name, current),
+			       others + cost_of(p, e, kind, name, proposed),
+			       msg, msglen);
+}
+
+int policy_check_env_cost(const struct env *before, const struct env *after,
+			  char *msg, size_t msglen)
+{
+	const struct spec_value *limit =
+		policy_value(after, "max_hourly_cost_usd");
+	double was = policy_env_cost(before, 0, NULL, NULL);
+	double total = policy_env_cost(after, 0, NULL, NULL);
+
+	if (!limit || total < 0)
+		return 0;
+	return cost_over_limit(after, limit, was < 0 ? 0 : was, total, msg,
+			       msglen);
 }
 
 int policy_violation(const struct env *e, int kind, const char *name,

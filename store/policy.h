@@ -23,6 +23,39 @@ int policy_check(const struct env *e, int kind, const char *name,
 		 const struct spec *proposed, const struct spec *current,
 		 char *msg, size_t msglen);
 
+struct provider_ops;
+
+/* The provider the environment's config names (local when unset), or
+ * NULL when none built in goes by that name. */
+const struct provider_ops *env_provider(const struct env *e);
+
+/*
+ * The provider's estimate of what the environment costs an hour once all
+ * it declares runs, in USD, with proposed in place of kind/name's spec
+ * (proposed NULL: kind/name left out; name NULL: as declared). A negative
+ * value when the provider makes no estimate.
+ */
+double policy_env_cost(const struct env *e, int kind, const char *name,
+		       const struct spec *proposed);
+
+/*
+ * max_hourly_cost_usd: 0, or -EDQUOT with msg naming the rule, the total
+ * and the limit. Like the other quantities, refused only when the total
+ * grows past the limit: current is kind/name's spec in force (NULL for
+ * none), whatever the model holds for it.
+ */
+int policy_check_cost(const struct env *e, int kind, const char *name,
+		      const struct spec *proposed, const struct spec *current,
+		      char *msg, size_t msglen);
+
+/*
+ * max_hourly_cost_usd for a whole environment made equal to another
+ * (promote, a followed folder, rollback): after's policy holds the limit,
+ * and the total is refused only when it grows past it.
+ */
+int policy_check_env_cost(const struct env *before, const struct env *after,
+			  char *msg, size_t msglen);
+
 /*
  * Whether a declared spec breaks the policy as it stands now (after a
  * policy was tightened): 0, or a negative errno with msg naming the rule

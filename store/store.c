@@ -623,21 +623,12 @@ static int res_field(struct store *st, struct env *e, struct resource *r,
 	return res_commit(st, e, r, &whole, res);
 }
 
-static const struct provider_ops *provider_of_env(const struct env *e)
-{
-	char name[32] = "local";
-
-	if (e->config.parsed)
-		spec_text(e->config.parsed, "provider", name, sizeof(name));
-	return provider_by_name(name);
-}
-
 /* What the environment's provider cannot run is refused now, not later. */
 static int check_provider_support(const struct env *e, const struct resource *r,
 				  const struct spec *parsed,
 				  struct change_result *res)
 {
-	const struct provider_ops *p = provider_of_env(e);
+	const struct provider_ops *p = env_provider(e);
 	struct desired want = {
 		.env = e->name,
 		.kind = r->kind,
@@ -651,80 +642,6 @@ static int check_provider_support(const struct env *e, const struct resource *r,
 	if (!p || !p->check)
 		return 0;
 	return p->check(&want, res->msg, sizeof(res->msg));
-}
-
-static double res_hourly_cost(const struct provider_ops *p, const struct env *e,
-			      int kind, const char *name,
-			      const struct spec *parsed)
-{
-	struct desired d = { .env = e->name,
-			     .kind = kind,
-			     .name = name,
-			     .spec = parsed,
-			     .config = e->config.parsed };
-
-	return parsed ? p->hourly_cost(&d) : 0;
-}
-
-/* The provider's estimate for all the environment declares, but skip. */
-static double env_hourly_cost(const struct env *e, const struct resource *skip)
-{
-	const struct provider_ops *p = provider_of_env(e);
-	double total = 0;
-
-	if (!p || !p->hourly_cost)
-		return 0;
-	for (int k = 0; k < NKINDS; k++) {
-		for (size_t i = 0; i < e->list[k].n; i++) {
-			const struct resource *o = e->list[k].v[i];
-
-			if (o != skip)
-				total += res_hourly_cost(p, e, k, o->name,
-							 o->spec.parsed);
-		}
-	}
-	return total;
-}
-
-/*
- * max_hourly_cost_usd, the provider's estimate for the whole environment
- * before and after a change. Like the other quantities, refused only when
- * it grows past the limit.
- */
-static int check_cost_total(const struct env *e, double before, double total,
-			    struct change_result *res)
-{
-	const struct field_def *f =
-		kind_field(&kind_policy, "max_hourly_cost_usd", 19);
-	const struct spec_value *limit =
-		e->policy.parsed && f
-			? &e->policy.parsed
-				   ->v[kind_field_index(&kind_policy, f)]
-			: NULL;
-
-	if (!limit || !limit->set)
-		return 0;
-	if (total > limit->d + 1e-9 && total > before + 1e-9)
-		return refuse(res, -EDQUOT,
-			      "policy max_hourly_cost_usd: %.2f requested in "
-			      "%s, limit %.2f",
-			      total, e->name, limit->d);
-	return 0;
-}
-
-/* The cost with one resource's proposed spec in place. */
-static int check_cost(const struct env *e, const struct resource *r,
-		      const struct spec *parsed, struct change_result *res)
-{
-	const struct provider_ops *p = provider_of_env(e);
-
-	if (!p || !p->hourly_cost)
-		return 0;
-	return check_cost_total(
-		e, env_hourly_cost(e, NULL),
-		env_hourly_cost(e, r) +
-			res_hourly_cost(p, e, r->kind, r->name, parsed),
-		res);
 }
 
 static int res_commit(struct store *st, struct env *e, struct resource *r,
@@ -751,7 +668,9 @@ static int res_commit(struct store *st, struct env *e, struct resource *r,
 	if (!rc)
 		rc = check_provider_support(e, r, parsed, res);
 	if (!rc)
-		rc = check_cost(e, r, parsed, res);
+		rc = policy_check_cost(e, r->kind, r->name, parsed,
+				       r->spec.parsed, res->msg,
+				       sizeof(res->msg));
 	if (rc) {
 		record_refusal(st, e, r, &r->last_error, ch, res);
 		return rc;
@@ -1398,8 +1317,8 @@ static int sync_check(struct store *st, struct env *e, struct wanted *w,
 	for (size_t i = 0; !rc && i < w->n; i++)
 		rc = sync_check_res(&view, w, i, ch, res);
 	if (!rc && w->check_rules) {
-		rc = check_cost_total(&view.env, env_hourly_cost(e, NULL),
-				      env_hourly_cost(&view.env, NULL), res);
+		rc = policy_check_env_cost(e, &view.env, res->msg,
+					   sizeof(res->msg));
 		if (rc)
 			rc = refuse_in(res, w, NULL, rc);
 	}

@@ -51,7 +51,7 @@ def test_a_new_database_gets_the_schema_and_version(pgm, pg_server):
 def test_commits_survive_a_kill_and_restart(pgm, pg_server):
     """SIGKILL right after close(2): the revision is in the database."""
     pgm.start()
-    pgm.sh("mkdir dev dev/pools/train && echo 'nodes = 3' >"
+    pgm.sh("mkdir -p dev/pools/train && echo 'nodes = 3' >"
            " dev/pools/train/spec")
     pgm.kill()
     assert pg_server.psql(
@@ -175,7 +175,7 @@ def test_a_server_restart_loses_no_commit(pgm, pg_server):
     """The sessions end with the server; the daemon connects again and
     takes its lock back before it writes."""
     pgm.start()
-    pgm.sh("mkdir dev dev/pools/train && echo 'nodes = 1' >"
+    pgm.sh("mkdir -p dev/pools/train && echo 'nodes = 1' >"
            " dev/pools/train/spec")
     pg_server.pg_ctl("restart", "-m", "fast")
     pgm.sh("echo 'nodes = 2' > dev/pools/train/spec")
