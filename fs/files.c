@@ -97,12 +97,13 @@ struct handle {
 	bool polled;
 	/* H_VIEW: the content last told to poll(2), NULL when it is snap. */
 	struct blob *told;
+	bool served; /* H_VIEW: a read has had bytes of snap */
 	fuse_ino_t ino;
 	/*
 	 * One open file is shared by every descriptor dup()ed from it, so
 	 * its reads, writes, flushes, truncations and fstat()s arrive on
 	 * different threads at once. This lock guards what they change:
-	 * snap, ph, polled and told (H_VIEW), and edit, written,
+	 * snap, ph, polled, told and served (H_VIEW), and edit, written,
 	 * truncated, poisoned and refused (H_EDIT). A flush, fsync or
 	 * release holds it across its commit, since the committer reads the
 	 * edit buffer in place until store_apply() returns. Taken before
@@ -332,31 +333,60 @@ int file_open(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
 	return 0;
 }
 
-/*
- * A live file (events) grows while open: past the snapshot, look again.
- * A read from the start takes the current content too, as a disk file
- * would give it: that is how a poller reads what woke it.
- */
-static void refresh_live(struct fs *fs, struct handle *h, off_t off)
+/* The open file's bytes become these (a reference it takes over). */
+static void take(struct handle *h, struct blob *b)
+{
+	blob_unref(h->snap);
+	h->snap = b;
+	blob_unref(h->told);
+	h->told = NULL;
+}
+
+static void take_current(struct fs *fs, struct handle *h)
 {
 	struct blob *b;
 	int err;
 
-	/* metrics is not one: its open shows the one-second snapshot that
-	 * stat sized, and a fresh one would be another text. */
-	if (h->key.type == NT_METRICS ||
-	    (off != 0 &&
-	     (!render_is_live(&h->key) || (size_t)off < h->snap->len)))
-		return;
 	model_rdlock(fs->model);
 	b = render_get(fs, &h->key, &err);
 	model_unlock(fs->model);
-	if (b) {
-		blob_unref(h->snap);
-		h->snap = b;
-		blob_unref(h->told);
-		h->told = NULL;
-	}
+	if (b)
+		take(h, b);
+}
+
+/*
+ * A live file (events) grows while open: past the snapshot, look again.
+ * A read from the start takes the current content too, as a disk file
+ * would give it. Live files use direct I/O: no size the kernel keeps cuts
+ * what they read. metrics is not one: its open shows the one-second
+ * snapshot that stat sized, and a fresh one would be another text.
+ */
+static void refresh_live(struct fs *fs, struct handle *h, off_t off)
+{
+	if (h->key.type == NT_METRICS ||
+	    (off != 0 && (size_t)off < h->snap->len))
+		return;
+	take_current(fs, h);
+}
+
+/*
+ * A read from the start of a file read through the page cache fills the
+ * kernel's pages, which it then cuts at the size it was last told of the
+ * inode: the bytes served must be those that size was of, or the reader
+ * gets a document cut short or padded with zeros. So that content is
+ * served, whichever open file it came through (see file_size()).
+ */
+static void refresh_from_start(struct fs *fs, struct handle *h)
+{
+	struct blob *b;
+
+	if (!render_may_change(&h->key))
+		return;
+	b = node_sized(&fs->nodes, h->ino);
+	if (b && b != h->snap)
+		take(h, b);
+	else
+		blob_unref(b);
 }
 
 static void slice(const char *data, size_t len, off_t off, size_t size,
@@ -392,7 +422,11 @@ int file_read(struct fs *fs, struct handle *h, off_t off, size_t size,
 		 * release the handle as soon as it has the bytes: the caller
 		 * holds its own reference to them until the reply is sent. */
 		pthread_mutex_lock(&h->lock);
-		refresh_live(fs, h, off);
+		if (render_is_live(&h->key))
+			refresh_live(fs, h, off);
+		else if (off == 0)
+			refresh_from_start(fs, h);
+		h->served = true;
 		*hold = blob_ref(h->snap);
 		pthread_mutex_unlock(&h->lock);
 		slice((*hold)->data, (*hold)->len, off, size, data, len);
@@ -858,14 +892,60 @@ static bool edit_unchanged(struct fs *fs, struct handle *h)
 	return same;
 }
 
-off_t file_size(struct handle *h)
+void file_told_size(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
+		    const struct stat *st)
 {
-	off_t size;
+	struct blob *b;
+	int err = 0;
 
-	if (h->kind != H_EDIT)
-		return -1;
+	if (!S_ISREG(st->st_mode) || !render_may_change(k))
+		return;
+	model_rdlock(fs->model);
+	b = render_get(fs, k, &err);
+	model_unlock(fs->model);
+	/* Moved on since, or an open spec's own size: no bytes known to
+	 * go with it, and a read takes the newest. */
+	if (b && (off_t)b->len != st->st_size) {
+		blob_unref(b);
+		b = NULL;
+	}
+	node_set_sized(&fs->nodes, ino, b);
+}
+
+/*
+ * The kernel asks with the open file's handle before it reads past the
+ * size it knows, and after a change dropped its attributes, also in the
+ * middle of a read whose pages that change dropped: there the open file
+ * keeps its content, so the reader gets the rest of the document it
+ * started, never the tail of a newer one. What poll(2) told the open file
+ * is what its waiter rereads; an open file nothing was read from yet
+ * takes the newest content, as an open would.
+ */
+static off_t view_size(struct fs *fs, struct handle *h)
+{
+	if (h->told) {
+		blob_unref(h->snap);
+		h->snap = h->told;
+		h->told = NULL;
+	} else if (!h->served) {
+		take_current(fs, h);
+	}
+	node_set_sized(&fs->nodes, h->ino, blob_ref(h->snap));
+	return (off_t)h->snap->len;
+}
+
+off_t file_size(struct fs *fs, struct handle *h)
+{
+	off_t size = -1;
+
 	pthread_mutex_lock(&h->lock);
-	size = (off_t)h->edit.len;
+	if (h->kind == H_EDIT) {
+		size = (off_t)h->edit.len;
+		/* No rendered bytes go with that size. */
+		node_set_sized(&fs->nodes, h->ino, NULL);
+	} else if (h->kind == H_VIEW && render_may_change(&h->key)) {
+		size = view_size(fs, h);
+	}
 	pthread_mutex_unlock(&h->lock);
 	return size;
 }

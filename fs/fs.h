@@ -254,6 +254,9 @@ struct blob *render_get(struct fs *fs, const struct node_key *k, int *err);
 bool render_gen(struct fs *fs, const struct node_key *k, uint64_t *gen);
 /* Files whose content grows while open, read past the page cache. */
 bool render_is_live(const struct node_key *k);
+/* Files read through the page cache whose bytes change while the daemon
+ * runs (history and the documents never do; live files are not cached). */
+bool render_may_change(const struct node_key *k);
 
 /* ---- scratch.c: editors' temporary files -------------------------------- */
 
@@ -431,8 +434,14 @@ unsigned file_poll(struct fs *fs, struct handle *h, struct fuse_pollhandle *ph);
 bool file_poll_keep(struct handle *h, struct fuse_pollhandle *ph);
 /* Takes the handle's poll handle out, NULL when it holds none. */
 struct fuse_pollhandle *file_poll_take(struct handle *h);
-/* Size to report for an open handle, or -1 when the tree's is right. */
-off_t file_size(struct handle *h);
+/* Size to report for an open handle, or -1 when the tree's is right;
+ * either way the caller tells the kernel, and file_told_size() or this
+ * remembers which bytes that size is of. */
+off_t file_size(struct fs *fs, struct handle *h);
+/* st, about to be told to the kernel for ino: remembers which content
+ * that size is of, for the read that fills the kernel's pages. */
+void file_told_size(struct fs *fs, fuse_ino_t ino, const struct node_key *k,
+		    const struct stat *st);
 void file_init(struct fs *fs);
 void file_destroy(struct fs *fs);
 /* Records a ctl command's result, shown when ctl is read. */

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "node.h"
 
+#include "cache/blob.h"
 #include "util/buf.h"
 
 #include <errno.h>
@@ -17,8 +18,10 @@ void node_table_destroy(struct node_table *t)
 {
 	void *v;
 
-	for (size_t pos = 0; map_next(&t->by_ino, &pos, &v);)
+	for (size_t pos = 0; map_next(&t->by_ino, &pos, &v);) {
+		blob_unref(((struct node *)v)->sized);
 		free(v);
+	}
 	map_free(&t->by_key);
 	map_free(&t->by_ino);
 	pthread_mutex_destroy(&t->lock);
@@ -94,6 +97,7 @@ bool node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup,
 			map_del(&t->by_ino, &n->ino, sizeof(n->ino));
 			map_del(&t->by_key, &n->key, sizeof(n->key));
 			*gone = n->key;
+			blob_unref(n->sized);
 			free(n);
 			freed = true;
 		}
@@ -124,4 +128,32 @@ uint64_t node_cached_gen(struct node_table *t, fuse_ino_t ino)
 		gen = n->cached_gen;
 	pthread_mutex_unlock(&t->lock);
 	return gen;
+}
+
+void node_set_sized(struct node_table *t, fuse_ino_t ino, struct blob *b)
+{
+	struct node *n;
+	struct blob *old = b;
+
+	pthread_mutex_lock(&t->lock);
+	n = map_get(&t->by_ino, &ino, sizeof(ino));
+	if (n) {
+		old = n->sized;
+		n->sized = b;
+	}
+	pthread_mutex_unlock(&t->lock);
+	blob_unref(old);
+}
+
+struct blob *node_sized(struct node_table *t, fuse_ino_t ino)
+{
+	struct node *n;
+	struct blob *b = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	n = map_get(&t->by_ino, &ino, sizeof(ino));
+	if (n && n->sized)
+		b = blob_ref(n->sized);
+	pthread_mutex_unlock(&t->lock);
+	return b;
 }

@@ -73,6 +73,8 @@ struct node_key {
 	char name[64];
 };
 
+struct blob;
+
 struct node {
 	struct node_key key;
 	fuse_ino_t ino;
@@ -80,6 +82,10 @@ struct node {
 	/* Generation of the content the kernel may hold in its page cache
 	 * for this inode: an open whose snapshot differs drops that cache. */
 	uint64_t cached_gen;
+	/* The content whose size the kernel was last told (lookup, getattr,
+	 * readdirplus), or NULL. A read that fills the kernel's pages is
+	 * cut at that size, so it must serve these very bytes. */
+	struct blob *sized;
 };
 
 struct node_table {
@@ -118,6 +124,12 @@ fuse_ino_t node_find(struct node_table *t, const struct node_key *key);
  */
 uint64_t node_cached_gen(struct node_table *t, fuse_ino_t ino);
 void node_set_cached_gen(struct node_table *t, fuse_ino_t ino, uint64_t gen);
+
+/* Keeps b (its reference is the node's now; NULL forgets) as what the
+ * kernel was last told the size of. */
+void node_set_sized(struct node_table *t, fuse_ino_t ino, struct blob *b);
+/* A new reference to that content, or NULL. */
+struct blob *node_sized(struct node_table *t, fuse_ino_t ino);
 
 /* Drops lookups; true with *gone set when the kernel forgot the node. */
 bool node_forget(struct node_table *t, fuse_ino_t ino, uint64_t nlookup,

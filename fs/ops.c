@@ -145,6 +145,7 @@ static int entry_of(struct fs *fs, const struct node_key *k,
 		return rc;
 	e->ino = node_get(&fs->nodes, k, 1);
 	e->attr.st_ino = e->ino;
+	file_told_size(fs, e->ino, k, &e->attr);
 	e->attr_timeout = FS_CACHE_SECONDS;
 	e->entry_timeout = FS_CACHE_SECONDS;
 	return 0;
@@ -177,17 +178,41 @@ static bool is_sink(const struct node_key *k)
 	return k->type == NT_SINK_DIR || k->type == NT_SINK_FILE;
 }
 
-/* Whether what the caller makes in dir goes to a sink: see sink.c. */
-static bool sinks_in(struct fs *fs, fuse_req_t req, const struct node_key *dir)
+/* history/ and export/ hold only what the daemon writes: a copier
+ * filling them gets sinks. */
+static bool takes_sinks(const struct node_key *dir)
 {
-	return dir->type == NT_SINK_DIR ||
-	       (dir->type == NT_HISTORY &&
-		tree_fresh_is(fs, fuse_req_ctx(req)->pid, dir));
+	return dir->type == NT_HISTORY || dir->type == NT_EXPORT;
 }
 
-/* A sink in dir; directly in history/, one that the caller, or the
- * process that made the caller (rsync's generator), made while it fills
- * that history/. 0 or -ENOENT. */
+/*
+ * Whose sink what the caller makes in dir is (see sink.c), 0 for none:
+ * in a sink, the caller's; in a history/ or export/ being filled, its
+ * maker's, also for a child of the maker (rsync's receiver writes the
+ * files of folders its generator made).
+ */
+static pid_t sink_maker(struct fs *fs, fuse_req_t req,
+			const struct node_key *dir)
+{
+	pid_t pid = fuse_req_ctx(req)->pid;
+
+	if (dir->type == NT_SINK_DIR)
+		return pid;
+	if (!takes_sinks(dir))
+		return 0;
+	switch (tree_fresh_filler(fs, pid, dir)) {
+	case FRESH_MAKER:
+		return pid;
+	case FRESH_CHILD:
+		return tree_parent_of(pid);
+	default:
+		return 0;
+	}
+}
+
+/* A sink in dir; directly in history/ or export/, one that the caller,
+ * or the process that made the caller (rsync's generator), made while it
+ * fills that folder. 0 or -ENOENT. */
 static int sink_in(struct fs *fs, fuse_req_t req, const struct node_key *dir,
 		   const char *name, struct node_key *child)
 {
@@ -196,7 +221,7 @@ static int sink_in(struct fs *fs, fuse_req_t req, const struct node_key *dir,
 
 	if (dir->type == NT_SINK_DIR)
 		return sink_lookup(&fs->sinks, pid, dir, name, child);
-	if (dir->type != NT_HISTORY)
+	if (!takes_sinks(dir))
 		return -ENOENT;
 	who = tree_fresh_filler(fs, pid, dir);
 	if (who == FRESH_NONE)
@@ -278,6 +303,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	struct node_key k;
 	struct stat st;
+	off_t size = -1;
 	int rc = key_of(fs, ino, &k);
 
 	if (!rc)
@@ -286,12 +312,12 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		reply_errno(req, rc);
 		return;
 	}
-	if (fi && fi->fh) {
-		off_t size = file_size((struct handle *)fi->fh);
-
-		if (size >= 0)
-			st.st_size = size;
-	}
+	if (fi && fi->fh)
+		size = file_size(fs, (struct handle *)fi->fh);
+	if (size >= 0)
+		st.st_size = size;
+	else
+		file_told_size(fs, ino, &k, &st);
 	st.st_ino = ino;
 	fuse_reply_attr(req, &st, FS_CACHE_SECONDS);
 }
@@ -507,8 +533,12 @@ static int mkdir_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	char env[NAME_MAX_LEN + 1] = "";
 	int rc;
 
-	if (sinks_in(fs, req, p)) {
+	ch.who.pid = sink_maker(fs, req, p);
+	if (ch.who.pid) {
+		pid_t maker = ch.who.pid;
+
 		caller_ids(req, &ch.who);
+		ch.who.pid = maker;
 		return sink_make(&fs->sinks, &ch.who, p, name,
 				 S_IFDIR | (mode & 07777), child);
 	}
@@ -976,12 +1006,15 @@ static int create_in(struct fs *fs, fuse_req_t req, const struct node_key *p,
 	struct node_key probe;
 	struct caller who;
 	uint64_t id;
+	pid_t maker;
 	int rc;
 
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
-	if (sinks_in(fs, req, p)) {
+	maker = sink_maker(fs, req, p);
+	if (maker) {
 		caller_ids(req, &who);
+		who.pid = maker;
 		rc = sink_make(&fs->sinks, &who, p, name,
 			       S_IFREG | (mode & 07777), child);
 		return rc ? rc : CREATED_SINK;
@@ -1272,7 +1305,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!rc)
 		rc = may_access(fs, req, &npk, W_OK | X_OK);
 	if (!rc && sink_in(fs, req, &pk, name, &from) == 0) {
-		rc = is_sink(&npk)
+		rc = is_sink(&npk) || sink_maker(fs, req, &npk)
 			     ? sink_move(&fs->sinks, from.id, &npk, newname)
 			     : -EXDEV;
 		goto out;

@@ -974,6 +974,27 @@ bool render_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
 	return content_gen(fs, k, gen);
 }
 
+bool render_may_change(const struct node_key *k)
+{
+	switch (k->type) {
+	case NT_ENV_CONFIG:
+	case NT_ENV_POLICY:
+	case NT_ENV_PLAN:
+	case NT_ENV_PLAN_JSON:
+	case NT_ENV_STATUS:
+	case NT_ENV_AUDIT:
+	case NT_EXPORT_TERRAFORM:
+	case NT_RES_SPEC:
+	case NT_RES_FIELD:
+	case NT_RES_STATUS:
+	case NT_RES_STATUS_JSON:
+	case NT_RES_STATE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 bool render_is_live(const struct node_key *k)
 {
 	return k->type == NT_ENV_EVENTS || k->type == NT_RES_EVENTS ||

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * Sinks: what a copier writes under history/ of an environment it made
- * (`cp -r dev staging` copies dev's revisions too). A revision is the
- * daemon's record and cannot be written, yet the copier must see the
- * folders and files it made as made, or it stops. So they are taken and
- * not kept: a sink holds a name, a type and an owner, never bytes, and
- * goes once the kernel forgets it. Only the maker (and its children,
- * while it fills history/) sees the sinks made directly in history/;
- * everyone else sees the revisions.
+ * Sinks: what a copier writes under history/ and export/ of an
+ * environment it made (`cp -r dev staging` copies dev's revisions and its
+ * Terraform export too). Those are the daemon's records and cannot be
+ * written, yet the copier must see the folders and files it made as
+ * made, or it stops. So they are taken and not kept: a sink holds a
+ * name, a type and an owner, never bytes, and goes once the kernel
+ * forgets it. Only the maker (and its children, while it fills the
+ * folder) sees the sinks made directly in history/ or export/; everyone
+ * else sees what the daemon wrote there.
  */
 #include "fs.h"
 

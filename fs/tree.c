@@ -272,7 +272,7 @@ bool tree_spec_hidden(struct fs *fs, uint64_t res_id)
  * they create every file with O_CREAT|O_EXCL and fail on EEXIST. A
  * resource folder is made with its spec, fields and status files already
  * there, and an environment with its config, generated files and the
- * folders pools/, endpoints/, secrets/ and history/. So for the process
+ * folders pools/, endpoints/, secrets/, history/ and export/. So for the process
  * that made it, and only for it, the names it has not created yet are
  * hidden while it fills the folder: until it lists the folder, or
  * FRESH_SECONDS after its last create anywhere in that environment. Its
@@ -291,6 +291,7 @@ static bool fresh_kind(const struct node_key *dir)
 	case NT_KIND_DIR:
 	case NT_SECRETS:
 	case NT_HISTORY:
+	case NT_EXPORT:
 		return true;
 	default:
 		return false;
@@ -482,10 +483,15 @@ static bool fresh_place(struct fs *fs, const struct node_key *k,
 		*dir = node_key_make(NT_RES, 0, k->id, 0);
 		return true;
 	}
+	if (k->type == NT_EXPORT_TERRAFORM) {
+		*name = types[k->type].name;
+		*dir = node_key_make(NT_EXPORT, 0, k->id, 0);
+		return true;
+	}
 	if (k->type == NT_KIND_DIR)
 		*name = kind_at(k->sub)->dir;
 	else if ((k->type >= NT_ENV_CONFIG && k->type <= NT_HISTORY) ||
-		 k->type == NT_SECRETS)
+		 k->type == NT_SECRETS || k->type == NT_EXPORT)
 		*name = types[k->type].name;
 	else
 		return false;
@@ -1026,11 +1032,13 @@ static bool node_exists(struct fs *fs, const struct node_key *k,
 	}
 }
 
-/* A copier fills the history/ of an environment it made as a folder of
- * its own (see sink.c), and the kernel checks that it may write there. */
+/* A copier fills the history/ and export/ of an environment it made as
+ * folders of its own (see sink.c), and the kernel checks that it may
+ * write there. */
 static enum access access_of(struct fs *fs, const struct node_key *k)
 {
-	if (k->type == NT_HISTORY && tree_fresh_any(fs, k))
+	if ((k->type == NT_HISTORY || k->type == NT_EXPORT) &&
+	    tree_fresh_any(fs, k))
 		return A_DIR;
 	return types[k->type].access;
 }

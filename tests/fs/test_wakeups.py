@@ -67,6 +67,26 @@ def test_poll_wakes_on_status_change_then_rereads(env):
         os.close(fd)
 
 
+def test_fstat_then_reread_shows_the_newest_whole(env):
+    """Without poll(2): after fstat(2) of the open file, a read from the
+    start gets the newest version, whole."""
+    fd = os.open(env / POOL / "status.json", os.O_RDONLY)
+    try:
+        before = json.loads(reread(fd))
+        (env / POOL / "spec").write_text(
+            "accelerator = cpu\nlabels.team = " + "x" * 50 + "\n")
+        wait_for(lambda: "x" * 50 in read(env / POOL / "status.json"),
+                 WAKE, "the change in a new open")
+        size = os.fstat(fd).st_size
+        text = reread(fd)
+        assert len(text) == size
+        after = json.loads(text)
+        assert after["spec"]["labels"]["team"] == "x" * 50
+        assert after != before
+    finally:
+        os.close(fd)
+
+
 def test_news_read_through_the_page_cache_is_told_once(env):
     """Two readers of one file share the kernel's page cache, so most of
     their reads never reach the daemon: each change is reported once per
