@@ -8,6 +8,7 @@
  */
 #include "source.h"
 
+#include "git.h"
 #include "spec/folder.h"
 #include "store/policy.h"
 #include "util/log.h"
@@ -112,126 +113,6 @@ static void drop_authority(struct source_watch *sw)
 		log_err("source: cannot restore the daemon's groups");
 }
 
-/* ---- Git ------------------------------------------------------------ */
-
-static bool is_hex40(const char *s)
-{
-	for (int i = 0; i < 40; i++) {
-		if (!((s[i] >= '0' && s[i] <= '9') ||
-		      (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	}
-	return true;
-}
-
-/* The first line of a small file below dirfd, without its newline. */
-static int read_line_at(int dirfd, const char *name, char *out, size_t outlen)
-{
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = read(fd, out, outlen - 1);
-	close(fd);
-	if (n < 0)
-		return -EIO;
-	out[n] = '\0';
-	out[strcspn(out, "\r\n")] = '\0';
-	return 0;
-}
-
-/* "SHA REF" lines of packed-refs, with '#' and '^' lines between. */
-static int packed_ref(int gitfd, const char *ref, char out[41])
-{
-	int fd = openat(gitfd, "packed-refs", O_RDONLY | O_CLOEXEC);
-	char buf[65536];
-	size_t reflen = strlen(ref);
-	ssize_t n;
-
-	if (fd < 0)
-		return -ENOENT;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -ENOENT;
-	buf[n] = '\0';
-	for (char *line = buf; *line;) {
-		char *nl = strchr(line, '\n');
-		size_t len = nl ? (size_t)(nl - line) : strlen(line);
-
-		if (len == 41 + reflen && line[40] == ' ' && is_hex40(line) &&
-		    !memcmp(line + 41, ref, reflen)) {
-			memcpy(out, line, 40);
-			out[40] = '\0';
-			return 0;
-		}
-		line += len + (nl ? 1 : 0);
-	}
-	return -ENOENT;
-}
-
-static int resolve_ref(int gitfd, const char *ref, char out[41])
-{
-	char line[128];
-
-	if (strncmp(ref, "refs/", 5) || strstr(ref, ".."))
-		return -EINVAL;
-	if (read_line_at(gitfd, ref, line, sizeof(line)) == 0 &&
-	    is_hex40(line)) {
-		memcpy(out, line, 41);
-		out[40] = '\0';
-		return 0;
-	}
-	return packed_ref(gitfd, ref, out);
-}
-
-/* .git is a folder, or a file "gitdir: PATH" (a linked work tree). */
-static int open_git_dir(int dirfd)
-{
-	char line[PATH_MAX + 16];
-	int fd = openat(dirfd, ".git", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd >= 0 || errno != ENOTDIR)
-		return fd < 0 ? -errno : fd;
-	if (read_line_at(dirfd, ".git", line, sizeof(line)) < 0 ||
-	    strncmp(line, "gitdir: ", 8))
-		return -ENOENT;
-	fd = openat(dirfd, line + 8, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
-}
-
-int source_git_head(int dirfd, char out[41])
-{
-	char head[256], common[PATH_MAX];
-	int gitfd = open_git_dir(dirfd), rc;
-
-	if (gitfd < 0)
-		return -ENOENT;
-	rc = read_line_at(gitfd, "HEAD", head, sizeof(head));
-	if (rc == 0 && is_hex40(head)) {
-		memcpy(out, head, 40);
-		out[40] = '\0';
-	} else if (rc == 0 && !strncmp(head, "ref: ", 5)) {
-		rc = resolve_ref(gitfd, head + 5, out);
-		/* A linked work tree keeps its branches in the main one. */
-		if (rc < 0 && read_line_at(gitfd, "commondir", common,
-					   sizeof(common)) == 0) {
-			int cfd = openat(gitfd, common,
-					 O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-			if (cfd >= 0) {
-				rc = resolve_ref(cfd, head + 5, out);
-				close(cfd);
-			}
-		}
-	} else {
-		rc = -ENOENT;
-	}
-	close(gitfd);
-	return rc < 0 ? -ENOENT : 0;
-}
-
 /* ---- watches -------------------------------------------------------- */
 
 #define WATCH_MASK                                                            \
@@ -317,11 +198,14 @@ static void watch_forget(struct source_watch *sw, uint64_t env_id)
 	}
 }
 
+/* A commit subject longer than the revision keeps is cut here. */
+#define SUBJECT_MAX 256
+
 /* ---- syncing -------------------------------------------------------- */
 
 static void sync_apply(struct source_watch *sw, const struct followed *f,
 		       const struct folder *folder, const char *commit,
-		       const char *problem)
+		       const char *subject, const char *problem)
 {
 	struct change ch = {
 		.op = CH_SYNC,
@@ -329,6 +213,7 @@ static void sync_apply(struct source_watch *sw, const struct followed *f,
 		.text = f->path,
 		.len = strlen(f->path),
 		.name = commit,
+		.subject = subject,
 		.field = problem,
 		.folder = folder,
 		.path = f->path,
@@ -348,14 +233,14 @@ static void sync_one(struct source_watch *sw, struct followed *f)
 {
 	struct folder folder = { 0 };
 	struct folder_error err = { 0 };
-	char commit[41] = "", problem[700] = "";
+	char commit[41] = "", subject[SUBJECT_MAX] = "", problem[700] = "";
 	int rootfd, rc = take_authority(sw, f);
 
 	if (rc) {
 		snprintf(problem, sizeof(problem),
 			 "the daemon cannot read it as uid %u",
 			 (unsigned)f->uid);
-		sync_apply(sw, f, NULL, "", problem);
+		sync_apply(sw, f, NULL, "", NULL, problem);
 		return;
 	}
 	rootfd = open(f->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -364,7 +249,9 @@ static void sync_one(struct source_watch *sw, struct followed *f)
 	} else {
 		watch_tree(sw, rootfd, f->env_id);
 		rc = folder_read_at(rootfd, &folder, &err);
-		source_git_head(rootfd, commit);
+		if (git_head(rootfd, commit) == 0)
+			git_commit_subject(rootfd, commit, subject,
+					   sizeof(subject));
 		close(rootfd);
 	}
 	drop_authority(sw);
@@ -375,7 +262,8 @@ static void sync_one(struct source_watch *sw, struct followed *f)
 			 (unsigned)f->uid, strerror(-rc));
 	else if (rc)
 		snprintf(problem, sizeof(problem), "%s", err.msg);
-	sync_apply(sw, f, rc ? NULL : &folder, commit, rc ? problem : NULL);
+	sync_apply(sw, f, rc ? NULL : &folder, commit, subject,
+		   rc ? problem : NULL);
 	folder_free(&folder);
 }
 

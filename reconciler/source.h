@@ -26,11 +26,4 @@ struct source_watch;
 int source_start(struct store *st, struct source_watch **out);
 void source_stop(struct source_watch *sw);
 
-/*
- * The commit a Git work tree's HEAD names, read from .git (HEAD, loose
- * refs, packed-refs) without running git: 0 with 40 hex digits in out,
- * or -ENOENT when dirfd is no Git work tree or HEAD names no commit yet.
- */
-int source_git_head(int dirfd, char out[41]);
-
 #endif

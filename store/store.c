@@ -1434,7 +1434,7 @@ static int make_equal(struct store *st, struct env *e, struct wanted *w,
 		      struct change_result *res)
 {
 	struct sync sy = { .st = st, .e = e, .rev = e->rev + 1 };
-	char summary[256];
+	char summary[512];
 	int rc;
 
 	wanted_index(w);
@@ -1614,6 +1614,9 @@ static void wanted_from_folder(const struct folder *f, struct wanted *w)
 	}
 }
 
+/* What of a commit's subject the revision's summary keeps. */
+#define SYNC_SUBJECT_MAX 120
+
 /*
  * The environment becomes what its source folder declares, as one
  * revision, or stays at the last good sync with the reason (file, line,
@@ -1623,7 +1626,8 @@ static int sync_folder(struct store *st, struct env *e, const struct change *ch,
 		       struct change_result *res)
 {
 	struct wanted w = { .check_rules = true };
-	char src[PATH_MAX], head[PATH_MAX + 96];
+	char src[PATH_MAX], head[PATH_MAX + 400];
+	BUF_AUTO subject = BUF_INIT;
 	int rc;
 
 	env_source(e, src, sizeof(src));
@@ -1631,8 +1635,13 @@ static int sync_folder(struct store *st, struct env *e, const struct change *ch,
 		return refuse(res, -ESTALE, "%s no longer follows %s", e->name,
 			      ch->text);
 	snprintf(w.what, sizeof(w.what), "source %.80s", src);
-	snprintf(head, sizeof(head), "sync from %s%s%.7s", src,
-		 ch->name[0] ? " at commit " : "", ch->name);
+	/* The subject is the committer's text: one line, escaped. */
+	if (ch->subject)
+		text_escape(&subject, ch->subject,
+			    strnlen(ch->subject, SYNC_SUBJECT_MAX), 0);
+	snprintf(head, sizeof(head), "sync from %s%s%.7s%s%s", src,
+		 ch->name[0] ? " at commit " : "", ch->name,
+		 subject.len ? ": " : "", buf_str(&subject));
 	if (ch->folder) {
 		wanted_from_folder(ch->folder, &w);
 		rc = make_equal(st, e, &w, ch, head, res);

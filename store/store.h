@@ -70,6 +70,7 @@ struct change {
 	uint64_t rev; /* CH_ROLLBACK, CH_APPLIED */
 	bool approved; /* CH_RES_REMOVE: a protected destroy was approved */
 	const struct folder *folder; /* CH_SYNC */
+	const char *subject; /* CH_SYNC: the Git commit's subject, or NULL */
 	/* As the user named it, for audit: dev/pools/a/spec. */
 	const char *path;
 	struct caller who;

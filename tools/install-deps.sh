@@ -8,6 +8,8 @@ packages=(
 	gcc meson ninja-build pkg-config
 	libfuse3-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
 	libssl-dev
+	# a followed folder's Git commit subject (Git objects are zlib streams)
+	zlib1g-dev
 	# the postgresql:// state store, and the server its tests start
 	libpq-dev postgresql
 	# sd_notify for the Type=notify unit (systemd/infrafs@.service)

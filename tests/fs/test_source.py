@@ -15,6 +15,7 @@ import pytest
 from conftest import read, status_of, wait_for
 
 EP = "command = exec sleep 1000\nreplicas = 0\n"
+MANY = 1000  # files one git checkout changes
 
 
 def git(repo, *args):
@@ -75,7 +76,8 @@ def test_the_environment_becomes_the_folder(follows, repo):
     commit = head(repo)
     wait_for(lambda: "sync from" in read(m / "dev/audit"), 10, "the audit")
     last = read(m / "dev/audit").splitlines()[-1]
-    assert f"sync from {repo} at commit {commit[:7]} (2 changes)" in last
+    assert f"sync from {repo} at commit {commit[:7]}: first (2 changes)" \
+        in last
     assert "comm=infrafs-source" in last
     assert status_of(m / "dev/status")["source"] == \
         f"managed by {repo} (commit {commit[:7]})"
@@ -98,6 +100,20 @@ def test_the_environment_becomes_the_folder(follows, repo):
     git(repo, "checkout", "-q", "--detach", "HEAD~1")
     wait_for(lambda: head(repo)[:7] in
              status_of(m / "dev/status")["source"], 20, "the detached HEAD")
+    wait_for(lambda: f"at commit {head(repo)[:7]}: grow (" in
+             read(m / "dev/audit"), 10, "the subject of a loose commit")
+    # After git gc every object is in a pack: the subject is read there.
+    git(repo, "checkout", "-q", "main")
+    put(repo, "pools/train/spec", "nodes = 3\n")
+    git(repo, "commit", "-q", "-am", "from a pack\x07 with a bell\n\nbody")
+    git(repo, "gc", "-q", "--prune=now")
+    assert not any(p.name != "pack" and p.name != "info"
+                   for p in (repo / ".git/objects").iterdir())
+    put(repo, "pools/gc/spec", "nodes = 0\n")
+    wait_for(lambda: "gc" in os.listdir(m / "dev/pools"), 20, "a sync")
+    wait_for(lambda: f"at commit {head(repo)[:7]}: from a pack\\x07 with a "
+             "bell (" in read(m / "dev/audit"), 10,
+             "the subject from the pack, its control character escaped")
     # Only an absolute path is a source.
     res = m.sh("sed -i 's|^source = .*|source = repo|' dev/config",
                check=False)
@@ -108,24 +124,50 @@ def test_the_environment_becomes_the_folder(follows, repo):
 def test_a_checkout_of_many_files_is_one_revision(follows, repo):
     m = follows
     git(repo, "checkout", "-q", "-b", "big")
-    for i in range(30):
-        put(repo, f"pools/p{i:02}/spec", f"nodes = 0\n# {i}\n")
+    for i in range(MANY):
+        put(repo, f"pools/p{i:04}/spec", f"nodes = 0\n# {i}\n")
     shutil.rmtree(repo / "endpoints")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "many")
-    wait_for(lambda: len(pools(m)) == 31, 30, "the branch synced")
+    wait_for(lambda: len(pools(m)) == MANY + 1, 60, "the branch synced")
     git(repo, "checkout", "-q", "main")
     wait_for(lambda: pools(m) == ["train"], 30, "main again")
     before = rev(m)
     git(repo, "checkout", "-q", "big")
-    wait_for(lambda: len(pools(m)) == 31 and
-             not os.listdir(m / "dev/endpoints"), 30, "the checkout synced")
+    wait_for(lambda: len(pools(m)) == MANY + 1 and
+             not os.listdir(m / "dev/endpoints"), 60, "the checkout synced")
     assert rev(m) == before + 1
     # The revision is durable once its audit line shows.
-    wait_for(lambda: read(m / "dev/audit").count(
-        f"at commit {head(repo)[:7]} (31 changes)") == 2, 10, "the audit")
+    done = f"at commit {head(repo)[:7]}: many ({MANY + 1} changes)"
+    wait_for(lambda: done in read(m / "dev/audit").splitlines()[-1], 10,
+             "the audit")
     info = read(m / f"dev/history/{before + 1}/info")
-    assert "(31 changes)" in info and head(repo)[:7] in info
+    assert f"({MANY + 1} changes)" in info and head(repo)[:7] in info
+
+
+def test_a_sync_killed_midway_is_all_or_nothing(follows, repo):
+    """SIGKILL of the daemon while it applies a checkout of MANY files:
+    every revision holds the old folder or the new one, never part, and
+    the restarted daemon converges on the folder."""
+    m = follows
+    git(repo, "checkout", "-q", "-b", "big")
+    for i in range(MANY):
+        put(repo, f"pools/p{i:04}/spec", "nodes = 0\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "many")
+    git(repo, "checkout", "-q", "main")
+    before = rev(m)
+    for delay in (0.30, 0.45, 0.6):
+        git(repo, "checkout", "-q", "big")
+        time.sleep(delay)
+        m.kill()
+        m.start()
+        wait_for(lambda: len(pools(m)) == MANY + 1, 60, "the new folder")
+        git(repo, "checkout", "-q", "main")
+        wait_for(lambda: pools(m) == ["train"], 60, "the old folder")
+    for r in range(before + 1, rev(m) + 1):
+        held = os.listdir(m / f"dev/history/{r}/pools")
+        assert len(held) in (1, MANY + 1), (r, len(held))
 
 
 def test_cp_of_a_folder_into_the_source_is_followed(follows, repo, tmp_path):
