@@ -27,7 +27,7 @@ def prod(tmp_path):
     and a Git work tree `infra` holding the same specs."""
     m = Mount(tmp_path, extra=["-o", "allow_other"]).start()
     try:
-        m.sh("mkdir prod prod/pools/train prod/pools/old && "
+        m.sh("mkdir -p prod/pools/train prod/pools/old && "
              "echo 'local.price.cpu = 0.5' >> prod/config && "
              "printf 'accelerator = cpu\\nnodes = 1\\n' "
              "> prod/pools/train/spec && "
