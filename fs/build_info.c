@@ -20,12 +20,25 @@
 #define SD_NOTIFY "no (built without libsystemd)"
 #endif
 
+struct build_facts build_facts(void)
+{
+	return (struct build_facts){
+		.version = INFRAFS_VERSION,
+		.commit = INFRAFS_COMMIT,
+		.buildtype = INFRAFS_BUILDTYPE,
+		.sanitize = INFRAFS_SANITIZE,
+		.compiler = "cc " __VERSION__,
+	};
+}
+
 void build_info(struct buf *out)
 {
-	buf_printf(out, "infrafs %s\n", INFRAFS_VERSION);
-	buf_printf(out, "commit: %s\n", INFRAFS_COMMIT);
-	buf_printf(out, "build: %s, sanitize %s, %s\n", INFRAFS_BUILDTYPE,
-		   INFRAFS_SANITIZE, "cc " __VERSION__);
+	struct build_facts f = build_facts();
+
+	buf_printf(out, "infrafs %s\n", f.version);
+	buf_printf(out, "commit: %s\n", f.commit);
+	buf_printf(out, "build: %s, sanitize %s, %s\n", f.buildtype, f.sanitize,
+		   f.compiler);
 	buf_printf(out, "sd_notify: %s\n", SD_NOTIFY);
 	buf_printf(out, "libfuse: %s\n", fuse_pkgversion());
 	buf_printf(out, "sqlite: %s\n", sqlite3_libversion());

@@ -8,4 +8,16 @@
  * versions at run time, one "key: value" line each after the first. */
 void build_info(struct buf *out);
 
+/* The facts fixed at build time, for those who show them another way
+ * (the metrics file's infrafs_build_info). Static strings. */
+struct build_facts {
+	const char *version;
+	const char *commit;
+	const char *buildtype;
+	const char *sanitize;
+	const char *compiler;
+};
+
+struct build_facts build_facts(void);
+
 #endif

@@ -9,6 +9,7 @@
  */
 #include "metrics.h"
 
+#include "build_info.h"
 #include "fs.h"
 #include "providers/provider.h"
 #include "util/log.h"
@@ -264,6 +265,33 @@ void metrics_render_resources(struct fs *fs, struct buf *out)
 	for (size_t i = 0; i < m->envs.n; i++)
 		free(rows[i].v);
 	free(rows);
+}
+
+/* ---- build ----------------------------------------------------------- */
+
+/* The Prometheus convention for what is running: one series, always 1,
+ * whose labels are the build, so a dashboard can join on them and an
+ * upgrade shows as the series changing. */
+void metrics_render_build_info(struct buf *out)
+{
+	struct build_facts f = build_facts();
+	const struct {
+		const char *name, *value;
+	} labels[] = {
+		{ "version", f.version },     { "commit", f.commit },
+		{ "buildtype", f.buildtype }, { "sanitize", f.sanitize },
+		{ "compiler", f.compiler },
+	};
+
+	family(out, "infrafs_build_info", "gauge",
+	       "The running build, in its labels; always 1.");
+	buf_adds(out, "infrafs_build_info{");
+	for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
+		buf_printf(out, "%s%s=\"", i ? "," : "", labels[i].name);
+		label_value(out, labels[i].value);
+		buf_adds(out, "\"");
+	}
+	buf_adds(out, "} 1\n");
 }
 
 /* ---- provider call outcomes ------------------------------------------- */

@@ -43,6 +43,8 @@ enum fs_op {
 	FOP_COUNT
 };
 
+/* infrafs_build_info{version,commit,...} 1: what is running. */
+void metrics_render_build_info(struct buf *out);
 void metrics_render_resources(struct fs *fs, struct buf *out);
 void metrics_render_latency(struct fs *fs, struct buf *out);
 /* infrafs_provider_errors_total and _throttles_total. */

@@ -109,6 +109,7 @@ static void render_metrics(struct fs *fs, struct buf *out)
 		for (int k = 0; k < NKINDS; k++)
 			counts[k] += m->envs.v[i]->list[k].n;
 	}
+	metrics_render_build_info(out);
 	buf_adds(out, "# HELP infrafs_environments Environments declared.\n"
 		      "# TYPE infrafs_environments gauge\n");
 	buf_printf(out, "infrafs_environments %zu\n", m->envs.n);

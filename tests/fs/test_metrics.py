@@ -105,6 +105,25 @@ def test_promtool_accepts_file_and_http(served):
     assert status == 200
     promtool_ok(body)
     assert "infrafs_resource_state{" in body
+    assert "infrafs_build_info{" in body
+
+
+def test_build_info_names_the_running_build(mnt):
+    version = read(mnt / "version").splitlines()
+    name, number = version[0].split(" ", 1)
+    assert name == "infrafs"
+    facts = dict(line.split(": ", 1) for line in version[1:])
+    t = read(mnt / "metrics")
+    assert "# TYPE infrafs_build_info gauge" in t
+    assert sample(t, "infrafs_build_info", version=number,
+                  commit=facts["commit"]) == 1
+    # The build line is "TYPE, sanitize WHAT, COMPILER".
+    buildtype, sanitize, compiler = facts["build"].split(", ", 2)
+    assert sample(t, "infrafs_build_info", buildtype=buildtype,
+                  sanitize=sanitize.removeprefix("sanitize "),
+                  compiler=compiler) == 1
+    assert len([line for line in t.splitlines()
+                if line.startswith("infrafs_build_info")]) == 1
 
 
 def test_commit_histogram_grows(mnt):

@@ -46,7 +46,8 @@ expect() { # MODE OWNER PATH
 	fi
 }
 expect '-rwxr-xr-x' 'root/root' 'usr/bin/infrafs'
-for tool in infrafs-wait infrafs-plan infrafs-audit-verify infrafs-backup; do
+for tool in infrafs-wait infrafs-plan infrafs-audit-verify infrafs-backup \
+	infrafs-import-tfstate; do
 	expect '-rwxr-xr-x' 'root/root' "usr/bin/$tool"
 done
 expect '-rwxr-xr-x' 'root/root' 'sbin/mount\.fuse\.infrafs'
