@@ -105,17 +105,16 @@ static int open_dir(struct reader *rd, int dirfd, const char *name,
 static int next_entry(struct reader *rd, DIR *d, const char *path,
 		      struct dirent **out)
 {
+	*out = NULL;
 	for (;;) {
 		struct dirent *de;
 
 		errno = 0;
 		de = readdir(d);
-		if (!de) {
-			*out = NULL;
+		if (!de)
 			return errno ? refuse_errno(rd, -errno, path,
 						    "list the folder")
 				     : 0;
-		}
 		if (++rd->entries > FOLDER_MAX_ENTRIES)
 			return refuse(rd, -E2BIG, path,
 				      "more than %d entries in the folder",
