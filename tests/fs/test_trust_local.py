@@ -302,18 +302,23 @@ def test_marked_process_of_another_user_is_not_adopted(mnt, users):
                  if e.startswith(b"INFRAFS_"))
     port = free_port()
     fake_env = {k.decode(): v.decode() for k, v in marks.items()}
-    fake_env.update(INFRAFS_REPLICA="dev/chat/1", PORT=str(port),
-                    PATH="/usr/bin:/bin")
+    fake_env.update(INFRAFS_REPLICA="dev/chat/1", PORT=str(port))
+    # The marks are set by env(1) after setpriv has dropped to cat: a
+    # marked process still running as root (the owner of dev) would be
+    # root's own replica, which the daemon rightly stops.
     fake = subprocess.Popen(
         ["setpriv", f"--reuid={cat}", f"--regid={cat}", "--clear-groups",
+         "/usr/bin/env", *(f"{k}={v}" for k, v in fake_env.items()),
          "/usr/bin/python3", "-m", "http.server", str(port), "--bind", "127.0.0.1",
-         "--directory", "/"], env=fake_env, start_new_session=True, cwd="/",
+         "--directory", "/"], env={"PATH": "/usr/bin:/bin"},
+        start_new_session=True, cwd="/",
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: uid_of(fake.pid) == cat and
-                 b"INFRAFS_REPLICA" in
-                 Path(f"/proc/{fake.pid}/environ").read_bytes(),
+        wait_for(lambda: fake.poll() is not None or
+                 (uid_of(fake.pid) == cat and b"INFRAFS_REPLICA" in
+                  Path(f"/proc/{fake.pid}/environ").read_bytes()),
                  10, "the fake replica")
+        assert fake.poll() is None, "the fake replica exited"
         mnt.sh(f"echo 2 > {EP}/replicas")
         wait_for(lambda: status_of(mnt / EP / "status")["replicas"]
                  == "2/2 ready, 2 running", 30, "2 replicas")
