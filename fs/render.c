@@ -260,6 +260,29 @@ static void render_env_observed_at(struct fs *fs, const struct env *e,
 }
 
 /* Who changes the specs: "managed by PATH (commit abc1234)". */
+/* A shared store: which daemon carries the environment, and whether the
+ * store answers. */
+static void render_env_sharing(struct fs *fs, const struct env *e,
+			       struct buf *out)
+{
+	char holder[192], when[40];
+	double since;
+
+	if (!store_shared(fs->store))
+		return;
+	store_reconciler_of(fs->store, e->id, holder, sizeof(holder));
+	since = store_unreachable_since(fs->store);
+	/* Cut off, this daemon cannot tell who leads now. */
+	status_line(out, "reconciler",
+		    since ? "unknown" : holder[0] ? holder : "none");
+	if (since) {
+		time_rfc3339(since, when, sizeof(when));
+		buf_printf(out, "state_store: unreachable since %s\n", when);
+	} else {
+		buf_adds(out, "state_store: reachable\n");
+	}
+}
+
 static void render_env_source(const struct env *e, struct buf *out)
 {
 	char src[PATH_MAX];
@@ -331,6 +354,7 @@ static void render_env_status(struct fs *fs, const struct env *e,
 		status_line(out, "secrets_unavailable",
 			    store_key_problem(fs->store));
 	status_line(out, "lock", store_lock_holder(fs->store));
+	render_env_sharing(fs, e, out);
 	render_env_source(e, out);
 	status_line(out, "last_error", e->last_error ? e->last_error : "");
 	if (have_env)
@@ -918,8 +942,10 @@ static bool content_gen(struct fs *fs, const struct node_key *k, uint64_t *gen)
 		*gen = 1; /* a revision never changes once made */
 		return true;
 	case NT_ENV_STATUS:
-		/* Counts of every resource's state: any observation. */
-		*gen = e->gen * 1000003u + observed_gen(&fs->observed);
+		/* Counts of every resource's state: any observation; and
+		 * who reconciles, in a shared store. */
+		*gen = e->gen * 1000003u + observed_gen(&fs->observed) +
+		       store_sharing_gen(fs->store) * 7919u;
 		return true;
 	case NT_ENV_PLAN:
 	case NT_ENV_PLAN_JSON:

@@ -1531,7 +1531,8 @@ static void run_pass(struct reconciler *r)
 		es = env_by_name(r, r->evals[i]->env);
 		for (size_t k = i; k < j; k++)
 			r->evals[k]->eval = false;
-		if (es)
+		/* Another daemon sharing the store carries this one. */
+		if (es && store_leads(r->opt.store, es->env_id))
 			pass_env(r, es, r->evals + i, j - i, &budget);
 		i = j;
 	}

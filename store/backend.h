@@ -2,8 +2,9 @@
 /*
  * What a state-store backend provides to the committer. The committer
  * decides what to write and when; a backend only stores rows durably and
- * reads them back. SQLite (sqlite.c) is the first, PostgreSQL (postgres.c)
- * the second, for one daemon per database. Rows written between begin() and commit() become
+ * reads them back. SQLite (sqlite.c) is the first, for the one daemon that
+ * has the file; PostgreSQL (postgres.c) the second, shared by every daemon
+ * that mounts it. Rows written between begin() and commit() become
  * durable together at commit(), or not at all.
  *
  * Writers, begin() and commit() fail with the cause as a negative errno,
@@ -44,7 +45,7 @@ struct prune_result {
 };
 
 /* Both backends number their schemas alike: a change lands in both. */
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 
 struct backend_ops {
 	const char *scheme; /* "sqlite": the URL is SCHEME:LOCATION */
@@ -119,6 +120,29 @@ struct backend_ops {
 	/* The oldest `limit` event lines of an object (res_id 0: the env). */
 	int (*events)(struct backend *be, uint64_t env_id, uint64_t res_id,
 		      uint64_t limit, struct buf *out);
+
+	/*
+	 * A store that several daemons share has these; a store with one
+	 * daemon leaves them NULL. Every transaction that writes counts as
+	 * one commit of the whole store.
+	 */
+	/* Right after begin(): waits for any other daemon's transaction to
+	 * end and keeps the next from starting until this one ends, then
+	 * gives the store's commit count as it was. claim: this transaction
+	 * writes, counts as the next commit and wakes the other daemons'
+	 * wait_commit() when it commits. */
+	int (*serialize)(struct backend *be, bool claim, uint64_t *count);
+	/*
+	 * The watcher's two calls, on a session of their own that no other
+	 * thread uses. wait_commit() waits up to timeout_ms for a commit and
+	 * gives the commit count. lease() keeps or tries to take env_id's
+	 * lease (*held) and names its holder as "HOST pid N" ("" when none);
+	 * every lease goes when the session ends, so one that fails means
+	 * none is held.
+	 */
+	int (*wait_commit)(struct backend *be, int timeout_ms, uint64_t *count);
+	int (*lease)(struct backend *be, uint64_t env_id, bool *held,
+		     char *holder, size_t len);
 };
 
 /*

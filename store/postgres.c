@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: MIT
 /*
- * The PostgreSQL state-store backend, for one daemon per database. The
- * URL is handed to libpq unchanged, so PG* variables and ~/.pgpass apply.
- * Every session runs with synchronous_commit on: COMMIT returns once the
- * server has flushed its WAL. The committer thread owns the writing
- * connection, which also holds the single-daemon advisory lock for as
- * long as it lives; readers share a second connection under a mutex.
+ * The PostgreSQL state-store backend, shared by every daemon that mounts
+ * the database. The URL is handed to libpq unchanged, so PG* variables and
+ * ~/.pgpass apply. Every session runs with synchronous_commit on: COMMIT
+ * returns once the server has flushed its WAL. The committer thread owns
+ * the writing session; readers share a second one under a mutex; the
+ * watcher owns a third, which listens for other daemons' commits and
+ * holds this daemon's environment leases.
+ *
+ * Daemons take turns to commit through one row, infrafs_seq: the first
+ * statement of every writing transaction increments it, so the row's lock
+ * orders the transactions and its value counts them. A daemon whose
+ * count is behind reloads before it writes anything (store.c).
  *
  * Strings the user can influence (names, specs, audit and event lines)
  * are bytea, sent and read in binary: any byte survives whatever encoding
@@ -23,14 +29,20 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* "infr", as SQLite's application_id: the key of the advisory lock. */
+/* "infr", as SQLite's application_id: the key of the advisory lock a
+ * daemon holds while it checks and migrates the schema. */
 #define LOCK_KEY "1768842866"
+/* The first half of each environment's lease key; the second is its id. */
+#define LEASE_CLASS "1768842867"
+/* Which other daemons' commits wake the watcher. */
+#define COMMIT_CHANNEL "infrafs_commit"
 
 /* The schema a new database starts at; older numbers were SQLite's. */
 #define FIRST_VERSION 6
@@ -84,6 +96,14 @@ static const char *const schema_steps[] = {
 	" version bigint NOT NULL, mtime double precision NOT NULL,"
 	" sealed bytea NOT NULL, PRIMARY KEY(env_id, name));"
 	"CREATE TABLE meta(key text PRIMARY KEY, value text NOT NULL);",
+	/* 7: daemons sharing the store: the commit count whose row orders
+	 * their transactions, and who holds each environment's lease. */
+	"CREATE TABLE infrafs_seq(one boolean PRIMARY KEY DEFAULT true"
+	" CHECK (one), seq bigint NOT NULL);"
+	"INSERT INTO infrafs_seq(one, seq) VALUES(true, 0);"
+	"CREATE TABLE leases(env_id bigint PRIMARY KEY, host text NOT NULL,"
+	" pid integer NOT NULL, since double precision NOT NULL,"
+	" backend_pid integer NOT NULL);",
 };
 #define SCHEMA_VERSION   \
 	(FIRST_VERSION + \
@@ -92,17 +112,17 @@ _Static_assert(SCHEMA_VERSION == STORE_SCHEMA_VERSION,
 	       "a schema change lands in both backends under one number");
 
 struct backend {
-	PGconn *db; /* the committer's; holds the advisory lock */
+	PGconn *db; /* the committer's */
 	PGconn *rd; /* readers', under rd_lock */
 	pthread_mutex_t rd_lock;
+	/* The watcher thread's alone: LISTEN and the leases. NULL until its
+	 * first call, and again after its session was lost. */
+	PGconn *watch;
 	char uri[4200]; /* what libpq is given */
 	char shown[4200]; /* the URL as messages show it: no password */
 	char host[128];
 	double since;
 	char holder[256]; /* set once at open, read by any thread */
-	/* The writer's session ended and another daemon took the lock: this
-	 * one never writes again. Committer-only. */
-	bool lock_lost;
 };
 
 /* ---- statements ------------------------------------------------------- */
@@ -343,28 +363,6 @@ static int connect_to(struct backend *be, PGconn **c, char *err, size_t errlen)
 	return set_up_session(be, *c, err, errlen);
 }
 
-/* Who holds the lock, as its holder recorded; only while it holds it. */
-static void read_holder(struct backend *be, char *who, size_t len)
-{
-	PGresult *r = query(be->db,
-			    "SELECT host, pid, since FROM infrafs_lock k"
-			    " WHERE EXISTS (SELECT 1 FROM pg_locks l WHERE"
-			    " l.locktype = 'advisory' AND l.granted AND"
-			    " l.objid = " LOCK_KEY " AND l.objsubid = 1 AND"
-			    " l.pid = k.backend_pid)",
-			    NULL);
-	char when[40];
-
-	snprintf(who, len, "holder unknown");
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-		time_rfc3339(col_real(r, 0, 2), when, sizeof(when));
-		snprintf(who, len, "pid %d on %.*s since %s",
-			 (int)col_int(r, 0, 1), PQgetlength(r, 0, 0),
-			 PQgetvalue(r, 0, 0), when);
-	}
-	PQclear(r);
-}
-
 /* true when the answer to a one-boolean query is yes. */
 static int ask(PGconn *c, const char *sql, bool *yes)
 {
@@ -377,29 +375,22 @@ static int ask(PGconn *c, const char *sql, bool *yes)
 }
 
 /*
- * One daemon per database: a second one would interleave revision
- * numbers. A session-level advisory lock is released by the server when
- * the holder's connection ends, so a crash leaves no stale lock behind.
+ * Daemons starting together would each migrate: the first to come holds
+ * this lock while it checks and moves the schema, the others wait for it
+ * and then find the schema moved.
  */
-static int take_lock(struct backend *be, char *err, size_t errlen)
+static int hold_schema_lock(struct backend *be, bool hold, char *err,
+			    size_t errlen)
 {
-	char who[256];
-	bool got;
-	int rc = ask(be->db, "SELECT pg_try_advisory_lock(" LOCK_KEY ")", &got);
+	int rc = exec_fixed(be->db, hold ? "SELECT pg_advisory_lock(" LOCK_KEY
+					   ")"
+					 : "SELECT pg_advisory_unlock(" LOCK_KEY
+					   ")");
 
-	if (rc) {
+	if (rc)
 		snprintf(err, errlen, "state store %s: cannot take its lock",
 			 be->shown);
-		return rc;
-	}
-	if (got)
-		return 0;
-	read_holder(be, who, sizeof(who));
-	snprintf(err, errlen,
-		 "state store %s is in use by another infrafs (%s); unmount "
-		 "it first",
-		 be->shown, who);
-	return -EBUSY;
+	return rc;
 }
 
 /*
@@ -516,24 +507,6 @@ static void name_holder(struct backend *be)
 		 (int)getpid(), be->host, when);
 }
 
-/* Names this daemon as the holder, for a refused second one to quote. */
-static int record_holder(struct backend *be)
-{
-	struct params p = { 0 };
-
-	p_str(&p, be->host);
-	p_int(&p, getpid());
-	p_real(&p, be->since);
-	return run(be->db,
-		   "INSERT INTO infrafs_lock(one, host, pid, since,"
-		   " backend_pid) VALUES(true, convert_from($1, 'UTF8'), $2,"
-		   " $3, pg_backend_pid()) ON CONFLICT (one) DO UPDATE SET"
-		   " host = EXCLUDED.host, pid = EXCLUDED.pid,"
-		   " since = EXCLUDED.since,"
-		   " backend_pid = EXCLUDED.backend_pid",
-		   &p, NULL);
-}
-
 /* The scheme is cut off by the store; libpq wants the whole URI. */
 static int set_location(struct backend *be, const char *location, char *err,
 			size_t errlen)
@@ -555,10 +528,9 @@ static void be_close(struct backend *be)
 {
 	if (!be)
 		return;
-	if (be->db && be->holder[0] && PQstatus(be->db) == CONNECTION_OK)
-		run(be->db, "DELETE FROM infrafs_lock", NULL, NULL);
+	PQfinish(be->watch); /* ends the session: its leases go */
 	PQfinish(be->rd);
-	PQfinish(be->db); /* ends the session: the advisory lock goes */
+	PQfinish(be->db);
 	pthread_mutex_destroy(&be->rd_lock);
 	free(be);
 }
@@ -575,15 +547,15 @@ static int be_open(const char *location, struct backend **out, char *err,
 	if (!rc)
 		rc = connect_to(be, &be->db, err, errlen);
 	if (!rc)
-		rc = take_lock(be, err, errlen);
+		rc = hold_schema_lock(be, true, err, errlen);
 	if (!rc)
 		rc = check_owner(be, be->db, &version, err, errlen);
 	if (!rc)
 		rc = migrate(be, version, err, errlen);
 	if (!rc)
+		rc = hold_schema_lock(be, false, err, errlen);
+	if (!rc)
 		name_holder(be);
-	if (!rc && record_holder(be))
-		log_warn("could not record the lock holder in %s", be->shown);
 	if (!rc)
 		rc = connect_to(be, &be->rd, err, errlen);
 	if (rc) {
@@ -599,37 +571,20 @@ static const char *be_lock_holder(struct backend *be)
 	return be->holder;
 }
 
-/*
- * A server restart ends the session. The writer comes back only if it
- * can take the lock again, since another daemon may have started in
- * between; readers simply reconnect.
- */
+/* A server restart ends every session; each comes back by itself. */
 static int reconnect(struct backend *be, PGconn *c, bool writer)
 {
 	char err[512];
-	bool got = false;
 
-	if (writer && be->lock_lost)
-		return -EBUSY;
 	if (PQstatus(c) == CONNECTION_OK)
 		return 0;
 	PQreset(c);
 	if (PQstatus(c) != CONNECTION_OK ||
 	    set_up_session(be, c, err, sizeof(err)))
 		return -EIO;
-	if (!writer)
-		return 0;
-	if (ask(c, "SELECT pg_try_advisory_lock(" LOCK_KEY ")", &got))
-		return -EIO;
-	if (!got) {
-		log_err("state store %s: lost its lock and another infrafs "
-			"took it; restart this one once that one is stopped",
-			be->shown);
-		be->lock_lost = true;
-		return -EBUSY;
-	}
-	log_info("state store %s: reconnected", be->shown);
-	return record_holder(be);
+	if (writer)
+		log_info("state store %s: reconnected", be->shown);
+	return 0;
 }
 
 /* How long the committer waits for a server that went away to return:
@@ -1134,11 +1089,6 @@ static int be_load(struct backend *be, struct model *m)
 {
 	int rc = reconnect_writer(be);
 
-	/* One that lost its lock writes no more, but still shows what the
-	 * store holds rather than nothing. */
-	if (rc == -EBUSY && be->lock_lost && PQstatus(be->db) == CONNECTION_OK)
-		rc = 0;
-
 	if (!rc)
 		rc = load_envs(be, m);
 	if (!rc)
@@ -1369,26 +1319,190 @@ static int be_meta_put(struct backend *be, const char *key, const char *value)
 		   &p, NULL);
 }
 
+/* ---- daemons sharing the store ------------------------------------------ */
+
+/*
+ * Claiming increments the count: the row stays locked until this
+ * transaction ends, so the next one waits for it, and NOTIFY goes out
+ * only if it commits. Only looking takes the row shared: every commit in
+ * flight ends first, and none starts while this transaction reads.
+ */
+static int be_serialize(struct backend *be, bool claim, uint64_t *count)
+{
+	PGresult *r = query(be->db,
+			    claim ? "UPDATE infrafs_seq SET seq = seq + 1"
+				    " RETURNING seq - 1"
+				  : "SELECT seq FROM infrafs_seq FOR SHARE",
+			    NULL);
+	int rc = result_errno(be->db, r);
+
+	if (!rc && PQntuples(r) != 1)
+		rc = -EIO;
+	if (!rc)
+		*count = (uint64_t)col_int(r, 0, 0);
+	PQclear(r);
+	if (!rc && claim)
+		rc = exec_fixed(be->db, "NOTIFY " COMMIT_CHANNEL);
+	return rc;
+}
+
+/* The watcher's session: a new one after a loss, listening from the
+ * start, so a commit between the loss and now is seen by its count. */
+static int watch_session(struct backend *be)
+{
+	char err[512];
+	int rc;
+
+	if (be->watch && PQstatus(be->watch) == CONNECTION_OK)
+		return 0;
+	PQfinish(be->watch);
+	be->watch = NULL;
+	rc = connect_to(be, &be->watch, err, sizeof(err));
+	if (!rc)
+		rc = exec_fixed(be->watch, "LISTEN " COMMIT_CHANNEL);
+	if (rc) {
+		log_debug("%s", err);
+		PQfinish(be->watch);
+		be->watch = NULL;
+		return rc ? rc : -EIO;
+	}
+	return 0;
+}
+
+/* Reads what arrived; true when a notification was among it. */
+static bool drain_notices(PGconn *c)
+{
+	PGnotify *n;
+	bool any = false;
+
+	PQconsumeInput(c);
+	while ((n = PQnotifies(c))) {
+		any = true;
+		PQfreemem(n);
+	}
+	return any;
+}
+
+static int be_wait_commit(struct backend *be, int timeout_ms, uint64_t *count)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	PGresult *r;
+	int rc = watch_session(be);
+
+	if (rc)
+		return rc;
+	if (!drain_notices(be->watch)) {
+		pfd.fd = PQsocket(be->watch);
+		if (poll(&pfd, 1, timeout_ms) > 0)
+			drain_notices(be->watch);
+	}
+	r = query(be->watch, "SELECT seq FROM infrafs_seq", NULL);
+	rc = result_errno(be->watch, r);
+	if (!rc && PQntuples(r) == 1)
+		*count = (uint64_t)col_int(r, 0, 0);
+	else if (!rc)
+		rc = -EIO;
+	PQclear(r);
+	return rc;
+}
+
+/* Names the holder of env_id's lease: the row its taker wrote, while the
+ * session that wrote it still holds the lock. */
+static void lease_holder(struct backend *be, const struct params *p,
+			 char *holder, size_t len)
+{
+	PGresult *r = query(
+		be->watch,
+		"SELECT host, pid FROM leases k WHERE k.env_id = $1::bigint"
+		" AND EXISTS (SELECT 1 FROM pg_locks l WHERE"
+		" l.locktype = 'advisory' AND l.granted AND l.classid = "
+		LEASE_CLASS " AND l.objid = $1::bigint::oid AND"
+		" l.objsubid = 2 AND l.pid = k.backend_pid)",
+		p);
+
+	holder[0] = '\0';
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+		snprintf(holder, len, "%.*s pid %d", PQgetlength(r, 0, 0),
+			 PQgetvalue(r, 0, 0), (int)col_int(r, 0, 1));
+	PQclear(r);
+}
+
+/*
+ * A session-level advisory lock per environment: the server drops it with
+ * the session, so a daemon killed or cut off loses its leases at once. The
+ * lock is taken once; the pg_locks test keeps a held one from being
+ * counted again each time it is kept.
+ */
+static int be_lease(struct backend *be, uint64_t env_id, bool *held,
+		    char *holder, size_t len)
+{
+	struct params p = { 0 };
+	PGresult *r;
+	bool had, has;
+	int rc = watch_session(be);
+
+	*held = false;
+	holder[0] = '\0';
+	if (rc)
+		return rc;
+	p_int(&p, (int64_t)env_id);
+	r = query(be->watch,
+		  "WITH had AS (SELECT EXISTS (SELECT 1 FROM pg_locks WHERE"
+		  " locktype = 'advisory' AND granted AND"
+		  " pid = pg_backend_pid() AND classid = " LEASE_CLASS
+		  " AND objid = $1::bigint::oid AND objsubid = 2) AS yes)"
+		  " SELECT yes, CASE WHEN yes THEN true ELSE"
+		  " pg_try_advisory_lock(" LEASE_CLASS ", $1::int4) END"
+		  " FROM had",
+		  &p);
+	rc = result_errno(be->watch, r);
+	had = !rc && col_int(r, 0, 0);
+	has = !rc && col_int(r, 0, 1);
+	PQclear(r);
+	if (!rc && has && !had) {
+		p_str(&p, be->host);
+		p_int(&p, getpid());
+		p_real(&p, time_now());
+		rc = run(be->watch,
+			 "INSERT INTO leases(env_id, host, pid, since,"
+			 " backend_pid) VALUES($1, convert_from($2, 'UTF8'),"
+			 " $3, $4, pg_backend_pid()) ON CONFLICT (env_id) DO"
+			 " UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,"
+			 " since = EXCLUDED.since,"
+			 " backend_pid = EXCLUDED.backend_pid",
+			 &p, NULL);
+		p.n = 1;
+	}
+	if (rc) {
+		/* A session in doubt holds nothing we can count on. */
+		PQfinish(be->watch);
+		be->watch = NULL;
+		return rc;
+	}
+	*held = has;
+	lease_holder(be, &p, holder, len);
+	return 0;
+}
+
 /* ---- checking without opening ------------------------------------------ */
 
 /*
- * A shared hold on the daemon's lock tells without writing whether one
- * runs, and keeps one from starting to migrate until the check ends.
+ * Daemons share the store, so one running is no reason to refuse a check;
+ * one moving the schema is. A shared hold on the schema lock keeps a
+ * daemon from starting to migrate until the check ends.
  */
-static int check_not_in_use(struct backend *be, char *err, size_t errlen)
+static int check_not_migrating(struct backend *be, char *err, size_t errlen)
 {
-	char who[256];
 	bool got;
 	int rc = ask(be->db, "SELECT pg_try_advisory_lock_shared(" LOCK_KEY ")",
 		     &got);
 
 	if (rc || got)
 		return rc;
-	read_holder(be, who, sizeof(who));
 	snprintf(err, errlen,
-		 "state store %s is in use by an infrafs (%s); it cannot be "
-		 "checked while mounted",
-		 be->shown, who);
+		 "state store %s is being checked or migrated by a starting "
+		 "infrafs; try again in a moment",
+		 be->shown);
 	return -EBUSY;
 }
 
@@ -1398,7 +1512,7 @@ static int check_db(struct backend *be, struct buf *report,
 	struct params p = { 0 };
 	PGresult *r;
 	int version = 0;
-	int rc = check_not_in_use(be, err, errlen);
+	int rc = check_not_migrating(be, err, errlen);
 
 	if (!rc)
 		rc = check_owner(be, be->db, &version, err, errlen);
@@ -1465,4 +1579,7 @@ const struct backend_ops postgres_backend = {
 	.secret_sealed = be_secret_sealed,
 	.meta_get = be_meta_get,
 	.meta_put = be_meta_put,
+	.serialize = be_serialize,
+	.wait_commit = be_wait_commit,
+	.lease = be_lease,
 };

@@ -72,6 +72,9 @@ static const char *const migrations[] = {
 	 * kept audit line chains to. */
 	"ALTER TABLE envs ADD COLUMN first_rev INTEGER NOT NULL DEFAULT 1;"
 	"ALTER TABLE envs ADD COLUMN audit_base TEXT NOT NULL DEFAULT '';",
+	/* 7: what daemons sharing a PostgreSQL store count and lease. A
+	 * SQLite store has one daemon: nothing to add. */
+	"",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 _Static_assert(SCHEMA_VERSION == STORE_SCHEMA_VERSION,

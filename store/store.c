@@ -6,6 +6,12 @@
  * fsync for the whole group) and wakes them all. Validation happens here,
  * not in the caller, so every check sees the world exactly as the change
  * will land in it, with no window between check and write.
+ *
+ * When other daemons share the store, each transaction that writes first
+ * takes its turn in the store (backend serialize()); if another daemon
+ * committed since this model was loaded, the model is reloaded inside
+ * that turn, before any check, so checks and revision numbers always
+ * start from the store's newest state.
  */
 #include "store.h"
 
@@ -16,6 +22,7 @@
 #include "providers/provider.h"
 #include "retention.h"
 #include "secretbox.h"
+#include "watcher.h"
 #include "spec/folder.h"
 #include "util/hist.h"
 #include "util/log.h"
@@ -94,6 +101,21 @@ struct store {
 	 * a commit succeeds. */
 	struct queued_event *unstored;
 	size_t nunstored;
+
+	/* A shared store only (ops->serialize set). The store's commit
+	 * count the model reflects: written by the committer alone, read
+	 * by the watcher to tell when it is behind. known is false after a
+	 * failure: the next transaction reloads. Committer-only: known,
+	 * claimed (the count this batch's commit makes). */
+	_Atomic uint64_t count;
+	bool count_known;
+	uint64_t claimed;
+	/* Under qlock: another daemon committed (behind), or this one took a
+	 * lease (retouch): the committer reloads, or tells everything again
+	 * to the mount and the reconciler. */
+	bool behind, retouch;
+	struct watcher watcher;
+	bool watching;
 };
 
 static const struct backend_ops *const backends[] = { &sqlite_backend,
@@ -1822,18 +1844,22 @@ static void restore_model(struct model *m, struct kept_list *envs,
 	free(res->v);
 }
 
-static void reload_model(struct store *st)
+static int reload_model(struct store *st)
 {
 	struct kept_list envs = { 0 }, res = { 0 };
+	int rc;
 
 	model_wrlock(&st->model);
 	keep_model(&st->model, &envs, &res);
 	model_clear(&st->model);
-	if (st->ops->load(st->be, &st->model) < 0)
-		log_err("state store: reloading after a failed commit failed "
-			"too");
+	rc = st->ops->load(st->be, &st->model);
+	if (rc < 0)
+		log_err("state store: reloading the model failed (%s)",
+			strerror(-rc));
 	restore_model(&st->model, &envs, &res);
 	model_unlock(&st->model);
+	st->count_known = false;
+	return rc;
 }
 
 /* The reconciler's events: in memory and in the batch. The list stays
@@ -1876,6 +1902,103 @@ static void mark_durable(struct store *st)
 		}
 	}
 	model_unlock(&st->model);
+}
+
+/* ---- daemons sharing the store ---------------------------------------- */
+
+/* Every object, for the mount to drop what it cached and the reconciler
+ * to look again. Committer only: it alone changes the model. */
+static void touch_model(struct store *st)
+{
+	touch(st, 0, 0);
+	for (size_t i = 0; i < st->model.envs.n; i++) {
+		struct env *e = st->model.envs.v[i];
+
+		touch(st, e->id, 0);
+		for (int k = 0; k < NKINDS; k++)
+			for (size_t j = 0; j < e->list[k].n; j++)
+				touch(st, e->id, e->list[k].v[j]->id);
+	}
+}
+
+/* Another daemon's commits: the objects before and after both change. */
+static int catch_up(struct store *st, uint64_t count)
+{
+	int rc;
+
+	touch_model(st);
+	rc = reload_model(st);
+	touch_model(st);
+	if (!rc) {
+		st->count_known = true;
+		atomic_store(&st->count, count);
+	}
+	return rc;
+}
+
+/*
+ * Begins a writing transaction. In a shared store it also waits for its
+ * turn, and reloads first when another daemon committed since the model
+ * was loaded. Committer only; touches start afresh.
+ */
+static int begin_writing(struct store *st)
+{
+	uint64_t before;
+	int rc = st->ops->begin(st->be);
+
+	st->ntouched = 0;
+	if (rc || !st->ops->serialize)
+		return rc;
+	rc = st->ops->serialize(st->be, true, &before);
+	if (!rc && (!st->count_known || before != atomic_load(&st->count)))
+		rc = catch_up(st, before);
+	st->claimed = before + 1;
+	if (rc)
+		st->ops->rollback(st->be);
+	return rc;
+}
+
+/* After a writing transaction: the model now reflects the claimed count,
+ * or, when the commit failed, an unknown one. */
+static void count_commit(struct store *st, int rc)
+{
+	if (!st->ops->serialize)
+		return;
+	st->count_known = !rc;
+	if (!rc)
+		atomic_store(&st->count, st->claimed);
+}
+
+/* What the watcher asked for, between batches: behind reloads if the
+ * model is behind still, retouch tells everything again whether or not
+ * it moved. Committer only. */
+static void catch_up_idle(struct store *st, bool behind, bool retouch)
+{
+	uint64_t now;
+	bool reloaded = false;
+	int rc = 0;
+
+	st->ntouched = 0;
+	if (!behind) {
+		touch_model(st);
+		mark_durable(st);
+		return;
+	}
+	rc = st->ops->begin(st->be);
+	if (!rc)
+		rc = st->ops->serialize(st->be, false, &now);
+	if (!rc && (!st->count_known || now != atomic_load(&st->count))) {
+		rc = catch_up(st, now);
+		reloaded = !rc;
+	}
+	st->ops->rollback(st->be);
+	if (retouch && !reloaded)
+		touch_model(st);
+	if (rc)
+		log_warn("state store: catching up with other daemons' "
+			 "commits failed (%s); tried again shortly",
+			 strerror(-rc));
+	mark_durable(st);
 }
 
 /* ---- a failed batch ----------------------------------------------------- */
@@ -2030,9 +2153,8 @@ static void fail_batch(struct store *st, struct pending *batch,
 static void run_batch(struct store *st, struct pending *batch,
 		      struct queued_event *events)
 {
-	int rc = st->ops->begin(st->be);
+	int rc = begin_writing(st);
 
-	st->ntouched = 0;
 	st->batch_err = rc;
 	if (!rc)
 		write_unstored(st);
@@ -2047,6 +2169,7 @@ static void run_batch(struct store *st, struct pending *batch,
 	model_unlock(&st->model);
 	if (!st->batch_err)
 		st->batch_err = st->ops->commit(st->be);
+	count_commit(st, st->batch_err);
 	if (!st->batch_err) {
 		drop_unstored(st);
 		mark_durable(st);
@@ -2159,6 +2282,27 @@ static void prune_env(struct store *st, struct env *e, uint64_t keep_from)
  * its own, so a commit never fails with a prune; a long prune is taken
  * in steps. Committer only. Returns whether anything was pruned.
  */
+static bool prune_due(struct store *st, const struct env *e, double now,
+		      uint64_t *keep_from)
+{
+	*keep_from = prune_point(st, e, now);
+	if (!retention_due(e->first_rev, *keep_from, e->rev_durable))
+		return false;
+	if (*keep_from - e->first_rev > PRUNE_STEP)
+		*keep_from = e->first_rev + PRUNE_STEP;
+	return true;
+}
+
+static bool any_prune_due(struct store *st, double now)
+{
+	uint64_t keep_from;
+
+	for (size_t i = 0; i < st->model.envs.n; i++)
+		if (prune_due(st, st->model.envs.v[i], now, &keep_from))
+			return true;
+	return false;
+}
+
 static bool prune_histories(struct store *st)
 {
 	double now = time_now();
@@ -2166,23 +2310,23 @@ static bool prune_histories(struct store *st)
 
 	st->ntouched = 0;
 	st->batch_err = 0;
-	for (size_t i = 0; i < st->model.envs.n && !st->batch_err; i++) {
+	if (!any_prune_due(st, now))
+		return false;
+	/* The transaction first: in a shared store it may reload the
+	 * model, and what is due is decided on the store's newest state. */
+	begun = !bw(st, begin_writing(st));
+	for (size_t i = 0; begun && i < st->model.envs.n && !st->batch_err;
+	     i++) {
 		struct env *e = st->model.envs.v[i];
-		uint64_t keep_from = prune_point(st, e, now);
+		uint64_t keep_from;
 
-		if (!retention_due(e->first_rev, keep_from, e->rev_durable))
-			continue;
-		if (keep_from - e->first_rev > PRUNE_STEP)
-			keep_from = e->first_rev + PRUNE_STEP;
-		if (!begun) {
-			if (bw(st, st->ops->begin(st->be)))
-				break;
-			begun = true;
-		}
-		prune_env(st, e, keep_from);
+		if (prune_due(st, e, now, &keep_from))
+			prune_env(st, e, keep_from);
 	}
 	if (begun && !st->batch_err)
 		st->batch_err = st->ops->commit(st->be);
+	if (begun)
+		count_commit(st, st->batch_err);
 	if (st->batch_err) {
 		log_err("state store: pruning history failed (%s); it is "
 			"tried again after the next commit",
@@ -2214,6 +2358,25 @@ static void prune_while_idle(struct store *st)
 	} while (!st->head && !st->ev_head && !st->stopping);
 }
 
+static bool work_queued(const struct store *st)
+{
+	return st->head || st->ev_head || st->behind || st->retouch;
+}
+
+/* Called with qlock held; returns with it held. */
+static void catch_up_asked(struct store *st)
+{
+	bool behind = st->behind, retouch = st->retouch;
+
+	if (!behind && !retouch)
+		return;
+	st->behind = st->retouch = false;
+	pthread_mutex_unlock(&st->qlock);
+	catch_up_idle(st, behind, retouch);
+	pthread_mutex_lock(&st->qlock);
+	call_hook(st);
+}
+
 static void *committer(void *arg)
 {
 	struct store *st = arg;
@@ -2226,15 +2389,18 @@ static void *committer(void *arg)
 		struct pending *batch;
 		struct queued_event *events;
 
-		while (!st->head && !st->ev_head && !st->stopping) {
+		while (!work_queued(st) && !st->stopping) {
 			if (pthread_cond_timedwait(&st->qcond, &st->qlock,
 						   &sweep) != ETIMEDOUT)
 				continue;
 			sweep.tv_sec += PRUNE_SWEEP_S;
 			prune_while_idle(st);
 		}
-		if (!st->head && !st->ev_head)
+		if (!work_queued(st))
 			break;
+		catch_up_asked(st);
+		if (!st->head && !st->ev_head)
+			continue;
 		batch = st->head;
 		events = st->ev_head;
 		st->head = NULL;
@@ -2536,6 +2702,95 @@ const char *store_url_file(const char *url)
 	return ops && ops->location_is_file ? location : NULL;
 }
 
+static uint64_t hook_model_count(void *ctx)
+{
+	struct store *st = ctx;
+
+	return atomic_load(&st->count);
+}
+
+static void ask_committer(struct store *st, bool *flag)
+{
+	pthread_mutex_lock(&st->qlock);
+	*flag = true;
+	pthread_cond_signal(&st->qcond);
+	pthread_mutex_unlock(&st->qlock);
+}
+
+static void hook_behind(void *ctx)
+{
+	struct store *st = ctx;
+
+	ask_committer(st, &st->behind);
+}
+
+static void hook_leases_moved(void *ctx)
+{
+	struct store *st = ctx;
+
+	ask_committer(st, &st->retouch);
+}
+
+static size_t hook_env_ids(void *ctx, uint64_t **ids)
+{
+	struct store *st = ctx;
+	size_t n;
+
+	model_rdlock(&st->model);
+	n = st->model.envs.n;
+	*ids = xcalloc(n ? n : 1, sizeof(**ids));
+	for (size_t i = 0; i < n; i++)
+		(*ids)[i] = st->model.envs.v[i]->id;
+	model_unlock(&st->model);
+	return n;
+}
+
+static int start_watching(struct store *st)
+{
+	const struct watcher_hooks hooks = {
+		.ctx = st,
+		.model_count = hook_model_count,
+		.behind = hook_behind,
+		.leases_moved = hook_leases_moved,
+		.env_ids = hook_env_ids,
+	};
+	int rc;
+
+	if (!st->ops->wait_commit)
+		return 0;
+	rc = watcher_start(&st->watcher, st->ops, st->be, &hooks);
+	st->watching = !rc;
+	return rc;
+}
+
+bool store_shared(const struct store *st)
+{
+	return st->ops->serialize != NULL;
+}
+
+bool store_leads(struct store *st, uint64_t env_id)
+{
+	return !st->watching || watcher_leads(&st->watcher, env_id);
+}
+
+void store_reconciler_of(struct store *st, uint64_t env_id, char *out,
+			 size_t len)
+{
+	out[0] = '\0';
+	if (st->watching)
+		watcher_holder(&st->watcher, env_id, out, len);
+}
+
+uint64_t store_sharing_gen(struct store *st)
+{
+	return st->watching ? watcher_epoch(&st->watcher) : 0;
+}
+
+double store_unreachable_since(struct store *st)
+{
+	return st->watching ? watcher_unreachable_since(&st->watcher) : 0;
+}
+
 int store_open(const struct store_options *opt, struct store **out, char *err,
 	       size_t errlen)
 {
@@ -2572,6 +2827,9 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	st->tail = &st->head;
 	st->ev_tail = &st->ev_head;
 	pthread_create(&st->thread, NULL, committer, st);
+	if (start_watching(st))
+		log_warn("state store: cannot watch for other daemons' "
+			 "commits; this daemon reconciles nothing");
 	*out = st;
 	return 0;
 }
@@ -2646,6 +2904,8 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
+	if (st->watching)
+		watcher_stop(&st->watcher);
 	if (st->tail) {
 		pthread_mutex_lock(&st->qlock);
 		st->stopping = true;

@@ -123,6 +123,20 @@ struct model *store_model(struct store *st);
  * may then free what the hook's ctx points to.
  */
 void store_set_change_hook(struct store *st, store_change_fn fn, void *ctx);
+/* Whether other daemons may share the store (postgresql:). */
+bool store_shared(const struct store *st);
+/* Whether this daemon carries env_id to its provider: always, unless the
+ * store is shared and another daemon holds that environment's lease. */
+bool store_leads(struct store *st, uint64_t env_id);
+/* Who holds env_id's lease in a shared store ("HOST pid N"), "" when
+ * nobody does or the store is not shared. */
+void store_reconciler_of(struct store *st, uint64_t env_id, char *out,
+			 size_t len);
+/* Moves on whenever store_reconciler_of() or store_unreachable_since()
+ * may answer differently. */
+uint64_t store_sharing_gen(struct store *st);
+/* Since when a shared store has not answered; 0 when it does. */
+double store_unreachable_since(struct store *st);
 /* What holds the store's lock: "pid 123 on host since RFC3339". */
 const char *store_lock_holder(const struct store *st);
 /* The store's URL without its password, if it had one. */

@@ -56,7 +56,8 @@ def test_commit_is_durable_when_close_returns(env):
     assert read(env / "dev/pools/train/nodes") == "3\n"
 
 
-@both
+# A SQLite store is one daemon's: a second is refused. PostgreSQL stores
+# are shared (test_shared_store.py).
 def test_second_daemon_on_the_same_store_is_refused(env, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
@@ -72,7 +73,6 @@ def test_second_daemon_on_the_same_store_is_refused(env, tmp_path):
     env.sh("echo 'nodes = 2' > dev/pools/train/spec")
 
 
-@both
 def test_background_mode_reports_start_up_errors(env, tmp_path):
     other = tmp_path / "other2"
     other.mkdir()

@@ -1,0 +1,250 @@
+"""Several daemons on one PostgreSQL store: every mount shows every
+commit, revisions stay contiguous, and exactly one daemon carries each
+environment to its provider, another taking over when it dies. The
+daemons here run on one machine; each has its own mount and sessions,
+as daemons on different machines would."""
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Mount, read, revisions, status_of, wait_for
+
+TOOLS = Path(os.environ.get("INFRAFS_TOOLS_DIR", ROOT / "build" / "tools"))
+EP = "dev/endpoints/chat"
+SERVER = "exec python3 -m http.server $PORT --bind 127.0.0.1 --directory /"
+
+# The promise is one second; the ceiling here leaves room for a loaded
+# machine and the sanitizer builds. tests/bench/shared.sh measures it.
+PROPAGATION_S = 3
+
+
+@pytest.fixture
+def mounts(tmp_path, pg_server, pg_db):
+    """Three daemons on one database, with one key (each machine has a
+    copy) and, as on one machine, one folder for the local provider."""
+    made = []
+
+    def make(n=3):
+        for i in range(n):
+            top = tmp_path / f"m{i}"
+            top.mkdir()
+            m = Mount(top, store=pg_server.url(pg_db))
+            m.key = tmp_path / "keys" / "secret.key"
+            m.extra = ["--local-dir", str(tmp_path / "local")]
+            m.start()
+            made.append(m)
+        return made
+
+    yield make
+    for m in made:
+        if m.proc:
+            m.stop()
+    for pid in running_replicas(tmp_path):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def reconciler_of(m, env="dev"):
+    return status_of(m / env / "status").get("reconciler")
+
+
+def test_a_commit_shows_on_every_other_mount(mounts):
+    a, b, c = mounts()
+    a.sh("mkdir -p dev/pools/train && echo 'accelerator = cpu' >"
+         " dev/pools/train/spec")
+    for m in (b, c):
+        # The folder may come first: mkdir and the spec are two commits.
+        wait_for(lambda m=m: (m / "dev/pools/train/spec").exists() and
+                 read(m / "dev/pools/train/spec") == "accelerator = cpu\n",
+                 PROPAGATION_S, "the new pool on the other mounts")
+    # What b has read sits in its kernel's cache: the commit on a must
+    # drop it, not only change what b would render.
+    for nodes in range(2, 6):
+        a.sh(f"echo 'accelerator = cpu\nnodes = {nodes}' >"
+             " dev/pools/train/spec")
+        want = f"accelerator = cpu\nnodes = {nodes}\n"
+        for m in (b, c):
+            wait_for(lambda m=m: read(m / "dev/pools/train/spec") == want,
+                     PROPAGATION_S, f"nodes = {nodes} on the other mounts")
+            assert read(m / "dev/pools/train/nodes") == f"{nodes}\n"
+    assert revisions(a) == revisions(b) == revisions(c) == list(range(1, 7))
+    assert read(c / "dev/history/6/diff") == read(a / "dev/history/6/diff")
+    # A removal too.
+    b.sh("rmdir dev/pools/train")
+    wait_for(lambda: "train" not in os.listdir(a / "dev/pools"),
+             PROPAGATION_S, "the removal on a")
+
+
+def write_many(m, pool, count, errors):
+    for i in range(count):
+        try:
+            with open(m / f"dev/pools/{pool}/spec", "w") as f:
+                f.write(f"accelerator = cpu\nlabels.writer = "
+                        f"{m.tmp.name}-{i}\n")
+        except OSError as e:
+            errors.append(f"{pool} {i}: {e}")
+
+
+def test_daemons_committing_at_once_make_contiguous_revisions(mounts,
+                                                               pg_server):
+    """Each close(2) is one revision, numbered after every other daemon's,
+    and the audit chain holds across daemons."""
+    ms = mounts()
+    ms[0].sh("mkdir dev")
+    for i, m in enumerate(ms):
+        wait_for(lambda m=m: (m / "dev").exists(), PROPAGATION_S, "dev")
+        m.sh(f"mkdir dev/pools/p{i}")
+    per_writer, errors, threads = 25, [], []
+    for i, m in enumerate(ms):
+        for pool in ("p0", "p1", "p2"):
+            wait_for(lambda m=m, pool=pool: (m / "dev/pools" / pool).exists(),
+                     PROPAGATION_S, "the pools on every mount")
+        # Two writers per daemon: one on its own pool, one on a pool
+        # another daemon writes to as well.
+        for pool in (f"p{i}", f"p{(i + 1) % 3}"):
+            t = threading.Thread(target=write_many,
+                                 args=(m, pool, per_writer, errors))
+            threads.append(t)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    # Every writer's texts differ from every other's: each close(2) is a
+    # change, and a revision.
+    total = 1 + 6 * per_writer
+    for m in ms:
+        wait_for(lambda m=m: len(revisions(m)) == total, PROPAGATION_S,
+                 "every revision on every mount")
+        assert revisions(m) == list(range(1, total + 1))
+    res = subprocess.run([str(TOOLS / "infrafs-audit-verify"),
+                          ms[0].state_url, "dev"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "chain intact" in res.stdout
+
+
+def endpoint(m):
+    m.sh(f"mkdir -p {EP}")
+    (m / EP / "spec").write_text(f"command = {SERVER}\nhealth_path = /\n")
+
+
+def running_replicas(tmp):
+    """Replica processes of the daemons of this test, wherever started:
+    session leaders carrying the marker whose output goes below tmp,
+    directly or through a log keeper's pipe."""
+    procs, pipes = [], set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read()
+            out = os.readlink(f"/proc/{pid}/fd/1")
+            inp = os.readlink(f"/proc/{pid}/fd/0")
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        if out.startswith(str(tmp)):
+            pipes.add(inp)
+        session = int(stat.rsplit(")", 1)[1].split()[3])
+        if session == int(pid) and b"INFRAFS_REPLICA=" in env:
+            procs.append((int(pid), out))
+    return sorted(pid for pid, out in procs
+                  if out.startswith(str(tmp)) or out in pipes)
+
+
+def replica_pids(m):
+    return sorted(int(line.split("pid ")[1].split(",")[0])
+                  for line in read(m / EP / "status").splitlines()
+                  if line.startswith("replica."))
+
+
+def leader_and_follower(a, b):
+    host = socket.gethostname()
+    wait_for(lambda: reconciler_of(a) not in (None, "none"), PROPAGATION_S,
+             "a reconciler for dev")
+    who = reconciler_of(a)
+    assert who in (f"{host} pid {a.proc.pid}", f"{host} pid {b.proc.pid}")
+    wait_for(lambda: reconciler_of(b) == who, PROPAGATION_S,
+             "both mounts to name it")
+    return (a, b) if who.endswith(f" {a.proc.pid}") else (b, a)
+
+
+def test_one_daemon_reconciles_and_another_takes_over(mounts, tmp_path):
+    a, b = mounts(2)
+    a.sh("mkdir dev")
+    wait_for(lambda: (b / "dev").exists(), PROPAGATION_S, "dev on b")
+    leader, follower = leader_and_follower(a, b)
+    endpoint(follower)
+    wait_for(lambda: (leader / EP / "state").exists() and
+             read(leader / EP / "state").strip() == "ready", 30,
+             "the leader to run the endpoint")
+    (pid,) = replica_pids(leader)
+    assert running_replicas(tmp_path) == [pid], "one replica, started once"
+    # kill -9: the leader's sessions end, and with them its lease.
+    gone = leader.proc.pid
+    start = time.monotonic()
+    leader.proc.send_signal(signal.SIGKILL)
+    leader.proc.wait()
+    leader.proc = None
+    subprocess.run(["fusermount3", "-u", "-z", str(leader.path)],
+                   check=False)
+    host = socket.gethostname()
+    wait_for(lambda: reconciler_of(follower) ==
+             f"{host} pid {follower.proc.pid}", 10,
+             f"the survivor to take over from pid {gone}")
+    took = time.monotonic() - start
+    assert took < 10
+    # It adopts what runs: the same replica, nothing made twice.
+    wait_for(lambda: replica_pids(follower) == [pid], 10,
+             "the survivor to report the running replica")
+    time.sleep(1)
+    assert running_replicas(tmp_path) == [pid]
+    assert read(follower / EP / "state").strip() == "ready"
+
+
+def test_only_the_leader_acts(mounts, tmp_path):
+    """The follower's reconciler takes no step: replicas scale once."""
+    a, b = mounts(2)
+    a.sh("mkdir dev")
+    wait_for(lambda: (b / "dev").exists(), PROPAGATION_S, "dev on b")
+    leader, follower = leader_and_follower(a, b)
+    endpoint(leader)
+    wait_for(lambda: read(leader / EP / "state").strip() == "ready", 30,
+             "ready")
+    follower.sh(f"echo 2 > {EP}/replicas")
+    wait_for(lambda: len(replica_pids(leader)) == 2, 30, "2 replicas")
+    time.sleep(1)
+    assert running_replicas(tmp_path) == replica_pids(leader)
+    assert replica_pids(follower) == [], "the follower observes nothing"
+
+
+def test_losing_the_database_stops_the_leader_and_keeps_reads(mounts,
+                                                              pg_server):
+    (a,) = mounts(1)
+    a.sh("mkdir -p dev/pools/train && echo 'accelerator = cpu' >"
+         " dev/pools/train/spec")
+    host = socket.gethostname()
+    wait_for(lambda: reconciler_of(a) == f"{host} pid {a.proc.pid}",
+             PROPAGATION_S, "the lease")
+    assert status_of(a / "dev/status")["state_store"] == "reachable"
+    pg_server.pg_ctl("stop", "-m", "fast")
+    try:
+        wait_for(lambda: status_of(a / "dev/status")["state_store"]
+                 .startswith("unreachable since "), 5, "unreachable")
+        assert read(a / "dev/pools/train/spec") == "accelerator = cpu\n"
+        assert reconciler_of(a) == "unknown"
+        assert "stops acting on providers" in a.log.read_text()
+    finally:
+        pg_server.pg_ctl("start")
+    wait_for(lambda: reconciler_of(a) == f"{host} pid {a.proc.pid}", 10,
+             "the lease back")
+    assert status_of(a / "dev/status")["state_store"] == "reachable"
+    a.sh("echo 'accelerator = cpu\nnodes = 2' > dev/pools/train/spec")
+    assert revisions(a) == [1, 2, 3]
