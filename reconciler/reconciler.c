@@ -1911,7 +1911,7 @@ static int import_later(struct reconciler *r, const char *env, const char *line,
 	return 0;
 }
 
-int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
+static int run_ctl(struct reconciler *r, const char *env, const char *line,
 		   const struct caller *who, char *msg, size_t msglen)
 {
 	char cmd[32] = "", arg[64] = "";
@@ -1974,6 +1974,128 @@ int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
 	return -EINVAL;
 }
 
+/* ---- ctl through another daemon ---------------------------------------- */
+
+/* The commands that act on a reconciler's own state (its plans, its
+ * pace, its imports): in a shared store, the leading daemon's. The
+ * others change the store, which every daemon shares. */
+static bool acts_on_reconciler(const char *line)
+{
+	static const char *const cmds[] = { "apply", "approve", "import",
+					    "refresh" };
+	size_t n = strcspn(line, " \t\n");
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(*cmds); i++)
+		if (n == strlen(cmds[i]) && !strncmp(line, cmds[i], n))
+			return true;
+	return false;
+}
+
+static uint64_t env_id_of(struct reconciler *r, const char *env)
+{
+	struct model *m = store_model(r->opt.store);
+	const struct env *e;
+	uint64_t id;
+
+	model_rdlock(m);
+	e = model_env(m, env);
+	id = e ? e->id : 0;
+	model_unlock(m);
+	return id;
+}
+
+/*
+ * Hands the command to the daemon that leads env. The caller's identity
+ * goes with it, and the leader checks it as its own mount would; what
+ * came of it is in the environment's events.
+ */
+static int forward(struct reconciler *r, uint64_t env_id, const char *env,
+		   const char *line, const struct caller *who, char *msg,
+		   size_t msglen)
+{
+	char holder[192], message[512];
+	int n = (int)strcspn(line, "\n");
+
+	store_reconciler_of(r->opt.store, env_id, holder, sizeof(holder));
+	if (!holder[0]) {
+		snprintf(msg, msglen,
+			 "no daemon reconciles %s now (its status says "
+			 "reconciler: none or unknown); try again once one "
+			 "does",
+			 env);
+		return -EAGAIN;
+	}
+	for (int i = 0; i < n; i++) {
+		if ((unsigned char)line[i] < ' ' || line[i] == 0x7f) {
+			snprintf(msg, msglen,
+				 "a ctl command is one line of text");
+			return -EINVAL;
+		}
+	}
+	snprintf(message, sizeof(message), "%" PRIu64 " %u %u %d %.*s",
+		 env_id, (unsigned)who->uid, (unsigned)who->gid, (int)who->pid,
+		 n, line);
+	if (store_announce(r->opt.store, message) < 0) {
+		snprintf(msg, msglen,
+			 "could not reach the reconciler of %s (%s): the "
+			 "state store did not take the message",
+			 env, holder);
+		return -EIO;
+	}
+	log_for(LOG_LVL_INFO, env, NULL, 0,
+		"%s: ctl %.*s sent to its reconciler, %s", env, n, line,
+		holder);
+	return 0;
+}
+
+/* A command another daemon forwarded (forward()), heard on the store's
+ * watcher thread by every daemon; the one that leads carries it out. */
+static void on_message(void *ctx, const char *message)
+{
+	struct reconciler *r = ctx;
+	struct model *m = store_model(r->opt.store);
+	struct caller who = { .comm = "forwarded" };
+	unsigned long long env_id;
+	unsigned uid, gid;
+	char env[NAME_MAX_LEN + 1] = "", msg[600], text[800];
+	const struct env *e;
+	int pid, at = 0, rc;
+
+	if (sscanf(message, "%llu %u %u %d %n", &env_id, &uid, &gid, &pid,
+		   &at) != 4 ||
+	    !at || !acts_on_reconciler(message + at) ||
+	    !store_leads(r->opt.store, env_id))
+		return;
+	model_rdlock(m);
+	e = model_env_by_id(m, env_id);
+	if (e)
+		snprintf(env, sizeof(env), "%s", e->name);
+	model_unlock(m);
+	if (!env[0])
+		return;
+	who.uid = uid;
+	who.gid = gid;
+	who.pid = pid;
+	rc = run_ctl(r, env, message + at, &who, msg, sizeof(msg));
+	snprintf(text, sizeof(text), "ctl %s (uid %u, through another mount): %s",
+		 message + at, uid,
+		 rc ? (msg[0] ? msg : strerror(-rc)) : "carried out");
+	store_event(r->opt.store, env_id, 0, text);
+}
+
+int reconciler_ctl(struct reconciler *r, const char *env, const char *line,
+		   const struct caller *who, char *msg, size_t msglen)
+{
+	uint64_t env_id;
+
+	if (store_shared(r->opt.store) && acts_on_reconciler(line)) {
+		env_id = env_id_of(r, env);
+		if (env_id && !store_leads(r->opt.store, env_id))
+			return forward(r, env_id, env, line, who, msg, msglen);
+	}
+	return run_ctl(r, env, line, who, msg, msglen);
+}
+
 /* ---- start and stop ---------------------------------------------------- */
 
 static int host_secret(void *ctx, const char *env, const char *name,
@@ -2034,6 +2156,7 @@ int reconciler_start(const struct reconciler_options *opt,
 		free(r);
 		return -EAGAIN;
 	}
+	store_set_message_handler(opt->store, on_message, r);
 	*out = r;
 	return 0;
 }
@@ -2044,6 +2167,7 @@ void reconciler_stop(struct reconciler *r)
 
 	if (!r)
 		return;
+	store_set_message_handler(r->opt.store, NULL, NULL);
 	pthread_mutex_lock(&r->lock);
 	r->stopping = true;
 	pthread_cond_signal(&r->cond);

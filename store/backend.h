@@ -140,10 +140,19 @@ struct backend_ops {
 	 * every lease goes when the session ends, so one that fails means
 	 * none is held.
 	 */
-	int (*wait_commit)(struct backend *be, int timeout_ms, uint64_t *count);
+	int (*wait_commit)(struct backend *be, int timeout_ms, uint64_t *count,
+			   void (*heard)(void *ctx, const char *message),
+			   void *ctx);
 	int (*lease)(struct backend *be, uint64_t env_id, bool *held,
 		     char *holder, size_t len);
+	/* Sends a message (at most MESSAGE_MAX bytes) that every daemon's
+	 * wait_commit() hands to its heard(): ctl commands for the daemon
+	 * that leads an environment. Lost when nobody listens. Any
+	 * thread. */
+	int (*announce)(struct backend *be, const char *message);
 };
+
+#define MESSAGE_MAX 4000
 
 /*
  * The two things prune needs of a backend, in its own SQL dialect;

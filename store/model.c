@@ -69,6 +69,19 @@ void model_clear(struct model *m)
 	m->gen++;
 }
 
+void model_take(struct model *m, struct model *from)
+{
+	model_clear(m);
+	m->env_by_name = from->env_by_name;
+	m->env_by_id = from->env_by_id;
+	m->res_by_id = from->res_by_id;
+	m->envs = from->envs;
+	memset(&from->env_by_name, 0, sizeof(from->env_by_name));
+	memset(&from->env_by_id, 0, sizeof(from->env_by_id));
+	memset(&from->res_by_id, 0, sizeof(from->res_by_id));
+	memset(&from->envs, 0, sizeof(from->envs));
+}
+
 void model_destroy(struct model *m)
 {
 	model_clear(m);

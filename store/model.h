@@ -140,6 +140,10 @@ void model_init(struct model *m);
 void model_destroy(struct model *m);
 /* Drops everything but the lock, for a reload from the backend. */
 void model_clear(struct model *m);
+/* Replaces what m holds by what from holds, leaving from empty: a reload
+ * loads aside and takes the result only once it loaded whole. The
+ * caller holds m's write lock; m keeps its counters. */
+void model_take(struct model *m, struct model *from);
 
 static inline void model_rdlock(struct model *m)
 {

@@ -30,6 +30,8 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,8 @@
 #define LEASE_CLASS "1768842867"
 /* Which other daemons' commits wake the watcher. */
 #define COMMIT_CHANNEL "infrafs_commit"
+/* Where ctl commands go to the daemon that leads their environment. */
+#define MESSAGE_CHANNEL "infrafs_ctl"
 
 /* The schema a new database starts at; older numbers were SQLite's. */
 #define FIRST_VERSION 6
@@ -118,6 +122,10 @@ struct backend {
 	/* The watcher thread's alone: LISTEN and the leases. NULL until its
 	 * first call, and again after its session was lost. */
 	PGconn *watch;
+	/* When the watcher's session last started failing (a monotonic
+	 * clock's seconds), 0 while it works: the committer stops waiting
+	 * for a server that has been gone that long. */
+	_Atomic double watch_down_since;
 	char uri[4200]; /* what libpq is given */
 	char shown[4200]; /* the URL as messages show it: no password */
 	char host[128];
@@ -591,6 +599,32 @@ static int reconnect(struct backend *be, PGconn *c, bool writer)
  * a restart takes seconds, and until it is back nothing can commit. */
 #define RECONNECT_WAIT_S 30
 #define RECONNECT_STEP_US 250000
+/* A server the watcher has missed this long is down, not restarting: a
+ * write fails at once rather than after RECONNECT_WAIT_S. */
+#define RECONNECT_GRACE_S 5
+
+static double monotonic_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static bool long_gone(struct backend *be)
+{
+	double since = atomic_load(&be->watch_down_since);
+
+	return since && monotonic_s() - since > RECONNECT_GRACE_S;
+}
+
+static void watch_failed(struct backend *be)
+{
+	double none = 0;
+
+	atomic_compare_exchange_strong(&be->watch_down_since, &none,
+				       monotonic_s());
+}
 
 /*
  * The writer's reconnect, waiting out a server restart: a failed batch is
@@ -601,8 +635,8 @@ static int reconnect_writer(struct backend *be)
 {
 	int rc = reconnect(be, be->db, true);
 
-	for (int i = 0;
-	     rc == -EIO && i < RECONNECT_WAIT_S * 1000000 / RECONNECT_STEP_US;
+	for (int i = 0; rc == -EIO && !long_gone(be) &&
+			i < RECONNECT_WAIT_S * 1000000 / RECONNECT_STEP_US;
 	     i++) {
 		usleep(RECONNECT_STEP_US);
 		rc = reconnect(be, be->db, true);
@@ -1359,7 +1393,8 @@ static int watch_session(struct backend *be)
 	be->watch = NULL;
 	rc = connect_to(be, &be->watch, err, sizeof(err));
 	if (!rc)
-		rc = exec_fixed(be->watch, "LISTEN " COMMIT_CHANNEL);
+		rc = exec_fixed(be->watch, "LISTEN " COMMIT_CHANNEL
+					   "; LISTEN " MESSAGE_CHANNEL);
 	if (rc) {
 		log_debug("%s", err);
 		PQfinish(be->watch);
@@ -1369,32 +1404,41 @@ static int watch_session(struct backend *be)
 	return 0;
 }
 
-/* Reads what arrived; true when a notification was among it. */
-static bool drain_notices(PGconn *c)
+/* Reads what arrived and hands on the messages; true when a commit
+ * notice was among it. */
+static bool drain_notices(PGconn *c, void (*heard)(void *, const char *),
+			  void *ctx)
 {
 	PGnotify *n;
 	bool any = false;
 
 	PQconsumeInput(c);
 	while ((n = PQnotifies(c))) {
-		any = true;
+		if (!strcmp(n->relname, MESSAGE_CHANNEL))
+			heard(ctx, n->extra);
+		else
+			any = true;
 		PQfreemem(n);
 	}
 	return any;
 }
 
-static int be_wait_commit(struct backend *be, int timeout_ms, uint64_t *count)
+static int be_wait_commit(struct backend *be, int timeout_ms, uint64_t *count,
+			  void (*heard)(void *ctx, const char *message),
+			  void *ctx)
 {
 	struct pollfd pfd = { .events = POLLIN };
 	PGresult *r;
 	int rc = watch_session(be);
 
-	if (rc)
+	if (rc) {
+		watch_failed(be);
 		return rc;
-	if (!drain_notices(be->watch)) {
+	}
+	if (!drain_notices(be->watch, heard, ctx)) {
 		pfd.fd = PQsocket(be->watch);
 		if (poll(&pfd, 1, timeout_ms) > 0)
-			drain_notices(be->watch);
+			drain_notices(be->watch, heard, ctx);
 	}
 	r = query(be->watch, "SELECT seq FROM infrafs_seq", NULL);
 	rc = result_errno(be->watch, r);
@@ -1403,6 +1447,31 @@ static int be_wait_commit(struct backend *be, int timeout_ms, uint64_t *count)
 	else if (!rc)
 		rc = -EIO;
 	PQclear(r);
+	if (rc)
+		watch_failed(be);
+	else
+		atomic_store(&be->watch_down_since, 0);
+	return rc;
+}
+
+/* On the readers' session: NOTIFY needs no transaction of its own, and
+ * the committer's may be in the middle of one. */
+static int be_announce(struct backend *be, const char *message)
+{
+	struct params p = { 0 };
+	int rc;
+
+	if (strlen(message) > MESSAGE_MAX)
+		return -EMSGSIZE;
+	p_str(&p, message);
+	pthread_mutex_lock(&be->rd_lock);
+	rc = reconnect(be, be->rd, false);
+	if (!rc)
+		rc = run(be->rd,
+			 "SELECT pg_notify('" MESSAGE_CHANNEL "',"
+			 " convert_from($1, 'UTF8'))",
+			 &p, NULL);
+	pthread_mutex_unlock(&be->rd_lock);
 	return rc;
 }
 
@@ -1475,6 +1544,7 @@ static int be_lease(struct backend *be, uint64_t env_id, bool *held,
 	}
 	if (rc) {
 		/* A session in doubt holds nothing we can count on. */
+		watch_failed(be);
 		PQfinish(be->watch);
 		be->watch = NULL;
 		return rc;
@@ -1582,4 +1652,5 @@ const struct backend_ops postgres_backend = {
 	.serialize = be_serialize,
 	.wait_commit = be_wait_commit,
 	.lease = be_lease,
+	.announce = be_announce,
 };

@@ -116,6 +116,12 @@ struct store {
 	bool behind, retouch;
 	struct watcher watcher;
 	bool watching;
+	/* Who hears announced messages. message_lock is held while one is
+	 * handed over, so a handler unset is not called afterwards; the
+	 * handler must not set handlers itself. */
+	pthread_mutex_t message_lock;
+	store_message_fn message_fn;
+	void *message_ctx;
 };
 
 static const struct backend_ops *const backends[] = { &sqlite_backend,
@@ -1844,21 +1850,39 @@ static void restore_model(struct model *m, struct kept_list *envs,
 	free(res->v);
 }
 
+/* The count no store has: the watcher sees the model behind and asks
+ * for a reload until one succeeds. */
+#define COUNT_UNKNOWN UINT64_MAX
+
+/*
+ * Loads the store aside and takes it only once loaded whole: a store that
+ * cannot be read leaves the mount showing what it showed. After a batch
+ * failed half way that is more than the store holds, so the count is
+ * marked unknown and the reload is tried again once the store answers.
+ */
 static int reload_model(struct store *st)
 {
 	struct kept_list envs = { 0 }, res = { 0 };
+	struct model fresh;
 	int rc;
 
+	model_init(&fresh);
+	rc = st->ops->load(st->be, &fresh);
+	st->count_known = false;
+	if (rc < 0) {
+		log_err("state store: reloading the model failed (%s); it is "
+			"tried again when the store answers",
+			strerror(-rc));
+		atomic_store(&st->count, COUNT_UNKNOWN);
+		model_destroy(&fresh);
+		return rc;
+	}
 	model_wrlock(&st->model);
 	keep_model(&st->model, &envs, &res);
-	model_clear(&st->model);
-	rc = st->ops->load(st->be, &st->model);
-	if (rc < 0)
-		log_err("state store: reloading the model failed (%s)",
-			strerror(-rc));
+	model_take(&st->model, &fresh);
 	restore_model(&st->model, &envs, &res);
 	model_unlock(&st->model);
-	st->count_known = false;
+	model_destroy(&fresh);
 	return rc;
 }
 
@@ -2128,9 +2152,12 @@ static void fail_batch(struct store *st, struct pending *batch,
 	log_err("state store: a commit failed (%s); no change of this batch "
 		"was kept",
 		strerror(-err));
-	if (begun)
+	/* Before begin() succeeded nothing of the batch reached the model:
+	 * a store that cannot be reached is not read again for nothing. */
+	if (begun) {
 		st->ops->rollback(st->be);
-	reload_model(st);
+		reload_model(st);
+	}
 	model_wrlock(&st->model);
 	for (const struct queued_event *q = events; q; q = q->next)
 		keep_unstored(st, q->env_id, q->res_id, event_line(q->line));
@@ -2745,6 +2772,32 @@ static size_t hook_env_ids(void *ctx, uint64_t **ids)
 	return n;
 }
 
+static void hook_heard(void *ctx, const char *message)
+{
+	struct store *st = ctx;
+
+	pthread_mutex_lock(&st->message_lock);
+	if (st->message_fn)
+		st->message_fn(st->message_ctx, message);
+	pthread_mutex_unlock(&st->message_lock);
+}
+
+void store_set_message_handler(struct store *st, store_message_fn fn,
+			       void *ctx)
+{
+	pthread_mutex_lock(&st->message_lock);
+	st->message_fn = fn;
+	st->message_ctx = ctx;
+	pthread_mutex_unlock(&st->message_lock);
+}
+
+int store_announce(struct store *st, const char *message)
+{
+	if (!st->ops->announce)
+		return -EOPNOTSUPP;
+	return st->ops->announce(st->be, message);
+}
+
 static int start_watching(struct store *st)
 {
 	const struct watcher_hooks hooks = {
@@ -2753,6 +2806,7 @@ static int start_watching(struct store *st)
 		.behind = hook_behind,
 		.leases_moved = hook_leases_moved,
 		.env_ids = hook_env_ids,
+		.heard = hook_heard,
 	};
 	int rc;
 
@@ -2777,7 +2831,8 @@ void store_reconciler_of(struct store *st, uint64_t env_id, char *out,
 			 size_t len)
 {
 	out[0] = '\0';
-	if (st->watching)
+	/* Cut off from the store, who leads is not known. */
+	if (st->watching && !watcher_unreachable_since(&st->watcher))
 		watcher_holder(&st->watcher, env_id, out, len);
 }
 
@@ -2827,6 +2882,7 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	st->tail = &st->head;
 	st->ev_tail = &st->ev_head;
 	pthread_create(&st->thread, NULL, committer, st);
+	pthread_mutex_init(&st->message_lock, NULL);
 	if (start_watching(st))
 		log_warn("state store: cannot watch for other daemons' "
 			 "commits; this daemon reconciles nothing");
@@ -2916,6 +2972,8 @@ void store_close(struct store *st)
 		pthread_cond_destroy(&st->qcond);
 		pthread_cond_destroy(&st->donecond);
 	}
+	if (st->tail)
+		pthread_mutex_destroy(&st->message_lock);
 	st->ops->close(st->be);
 	model_destroy(&st->model);
 	drop_unstored(st);

@@ -129,12 +129,20 @@ bool store_shared(const struct store *st);
  * store is shared and another daemon holds that environment's lease. */
 bool store_leads(struct store *st, uint64_t env_id);
 /* Who holds env_id's lease in a shared store ("HOST pid N"), "" when
- * nobody does or the store is not shared. */
+ * nobody does, the store cannot be reached, or it is not shared. */
 void store_reconciler_of(struct store *st, uint64_t env_id, char *out,
 			 size_t len);
 /* Moves on whenever store_reconciler_of() or store_unreachable_since()
  * may answer differently. */
 uint64_t store_sharing_gen(struct store *st);
+/* Messages between the daemons of a shared store: store_announce() sends
+ * one (at most 4000 bytes of text) to every daemon's handler, this one's
+ * too, on the store's watcher thread. -EOPNOTSUPP for a store that is
+ * not shared. */
+typedef void (*store_message_fn)(void *ctx, const char *message);
+void store_set_message_handler(struct store *st, store_message_fn fn,
+			       void *ctx);
+int store_announce(struct store *st, const char *message);
 /* Since when a shared store has not answered; 0 when it does. */
 double store_unreachable_since(struct store *st);
 /* What holds the store's lock: "pid 123 on host since RFC3339". */

@@ -114,7 +114,8 @@ static void *watch(void *arg)
 	while (!atomic_load(&w->stopping)) {
 		uint64_t count = 0;
 		bool moved = false;
-		int rc = w->ops->wait_commit(w->be, WATCH_PERIOD_MS, &count);
+		int rc = w->ops->wait_commit(w->be, WATCH_PERIOD_MS, &count,
+					     w->hooks.heard, w->hooks.ctx);
 
 		if (!rc && count != w->hooks.model_count(w->hooks.ctx))
 			w->hooks.behind(w->hooks.ctx);

@@ -34,6 +34,8 @@ struct watcher_hooks {
 	void (*leases_moved)(void *ctx);
 	/* The ids of the environments there are now; the caller frees. */
 	size_t (*env_ids)(void *ctx, uint64_t **ids);
+	/* A message some daemon announced (perhaps this one). */
+	void (*heard)(void *ctx, const char *message);
 };
 
 struct lease {

@@ -3,6 +3,7 @@ commit, revisions stay contiguous, and exactly one daemon carries each
 environment to its provider, another taking over when it dies. The
 daemons here run on one machine; each has its own mount and sessions,
 as daemons on different machines would."""
+import errno
 import os
 import signal
 import socket
@@ -241,6 +242,17 @@ def test_losing_the_database_stops_the_leader_and_keeps_reads(mounts,
         assert read(a / "dev/pools/train/spec") == "accelerator = cpu\n"
         assert reconciler_of(a) == "unknown"
         assert "stops acting on providers" in a.log.read_text()
+        # A write is refused at close(2), not accepted and then lost; the
+        # daemon waits a few seconds for a server that restarts only.
+        start = time.monotonic()
+        with pytest.raises(OSError) as e:
+            with open(a / "dev/pools/train/spec", "w") as f:
+                f.write("accelerator = cpu\nnodes = 9\n")
+        assert e.value.errno == errno.EIO, e.value
+        assert time.monotonic() - start < 15
+        assert read(a / "dev/pools/train/spec") == "accelerator = cpu\n"
+        assert "the state store could not record the change" in \
+            status_of(a / "dev/pools/train/status")["last_error"]
     finally:
         pg_server.pg_ctl("start")
     wait_for(lambda: reconciler_of(a) == f"{host} pid {a.proc.pid}", 10,
@@ -248,3 +260,53 @@ def test_losing_the_database_stops_the_leader_and_keeps_reads(mounts,
     assert status_of(a / "dev/status")["state_store"] == "reachable"
     a.sh("echo 'accelerator = cpu\nnodes = 2' > dev/pools/train/spec")
     assert revisions(a) == [1, 2, 3]
+
+
+def events_of(m, env="dev"):
+    return read(m / env / "events")
+
+
+def test_approve_and_refresh_through_any_mount_reach_the_leader(mounts,
+                                                                 tmp_path):
+    a, b = mounts(2)
+    a.sh("mkdir dev && echo 'approval = manual' >> dev/config")
+    wait_for(lambda: (b / "dev").exists(), PROPAGATION_S, "dev on b")
+    leader, follower = leader_and_follower(a, b)
+    endpoint(follower)
+    wait_for(lambda: "+ create endpoints/chat" in read(leader / "dev/plan"),
+             10, "the leader's plan")
+    time.sleep(1)
+    assert running_replicas(tmp_path) == [], "nothing runs before approval"
+    # The plan is the leader's; approving it through the follower's ctl
+    # reaches the leader, which carries it out and says so in events.
+    follower.sh("echo approve > dev/ctl")
+    wait_for(lambda: read(leader / EP / "state").strip() == "ready", 30,
+             "the approved endpoint to be ready")
+    assert len(running_replicas(tmp_path)) == 1
+    wait_for(lambda: "ctl approve (uid 0, through another mount): carried"
+             " out" in events_of(follower), PROPAGATION_S,
+             "the outcome in events on the follower")
+    # What the leader refuses, it says in events too.
+    follower.sh("echo 'approve 99' > dev/ctl")
+    wait_for(lambda: "ctl approve 99 (uid 0, through another mount): "
+             "approve: dev has no pending plan" in events_of(leader),
+             PROPAGATION_S, "the refusal in events")
+    follower.sh("echo refresh > dev/ctl")
+    wait_for(lambda: "ctl refresh (uid 0, through another mount): carried"
+             " out" in events_of(follower), PROPAGATION_S, "the refresh")
+
+
+def test_ctl_with_nobody_leading_says_so(mounts, pg_server):
+    (a,) = mounts(1)
+    a.sh("mkdir dev")
+    host = socket.gethostname()
+    wait_for(lambda: reconciler_of(a) == f"{host} pid {a.proc.pid}",
+             PROPAGATION_S, "the lease")
+    pg_server.pg_ctl("stop", "-m", "fast")
+    try:
+        wait_for(lambda: reconciler_of(a) == "unknown", 5, "unknown")
+        res = a.sh("echo approve > dev/ctl", check=False)
+        assert res.returncode != 0
+        assert "Resource temporarily unavailable" in res.stderr
+    finally:
+        pg_server.pg_ctl("start")
