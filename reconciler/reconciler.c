@@ -12,6 +12,8 @@
  */
 #include "reconciler.h"
 
+#include "share.h"
+
 #include "store/policy.h"
 #include "util/log.h"
 
@@ -148,6 +150,7 @@ struct reconciler {
 	struct map envs; /* env_id -> struct env_state */
 	struct rec **evals; /* this pass's recs to evaluate */
 	size_t nevals, evals_cap;
+	struct share share; /* observations to and from other daemons */
 	/* What the last pass cost, for metrics and the benchmark: written
 	 * by the thread and read by others, both under lock. */
 	double last_pass_seconds;
@@ -364,6 +367,7 @@ static void undeclare(struct reconciler *r, struct rec *rc)
 	if (es)
 		es->export_due = true;
 	observed_drop_res(r->opt.observed, rc->res_id);
+	share_note(&r->share, rc->env_id, rc->res_id);
 	map_del(&r->by_res, &rc->res_id, sizeof(rc->res_id));
 	rc->res_id = 0;
 	rc->draft = false;
@@ -860,8 +864,11 @@ static void publish_plan(struct reconciler *r, struct env_state *es)
 	oe.terraform = es->terraform;
 	oe.applied_rev = es->applied_rev;
 	oe.last_apply = es->last_apply;
-	if (observed_put_env(r->opt.observed, &oe) && r->opt.changed)
-		r->opt.changed(r->opt.ctx, es->env_id, 0);
+	if (observed_put_env(r->opt.observed, &oe)) {
+		share_note(&r->share, es->env_id, 0);
+		if (r->opt.changed)
+			r->opt.changed(r->opt.ctx, es->env_id, 0);
+	}
 	free(json);
 }
 
@@ -1013,8 +1020,11 @@ static void publish_res(struct reconciler *r, struct rec *rc,
 		o.state = RS_PENDING;
 	o.reason = reason[0] ? reason : NULL;
 	tell_events(r, rc, o.state);
-	if (observed_put_res(r->opt.observed, &o) && r->opt.changed)
-		r->opt.changed(r->opt.ctx, rc->env_id, rc->res_id);
+	if (observed_put_res(r->opt.observed, &o)) {
+		share_note(&r->share, rc->env_id, rc->res_id);
+		if (r->opt.changed)
+			r->opt.changed(r->opt.ctx, rc->env_id, rc->res_id);
+	}
 }
 
 static void rec_free(struct rec *rc)
@@ -1640,6 +1650,7 @@ static void *reconcile_loop(void *arg)
 
 		pthread_mutex_unlock(&r->lock);
 		run_pass(r);
+		share_run(&r->share, now_s());
 		sample_calls(r, now_s());
 		pthread_mutex_lock(&r->lock);
 		if (r->kicked) {
@@ -2138,6 +2149,8 @@ int reconciler_start(const struct reconciler_options *opt,
 	r->host.ctx = r;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
+	share_init(&r->share, opt->store, opt->observed, opt->changed,
+		   opt->ctx);
 	r->sweep = true; /* the first pass looks at everything */
 	/* A provider refuses to start when its folders are not the
 	 * daemon's own; the daemon does not run without it. */
@@ -2180,6 +2193,7 @@ void reconciler_stop(struct reconciler *r)
 	map_free(&r->by_res);
 	map_free(&r->watched);
 	free(r->evals);
+	share_free(&r->share);
 	free(r->dirty_res.v);
 	free(r->dirty_env.v);
 	buf_free(&r->refresh_envs);

@@ -33,6 +33,12 @@ struct revision_row {
 
 struct backend;
 
+struct observation_row {
+	uint64_t env_id, res_id;
+	const char *doc; /* JSON */
+	uint64_t seq; /* readers: its place in the order of puts */
+};
+
 /*
  * What one prune removed. The oldest kept audit line is the first one
  * keep_line() accepts; last_audit_line is the newest one removed (NULL
@@ -150,6 +156,17 @@ struct backend_ops {
 	 * that leads an environment. Lost when nobody listens. Any
 	 * thread. */
 	int (*announce)(struct backend *be, const char *message);
+	/* What the daemon leading an environment observed, for the other
+	 * daemons to show: put_observations() replaces each object's
+	 * document (res_id 0: the environment's), and gives each a new
+	 * place in the order observations_after() reads them in. Any
+	 * thread. */
+	int (*put_observations)(struct backend *be,
+				const struct observation_row *rows, size_t n);
+	int (*observations_after)(struct backend *be, uint64_t after,
+				  void (*each)(void *ctx,
+					       const struct observation_row *row),
+				  void *ctx);
 };
 
 #define MESSAGE_MAX 4000

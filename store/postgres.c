@@ -107,7 +107,13 @@ static const char *const schema_steps[] = {
 	"INSERT INTO infrafs_seq(one, seq) VALUES(true, 0);"
 	"CREATE TABLE leases(env_id bigint PRIMARY KEY, host text NOT NULL,"
 	" pid integer NOT NULL, since double precision NOT NULL,"
-	" backend_pid integer NOT NULL);",
+	" backend_pid integer NOT NULL);"
+	"CREATE SEQUENCE observations_seq;"
+	"CREATE TABLE observations(env_id bigint NOT NULL,"
+	" res_id bigint NOT NULL, doc bytea NOT NULL,"
+	" seq bigint NOT NULL DEFAULT nextval('observations_seq'),"
+	" PRIMARY KEY(env_id, res_id));"
+	"CREATE INDEX observations_order ON observations(seq);",
 };
 #define SCHEMA_VERSION   \
 	(FIRST_VERSION + \
@@ -1475,6 +1481,72 @@ static int be_announce(struct backend *be, const char *message)
 	return rc;
 }
 
+/* One transaction on the readers' session: the committer's is its own. */
+static int be_put_observations(struct backend *be,
+			       const struct observation_row *rows, size_t n)
+{
+	int rc;
+
+	pthread_mutex_lock(&be->rd_lock);
+	rc = reconnect(be, be->rd, false);
+	if (!rc)
+		rc = exec_fixed(be->rd, "BEGIN");
+	for (size_t i = 0; !rc && i < n; i++) {
+		struct params p = { 0 };
+
+		p_int(&p, (int64_t)rows[i].env_id);
+		p_int(&p, (int64_t)rows[i].res_id);
+		p_str(&p, rows[i].doc);
+		rc = run(be->rd,
+			 "INSERT INTO observations(env_id, res_id, doc)"
+			 " VALUES($1, $2, $3) ON CONFLICT (env_id, res_id) DO"
+			 " UPDATE SET doc = EXCLUDED.doc,"
+			 " seq = nextval('observations_seq')",
+			 &p, NULL);
+	}
+	if (!rc)
+		rc = exec_fixed(be->rd, "COMMIT");
+	else if (PQtransactionStatus(be->rd) != PQTRANS_IDLE)
+		exec_fixed(be->rd, "ROLLBACK");
+	pthread_mutex_unlock(&be->rd_lock);
+	return rc;
+}
+
+struct observation_reader {
+	void (*each)(void *ctx, const struct observation_row *row);
+	void *ctx;
+};
+
+static void observation_row(const PGresult *r, int i, void *ctx)
+{
+	struct observation_reader *rd = ctx;
+	char *doc = col_dup(r, i, 2, NULL);
+	struct observation_row row = {
+		.env_id = (uint64_t)col_int(r, i, 0),
+		.res_id = (uint64_t)col_int(r, i, 1),
+		.doc = doc ? doc : "",
+		.seq = (uint64_t)col_int(r, i, 3),
+	};
+
+	rd->each(rd->ctx, &row);
+	free(doc);
+}
+
+static int be_observations_after(struct backend *be, uint64_t after,
+				 void (*each)(void *ctx,
+					      const struct observation_row *row),
+				 void *ctx)
+{
+	struct observation_reader rd = { each, ctx };
+	struct params p = { 0 };
+
+	p_int(&p, (int64_t)after);
+	return read_rows(be,
+			 "SELECT env_id, res_id, doc, seq FROM observations"
+			 " WHERE seq > $1 ORDER BY seq",
+			 &p, false, observation_row, &rd);
+}
+
 /* Names the holder of env_id's lease: the row its taker wrote, while the
  * session that wrote it still holds the lock. */
 static void lease_holder(struct backend *be, const struct params *p,
@@ -1653,4 +1725,6 @@ const struct backend_ops postgres_backend = {
 	.wait_commit = be_wait_commit,
 	.lease = be_lease,
 	.announce = be_announce,
+	.put_observations = be_put_observations,
+	.observations_after = be_observations_after,
 };

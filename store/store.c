@@ -2791,6 +2791,24 @@ void store_set_message_handler(struct store *st, store_message_fn fn,
 	pthread_mutex_unlock(&st->message_lock);
 }
 
+int store_put_observations(struct store *st,
+			   const struct observation_row *rows, size_t n)
+{
+	if (!st->ops->put_observations)
+		return -EOPNOTSUPP;
+	return st->ops->put_observations(st->be, rows, n);
+}
+
+int store_observations_after(struct store *st, uint64_t after,
+			     void (*each)(void *ctx,
+					  const struct observation_row *row),
+			     void *ctx)
+{
+	if (!st->ops->observations_after)
+		return -EOPNOTSUPP;
+	return st->ops->observations_after(st->be, after, each, ctx);
+}
+
 int store_announce(struct store *st, const char *message)
 {
 	if (!st->ops->announce)

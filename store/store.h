@@ -143,6 +143,15 @@ typedef void (*store_message_fn)(void *ctx, const char *message);
 void store_set_message_handler(struct store *st, store_message_fn fn,
 			       void *ctx);
 int store_announce(struct store *st, const char *message);
+/* The observations of the daemons leading environments of a shared
+ * store (backend.h's struct observation_row); -EOPNOTSUPP otherwise. */
+struct observation_row;
+int store_put_observations(struct store *st,
+			   const struct observation_row *rows, size_t n);
+int store_observations_after(struct store *st, uint64_t after,
+			     void (*each)(void *ctx,
+					  const struct observation_row *row),
+			     void *ctx);
 /* Since when a shared store has not answered; 0 when it does. */
 double store_unreachable_since(struct store *st);
 /* What holds the store's lock: "pid 123 on host since RFC3339". */

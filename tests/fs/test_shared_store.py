@@ -223,7 +223,35 @@ def test_only_the_leader_acts(mounts, tmp_path):
     wait_for(lambda: len(replica_pids(leader)) == 2, 30, "2 replicas")
     time.sleep(1)
     assert running_replicas(tmp_path) == replica_pids(leader)
-    assert replica_pids(follower) == [], "the follower observes nothing"
+
+
+def test_every_mount_shows_the_leaders_observations(mounts):
+    """Status, state and plan read alike on the follower: the leader
+    publishes what it observes to the store."""
+    a, b = mounts(2)
+    a.sh("mkdir dev")
+    wait_for(lambda: (b / "dev").exists(), PROPAGATION_S, "dev on b")
+    leader, follower = leader_and_follower(a, b)
+    endpoint(follower)
+    wait_for(lambda: read(leader / EP / "state").strip() == "ready", 30,
+             "ready on the leader")
+    wait_for(lambda: read(follower / EP / "state").strip() == "ready",
+             PROPAGATION_S, "ready on the follower")
+    wait_for(lambda: replica_pids(follower) == replica_pids(leader),
+             PROPAGATION_S, "the same replicas on the follower")
+    assert status_of(follower / EP / "status")["url"] == \
+        status_of(leader / EP / "status")["url"]
+    assert status_of(follower / "dev/status")["ready"] == "1"
+    # A plan too.
+    leader.sh("echo 'approval = manual' >> dev/config")
+    follower.sh(f"echo 2 > {EP}/replicas")
+    wait_for(lambda: "waiting for approval" in read(follower / "dev/plan"),
+             PROPAGATION_S + 2, "the leader's plan on the follower")
+    assert read(follower / "dev/plan") == read(leader / "dev/plan")
+    # A removal: the follower forgets what the leader stopped.
+    follower.sh("echo approve > dev/ctl")
+    wait_for(lambda: len(replica_pids(follower)) == 2, 30,
+             "2 replicas seen on the follower")
 
 
 def test_losing_the_database_stops_the_leader_and_keeps_reads(mounts,

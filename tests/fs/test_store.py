@@ -382,11 +382,12 @@ def test_a_full_disk_says_enospc_and_loses_nothing(tmp_path):
         spec = m / "dev/pools/train/spec"
         accepted = big_spec("accepted")
         write_spec(spec, accepted)
-        with open(filler, "wb") as f:
+        # Unbuffered: a buffered file would try the failed bytes again at
+        # close and raise ENOSPC out of the with statement.
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             except OSError as e:
                 assert e.errno == errno.ENOSPC
         errors = []
