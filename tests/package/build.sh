@@ -47,7 +47,7 @@ expect() { # MODE OWNER PATH
 }
 expect '-rwxr-xr-x' 'root/root' 'usr/bin/infrafs'
 for tool in infrafs-wait infrafs-plan infrafs-audit-verify infrafs-backup \
-	infrafs-import-tfstate; do
+	infrafs-import-tfstate infrafs-migrate; do
 	expect '-rwxr-xr-x' 'root/root' "usr/bin/$tool"
 done
 expect '-rwxr-xr-x' 'root/root' 'sbin/mount\.fuse\.infrafs'
