@@ -137,6 +137,10 @@ struct backend {
 	char host[128];
 	double since;
 	char holder[256]; /* set once at open, read by any thread */
+	/* The writing transaction's id (txid_current()), 0 when unknown:
+	 * a COMMIT whose answer was lost is looked up by it. Committer
+	 * only. */
+	int64_t xid;
 };
 
 /* ---- statements ------------------------------------------------------- */
@@ -669,14 +673,49 @@ static int be_begin(struct backend *be)
 }
 
 /* A transaction that had failed answers COMMIT with ROLLBACK. */
+/*
+ * The session ended while COMMIT was on its way: the server may have
+ * committed and the answer been lost. The transaction's id tells, once
+ * connected again, so a writer is never told "failed" about a revision
+ * the store holds (a retry would then make it twice).
+ */
+static int lost_commit_outcome(struct backend *be, int64_t xid)
+{
+	struct params p = { 0 };
+	PGresult *r;
+	int rc;
+
+	if (!xid || reconnect_writer(be))
+		return -EIO;
+	p_int(&p, xid);
+	r = PQexecParams(be->db, "SELECT txid_status($1::bigint)", p.n, NULL,
+			 p.val, p.len, p.fmt, 0);
+	rc = result_errno(be->db, r);
+	if (!rc && !PQgetisnull(r, 0, 0) &&
+	    !strcmp(PQgetvalue(r, 0, 0), "committed")) {
+		log_info("state store %s: the answer to a commit was lost; "
+			 "the server had committed it",
+			 be->shown);
+		rc = 0;
+	} else {
+		rc = -EIO;
+	}
+	PQclear(r);
+	return rc;
+}
+
 static int be_commit(struct backend *be)
 {
+	int64_t xid = be->xid;
 	PGresult *r = PQexec(be->db, "COMMIT");
 	int rc = result_errno(be->db, r);
 
+	be->xid = 0;
 	if (!rc && strcmp(PQcmdStatus(r), "COMMIT") != 0)
 		rc = -EIO;
 	PQclear(r);
+	if (rc && PQstatus(be->db) != CONNECTION_OK)
+		rc = lost_commit_outcome(be, xid);
 	return rc;
 }
 
@@ -1371,15 +1410,18 @@ static int be_serialize(struct backend *be, bool claim, uint64_t *count)
 {
 	PGresult *r = query(be->db,
 			    claim ? "UPDATE infrafs_seq SET seq = seq + 1"
-				    " RETURNING seq - 1"
-				  : "SELECT seq FROM infrafs_seq FOR SHARE",
+				    " RETURNING seq - 1, txid_current()"
+				  : "SELECT seq, 0::bigint FROM infrafs_seq"
+				    " FOR SHARE",
 			    NULL);
 	int rc = result_errno(be->db, r);
 
 	if (!rc && PQntuples(r) != 1)
 		rc = -EIO;
-	if (!rc)
+	if (!rc) {
 		*count = (uint64_t)col_int(r, 0, 0);
+		be->xid = col_int(r, 0, 1);
+	}
 	PQclear(r);
 	if (!rc && claim)
 		rc = exec_fixed(be->db, "NOTIFY " COMMIT_CHANNEL);

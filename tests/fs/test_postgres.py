@@ -2,13 +2,16 @@
 SQLite (revisions, history, audit, secrets, prune) runs on both backends
 in test_store.py, test_history_keep.py and test_secrets.py."""
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from conftest import BIN, Mount, read, revisions, wait_for
-from pg import PW, PW_USER
+from pg import PW, PW_USER, RUN_AS, Server
 
 
 def tables(server, db):
@@ -243,3 +246,66 @@ def test_a_daemon_whose_sessions_were_ended_catches_up_before_writing(
         assert "reloading the model failed" not in pgm.log.read_text()
     finally:
         other.stop()
+
+
+def make_ca_and_server_cert(d):
+    """A CA of the test's own, and a server certificate it signed for
+    localhost; and a second CA that signed nothing of the server's."""
+    def ssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    for ca in ("ca", "other-ca"):
+        ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", f"/CN=infrafs test {ca}", "-keyout", d / f"{ca}.key",
+            "-out", d / f"{ca}.crt")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", d / "server.key", "-out", d / "server.csr")
+    (d / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.crt",
+        "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", d / "ext", "-out", d / "server.crt")
+
+
+def test_tls_with_verify_full(tmp_path):
+    """sslmode=verify-full against a server whose certificate a CA of the
+    test signed: the daemon's sessions are encrypted; a CA that did not
+    sign it is refused with libpq's reason, and nothing mounts."""
+    top = Path(tempfile.mkdtemp(prefix="infrafs-pg-tls-"))
+    server = Server(top)
+    try:
+        server.start()
+        certs = top / "certs"
+        certs.mkdir()
+        make_ca_and_server_cert(certs)
+        for f in ("server.crt", "server.key"):
+            shutil.chown(certs / f, RUN_AS)
+        os.chmod(certs / "server.key", 0o600)
+        shutil.chown(certs, RUN_AS)
+        with open(server.data / "postgresql.conf", "a") as conf:
+            conf.write(f"ssl = on\nssl_cert_file = '{certs}/server.crt'\n"
+                       f"ssl_key_file = '{certs}/server.key'\n")
+        server.pg_ctl("restart")
+        db = server.new_database(owner=PW_USER)
+        url = (f"postgresql://{PW_USER}:{PW}@localhost:{server.port}/{db}"
+               f"?sslmode=verify-full&sslrootcert={certs}/ca.crt")
+        (tmp_path / "ok").mkdir()
+        m = Mount(tmp_path / "ok", store=url)
+        m.start()
+        try:
+            m.sh("mkdir dev")
+            rows = server.psql("postgres", "SELECT s.ssl FROM pg_stat_ssl s"
+                               " JOIN pg_stat_activity a USING (pid) WHERE"
+                               " a.application_name = 'infrafs'").split()
+            assert rows and set(rows) == {"t"}, rows
+        finally:
+            m.stop()
+        (tmp_path / "bad").mkdir()
+        bad = Mount(tmp_path / "bad",
+                    store=url.replace("ca.crt", "other-ca.crt"))
+        why = start_fails(bad)
+        assert "cannot connect to state store" in why
+        assert "certificate verify failed" in why
+        assert PW not in why
+    finally:
+        server.stop()
+        shutil.rmtree(top, ignore_errors=True)

@@ -338,3 +338,55 @@ def test_ctl_with_nobody_leading_says_so(mounts, pg_server):
         assert "Resource temporarily unavailable" in res.stderr
     finally:
         pg_server.pg_ctl("start")
+
+
+def test_server_restarts_mid_traffic_lose_and_duplicate_nothing(mounts,
+                                                                pg_server,
+                                                                pg_db):
+    """Writers on two daemons while the server restarts (a clean stop, then
+    a crash): every close(2) that returned 0 is exactly one revision, one
+    that failed is none, and the numbers stay contiguous."""
+    a, b = mounts(2)
+    a.sh("mkdir dev && mkdir dev/pools/p0 dev/pools/p1")
+    wait_for(lambda: (b / "dev/pools/p1").exists(), PROPAGATION_S, "pools")
+    done, told = threading.Event(), {"ok": [], "failed": []}
+
+    def writer(m, pool):
+        n = 0
+        while not done.is_set():
+            text = f"accelerator = cpu\nlabels.n = {pool}-{n}\n"
+            n += 1
+            try:
+                with open(m / f"dev/pools/{pool}/spec", "w") as f:
+                    f.write(text)
+                told["ok"].append(text)
+            except OSError:
+                told["failed"].append(text)
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=writer, args=(m, p))
+               for m, p in ((a, "p0"), (b, "p1"))]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        pg_server.pg_ctl("restart", "-m", "fast")
+        time.sleep(1)
+        pg_server.pg_ctl("restart", "-m", "immediate")
+        time.sleep(2)
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert len(told["ok"]) > 20
+    stored = pg_server.psql(pg_db, "SELECT encode(text, 'escape') FROM"
+                                   " history WHERE name IN ('p0', 'p1')")
+    for text in told["ok"]:
+        assert stored.count(text.splitlines()[1] + "\n") == 1, text
+    for text in told["failed"]:
+        assert text.splitlines()[1] + "\n" not in stored, text
+    revs = [int(r) for r in pg_server.psql(
+        pg_db, "SELECT rev FROM revisions ORDER BY rev").split()]
+    assert revs == list(range(1, len(revs) + 1))
+    wait_for(lambda: revisions(a) == revisions(b) == revs, 10,
+             "both mounts to show every revision")
