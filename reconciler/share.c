@@ -74,12 +74,12 @@ static char *res_doc(struct share *s, uint64_t res_id)
 		return xstrdup("{\"gone\": true}");
 	doc = json_pack("{s:i, s:b, s:I, s:f, s:f, s:f, s:o, s:o, s:o, s:o}",
 			"state", (int)o.state, "synced", o.synced,
-			"applied_rev", (json_int_t)o.applied_rev,
-			"observed_at", o.observed_at, "changed_at",
-			o.changed_at, "hourly_cost_usd", o.hourly_cost_usd,
-			"details", text_or_null(o.details), "error",
-			text_or_null(o.error), "drift", text_or_null(o.drift),
-			"reason", text_or_null(o.reason));
+			"applied_rev", (json_int_t)o.applied_rev, "observed_at",
+			o.observed_at, "changed_at", o.changed_at,
+			"hourly_cost_usd", o.hourly_cost_usd, "details",
+			text_or_null(o.details), "error", text_or_null(o.error),
+			"drift", text_or_null(o.drift), "reason",
+			text_or_null(o.reason));
 	observed_res_free(&o);
 	out = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	json_decref(doc);

@@ -74,8 +74,7 @@ void watcher_stop(struct watcher *w);
 /* Whether this daemon holds env_id's lease now. */
 bool watcher_leads(struct watcher *w, uint64_t env_id);
 /* Who holds env_id's lease, "" when nobody does, or unknown yet. */
-void watcher_holder(struct watcher *w, uint64_t env_id, char *out,
-		    size_t len);
+void watcher_holder(struct watcher *w, uint64_t env_id, char *out, size_t len);
 /* Changes whenever watcher_holder() or watcher_unreachable_since() may
  * answer differently. */
 uint64_t watcher_epoch(struct watcher *w);

@@ -495,8 +495,8 @@ static int prepare_insert(struct writer *w, const struct table *t)
 				      c ? ", " : "", c + 1);
 	snprintf(sql + n, sizeof(sql) - n, ")");
 	if (w->d->pg) {
-		PGresult *r = PQprepare(w->d->pg, t->name, sql, (int)ncols,
-					NULL);
+		PGresult *r =
+			PQprepare(w->d->pg, t->name, sql, (int)ncols, NULL);
 		int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 
 		if (!ok)
@@ -601,7 +601,8 @@ static bool same_table(struct db *from, struct db *to, const struct table *t)
 {
 	struct digest a = { 0 }, b = { 0 };
 
-	if (each_row(from, t, digest_row, &a) || each_row(to, t, digest_row, &b))
+	if (each_row(from, t, digest_row, &a) ||
+	    each_row(to, t, digest_row, &b))
 		return false;
 	if (a.rows != b.rows || memcmp(a.sum, b.sum, sizeof(a.sum))) {
 		fail("%s differs: %" PRIu64 " rows in the source, %" PRIu64
@@ -662,8 +663,8 @@ static bool chain_holds(struct db *d, const struct env_row *e)
 	struct audit_walk w;
 	bool ok;
 
-	snprintf(sql, sizeof(sql), "audit WHERE env_id = %" PRId64 " ORDER BY id",
-		 e->id);
+	snprintf(sql, sizeof(sql),
+		 "audit WHERE env_id = %" PRId64 " ORDER BY id", e->id);
 	audit_walk_begin(&w, e->name, e->head, e->base, stdout);
 	ok = each_row(d, &lines, walk_line, &w) == 0;
 	return audit_walk_end(&w, ok);
@@ -726,7 +727,8 @@ int main(int argc, char **argv)
 	struct db from, to;
 	int rc;
 
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+	if (argc == 2 &&
+	    (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		printf("usage: infrafs-migrate SOURCE DESTINATION\n"
 		       "  each sqlite:PATH or postgresql://USER@HOST/DB\n");
 		return 0;
