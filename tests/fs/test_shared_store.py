@@ -177,11 +177,16 @@ def leader_and_follower(a, b):
     return (a, b) if who.endswith(f" {a.proc.pid}") else (b, a)
 
 
-def test_one_daemon_reconciles_and_another_takes_over(mounts, tmp_path):
+def two_daemons_on_dev(mounts):
+    """Two daemons, and dev made through the first: (leader, follower)."""
     a, b = mounts(2)
     a.sh("mkdir dev")
     wait_for(lambda: (b / "dev").exists(), PROPAGATION_S, "dev on b")
-    leader, follower = leader_and_follower(a, b)
+    return leader_and_follower(a, b)
+
+
+def test_one_daemon_reconciles_and_another_takes_over(mounts, tmp_path):
+    leader, follower = two_daemons_on_dev(mounts)
     endpoint(follower)
     wait_for(lambda: (leader / EP / "state").exists() and
              read(leader / EP / "state").strip() == "ready", 30,
@@ -212,10 +217,7 @@ def test_one_daemon_reconciles_and_another_takes_over(mounts, tmp_path):
 
 def test_only_the_leader_acts(mounts, tmp_path):
     """The follower's reconciler takes no step: replicas scale once."""
-    a, b = mounts(2)
-    a.sh("mkdir dev")
-    wait_for(lambda: (b / "dev").exists(), PROPAGATION_S, "dev on b")
-    leader, follower = leader_and_follower(a, b)
+    leader, follower = two_daemons_on_dev(mounts)
     endpoint(leader)
     wait_for(lambda: read(leader / EP / "state").strip() == "ready", 30,
              "ready")
@@ -228,10 +230,7 @@ def test_only_the_leader_acts(mounts, tmp_path):
 def test_every_mount_shows_the_leaders_observations(mounts):
     """Status, state and plan read alike on the follower: the leader
     publishes what it observes to the store."""
-    a, b = mounts(2)
-    a.sh("mkdir dev")
-    wait_for(lambda: (b / "dev").exists(), PROPAGATION_S, "dev on b")
-    leader, follower = leader_and_follower(a, b)
+    leader, follower = two_daemons_on_dev(mounts)
     endpoint(follower)
     wait_for(lambda: read(leader / EP / "state").strip() == "ready", 30,
              "ready on the leader")
