@@ -1432,7 +1432,8 @@ static int be_serialize(struct backend *be, bool claim, uint64_t *count)
  * start, so a commit between the loss and now is seen by its count. */
 static int watch_session(struct backend *be)
 {
-	char err[512];
+	/* Room for connect_to()'s message: the URL and libpq's reason. */
+	char err[sizeof(be->shown) + 1100];
 	int rc;
 
 	if (be->watch && PQstatus(be->watch) == CONNECTION_OK)

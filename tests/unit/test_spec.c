@@ -1408,8 +1408,8 @@ static void test_doc(void)
 		"default: = nodes\n",
 		"default: derived from accelerator\n",
 		"default: provider default\n",
-		"map: labels.KEY = value; KEY at most 128 bytes, value at "
-		"most 256\n        bytes\n",
+		("map: labels.KEY = value; KEY at most 128 bytes, value at "
+		 "most 256\n        bytes\n"),
 		"list, comma-separated, at most 4096 bytes\n",
 		"one of: on-demand, spot\n",
 		"integer >= 0\n",
@@ -1422,8 +1422,8 @@ static void test_doc(void)
 		"default: /health\n",
 		"default: = replicas\n",
 		"default: the pool's, else cpu\n",
-		"map: env.KEY = value; KEY at most 256 bytes, value at most "
-		"32768 bytes\n",
+		("map: env.KEY = value; KEY at most 256 bytes, value at most "
+		 "32768 bytes\n"),
 	};
 	static const char *const policy_has[] = {
 		"ENV/policy",
