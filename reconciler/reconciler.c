@@ -2027,15 +2027,18 @@ static int forward(struct reconciler *r, uint64_t env_id, const char *env,
 	char holder[192], message[512];
 	int n = (int)strcspn(line, "\n");
 
-	store_reconciler_of(r->opt.store, env_id, holder, sizeof(holder));
-	if (!holder[0]) {
+	if (store_unreachable_since(r->opt.store)) {
 		snprintf(msg, msglen,
-			 "no daemon reconciles %s now (its status says "
-			 "reconciler: none or unknown); try again once one "
-			 "does",
+			 "the state store cannot be reached, so which daemon "
+			 "reconciles %s is unknown; try again once it can",
 			 env);
 		return -EAGAIN;
 	}
+	store_reconciler_of(r->opt.store, env_id, holder, sizeof(holder));
+	/* Nobody leads it yet (a new environment): this daemon keeps the
+	 * command, as it may be the one that takes the lease next. */
+	if (!holder[0])
+		return run_ctl(r, env, line, who, msg, msglen);
 	for (int i = 0; i < n; i++) {
 		if ((unsigned char)line[i] < ' ' || line[i] == 0x7f) {
 			snprintf(msg, msglen,

@@ -323,7 +323,7 @@ def test_approve_and_refresh_through_any_mount_reach_the_leader(mounts,
              " out" in events_of(follower), PROPAGATION_S, "the refresh")
 
 
-def test_ctl_with_nobody_leading_says_so(mounts, pg_server):
+def test_ctl_without_the_store_says_so(mounts, pg_server):
     (a,) = mounts(1)
     a.sh("mkdir dev")
     host = socket.gethostname()
