@@ -10,6 +10,8 @@ packages=(
 	libssl-dev
 	# a followed folder's Git commit subject (Git objects are zlib streams)
 	zlib1g-dev
+	# kubeconfig files (YAML) for the kubernetes provider
+	libyaml-dev
 	# the postgresql:// state store, and the server its tests start
 	libpq-dev postgresql
 	# sd_notify for the Type=notify unit (systemd/infrafs@.service)

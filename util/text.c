@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static bool name_char(char c, bool edge)
 {
@@ -217,4 +218,45 @@ void url_without_password(const char *url, char *out, size_t outlen)
 		q = url;
 	}
 	url_copy(out, outlen, &pos, url, strlen(url));
+}
+
+double time_parse_rfc3339(const char *s)
+{
+	struct tm tm = { 0 };
+	int n = 0, oh = 0, om = 0;
+	double frac = 0;
+	time_t t;
+
+	if (sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &tm.tm_year,
+		   &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
+		   &n) != 6 ||
+	    n == 0)
+		return -1;
+	s += n;
+	if (*s == '.') {
+		double scale = 0.1;
+
+		for (s++; *s >= '0' && *s <= '9'; s++, scale /= 10)
+			frac += (*s - '0') * scale;
+	}
+	if (*s == 'Z' || *s == 'z') {
+		s++;
+	} else if ((*s == '+' || *s == '-') &&
+		   sscanf(s + 1, "%2d:%2d", &oh, &om) == 2) {
+		int sign = *s == '-' ? -1 : 1;
+
+		oh *= sign;
+		om *= sign;
+		s += 6;
+	} else {
+		return -1;
+	}
+	if (*s)
+		return -1;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -1;
+	return (double)t + frac - oh * 3600.0 - om * 60.0;
 }

@@ -48,5 +48,8 @@ void url_without_password(const char *url, char *out, size_t outlen);
 /* RFC 3339 UTC with milliseconds, e.g. 2026-11-27T23:55:22.123Z. */
 void time_rfc3339(double t, char *out, size_t outlen);
 double time_now(void);
+/* An RFC 3339 time ("2026-11-28T12:00:00Z"; fractions and numeric offsets
+ * allowed) as epoch seconds, or -1. */
+double time_parse_rfc3339(const char *s);
 
 #endif

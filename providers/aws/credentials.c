@@ -830,51 +830,6 @@ static bool one_word(char *s, size_t max, const char *extra_ok)
 	return true;
 }
 
-/*
- * RFC 3339 time, as IMDS writes Expiration ("2026-11-28T12:00:00Z"),
- * fractions and numeric offsets allowed. Returns epoch seconds, or -1.
- */
-static double parse_rfc3339(const char *s)
-{
-	struct tm tm = { 0 };
-	int n = 0, oh = 0, om = 0;
-	double frac = 0;
-	time_t t;
-
-	if (sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &tm.tm_year,
-		   &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
-		   &n) != 6 ||
-	    n == 0)
-		return -1;
-	s += n;
-	if (*s == '.') {
-		double scale = 0.1;
-
-		for (s++; *s >= '0' && *s <= '9'; s++, scale /= 10)
-			frac += (*s - '0') * scale;
-	}
-	if (*s == 'Z' || *s == 'z') {
-		s++;
-	} else if ((*s == '+' || *s == '-') &&
-		   sscanf(s + 1, "%2d:%2d", &oh, &om) == 2) {
-		int sign = *s == '-' ? -1 : 1;
-
-		oh *= sign;
-		om *= sign;
-		s += 6;
-	} else {
-		return -1;
-	}
-	if (*s)
-		return -1;
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	t = timegm(&tm);
-	if (t == (time_t)-1)
-		return -1;
-	return (double)t + frac - oh * 3600.0 - om * 60.0;
-}
-
 static const char *json_str(json_t *root, const char *key)
 {
 	return json_string_value(json_object_get(root, key));
@@ -914,7 +869,7 @@ static int imds_parse_creds(const struct imds_body *body, const char *role,
 			 role);
 		goto out;
 	}
-	expires = parse_rfc3339(exp);
+	expires = time_parse_rfc3339(exp);
 	if (expires < 0) {
 		snprintf(err, errlen, "credentials of role %s: bad Expiration",
 			 role);
