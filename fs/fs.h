@@ -64,6 +64,7 @@ struct notify_inode {
 };
 
 struct handle;
+struct dir_handle;
 
 /*
  * The open files that asked to be told of changes, by inode: poll(2) on
@@ -138,6 +139,9 @@ struct fs {
 	 * still in flight at unmount) are freed at exit. */
 	pthread_mutex_t handles_lock;
 	struct handle *handles;
+	/* Open folders, for the same reason; dirs_lock guards the list. */
+	pthread_mutex_t dirs_lock;
+	struct dir_handle *dirs;
 	atomic_ulong requests;
 	atomic_ulong write_rejections;
 	/* The last results of ctl commands, for reading ctl back. */
@@ -415,6 +419,8 @@ int file_fsync(struct fs *fs, struct handle *h, const struct caller *who);
 void file_release(struct fs *fs, struct handle *h);
 /* Frees every handle still open, at exit. */
 void file_release_all(struct fs *fs);
+/* Frees every folder handle still open, at exit. */
+void ops_release_dirs(struct fs *fs);
 /* An emptied file whose emptying alone is not to be committed. */
 void file_untruncate(struct handle *h);
 /* The same, and only bytes other than the file shows are a change. */

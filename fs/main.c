@@ -484,6 +484,7 @@ int main(int argc, char **argv)
 	sink_init(&fs.sinks);
 	pthread_mutex_init(&fs.pending_lock, NULL);
 	pthread_mutex_init(&fs.handles_lock, NULL);
+	pthread_mutex_init(&fs.dirs_lock, NULL);
 	file_init(&fs);
 	tree_init(&fs);
 	fs.se = make_session(&fs, &o);
@@ -551,6 +552,7 @@ out:
 	if (fs.se)
 		fuse_session_destroy(fs.se);
 	file_release_all(&fs);
+	ops_release_dirs(&fs);
 	store_close(fs.store);
 	scratch_destroy(&fs.scratch);
 	sink_destroy(&fs.sinks);

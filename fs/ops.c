@@ -646,7 +646,43 @@ out:
 
 struct dir_handle {
 	struct dir_snapshot snap;
+	struct dir_handle *prev, *next; /* fs->dirs */
 };
+
+static void dir_track(struct fs *fs, struct dir_handle *d)
+{
+	pthread_mutex_lock(&fs->dirs_lock);
+	d->next = fs->dirs;
+	if (d->next)
+		d->next->prev = d;
+	fs->dirs = d;
+	pthread_mutex_unlock(&fs->dirs_lock);
+}
+
+static void dir_untrack(struct fs *fs, struct dir_handle *d)
+{
+	pthread_mutex_lock(&fs->dirs_lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		fs->dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&fs->dirs_lock);
+}
+
+/* A releasedir still in flight when the loop ended never comes. */
+void ops_release_dirs(struct fs *fs)
+{
+	while (fs->dirs) {
+		struct dir_handle *d = fs->dirs;
+
+		fs->dirs = d->next;
+		dir_snapshot_free(&d->snap);
+		free(d);
+	}
+	pthread_mutex_destroy(&fs->dirs_lock);
+}
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
@@ -666,6 +702,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		reply_errno(req, rc);
 		return;
 	}
+	dir_track(fs, d);
 	fi->fh = (uint64_t)(uintptr_t)d;
 	fuse_reply_open(req, fi);
 }
@@ -752,7 +789,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	fs_of(req);
+	dir_untrack(fs_of(req), d);
 	dir_snapshot_free(&d->snap);
 	free(d);
 	fuse_reply_err(req, 0);

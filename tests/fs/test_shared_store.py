@@ -160,9 +160,22 @@ def running_replicas(tmp):
                   if out.startswith(str(tmp)) or out in pipes)
 
 
+def state_of(m):
+    """The endpoint's state word; "" until its folder reached this mount
+    (it may have been made through another)."""
+    try:
+        return read(m / EP / "state").strip()
+    except OSError:
+        return ""
+
+
 def replica_pids(m):
+    try:
+        status = read(m / EP / "status")
+    except OSError:
+        return []
     return sorted(int(line.split("pid ")[1].split(",")[0])
-                  for line in read(m / EP / "status").splitlines()
+                  for line in status.splitlines()
                   if line.startswith("replica."))
 
 
@@ -188,8 +201,7 @@ def two_daemons_on_dev(mounts):
 def test_one_daemon_reconciles_and_another_takes_over(mounts, tmp_path):
     leader, follower = two_daemons_on_dev(mounts)
     endpoint(follower)
-    wait_for(lambda: (leader / EP / "state").exists() and
-             read(leader / EP / "state").strip() == "ready", 30,
+    wait_for(lambda: state_of(leader) == "ready", 30,
              "the leader to run the endpoint")
     (pid,) = replica_pids(leader)
     assert running_replicas(tmp_path) == [pid], "one replica, started once"
@@ -212,14 +224,14 @@ def test_one_daemon_reconciles_and_another_takes_over(mounts, tmp_path):
              "the survivor to report the running replica")
     time.sleep(1)
     assert running_replicas(tmp_path) == [pid]
-    assert read(follower / EP / "state").strip() == "ready"
+    assert state_of(follower) == "ready"
 
 
 def test_only_the_leader_acts(mounts, tmp_path):
     """The follower's reconciler takes no step: replicas scale once."""
     leader, follower = two_daemons_on_dev(mounts)
     endpoint(leader)
-    wait_for(lambda: read(leader / EP / "state").strip() == "ready", 30,
+    wait_for(lambda: state_of(leader) == "ready", 30,
              "ready")
     follower.sh(f"echo 2 > {EP}/replicas")
     wait_for(lambda: len(replica_pids(leader)) == 2, 30, "2 replicas")
@@ -232,9 +244,9 @@ def test_every_mount_shows_the_leaders_observations(mounts):
     publishes what it observes to the store."""
     leader, follower = two_daemons_on_dev(mounts)
     endpoint(follower)
-    wait_for(lambda: read(leader / EP / "state").strip() == "ready", 30,
+    wait_for(lambda: state_of(leader) == "ready", 30,
              "ready on the leader")
-    wait_for(lambda: read(follower / EP / "state").strip() == "ready",
+    wait_for(lambda: state_of(follower) == "ready",
              PROPAGATION_S, "ready on the follower")
     wait_for(lambda: replica_pids(follower) == replica_pids(leader),
              PROPAGATION_S, "the same replicas on the follower")
@@ -307,7 +319,7 @@ def test_approve_and_refresh_through_any_mount_reach_the_leader(mounts,
     # The plan is the leader's; approving it through the follower's ctl
     # reaches the leader, which carries it out and says so in events.
     follower.sh("echo approve > dev/ctl")
-    wait_for(lambda: read(leader / EP / "state").strip() == "ready", 30,
+    wait_for(lambda: state_of(leader) == "ready", 30,
              "the approved endpoint to be ready")
     assert len(running_replicas(tmp_path)) == 1
     wait_for(lambda: "ctl approve (uid 0, through another mount): carried"
