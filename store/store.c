@@ -78,6 +78,10 @@ struct store {
 	 * the model lock only with qlock released.
 	 */
 	pthread_t thread;
+	/* The committer was started: written by store_open, read by
+	 * store_close, both on the opening thread (tail, which the
+	 * committer writes, is no marker to read unlocked). */
+	bool started;
 	pthread_mutex_t qlock;
 	pthread_cond_t qcond; /* work arrived */
 	pthread_cond_t donecond; /* a batch finished, or a hook call ended */
@@ -2899,8 +2903,9 @@ int store_open(const struct store_options *opt, struct store **out, char *err,
 	pthread_cond_init(&st->donecond, NULL);
 	st->tail = &st->head;
 	st->ev_tail = &st->ev_head;
-	pthread_create(&st->thread, NULL, committer, st);
 	pthread_mutex_init(&st->message_lock, NULL);
+	pthread_create(&st->thread, NULL, committer, st);
+	st->started = true;
 	if (start_watching(st))
 		log_warn("state store: cannot watch for other daemons' "
 			 "commits; this daemon reconciles nothing");
@@ -2980,7 +2985,7 @@ void store_close(struct store *st)
 		return;
 	if (st->watching)
 		watcher_stop(&st->watcher);
-	if (st->tail) {
+	if (st->started) {
 		pthread_mutex_lock(&st->qlock);
 		st->stopping = true;
 		pthread_cond_signal(&st->qcond);
@@ -2990,7 +2995,7 @@ void store_close(struct store *st)
 		pthread_cond_destroy(&st->qcond);
 		pthread_cond_destroy(&st->donecond);
 	}
-	if (st->tail)
+	if (st->started)
 		pthread_mutex_destroy(&st->message_lock);
 	st->ops->close(st->be);
 	model_destroy(&st->model);
