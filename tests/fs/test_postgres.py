@@ -309,3 +309,32 @@ def test_tls_with_verify_full(tmp_path):
     finally:
         server.stop()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_pgpass_and_pg_variables_are_honoured(tmp_path, pg_server):
+    """The URL goes to libpq unchanged: a password from PGPASSFILE (the
+    ~/.pgpass format), and host, port and user from PG* variables, as
+    psql takes them."""
+    db = pg_server.new_database(owner=PW_USER)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{pg_server.port}:{db}:{PW_USER}:{PW}\n")
+    os.chmod(passfile, 0o600)
+    env = {**os.environ, "PGPASSFILE": str(passfile), "PGHOST": "127.0.0.1",
+           "PGPORT": str(pg_server.port), "PGUSER": PW_USER,
+           "PGSSLMODE": "disable"}
+    m = Mount(tmp_path, store=f"postgresql:///{db}", env=env)
+    m.start()
+    try:
+        m.sh("mkdir dev")
+        assert "dev" in os.listdir(m.path)
+    finally:
+        m.stop()
+    assert PW not in m.log.read_text()
+    # Without the file, the server's refusal is told.
+    env.pop("PGPASSFILE")
+    env["HOME"] = str(tmp_path)
+    (tmp_path / "again").mkdir()
+    bad = Mount(tmp_path / "again", store=f"postgresql:///{db}", env=env)
+    why = start_fails(bad)
+    assert "cannot connect to state store" in why
+    assert "password" in why
