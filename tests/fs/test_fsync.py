@@ -7,7 +7,11 @@ import os
 
 import pytest
 
-from conftest import read, revisions, status_of
+from conftest import BOTH_BACKENDS, read, revisions, status_of
+
+# What fsync(2) promises is the store's promise: both backends keep it.
+pytestmark = pytest.mark.parametrize("backend", BOTH_BACKENDS,
+                                     indirect=True)
 
 SPEC = "dev/pools/train/spec"
 
