@@ -101,6 +101,10 @@ struct target {
 struct provider_host {
 	const char *state_dir; /* the provider's own folder, kept across runs */
 	void (*wake)(void *ctx); /* something changed: observe again soon */
+	/* What runs for env changed (a provider's watch saw it): observe
+	 * every resource of env in the next pass, settled or not. Any
+	 * thread. */
+	void (*env_changed)(void *ctx, const char *env);
 	/* The plain value of secret:NAME in env, only while applying it: a
 	 * locked buffer released with secret_wipe_free(*value, *len). Never
 	 * put it in observations, errors or logs. */

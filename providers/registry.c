@@ -6,10 +6,12 @@
 
 extern const struct provider_ops local_provider;
 extern const struct provider_ops aws_provider;
+extern const struct provider_ops kubernetes_provider;
 
 const struct provider_ops *const builtin_providers[] = {
 	&local_provider,
 	&aws_provider,
+	&kubernetes_provider,
 	NULL,
 };
 

@@ -138,6 +138,7 @@ struct reconciler {
 	struct map approvals; /* env name -> uint64 plan approved */
 	bool refresh_all;
 	struct buf refresh_envs; /* "ENV\n" per `refresh` not yet taken */
+	struct buf changed_envs; /* "ENV\n" a provider saw change */
 	struct import_request *imports; /* `import` not yet taken */
 	size_t nimports;
 	bool sweep; /* environments came or went: look at everything */
@@ -208,6 +209,8 @@ void reconciler_kick(struct reconciler *r, const struct store_touch *t,
 	pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 }
+
+static void look_at_changed(struct reconciler *r);
 
 static void mark_eval(struct reconciler *r, struct rec *rc)
 {
@@ -1526,6 +1529,7 @@ static void run_pass(struct reconciler *r)
 	free(res_ids.v);
 	free(env_ids.v);
 	due_refreshes(r, start);
+	look_at_changed(r);
 	for (size_t pos = 0; map_next(&r->watched, &pos, &v);)
 		mark_eval(r, v);
 	/* Group by environment: one provider batch each. */
@@ -1795,6 +1799,41 @@ static bool noted(const struct buf *names, const char *env)
 		p += n;
 	}
 	return false;
+}
+
+/* A provider's watch saw env's live objects change: the next pass looks
+ * at every resource of env, without asking the provider to go back to
+ * the live world (it just did). */
+static void env_changed(void *ctx, const char *env)
+{
+	struct reconciler *r = ctx;
+
+	pthread_mutex_lock(&r->lock);
+	if (!noted(&r->changed_envs, env))
+		buf_printf(&r->changed_envs, "%s\n", env);
+	r->kicked = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void look_at_changed(struct reconciler *r)
+{
+	struct buf names;
+	char *save = NULL;
+	void *v;
+
+	pthread_mutex_lock(&r->lock);
+	names = r->changed_envs;
+	memset(&r->changed_envs, 0, sizeof(r->changed_envs));
+	pthread_mutex_unlock(&r->lock);
+	for (char *n = names.len ? strtok_r(names.data, "\n", &save) : NULL;
+	     n; n = strtok_r(NULL, "\n", &save)) {
+		for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+			if (!strcmp(((struct rec *)v)->env, n))
+				mark_eval(r, v);
+		}
+	}
+	buf_free(&names);
 }
 
 /* `refresh`: the reconciler's thread asks the provider; this only
@@ -2147,6 +2186,7 @@ int reconciler_start(const struct reconciler_options *opt,
 	snprintf(r->state_dir, sizeof(r->state_dir), "%s", opt->state_dir);
 	r->host.state_dir = r->state_dir;
 	r->host.wake = wake;
+	r->host.env_changed = env_changed;
 	r->host.secret = host_secret;
 	r->host.secret_version = host_secret_version;
 	r->host.ctx = r;
@@ -2200,6 +2240,7 @@ void reconciler_stop(struct reconciler *r)
 	free(r->dirty_res.v);
 	free(r->dirty_env.v);
 	buf_free(&r->refresh_envs);
+	buf_free(&r->changed_envs);
 	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
 		struct env_state *es = v;
 		void *w;

@@ -253,3 +253,30 @@ def revisions(mnt, env="dev"):
 
 def have(program):
     return shutil.which(program) is not None
+
+
+def throwaway_user(name):
+    """A user who exists only for one test (a generator for a fixture):
+    yields its uid, and deletes it afterwards."""
+    subprocess.run(["userdel", name], capture_output=True)
+    for _ in range(20):
+        if subprocess.run(["useradd", "-M", name],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    yield int(subprocess.check_output(["id", "-u", name]))
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def write_as(m, uid, name, text):
+    """Writes a file as uid; returns the errno close(2) or write(2) gave."""
+    script = ("import os, sys\n"
+              "try:\n"
+              f"    with open({name!r}, 'w') as f:\n"
+              "        f.write(sys.stdin.read())\n"
+              "except OSError as e:\n"
+              "    sys.exit(e.errno)\n")
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}",
+                           "--clear-groups", "/usr/bin/python3", "-c",
+                           script], input=text, text=True,
+                          cwd=m.path).returncode

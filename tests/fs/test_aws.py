@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Mount, read, status_of, wait_for
+from conftest import (ROOT, Mount, read, status_of, throwaway_user, wait_for,
+                      write_as)
 
 FAKE = ROOT / "tests" / "fake" / "aws_fake.py"
 AKID, SECRET = "AKIDINFRAFSTEST1", "c2VjcmV0LWtleS1vbmUtZm9yLXRlc3Rz"
@@ -1146,29 +1147,7 @@ def test_endpoint_url_plain_http_only_on_loopback(mnt, fake):
 @pytest.fixture
 def aws_owner():
     """A throwaway user who owns an environment but is not root."""
-    name = "ifs-aws-owner"
-    subprocess.run(["userdel", name], capture_output=True)
-    for _ in range(20):
-        if subprocess.run(["useradd", "-M", name],
-                          capture_output=True).returncode == 0:
-            break
-        time.sleep(0.2)
-    yield int(subprocess.check_output(["id", "-u", name]))
-    subprocess.run(["userdel", name], capture_output=True)
-
-
-def write_as(m, uid, name, text):
-    """Writes a file as uid; returns the errno close(2) or write(2) gave."""
-    script = ("import os, sys\n"
-              "try:\n"
-              f"    with open({name!r}, 'w') as f:\n"
-              "        f.write(sys.stdin.read())\n"
-              "except OSError as e:\n"
-              "    sys.exit(e.errno)\n")
-    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}",
-                           "--clear-groups", "/usr/bin/python3", "-c",
-                           script], input=text, text=True,
-                          cwd=m.path).returncode
+    yield from throwaway_user("ifs-aws-owner")
 
 
 @pytest.fixture

@@ -37,10 +37,16 @@ def test_kinds_are_rendered_from_the_schema(mnt):
 
 
 def test_providers_lists_the_built_in_providers(mnt):
-    assert sorted(os.listdir(mnt / "providers")) == ["aws", "local"]
-    for name in ("aws", "local"):
+    assert sorted(os.listdir(mnt / "providers")) == ["aws", "kubernetes",
+                                                     "local"]
+    for name in ("aws", "kubernetes", "local"):
         text = read(mnt / "providers" / name)
         assert f"provider: {name}" in text and "health:" in text
+    kube = read(mnt / "providers" / "kubernetes")
+    # What it supports, and what it refuses, with why.
+    assert "kinds: pool endpoint" in kube
+    assert "kubernetes.kubeconfig:" in kube and "exec plugins" in kube
+    assert "insecure-skip-tls-verify" in kube
 
 
 def test_metrics_is_prometheus_text(mnt):

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The writes every step makes, and reading what the watch keeps. Every
+ * write is one of two: a server-side apply as field manager infrafs
+ * (idempotent: applying twice changes nothing, so a step repeated after
+ * a crash is harmless), or a delete with foreground propagation (the
+ * object shows deleting until its pods are gone). Neither touches an
+ * object of that name that infrafs did not make.
+ */
+#include "kube.h"
+
+#include "store/policy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *kube_config_value(const struct spec *config, const char *key,
+			      const char *dflt)
+{
+	const char *v = config ? spec_map_get(config, "kubernetes", key) : NULL;
+
+	return v && v[0] ? v : dflt;
+}
+
+bool kube_force(const struct desired *want)
+{
+	return strcmp(spec_str(want->config, "drift", "heal"), "report") != 0;
+}
+
+const char *kube_meta(json_t *obj, const char *key)
+{
+	return json_string_value(
+		json_object_get(json_object_get(obj, "metadata"), key));
+}
+
+const char *kube_meta_in(json_t *obj, const char *section, const char *key)
+{
+	return json_string_value(json_object_get(
+		json_object_get(json_object_get(obj, "metadata"), section),
+		key));
+}
+
+uint64_t kube_revision(json_t *obj)
+{
+	const char *v = kube_meta_in(obj, "annotations", KUBE_ANN_REVISION);
+
+	return v ? strtoull(v, NULL, 10) : 0;
+}
+
+int64_t kube_status_int(json_t *obj, const char *key)
+{
+	return json_integer_value(
+		json_object_get(json_object_get(obj, "status"), key));
+}
+
+json_t *kube_condition(json_t *obj, const char *type)
+{
+	json_t *conds =
+		json_object_get(json_object_get(obj, "status"), "conditions");
+	json_t *c;
+	size_t i;
+
+	json_array_foreach(conds, i, c)
+	{
+		const char *t = json_string_value(json_object_get(c, "type"));
+
+		if (t && !strcmp(t, type))
+			return c;
+	}
+	return NULL;
+}
+
+bool kube_known(struct kenv *e, enum kube_kind kind, const char *name)
+{
+	json_t *obj = kube_watch_get(e->watch, kind, name);
+	bool ours = obj && kube_ours(obj);
+
+	json_decref(obj);
+	return ours;
+}
+
+static void object_path(struct kenv *e, enum kube_kind kind, const char *name,
+			char *out, size_t len)
+{
+	char base[256];
+
+	kube_kind_path(kind, e->ns, base, sizeof(base));
+	snprintf(out, len, "%s/%s", base, name);
+}
+
+static void say_foreign(struct kenv *e, enum kube_kind kind, const char *name,
+			struct observation *o)
+{
+	bool cluster = kube_kind_cluster_scoped(kind);
+
+	snprintf(o->error, sizeof(o->error),
+		 "Kubernetes: %s %s%s%s exists and was not made by infrafs "
+		 "(no %s=%s label); infrafs leaves it alone",
+		 kube_kind_name(kind), cluster ? "" : e->ns, cluster ? "" : "/",
+		 name, KUBE_LABEL_MANAGED, KUBE_MANAGER);
+}
+
+/*
+ * Whether the object at path may be written by infrafs: it is absent,
+ * or it carries infrafs's label. One GET, since the watch sees only
+ * objects that carry the label.
+ */
+static int check_owner(struct kenv *e, const char *path, enum kube_kind kind,
+		       const char *name, struct observation *o)
+{
+	struct kube_reply r = { 0 };
+	json_t *doc;
+	int rc = kube_call(e->api, &e->handle, "GET", path, NULL, NULL,
+			   KUBE_STEP_BUDGET_S, &r);
+
+	if (rc == 0 && r.code == 404) {
+		kube_reply_free(&r);
+		return 0;
+	}
+	if (rc < 0 || r.code != 200) {
+		snprintf(o->error, sizeof(o->error), "%s", r.error);
+		kube_reply_free(&r);
+		return -EIO;
+	}
+	doc = json_loadb(r.body.data, r.body.len, 0, NULL);
+	kube_reply_free(&r);
+	rc = kube_ours(doc) ? 0 : -EEXIST;
+	json_decref(doc);
+	if (rc < 0)
+		say_foreign(e, kind, name, o);
+	return rc;
+}
+
+static int answered(int rc, struct kube_reply *r, bool gone_is_fine,
+		    struct observation *o)
+{
+	if (rc == 0 && !(gone_is_fine && r->code == 404) &&
+	    (r->code < 200 || r->code >= 300))
+		rc = -EIO;
+	if (rc < 0)
+		snprintf(o->error, sizeof(o->error), "%s", r->error);
+	kube_reply_free(r);
+	return rc;
+}
+
+int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
+	       const char *body, bool force, bool known, struct observation *o)
+{
+	char path[512], query[640];
+	struct kube_reply r = { 0 };
+	int rc;
+
+	object_path(e, kind, name, path, sizeof(path));
+	if (!known) {
+		rc = check_owner(e, path, kind, name, o);
+		if (rc < 0)
+			return rc;
+	}
+	snprintf(query, sizeof(query),
+		 "%s?fieldManager=%s&fieldValidation=Strict%s", path,
+		 KUBE_MANAGER, force ? "&force=true" : "");
+	rc = kube_call(e->api, &e->handle, "PATCH", query,
+		       "application/apply-patch+yaml", body, KUBE_STEP_BUDGET_S,
+		       &r);
+	return answered(rc, &r, false, o);
+}
+
+int kube_apply_json(struct kenv *e, enum kube_kind kind, const char *name,
+		    json_t *obj, bool force, bool known, struct observation *o)
+{
+	char *body = json_dumps(obj, JSON_COMPACT);
+	int rc = kube_apply(e, kind, name, body, force, known, o);
+
+	free(body);
+	return rc;
+}
+
+int kube_delete(struct kenv *e, enum kube_kind kind, const char *name,
+		bool known, struct observation *o)
+{
+	static const char options[] =
+		"{\"kind\":\"DeleteOptions\",\"apiVersion\":\"v1\","
+		"\"propagationPolicy\":\"Foreground\"}";
+	struct kube_reply r = { 0 };
+	char path[512];
+	int rc;
+
+	object_path(e, kind, name, path, sizeof(path));
+	if (!known) {
+		rc = check_owner(e, path, kind, name, o);
+		if (rc == -EEXIST) {
+			o->error[0] = '\0';
+			return 0; /* not ours: never deleted */
+		}
+		if (rc < 0)
+			return rc;
+	}
+	rc = kube_call(e->api, &e->handle, "DELETE", path, "application/json",
+		       options, KUBE_STEP_BUDGET_S, &r);
+	return answered(rc, &r, true, o);
+}
+
+int kube_ensure_namespace(struct kenv *e, struct observation *o)
+{
+	struct kube_reply r = { 0 };
+	char path[256], body[512];
+	int rc;
+
+	if (e->ns_ready)
+		return 0;
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s", e->ns);
+	rc = kube_call(e->api, &e->handle, "GET", path, NULL, NULL,
+		       KUBE_STEP_BUDGET_S, &r);
+	if (rc == 0 && r.code == 404) {
+		snprintf(body, sizeof(body),
+			 "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\","
+			 "\"metadata\":{\"name\":\"%s\",\"labels\":"
+			 "{\"%s\":\"%s\",\"%s\":\"%s\"}}}",
+			 e->ns, KUBE_LABEL_MANAGED, KUBE_MANAGER,
+			 KUBE_LABEL_ENV, e->env);
+		snprintf(path, sizeof(path),
+			 "/api/v1/namespaces/%s?fieldManager=%s", e->ns,
+			 KUBE_MANAGER);
+		rc = kube_call(e->api, &e->handle, "PATCH", path,
+			       "application/apply-patch+yaml", body,
+			       KUBE_STEP_BUDGET_S, &r);
+	}
+	rc = answered(rc, &r, false, o);
+	e->ns_ready = rc == 0;
+	/* The watches that found no namespace list again now. */
+	if (rc == 0 && e->watch)
+		kube_watch_relist(e->watch);
+	return rc;
+}

@@ -1,0 +1,464 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Endpoints: a Deployment, a Service, a HorizontalPodAutoscaler when
+ * min_replicas < max_replicas, and a Secret for env.NAME = secret:S,
+ * all named after the endpoint in the environment's namespace.
+ *
+ * What the endpoint's state says is read from the Deployment's status
+ * and its pods (the first reason a pod cannot run: ImagePullBackOff,
+ * CrashLoopBackOff, Unschedulable with the scheduler's message). Drift
+ * is a field infrafs declares whose live value differs, named with the
+ * field manager that changed it (managedFields).
+ */
+#include "kube.h"
+
+#include "store/policy.h"
+#include "util/log.h"
+#include "util/map.h"
+#include "util/wipe.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Why the endpoint's pods do not run: the first waiting reason found. */
+static uint64_t secrets_version(struct kprov *k, const struct desired *want);
+
+struct pod_trouble {
+	char text[400];
+	int pods;
+};
+
+static void container_trouble(json_t *pod, struct pod_trouble *t)
+{
+	json_t *statuses = json_object_get(json_object_get(pod, "status"),
+					   "containerStatuses");
+	json_t *cs;
+	size_t i;
+
+	json_array_foreach(statuses, i, cs)
+	{
+		json_t *waiting = json_object_get(json_object_get(cs, "state"),
+						  "waiting");
+		const char *reason =
+			json_string_value(json_object_get(waiting, "reason"));
+		const char *msg =
+			json_string_value(json_object_get(waiting, "message"));
+
+		if (reason && strcmp(reason, "ContainerCreating") &&
+		    strcmp(reason, "PodInitializing")) {
+			snprintf(t->text, sizeof(t->text), "%s%s%s", reason,
+				 msg ? ": " : "", msg ? msg : "");
+			return;
+		}
+	}
+}
+
+static void look_at_pod(void *ctx, json_t *pod)
+{
+	struct pod_trouble *t = ctx;
+	json_t *sched = kube_condition(pod, "PodScheduled");
+	const char *s = json_string_value(json_object_get(sched, "status"));
+	const char *reason =
+		json_string_value(json_object_get(sched, "reason"));
+
+	t->pods++;
+	if (t->text[0] || kube_meta(pod, "deletionTimestamp"))
+		return;
+	if (s && !strcmp(s, "False") && reason) {
+		const char *msg =
+			json_string_value(json_object_get(sched, "message"));
+
+		snprintf(t->text, sizeof(t->text), "%s: %s", reason,
+			 msg ? msg : "");
+		return;
+	}
+	container_trouble(pod, t);
+}
+
+/* Every leaf of want has the same value in live: what infrafs declares
+ * is what runs. Lists are compared item by item. path gets the first
+ * field that differs, as ".spec.replicas". */
+static bool declared_holds(json_t *want, json_t *live, char *path, size_t len)
+{
+	size_t used = strlen(path);
+
+	if (json_is_object(want)) {
+		const char *key;
+		json_t *v;
+
+		json_object_foreach(want, key, v)
+		{
+			snprintf(path + used, len - used, ".%s", key);
+			if (!declared_holds(v, json_object_get(live, key), path,
+					    len))
+				return false;
+		}
+	} else if (json_is_array(want)) {
+		json_t *v;
+		size_t i;
+
+		if (!json_is_array(live) ||
+		    json_array_size(live) != json_array_size(want))
+			return false;
+		json_array_foreach(want, i, v)
+		{
+			snprintf(path + used, len - used, "[%zu]", i);
+			if (!declared_holds(v, json_array_get(live, i), path,
+					    len))
+				return false;
+		}
+	} else if (!json_equal(want, live)) {
+		return false;
+	}
+	path[used] = '\0';
+	return true;
+}
+
+/* The manager, other than infrafs, whose fields hold the last key of
+ * path (".spec.replicas": one with f:replicas under f:spec). */
+static const char *changed_by(json_t *live, const char *path)
+{
+	json_t *entries = json_object_get(json_object_get(live, "metadata"),
+					  "managedFields");
+	const char *first = path[0] == '.' ? path + 1 : path;
+	char top[64];
+	json_t *e;
+	size_t i;
+
+	snprintf(top, sizeof(top), "f:%.*s", (int)strcspn(first, ".["), first);
+	json_array_foreach(entries, i, e)
+	{
+		const char *m =
+			json_string_value(json_object_get(e, "manager"));
+		json_t *fields = json_object_get(e, "fieldsV1");
+		const char *second = first + strcspn(first, ".[");
+		char sub[64];
+
+		if (!m || !strcmp(m, KUBE_MANAGER))
+			continue;
+		fields = json_object_get(fields, top);
+		if (!fields)
+			continue;
+		if (*second == '.') {
+			second++;
+			snprintf(sub, sizeof(sub), "f:%.*s",
+				 (int)strcspn(second, ".["), second);
+			if (!json_object_get(fields, sub))
+				continue;
+		}
+		return m;
+	}
+	return NULL;
+}
+
+static void find_drift(json_t *want, json_t *live, struct observation *o)
+{
+	char path[160] = "";
+	json_t *spec = json_object_get(want, "spec");
+
+	if (!live || declared_holds(spec, json_object_get(live, "spec"), path,
+				    sizeof(path)))
+		return;
+	{
+		char full[200];
+		const char *who;
+
+		snprintf(full, sizeof(full), ".spec%s", path);
+		who = changed_by(live, full);
+		snprintf(o->drift, sizeof(o->drift), "%s changed%s%s", full,
+			 who ? " by " : " outside infrafs", who ? who : "");
+	}
+}
+
+static void service_url(const struct kenv *e, json_t *svc,
+			const struct desired *want, struct buf *out)
+{
+	json_t *ingress = json_array_get(
+		json_object_get(json_object_get(json_object_get(svc, "status"),
+						"loadBalancer"),
+				"ingress"),
+		0);
+	const char *ip = json_string_value(json_object_get(ingress, "ip"));
+	const char *host =
+		json_string_value(json_object_get(ingress, "hostname"));
+	int64_t port = want ? spec_int(want->spec, "port", 8080) : 8080;
+
+	if (ip || host)
+		buf_printf(out, "url: http://%s:%" PRId64 "\n", ip ? ip : host,
+			   port);
+	else
+		buf_printf(out, "url: http://%s.%s.svc:%" PRId64 "\n",
+			   kube_meta(svc, "name") ?: "", e->ns, port);
+}
+
+static enum res_state deployment_state(json_t *dep, int64_t want_replicas,
+				       const struct pod_trouble *trouble,
+				       struct observation *o)
+{
+	int64_t ready = kube_status_int(dep, "readyReplicas");
+	int64_t updated = kube_status_int(dep, "updatedReplicas");
+	int64_t available = kube_status_int(dep, "availableReplicas");
+	int64_t gen = json_integer_value(json_object_get(
+		json_object_get(dep, "metadata"), "generation"));
+	json_t *progressing = kube_condition(dep, "Progressing");
+	const char *preason =
+		json_string_value(json_object_get(progressing, "reason"));
+
+	if (kube_meta(dep, "deletionTimestamp"))
+		return RS_DELETING;
+	if (trouble->text[0])
+		snprintf(o->error, sizeof(o->error), "%s", trouble->text);
+	if (preason && !strcmp(preason, "ProgressDeadlineExceeded")) {
+		if (!o->error[0])
+			snprintf(o->error, sizeof(o->error), "%s",
+				 json_string_value(json_object_get(progressing,
+								   "message"))
+					 ?: preason);
+		return RS_FAILED;
+	}
+	if (kube_status_int(dep, "observedGeneration") >= gen &&
+	    ready >= want_replicas && updated >= want_replicas)
+		return RS_READY;
+	if (available > 0)
+		return updated < want_replicas ? RS_UPDATING : RS_DEGRADED;
+	return RS_CREATING;
+}
+
+static void fill_details(struct kenv *e, const struct target *t, json_t *dep,
+			 json_t *svc, json_t *hpa, struct observation *o)
+{
+	struct buf *d = &o->details;
+
+	buf_printf(d, "namespace: %s\n", e->ns);
+	if (dep) {
+		json_t *progressing = kube_condition(dep, "Progressing");
+		const char *msg = json_string_value(
+			json_object_get(progressing, "message"));
+
+		buf_printf(d,
+			   "deployment: %s\nreplicas: %" PRId64
+			   " ready, %" PRId64 " updated, %" PRId64
+			   " available of %" PRId64 "\n",
+			   t->name, kube_status_int(dep, "readyReplicas"),
+			   kube_status_int(dep, "updatedReplicas"),
+			   kube_status_int(dep, "availableReplicas"),
+			   (int64_t)json_integer_value(json_object_get(
+				   json_object_get(dep, "spec"), "replicas")));
+		if (msg)
+			text_line(d, "rollout", msg);
+	}
+	if (svc)
+		service_url(e, svc, t->want, d);
+	if (hpa)
+		buf_printf(
+			d,
+			"autoscaler: %" PRId64 " to %" PRId64 ", now %" PRId64
+			", wants %" PRId64 "\n",
+			(int64_t)json_integer_value(json_object_get(
+				json_object_get(hpa, "spec"), "minReplicas")),
+			(int64_t)json_integer_value(json_object_get(
+				json_object_get(hpa, "spec"), "maxReplicas")),
+			kube_status_int(hpa, "currentReplicas"),
+			kube_status_int(hpa, "desiredReplicas"));
+}
+
+/* The revision every object the spec needs carries, 0 when one lacks. */
+static uint64_t applied_revision(const struct desired *want, json_t *dep,
+				 json_t *svc, json_t *hpa)
+{
+	uint64_t rev = dep ? kube_revision(dep) : 0;
+
+	if (!svc || kube_revision(svc) != rev)
+		return 0;
+	if (want && kube_autoscaled(want->spec) != (hpa != NULL))
+		return 0;
+	if (hpa && kube_revision(hpa) != rev)
+		return 0;
+	return rev;
+}
+
+void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t)
+{
+	struct observation *o = &t->obs;
+	struct pod_trouble trouble = { 0 };
+	json_t *dep, *svc, *hpa;
+	int64_t want_replicas;
+
+	dep = kube_watch_get(e->watch, KK_DEPLOYMENT, t->name);
+	svc = kube_watch_get(e->watch, KK_SERVICE, t->name);
+	hpa = kube_watch_get(e->watch, KK_HPA, t->name);
+	o->exists = dep || svc || hpa;
+	kube_watch_each(e->watch, KK_POD, KUBE_LABEL_ENDPOINT, t->name,
+			look_at_pod, &trouble);
+	o->applied_rev = applied_revision(t->want, dep, svc, hpa);
+	o->settled = t->want && o->applied_rev == t->want->rev;
+	want_replicas = t->want ? spec_int(t->want->spec, "replicas", 1) : 0;
+	if (hpa)
+		want_replicas = json_integer_value(json_object_get(
+			json_object_get(dep, "spec"), "replicas"));
+	if (dep)
+		o->state = deployment_state(dep, want_replicas, &trouble, o);
+	else
+		o->state = o->exists ? RS_DELETING : RS_PENDING;
+	fill_details(e, t, dep, svc, hpa, o);
+	if (t->want && dep && o->settled) {
+		json_t *desired = kube_deployment(
+			t->want, e->ns, secrets_version(k, t->want),
+			kube_watch_served(e->watch, KK_NODEPOOL));
+
+		find_drift(desired, dep, o);
+		json_decref(desired);
+	}
+	if (!o->error[0])
+		kube_watch_error(e->watch, o->error, sizeof(o->error));
+	json_decref(dep);
+	json_decref(svc);
+	json_decref(hpa);
+}
+
+static uint64_t secrets_version(struct kprov *k, const struct desired *want)
+{
+	const struct spec_value *env = spec_field(want->spec, "env");
+	uint64_t h = 0;
+
+	for (size_t i = 0; env && i < env->npairs; i++) {
+		const char *v = env->pairs[i].value;
+		uint64_t ver;
+
+		if (strncmp(v, "secret:", 7) || !k->host.secret_version)
+			continue;
+		ver = k->host.secret_version(k->host.ctx, want->env, v + 7);
+		h = h * 1099511628211ULL + map_hash(v, strlen(v)) + ver;
+	}
+	return h;
+}
+
+static int apply_secret(struct kprov *k, struct kenv *e,
+			const struct desired *want, bool force,
+			struct observation *o)
+{
+	WIPEBUF_AUTO body = BUF_INIT;
+	char name[80];
+	int rc;
+
+	kube_secret_name(want->name, name, sizeof(name));
+	if (!kube_uses_secrets(want->spec))
+		return kube_delete(e, KK_SECRET, name, false, o);
+	rc = kube_secret_body(want, e->ns, &k->host, &body, o->error,
+			      sizeof(o->error));
+	if (rc < 0)
+		return rc;
+	return kube_apply(e, KK_SECRET, name, body.data, force, false, o);
+}
+
+static int step_apply(struct kprov *k, struct kenv *e, struct target *t)
+{
+	const struct desired *want = t->want;
+	struct observation *o = &t->obs;
+	bool force = kube_force(want);
+	json_t *obj;
+	int rc = kube_ensure_namespace(e, o);
+
+	if (!rc)
+		rc = apply_secret(k, e, want, force, o);
+	if (!rc) {
+		obj = kube_deployment(want, e->ns, secrets_version(k, want),
+				      kube_watch_served(e->watch, KK_NODEPOOL));
+		rc = kube_apply_json(e, KK_DEPLOYMENT, want->name, obj, force,
+				     kube_known(e, KK_DEPLOYMENT, want->name),
+				     o);
+		json_decref(obj);
+	}
+	if (!rc) {
+		obj = kube_service(want, e->ns,
+				   kube_config_value(want->config,
+						     "service_type",
+						     "ClusterIP"));
+		rc = kube_apply_json(e, KK_SERVICE, want->name, obj, force,
+				     kube_known(e, KK_SERVICE, want->name), o);
+		json_decref(obj);
+	}
+	if (!rc && kube_autoscaled(want->spec)) {
+		obj = kube_hpa(want, e->ns, o->error, sizeof(o->error));
+		rc = obj ? kube_apply_json(e, KK_HPA, want->name, obj, force,
+					   kube_known(e, KK_HPA, want->name), o)
+			 : -EINVAL;
+		json_decref(obj);
+	} else if (!rc && kube_known(e, KK_HPA, want->name)) {
+		rc = kube_delete(e, KK_HPA, want->name, true, o);
+	}
+	return rc;
+}
+
+static int step_delete(struct kenv *e, struct target *t)
+{
+	static const enum kube_kind order[] = { KK_HPA, KK_SERVICE,
+						KK_DEPLOYMENT };
+	char secret[80];
+	int rc = 0;
+
+	for (size_t i = 0; i < 3 && !rc; i++) {
+		if (kube_known(e, order[i], t->name))
+			rc = kube_delete(e, order[i], t->name, true, &t->obs);
+	}
+	kube_secret_name(t->name, secret, sizeof(secret));
+	if (!rc)
+		rc = kube_delete(e, KK_SECRET, secret, false, &t->obs);
+	return rc;
+}
+
+int kube_endpoint_step(struct kprov *k, struct kenv *e, struct target *t)
+{
+	return t->want ? step_apply(k, e, t) : step_delete(e, t);
+}
+
+static void name_of_deployment(void *ctx, json_t *obj)
+{
+	const char *name = kube_meta_in(obj, "labels", KUBE_LABEL_ENDPOINT);
+
+	if (name && name_is_valid(name))
+		buf_printf(ctx, "endpoint/%s\n", name);
+}
+
+void kube_endpoint_list(struct kenv *e, struct buf *out)
+{
+	kube_watch_each(e->watch, KK_DEPLOYMENT, NULL, NULL, name_of_deployment,
+			out);
+}
+
+static int refuse(char *msg, size_t len, const char *key, const char *why)
+{
+	snprintf(msg, len, "%s: %s", key, why);
+	return -EINVAL;
+}
+
+int kube_endpoint_check(const struct desired *want, char *msg, size_t len)
+{
+	const struct spec *s = want->spec;
+	int64_t replicas = spec_int(s, "replicas", 1);
+
+	if (!spec_str(s, "image", "")[0])
+		return refuse(msg, len, "image",
+			      "required by the kubernetes provider (the "
+			      "container image that serves the model)");
+	if (spec_field_set(s, "instance_type"))
+		return refuse(msg, len, "instance_type",
+			      "not supported by the kubernetes provider: the "
+			      "scheduler picks nodes (use pool and "
+			      "accelerators)");
+	if (!kube_autoscaled(s))
+		return 0;
+	if (spec_int(s, "min_replicas", replicas) < 1)
+		return refuse(msg, len, "min_replicas",
+			      "a HorizontalPodAutoscaler keeps at least 1 "
+			      "replica");
+	if (!kube_metric_name(spec_str(s, "scale_metric", "")) ||
+	    !spec_field_set(s, "scale_target"))
+		return refuse(msg, len, "scale_metric",
+			      "min_replicas < max_replicas needs "
+			      "scale_metric and scale_target");
+	return 0;
+}

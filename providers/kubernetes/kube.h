@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the kubernetes provider's files share: one connection per
+ * environment (provider.c), the writes every step makes (cluster.c:
+ * server-side apply, foreground delete, the ownership check), and the
+ * two kinds of resource (endpoints.c, pools.c).
+ */
+#ifndef INFRAFS_PROVIDERS_KUBERNETES_KUBE_H
+#define INFRAFS_PROVIDERS_KUBERNETES_KUBE_H
+
+#include "api.h"
+#include "objects.h"
+#include "watch.h"
+
+#include "providers/provider.h"
+#include "util/filewatch.h"
+#include "util/text.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The longest a step's requests may take together, retries included:
+ * the reconciler's thread serves every environment. */
+#define KUBE_STEP_BUDGET_S 20.0
+
+/* What the provider knows of one environment's cluster. Only the
+ * reconciler's thread touches it; the watch has a lock of its own. */
+struct kenv {
+	char env[NAME_MAX_LEN + 1];
+	char ns[NAME_MAX_LEN + 1];
+	/* kubeconfig, context and namespace: a change connects again. */
+	char *key;
+	/* The kubeconfig file: a new one is used without a restart. */
+	struct file_watch kubeconfig;
+	struct kube_api *api;
+	struct kube_watch *watch;
+	struct kube_handle handle; /* the reconciler's thread's */
+	char error[512]; /* why there is no connection */
+	bool ns_ready;
+	/* The GPUs and revision of every pool declared, as last observed:
+	 * the environment's quota is their sum. {NAME: [gpus, rev]} */
+	json_t *pools;
+	const struct provider_host *host;
+	struct kenv *next;
+};
+
+struct kprov {
+	struct provider_host host;
+	struct kenv *envs;
+};
+
+/* kubernetes.KEY of an environment's config, dflt when unset. */
+const char *kube_config_value(const struct spec *config, const char *key,
+			      const char *dflt);
+/* drift = heal (the default): applies take fields back with force. */
+bool kube_force(const struct desired *want);
+
+/* metadata.KEY and metadata.SECTION.KEY of an object, strings. */
+const char *kube_meta(json_t *obj, const char *key);
+const char *kube_meta_in(json_t *obj, const char *section, const char *key);
+/* The revision infrafs applied it from (annotation), 0 none. */
+uint64_t kube_revision(json_t *obj);
+int64_t kube_status_int(json_t *obj, const char *key);
+/* status.conditions[type == type], or NULL. */
+json_t *kube_condition(json_t *obj, const char *type);
+
+/* Whether the watch holds an object of infrafs's by that name. */
+bool kube_known(struct kenv *e, enum kube_kind kind, const char *name);
+
+/*
+ * Server-side apply of body as field manager infrafs. known: the watch
+ * holds it as infrafs's; otherwise one GET first, and an object of that
+ * name that infrafs did not make is refused (-EEXIST). -errno with
+ * o->error saying why.
+ */
+int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
+	       const char *body, bool force, bool known, struct observation *o);
+int kube_apply_json(struct kenv *e, enum kube_kind kind, const char *name,
+		    json_t *obj, bool force, bool known, struct observation *o);
+/* Deletes with foreground propagation; an object infrafs did not make
+ * is left alone (0), one already gone is fine. */
+int kube_delete(struct kenv *e, enum kube_kind kind, const char *name,
+		bool known, struct observation *o);
+/* The environment's namespace, applied once when missing. */
+int kube_ensure_namespace(struct kenv *e, struct observation *o);
+
+void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t);
+int kube_endpoint_step(struct kprov *k, struct kenv *e, struct target *t);
+int kube_endpoint_check(const struct desired *want, char *msg, size_t len);
+void kube_endpoint_list(struct kenv *e, struct buf *out);
+
+void kube_pool_observe(struct kenv *e, struct target *t);
+int kube_pool_step(struct kenv *e, struct target *t);
+int kube_pool_check(const struct desired *want, char *msg, size_t len);
+void kube_pool_list(struct kenv *e, struct buf *out);
+
+#endif

@@ -1,0 +1,472 @@
+"""The kubernetes provider through the mount, against the fake API server
+(tests/fake/kube_fake.py: TLS, authentication, server-side apply with
+managed fields and conflicts, strict validation, list+watch, a
+Deployment controller and scheduler). What infrafs made is judged with
+the real kubectl, not with infrafs's own view."""
+import base64
+import errno
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import (Mount, read, status_of, throwaway_user, wait_for,
+                      write_as)
+from kube import KUBECTL, KubeFake
+
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl")
+
+EP = "dev/endpoints/chat"
+NS = "infrafs-dev"
+IMAGE = "registry.example.com/llm:1"
+
+
+@pytest.fixture
+def kube(tmp_path):
+    k = KubeFake(tmp_path)
+    yield k
+    k.stop()
+
+
+def daemon_env(tmp):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KUBE")}
+    env["HOME"] = str(tmp)
+    return env
+
+
+def config_text(kube, extra=""):
+    return ("provider = kubernetes\nsettle_ms = 0\n"
+            f"kubernetes.kubeconfig = {kube.kubeconfig}\n" + extra)
+
+
+@pytest.fixture
+def mnt(tmp_path, kube):
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    m.sh("mkdir dev")
+    (m / "dev" / "config").write_text(config_text(kube))
+    yield m
+    m.stop()
+
+
+def state(m, path=EP):
+    return read(m / path / "state").strip()
+
+
+def wait_synced(m, path=EP, timeout=30):
+    def synced():
+        st = status_of(m / path / "status")
+        return st.get("state") == "ready" and st.get("synced") == "yes"
+    try:
+        wait_for(synced, timeout, f"{path} to be ready and synced")
+    except AssertionError:
+        raise AssertionError(read(m / path / "status"))
+
+
+def make_endpoint(m, extra="", path=EP):
+    m.sh(f"mkdir -p {path}")
+    (m / path / "spec").write_text(f"image = {IMAGE}\n" + extra)
+
+
+def container(dep):
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(dep):
+    return {e["name"]: e for e in container(dep).get("env", [])}
+
+
+def managers(obj):
+    return {f["manager"]: f for f in obj["metadata"].get("managedFields", [])}
+
+
+def add_gpu_nodes(kube, n, gpus=8, labels=None, prefix="gpu"):
+    kube.control("nodes", {"add": [
+        {"name": f"{prefix}-{i}", "labels": labels or {},
+         "taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}],
+         "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "96",
+                         "memory": "1Ti"}} for i in range(n)]})
+
+
+def test_endpoint_is_a_deployment_and_a_service(mnt, kube):
+    add_gpu_nodes(kube, 1)
+    make_endpoint(mnt, "replicas = 2\nport = 9000\nhealth_path = /ready\n"
+                  "env.LOG_LEVEL = debug\naccelerators = 1\n")
+    wait_synced(mnt)
+    dep = kube.get("deployment", "chat")
+    assert dep["spec"]["replicas"] == 2
+    c = container(dep)
+    assert c["image"] == IMAGE
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["readinessProbe"]["httpGet"]["port"] == 9000
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    env = env_of(dep)
+    assert env["LOG_LEVEL"]["value"] == "debug"
+    assert env["PORT"]["value"] == "9000"
+    labels = dep["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "infrafs"
+    assert labels["infrafs.dev/env"] == "dev"
+    assert managers(dep)["infrafs"]["operation"] == "Apply"
+    assert dep["status"]["readyReplicas"] == 2
+    svc = kube.get("service", "chat")
+    assert svc["spec"]["ports"][0]["port"] == 9000
+    assert svc["spec"]["selector"]["infrafs.dev/endpoint"] == "chat"
+    st = status_of(mnt / EP / "status")
+    assert st["url"] == f"http://chat.{NS}.svc:9000"
+    assert st["replicas"].startswith("2 ready, 2 updated, 2 available")
+    assert st["namespace"] == NS
+    # The namespace was made, and marked as infrafs's.
+    ns = kube.get("namespace", NS, ns=None)
+    assert ns["metadata"]["labels"]["app.kubernetes.io/managed-by"] == \
+        "infrafs"
+
+
+def test_a_field_write_is_one_apply(mnt, kube):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    since = kube.calls()[-1]["seq"]
+    (mnt / EP / "replicas").write_text("3\n")
+    wait_for(lambda: (kube.get("deployment", "chat") or {})
+             .get("spec", {}).get("replicas") == 3, 20, "3 replicas")
+    wait_synced(mnt)
+    patches = [c for c in kube.calls(since) if c["verb"] == "patch"]
+    assert {c["resource"] for c in patches} >= {"deployments"}
+    assert all(c.get("field_manager") == "infrafs" for c in patches)
+    # Status comes from the watch: nothing polls the deployment.
+    gets = [c for c in kube.calls(since)
+            if c["verb"] == "get" and c["resource"] == "deployments"]
+    assert len(gets) <= 1, gets
+
+
+def test_secret_values_go_to_a_secret_and_roll_the_pods(mnt, kube):
+    mnt.sh("printf hunter2 > dev/secrets/hf")
+    make_endpoint(mnt, "env.HF_TOKEN = secret:hf\n")
+    wait_synced(mnt)
+    secret = kube.get("secret", "chat-secrets")
+    assert base64.b64decode(secret["data"]["hf"]) == b"hunter2"
+    ref = env_of(kube.get("deployment", "chat"))["HF_TOKEN"]
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "chat-secrets",
+                                                "key": "hf"}
+    before = kube.get("deployment", "chat")["spec"]["template"][
+        "metadata"]["annotations"]["infrafs.dev/secrets-version"]
+    mnt.sh("printf swordfish > dev/secrets/hf")
+    wait_for(lambda: base64.b64decode(kube.get("secret", "chat-secrets")[
+        "data"]["hf"]) == b"swordfish", 20, "the new value")
+    wait_for(lambda: kube.get("deployment", "chat")["spec"]["template"][
+        "metadata"]["annotations"]["infrafs.dev/secrets-version"] != before,
+        20, "the pods to roll")
+    # The value is in no log, status or event.
+    for text in (mnt.log.read_text(errors="replace"),
+                 read(mnt / EP / "status"), read(mnt / "dev/events"),
+                 read(mnt / EP / "events"),
+                 json.dumps(kube.calls())):
+        assert "hunter2" not in text and "swordfish" not in text
+
+
+def test_autoscaled_endpoint_gets_a_horizontal_pod_autoscaler(mnt, kube):
+    make_endpoint(mnt, "replicas = 2\nmin_replicas = 1\nmax_replicas = 4\n"
+                  "scale_metric = rps\nscale_target = 20\n")
+    wait_synced(mnt)
+    hpa = kube.get("hpa", "chat")
+    assert hpa["spec"]["minReplicas"] == 1
+    assert hpa["spec"]["maxReplicas"] == 4
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["pods"]["metric"]["name"] == "http_requests_per_second"
+    assert metric["pods"]["target"]["averageValue"] == "20"
+    # Replicas are the autoscaler's: infrafs does not own them.
+    fields = managers(kube.get("deployment", "chat"))["infrafs"]["fieldsV1"]
+    assert "f:replicas" not in fields.get("f:spec", {})
+    # Back to a fixed size: the autoscaler goes.
+    (mnt / EP / "spec").write_text(f"image = {IMAGE}\nreplicas = 2\n")
+    wait_for(lambda: kube.get("hpa", "chat") is None, 20, "no hpa")
+    wait_synced(mnt)
+    assert kube.get("deployment", "chat")["spec"]["replicas"] == 2
+
+
+def test_rmdir_deletes_in_the_foreground(mnt, kube):
+    mnt.sh("printf x > dev/secrets/hf")
+    make_endpoint(mnt, "env.T = secret:hf\n")
+    wait_synced(mnt)
+    kube.control("config", {"delete_s": 1.0})
+    mnt.sh(f"rmdir {EP}")
+    wait_for(lambda: kube.get("deployment", "chat") is None and
+             kube.get("service", "chat") is None and
+             kube.get("secret", "chat-secrets") is None, 30,
+             "every object gone")
+    deletes = [c for c in kube.calls() if c["verb"] == "delete"]
+    assert {c["resource"] for c in deletes} >= {"deployments", "services",
+                                                "secrets"}
+    wait_for(lambda: not (mnt / EP).exists(), 20, "the endpoint to go")
+
+
+def test_an_object_infrafs_did_not_make_is_left_alone(mnt, kube):
+    kube.kubectl("create", "namespace", NS)
+    manifest = kube.dir / "theirs.json"
+    manifest.write_text(json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "chat", "namespace": NS},
+        "spec": {"replicas": 1,
+                 "selector": {"matchLabels": {"app": "theirs"}},
+                 "template": {"metadata": {"labels": {"app": "theirs"}},
+                              "spec": {"containers": [
+                                  {"name": "x",
+                                   "image": "someone/else:1"}]}}}}))
+    kube.kubectl("apply", "--server-side", "--field-manager=someone",
+                 "-f", str(manifest))
+    make_endpoint(mnt)
+    wait_for(lambda: "not made by infrafs" in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "the refusal")
+    dep = kube.get("deployment", "chat")
+    assert container(dep)["image"] == "someone/else:1"
+    mnt.sh(f"rmdir {EP}")
+    time.sleep(1.5)
+    assert kube.get("deployment", "chat") is not None
+
+
+def test_drift_heal_takes_the_field_back(mnt, kube):
+    make_endpoint(mnt, "replicas = 2\n")
+    wait_synced(mnt)
+    kube.kubectl("-n", NS, "scale", "deployment", "chat", "--replicas=5")
+    wait_for(lambda: "spec.replicas" in read(mnt / EP / "events"), 20,
+             "the drift event")
+    events = read(mnt / EP / "events")
+    assert "kubectl" in events, events
+    wait_for(lambda: kube.get("deployment", "chat")["spec"]["replicas"] == 2,
+             20, "the heal")
+    assert managers(kube.get("deployment", "chat"))["infrafs"]
+
+
+def test_drift_report_shows_the_manager_and_leaves_it(mnt, kube):
+    (mnt / "dev" / "config").write_text(config_text(kube, "drift = report\n"))
+    make_endpoint(mnt, "replicas = 2\n")
+    wait_synced(mnt)
+    kube.kubectl("-n", NS, "scale", "deployment", "chat", "--replicas=5")
+    wait_for(lambda: "spec.replicas" in status_of(
+        mnt / EP / "status").get("drift", ""), 20, "drift in status")
+    assert "kubectl" in status_of(mnt / EP / "status")["drift"]
+    time.sleep(1.5)
+    assert kube.get("deployment", "chat")["spec"]["replicas"] == 5
+
+
+def test_a_conflict_on_update_in_report_mode_names_the_manager(mnt, kube):
+    (mnt / "dev" / "config").write_text(config_text(kube, "drift = report\n"))
+    make_endpoint(mnt, "replicas = 2\n")
+    wait_synced(mnt)
+    kube.kubectl("-n", NS, "scale", "deployment", "chat", "--replicas=5")
+    (mnt / EP / "replicas").write_text("3\n")
+    wait_for(lambda: "Conflict" in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "the 409")
+    err = status_of(mnt / EP / "status")["last_error"]
+    assert ".spec.replicas" in err and "kubectl" in err, err
+
+
+def test_a_refused_request_says_the_rbac_rule(mnt, kube):
+    kube.control("rbac", {"deny": [{"verb": "patch",
+                                    "resource": "deployments"}]})
+    make_endpoint(mnt)
+    wait_for(lambda: "Forbidden" in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "the 403")
+    err = status_of(mnt / EP / "status")["last_error"]
+    assert 'cannot patch resource "deployments"' in err, err
+    kube.control("rbac", {"deny": []})
+    wait_synced(mnt, timeout=60)
+
+
+def test_pod_failures_reach_status_from_the_watch(mnt, kube):
+    kube.control("config", {"image_failures": {"registry.example.com/bad*":
+                                               "ImagePullBackOff"}})
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    (mnt / EP / "image").write_text("registry.example.com/bad:2\n")
+    wait_for(lambda: "ImagePullBackOff" in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "the pull failure")
+
+
+def test_unschedulable_pods_say_the_schedulers_message(mnt, kube):
+    make_endpoint(mnt, "accelerators = 8\n")
+    wait_for(lambda: "Unschedulable" in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "unschedulable")
+    err = status_of(mnt / EP / "status")["last_error"]
+    assert "Insufficient nvidia.com/gpu" in err, err
+    assert state(mnt) in ("creating", "degraded")
+
+
+def test_watch_survives_410_and_dropped_streams(mnt, kube):
+    make_endpoint(mnt, "replicas = 1\n")
+    wait_synced(mnt)
+    kube.control("compact", {})
+    kube.control("watches/close", {})
+    kube.kubectl("-n", NS, "scale", "deployment", "chat", "--replicas=4")
+    wait_for(lambda: "spec.replicas" in read(mnt / EP / "events"), 30,
+             "the change seen after a relist")
+    wait_for(lambda: kube.get("deployment", "chat")["spec"]["replicas"] == 1,
+             30, "the heal")
+
+
+def test_client_certificate_and_exec_plugin(tmp_path, kube):
+    plugin = tmp_path / "get-token"
+    token = "exec-token-0123456789"
+    kube.control("tokens", {"add": [{"token": token, "user": "exec-user",
+                                     "groups": ["system:masters"]}]})
+    plugin.write_text(
+        "#!/bin/sh\n"
+        "echo run >> \"$(dirname \"$0\")/plugin.runs\"\n"
+        "cat <<EOF\n"
+        '{"apiVersion": "client.authentication.k8s.io/v1", '
+        '"kind": "ExecCredential", '
+        f'"status": {{"token": "{token}", '
+        '"expirationTimestamp": "2099-01-01T00:00:00Z"}}\n'
+        "EOF\n")
+    plugin.chmod(0o755)
+    doc = json.loads(kube.kubectl("config", "view", "--raw", "-o",
+                                  "json").stdout)
+    doc["users"].append({"name": "exec", "user": {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": str(plugin), "interactiveMode": "Never"}}})
+    doc["contexts"].append({"name": "fake-exec", "context": {
+        "cluster": "fake", "user": "exec"}})
+    (tmp_path / "kubeconfig").write_text(json.dumps(doc))
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev prod")
+        (m / "dev/config").write_text(config_text(
+            kube, "kubernetes.context = fake-cert\n"))
+        (m / "prod/config").write_text(config_text(
+            kube, "kubernetes.context = fake-exec\n"))
+        make_endpoint(m)
+        make_endpoint(m, path="prod/endpoints/chat")
+        wait_synced(m)
+        wait_synced(m, "prod/endpoints/chat")
+        users = {c["user"] for c in kube.calls() if c.get("user")}
+        assert {"cert-admin", "exec-user"} <= users, users
+        # The plugin ran once: its credential is kept until it expires.
+        runs = (tmp_path / "plugin.runs").read_text().count("run")
+        assert runs == 1, runs
+    finally:
+        m.stop()
+
+
+def test_a_bad_kubeconfig_is_a_status_line_not_a_hang(tmp_path, kube):
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev/config").write_text(
+            "provider = kubernetes\nsettle_ms = 0\n"
+            f"kubernetes.kubeconfig = {tmp_path}/missing\n")
+        make_endpoint(m)
+        wait_for(lambda: "missing" in status_of(
+            m / EP / "status").get("last_error", ""), 20, "the reason")
+        start = time.monotonic()
+        for _ in range(20):
+            read(m / EP / "status")
+            os.listdir(m / "dev")
+        assert time.monotonic() - start < 2
+        (m / "dev/config").write_text(config_text(kube))
+        wait_synced(m)
+    finally:
+        m.stop()
+
+
+def test_unknown_context_and_config_keys_are_refused(mnt, kube):
+    with pytest.raises(OSError) as e:
+        with open(mnt.path / "dev/config", "a") as f:
+            f.write("kubernetes.flavour = x\n")
+    assert e.value.errno == errno.EINVAL
+    why = status_of(mnt / "dev/status")["last_error"]
+    assert "kubernetes.flavour: unknown key" in why, why
+    (mnt / "dev" / "config").write_text(config_text(
+        kube, "kubernetes.context = nowhere\n"))
+    make_endpoint(mnt)
+    wait_for(lambda: "nowhere" in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "unknown context")
+
+
+@pytest.fixture
+def owner():
+    """A throwaway user who owns an environment but is not root."""
+    yield from throwaway_user("ifs-kube-owner")
+
+
+def test_only_root_picks_the_kubeconfig_and_context(tmp_path, kube, owner):
+    """An exec plugin in a kubeconfig runs as the daemon: choosing the
+    file or the context is choosing the daemon's credentials."""
+    os.chmod(tmp_path, 0o755)
+    m = Mount(tmp_path, extra=["-o", "allow_other"],
+              env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        base = config_text(kube)
+        (m / "dev" / "config").write_text(base)
+        os.chown(m / "dev", owner, owner)
+        assert write_as(m, owner, "dev/config",
+                        base + "kubernetes.namespace = team-a\n") == 0
+        for key, value in (("kubernetes.kubeconfig", "/tmp/evil"),
+                           ("kubernetes.context", "fake-cert")):
+            text = base.replace(f"kubernetes.kubeconfig = {kube.kubeconfig}",
+                                "") + f"{key} = {value}\n"
+            assert write_as(m, owner, "dev/config", text) == errno.EACCES
+            why = status_of(m / "dev" / "status")["last_error"]
+            assert why.startswith(f"{key}: chooses the daemon's "
+                                  "credentials"), why
+    finally:
+        m.stop()
+
+
+def test_labelled_nodes_make_a_pool_and_a_quota(mnt, kube):
+    mnt.sh("mkdir dev/pools/gpu")
+    (mnt / "dev/pools/gpu/spec").write_text(
+        "accelerator = nvidia-h100-80gb\naccelerators_per_node = 8\n"
+        "nodes = 2\n")
+    wait_for(lambda: "insufficient capacity" in status_of(
+        mnt / "dev/pools/gpu/status").get("last_error", ""), 20,
+        "insufficient capacity")
+    quota = kube.get("resourcequota", "infrafs-gpus")
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "16"
+    kube.control("nodes", {"add": [
+        {"name": f"gpu-{i}", "labels": {"infrafs.dev/pool": "gpu"},
+         "allocatable": {"nvidia.com/gpu": "8", "cpu": "96",
+                         "memory": "1Ti"}} for i in range(2)]})
+    wait_synced(mnt, "dev/pools/gpu")
+    st = status_of(mnt / "dev/pools/gpu/status")
+    assert st["nodes"].startswith("2 ready of 2"), st
+    assert st["gpus"].startswith("16 allocatable"), st
+    make_endpoint(mnt, "pool = gpu\naccelerators = 8\n")
+    wait_synced(mnt)
+    dep = kube.get("deployment", "chat")
+    assert dep["spec"]["template"]["spec"]["nodeSelector"] == {
+        "infrafs.dev/pool": "gpu"}
+    wait_for(lambda: "8 requested" in status_of(
+        mnt / "dev/pools/gpu/status").get("gpus", ""), 20, "usage")
+
+
+def test_karpenter_pool_is_a_nodepool(mnt, kube):
+    kube.control("config", {"karpenter": True})
+    time.sleep(0.1)
+    # The watch asks again for a kind that was not served; a restart of
+    # the environment's connection is not needed, but the retry is 30 s:
+    # a new config connects at once.
+    (mnt / "dev" / "config").write_text(config_text(
+        kube, "kubernetes.node_class = karpenter.k8s.aws/EC2NodeClass/gpu\n"))
+    mnt.sh("mkdir dev/pools/gpu")
+    (mnt / "dev/pools/gpu/spec").write_text(
+        "accelerator = nvidia-a10g\naccelerators_per_node = 1\n"
+        "nodes = 1\nmax_nodes = 3\ncapacity = spot\n")
+    wait_synced(mnt, "dev/pools/gpu")
+    np = kube.get("nodepool", "infrafs-dev-gpu", ns=None)
+    tmpl = np["spec"]["template"]
+    reqs = {r["key"]: r["values"] for r in tmpl["spec"]["requirements"]}
+    assert reqs["karpenter.sh/capacity-type"] == ["spot"]
+    assert reqs["karpenter.k8s.aws/instance-gpu-name"] == ["a10g"]
+    assert tmpl["spec"]["nodeClassRef"]["name"] == "gpu"
+    assert tmpl["metadata"]["labels"]["infrafs.dev/pool"] == "gpu"
+    assert np["spec"]["limits"]["nvidia.com/gpu"] == "3"
+    make_endpoint(mnt, "pool = gpu\naccelerators = 1\n")
+    wait_synced(mnt)
+    wait_for(lambda: status_of(mnt / "dev/pools/gpu/status").get(
+        "nodes", "").startswith("1 ready"), 20, "a node launched")
+    mnt.sh("rmdir dev/endpoints/chat dev/pools/gpu")
+    wait_for(lambda: kube.get("nodepool", "infrafs-dev-gpu", ns=None)
+             is None, 30, "the NodePool gone")
