@@ -280,6 +280,84 @@ static uint64_t applied_revision(const struct desired *want, json_t *dep,
 	return rev;
 }
 
+static bool kserve(const struct desired *want)
+{
+	return want &&
+	       !strcmp(kube_config_value(want->config, "serving", "deployment"),
+		       "kserve");
+}
+
+#define NO_KSERVE                                                    \
+	"kubernetes.serving = kserve: this cluster does not serve "  \
+	"serving.kserve.io/v1beta1 InferenceService (KServe is not " \
+	"installed); set kubernetes.serving = deployment or install KServe"
+
+#define NO_CUSTOM_METRICS                                                  \
+	"scale_metric: this cluster serves no custom.metrics.k8s.io API, " \
+	"which a HorizontalPodAutoscaler reads pod metrics from (install " \
+	"a metrics adapter such as prometheus-adapter, or drop "           \
+	"min_replicas < max_replicas)"
+
+/* Whether objects of the other way of serving are left over. */
+static bool leftovers(struct kenv *e, const char *name, bool isvc_mode)
+{
+	if (isvc_mode)
+		return kube_known(e, KK_DEPLOYMENT, name) ||
+		       kube_known(e, KK_SERVICE, name) ||
+		       kube_known(e, KK_HPA, name);
+	return kube_known(e, KK_ISVC, name);
+}
+
+static void observe_isvc(struct kprov *k, struct kenv *e, struct target *t)
+{
+	struct observation *o = &t->obs;
+	json_t *isvc = kube_watch_get(e->watch, KK_ISVC, t->name);
+	bool left = leftovers(e, t->name, true);
+	json_t *ready = kube_condition(isvc, "Ready");
+	const char *status =
+		json_string_value(json_object_get(ready, "status"));
+	const char *url = json_string_value(
+		json_object_get(json_object_get(isvc, "status"), "url"));
+
+	o->exists = isvc || left;
+	o->applied_rev = isvc && !left ? kube_revision(isvc) : 0;
+	o->settled = t->want && o->applied_rev == t->want->rev;
+	if (!kube_watch_served(e->watch, KK_ISVC)) {
+		o->state = RS_FAILED;
+		snprintf(o->error, sizeof(o->error), "%s", NO_KSERVE);
+	} else if (!isvc) {
+		o->state = o->exists ? RS_UPDATING : RS_PENDING;
+	} else if (kube_meta(isvc, "deletionTimestamp")) {
+		o->state = RS_DELETING;
+	} else if (status && !strcmp(status, "True")) {
+		o->state = RS_READY;
+	} else {
+		const char *reason =
+			json_string_value(json_object_get(ready, "reason"));
+		const char *msg =
+			json_string_value(json_object_get(ready, "message"));
+
+		o->state = status && !strcmp(status, "False") && reason
+				   ? RS_FAILED
+				   : RS_CREATING;
+		if (reason)
+			snprintf(o->error, sizeof(o->error), "%s%s%s", reason,
+				 msg ? ": " : "", msg ? msg : "");
+	}
+	buf_printf(&o->details, "namespace: %s\ninferenceservice: %s\n", e->ns,
+		   t->name);
+	if (url)
+		text_line(&o->details, "url", url);
+	if (t->want && isvc && o->settled) {
+		json_t *desired = kube_inference_service(
+			t->want, e->ns, secrets_version(k, t->want));
+
+		find_drift(desired, isvc, o);
+		json_decref(desired);
+	}
+	json_decref(isvc);
+}
+
 void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t)
 {
 	struct observation *o = &t->obs;
@@ -287,6 +365,10 @@ void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t)
 	json_t *dep, *svc, *hpa;
 	int64_t want_replicas;
 
+	if (kserve(t->want) || (!t->want && kube_known(e, KK_ISVC, t->name))) {
+		observe_isvc(k, e, t);
+		return;
+	}
 	dep = kube_watch_get(e->watch, KK_DEPLOYMENT, t->name);
 	svc = kube_watch_get(e->watch, KK_SERVICE, t->name);
 	hpa = kube_watch_get(e->watch, KK_HPA, t->name);
@@ -294,6 +376,10 @@ void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t)
 	kube_watch_each(e->watch, KK_POD, KUBE_LABEL_ENDPOINT, t->name,
 			look_at_pod, &trouble);
 	o->applied_rev = applied_revision(t->want, dep, svc, hpa);
+	if (leftovers(e, t->name, false)) {
+		o->exists = true;
+		o->applied_rev = 0;
+	}
 	o->settled = t->want && o->applied_rev == t->want->rev;
 	want_replicas = t->want ? spec_int(t->want->spec, "replicas", 1) : 0;
 	if (hpa)
@@ -354,6 +440,38 @@ static int apply_secret(struct kprov *k, struct kenv *e,
 	return kube_apply(e, KK_SECRET, name, body.data, force, false, o);
 }
 
+static int step_isvc(struct kprov *k, struct kenv *e, struct target *t)
+{
+	static const enum kube_kind others[] = { KK_HPA, KK_SERVICE,
+						 KK_DEPLOYMENT };
+	const struct desired *want = t->want;
+	struct observation *o = &t->obs;
+	bool force = kube_force(want);
+	json_t *obj;
+	int rc;
+
+	if (!kube_watch_served(e->watch, KK_ISVC)) {
+		snprintf(o->error, sizeof(o->error), "%s", NO_KSERVE);
+		return -EINVAL;
+	}
+	rc = kube_ensure_namespace(e, o);
+	if (!rc)
+		rc = apply_secret(k, e, want, force, o);
+	if (!rc) {
+		obj = kube_inference_service(want, e->ns,
+					     secrets_version(k, want));
+		rc = kube_apply_json(e, KK_ISVC, want->name, obj, force,
+				     kube_known(e, KK_ISVC, want->name), o);
+		json_decref(obj);
+	}
+	/* What the endpoint was before it was served by KServe. */
+	for (size_t i = 0; i < 3 && !rc; i++) {
+		if (kube_known(e, others[i], want->name))
+			rc = kube_delete(e, others[i], want->name, true, o);
+	}
+	return rc;
+}
+
 static int step_apply(struct kprov *k, struct kenv *e, struct target *t)
 {
 	const struct desired *want = t->want;
@@ -381,7 +499,11 @@ static int step_apply(struct kprov *k, struct kenv *e, struct target *t)
 				     kube_known(e, KK_SERVICE, want->name), o);
 		json_decref(obj);
 	}
-	if (!rc && kube_autoscaled(want->spec)) {
+	if (!rc && kube_autoscaled(want->spec) &&
+	    kube_custom_metrics(e) == KF_NOT_SERVED) {
+		snprintf(o->error, sizeof(o->error), "%s", NO_CUSTOM_METRICS);
+		rc = -EINVAL;
+	} else if (!rc && kube_autoscaled(want->spec)) {
 		obj = kube_hpa(want, e->ns, o->error, sizeof(o->error));
 		rc = obj ? kube_apply_json(e, KK_HPA, want->name, obj, force,
 					   kube_known(e, KK_HPA, want->name), o)
@@ -390,29 +512,43 @@ static int step_apply(struct kprov *k, struct kenv *e, struct target *t)
 	} else if (!rc && kube_known(e, KK_HPA, want->name)) {
 		rc = kube_delete(e, KK_HPA, want->name, true, o);
 	}
+	if (!rc && kube_known(e, KK_ISVC, want->name))
+		rc = kube_delete(e, KK_ISVC, want->name, true, o);
 	return rc;
 }
 
 static int step_delete(struct kenv *e, struct target *t)
 {
-	static const enum kube_kind order[] = { KK_HPA, KK_SERVICE,
+	static const enum kube_kind order[] = { KK_ISVC, KK_HPA, KK_SERVICE,
 						KK_DEPLOYMENT };
 	char secret[80];
 	int rc = 0;
+	bool waiting = false;
 
-	for (size_t i = 0; i < 3 && !rc; i++) {
-		if (kube_known(e, order[i], t->name))
+	for (size_t i = 0; i < 4 && !rc; i++) {
+		json_t *obj = kube_watch_get(e->watch, order[i], t->name);
+
+		/* Asked to go already: the cluster is finishing it. */
+		if (obj && kube_meta(obj, "deletionTimestamp"))
+			waiting = true;
+		else if (obj && kube_ours(obj))
 			rc = kube_delete(e, order[i], t->name, true, &t->obs);
+		json_decref(obj);
 	}
+	if (waiting)
+		t->obs.retry_in_s = 1.0;
+	/* The Secret went with the first delete; it is not watched. */
 	kube_secret_name(t->name, secret, sizeof(secret));
-	if (!rc)
+	if (!rc && !waiting)
 		rc = kube_delete(e, KK_SECRET, secret, false, &t->obs);
 	return rc;
 }
 
 int kube_endpoint_step(struct kprov *k, struct kenv *e, struct target *t)
 {
-	return t->want ? step_apply(k, e, t) : step_delete(e, t);
+	if (!t->want)
+		return step_delete(e, t);
+	return kserve(t->want) ? step_isvc(k, e, t) : step_apply(k, e, t);
 }
 
 static void name_of_deployment(void *ctx, json_t *obj)
@@ -435,10 +571,50 @@ static int refuse(char *msg, size_t len, const char *key, const char *why)
 	return -EINVAL;
 }
 
+/* KServe scales on concurrency or rps, to a whole number per replica. */
+static int check_kserve(const struct spec *s, char *msg, size_t len)
+{
+	const char *metric = spec_str(s, "scale_metric", "");
+	const struct spec_value *target = spec_field(s, "scale_target");
+
+	if (metric[0] && !kube_kserve_metric(metric))
+		return refuse(msg, len, "scale_metric",
+			      "KServe scales on concurrency or rps "
+			      "(kubernetes.serving = kserve)");
+	if (target && target->set && target->d != (double)(int64_t)target->d)
+		return refuse(msg, len, "scale_target",
+			      "KServe's scaleTarget is a whole number");
+	return 0;
+}
+
+/* What the cluster is known not to serve, refused at close(2). */
+static int check_cluster(const struct desired *want, char *msg, size_t len)
+{
+	struct kube_facts facts;
+	char cluster[1100];
+
+	kube_cluster_key(want->config, cluster, sizeof(cluster));
+	kube_facts_get(cluster, &facts);
+	if (kserve(want) && facts.kserve == KF_NOT_SERVED) {
+		snprintf(msg, len, "%s", NO_KSERVE);
+		return -EINVAL;
+	}
+	if (!kserve(want) && kube_autoscaled(want->spec) &&
+	    facts.custom_metrics == KF_NOT_SERVED) {
+		snprintf(msg, len, "%s", NO_CUSTOM_METRICS);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int kube_endpoint_check(const struct desired *want, char *msg, size_t len)
 {
 	const struct spec *s = want->spec;
 	int64_t replicas = spec_int(s, "replicas", 1);
+	int rc = check_cluster(want, msg, len);
+
+	if (rc < 0)
+		return rc;
 
 	if (!spec_str(s, "image", "")[0])
 		return refuse(msg, len, "image",
@@ -449,6 +625,8 @@ int kube_endpoint_check(const struct desired *want, char *msg, size_t len)
 			      "not supported by the kubernetes provider: the "
 			      "scheduler picks nodes (use pool and "
 			      "accelerators)");
+	if (kserve(want))
+		return check_kserve(s, msg, len);
 	if (!kube_autoscaled(s))
 		return 0;
 	if (spec_int(s, "min_replicas", replicas) < 1)

@@ -24,6 +24,9 @@
  * the reconciler's thread serves every environment. */
 #define KUBE_STEP_BUDGET_S 20.0
 
+/* Whether a cluster serves an API, as far as known. */
+enum kube_fact { KF_UNKNOWN, KF_SERVED, KF_NOT_SERVED };
+
 /* What the provider knows of one environment's cluster. Only the
  * reconciler's thread touches it; the watch has a lock of its own. */
 struct kenv {
@@ -41,7 +44,14 @@ struct kenv {
 	/* The GPUs and revision of every pool declared, as last observed:
 	 * the environment's quota is their sum. {NAME: [gpus, rev]} */
 	json_t *pools;
+	/* Why the last step of each resource failed, until one succeeds:
+	 * observations come from the watch, which knows nothing of it.
+	 * {"endpoint/NAME": "Kubernetes: Forbidden: ..."} */
+	json_t *step_errors;
 	const struct provider_host *host;
+	char cluster[1100]; /* kube_cluster_key of the connection */
+	enum kube_fact custom_metrics;
+	double custom_metrics_at; /* when it was asked, monotonic */
 	struct kenv *next;
 };
 
@@ -49,6 +59,23 @@ struct kprov {
 	struct provider_host host;
 	struct kenv *envs;
 };
+
+/*
+ * What a cluster serves, as the environments that use it last saw, for
+ * checks at commit (which never ask the network): unknown until a step
+ * or a watch has asked. The cluster is named by kubeconfig and context.
+ */
+struct kube_facts {
+	enum kube_fact custom_metrics; /* custom.metrics.k8s.io */
+	enum kube_fact kserve; /* serving.kserve.io/v1beta1 */
+};
+void kube_cluster_key(const struct spec *config, char *out, size_t len);
+void kube_facts_get(const char *cluster, struct kube_facts *out);
+void kube_facts_set_custom_metrics(const char *cluster, bool served);
+void kube_facts_set_kserve(const char *cluster, bool served);
+/* Asks the server whether it serves custom.metrics.k8s.io, at most once
+ * a minute per connection; the reconciler's thread. */
+enum kube_fact kube_custom_metrics(struct kenv *e);
 
 /* kubernetes.KEY of an environment's config, dflt when unset. */
 const char *kube_config_value(const struct spec *config, const char *key,

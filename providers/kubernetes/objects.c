@@ -186,6 +186,55 @@ json_t *kube_deployment(const struct desired *want, const char *ns,
 	return d;
 }
 
+const char *kube_kserve_metric(const char *scale_metric)
+{
+	if (!strcmp(scale_metric, "concurrency"))
+		return "concurrency";
+	if (!strcmp(scale_metric, "rps") ||
+	    !strcmp(scale_metric, "invocations_per_replica"))
+		return "rps";
+	return NULL;
+}
+
+json_t *kube_inference_service(const struct desired *want, const char *ns,
+			       uint64_t secrets_version)
+{
+	const struct spec *s = want->spec;
+	json_t *isvc = object("serving.kserve.io/v1beta1", "InferenceService",
+			      want, want->name, ns);
+	json_t *predictor = pod_spec(want, false);
+	json_t *c = json_array_get(json_object_get(predictor, "containers"), 0);
+	int64_t replicas = spec_int(s, "replicas", 1);
+	const char *metric =
+		kube_kserve_metric(spec_str(s, "scale_metric", ""));
+	const struct spec_value *target = spec_field(s, "scale_target");
+
+	/* KServe's own name for the serving container. */
+	json_object_set_new(c, "name", json_string("kserve-container"));
+	json_object_set_new(
+		predictor, "minReplicas",
+		json_integer(spec_int(s, "min_replicas", replicas)));
+	json_object_set_new(
+		predictor, "maxReplicas",
+		json_integer(spec_int(s, "max_replicas", replicas)));
+	if (metric && target && target->set) {
+		json_object_set_new(predictor, "scaleMetric",
+				    json_string(metric));
+		json_object_set_new(predictor, "scaleTarget",
+				    json_integer((json_int_t)target->d));
+	}
+	if (secrets_version) {
+		char v[32];
+
+		snprintf(v, sizeof(v), "%016" PRIx64, secrets_version);
+		json_object_set_new(predictor, "annotations",
+				    json_pack("{s:s}", KUBE_ANN_SECRETS, v));
+	}
+	json_object_set_new(isvc, "spec",
+			    json_pack("{s:o}", "predictor", predictor));
+	return isvc;
+}
+
 json_t *kube_service(const struct desired *want, const char *ns,
 		     const char *service_type)
 {

@@ -53,6 +53,13 @@ int kube_secret_body(const struct desired *want, const char *ns,
 		     const struct provider_host *host, struct buf *out,
 		     char *err, size_t errlen);
 
+/* kubernetes.serving = kserve: one InferenceService instead of the
+ * Deployment, Service and autoscaler. */
+json_t *kube_inference_service(const struct desired *want, const char *ns,
+			       uint64_t secrets_version);
+/* KServe's scaleMetric for scale_metric, NULL where it has none. */
+const char *kube_kserve_metric(const char *scale_metric);
+
 /* The NodePool of a pool where Karpenter runs: infrafs-ENV-NAME. */
 void kube_nodepool_name(const char *env, const char *pool, char *out,
 			size_t len);

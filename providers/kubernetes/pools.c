@@ -305,6 +305,21 @@ static int apply_quota(struct kenv *e, struct observation *o)
 	return rc;
 }
 
+static int delete_nodepool(struct kenv *e, const char *name,
+			   struct observation *o)
+{
+	json_t *np = kube_watch_get(e->watch, KK_NODEPOOL, name);
+	int rc = 0;
+
+	/* Asked to go already: Karpenter is draining its nodes. */
+	if (np && kube_meta(np, "deletionTimestamp"))
+		o->retry_in_s = 1.0;
+	else if (np)
+		rc = kube_delete(e, KK_NODEPOOL, name, kube_ours(np), o);
+	json_decref(np);
+	return rc;
+}
+
 int kube_pool_step(struct kenv *e, struct target *t)
 {
 	struct observation *o = &t->obs;
@@ -326,8 +341,7 @@ int kube_pool_step(struct kenv *e, struct target *t)
 			json_decref(np);
 			return rc;
 		}
-		return kube_delete(e, KK_NODEPOOL, name,
-				   kube_known(e, KK_NODEPOOL, name), o);
+		return delete_nodepool(e, name, o);
 	}
 	if (t->want && check_labelled(t->want, o) < 0)
 		return -EINVAL;

@@ -39,8 +39,9 @@ static const char *const kube_unsupported[] = {
 	"the scheduler picks nodes; use pool and accelerators",
 	"endpoint.min_replicas = 0 with autoscaling",
 	"a HorizontalPodAutoscaler keeps at least 1 replica",
-	"kubernetes.serving = kserve",
-	"not yet: endpoints are Deployments",
+	"endpoint.scale_metric = gpu_utilization with kubernetes.serving = "
+	"kserve",
+	"KServe scales on concurrency or rps",
 	NULL,
 };
 
@@ -57,7 +58,8 @@ static const struct provider_info kube_info = {
 		"applied server-side as field manager infrafs and observed by "
 		"list+watch. Config keys: kubernetes.kubeconfig, "
 		"kubernetes.context, kubernetes.namespace, "
-		"kubernetes.service_type. See infrafs-kubernetes(7).",
+		"kubernetes.service_type, kubernetes.node_class, "
+		"kubernetes.serving. See infrafs-kubernetes(7).",
 	.kinds = kube_kinds,
 	.unsupported = kube_unsupported,
 	.render_more = kube_render_more,
@@ -77,6 +79,12 @@ static void kube_render_more(struct buf *out)
 		 "missing\n"
 		 "  kubernetes.service_type: ClusterIP (default), NodePort or "
 		 "LoadBalancer\n"
+		 "  kubernetes.serving: deployment (default), or kserve for "
+		 "one InferenceService (serving.kserve.io/v1beta1) per "
+		 "endpoint where KServe is installed\n"
+		 "  kubernetes.node_class: a pool's Karpenter node class, "
+		 "GROUP/KIND/NAME (default karpenter.k8s.aws/EC2NodeClass/"
+		 "default)\n"
 		 "credentials: client certificates, bearer tokens and token "
 		 "files, exec plugins (client.authentication.k8s.io), "
 		 "in-cluster service accounts\n"
@@ -131,6 +139,7 @@ static void kenv_free(struct kenv *e)
 	kenv_disconnect(e);
 	file_watch_free(&e->kubeconfig);
 	json_decref(e->pools);
+	json_decref(e->step_errors);
 	free(e->key);
 	free(e);
 }
@@ -209,12 +218,13 @@ static struct kenv *kenv_of(struct kprov *k, const char *env,
 			    const struct spec *config)
 {
 	struct kenv *e = kenv_find(k, env);
-	char key[1400], path[1024];
+	char key[1400], path[1024], cluster[1100];
 
 	if (!e) {
 		e = xcalloc(1, sizeof(*e));
 		snprintf(e->env, sizeof(e->env), "%s", env);
 		e->pools = json_object();
+		e->step_errors = json_object();
 		e->host = &k->host;
 		file_watch_init(&e->kubeconfig, NULL);
 		e->next = k->envs;
@@ -222,11 +232,13 @@ static struct kenv *kenv_of(struct kprov *k, const char *env,
 	}
 	if (!config)
 		return e;
-	kubeconfig_path(config, path, sizeof(path));
-	snprintf(key, sizeof(key), "%s\n%s\n%s", path,
-		 kube_config_value(config, "context", ""),
+	kube_cluster_key(config, cluster, sizeof(cluster));
+	snprintf(key, sizeof(key), "%s\n%s", cluster,
 		 kube_config_value(config, "namespace", ""));
+	kubeconfig_path(config, path, sizeof(path));
 	if (!e->key || strcmp(e->key, key) != 0) {
+		snprintf(e->cluster, sizeof(e->cluster), "%s", cluster);
+		e->custom_metrics = KF_UNKNOWN;
 		kenv_connect(e, config, key);
 	} else if (file_watch_changed(&e->kubeconfig)) {
 		log_for(LOG_LVL_INFO, env, NULL, 0,
@@ -234,6 +246,15 @@ static struct kenv *kenv_of(struct kprov *k, const char *env,
 		kenv_connect(e, config, key);
 	}
 	return e;
+}
+
+void kube_cluster_key(const struct spec *config, char *out, size_t len)
+{
+	char path[1024];
+
+	kubeconfig_path(config, path, sizeof(path));
+	snprintf(out, len, "%s\n%s", path,
+		 kube_config_value(config, "context", ""));
 }
 
 /* ---- the table ------------------------------------------------------- */
@@ -264,6 +285,28 @@ static bool observe_unknown(struct kenv *e, struct target *t)
 	return true;
 }
 
+static void step_key(const struct target *t, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s",
+		 t->kind == KIND_POOL_IDX ? "pool" : "endpoint", t->name);
+}
+
+/* A failed step's reason stays in status until a step succeeds. */
+static void recall_step_error(struct kenv *e, struct target *t)
+{
+	char key[96];
+	const char *why;
+
+	step_key(t, key, sizeof(key));
+	if (!t->obs.exists && !t->want) {
+		json_object_del(e->step_errors, key);
+		return;
+	}
+	why = json_string_value(json_object_get(e->step_errors, key));
+	if (why && !t->obs.error[0])
+		snprintf(t->obs.error, sizeof(t->obs.error), "%s", why);
+}
+
 static void kube_observe(void *state, struct target *targets, size_t n)
 {
 	struct kprov *k = state;
@@ -276,10 +319,13 @@ static void kube_observe(void *state, struct target *targets, size_t n)
 		observation_clear(&t->obs);
 		if (observe_unknown(e, t))
 			continue;
+		kube_facts_set_kserve(e->cluster,
+				      kube_watch_served(e->watch, KK_ISVC));
 		if (t->kind == KIND_POOL_IDX)
 			kube_pool_observe(e, t);
 		else
 			kube_endpoint_observe(k, e, t);
+		recall_step_error(e, t);
 	}
 }
 
@@ -287,6 +333,7 @@ static int kube_step(void *state, struct target *t)
 {
 	struct kprov *k = state;
 	struct kenv *e = kenv_of(k, t->env, t->want ? t->want->config : NULL);
+	char key[96];
 	int rc;
 
 	if (!e->api) {
@@ -297,10 +344,16 @@ static int kube_step(void *state, struct target *t)
 	t->obs.error[0] = '\0';
 	rc = t->kind == KIND_POOL_IDX ? kube_pool_step(e, t)
 				      : kube_endpoint_step(k, e, t);
-	if (rc < 0)
+	step_key(t, key, sizeof(key));
+	if (rc < 0) {
+		json_object_set_new(e->step_errors, key,
+				    json_string(t->obs.error));
 		log_for(LOG_LVL_WARN, t->env, t->name,
 			t->want ? t->want->rev : 0, "kubernetes: %s",
 			t->obs.error);
+	} else {
+		json_object_del(e->step_errors, key);
+	}
 	return rc < 0 ? rc : 0;
 }
 
@@ -360,19 +413,22 @@ static int kube_check_config(const struct spec *config, char *msg, size_t len)
 {
 	static const char *const keys[] = { "kubeconfig", "context",
 					    "namespace",  "service_type",
-					    "node_class", NULL };
+					    "node_class", "serving",
+					    NULL };
 	static const char *const service_types[] = { "ClusterIP", "NodePort",
 						     "LoadBalancer", NULL };
 	const struct spec_value *v = spec_field(config, "kubernetes");
 	const char *ns = kube_config_value(config, "namespace", NULL);
 	const char *type = kube_config_value(config, "service_type", NULL);
+	const char *serving = kube_config_value(config, "serving", NULL);
+	static const char *const servings[] = { "deployment", "kserve", NULL };
 
 	for (size_t i = 0; v && i < v->npairs; i++) {
 		if (!one_of(v->pairs[i].key, keys)) {
 			snprintf(msg, len,
 				 "line %u: kubernetes.%s: unknown key; known: "
 				 "kubeconfig, context, namespace, "
-				 "service_type, node_class",
+				 "service_type, node_class, serving",
 				 v->pairs[i].line, v->pairs[i].key);
 			return -EINVAL;
 		}
@@ -382,6 +438,9 @@ static int kube_check_config(const struct spec *config, char *msg, size_t len)
 			      "a namespace is 1 to 63 lowercase letters, "
 			      "digits and '-', starting and ending with a "
 			      "letter or digit");
+	if (serving && !one_of(serving, servings))
+		return refuse(msg, len, "kubernetes.serving",
+			      "expected deployment or kserve");
 	if (type && !one_of(type, service_types))
 		return refuse(msg, len, "kubernetes.service_type",
 			      "expected ClusterIP, NodePort or LoadBalancer");

@@ -89,6 +89,8 @@ static const struct {
 	[KK_NODE] = { "node", "api/v1", "nodes", true, SEL_POOL_NODES },
 	[KK_NODEPOOL] = { "nodepool", "apis/karpenter.sh/v1", "nodepools", true,
 			  SEL_OURS, true },
+	[KK_ISVC] = { "inferenceservice", "apis/serving.kserve.io/v1beta1",
+		      "inferenceservices", false, SEL_OURS, true },
 	[KK_SECRET] = { "secret", "api/v1", "secrets" },
 	[KK_NAMESPACE] = { "namespace", "api/v1", "namespaces", true },
 };

@@ -23,6 +23,7 @@ enum kube_kind {
 	KK_QUOTA,
 	KK_NODE, /* nodes that carry infrafs.dev/pool */
 	KK_NODEPOOL, /* karpenter.sh/v1, where Karpenter is installed */
+	KK_ISVC, /* serving.kserve.io/v1beta1, where KServe is installed */
 	/* Never watched: their values would sit in the daemon's memory. */
 	KK_SECRET,
 	KK_NAMESPACE,

@@ -167,6 +167,7 @@ def test_secret_values_go_to_a_secret_and_roll_the_pods(mnt, kube):
 
 
 def test_autoscaled_endpoint_gets_a_horizontal_pod_autoscaler(mnt, kube):
+    kube.control("config", {"custom_metrics": True})
     make_endpoint(mnt, "replicas = 2\nmin_replicas = 1\nmax_replicas = 4\n"
                   "scale_metric = rps\nscale_target = 20\n")
     wait_synced(mnt)
@@ -470,3 +471,147 @@ def test_karpenter_pool_is_a_nodepool(mnt, kube):
     mnt.sh("rmdir dev/endpoints/chat dev/pools/gpu")
     wait_for(lambda: kube.get("nodepool", "infrafs-dev-gpu", ns=None)
              is None, 30, "the NodePool gone")
+
+
+def test_kserve_serving_makes_an_inference_service(mnt, kube):
+    (mnt / "dev" / "config").write_text(config_text(
+        kube, "kubernetes.serving = kserve\n"))
+    make_endpoint(mnt, "min_replicas = 1\nmax_replicas = 3\n"
+                  "scale_metric = concurrency\nscale_target = 4\n")
+    # Without KServe installed, status says so plainly.
+    wait_for(lambda: "KServe is not installed" in status_of(
+        mnt / EP / "status").get("last_error", "") and
+        state(mnt) == "failed", 20, "the refusal")
+    assert kube.get("deployment", "chat") is None
+    kube.control("config", {"kserve": True})
+    mnt.sh("echo refresh > dev/ctl")
+    wait_synced(mnt, timeout=60)
+    isvc = kube.get("inferenceservice", "chat")
+    pred = isvc["spec"]["predictor"]
+    assert pred["minReplicas"] == 1 and pred["maxReplicas"] == 3
+    assert pred["scaleMetric"] == "concurrency" and pred["scaleTarget"] == 4
+    assert pred["containers"][0]["image"] == IMAGE
+    assert status_of(mnt / EP / "status")["url"] == \
+        f"http://chat.{NS}.example.com"
+    assert kube.get("deployment", "chat") is None
+    # gpu_utilization is not a KServe metric: refused at close(2).
+    with pytest.raises(OSError) as e:
+        (mnt / EP / "scale_metric").write_text("gpu_utilization\n")
+    assert e.value.errno == errno.EINVAL
+    assert "KServe scales on concurrency or rps" in status_of(
+        mnt / EP / "status")["last_error"]
+    # Back to a Deployment: the InferenceService goes.
+    (mnt / "dev" / "config").write_text(config_text(kube))
+    wait_for(lambda: kube.get("inferenceservice", "chat") is None and
+             kube.get("deployment", "chat") is not None, 30,
+             "a Deployment instead")
+    wait_synced(mnt)
+
+
+def test_deleting_shows_until_the_objects_are_gone(mnt, kube):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    kube.control("config", {"delete_s": 2.0})
+    mnt.sh(f"rmdir {EP}")
+    # The destroy stays in the plan while the cluster finishes it.
+    wait_for(lambda: (kube.get("deployment", "chat") or {}).get(
+        "metadata", {}).get("deletionTimestamp"), 10, "foreground deletion")
+    assert "- destroy endpoints/chat" in read(mnt / "dev/plan")
+    wait_for(lambda: "destroy endpoints/chat" not in read(mnt / "dev/plan"),
+             30, "the destroy to finish")
+    assert kube.get("deployment", "chat") is None
+    # Each object was asked to go once, not at every pass.
+    deletes = [c for c in kube.calls() if c["verb"] == "delete" and
+               c["resource"] == "deployments"]
+    assert len(deletes) == 1, deletes
+
+
+def test_a_server_that_stops_answering_blocks_no_read(mnt, kube):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    os.kill(kube.proc.pid, 19)  # SIGSTOP: connections hang, none refused
+    try:
+        (mnt / EP / "replicas").write_text("2\n")
+        start = time.monotonic()
+        for _ in range(50):
+            read(mnt / EP / "status")
+            os.listdir(mnt / "dev" / "endpoints")
+        assert time.monotonic() - start < 2.5
+        wait_for(lambda: "Kubernetes:" in status_of(
+            mnt / EP / "status").get("last_error", ""), 45,
+            "the time-out in status")
+    finally:
+        os.kill(kube.proc.pid, 18)  # SIGCONT
+    wait_for(lambda: kube.get("deployment", "chat")["spec"]["replicas"]
+             == 2, 60, "the write applied once the server answers")
+
+
+def test_a_malformed_or_unreadable_kubeconfig_says_why(tmp_path, kube):
+    bad = tmp_path / "broken"
+    bad.write_text("apiVersion: v1\nclusters: [ {\n")
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev/config").write_text(
+            "provider = kubernetes\nsettle_ms = 0\n"
+            f"kubernetes.kubeconfig = {bad}\n")
+        make_endpoint(m)
+        wait_for(lambda: "broken" in status_of(
+            m / EP / "status").get("last_error", ""), 20, "the reason")
+        assert state(m) == "failed"
+        # A fixed file is used without a restart (the file is watched).
+        bad.write_text(kube.kubeconfig.read_text())
+        wait_synced(m)
+    finally:
+        m.stop()
+
+
+def test_an_expired_exec_credential_is_said(tmp_path, kube):
+    plugin = tmp_path / "get-token"
+    plugin.write_text(
+        "#!/bin/sh\ncat <<EOF\n"
+        '{"apiVersion": "client.authentication.k8s.io/v1", '
+        '"kind": "ExecCredential", "status": {"token": "t", '
+        '"expirationTimestamp": "2001-01-01T00:00:00Z"}}\nEOF\n')
+    plugin.chmod(0o755)
+    doc = json.loads(kube.kubectl("config", "view", "--raw", "-o",
+                                  "json").stdout)
+    doc["users"] = [{"name": "exec", "user": {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": str(plugin), "interactiveMode": "Never"}}}]
+    doc["contexts"] = [{"name": "x", "context": {"cluster": "fake",
+                                                 "user": "exec"}}]
+    doc["current-context"] = "x"
+    cfg = tmp_path / "expired"
+    cfg.write_text(json.dumps(doc))
+    m = Mount(tmp_path, env=daemon_env(tmp_path)).start()
+    try:
+        m.sh("mkdir dev")
+        (m / "dev/config").write_text(
+            "provider = kubernetes\nsettle_ms = 0\n"
+            f"kubernetes.kubeconfig = {cfg}\n")
+        make_endpoint(m)
+        wait_for(lambda: "expired" in status_of(
+            m / "dev/endpoints/chat/status").get("last_error", ""), 20,
+            "the expired credential")
+    finally:
+        m.stop()
+
+
+def test_a_metric_the_cluster_cannot_serve_is_refused(mnt, kube):
+    """Without custom.metrics.k8s.io no autoscaler can read pod metrics:
+    the first time it is found out by the step (status says why); once
+    known, the write is refused at close(2)."""
+    make_endpoint(mnt, "replicas = 2\n")
+    wait_synced(mnt)
+    (mnt / EP / "spec").write_text(
+        f"image = {IMAGE}\nreplicas = 2\nmin_replicas = 1\n"
+        "max_replicas = 4\nscale_metric = rps\nscale_target = 20\n")
+    wait_for(lambda: "custom.metrics.k8s.io" in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "the reason")
+    assert kube.get("hpa", "chat") is None
+    with pytest.raises(OSError) as e:
+        (mnt / EP / "max_replicas").write_text("5\n")
+    assert e.value.errno == errno.EINVAL
+    assert "prometheus-adapter" in status_of(
+        mnt / EP / "status")["last_error"]

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+/*
+ * What each cluster serves, shared between the reconciler's thread
+ * (which learns it from watches and discovery) and commits (which refuse
+ * at close(2) what the cluster cannot run, without asking it).
+ */
+#include "kube.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_CLUSTERS 32
+/* Discovery is asked again this often: an adapter may be installed. */
+#define DISCOVERY_AGAIN_S 60.0
+
+struct cluster_facts {
+	char key[1100];
+	struct kube_facts facts;
+};
+
+/* Guards clusters and used: commits read them, the reconciler writes. */
+static pthread_mutex_t facts_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cluster_facts clusters[MAX_CLUSTERS];
+static size_t used;
+
+/* The entry for key, made (or the oldest reused) when missing; under
+ * facts_lock. */
+static struct cluster_facts *entry(const char *key)
+{
+	struct cluster_facts *c;
+
+	for (size_t i = 0; i < used; i++) {
+		if (!strcmp(clusters[i].key, key))
+			return &clusters[i];
+	}
+	if (used < MAX_CLUSTERS)
+		c = &clusters[used++];
+	else
+		c = &clusters[0];
+	memset(c, 0, sizeof(*c));
+	snprintf(c->key, sizeof(c->key), "%s", key);
+	return c;
+}
+
+void kube_facts_get(const char *cluster, struct kube_facts *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&facts_lock);
+	for (size_t i = 0; i < used; i++) {
+		if (!strcmp(clusters[i].key, cluster))
+			*out = clusters[i].facts;
+	}
+	pthread_mutex_unlock(&facts_lock);
+}
+
+void kube_facts_set_custom_metrics(const char *cluster, bool served)
+{
+	pthread_mutex_lock(&facts_lock);
+	entry(cluster)->facts.custom_metrics =
+		served ? KF_SERVED : KF_NOT_SERVED;
+	pthread_mutex_unlock(&facts_lock);
+}
+
+void kube_facts_set_kserve(const char *cluster, bool served)
+{
+	pthread_mutex_lock(&facts_lock);
+	entry(cluster)->facts.kserve = served ? KF_SERVED : KF_NOT_SERVED;
+	pthread_mutex_unlock(&facts_lock);
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+enum kube_fact kube_custom_metrics(struct kenv *e)
+{
+	struct kube_reply r = { 0 };
+	double now = mono_now();
+
+	if (e->custom_metrics != KF_UNKNOWN &&
+	    now - e->custom_metrics_at < DISCOVERY_AGAIN_S)
+		return e->custom_metrics;
+	if (kube_call(e->api, &e->handle, "GET", "/apis/custom.metrics.k8s.io",
+		      NULL, NULL, KUBE_STEP_BUDGET_S, &r) == 0 &&
+	    (r.code == 200 || r.code == 404)) {
+		e->custom_metrics = r.code == 200 ? KF_SERVED : KF_NOT_SERVED;
+		e->custom_metrics_at = now;
+		kube_facts_set_custom_metrics(e->cluster, r.code == 200);
+	}
+	kube_reply_free(&r);
+	return e->custom_metrics;
+}
