@@ -18,6 +18,10 @@
 struct cluster_facts {
 	char key[1100];
 	struct kube_facts facts;
+	/* When custom_metrics was learnt: a refusal at commit must not
+	 * outlive the next look, or a cluster that gained an adapter would
+	 * be refused for ever (no step runs to ask again). */
+	double custom_metrics_at;
 };
 
 /* Guards clusters and used: commits read them, the reconciler writes. */
@@ -44,22 +48,38 @@ static struct cluster_facts *entry(const char *key)
 	return c;
 }
 
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 void kube_facts_get(const char *cluster, struct kube_facts *out)
 {
+	double now = mono_now();
+
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&facts_lock);
 	for (size_t i = 0; i < used; i++) {
-		if (!strcmp(clusters[i].key, cluster))
-			*out = clusters[i].facts;
+		if (strcmp(clusters[i].key, cluster) != 0)
+			continue;
+		*out = clusters[i].facts;
+		if (now - clusters[i].custom_metrics_at >= DISCOVERY_AGAIN_S)
+			out->custom_metrics = KF_UNKNOWN;
 	}
 	pthread_mutex_unlock(&facts_lock);
 }
 
 void kube_facts_set_custom_metrics(const char *cluster, bool served)
 {
+	struct cluster_facts *c;
+
 	pthread_mutex_lock(&facts_lock);
-	entry(cluster)->facts.custom_metrics =
-		served ? KF_SERVED : KF_NOT_SERVED;
+	c = entry(cluster);
+	c->facts.custom_metrics = served ? KF_SERVED : KF_NOT_SERVED;
+	c->custom_metrics_at = mono_now();
 	pthread_mutex_unlock(&facts_lock);
 }
 
@@ -68,14 +88,6 @@ void kube_facts_set_kserve(const char *cluster, bool served)
 	pthread_mutex_lock(&facts_lock);
 	entry(cluster)->facts.kserve = served ? KF_SERVED : KF_NOT_SERVED;
 	pthread_mutex_unlock(&facts_lock);
-}
-
-static double mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 enum kube_fact kube_custom_metrics(struct kenv *e)

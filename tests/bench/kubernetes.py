@@ -86,6 +86,12 @@ def memory(m):
     return out
 
 
+def cpu_seconds(pid):
+    """user + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def mem_text(mem):
     return f"{mem['VmRSS']:.1f} MiB (peak {mem['VmHWM']:.1f} MiB)"
 
@@ -344,7 +350,11 @@ def main():
         stats0 = kube.control("stats")
         since = last_seq(kube)
         log(f"  at rest for {REST_S:.0f} s")
+        cpu0 = cpu_seconds(m.proc.pid), cpu_seconds(kube.proc.pid)
+        rest_start = time.monotonic()
         time.sleep(REST_S)
+        cpu1 = cpu_seconds(m.proc.pid), cpu_seconds(kube.proc.pid)
+        rest_took = time.monotonic() - rest_start
         rest = calls_since(kube, since)
         stats1 = kube.control("stats")
         per_min = {v: n * 60 / REST_S for v, n in by_verb(rest).items()}
@@ -360,6 +370,15 @@ def main():
                      f"{stats0['open_watches']} / {stats1['open_watches']}: "
                      + ", ".join(f"{r} {n}" for r, n in sorted(
                          stats1["watches_by_resource"].items()))))
+        rows.append(("CPU at rest, daemon / fake",
+                     f"{(cpu1[0] - cpu0[0]) / rest_took * 100:.1f}% / "
+                     f"{(cpu1[1] - cpu0[1]) / rest_took * 100:.1f}% "
+                     "of one CPU"))
+        secs = metric(m, "infrafs_reconcile_pass_seconds")
+        res = metric(m, "infrafs_reconcile_pass_resources")
+        if secs is not None:
+            rows.append(("  reconciler's last pass at rest",
+                         f"{ms(secs)}, {res:.0f} resources looked at"))
         rss_rest = memory(m)
         rows.append(("daemon memory right after mount", mem_text(rss0)))
         rows.append((f"daemon memory, {N} endpoints ready", mem_text(rss_ready)))

@@ -500,7 +500,9 @@ def test_kserve_serving_makes_an_inference_service(mnt, kube):
     assert e.value.errno == errno.EINVAL
     assert "KServe scales on concurrency or rps" in status_of(
         mnt / EP / "status")["last_error"]
-    # Back to a Deployment: the InferenceService goes.
+    # Back to a Deployment (and an autoscaler, on a metrics adapter):
+    # the InferenceService goes.
+    kube.control("config", {"custom_metrics": True})
     (mnt / "dev" / "config").write_text(config_text(kube))
     wait_for(lambda: kube.get("inferenceservice", "chat") is None and
              kube.get("deployment", "chat") is not None, 30,
