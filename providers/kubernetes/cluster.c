@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const char *kube_config_value(const struct spec *config, const char *key,
 			      const char *dflt)
@@ -81,6 +82,38 @@ bool kube_known(struct kenv *e, enum kube_kind kind, const char *name)
 	return ours;
 }
 
+/* How long steps fail at once after a request got no answer. */
+#define UNREACHABLE_S 10.0
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int kube_step_call(struct kenv *e, const char *method, const char *path,
+		   const char *content_type, const char *body,
+		   struct kube_reply *r)
+{
+	double now = mono_now();
+	int rc;
+
+	if (now < e->unreachable_until) {
+		snprintf(r->error, sizeof(r->error), "%s", e->unreachable);
+		return -EHOSTUNREACH;
+	}
+	rc = kube_call(e->api, &e->handle, method, path, content_type, body,
+		       KUBE_STEP_BUDGET_S, r);
+	if (rc < 0 && rc != -ENOMEM) {
+		e->unreachable_until = mono_now() + UNREACHABLE_S;
+		snprintf(e->unreachable, sizeof(e->unreachable), "%s",
+			 r->error);
+	}
+	return rc;
+}
+
 static void object_path(struct kenv *e, enum kube_kind kind, const char *name,
 			char *out, size_t len)
 {
@@ -112,8 +145,7 @@ static int check_owner(struct kenv *e, const char *path, enum kube_kind kind,
 {
 	struct kube_reply r = { 0 };
 	json_t *doc;
-	int rc = kube_call(e->api, &e->handle, "GET", path, NULL, NULL,
-			   KUBE_STEP_BUDGET_S, &r);
+	int rc = kube_step_call(e, "GET", path, NULL, NULL, &r);
 
 	if (rc == 0 && r.code == 404) {
 		kube_reply_free(&r);
@@ -161,9 +193,8 @@ int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
 	snprintf(query, sizeof(query),
 		 "%s?fieldManager=%s&fieldValidation=Strict%s", path,
 		 KUBE_MANAGER, force ? "&force=true" : "");
-	rc = kube_call(e->api, &e->handle, "PATCH", query,
-		       "application/apply-patch+yaml", body, KUBE_STEP_BUDGET_S,
-		       &r);
+	rc = kube_step_call(e, "PATCH", query, "application/apply-patch+yaml",
+			    body, &r);
 	return answered(rc, &r, false, o);
 }
 
@@ -197,8 +228,7 @@ int kube_delete(struct kenv *e, enum kube_kind kind, const char *name,
 		if (rc < 0)
 			return rc;
 	}
-	rc = kube_call(e->api, &e->handle, "DELETE", path, "application/json",
-		       options, KUBE_STEP_BUDGET_S, &r);
+	rc = kube_step_call(e, "DELETE", path, "application/json", options, &r);
 	return answered(rc, &r, true, o);
 }
 
@@ -211,8 +241,7 @@ int kube_ensure_namespace(struct kenv *e, struct observation *o)
 	if (e->ns_ready)
 		return 0;
 	snprintf(path, sizeof(path), "/api/v1/namespaces/%s", e->ns);
-	rc = kube_call(e->api, &e->handle, "GET", path, NULL, NULL,
-		       KUBE_STEP_BUDGET_S, &r);
+	rc = kube_step_call(e, "GET", path, NULL, NULL, &r);
 	if (rc == 0 && r.code == 404) {
 		snprintf(body, sizeof(body),
 			 "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\","
@@ -223,9 +252,8 @@ int kube_ensure_namespace(struct kenv *e, struct observation *o)
 		snprintf(path, sizeof(path),
 			 "/api/v1/namespaces/%s?fieldManager=%s", e->ns,
 			 KUBE_MANAGER);
-		rc = kube_call(e->api, &e->handle, "PATCH", path,
-			       "application/apply-patch+yaml", body,
-			       KUBE_STEP_BUDGET_S, &r);
+		rc = kube_step_call(e, "PATCH", path,
+				    "application/apply-patch+yaml", body, &r);
 	}
 	rc = answered(rc, &r, false, o);
 	e->ns_ready = rc == 0;

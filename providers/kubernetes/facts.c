@@ -98,8 +98,8 @@ enum kube_fact kube_custom_metrics(struct kenv *e)
 	if (e->custom_metrics != KF_UNKNOWN &&
 	    now - e->custom_metrics_at < DISCOVERY_AGAIN_S)
 		return e->custom_metrics;
-	if (kube_call(e->api, &e->handle, "GET", "/apis/custom.metrics.k8s.io",
-		      NULL, NULL, KUBE_STEP_BUDGET_S, &r) == 0 &&
+	if (kube_step_call(e, "GET", "/apis/custom.metrics.k8s.io", NULL, NULL,
+			   &r) == 0 &&
 	    (r.code == 200 || r.code == 404)) {
 		e->custom_metrics = r.code == 200 ? KF_SERVED : KF_NOT_SERVED;
 		e->custom_metrics_at = now;

@@ -52,6 +52,11 @@ struct kenv {
 	char cluster[1100]; /* kube_cluster_key of the connection */
 	enum kube_fact custom_metrics;
 	double custom_metrics_at; /* when it was asked, monotonic */
+	/* After a request got no answer, the steps of the next seconds fail
+	 * at once with its reason: a server that hangs must not hold the
+	 * reconciler's thread for every resource in turn. Monotonic. */
+	double unreachable_until;
+	char unreachable[512];
 	struct kenv *next;
 };
 
@@ -105,6 +110,11 @@ int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
 	       const char *body, bool force, bool known, struct observation *o);
 int kube_apply_json(struct kenv *e, enum kube_kind kind, const char *name,
 		    json_t *obj, bool force, bool known, struct observation *o);
+/* A step's request (kube_call on the environment's connection), failing
+ * at once while the server is known not to answer. */
+int kube_step_call(struct kenv *e, const char *method, const char *path,
+		   const char *content_type, const char *body,
+		   struct kube_reply *r);
 /* Deletes with foreground propagation; an object infrafs did not make
  * is left alone (0), one already gone is fine. */
 int kube_delete(struct kenv *e, enum kube_kind kind, const char *name,

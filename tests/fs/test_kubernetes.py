@@ -617,3 +617,29 @@ def test_a_metric_the_cluster_cannot_serve_is_refused(mnt, kube):
     assert e.value.errno == errno.EINVAL
     assert "prometheus-adapter" in status_of(
         mnt / EP / "status")["last_error"]
+
+
+def test_throttling_and_5xx_are_retried_within_the_step(mnt, kube):
+    make_endpoint(mnt)
+    wait_synced(mnt)
+    since = kube.calls()[-1]["seq"]
+    kube.control("faults", [
+        {"kind": "status", "code": 429, "verb": "patch",
+         "resource": "deployments"},
+        {"kind": "status", "code": 503, "verb": "patch",
+         "resource": "deployments"},
+    ])
+    start = time.monotonic()
+    (mnt / EP / "replicas").write_text("2\n")
+    wait_for(lambda: kube.get("deployment", "chat")["spec"]["replicas"] == 2,
+             30, "the apply after the retries")
+    patches = [c for c in kube.calls(since) if c["verb"] == "patch" and
+               c["resource"] == "deployments"]
+    assert [c["status"] for c in patches[:3]] == [429, 503, 200], patches
+    # Retry-After: 1 was waited for, not hammered.
+    t = [c["time"] for c in patches[:2]]
+    assert t[1] - t[0] >= 0.9, t
+    assert time.monotonic() - start < 20
+    wait_synced(mnt)
+    assert "last_error: \n" in read(mnt / EP / "status") or \
+        not status_of(mnt / EP / "status").get("last_error")
