@@ -206,6 +206,7 @@ static enum res_state deployment_state(json_t *dep, int64_t want_replicas,
 	json_t *progressing = kube_condition(dep, "Progressing");
 	const char *preason =
 		json_string_value(json_object_get(progressing, "reason"));
+	bool rolling;
 
 	if (kube_meta(dep, "deletionTimestamp"))
 		return RS_DELETING;
@@ -219,11 +220,17 @@ static enum res_state deployment_state(json_t *dep, int64_t want_replicas,
 					 ?: preason);
 		return RS_FAILED;
 	}
-	if (kube_status_int(dep, "observedGeneration") >= gen &&
-	    ready >= want_replicas && updated >= want_replicas)
+	/* A rollout is finished as kubectl rollout status says: every
+	 * replica is of the new template, available, and no old one is
+	 * left. */
+	rolling = kube_status_int(dep, "observedGeneration") < gen ||
+		  updated < want_replicas ||
+		  kube_status_int(dep, "replicas") > updated ||
+		  available < updated;
+	if (!rolling && ready >= want_replicas)
 		return RS_READY;
 	if (available > 0)
-		return updated < want_replicas ? RS_UPDATING : RS_DEGRADED;
+		return rolling ? RS_UPDATING : RS_DEGRADED;
 	return RS_CREATING;
 }
 

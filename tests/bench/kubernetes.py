@@ -316,6 +316,8 @@ def main():
         sample = [names[i * N // k] for i in range(k)]
         log(f"  apply latency over {k} endpoints")
         delays, firsts, per, passes = apply_latency(m, kube, sample)
+        log("  close(2) -> PATCH, ms: " + " ".join(
+            f"{d * 1000:.0f}" for d in sorted(delays)))
         rows.append(("close(2) -> PATCH at the API server",
                      f"p50 {ms(pct(delays, 50))}, p99 {ms(pct(delays, 99))},"
                      f" max {ms(max(delays))} over {k} writes"))
@@ -339,6 +341,8 @@ def main():
         settle(kube)
         log(f"  observe latency over {len(other)} endpoints")
         delays, control = observe_latency(m, kube, other)
+        log("  change -> drift line, ms: " + " ".join(
+            f"{d * 1000:.0f}" for d in sorted(delays)))
         rows.append(("change in API server -> drift in status",
                      f"p50 {ms(pct(delays, 50))}, p99 {ms(pct(delays, 99))},"
                      f" max {ms(max(delays))} over {len(other)} changes"))

@@ -248,6 +248,8 @@ def test_drift_report_shows_the_manager_and_leaves_it(mnt, kube):
     wait_for(lambda: "spec.replicas" in status_of(
         mnt / EP / "status").get("drift", ""), 20, "drift in status")
     assert "kubectl" in status_of(mnt / EP / "status")["drift"]
+    assert "drift: .spec.replicas changed by kubectl" in read(
+        mnt / EP / "events")
     time.sleep(1.5)
     assert kube.get("deployment", "chat")["spec"]["replicas"] == 5
 
@@ -284,6 +286,13 @@ def test_pod_failures_reach_status_from_the_watch(mnt, kube):
     (mnt / EP / "image").write_text("registry.example.com/bad:2\n")
     wait_for(lambda: "ImagePullBackOff" in status_of(
         mnt / EP / "status").get("last_error", ""), 20, "the pull failure")
+    kube.control("config", {"image_failures": {"registry.example.com/crash*":
+                                               "CrashLoopBackOff"}})
+    (mnt / EP / "image").write_text("registry.example.com/crash:3\n")
+    wait_for(lambda: "CrashLoopBackOff" in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "the crash loop")
+    # The old replica still serves while the new one crashes.
+    assert state(mnt) in ("updating", "degraded"), state(mnt)
 
 
 def test_unschedulable_pods_say_the_schedulers_message(mnt, kube):
@@ -643,3 +652,17 @@ def test_throttling_and_5xx_are_retried_within_the_step(mnt, kube):
     wait_synced(mnt)
     assert "last_error: \n" in read(mnt / EP / "status") or \
         not status_of(mnt / EP / "status").get("last_error")
+
+
+def test_an_invalid_answer_names_the_field(mnt, kube):
+    kube.control("faults", {"kind": "status", "code": 422, "verb": "patch",
+                            "resource": "deployments", "message":
+                            'Deployment.apps "chat" is invalid: '
+                            'spec.template.spec.containers[0].image: '
+                            'Required value'})
+    make_endpoint(mnt)
+    wait_for(lambda: "Kubernetes: Invalid: " in status_of(
+        mnt / EP / "status").get("last_error", ""), 20, "the 422")
+    assert "containers[0].image: Required value" in status_of(
+        mnt / EP / "status")["last_error"]
+    wait_synced(mnt)
