@@ -12,32 +12,44 @@ KUBE_BENCH_N (1000) endpoints, each `mkdir -p` then a spec of
 `image = registry.example.com/m:1` and `replicas = 1`, and measures:
 
   create    the time from the first mkdir to every endpoint's status
-            saying `state: ready` and `synced: yes`, and the API requests
-            that took, by verb;
+            saying `state: ready` and `synced: yes`, when the fake got the
+            first and the last Deployment PATCH, and the API requests
+            that took, by verb and resource;
   apply     the time from close(2) of a one-field write (`3` to
             `endpoints/eK/replicas`) returning to the fake receiving the
-            PATCH of Deployment eK (the `time` of its call record, the
-            fake's time.time() when the request arrived), over
-            KUBE_BENCH_SAMPLES (50) endpoints, one after another: p50, p99;
+            PATCH of Deployment eK (the `time` of its call record: the
+            fake's time.time() when the request arrived, the same clock
+            as the script's), over KUBE_BENCH_SAMPLES (50) endpoints one
+            after another, each ready again before the next: p50, p99;
+            with the time to the step's first request, the requests each
+            write cost, and the reconciler's pass after it (`metrics`:
+            infrafs_reconcile_pass_seconds and _resources);
   observe   the time from a change made in the API server by another
             field manager (`/_fake/apply` of `spec.replicas = 2` as
             manager `bench`, forced) to the endpoint's `status` showing
-            `drift: .spec.replicas changed by bench` (read every 5 ms),
-            over KUBE_BENCH_SAMPLES other endpoints: p50, p99; timed from
+            it in its `drift:` line (read every 5 ms), over
+            KUBE_BENCH_SAMPLES other endpoints: p50, p99; timed from
             before the control request is sent, so it includes it;
-  at rest   every API request the daemon makes over KUBE_BENCH_REST_S
-            (60) seconds once everything is settled, per minute and by
-            verb, and the fake's open watches;
+  at rest   once no request but watches came for 5 s: every API request
+            over KUBE_BENCH_REST_S (60) seconds, per minute and by verb,
+            the fake's open watches, and the CPU time the daemon and the
+            fake used meanwhile (/proc/PID/stat);
   memory    the daemon's VmRSS and VmHWM (/proc/PID/status) right after
             mounting, with every endpoint declared and ready, and after
             the rest window.
 
-`drift = report` keeps the other manager's change in place, so the status
-line it makes stays. Progress goes to stderr, the results table to
-stdout. Everything lives in a fresh folder under /tmp, removed at the
-end; the mount is unmounted and the fake stopped, on errors too.
+The endpoints are declared by a child process: the process that made a
+folder sees it empty for 5 s (so that cp -r can fill it), and the script
+reads every status. `drift = report` keeps the other manager's change in
+place, so the status line it makes stays. Progress and the sorted samples
+of both latencies go to stderr, the results table to stdout.
+KUBE_BENCH_CREATE_TIMEOUT_S (N x 0.6 s, at least 120) bounds the wait for
+all endpoints to be ready. Everything lives in a fresh folder under /tmp,
+removed at the end (KUBE_BENCH_KEEP=1 keeps it); the mount is unmounted
+and the fake stopped, on errors too.
 
-Run as root (FUSE mount).
+Run as root (FUSE mount), with a python3 that has pytest (tests/fs/
+conftest.py imports it), as the other benchmarks in Python.
 """
 import os
 import subprocess
@@ -385,8 +397,10 @@ def main():
                          f"{ms(secs)}, {res:.0f} resources looked at"))
         rss_rest = memory(m)
         rows.append(("daemon memory right after mount", mem_text(rss0)))
-        rows.append((f"daemon memory, {N} endpoints ready", mem_text(rss_ready)))
-        rows.append(("daemon memory after the rest window", mem_text(rss_rest)))
+        rows.append((f"daemon memory, {N} endpoints ready",
+                     mem_text(rss_ready)))
+        rows.append(("daemon memory after the rest window",
+                     mem_text(rss_rest)))
 
         print(f"kubernetes provider: {N} endpoints on the fake API server "
               f"(pod_ready_s 0.05), settle_ms 0, drift = report, "
