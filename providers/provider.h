@@ -125,6 +125,9 @@ struct provider_info {
 	const char *const *unsupported;
 	/* More for providers/NAME (tables a user looks up), or NULL. */
 	void (*render_more)(struct buf *out);
+	/* Its watches call the host's env_changed whenever what runs
+	 * changes: a settled resource needs no look at every pass. */
+	bool tells_changes;
 };
 
 /* Outcomes of a provider's calls to one operation of one service. */

@@ -93,6 +93,7 @@ struct env_state {
 	char name[NAME_MAX_LEN + 1];
 	struct spec *config;
 	uint64_t config_rev;
+	uint64_t secrets_stamp; /* secrets_stamp() when last synced */
 	uid_t uid; /* the environment folder's owner and group */
 	gid_t gid;
 	uint64_t rev; /* the environment's newest revision */
@@ -282,10 +283,26 @@ static void config_word(const struct spec *config, const char *field,
  * resources, has not come yet, and marking that revision applied would
  * skip its changes.
  */
+/* Changes when any secret of e is set, made or removed: what uses one
+ * must be looked at again (a provider rolls what reads a new value). */
+static uint64_t secrets_stamp(const struct env *e)
+{
+	uint64_t stamp = e->secrets.count;
+	void *v;
+
+	for (size_t pos = 0; map_next(&e->secrets, &pos, &v);) {
+		const struct secret_meta *sm = v;
+
+		stamp += map_hash(sm->name, strlen(sm->name)) * (sm->version + 1);
+	}
+	return stamp;
+}
+
 static bool sync_env(struct reconciler *r, const struct env *e, uint64_t rev)
 {
 	struct env_state *es = env_state_of(r, e);
-	bool owner_changed;
+	uint64_t stamp = secrets_stamp(e);
+	bool owner_changed, secrets_changed;
 
 	es->seen = true;
 	if (rev > es->rev)
@@ -295,8 +312,10 @@ static bool sync_env(struct reconciler *r, const struct env *e, uint64_t rev)
 	owner_changed = es->uid != e->uid || es->gid != e->gid;
 	es->uid = e->uid;
 	es->gid = e->gid;
+	secrets_changed = es->secrets_stamp != stamp;
+	es->secrets_stamp = stamp;
 	if (es->config_rev == e->config.rev && es->config)
-		return owner_changed;
+		return owner_changed || secrets_changed;
 	if (es->config)
 		spec_free(es->config);
 	es->config = e->config.text ? parse_copy(&kind_config, e->config.text,
@@ -1092,12 +1111,15 @@ static void finish_protected_destroy(struct reconciler *r, struct rec *rc)
 /*
  * Resources that change on their own (replicas crash, a step is under
  * way, a failure waits for its retry) are looked at every pass; the rest
- * when they change or at the environment's refresh.
+ * when they change or at the environment's refresh. A provider that tells
+ * of changes itself (env_changed) spares its running endpoints the looks.
  */
-static void set_watched(struct reconciler *r, struct rec *rc, enum action a)
+static void set_watched(struct reconciler *r, struct rec *rc, enum action a,
+			bool tells_changes)
 {
 	bool watch = a != ACT_NONE || rc->failures || !rc->obs.settled ||
-		     (rc->kind == KIND_ENDPOINT_IDX && rc->obs.exists);
+		     (rc->kind == KIND_ENDPOINT_IDX && rc->obs.exists &&
+		      !tells_changes);
 
 	if (watch == rc->watched)
 		return;
@@ -1172,7 +1194,7 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 			a = action_of(r, rc, es);
 			set_step(r, es, rc, a);
 		}
-		set_watched(r, rc, a);
+		set_watched(r, rc, a, p->info->tells_changes);
 		publish_res(r, rc, es, a, waits[i] && a != ACT_NONE);
 	}
 	free(chosen);

@@ -136,9 +136,9 @@ static void say_foreign(struct kenv *e, enum kube_kind kind, const char *name,
 }
 
 /*
- * Whether the object at path may be written by infrafs: it is absent,
- * or it carries infrafs's label. One GET, since the watch sees only
- * objects that carry the label.
+ * Whether the object at path may be written by infrafs: it is absent
+ * (1), or it carries infrafs's label (0). One GET, since the watch sees
+ * only objects that carry the label.
  */
 static int check_owner(struct kenv *e, const char *path, enum kube_kind kind,
 		       const char *name, struct observation *o)
@@ -149,7 +149,7 @@ static int check_owner(struct kenv *e, const char *path, enum kube_kind kind,
 
 	if (rc == 0 && r.code == 404) {
 		kube_reply_free(&r);
-		return 0;
+		return 1;
 	}
 	if (rc < 0 || r.code != 200) {
 		snprintf(o->error, sizeof(o->error), "%s", r.error);
@@ -177,6 +177,38 @@ static int answered(int rc, struct kube_reply *r, bool gone_is_fine,
 	return rc;
 }
 
+#define DELETE_PATIENCE_S 60.0
+
+static void delete_key(enum kube_kind kind, const char *name, char *out,
+		       size_t len)
+{
+	snprintf(out, len, "%s/%s", kube_kind_name(kind), name);
+}
+
+bool kube_delete_sent(struct kenv *e, enum kube_kind kind, const char *name)
+{
+	char key[160];
+	json_t *at;
+
+	delete_key(kind, name, key, sizeof(key));
+	at = json_object_get(e->deletes_sent, key);
+	if (at && mono_now() - json_real_value(at) < DELETE_PATIENCE_S)
+		return true;
+	json_object_del(e->deletes_sent, key);
+	return false;
+}
+
+static void note_delete_sent(struct kenv *e, enum kube_kind kind,
+			     const char *name)
+{
+	char key[160];
+
+	if (!e->deletes_sent)
+		e->deletes_sent = json_object();
+	delete_key(kind, name, key, sizeof(key));
+	json_object_set_new(e->deletes_sent, key, json_real(mono_now()));
+}
+
 int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
 	       const char *body, bool force, bool known, struct observation *o)
 {
@@ -195,7 +227,15 @@ int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
 		 KUBE_MANAGER, force ? "&force=true" : "");
 	rc = kube_step_call(e, "PATCH", query, "application/apply-patch+yaml",
 			    body, &r);
-	return answered(rc, &r, false, o);
+	rc = answered(rc, &r, false, o);
+	if (rc == 0 && e->deletes_sent) {
+		char key[160];
+
+		/* Made again: a later rmdir must ask again. */
+		delete_key(kind, name, key, sizeof(key));
+		json_object_del(e->deletes_sent, key);
+	}
+	return rc;
 }
 
 int kube_apply_json(struct kenv *e, enum kube_kind kind, const char *name,
@@ -225,11 +265,14 @@ int kube_delete(struct kenv *e, enum kube_kind kind, const char *name,
 			o->error[0] = '\0';
 			return 0; /* not ours: never deleted */
 		}
-		if (rc < 0)
-			return rc;
+		if (rc != 0)
+			return rc < 0 ? rc : 0; /* or gone already */
 	}
 	rc = kube_step_call(e, "DELETE", path, "application/json", options, &r);
-	return answered(rc, &r, true, o);
+	rc = answered(rc, &r, true, o);
+	if (rc == 0)
+		note_delete_sent(e, kind, name);
+	return rc;
 }
 
 int kube_ensure_namespace(struct kenv *e, struct observation *o)

@@ -28,7 +28,6 @@ static uint64_t secrets_version(struct kprov *k, const struct desired *want);
 
 struct pod_trouble {
 	char text[400];
-	int pods;
 };
 
 static void container_trouble(json_t *pod, struct pod_trouble *t)
@@ -56,16 +55,14 @@ static void container_trouble(json_t *pod, struct pod_trouble *t)
 	}
 }
 
-static void look_at_pod(void *ctx, json_t *pod)
+static void pod_trouble(json_t *pod, struct pod_trouble *t)
 {
-	struct pod_trouble *t = ctx;
 	json_t *sched = kube_condition(pod, "PodScheduled");
 	const char *s = json_string_value(json_object_get(sched, "status"));
 	const char *reason =
 		json_string_value(json_object_get(sched, "reason"));
 
-	t->pods++;
-	if (t->text[0] || kube_meta(pod, "deletionTimestamp"))
+	if (kube_meta(pod, "deletionTimestamp"))
 		return;
 	if (s && !strcmp(s, "False") && reason) {
 		const char *msg =
@@ -76,6 +73,36 @@ static void look_at_pod(void *ctx, json_t *pod)
 		return;
 	}
 	container_trouble(pod, t);
+}
+
+/* One pass over the pods: the first trouble of each endpoint's. */
+static void note_trouble(void *ctx, json_t *pod)
+{
+	const char *ep = kube_meta_in(pod, "labels", KUBE_LABEL_ENDPOINT);
+	struct pod_trouble t = { 0 };
+
+	if (!ep || json_object_get(ctx, ep))
+		return;
+	pod_trouble(pod, &t);
+	if (t.text[0])
+		json_object_set_new(ctx, ep, json_string(t.text));
+}
+
+/*
+ * Why each endpoint's pods cannot run, from one walk over the pods per
+ * observation (walking them for every endpoint cost endpoints x pods).
+ */
+static const char *trouble_of(struct kprov *k, struct kenv *e,
+			      const char *endpoint)
+{
+	if (!e->troubles || e->troubles_at != k->observations) {
+		json_decref(e->troubles);
+		e->troubles = json_object();
+		e->troubles_at = k->observations;
+		kube_watch_each(e->watch, KK_POD, NULL, NULL, note_trouble,
+				e->troubles);
+	}
+	return json_string_value(json_object_get(e->troubles, endpoint));
 }
 
 /* Every leaf of want has the same value in live: what infrafs declares
@@ -380,8 +407,8 @@ void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t)
 	svc = kube_watch_get(e->watch, KK_SERVICE, t->name);
 	hpa = kube_watch_get(e->watch, KK_HPA, t->name);
 	o->exists = dep || svc || hpa;
-	kube_watch_each(e->watch, KK_POD, KUBE_LABEL_ENDPOINT, t->name,
-			look_at_pod, &trouble);
+	snprintf(trouble.text, sizeof(trouble.text), "%s",
+		 trouble_of(k, e, t->name) ?: "");
 	o->applied_rev = applied_revision(t->want, dep, svc, hpa);
 	if (leftovers(e, t->name, false)) {
 		o->exists = true;
@@ -429,6 +456,25 @@ static uint64_t secrets_version(struct kprov *k, const struct desired *want)
 	return h;
 }
 
+static bool had_secrets(struct kenv *e, const char *name)
+{
+	json_t *dep = kube_watch_get(e->watch, KK_DEPLOYMENT, name);
+	json_t *isvc = kube_watch_get(e->watch, KK_ISVC, name);
+	json_t *template = json_object_get(
+		json_object_get(json_object_get(dep, "spec"), "template"),
+		"metadata");
+	json_t *predictor =
+		json_object_get(json_object_get(isvc, "spec"), "predictor");
+	bool had = json_object_get(json_object_get(template, "annotations"),
+				   KUBE_ANN_SECRETS) ||
+		   json_object_get(json_object_get(predictor, "annotations"),
+				   KUBE_ANN_SECRETS);
+
+	json_decref(dep);
+	json_decref(isvc);
+	return had;
+}
+
 static int apply_secret(struct kprov *k, struct kenv *e,
 			const struct desired *want, bool force,
 			struct observation *o)
@@ -438,8 +484,12 @@ static int apply_secret(struct kprov *k, struct kenv *e,
 	int rc;
 
 	kube_secret_name(want->name, name, sizeof(name));
+	/* A Secret was made only for a template that names one: the live
+	 * template's annotation says whether there is one to remove. */
 	if (!kube_uses_secrets(want->spec))
-		return kube_delete(e, KK_SECRET, name, false, o);
+		return had_secrets(e, want->name)
+			       ? kube_delete(e, KK_SECRET, name, false, o)
+			       : 0;
 	rc = kube_secret_body(want, e->ns, &k->host, &body, o->error,
 			      sizeof(o->error));
 	if (rc < 0)
@@ -536,7 +586,8 @@ static int step_delete(struct kenv *e, struct target *t)
 		json_t *obj = kube_watch_get(e->watch, order[i], t->name);
 
 		/* Asked to go already: the cluster is finishing it. */
-		if (obj && kube_meta(obj, "deletionTimestamp"))
+		if (obj && (kube_meta(obj, "deletionTimestamp") ||
+			    kube_delete_sent(e, order[i], t->name)))
 			waiting = true;
 		else if (obj && kube_ours(obj))
 			rc = kube_delete(e, order[i], t->name, true, &t->obs);

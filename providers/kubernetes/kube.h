@@ -48,6 +48,14 @@ struct kenv {
 	 * observations come from the watch, which knows nothing of it.
 	 * {"endpoint/NAME": "Kubernetes: Forbidden: ..."} */
 	json_t *step_errors;
+	/* Each endpoint's pod trouble, found by one walk over the pods per
+	 * observe() (troubles_at: which one). {"NAME": "Reason: message"} */
+	json_t *troubles;
+	uint64_t troubles_at;
+	/* Deletes sent, "KIND/NAME": monotonic time. Another kind's watch
+	 * event may start a pass before this object's own event says it is
+	 * going: it is not asked twice within DELETE_PATIENCE_S. */
+	json_t *deletes_sent;
 	const struct provider_host *host;
 	char cluster[1100]; /* kube_cluster_key of the connection */
 	enum kube_fact custom_metrics;
@@ -63,6 +71,7 @@ struct kenv {
 struct kprov {
 	struct provider_host host;
 	struct kenv *envs;
+	uint64_t observations; /* observe() calls so far */
 };
 
 /*
@@ -119,6 +128,8 @@ int kube_step_call(struct kenv *e, const char *method, const char *path,
  * is left alone (0), one already gone is fine. */
 int kube_delete(struct kenv *e, enum kube_kind kind, const char *name,
 		bool known, struct observation *o);
+/* Whether a delete of the object was sent in the last minute. */
+bool kube_delete_sent(struct kenv *e, enum kube_kind kind, const char *name);
 /* The environment's namespace, applied once when missing. */
 int kube_ensure_namespace(struct kenv *e, struct observation *o);
 

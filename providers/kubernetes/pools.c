@@ -312,7 +312,8 @@ static int delete_nodepool(struct kenv *e, const char *name,
 	int rc = 0;
 
 	/* Asked to go already: Karpenter is draining its nodes. */
-	if (np && kube_meta(np, "deletionTimestamp"))
+	if (np && (kube_meta(np, "deletionTimestamp") ||
+		   kube_delete_sent(e, KK_NODEPOOL, name)))
 		o->retry_in_s = 1.0;
 	else if (np)
 		rc = kube_delete(e, KK_NODEPOOL, name, kube_ours(np), o);

@@ -63,6 +63,7 @@ static const struct provider_info kube_info = {
 	.kinds = kube_kinds,
 	.unsupported = kube_unsupported,
 	.render_more = kube_render_more,
+	.tells_changes = true,
 };
 
 static void kube_render_more(struct buf *out)
@@ -140,6 +141,8 @@ static void kenv_free(struct kenv *e)
 	file_watch_free(&e->kubeconfig);
 	json_decref(e->pools);
 	json_decref(e->step_errors);
+	json_decref(e->troubles);
+	json_decref(e->deletes_sent);
 	free(e->key);
 	free(e);
 }
@@ -311,6 +314,7 @@ static void kube_observe(void *state, struct target *targets, size_t n)
 {
 	struct kprov *k = state;
 
+	k->observations++;
 	for (size_t i = 0; i < n; i++) {
 		struct target *t = &targets[i];
 		struct kenv *e =
