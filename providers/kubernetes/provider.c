@@ -18,7 +18,6 @@
 #include "util/log.h"
 #include "util/map.h"
 #include "util/text.h"
-#include "util/wipe.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -105,7 +104,9 @@ static void kubeconfig_path(const struct spec *config, char *out, size_t len)
 {
 	const char *set = kube_config_value(config, "kubeconfig", NULL);
 	const char *env = getenv("KUBECONFIG");
-	struct passwd *pw;
+	const char *home;
+	struct passwd pwd, *pw = NULL;
+	char pwbuf[1024];
 	struct stat st;
 
 	out[0] = '\0';
@@ -118,9 +119,13 @@ static void kubeconfig_path(const struct spec *config, char *out, size_t len)
 		snprintf(out, len, "%.*s", (int)strcspn(env, ":"), env);
 		return;
 	}
-	pw = getpwuid(geteuid());
-	if (pw && pw->pw_dir)
-		snprintf(out, len, "%s/.kube/config", pw->pw_dir);
+	/* $HOME first, as kubectl: the daemon's own home otherwise. */
+	home = getenv("HOME");
+	if ((!home || !home[0]) &&
+	    getpwuid_r(geteuid(), &pwd, pwbuf, sizeof(pwbuf), &pw) == 0 && pw)
+		home = pw->pw_dir;
+	if (home && home[0])
+		snprintf(out, len, "%s/.kube/config", home);
 	if (stat(out, &st) < 0 && getenv("KUBERNETES_SERVICE_HOST"))
 		out[0] = '\0';
 }
