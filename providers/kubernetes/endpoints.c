@@ -183,21 +183,17 @@ static const char *changed_by(json_t *live, const char *path)
 
 static void find_drift(json_t *want, json_t *live, struct observation *o)
 {
-	char path[160] = "";
+	char path[160] = "", full[200];
 	json_t *spec = json_object_get(want, "spec");
+	const char *who;
 
 	if (!live || declared_holds(spec, json_object_get(live, "spec"), path,
 				    sizeof(path)))
 		return;
-	{
-		char full[200];
-		const char *who;
-
-		snprintf(full, sizeof(full), ".spec%s", path);
-		who = changed_by(live, full);
-		snprintf(o->drift, sizeof(o->drift), "%s changed%s%s", full,
-			 who ? " by " : " outside infrafs", who ? who : "");
-	}
+	snprintf(full, sizeof(full), ".spec%s", path);
+	who = changed_by(live, full);
+	snprintf(o->drift, sizeof(o->drift), "%s changed%s%s", full,
+		 who ? " by " : " outside infrafs", who ? who : "");
 }
 
 static void service_url(const struct kenv *e, json_t *svc,
