@@ -76,7 +76,7 @@ json_t *kube_condition(json_t *obj, const char *type)
 bool kube_known(struct kenv *e, enum kube_kind kind, const char *name)
 {
 	json_t *obj = kube_watch_get(e->watch, kind, name);
-	bool ours = obj && kube_ours(obj);
+	bool ours = obj && kube_ours(obj, e->env);
 
 	json_decref(obj);
 	return ours;
@@ -130,9 +130,11 @@ static void say_foreign(struct kenv *e, enum kube_kind kind, const char *name,
 
 	snprintf(o->error, sizeof(o->error),
 		 "Kubernetes: %s %s%s%s exists and was not made by infrafs "
-		 "(no %s=%s label); infrafs leaves it alone",
+		 "for this environment (no %s=%s and %s=%s labels); "
+		 "infrafs leaves it alone",
 		 kube_kind_name(kind), cluster ? "" : e->ns, cluster ? "" : "/",
-		 name, KUBE_LABEL_MANAGED, KUBE_MANAGER);
+		 name, KUBE_LABEL_MANAGED, KUBE_MANAGER, KUBE_LABEL_ENV,
+		 e->env);
 }
 
 /*
@@ -158,7 +160,7 @@ static int check_owner(struct kenv *e, const char *path, enum kube_kind kind,
 	}
 	doc = json_loadb(r.body.data, r.body.len, 0, NULL);
 	kube_reply_free(&r);
-	rc = kube_ours(doc) ? 0 : -EEXIST;
+	rc = kube_ours(doc, e->env) ? 0 : -EEXIST;
 	json_decref(doc);
 	if (rc < 0)
 		say_foreign(e, kind, name, o);

@@ -585,7 +585,7 @@ static int step_delete(struct kenv *e, struct target *t)
 		if (obj && (kube_meta(obj, "deletionTimestamp") ||
 			    kube_delete_sent(e, order[i], t->name)))
 			waiting = true;
-		else if (obj && kube_ours(obj))
+		else if (obj && kube_ours(obj, e->env))
 			rc = kube_delete(e, order[i], t->name, true, &t->obs);
 		json_decref(obj);
 	}

@@ -514,11 +514,12 @@ json_t *kube_quota(const char *env, const char *ns, int64_t gpus,
 			 "limits.nvidia.com/gpu", n);
 }
 
-bool kube_ours(json_t *obj)
+bool kube_ours(json_t *obj, const char *env)
 {
-	const char *v = json_string_value(json_object_get(
-		json_object_get(json_object_get(obj, "metadata"), "labels"),
-		KUBE_LABEL_MANAGED));
+	json_t *l = json_object_get(json_object_get(obj, "metadata"), "labels");
+	const char *by =
+		json_string_value(json_object_get(l, KUBE_LABEL_MANAGED));
+	const char *of = json_string_value(json_object_get(l, KUBE_LABEL_ENV));
 
-	return v && !strcmp(v, KUBE_MANAGER);
+	return by && !strcmp(by, KUBE_MANAGER) && of && !strcmp(of, env);
 }

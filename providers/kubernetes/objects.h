@@ -77,7 +77,9 @@ int64_t kube_pool_gpus(const struct spec *s);
 json_t *kube_quota(const char *env, const char *ns, int64_t gpus,
 		   json_t *pool_revs);
 
-/* Whether obj's labels mark it as made by infrafs. */
-bool kube_ours(json_t *obj);
+/* Whether obj's labels mark it as made by infrafs for environment env:
+ * another environment's object in the same namespace (a namespace any
+ * owner may name) is not this one's to change or delete. */
+bool kube_ours(json_t *obj, const char *env);
 
 #endif

@@ -316,7 +316,8 @@ static int delete_nodepool(struct kenv *e, const char *name,
 		   kube_delete_sent(e, KK_NODEPOOL, name)))
 		o->retry_in_s = 1.0;
 	else if (np)
-		rc = kube_delete(e, KK_NODEPOOL, name, kube_ours(np), o);
+		rc = kube_delete(e, KK_NODEPOOL, name, kube_ours(np, e->env),
+				 o);
 	json_decref(np);
 	return rc;
 }

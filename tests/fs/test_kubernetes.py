@@ -669,3 +669,24 @@ def test_an_invalid_answer_names_the_field(mnt, kube):
     assert "containers[0].image: Required value" in status_of(
         mnt / EP / "status")["last_error"]
     wait_synced(mnt)
+
+
+def test_another_environment_in_the_same_namespace_takes_nothing(mnt, kube):
+    """kubernetes.namespace is any owner's to set: an environment that
+    names another's namespace must neither change nor delete its
+    objects, though they carry infrafs's label."""
+    make_endpoint(mnt, "replicas = 2\n")
+    wait_synced(mnt)
+    mnt.sh("mkdir prod")
+    (mnt / "prod" / "config").write_text(config_text(
+        kube, f"kubernetes.namespace = {NS}\n"))
+    make_endpoint(mnt, "replicas = 5\n", path="prod/endpoints/chat")
+    wait_for(lambda: "not made by infrafs for this environment" in
+             status_of(mnt / "prod/endpoints/chat/status").get(
+                 "last_error", ""), 20, "the refusal")
+    dep = kube.get("deployment", "chat")
+    assert dep["spec"]["replicas"] == 2
+    assert dep["metadata"]["labels"]["infrafs.dev/env"] == "dev"
+    mnt.sh("rmdir prod/endpoints/chat")
+    time.sleep(1.5)
+    assert kube.get("deployment", "chat")["spec"]["replicas"] == 2

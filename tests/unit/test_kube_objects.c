@@ -26,22 +26,6 @@ static struct spec *parse(const struct kind_def *k, const char *text)
 	return s;
 }
 
-static const char *str_at(json_t *doc, const char *path)
-{
-	json_t *v = doc;
-	char key[64];
-
-	while (*path && v) {
-		size_t n = strcspn(path, "|");
-
-		snprintf(key, sizeof(key), "%.*s", (int)n, path);
-		v = json_is_array(v) ? json_array_get(v, strtoul(key, NULL, 10))
-				     : json_object_get(v, key);
-		path += n + (path[n] == '|');
-	}
-	return json_string_value(v);
-}
-
 static json_t *at(json_t *doc, const char *path)
 {
 	json_t *v = doc;
@@ -56,6 +40,11 @@ static json_t *at(json_t *doc, const char *path)
 		path += n + (path[n] == '|');
 	}
 	return v;
+}
+
+static const char *str_at(json_t *doc, const char *path)
+{
+	return json_string_value(at(doc, path));
 }
 
 static int fake_secret(void *ctx, const char *env, const char *name,
