@@ -275,14 +275,6 @@ static void config_word(const struct spec *config, const char *field,
 		snprintf(out, len, "%s", dflt);
 }
 
-/*
- * Returns true when the config or the owner changed: every plan of it may
- * change.
- * The environment's revision moves only to what a change notice said
- * (rev): the model may already hold a newer batch whose notice, with its
- * resources, has not come yet, and marking that revision applied would
- * skip its changes.
- */
 /* Changes when any secret of e is set, made or removed: what uses one
  * must be looked at again (a provider rolls what reads a new value). */
 static uint64_t secrets_stamp(const struct env *e)
@@ -298,6 +290,14 @@ static uint64_t secrets_stamp(const struct env *e)
 	return stamp;
 }
 
+/*
+ * Returns true when the config, the owner or a secret changed: every plan
+ * of the environment may change.
+ * The environment's revision moves only to what a change notice said
+ * (rev): the model may already hold a newer batch whose notice, with its
+ * resources, has not come yet, and marking that revision applied would
+ * skip its changes.
+ */
 static bool sync_env(struct reconciler *r, const struct env *e, uint64_t rev)
 {
 	struct env_state *es = env_state_of(r, e);
@@ -431,6 +431,25 @@ static void sync_from_model(struct reconciler *r)
 	}
 }
 
+/*
+ * A new config (approval, drift) may change every step of e. The model
+ * may hand it over with any notice, even an earlier batch's, so each
+ * caller of sync_env must look when it says so: the notice of the batch
+ * that made the config finds it taken already.
+ */
+static void sync_env_and_look(struct reconciler *r, const struct env *e,
+			      uint64_t rev)
+{
+	void *v;
+
+	if (!sync_env(r, e, rev))
+		return;
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		if (((struct rec *)v)->env_id == e->id)
+			mark_eval(r, v);
+	}
+}
+
 /* Only what the store said changed; O(changes), not O(resources). */
 static void sync_changes(struct reconciler *r, const struct ids *res_ids,
 			 const struct ids *env_ids)
@@ -440,22 +459,16 @@ static void sync_changes(struct reconciler *r, const struct ids *res_ids,
 	model_rdlock(m);
 	for (size_t i = 0; i + 1 < env_ids->n; i += 2) {
 		const struct env *e = model_env_by_id(m, env_ids->v[i]);
-		void *v;
 
-		if (!e || !sync_env(r, e, env_ids->v[i + 1]))
-			continue;
-		/* A new config (approval, drift) may change every step. */
-		for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
-			if (((struct rec *)v)->env_id == e->id)
-				mark_eval(r, v);
-		}
+		if (e)
+			sync_env_and_look(r, e, env_ids->v[i + 1]);
 	}
 	for (size_t i = 0; i < res_ids->n; i++) {
 		const struct resource *res = model_res_by_id(m, res_ids->v[i]);
 		struct rec *rc;
 
 		if (res) {
-			sync_env(r, res->env, 0);
+			sync_env_and_look(r, res->env, 0);
 			sync_res(r, res->env, res, settle_of(r, res->env));
 			continue;
 		}
@@ -1207,9 +1220,30 @@ static void pass_env(struct reconciler *r, struct env_state *es,
 		if (!rc->res_id && !rc->obs.exists)
 			forget_rec(r, rc);
 	}
-	if (!es->steps.count)
-		mark_applied(r, es);
 	batch_free(&b);
+}
+
+/*
+ * An environment with no step left has applied its newest revision, even
+ * one that no resource of it looked at: a config whose effect an earlier
+ * pass already took, or an environment with no resources.
+ */
+static void mark_envs_applied(struct reconciler *r)
+{
+	void *v;
+
+	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
+		struct env_state *es = v;
+		int pi = 0;
+
+		if (!es->seen || es->steps.count || es->applied_rev >= es->rev)
+			continue;
+		/* Without a provider nothing was looked at, let alone done. */
+		if (!provider_of(es, &pi) || !r->provider_state[pi])
+			continue;
+		if (store_leads(r->opt.store, es->env_id))
+			mark_applied(r, es);
+	}
 }
 
 /* ---- import ----------------------------------------------------------- */
@@ -1572,6 +1606,7 @@ static void run_pass(struct reconciler *r)
 			pass_env(r, es, r->evals + i, j - i, &budget);
 		i = j;
 	}
+	mark_envs_applied(r);
 	export_due(r);
 	evaluated = r->nevals;
 	r->nevals = 0;

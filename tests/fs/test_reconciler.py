@@ -321,3 +321,30 @@ def test_approve_on_a_new_environment_is_refused(mnt):
     assert "has no pending plan" in read(mnt / "fresh0/events")
     names = os.listdir(mnt.path)
     assert all(f"fresh{i}" in names for i in range(10))
+
+
+def applied_and_newest(m, env="dev"):
+    return (int(status_of(m / env / "status")["applied_revision"]),
+            revisions(m, env)[-1])
+
+
+def test_config_commits_in_a_burst_are_each_applied(mnt):
+    """A commit that changes only the config is applied even when the
+    reconciler read that config while carrying out the commit before it.
+    It used to wait for the next refresh (refresh_s) to be marked."""
+    mnt.sh("mkdir -p dev/pools/p && echo 'accelerator = cpu' > dev/pools/p/spec"
+           " && echo 'refresh_s = 3600' >> dev/config")
+    wait_for(lambda: len(set(applied_and_newest(mnt))) == 1, 10,
+             "the pool applied")
+    for n in range(40):
+        mnt.sh(f"sed -i 's/^refresh_s = .*/refresh_s = {3601 + n}/' "
+               f"dev/config && echo 'settle_ms = {n}' >> dev/config && "
+               "sed -i '/^settle_ms/d' dev/config")
+        wait_for(lambda: len(set(applied_and_newest(mnt))) == 1, 10,
+                 f"config commit {n} applied: {applied_and_newest(mnt)}")
+
+
+def test_an_empty_environment_applies_its_config(mnt):
+    mnt.sh("mkdir dev && echo 'refresh_s = 3600' >> dev/config")
+    wait_for(lambda: len(set(applied_and_newest(mnt))) == 1, 10,
+             f"the config applied: {applied_and_newest(mnt)}")
