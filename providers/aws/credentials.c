@@ -6,12 +6,8 @@
  * IMDSv2.
  *
  * The two files are parsed once and only the chain's own profile is kept;
- * an inotify watch on each file's folder says when to parse again, since
- * editors and rotation tools write a new file and rename it over the old
- * one, and a watch on the file itself would stay on the old inode. A stat
- * of each file at every get (inode, size, mtime) backs the watch up where
- * inotify sees nothing: network home folders, a folder that did not exist
- * at open, a file that is a symbolic link into another folder.
+ * a file watch (util/filewatch.h: inotify on the folder, backed by a stat
+ * at every get) says when to parse again.
  *
  * Instance credentials are cached until 5 minutes before they expire. A
  * failed IMDS fetch is not tried again for 60 s, so a machine outside EC2
@@ -31,6 +27,7 @@
  */
 #include "providers/aws/aws.h"
 #include "util/buf.h"
+#include "util/filewatch.h"
 #include "util/log.h"
 #include "util/text.h"
 
@@ -45,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,10 +67,6 @@
 /* Credentials files are a few hundred bytes; a huge one is a mistake. */
 #define CRED_FILE_MAX (1u << 20)
 
-#define WATCH_MASK                                              \
-	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | \
-	 IN_MOVED_FROM | IN_MOVE_SELF | IN_DELETE_SELF | IN_ONLYDIR)
-
 #define CREDS_FIELD(f) sizeof(((struct aws_creds *)0)->f)
 
 /* What one file says about the chain's profile. Holds secrets. */
@@ -92,26 +84,12 @@ struct profile_vals {
 
 enum file_kind { CREDENTIALS_FILE, CONFIG_FILE };
 
-/* What stat says about a file: a change in any of these means parse it
- * again. */
-struct file_id {
-	bool exists;
-	dev_t dev;
-	ino_t ino;
-	off_t size;
-	struct timespec mtime;
-};
-
 struct cred_file {
 	enum file_kind kind;
-	char *path; /* absolute; NULL when there is no home folder */
-	char *dir; /* the folder watched */
-	const char *name; /* the last part of path, as inotify names it */
-	int wd; /* watch on dir, or -1 */
+	const char *path; /* watch.path: absolute; NULL without a home */
+	struct file_watch watch;
 	bool loaded; /* parsed at least once */
-	bool stale; /* inotify named the file since it was parsed */
 	int err; /* errno of the last read: ENOENT = no file; EFBIG */
-	struct file_id id; /* of what was parsed */
 	struct profile_vals vals;
 };
 
@@ -127,7 +105,6 @@ struct imds_state {
 struct aws_cred_chain {
 	char *profile;
 	bool named; /* by config: the environment's keys are not used */
-	int ifd; /* inotify, or -1 where none could be had */
 	struct cred_file files[2]; /* CREDENTIALS_FILE, CONFIG_FILE */
 	struct imds_state imds;
 	char last_source[CREDS_FIELD(source)]; /* to log changes only */
@@ -211,18 +188,11 @@ static char *file_path(const char *env_name, const char *home, const char *leaf)
 
 static void cred_file_init(struct cred_file *f, enum file_kind kind, char *path)
 {
-	const char *slash;
-
 	memset(f, 0, sizeof(*f));
 	f->kind = kind;
-	f->wd = -1;
-	f->path = path;
-	if (!path)
-		return;
-	slash = strrchr(path, '/');
-	f->name = slash + 1;
-	f->dir = slash == path ? xstrdup("/")
-			       : xstrndup(path, (size_t)(slash - path));
+	file_watch_init(&f->watch, path);
+	f->path = f->watch.path;
+	free(path);
 }
 
 /* ---- the ini parser ----------------------------------------------------- */
@@ -414,34 +384,13 @@ static void ini_parse(enum file_kind kind, const char *profile,
 
 /* ---- reading the files ------------------------------------------------ */
 
-static void file_id_of(const struct stat *st, struct file_id *id)
-{
-	id->exists = true;
-	id->dev = st->st_dev;
-	id->ino = st->st_ino;
-	id->size = st->st_size;
-	id->mtime = st->st_mtim;
-}
-
-static bool file_id_same(const struct file_id *a, const struct file_id *b)
-{
-	if (a->exists != b->exists)
-		return false;
-	if (!a->exists)
-		return true;
-	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-	       a->mtime.tv_sec == b->mtime.tv_sec &&
-	       a->mtime.tv_nsec == b->mtime.tv_nsec;
-}
-
 /*
  * Reads the whole file into one buffer sized from fstat, never grown:
  * growing with realloc would leave copies of the secrets in freed memory.
  * A file that grew while being read is marked stale, so the next get
- * reads it again. Returns 0 or -errno; *id is what was read.
+ * reads it again. Returns 0 or -errno.
  */
-static int read_whole(struct cred_file *f, char **data, size_t *len,
-		      struct file_id *id)
+static int read_whole(struct cred_file *f, char **data, size_t *len)
 {
 	struct stat st;
 	size_t cap, n = 0;
@@ -464,7 +413,6 @@ static int read_whole(struct cred_file *f, char **data, size_t *len,
 		close(fd);
 		return -EFBIG;
 	}
-	file_id_of(&st, id);
 	cap = (size_t)st.st_size + 4096;
 	buf = xmalloc(cap);
 	while (n < cap - 1) {
@@ -484,7 +432,7 @@ static int read_whole(struct cred_file *f, char **data, size_t *len,
 		n += (size_t)r;
 	}
 	if (n == cap - 1)
-		f->stale = true;
+		f->watch.stale = true;
 	close(fd);
 	buf[n] = '\0';
 	*data = buf;
@@ -500,10 +448,8 @@ static void cred_file_load(struct cred_file *f, const char *profile)
 	int rc;
 
 	OPENSSL_cleanse(&f->vals, sizeof(f->vals));
-	memset(&f->id, 0, sizeof(f->id));
 	f->loaded = true;
-	f->stale = false;
-	rc = read_whole(f, &data, &len, &f->id);
+	rc = read_whole(f, &data, &len);
 	f->err = -rc;
 	if (rc < 0) {
 		if (rc != -ENOENT)
@@ -516,85 +462,15 @@ static void cred_file_load(struct cred_file *f, const char *profile)
 	free(data);
 }
 
-/* ---- noticing changes ------------------------------------------------- */
-
-static void watch_folder(struct aws_cred_chain *c, struct cred_file *f)
-{
-	if (c->ifd < 0 || !f->path || f->wd >= 0)
-		return;
-	/* Fails while the folder does not exist; the stat check covers that
-	 * time and this is tried again at each get. */
-	f->wd = inotify_add_watch(c->ifd, f->dir, WATCH_MASK);
-	/* Whatever happened before the watch went unseen: read it again. */
-	if (f->wd >= 0)
-		f->stale = true;
-}
-
-static void on_event(struct aws_cred_chain *c, const struct inotify_event *ev)
-{
-	if (ev->mask & IN_Q_OVERFLOW) {
-		/* Events were lost: any file may have changed. */
-		c->files[0].stale = c->files[1].stale = true;
-		return;
-	}
-	/* A folder moved away would go on reporting from its new place:
-	 * drop the watch (IN_IGNORED follows) and watch the path again. */
-	if (ev->mask & IN_MOVE_SELF)
-		inotify_rm_watch(c->ifd, ev->wd);
-	for (int i = 0; i < 2; i++) {
-		struct cred_file *f = &c->files[i];
-
-		if (f->wd < 0 || f->wd != ev->wd)
-			continue;
-		if (ev->mask & (IN_IGNORED | IN_MOVE_SELF)) {
-			f->wd = -1;
-			f->stale = true;
-		} else if (ev->len && strcmp(ev->name, f->name) == 0) {
-			f->stale = true;
-		}
-	}
-}
-
-/* Reads every queued event without blocking (the fd is non-blocking). */
-static void drain_events(struct aws_cred_chain *c)
-{
-	char buf[4096]
-		__attribute__((aligned(__alignof__(struct inotify_event))));
-
-	if (c->ifd < 0)
-		return;
-	for (;;) {
-		ssize_t n = read(c->ifd, buf, sizeof(buf));
-		const char *p = buf;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		while (p < buf + n) {
-			const struct inotify_event *ev = (const void *)p;
-
-			on_event(c, ev);
-			p += sizeof(*ev) + ev->len;
-		}
-	}
-}
-
 /* Brings both files' parsed state up to date. */
 static void refresh_files(struct aws_cred_chain *c)
 {
-	drain_events(c);
 	for (int i = 0; i < 2; i++) {
 		struct cred_file *f = &c->files[i];
-		struct file_id now = { 0 };
-		struct stat st;
+		/* Always asked: it takes the file's state as it goes. */
+		bool changed = file_watch_changed(&f->watch);
 
-		if (!f->path)
-			continue;
-		watch_folder(c, f);
-		if (stat(f->path, &st) == 0)
-			file_id_of(&st, &now);
-		if (!f->loaded || f->stale || !file_id_same(&now, &f->id))
+		if (f->path && (changed || !f->loaded))
 			cred_file_load(f, c->profile);
 	}
 }
@@ -1071,14 +947,6 @@ struct aws_cred_chain *aws_creds_open(const char *profile)
 	cred_file_init(&c->files[CONFIG_FILE], CONFIG_FILE,
 		       file_path("AWS_CONFIG_FILE", home, "config"));
 	free(home);
-
-	c->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (c->ifd < 0)
-		log_warn(
-			"aws: inotify: %s; credentials files are checked with stat only",
-			strerror(errno));
-	for (int i = 0; i < 2; i++)
-		watch_folder(c, &c->files[i]);
 	return c;
 }
 
@@ -1126,12 +994,9 @@ void aws_creds_close(struct aws_cred_chain *c)
 {
 	if (!c)
 		return;
-	if (c->ifd >= 0)
-		close(c->ifd);
 	for (int i = 0; i < 2; i++) {
 		OPENSSL_cleanse(&c->files[i].vals, sizeof(c->files[i].vals));
-		free(c->files[i].path);
-		free(c->files[i].dir);
+		file_watch_free(&c->files[i].watch);
 	}
 	if (c->imds.curl)
 		curl_easy_cleanup(c->imds.curl);
