@@ -105,6 +105,11 @@ struct provider_host {
 	 * every resource of env in the next pass, settled or not. Any
 	 * thread. */
 	void (*env_changed)(void *ctx, const char *env);
+	/* Narrower, where the provider knows what its watch saw: observe
+	 * resource name of folder dir ("endpoints", "pools") in the next
+	 * pass, or every resource of dir when name is NULL. Any thread. */
+	void (*res_changed)(void *ctx, const char *env, const char *dir,
+			    const char *name);
 	/* The plain value of secret:NAME in env, only while applying it: a
 	 * locked buffer released with secret_wipe_free(*value, *len). Never
 	 * put it in observations, errors or logs. */

@@ -139,7 +139,9 @@ struct reconciler {
 	struct map approvals; /* env name -> uint64 plan approved */
 	bool refresh_all;
 	struct buf refresh_envs; /* "ENV\n" per `refresh` not yet taken */
-	struct buf changed_envs; /* "ENV\n" a provider saw change */
+	/* What a provider saw change: "ENV", "ENV/DIR/" or "ENV/DIR/NAME",
+	 * each key its own copy, freed by whoever takes the map. */
+	struct map changed;
 	struct import_request *imports; /* `import` not yet taken */
 	size_t nimports;
 	bool sweep; /* environments came or went: look at everything */
@@ -1858,39 +1860,72 @@ static bool noted(const struct buf *names, const char *env)
 	return false;
 }
 
-/* A provider's watch saw env's live objects change: the next pass looks
- * at every resource of env, without asking the provider to go back to
- * the live world (it just did). */
-static void env_changed(void *ctx, const char *env)
+static void note_changed(struct reconciler *r, const char *what)
 {
-	struct reconciler *r = ctx;
-
 	pthread_mutex_lock(&r->lock);
-	if (!noted(&r->changed_envs, env))
-		buf_printf(&r->changed_envs, "%s\n", env);
+	if (!map_get(&r->changed, what, strlen(what))) {
+		char *copy = xstrdup(what);
+
+		map_put(&r->changed, copy, strlen(copy), copy);
+	}
 	r->kicked = true;
 	pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* A provider's watch saw env's live objects change: the next pass looks
+ * at every resource of env, without asking the provider to go back to
+ * the live world (it just did). */
+static void env_changed(void *ctx, const char *env)
+{
+	note_changed(ctx, env);
+}
+
+/* The same for one resource, or for every resource of one folder: with
+ * a thousand endpoints, one pod's news costs one endpoint's look. */
+static void res_changed(void *ctx, const char *env, const char *dir,
+			const char *name)
+{
+	char what[sizeof(((struct rec *)0)->key)];
+
+	snprintf(what, sizeof(what), "%s/%s/%s", env, dir, name ? name : "");
+	note_changed(ctx, what);
+}
+
+static void look_at(struct reconciler *r, const char *what)
+{
+	const char *slash = strchr(what, '/');
+	size_t n = strlen(what);
+	void *v;
+
+	if (slash && what[n - 1] != '/') {
+		v = map_get(&r->recs, what, n);
+		if (v)
+			mark_eval(r, v);
+		return;
+	}
+	for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
+		const struct rec *rc = v;
+
+		if (slash ? !strncmp(rc->key, what, n) : !strcmp(rc->env, what))
+			mark_eval(r, v);
+	}
+}
+
 static void look_at_changed(struct reconciler *r)
 {
-	struct buf names;
-	char *save = NULL;
+	struct map changed;
 	void *v;
 
 	pthread_mutex_lock(&r->lock);
-	names = r->changed_envs;
-	memset(&r->changed_envs, 0, sizeof(r->changed_envs));
+	changed = r->changed;
+	memset(&r->changed, 0, sizeof(r->changed));
 	pthread_mutex_unlock(&r->lock);
-	for (char *n = names.len ? strtok_r(names.data, "\n", &save) : NULL;
-	     n; n = strtok_r(NULL, "\n", &save)) {
-		for (size_t pos = 0; map_next(&r->recs, &pos, &v);) {
-			if (!strcmp(((struct rec *)v)->env, n))
-				mark_eval(r, v);
-		}
+	for (size_t pos = 0; map_next(&changed, &pos, &v);) {
+		look_at(r, v);
+		free(v);
 	}
-	buf_free(&names);
+	map_free(&changed);
 }
 
 /* `refresh`: the reconciler's thread asks the provider; this only
@@ -2244,6 +2279,7 @@ int reconciler_start(const struct reconciler_options *opt,
 	r->host.state_dir = r->state_dir;
 	r->host.wake = wake;
 	r->host.env_changed = env_changed;
+	r->host.res_changed = res_changed;
 	r->host.secret = host_secret;
 	r->host.secret_version = host_secret_version;
 	r->host.ctx = r;
@@ -2297,7 +2333,9 @@ void reconciler_stop(struct reconciler *r)
 	free(r->dirty_res.v);
 	free(r->dirty_env.v);
 	buf_free(&r->refresh_envs);
-	buf_free(&r->changed_envs);
+	for (size_t pos = 0; map_next(&r->changed, &pos, &v);)
+		free(v);
+	map_free(&r->changed);
 	for (size_t pos = 0; map_next(&r->envs, &pos, &v);) {
 		struct env_state *es = v;
 		void *w;

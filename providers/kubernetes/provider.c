@@ -152,16 +152,58 @@ static void kenv_free(struct kenv *e)
 	free(e);
 }
 
-/* From the watch threads: every resource of the environment is looked
- * at again, settled or not. */
-static void woken(void *ctx)
+/*
+ * Which resources an object of kind k bears on: "endpoints" or "pools"
+ * in *dir, and the resource's name (NULL: every one of *dir). False
+ * when the whole environment must be looked at.
+ */
+static bool bears_on(enum kube_kind k, json_t *obj, const char **dir,
+		     const char **name)
+{
+	switch (k) {
+	case KK_DEPLOYMENT:
+	case KK_SERVICE:
+	case KK_HPA:
+	case KK_ISVC:
+		*dir = "endpoints";
+		*name = kube_meta_in(obj, "labels", KUBE_LABEL_ENDPOINT);
+		return *name != NULL;
+	case KK_NODE:
+	case KK_NODEPOOL:
+		*dir = "pools";
+		*name = kube_meta_in(obj, "labels", KUBE_LABEL_POOL);
+		return *name != NULL;
+	case KK_QUOTA:
+		*dir = "pools";
+		*name = NULL;
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * From the watch threads: what the object that changed bears on is
+ * looked at again, settled or not; everything, when that is not known.
+ * A pod bears on its endpoint and on the pools' GPU counts.
+ */
+static void woken(void *ctx, enum kube_kind k, json_t *obj)
 {
 	const struct kenv *e = ctx;
+	const struct provider_host *h = e->host;
+	const char *dir, *name;
 
-	if (e->host->env_changed)
-		e->host->env_changed(e->host->ctx, e->env);
-	else
-		e->host->wake(e->host->ctx);
+	if (obj && h->res_changed && k == KK_POD &&
+	    (name = kube_meta_in(obj, "labels", KUBE_LABEL_ENDPOINT))) {
+		h->res_changed(h->ctx, e->env, "endpoints", name);
+		h->res_changed(h->ctx, e->env, "pools", NULL);
+	} else if (obj && h->res_changed && bears_on(k, obj, &dir, &name)) {
+		h->res_changed(h->ctx, e->env, dir, name);
+	} else if (h->env_changed) {
+		h->env_changed(h->ctx, e->env);
+	} else {
+		h->wake(h->ctx);
+	}
 }
 
 /* infrafs-ENV, within the 63 characters of a namespace: a long ENV is

@@ -57,7 +57,7 @@ struct kube_watch {
 	char ns[64];
 	char selector[512]; /* escaped for a query */
 	char node_selector[64];
-	void (*changed)(void *ctx);
+	void (*changed)(void *ctx, enum kube_kind k, json_t *obj);
 	void *ctx;
 	atomic_bool stop;
 	/*
@@ -182,7 +182,7 @@ static void set_error(struct kind_watch *kw, const char *text)
 		if (text[0])
 			log_msg(LOG_LVL_WARN, "kubernetes: watch %s in %s: %s",
 				kinds[kw->kind].plural, w->ns, text);
-		w->changed(w->ctx);
+		w->changed(w->ctx, kw->kind, NULL);
 	}
 }
 
@@ -313,7 +313,7 @@ static int list(struct kind_watch *kw, struct kube_handle *h)
 	pthread_mutex_unlock(&w->lock);
 	objects_free(&old);
 	kw->expired = false;
-	w->changed(w->ctx);
+	w->changed(w->ctx, kw->kind, NULL);
 	return rc;
 }
 
@@ -348,7 +348,7 @@ static int take_event(struct kind_watch *kw, const char *type, json_t *obj)
 	else
 		objects_put(&kw->objects, json_incref(obj));
 	pthread_mutex_unlock(&w->lock);
-	w->changed(w->ctx);
+	w->changed(w->ctx, kw->kind, obj);
 	return 0;
 }
 
@@ -441,9 +441,10 @@ static void escape_selector(const char *sel, char *out, size_t len)
 	out[o] = '\0';
 }
 
-struct kube_watch *kube_watch_start(struct kube_api *api, const char *ns,
-				    const char *selector,
-				    void (*changed)(void *ctx), void *ctx)
+struct kube_watch *
+kube_watch_start(struct kube_api *api, const char *ns, const char *selector,
+		 void (*changed)(void *ctx, enum kube_kind k, json_t *obj),
+		 void *ctx)
 {
 	struct kube_watch *w = xcalloc(1, sizeof(*w));
 

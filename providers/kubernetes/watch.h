@@ -42,13 +42,15 @@ struct kube_watch;
 /*
  * Starts watching ns for objects that carry every label of selector
  * ("key=value,key=value", unescaped), and the cluster for nodes that
- * belong to a pool and for infrafs's NodePools. changed(ctx) is called
- * from the
- * watch threads after every change seen, and when a watch fails.
+ * belong to a pool and for infrafs's NodePools. changed(ctx, k, obj) is
+ * called from the watch threads after every change seen, with the object
+ * of kind k that changed (to read, not keep), or with obj NULL when any
+ * object of k may have: after a list, and when a watch fails or heals.
  */
-struct kube_watch *kube_watch_start(struct kube_api *api, const char *ns,
-				    const char *selector,
-				    void (*changed)(void *ctx), void *ctx);
+struct kube_watch *
+kube_watch_start(struct kube_api *api, const char *ns, const char *selector,
+		 void (*changed)(void *ctx, enum kube_kind k, json_t *obj),
+		 void *ctx);
 /* Stops the threads (within about a second) and frees what they knew. */
 void kube_watch_stop(struct kube_watch *w);
 
