@@ -672,36 +672,69 @@ static int be_begin(struct backend *be)
 	return rc;
 }
 
-/* A transaction that had failed answers COMMIT with ROLLBACK. */
 /*
- * The session ended while COMMIT was on its way: the server may have
- * committed and the answer been lost. The transaction's id tells, once
- * connected again, so a writer is never told "failed" about a revision
- * the store holds (a retry would then make it twice).
+ * What the server says of transaction xid, on a session connected anew:
+ * 1 committed, 0 aborted or unknown to it, -EAGAIN not known yet (no
+ * session, or the transaction still in progress on a session the
+ * server has not noticed is gone).
  */
-static int lost_commit_outcome(struct backend *be, int64_t xid)
+static int commit_status(struct backend *be, int64_t xid)
 {
 	struct params p = { 0 };
+	const char *status;
 	PGresult *r;
 	int rc;
 
-	if (!xid || reconnect_writer(be))
-		return -EIO;
+	if (reconnect(be, be->db, true))
+		return -EAGAIN;
 	p_int(&p, xid);
 	r = PQexecParams(be->db, "SELECT txid_status($1::bigint)", p.n, NULL,
 			 p.val, p.len, p.fmt, 0);
 	rc = result_errno(be->db, r);
-	if (!rc && !PQgetisnull(r, 0, 0) &&
-	    !strcmp(PQgetvalue(r, 0, 0), "committed")) {
+	status = !rc && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "";
+	if (rc)
+		rc = PQstatus(be->db) == CONNECTION_OK ? 0 : -EAGAIN;
+	else if (!strcmp(status, "committed"))
+		rc = 1;
+	else
+		rc = strcmp(status, "in progress") ? 0 : -EAGAIN;
+	PQclear(r);
+	return rc;
+}
+
+/*
+ * The session ended while COMMIT was on its way: the server may have
+ * committed and the answer been lost. The transaction's id tells, once
+ * connected again, so a writer is never told "failed" about a revision
+ * the store holds (a retry would then make it twice). This waits out a
+ * restart for the whole RECONNECT_WAIT_S, even for a server the watcher
+ * has long missed: here the answer is owed to a writer, and without it
+ * both "failed" and "done" may be a lie.
+ */
+static int lost_commit_outcome(struct backend *be, int64_t xid)
+{
+	double deadline = monotonic_s() + RECONNECT_WAIT_S;
+	int rc = -EAGAIN;
+
+	while (xid && rc == -EAGAIN) {
+		rc = commit_status(be, xid);
+		if (rc == -EAGAIN && monotonic_s() >= deadline)
+			break;
+		if (rc == -EAGAIN)
+			usleep(RECONNECT_STEP_US);
+	}
+	if (rc == 1) {
 		log_info("state store %s: the answer to a commit was lost; "
 			 "the server had committed it",
 			 be->shown);
-		rc = 0;
-	} else {
-		rc = -EIO;
+		return 0;
 	}
-	PQclear(r);
-	return rc;
+	if (rc == -EAGAIN)
+		log_err("state store %s: the answer to a commit was lost and "
+			"the server did not come back to say whether it was "
+			"kept; the change is reported as failed",
+			be->shown);
+	return -EIO;
 }
 
 static int be_commit(struct backend *be)

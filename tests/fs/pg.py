@@ -11,8 +11,11 @@ import itertools
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +125,120 @@ def pg_server():
 def pg_db(pg_server):
     """A fresh, empty database; its name."""
     return pg_server.new_database()
+
+
+def shut(*socks):
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class CommitCutter:
+    """A TCP front for the server's unix socket that can lose the answer
+    to a commit: armed, it passes on the COMMIT of the next transaction
+    that claimed a revision (`infrafs_seq`), lets the server carry it out,
+    then ends every session without the answer and refuses connections
+    for `away_s`, as a server that crashed right after committing and
+    took a while to come back."""
+
+    def __init__(self, server: Server, away_s: float):
+        self.target = str(server.sock / f".s.PGSQL.{server.port}")
+        self.away_s = away_s
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        self.refuse_until = 0.0
+        self.lock = threading.Lock()
+        self.pairs = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, db, user=ADMIN):
+        return (f"postgresql://{user}@127.0.0.1:{self.port}/{db}"
+                "?sslmode=disable")
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.refuse_until:
+                client.close()
+                continue
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            muted = threading.Event()
+            with self.lock:
+                self.pairs.append((client, upstream))
+            threading.Thread(target=self._to_server,
+                             args=(client, upstream, muted),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, muted),
+                             daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst, muted):
+        try:
+            while (data := src.recv(65536)):
+                if not muted.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        shut(src, dst)
+
+    def _to_server(self, client, upstream, muted):
+        """Passes messages one by one, so a COMMIT can be singled out;
+        the first message (startup, or a refused SSL request followed by
+        the startup) carries no type byte."""
+        buf, typed, claimed = b"", False, False
+        try:
+            while True:
+                data = client.recv(65536)
+                if not data:
+                    break
+                buf += data
+                while True:
+                    head = 5 if typed else 4
+                    if len(buf) < head:
+                        break
+                    size = struct.unpack("!I", buf[head - 4:head])[0]
+                    if len(buf) < head - 4 + size:
+                        break
+                    msg, buf = buf[:head - 4 + size], buf[head - 4 + size:]
+                    if not typed and size >= 8 and \
+                            struct.unpack("!I", msg[4:8])[0] == 196608:
+                        typed = True
+                    if typed and b"SET seq = seq + 1" in msg:
+                        claimed = True
+                    commit = typed and msg[:1] == b"Q" and \
+                        msg[5:].startswith(b"COMMIT")
+                    cut = commit and claimed and self.armed.is_set()
+                    if cut:
+                        muted.set()
+                    upstream.sendall(msg)
+                    if cut:
+                        self._cut_everything()
+                        return
+                    if commit:
+                        claimed = False
+        except OSError:
+            pass
+        shut(client, upstream)
+
+    def _cut_everything(self):
+        self.armed.clear()
+        time.sleep(0.5)  # the server commits; its answer goes nowhere
+        self.refuse_until = time.monotonic() + self.away_s
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            shut(*pair)
+        self.cut.set()
+
+    def close(self):
+        self.listener.close()

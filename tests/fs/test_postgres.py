@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, Mount, read, revisions, wait_for
-from pg import PW, PW_USER, RUN_AS, Server
+from pg import PW, PW_USER, RUN_AS, CommitCutter, Server
 
 
 def tables(server, db):
@@ -338,3 +338,32 @@ def test_pgpass_and_pg_variables_are_honoured(tmp_path, pg_server):
     why = start_fails(bad)
     assert "cannot connect to state store" in why
     assert "password" in why
+
+
+def test_a_commit_whose_answer_was_lost_is_reported_as_kept(tmp_path,
+                                                            pg_server, pg_db):
+    """The server commits, the answer never arrives, and the server is
+    away longer than the daemon's watcher waits for it (5 s). close(2)
+    must still say what the store holds: the daemon asks the server
+    about the transaction once it is back, and the revision is there
+    once, with the writer told it succeeded."""
+    cutter = CommitCutter(pg_server, away_s=7)
+    m = Mount(tmp_path, store=cutter.url(pg_db))
+    try:
+        m.start()
+        m.sh("mkdir -p dev/pools/train && echo 'nodes = 1' >"
+             " dev/pools/train/spec")
+        cutter.armed.set()
+        with open(m / "dev/pools/train/spec", "w") as f:
+            f.write("nodes = 2\n")
+        assert cutter.cut.is_set(), "the answer was not cut"
+        assert "the answer to a commit was lost; the server had committed" \
+            in m.log.read_text()
+        assert pg_server.psql(
+            pg_db, "SELECT count(*) FROM history WHERE name = 'train' AND"
+                   " encode(text, 'escape') = 'nodes = 2\n'").strip() == "1"
+        assert read(m / "dev/pools/train/spec") == "nodes = 2\n"
+        assert revisions(m) == [1, 2, 3]
+    finally:
+        m.stop()
+        cutter.close()
