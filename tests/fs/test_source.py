@@ -165,7 +165,12 @@ def test_a_sync_killed_midway_is_all_or_nothing(follows, repo):
         wait_for(lambda: len(pools(m)) == MANY + 1, 60, "the new folder")
         git(repo, "checkout", "-q", "main")
         wait_for(lambda: pools(m) == ["train"], 60, "the old folder")
-    for r in range(before + 1, rev(m) + 1):
+    last = rev(m)
+    # status shows a revision as soon as it is accepted; history/ only
+    # once it is durable, a moment later.
+    wait_for(lambda: (m / f"dev/history/{last}/pools").is_dir(), 10,
+             f"revision {last} durable")
+    for r in range(before + 1, last + 1):
         held = os.listdir(m / f"dev/history/{r}/pools")
         assert len(held) in (1, MANY + 1), (r, len(held))
 
