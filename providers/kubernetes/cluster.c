@@ -209,6 +209,61 @@ static void note_delete_sent(struct kenv *e, enum kube_kind kind,
 		e->deletes_sent = json_object();
 	delete_key(kind, name, key, sizeof(key));
 	json_object_set_new(e->deletes_sent, key, json_real(mono_now()));
+	/* Going: what the last apply answered stands for it no more. */
+	json_object_del(e->applied, key);
+}
+
+/*
+ * Read-your-writes: an apply's answer stands for the object while the
+ * watch still shows it as it was before the apply (absent, or at the
+ * resourceVersion it had then), for at most APPLY_PATIENCE_S. An
+ * object's events come in order, so the first that arrives after the
+ * apply is the apply's own or a later one; resourceVersions are only
+ * ever compared for equality, as the API asks.
+ */
+#define APPLY_PATIENCE_S 10.0
+
+static void note_applied(struct kenv *e, enum kube_kind kind, const char *name,
+			 const char *before, const struct buf *answer)
+{
+	char key[160];
+	json_t *obj;
+
+	/* A Secret's answer holds its values; and it is not watched. */
+	if (kind >= KK_WATCHED)
+		return;
+	obj = json_loadb(answer->data, answer->len, 0, NULL);
+	if (!obj)
+		return;
+	if (!e->applied)
+		e->applied = json_object();
+	delete_key(kind, name, key, sizeof(key));
+	json_object_set_new(e->applied, key,
+			    json_pack("{s:o, s:s, s:f}", "obj", obj, "before",
+				      before, "at", mono_now()));
+}
+
+json_t *kube_get(struct kenv *e, enum kube_kind kind, const char *name)
+{
+	json_t *seen = kube_watch_get(e->watch, kind, name);
+	const char *seen_rv = seen ? kube_meta(seen, "resourceVersion") : "";
+	const char *before;
+	json_t *mine;
+	char key[160];
+
+	delete_key(kind, name, key, sizeof(key));
+	mine = json_object_get(e->applied, key);
+	if (!mine)
+		return seen;
+	before = json_string_value(json_object_get(mine, "before"));
+	if (!before || strcmp(before, seen_rv ? seen_rv : "") ||
+	    mono_now() - json_real_value(json_object_get(mine, "at")) >=
+		    APPLY_PATIENCE_S) {
+		json_object_del(e->applied, key);
+		return seen;
+	}
+	json_decref(seen);
+	return json_deep_copy(json_object_get(mine, "obj"));
 }
 
 int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
@@ -216,6 +271,7 @@ int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
 {
 	char path[512], query[640];
 	struct kube_reply r = { 0 };
+	char before[64];
 	int rc;
 
 	object_path(e, kind, name, path, sizeof(path));
@@ -224,11 +280,14 @@ int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
 		if (rc < 0)
 			return rc;
 	}
+	kube_watch_version(e->watch, kind, name, before, sizeof(before));
 	snprintf(query, sizeof(query),
 		 "%s?fieldManager=%s&fieldValidation=Strict%s", path,
 		 KUBE_MANAGER, force ? "&force=true" : "");
 	rc = kube_step_call(e, "PATCH", query, "application/apply-patch+yaml",
 			    body, &r);
+	if (rc == 0 && r.code >= 200 && r.code < 300)
+		note_applied(e, kind, name, before, &r.body);
 	rc = answered(rc, &r, false, o);
 	if (rc == 0 && e->deletes_sent) {
 		char key[160];

@@ -341,7 +341,7 @@ static bool leftovers(struct kenv *e, const char *name, bool isvc_mode)
 static void observe_isvc(struct kprov *k, struct kenv *e, struct target *t)
 {
 	struct observation *o = &t->obs;
-	json_t *isvc = kube_watch_get(e->watch, KK_ISVC, t->name);
+	json_t *isvc = kube_get(e, KK_ISVC, t->name);
 	bool left = leftovers(e, t->name, true);
 	json_t *ready = kube_condition(isvc, "Ready");
 	const char *status =
@@ -399,9 +399,9 @@ void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t)
 		observe_isvc(k, e, t);
 		return;
 	}
-	dep = kube_watch_get(e->watch, KK_DEPLOYMENT, t->name);
-	svc = kube_watch_get(e->watch, KK_SERVICE, t->name);
-	hpa = kube_watch_get(e->watch, KK_HPA, t->name);
+	dep = kube_get(e, KK_DEPLOYMENT, t->name);
+	svc = kube_get(e, KK_SERVICE, t->name);
+	hpa = kube_get(e, KK_HPA, t->name);
 	o->exists = dep || svc || hpa;
 	snprintf(trouble.text, sizeof(trouble.text), "%s",
 		 trouble_of(k, e, t->name) ?: "");
@@ -454,8 +454,8 @@ static uint64_t secrets_version(struct kprov *k, const struct desired *want)
 
 static bool had_secrets(struct kenv *e, const char *name)
 {
-	json_t *dep = kube_watch_get(e->watch, KK_DEPLOYMENT, name);
-	json_t *isvc = kube_watch_get(e->watch, KK_ISVC, name);
+	json_t *dep = kube_get(e, KK_DEPLOYMENT, name);
+	json_t *isvc = kube_get(e, KK_ISVC, name);
 	json_t *template = json_object_get(
 		json_object_get(json_object_get(dep, "spec"), "template"),
 		"metadata");

@@ -56,6 +56,10 @@ struct kenv {
 	 * event may start a pass before this object's own event says it is
 	 * going: it is not asked twice within DELETE_PATIENCE_S. */
 	json_t *deletes_sent;
+	/* What each apply answered, "KIND/NAME": {"obj": ..., "before":
+	 * the watch's resourceVersion of it then, "at": monotonic}, while
+	 * the watch has nothing newer: see kube_get(). Never a Secret. */
+	json_t *applied;
 	const struct provider_host *host;
 	char cluster[1100]; /* kube_cluster_key of the connection */
 	enum kube_fact custom_metrics;
@@ -105,6 +109,14 @@ uint64_t kube_revision(json_t *obj);
 int64_t kube_status_int(json_t *obj, const char *key);
 /* status.conditions[type == type], or NULL. */
 json_t *kube_condition(json_t *obj, const char *type);
+
+/*
+ * A copy of the object as last seen (NULL: none), or as this daemon's
+ * last apply of it answered while the watch has not caught up: one
+ * kind's event may start a pass before another kind's object, applied
+ * in the same step, comes back through its watch.
+ */
+json_t *kube_get(struct kenv *e, enum kube_kind kind, const char *name);
 
 /* Whether the watch holds an object of infrafs's by that name. */
 bool kube_known(struct kenv *e, enum kube_kind kind, const char *name);

@@ -168,7 +168,7 @@ static void observe_nodepool(struct kenv *e, struct target *t)
 
 	kube_nodepool_name(t->env, t->name, name, sizeof(name));
 	p.value = name;
-	np = kube_watch_get(e->watch, KK_NODEPOOL, name);
+	np = kube_get(e, KK_NODEPOOL, name);
 	o->exists = np != NULL;
 	if (!np) {
 		o->state = RS_PENDING;
@@ -211,7 +211,7 @@ static uint64_t quota_revision(json_t *quota, const char *pool)
 static void observe_labelled(struct kenv *e, struct target *t)
 {
 	struct observation *o = &t->obs;
-	json_t *quota = kube_watch_get(e->watch, KK_QUOTA, KUBE_QUOTA_NAME);
+	json_t *quota = kube_get(e, KK_QUOTA, KUBE_QUOTA_NAME);
 	struct pool_nodes p = { .label = KUBE_LABEL_POOL, .value = t->name };
 	int64_t want_nodes = t->want ? spec_int(t->want->spec, "nodes", 1) : 0;
 

@@ -138,6 +138,9 @@ static void kenv_disconnect(struct kenv *e)
 	kube_api_close(e->api);
 	e->api = NULL;
 	e->ns_ready = false;
+	/* Another cluster, perhaps: its answers say nothing of it. */
+	json_decref(e->applied);
+	e->applied = NULL;
 }
 
 static void kenv_free(struct kenv *e)

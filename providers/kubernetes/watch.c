@@ -143,6 +143,24 @@ static const char *rv_of(json_t *obj)
 		json_object_get(obj, "metadata"), "resourceVersion"));
 }
 
+/*
+ * Drops what no observation reads, before an object is kept: the field
+ * managers of pods and nodes (drift is named by manager only on objects
+ * infrafs applies), kubectl's client-side copy of a whole object, and a
+ * node's list of cached images, often most of a real node's bytes.
+ */
+static void trim(enum kube_kind k, json_t *obj)
+{
+	json_t *meta = json_object_get(obj, "metadata");
+
+	json_object_del(json_object_get(meta, "annotations"),
+			"kubectl.kubernetes.io/last-applied-configuration");
+	if (k == KK_POD || k == KK_NODE)
+		json_object_del(meta, "managedFields");
+	if (k == KK_NODE)
+		json_object_del(json_object_get(obj, "status"), "images");
+}
+
 /* Puts obj (a reference taken over) as its name, replacing any before. */
 static void objects_put(struct map *m, json_t *obj)
 {
@@ -276,7 +294,10 @@ static int list_page(struct kind_watch *kw, struct kube_handle *h,
 		return -EIO;
 	}
 	json_array_foreach(items, i, item)
+	{
+		trim(kw->kind, item);
 		objects_put(objects, json_incref(item));
+	}
 	snprintf(kw->rv, sizeof(kw->rv), "%s",
 		 json_string_value(json_object_get(
 			 json_object_get(doc, "metadata"), "resourceVersion"))
@@ -342,6 +363,8 @@ static int take_event(struct kind_watch *kw, const char *type, json_t *obj)
 		snprintf(kw->rv, sizeof(kw->rv), "%s", rv);
 	if (!strcmp(type, "BOOKMARK"))
 		return 0;
+	if (strcmp(type, "DELETED"))
+		trim(kw->kind, obj);
 	pthread_mutex_lock(&w->lock);
 	if (!strcmp(type, "DELETED"))
 		objects_del(&kw->objects, name_of(obj));
@@ -500,6 +523,21 @@ json_t *kube_watch_get(struct kube_watch *w, enum kube_kind k, const char *name)
 		obj = json_deep_copy(c->obj);
 	pthread_mutex_unlock(&w->lock);
 	return obj;
+}
+
+void kube_watch_version(struct kube_watch *w, enum kube_kind k,
+			const char *name, char *out, size_t len)
+{
+	struct cached *c;
+
+	out[0] = '\0';
+	if (!w || k >= KK_WATCHED)
+		return;
+	pthread_mutex_lock(&w->lock);
+	c = map_get(&w->kinds[k].objects, name, strlen(name));
+	if (c)
+		snprintf(out, len, "%s", rv_of(c->obj) ? rv_of(c->obj) : "");
+	pthread_mutex_unlock(&w->lock);
 }
 
 static bool has_label(json_t *obj, const char *key, const char *value)

@@ -57,6 +57,10 @@ void kube_watch_stop(struct kube_watch *w);
 /* A copy of the object of kind named name as last seen, or NULL. */
 json_t *kube_watch_get(struct kube_watch *w, enum kube_kind k,
 		       const char *name);
+/* The resourceVersion of the object of kind k named name as last seen,
+ * "" when none is held. */
+void kube_watch_version(struct kube_watch *w, enum kube_kind k,
+			const char *name, char *out, size_t len);
 /* Calls fn on each object of kind k whose label key equals value (all
  * when key is NULL), under the watch's lock: fn must not block, and
  * must copy what it keeps (json_deep_copy), never take a reference. */

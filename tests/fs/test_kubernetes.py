@@ -135,13 +135,39 @@ def test_a_field_write_is_one_apply(mnt, kube):
     ours = [c for c in kube.calls(since)
             if (c.get("user_agent") or "").startswith("infrafs")]
     patches = [c for c in ours if c["verb"] == "patch"]
-    assert {c["resource"] for c in patches} == {"deployments", "services"}
+    assert sorted(c["resource"] for c in patches) == ["deployments",
+                                                      "services"]
     assert all(c.get("field_manager") == "infrafs" for c in patches)
     # Status comes from the watch: no GET of what it holds, no DELETE.
     # (Kinds the fake does not serve are asked for every 30 s: their
     # paths are unknown to it, resource None.)
     assert [c for c in ours if c["verb"] in ("get", "delete") and
             c["resource"]] == []
+
+
+def test_what_a_step_applied_is_not_applied_again(mnt, kube):
+    """Each write is one apply of each object, even though the pass that
+    the Deployment's watch event starts may come before the Service's
+    event: the daemon trusts what its own apply answered until the watch
+    catches up, instead of taking the Service for unapplied."""
+    for n in ("a", "b", "c"):
+        make_endpoint(mnt, path=f"dev/endpoints/{n}")
+    for n in ("a", "b", "c"):
+        wait_synced(mnt, f"dev/endpoints/{n}")
+    since = kube.calls()[-1]["seq"]
+    writes = 0
+    for replicas in range(2, 6):
+        for n in ("a", "b", "c"):
+            (mnt / f"dev/endpoints/{n}/replicas").write_text(f"{replicas}\n")
+            writes += 1
+        for n in ("a", "b", "c"):
+            wait_synced(mnt, f"dev/endpoints/{n}")
+    time.sleep(1)
+    patches = [c["resource"] for c in kube.calls(since)
+               if c["verb"] == "patch" and
+               (c.get("user_agent") or "").startswith("infrafs")]
+    assert patches.count("deployments") == writes, patches
+    assert patches.count("services") == writes, patches
 
 
 def test_secret_values_go_to_a_secret_and_roll_the_pods(mnt, kube):
