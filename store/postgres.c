@@ -714,15 +714,14 @@ static int commit_status(struct backend *be, int64_t xid)
 static int lost_commit_outcome(struct backend *be, int64_t xid)
 {
 	double deadline = monotonic_s() + RECONNECT_WAIT_S;
-	int rc = -EAGAIN;
+	int rc;
 
-	while (xid && rc == -EAGAIN) {
-		rc = commit_status(be, xid);
-		if (rc == -EAGAIN && monotonic_s() >= deadline)
-			break;
-		if (rc == -EAGAIN)
-			usleep(RECONNECT_STEP_US);
-	}
+	/* No id was read: there is nothing to ask the server about. */
+	if (!xid)
+		return -EIO;
+	while ((rc = commit_status(be, xid)) == -EAGAIN &&
+	       monotonic_s() < deadline)
+		usleep(RECONNECT_STEP_US);
 	if (rc == 1) {
 		log_info("state store %s: the answer to a commit was lost; "
 			 "the server had committed it",
