@@ -181,7 +181,8 @@ static int answered(int rc, struct kube_reply *r, bool gone_is_fine,
 
 #define DELETE_PATIENCE_S 60.0
 
-static void delete_key(enum kube_kind kind, const char *name, char *out,
+/* "KIND/NAME": how deletes_sent and applied name an object. */
+static void object_key(enum kube_kind kind, const char *name, char *out,
 		       size_t len)
 {
 	snprintf(out, len, "%s/%s", kube_kind_name(kind), name);
@@ -192,7 +193,7 @@ bool kube_delete_sent(struct kenv *e, enum kube_kind kind, const char *name)
 	char key[160];
 	json_t *at;
 
-	delete_key(kind, name, key, sizeof(key));
+	object_key(kind, name, key, sizeof(key));
 	at = json_object_get(e->deletes_sent, key);
 	if (at && mono_now() - json_real_value(at) < DELETE_PATIENCE_S)
 		return true;
@@ -207,7 +208,7 @@ static void note_delete_sent(struct kenv *e, enum kube_kind kind,
 
 	if (!e->deletes_sent)
 		e->deletes_sent = json_object();
-	delete_key(kind, name, key, sizeof(key));
+	object_key(kind, name, key, sizeof(key));
 	json_object_set_new(e->deletes_sent, key, json_real(mono_now()));
 	/* Going: what the last apply answered stands for it no more. */
 	json_object_del(e->applied, key);
@@ -237,7 +238,7 @@ static void note_applied(struct kenv *e, enum kube_kind kind, const char *name,
 		return;
 	if (!e->applied)
 		e->applied = json_object();
-	delete_key(kind, name, key, sizeof(key));
+	object_key(kind, name, key, sizeof(key));
 	json_object_set_new(e->applied, key,
 			    json_pack("{s:o, s:s, s:f}", "obj", obj, "before",
 				      before, "at", mono_now()));
@@ -251,7 +252,7 @@ json_t *kube_get(struct kenv *e, enum kube_kind kind, const char *name)
 	json_t *mine;
 	char key[160];
 
-	delete_key(kind, name, key, sizeof(key));
+	object_key(kind, name, key, sizeof(key));
 	mine = json_object_get(e->applied, key);
 	if (!mine)
 		return seen;
@@ -293,7 +294,7 @@ int kube_apply(struct kenv *e, enum kube_kind kind, const char *name,
 		char key[160];
 
 		/* Made again: a later rmdir must ask again. */
-		delete_key(kind, name, key, sizeof(key));
+		object_key(kind, name, key, sizeof(key));
 		json_object_del(e->deletes_sent, key);
 	}
 	return rc;
