@@ -3847,6 +3847,45 @@ def untolerated(pod_spec, taints):
     return None
 
 
+def _requirement_holds(expr, value, present):
+    op, values = expr.get("operator"), expr.get("values") or []
+    if op == "In":
+        return present and value in values
+    if op == "NotIn":
+        return not present or value not in values
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and len(values) == 1:
+        try:
+            have, bound = int(value), int(values[0])
+        except ValueError:
+            return False
+        return have > bound if op == "Gt" else have < bound
+    return False
+
+
+def node_affinity_holds(pod_spec, node):
+    """requiredDuringSchedulingIgnoredDuringExecution as the scheduler reads
+    it: the terms are ORed, each term's requirements ANDed, and a term with
+    no requirement matches no node."""
+    required = dig(pod_spec, "affinity", "nodeAffinity",
+                   "requiredDuringSchedulingIgnoredDuringExecution")
+    if not required:
+        return True
+    labels = node["metadata"].get("labels") or {}
+    fields = {"metadata.name": node["metadata"]["name"]}
+    for term in required.get("nodeSelectorTerms") or []:
+        exprs = [(e, labels.get(e.get("key")), e.get("key") in labels)
+                 for e in term.get("matchExpressions") or []]
+        exprs += [(e, fields.get(e.get("key")), e.get("key") in fields)
+                  for e in term.get("matchFields") or []]
+        if exprs and all(_requirement_holds(e, v, p) for e, v, p in exprs):
+            return True
+    return False
+
+
 def owner_ref(obj, block=True):
     return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": block}
@@ -4438,6 +4477,8 @@ class Controllers:
         for key, value in (spec.get("nodeSelector") or {}).items():
             if labels.get(key) != value:
                 return False, ["node(s) didn't match Pod's node affinity/selector"], False
+        if not node_affinity_holds(spec, node):
+            return False, ["node(s) didn't match Pod's node affinity/selector"], False
         free = self.node_free(node)
         reasons = []
         if free.get("pods", 0) < 1:

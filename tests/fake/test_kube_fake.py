@@ -670,6 +670,44 @@ def test_scheduling_failure_message_and_event(fake):
                           for p in pods_of(fake, "sched", "web")), what="pod on gpu-2")
 
 
+def test_required_node_affinity_places_pods(fake):
+    fake.namespace("aff")
+    fake.control("POST", "nodes", {"add": [
+        {"name": "a100-free", "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+         "allocatable": {"nvidia.com/gpu": "8"}},
+        {"name": "a100-pooled", "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+                                            "infrafs.dev/pool": "other"},
+         "allocatable": {"nvidia.com/gpu": "8", "cpu": "64"}},
+        {"name": "t4", "labels": {"nvidia.com/gpu.product": "Tesla-T4"},
+         "allocatable": {"nvidia.com/gpu": "1", "cpu": "64"}}]})
+    body = deployment("aff", requests={"nvidia.com/gpu": "1"}, limits={"nvidia.com/gpu": "1"})
+    body["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [
+                {"key": "nvidia.com/gpu.product", "operator": "In",
+                 "values": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"]},
+                {"key": "infrafs.dev/pool", "operator": "DoesNotExist"}]}]}}}
+    assert fake.api("POST", deploy_path("aff"), body)[0] == 201
+    # The pooled A100 and the T4 have more room, but only a100-free holds.
+    fake.wait(lambda: any(p["spec"].get("nodeName") == "a100-free"
+                          for p in pods_of(fake, "aff", "web")), what="pod on a100-free")
+    # No term holds on any node: Unschedulable, named as the scheduler does.
+    body = deployment("aff", "nowhere")
+    body["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
+                                   "values": ["NVIDIA-B200"]}]},
+            {"matchFields": [{"key": "metadata.name", "operator": "In",
+                              "values": ["no-such-node"]}]}]}}}
+    assert fake.api("POST", deploy_path("aff"), body)[0] == 201
+    pod = fake.wait(lambda: next((p for p in pods_of(fake, "aff", "nowhere")
+                                  if any(c["type"] == "PodScheduled" for c in
+                                         p["status"].get("conditions", []))), None))
+    cond = next(c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert cond["reason"] == "Unschedulable"
+    assert "didn't match Pod's node affinity/selector" in cond["message"]
+
+
 def test_image_failures(fake):
     fake.namespace("img")
     fake.control("POST", "config", {"image_failures": {"bad/*": "ImagePullBackOff",
