@@ -310,6 +310,17 @@ static uint64_t applied_revision(const struct desired *want, json_t *dep,
 	return rev;
 }
 
+/* Whether the Deployment's pods look for the pool's nodes the way they
+ * are found now: the first node an administrator labels for a pool that
+ * ran on GPU feature discovery's nodes moves its pods there. */
+static bool placed_as(json_t *dep, const struct kube_placement *where)
+{
+	const char *now = kube_placement_word(where->nodes);
+	const char *then = kube_meta_in(dep, "annotations", KUBE_ANN_NODES);
+
+	return now ? then && !strcmp(now, then) : !then;
+}
+
 static bool kserve(const struct desired *want)
 {
 	return want &&
@@ -392,6 +403,7 @@ void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t)
 {
 	struct observation *o = &t->obs;
 	struct pod_trouble trouble = { 0 };
+	struct kube_placement where = { 0 };
 	json_t *dep, *svc, *hpa;
 	int64_t want_replicas;
 
@@ -420,10 +432,14 @@ void kube_endpoint_observe(struct kprov *k, struct kenv *e, struct target *t)
 	else
 		o->state = o->exists ? RS_DELETING : RS_PENDING;
 	fill_details(e, t, dep, svc, hpa, o);
+	if (t->want)
+		kube_pool_placement(e, spec_str(t->want->spec, "pool", ""),
+				    &where);
+	if (t->want && dep && o->settled && !placed_as(dep, &where))
+		o->settled = false;
 	if (t->want && dep && o->settled) {
 		json_t *desired = kube_deployment(
-			t->want, e->ns, secrets_version(k, t->want),
-			kube_watch_served(e->watch, KK_NODEPOOL));
+			t->want, e->ns, secrets_version(k, t->want), &where);
 
 		find_drift(desired, dep, o);
 		json_decref(desired);
@@ -530,14 +546,17 @@ static int step_apply(struct kprov *k, struct kenv *e, struct target *t)
 	const struct desired *want = t->want;
 	struct observation *o = &t->obs;
 	bool force = kube_force(want);
+	struct kube_placement where;
 	json_t *obj;
 	int rc = kube_ensure_namespace(e, o);
 
 	if (!rc)
 		rc = apply_secret(k, e, want, force, o);
 	if (!rc) {
+		kube_pool_placement(e, spec_str(want->spec, "pool", ""),
+				    &where);
 		obj = kube_deployment(want, e->ns, secrets_version(k, want),
-				      kube_watch_served(e->watch, KK_NODEPOOL));
+				      &where);
 		rc = kube_apply_json(e, KK_DEPLOYMENT, want->name, obj, force,
 				     kube_known(e, KK_DEPLOYMENT, want->name),
 				     o);

@@ -42,8 +42,13 @@ struct kenv {
 	char error[512]; /* why there is no connection */
 	bool ns_ready;
 	/* The GPUs and revision of every pool declared, as last observed:
-	 * the environment's quota is their sum. {NAME: [gpus, rev]} */
+	 * the environment's quota is their sum; the accelerator finds the
+	 * nodes of a pool no node is labelled for. {NAME: [gpus, rev,
+	 * accelerator]} */
 	json_t *pools;
+	/* How each pool's nodes were found at its last look: {NAME:
+	 * kube_placement_word}. */
+	json_t *placements;
 	/* Why the last step of each resource failed, until one succeeds:
 	 * observations come from the watch, which knows nothing of it.
 	 * {"endpoint/NAME": "Kubernetes: Forbidden: ..."} */
@@ -154,5 +159,11 @@ void kube_pool_observe(struct kenv *e, struct target *t);
 int kube_pool_step(struct kenv *e, struct target *t);
 int kube_pool_check(const struct desired *want, char *msg, size_t len);
 void kube_pool_list(struct kenv *e, struct buf *out);
+/* How the pods of an endpoint on pool find its nodes: the NodePool's
+ * where Karpenter runs; else those labelled infrafs.dev/pool=POOL; else,
+ * when none is, those GPU feature discovery found the pool's
+ * accelerator on. KPN_NONE for no pool. */
+void kube_pool_placement(struct kenv *e, const char *pool,
+			 struct kube_placement *out);
 
 #endif

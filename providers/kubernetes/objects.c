@@ -133,21 +133,63 @@ static json_t *container(const struct desired *want)
 	return c;
 }
 
-/* karpenter: the pool's nodes are its NodePool's, which label them with
- * the environment too, so that two environments' pools of one name do
- * not share nodes. Labelled nodes are the administrator's: pool only. */
-static json_t *pod_spec(const struct desired *want, bool karpenter)
+const char *kube_placement_word(enum kube_pool_nodes nodes)
+{
+	switch (nodes) {
+	case KPN_NODEPOOL:
+		return "nodepool";
+	case KPN_LABEL:
+		return "label";
+	case KPN_GPU_PRODUCT:
+		return "gpu-product";
+	case KPN_NONE:
+		break;
+	}
+	return NULL;
+}
+
+/* Nodes of the accelerator's model that no administrator gave a pool:
+ * a node labelled for a pool is that pool's alone. */
+static json_t *gpu_product_affinity(const char *accelerator)
+{
+	json_t *values = json_array();
+
+	for (const char *const *p = kube_gpu_products(accelerator); p && *p;
+	     p++)
+		json_array_append_new(values, json_string(*p));
+	return json_pack("{s:{s:{s:[{s:[{s:s, s:s, s:o}, {s:s, s:s}]}]}}}",
+			 "nodeAffinity",
+			 "requiredDuringSchedulingIgnoredDuringExecution",
+			 "nodeSelectorTerms", "matchExpressions", "key",
+			 KUBE_LABEL_GPU_PRODUCT, "operator", "In", "values",
+			 values, "key", KUBE_LABEL_POOL, "operator",
+			 "DoesNotExist");
+}
+
+/* A NodePool labels its nodes with the environment too, so that two
+ * environments' pools of one name do not share nodes. Labelled nodes
+ * are the administrator's: pool only. */
+static json_t *pool_selector(const struct desired *want, const char *pool,
+			     enum kube_pool_nodes nodes)
+{
+	if (nodes == KPN_NODEPOOL)
+		return json_pack("{s:s, s:s}", KUBE_LABEL_POOL, pool,
+				 KUBE_LABEL_ENV, want->env);
+	return json_pack("{s:s}", KUBE_LABEL_POOL, pool);
+}
+
+static json_t *pod_spec(const struct desired *want,
+			const struct kube_placement *where)
 {
 	const char *pool = spec_str(want->spec, "pool", "");
 	json_t *spec = json_pack("{s:[o]}", "containers", container(want));
 
-	if (pool[0] && karpenter)
+	if (pool[0] && where->nodes == KPN_GPU_PRODUCT)
+		json_object_set_new(spec, "affinity",
+				    gpu_product_affinity(where->accelerator));
+	else if (pool[0] && where->nodes != KPN_NONE)
 		json_object_set_new(spec, "nodeSelector",
-				    json_pack("{s:s, s:s}", KUBE_LABEL_POOL,
-					      pool, KUBE_LABEL_ENV, want->env));
-	else if (pool[0])
-		json_object_set_new(spec, "nodeSelector",
-				    json_pack("{s:s}", KUBE_LABEL_POOL, pool));
+				    pool_selector(want, pool, where->nodes));
 	if (spec_int(want->spec, "accelerators", 0) > 0)
 		json_object_set_new(spec, "tolerations",
 				    json_pack("[{s:s, s:s, s:s}]", "key",
@@ -158,11 +200,21 @@ static json_t *pod_spec(const struct desired *want, bool karpenter)
 }
 
 json_t *kube_deployment(const struct desired *want, const char *ns,
-			uint64_t secrets_version, bool karpenter)
+			uint64_t secrets_version,
+			const struct kube_placement *where)
 {
 	json_t *d = object("apps/v1", "Deployment", want, want->name, ns);
 	json_t *template_meta = json_pack("{s:o}", "labels", labels(want));
+	const char *nodes = spec_str(want->spec, "pool", "")[0]
+				    ? kube_placement_word(where->nodes)
+				    : NULL;
 	json_t *spec;
+
+	if (nodes)
+		json_object_set_new(
+			json_object_get(json_object_get(d, "metadata"),
+					"annotations"),
+			KUBE_ANN_NODES, json_string(nodes));
 
 	if (secrets_version) {
 		char v[32];
@@ -175,7 +227,7 @@ json_t *kube_deployment(const struct desired *want, const char *ns,
 			 "matchLabels", KUBE_LABEL_ENV, want->env,
 			 KUBE_LABEL_ENDPOINT, want->name, "template",
 			 "metadata", template_meta, "spec",
-			 pod_spec(want, karpenter));
+			 pod_spec(want, where));
 	/* With an autoscaler, replicas are the autoscaler's: applying them
 	 * too would fight it at every apply. */
 	if (!kube_autoscaled(want->spec))

@@ -21,6 +21,8 @@
 #define KUBE_LABEL_ENV "infrafs.dev/env"
 #define KUBE_LABEL_ENDPOINT "infrafs.dev/endpoint"
 #define KUBE_LABEL_POOL "infrafs.dev/pool"
+/* GPU feature discovery's label: the GPU's model as NVML names it. */
+#define KUBE_LABEL_GPU_PRODUCT "nvidia.com/gpu.product"
 #define KUBE_ANN_REVISION "infrafs.dev/revision"
 #define KUBE_ANN_SECRETS "infrafs.dev/secrets-version"
 
@@ -32,10 +34,38 @@ void kube_secret_name(const char *endpoint, char *out, size_t len);
 /* Whether the spec names any secret:S value. */
 bool kube_uses_secrets(const struct spec *s);
 
+/*
+ * The nvidia.com/gpu.product values of an accelerator (nvidia-a100-80gb:
+ * NVIDIA-A100-SXM4-80GB, ...), NULL-terminated; NULL for cpu and for
+ * a name not known. A node the table does not know (a MIG slice, a
+ * time-shared GPU, a model newer than the table) joins a pool by the
+ * infrafs.dev/pool label.
+ */
+const char *const *kube_gpu_products(const char *accelerator);
+bool kube_gpu_product_is(const char *accelerator, const char *product);
+/* The table, one "  ACCELERATOR: PRODUCT ..." line each. */
+void kube_gpu_products_render(struct buf *out);
+
+/* How the pods of an endpoint on a pool find the pool's nodes. */
+enum kube_pool_nodes {
+	KPN_NONE, /* no pool: wherever the scheduler puts them */
+	KPN_NODEPOOL, /* Karpenter's: infrafs.dev/pool and infrafs.dev/env */
+	KPN_LABEL, /* an administrator's: infrafs.dev/pool */
+	KPN_GPU_PRODUCT, /* no node labelled: the accelerator's product */
+};
+struct kube_placement {
+	enum kube_pool_nodes nodes;
+	char accelerator[32]; /* the pool's, for KPN_GPU_PRODUCT */
+};
+/* The word KUBE_ANN_NODES holds for it: which way was applied. */
+const char *kube_placement_word(enum kube_pool_nodes nodes);
+#define KUBE_ANN_NODES "infrafs.dev/pool-nodes"
+
 /* secrets_version changes when a secret it uses is rewritten, which
  * rolls the pods. */
 json_t *kube_deployment(const struct desired *want, const char *ns,
-			uint64_t secrets_version, bool karpenter);
+			uint64_t secrets_version,
+			const struct kube_placement *where);
 json_t *kube_service(const struct desired *want, const char *ns,
 		     const char *service_type);
 /* NULL with err set when scale_metric has no HPA metric. */

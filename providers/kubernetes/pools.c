@@ -29,14 +29,45 @@ static bool karpenter(struct kenv *e)
 	return kube_watch_served(e->watch, KK_NODEPOOL);
 }
 
-/* What the nodes of one pool hold. */
+/*
+ * The nodes of one pool: those whose label equals value, in the watch
+ * of kind (KK_NODE), or, for a pool no administrator labelled, the
+ * nodes GPU feature discovery found the accelerator on (KK_GPU_NODE).
+ */
 struct pool_nodes {
-	const char *label, *value; /* the label that selects them */
+	enum kube_kind kind;
+	const char *label, *value;
+	const char *accelerator;
 	int nodes, ready;
 	int64_t gpus; /* allocatable */
 	struct buf names;
 	struct buf products; /* GPU feature discovery's product label */
 };
+
+static void pool_nodes_by(struct pool_nodes *p,
+			  const struct kube_placement *where, const char *pool)
+{
+	if (where->nodes == KPN_GPU_PRODUCT) {
+		p->kind = KK_GPU_NODE;
+		p->accelerator = where->accelerator;
+	} else {
+		p->kind = KK_NODE;
+		p->label = KUBE_LABEL_POOL;
+		p->value = pool;
+	}
+}
+
+static bool pool_has(const struct pool_nodes *p, json_t *node)
+{
+	const char *v;
+
+	if (p->kind == KK_GPU_NODE)
+		return kube_gpu_product_is(
+			p->accelerator,
+			kube_meta_in(node, "labels", KUBE_LABEL_GPU_PRODUCT));
+	v = kube_meta_in(node, "labels", p->label);
+	return v && !strcmp(v, p->value);
+}
 
 static int64_t quantity(json_t *map, const char *key)
 {
@@ -60,8 +91,10 @@ static void count_node(void *ctx, json_t *node)
 {
 	struct pool_nodes *p = ctx;
 	const char *product =
-		kube_meta_in(node, "labels", "nvidia.com/gpu.product");
+		kube_meta_in(node, "labels", KUBE_LABEL_GPU_PRODUCT);
 
+	if (!pool_has(p, node))
+		return;
 	p->nodes++;
 	if (!node_ready(node))
 		return;
@@ -80,7 +113,7 @@ static void count_node(void *ctx, json_t *node)
 /* GPUs infrafs's pods request on the pool's nodes. */
 struct gpu_use {
 	struct kube_watch *watch;
-	const char *label, *value;
+	const struct pool_nodes *pool;
 	int64_t used;
 };
 
@@ -95,9 +128,8 @@ static void count_pod(void *ctx, json_t *pod)
 
 	if (!node_name)
 		return;
-	node = kube_watch_get(u->watch, KK_NODE, node_name);
-	in_pool = node && kube_meta_in(node, "labels", u->label) &&
-		  !strcmp(kube_meta_in(node, "labels", u->label), u->value);
+	node = kube_watch_get(u->watch, u->pool->kind, node_name);
+	in_pool = node && pool_has(u->pool, node);
 	json_decref(node);
 	if (!in_pool)
 		return;
@@ -119,12 +151,12 @@ static void collect(void *ctx, json_t *obj)
 static void report_nodes(struct kenv *e, struct pool_nodes *p,
 			 struct observation *o)
 {
-	struct gpu_use use = { e->watch, p->label, p->value, 0 };
+	struct gpu_use use = { e->watch, p, 0 };
 	json_t *pods = json_array();
 	json_t *pod;
 	size_t i;
 
-	kube_watch_each(e->watch, KK_NODE, p->label, p->value, count_node, p);
+	kube_watch_each(e->watch, p->kind, NULL, NULL, count_node, p);
 	kube_watch_each(e->watch, KK_POD, NULL, NULL, collect, pods);
 	json_array_foreach(pods, i, pod) count_pod(&use, pod);
 	json_decref(pods);
@@ -145,17 +177,49 @@ static void pool_nodes_free(struct pool_nodes *p)
 	buf_free(&p->products);
 }
 
-/* The pool's GPUs and revision, kept for the environment's quota. */
+/* The pool's GPUs, revision and accelerator, kept for the environment's
+ * quota and for the endpoints placed on it. */
 static void remember(struct kenv *e, const struct target *t)
 {
 	if (t->want)
 		json_object_set_new(
 			e->pools, t->name,
-			json_pack("[I, I]",
-				  (json_int_t)kube_pool_gpus(t->want->spec),
-				  (json_int_t)t->want->rev));
+			json_pack(
+				"[I, I, s]",
+				(json_int_t)kube_pool_gpus(t->want->spec),
+				(json_int_t)t->want->rev,
+				spec_str(t->want->spec, "accelerator", "cpu")));
 	else
 		json_object_del(e->pools, t->name);
+}
+
+static void count_one(void *ctx, json_t *obj)
+{
+	(void)obj;
+	++*(int *)ctx;
+}
+
+void kube_pool_placement(struct kenv *e, const char *pool,
+			 struct kube_placement *out)
+{
+	const char *accelerator = json_string_value(
+		json_array_get(json_object_get(e->pools, pool ?: ""), 2));
+	int labelled = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (!pool || !pool[0])
+		return;
+	if (karpenter(e)) {
+		out->nodes = KPN_NODEPOOL;
+		return;
+	}
+	out->nodes = KPN_LABEL;
+	kube_watch_each(e->watch, KK_NODE, KUBE_LABEL_POOL, pool, count_one,
+			&labelled);
+	if (labelled || !kube_gpu_products(accelerator))
+		return;
+	out->nodes = KPN_GPU_PRODUCT;
+	snprintf(out->accelerator, sizeof(out->accelerator), "%s", accelerator);
 }
 
 static void observe_nodepool(struct kenv *e, struct target *t)
@@ -164,7 +228,8 @@ static void observe_nodepool(struct kenv *e, struct target *t)
 	char name[160];
 	json_t *np, *ready;
 	const char *status;
-	struct pool_nodes p = { .label = "karpenter.sh/nodepool" };
+	struct pool_nodes p = { .kind = KK_NODE,
+				.label = "karpenter.sh/nodepool" };
 
 	kube_nodepool_name(t->env, t->name, name, sizeof(name));
 	p.value = name;
@@ -208,16 +273,75 @@ static uint64_t quota_revision(json_t *quota, const char *pool)
 	return v ? strtoull(v, NULL, 10) : 0;
 }
 
+/* Which nodes were the pool's at its last look. When that changes (an
+ * administrator labelled the pool's first node), the endpoints on it
+ * must follow, though nothing of theirs changed. */
+static void note_placement(struct kenv *e, const struct target *t,
+			   enum kube_pool_nodes nodes)
+{
+	const char *word = kube_placement_word(nodes);
+	const char *was =
+		json_string_value(json_object_get(e->placements, t->name));
+	const struct provider_host *h = e->host;
+
+	if (!t->want) {
+		json_object_del(e->placements, t->name);
+		return;
+	}
+	if (was && strcmp(was, word) && h->res_changed)
+		h->res_changed(h->ctx, e->env, "endpoints", NULL);
+	json_object_set_new(e->placements, t->name, json_string(word));
+}
+
+static void say_selection(const struct pool_nodes *p, struct buf *out)
+{
+	const char *const *names = kube_gpu_products(p->accelerator);
+
+	if (p->kind == KK_NODE) {
+		buf_printf(out, "node_selector: %s=%s\n", p->label, p->value);
+		return;
+	}
+	buf_printf(out, "node_selector: %s in (", KUBE_LABEL_GPU_PRODUCT);
+	for (size_t i = 0; names && names[i]; i++)
+		buf_printf(out, "%s%s", i ? ", " : "", names[i]);
+	buf_printf(out, "), no %s\n", KUBE_LABEL_POOL);
+}
+
+static void say_insufficient(const struct pool_nodes *p, const char *pool,
+			     int64_t want_nodes, struct observation *o)
+{
+	if (p->kind == KK_NODE)
+		snprintf(o->error, sizeof(o->error),
+			 "insufficient capacity: %d of %" PRId64
+			 " nodes labelled %s=%s are ready (kubectl label node "
+			 "NODE %s=%s)",
+			 p->ready, want_nodes, KUBE_LABEL_POOL, pool,
+			 KUBE_LABEL_POOL, pool);
+	else
+		snprintf(o->error, sizeof(o->error),
+			 "insufficient capacity: %d of %" PRId64
+			 " nodes are ready: no node is labelled %s=%s, and GPU "
+			 "feature discovery found %s on %d ready node(s) in no "
+			 "pool (kubectl label node NODE %s=%s)",
+			 p->ready, want_nodes, KUBE_LABEL_POOL, pool,
+			 p->accelerator, p->ready, KUBE_LABEL_POOL, pool);
+}
+
 static void observe_labelled(struct kenv *e, struct target *t)
 {
 	struct observation *o = &t->obs;
 	json_t *quota = kube_get(e, KK_QUOTA, KUBE_QUOTA_NAME);
-	struct pool_nodes p = { .label = KUBE_LABEL_POOL, .value = t->name };
+	struct kube_placement where;
+	struct pool_nodes p = { 0 };
 	int64_t want_nodes = t->want ? spec_int(t->want->spec, "nodes", 1) : 0;
 
+	kube_pool_placement(e, t->name, &where);
+	pool_nodes_by(&p, &where, t->name);
+	note_placement(e, t, where.nodes);
 	o->applied_rev = quota ? quota_revision(quota, t->name) : 0;
 	o->exists = o->applied_rev != 0;
 	o->settled = t->want && o->applied_rev == t->want->rev;
+	say_selection(&p, &o->details);
 	report_nodes(e, &p, o);
 	if (!o->exists)
 		o->state = RS_PENDING;
@@ -226,12 +350,7 @@ static void observe_labelled(struct kenv *e, struct target *t)
 	else
 		o->state = p.ready ? RS_DEGRADED : RS_FAILED;
 	if (o->exists && p.ready < want_nodes)
-		snprintf(o->error, sizeof(o->error),
-			 "insufficient capacity: %d of %" PRId64
-			 " nodes labelled %s=%s are ready (kubectl label node "
-			 "NODE %s=%s)",
-			 p.ready, want_nodes, KUBE_LABEL_POOL, t->name,
-			 KUBE_LABEL_POOL, t->name);
+		say_insufficient(&p, t->name, want_nodes, o);
 	if (quota)
 		buf_printf(
 			&o->details, "quota: %s, %s nvidia.com/gpu\n",

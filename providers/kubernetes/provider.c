@@ -34,6 +34,10 @@ static const char *const kube_kinds[] = { "pool", "endpoint", NULL };
 static const char *const kube_unsupported[] = {
 	"pool.capacity, zones, instance_type where Karpenter is not installed",
 	"labelled nodes are what they are; the pool only selects them",
+	"a MIG slice or time-shared GPU as a pool's accelerator by "
+	"nvidia.com/gpu.product",
+	"it is not the whole GPU declared; label its nodes "
+	"infrafs.dev/pool=NAME",
 	"endpoint.instance_type",
 	"the scheduler picks nodes; use pool and accelerators",
 	"endpoint.min_replicas = 0 with autoscaling",
@@ -96,6 +100,13 @@ static void kube_render_more(struct buf *out)
 		      "http_requests_per_second\n"
 		      "  concurrency: http_requests_in_flight\n"
 		      "  gpu_utilization: DCGM_FI_DEV_GPU_UTIL\n");
+	buf_adds(out,
+		 "pools: a Karpenter NodePool where karpenter.sh/v1 is "
+		 "served; else the nodes labelled infrafs.dev/pool=NAME; "
+		 "else, while no node is, the nodes in no pool whose GPU "
+		 "feature discovery label nvidia.com/gpu.product names the "
+		 "pool's accelerator:\n");
+	kube_gpu_products_render(out);
 }
 
 /* The kubeconfig as kubectl finds it, or NULL for the pod's own account
@@ -148,6 +159,7 @@ static void kenv_free(struct kenv *e)
 	kenv_disconnect(e);
 	file_watch_free(&e->kubeconfig);
 	json_decref(e->pools);
+	json_decref(e->placements);
 	json_decref(e->step_errors);
 	json_decref(e->troubles);
 	json_decref(e->deletes_sent);
@@ -177,6 +189,7 @@ static bool bears_on(enum kube_kind k, json_t *obj, const char **dir,
 		*name = kube_meta_in(obj, "labels", KUBE_LABEL_POOL);
 		return *name != NULL;
 	case KK_QUOTA:
+	case KK_GPU_NODE: /* a node of a pool no node is labelled for */
 		*dir = "pools";
 		*name = NULL;
 		return true;
@@ -277,6 +290,7 @@ static struct kenv *kenv_of(struct kprov *k, const char *env,
 		e = xcalloc(1, sizeof(*e));
 		snprintf(e->env, sizeof(e->env), "%s", env);
 		e->pools = json_object();
+		e->placements = json_object();
 		e->step_errors = json_object();
 		e->host = &k->host;
 		file_watch_init(&e->kubeconfig, NULL);
@@ -360,26 +374,35 @@ static void recall_step_error(struct kenv *e, struct target *t)
 		snprintf(t->obs.error, sizeof(t->obs.error), "%s", why);
 }
 
+static void observe_one(struct kprov *k, struct target *t)
+{
+	struct kenv *e = kenv_of(k, t->env, t->want ? t->want->config : NULL);
+
+	observation_clear(&t->obs);
+	if (observe_unknown(e, t))
+		return;
+	kube_facts_set_kserve(e->cluster, kube_watch_served(e->watch, KK_ISVC));
+	if (t->kind == KIND_POOL_IDX)
+		kube_pool_observe(e, t);
+	else
+		kube_endpoint_observe(k, e, t);
+	recall_step_error(e, t);
+}
+
+/* Pools first: an endpoint's pods go where its pool's nodes are, which
+ * the pool's look finds (kube_pool_placement). */
 static void kube_observe(void *state, struct target *targets, size_t n)
 {
 	struct kprov *k = state;
 
 	k->observations++;
 	for (size_t i = 0; i < n; i++) {
-		struct target *t = &targets[i];
-		struct kenv *e =
-			kenv_of(k, t->env, t->want ? t->want->config : NULL);
-
-		observation_clear(&t->obs);
-		if (observe_unknown(e, t))
-			continue;
-		kube_facts_set_kserve(e->cluster,
-				      kube_watch_served(e->watch, KK_ISVC));
-		if (t->kind == KIND_POOL_IDX)
-			kube_pool_observe(e, t);
-		else
-			kube_endpoint_observe(k, e, t);
-		recall_step_error(e, t);
+		if (targets[i].kind == KIND_POOL_IDX)
+			observe_one(k, &targets[i]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (targets[i].kind != KIND_POOL_IDX)
+			observe_one(k, &targets[i]);
 	}
 }
 

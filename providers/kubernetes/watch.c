@@ -8,6 +8,7 @@
  * too old (410 Gone), and wait a jittered, doubling time after failures.
  */
 #include "watch.h"
+#include "objects.h"
 
 #include "util/log.h"
 #include "util/map.h"
@@ -57,6 +58,7 @@ struct kube_watch {
 	char ns[64];
 	char selector[512]; /* escaped for a query */
 	char node_selector[64];
+	char gpu_node_selector[96];
 	void (*changed)(void *ctx, enum kube_kind k, json_t *obj);
 	void *ctx;
 	atomic_bool stop;
@@ -72,6 +74,7 @@ struct kube_watch {
 enum selection {
 	SEL_OURS, /* the environment's own labels */
 	SEL_POOL_NODES, /* nodes that carry infrafs.dev/pool */
+	SEL_GPU_NODES, /* nodes with a GPU product label and no pool */
 };
 
 static const struct {
@@ -100,6 +103,11 @@ static const struct {
 		      .plural = "nodes",
 		      .cluster = true,
 		      .selection = SEL_POOL_NODES },
+	[KK_GPU_NODE] = { .name = "node",
+			  .group_version = "api/v1",
+			  .plural = "nodes",
+			  .cluster = true,
+			  .selection = SEL_GPU_NODES },
 	[KK_NODEPOOL] = { .name = "nodepool",
 			  .group_version = "apis/karpenter.sh/v1",
 			  .plural = "nodepools",
@@ -180,9 +188,9 @@ static void trim(enum kube_kind k, json_t *obj)
 
 	json_object_del(json_object_get(meta, "annotations"),
 			"kubectl.kubernetes.io/last-applied-configuration");
-	if (k == KK_POD || k == KK_NODE)
+	if (k == KK_POD || k == KK_NODE || k == KK_GPU_NODE)
 		json_object_del(meta, "managedFields");
-	if (k == KK_NODE)
+	if (k == KK_NODE || k == KK_GPU_NODE)
 		json_object_del(json_object_get(obj, "status"), "images");
 }
 
@@ -276,6 +284,8 @@ static const char *selector_of(const struct kind_watch *kw)
 	switch (kinds[kw->kind].selection) {
 	case SEL_POOL_NODES:
 		return kw->w->node_selector;
+	case SEL_GPU_NODES:
+		return kw->w->gpu_node_selector;
 	case SEL_OURS:
 		break;
 	}
@@ -479,7 +489,7 @@ static void escape_selector(const char *sel, char *out, size_t len)
 	size_t o = 0;
 
 	for (; *sel && o + 4 < len; sel++) {
-		if (*sel == '=' || *sel == ',' || *sel == '/') {
+		if (*sel == '=' || *sel == ',' || *sel == '/' || *sel == '!') {
 			o += (size_t)snprintf(out + o, len - o, "%%%02X",
 					      (unsigned char)*sel);
 		} else {
@@ -499,8 +509,10 @@ kube_watch_start(struct kube_api *api, const char *ns, const char *selector,
 	w->api = api;
 	snprintf(w->ns, sizeof(w->ns), "%s", ns);
 	escape_selector(selector, w->selector, sizeof(w->selector));
-	escape_selector("infrafs.dev/pool", w->node_selector,
+	escape_selector(KUBE_LABEL_POOL, w->node_selector,
 			sizeof(w->node_selector));
+	escape_selector(KUBE_LABEL_GPU_PRODUCT ",!" KUBE_LABEL_POOL,
+			w->gpu_node_selector, sizeof(w->gpu_node_selector));
 	w->changed = changed;
 	w->ctx = ctx;
 	pthread_mutex_init(&w->lock, NULL);

@@ -22,6 +22,10 @@ enum kube_kind {
 	KK_POD,
 	KK_QUOTA,
 	KK_NODE, /* nodes that carry infrafs.dev/pool */
+	/* nodes GPU feature discovery labelled nvidia.com/gpu.product that
+	 * carry no infrafs.dev/pool: a selector cannot say "this label or
+	 * that", so the nodes a pool may use take two watches. */
+	KK_GPU_NODE,
 	KK_NODEPOOL, /* karpenter.sh/v1, where Karpenter is installed */
 	KK_ISVC, /* serving.kserve.io/v1beta1, where KServe is installed */
 	/* Never watched: their values would sit in the daemon's memory. */
@@ -42,7 +46,7 @@ struct kube_watch;
 /*
  * Starts watching ns for objects that carry every label of selector
  * ("key=value,key=value", unescaped), and the cluster for nodes that
- * belong to a pool and for infrafs's NodePools. changed(ctx, k, obj) is
+ * belong to a pool or have GPUs, and for infrafs's NodePools. changed(ctx, k, obj) is
  * called from the watch threads after every change seen, with the object
  * of kind k that changed (to read, not keep), or with obj NULL when any
  * object of k may have: after a list, and when a watch fails or heals.

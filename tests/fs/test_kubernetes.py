@@ -83,12 +83,12 @@ def managers(obj):
     return {f["manager"]: f for f in obj["metadata"].get("managedFields", [])}
 
 
-def add_gpu_nodes(kube, n, gpus=8, labels=None, prefix="gpu"):
+def add_gpu_nodes(kube, n, gpus=8, labels=None, prefix="gpu", first=0):
     kube.control("nodes", {"add": [
         {"name": f"{prefix}-{i}", "labels": labels or {},
          "taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}],
          "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "96",
-                         "memory": "1Ti"}} for i in range(n)]})
+                         "memory": "1Ti"}} for i in range(first, n)]})
 
 
 def test_endpoint_is_a_deployment_and_a_service(mnt, kube):
@@ -479,6 +479,81 @@ def test_labelled_nodes_make_a_pool_and_a_quota(mnt, kube):
         "infrafs.dev/pool": "gpu"}
     wait_for(lambda: "8 requested" in status_of(
         mnt / "dev/pools/gpu/status").get("gpus", ""), 20, "usage")
+
+
+def pod_nodes(kube, endpoint="chat"):
+    pods = json.loads(kube.kubectl(
+        "get", "pods", "-n", NS, "-l", f"infrafs.dev/endpoint={endpoint}",
+        "-o", "json").stdout)["items"]
+    return {p["spec"].get("nodeName") for p in pods
+            if p["status"].get("phase") == "Running"}
+
+
+def test_gpu_feature_discovery_nodes_make_a_pool_nobody_labelled(mnt, kube):
+    a100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    add_gpu_nodes(kube, 2, labels=a100, prefix="a100")
+    # Another model, and an A100 an administrator gave another pool.
+    add_gpu_nodes(kube, 1, labels={"nvidia.com/gpu.product": "Tesla-T4"},
+                  prefix="t4")
+    add_gpu_nodes(kube, 1, labels=dict(a100, **{"infrafs.dev/pool": "x"}),
+                  prefix="kept")
+    mnt.sh("mkdir dev/pools/gpu")
+    (mnt / "dev/pools/gpu/spec").write_text(
+        "accelerator = nvidia-a100-80gb\naccelerators_per_node = 8\n"
+        "nodes = 3\n")
+    wait_for(lambda: "insufficient capacity" in status_of(
+        mnt / "dev/pools/gpu/status").get("last_error", ""), 20,
+        "insufficient capacity")
+    st = status_of(mnt / "dev/pools/gpu/status")
+    assert st["nodes"] == "2 ready of 2 (a100-0, a100-1)", st
+    assert st["gpu_product"] == "NVIDIA-A100-SXM4-80GB", st
+    assert st["node_selector"].startswith(
+        "nvidia.com/gpu.product in (NVIDIA-A100-SXM4-80GB,"), st
+    assert "no node is labelled infrafs.dev/pool=gpu" in st["last_error"]
+    assert "GPU feature discovery found nvidia-a100-80gb" in st["last_error"]
+    assert kube.get("resourcequota", "infrafs-gpus")["spec"]["hard"][
+        "requests.nvidia.com/gpu"] == "24"
+    add_gpu_nodes(kube, 3, labels=a100, prefix="a100", first=2)
+    wait_synced(mnt, "dev/pools/gpu")
+    assert status_of(mnt / "dev/pools/gpu/status")["nodes"].startswith(
+        "3 ready of 3"), read(mnt / "dev/pools/gpu/status")
+    # The endpoint's pods go to those nodes, and only those.
+    make_endpoint(mnt, "pool = gpu\naccelerators = 8\nreplicas = 2\n")
+    wait_synced(mnt)
+    dep = kube.get("deployment", "chat")
+    pod_spec = dep["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod_spec
+    [term] = pod_spec["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    exprs = {e["key"]: e for e in term["matchExpressions"]}
+    assert "NVIDIA-A100-SXM4-80GB" in exprs["nvidia.com/gpu.product"]["values"]
+    assert exprs["infrafs.dev/pool"]["operator"] == "DoesNotExist"
+    wait_for(lambda: len(pod_nodes(kube)) == 2, 20, "two pods running")
+    assert pod_nodes(kube) <= {"a100-0", "a100-1", "a100-2"}
+    wait_for(lambda: "16 requested" in status_of(
+        mnt / "dev/pools/gpu/status").get("gpus", ""), 20, "usage")
+    # The first node an administrator labels for the pool makes it a pool
+    # of labelled nodes: its status and its pods follow, without waiting
+    # for a refresh.
+    kube.kubectl("label", "node", "a100-2", "infrafs.dev/pool=gpu")
+    wait_for(lambda: status_of(mnt / "dev/pools/gpu/status").get(
+        "node_selector") == "infrafs.dev/pool=gpu", 10, "the label to count")
+    st = status_of(mnt / "dev/pools/gpu/status")
+    assert st["nodes"] == "1 ready of 1 (a100-2)", st
+    assert "1 of 3 nodes labelled infrafs.dev/pool=gpu" in st["last_error"]
+    wait_for(lambda: kube.get("deployment", "chat")["spec"]["template"][
+        "spec"].get("nodeSelector") == {"infrafs.dev/pool": "gpu"}, 10,
+        "the pods to follow the label")
+    dep = kube.get("deployment", "chat")
+    assert "affinity" not in dep["spec"]["template"]["spec"]
+    assert dep["metadata"]["annotations"]["infrafs.dev/pool-nodes"] == "label"
+    # The label taken off again: back to GPU feature discovery's nodes.
+    kube.kubectl("label", "node", "a100-2", "infrafs.dev/pool-")
+    wait_for(lambda: status_of(mnt / "dev/pools/gpu/status").get(
+        "nodes", "").startswith("3 ready of 3"), 10, "the nodes back")
+    wait_synced(mnt)
+    assert "affinity" in kube.get("deployment", "chat")["spec"]["template"][
+        "spec"]
 
 
 def test_karpenter_pool_is_a_nodepool(mnt, kube):

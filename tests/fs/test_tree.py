@@ -47,6 +47,9 @@ def test_providers_lists_the_built_in_providers(mnt):
     assert "kinds: pool endpoint" in kube
     assert "kubernetes.kubeconfig:" in kube and "exec plugins" in kube
     assert "insecure-skip-tls-verify" in kube
+    # How a pool of nodes nobody labelled finds them.
+    assert "  nvidia-a100-80gb: NVIDIA-A100-SXM4-80GB" in kube
+    assert "nvidia.com/gpu.product" in kube
 
 
 def test_metrics_is_prometheus_text(mnt):

@@ -70,7 +70,9 @@ static void test_deployment(void)
 	struct desired want = {
 		.env = "dev", .name = "chat", .rev = 7, .spec = s, .config = cfg
 	};
-	json_t *d = kube_deployment(&want, "infrafs-dev", 0x1234, false);
+	struct kube_placement labelled = { .nodes = KPN_LABEL };
+	struct kube_placement nodepool = { .nodes = KPN_NODEPOOL };
+	json_t *d = kube_deployment(&want, "infrafs-dev", 0x1234, &labelled);
 	json_t *c = at(d, "spec|template|spec|containers|0");
 
 	CHECK_STR(str_at(d, "metadata|annotations|infrafs.dev/revision"), "7");
@@ -88,6 +90,9 @@ static void test_deployment(void)
 	CHECK_STR(str_at(d, "spec|template|spec|nodeSelector|infrafs.dev/pool"),
 		  "gpu");
 	CHECK(!at(d, "spec|template|spec|nodeSelector|infrafs.dev/env"));
+	CHECK(!at(d, "spec|template|spec|affinity"));
+	CHECK_STR(str_at(d, "metadata|annotations|infrafs.dev/pool-nodes"),
+		  "label");
 	CHECK_STR(str_at(d, "spec|template|spec|tolerations|0|key"),
 		  "nvidia.com/gpu");
 	CHECK_STR(str_at(d, "spec|template|metadata|annotations|"
@@ -95,13 +100,60 @@ static void test_deployment(void)
 		  "0000000000001234");
 	json_decref(d);
 	/* Where Karpenter makes the pool's nodes, the environment too. */
-	d = kube_deployment(&want, "infrafs-dev", 0, true);
+	d = kube_deployment(&want, "infrafs-dev", 0, &nodepool);
 	CHECK_STR(str_at(d, "spec|template|spec|nodeSelector|infrafs.dev/env"),
 		  "dev");
 	CHECK(!at(d, "spec|template|metadata|annotations"));
 	json_decref(d);
 	spec_free(s);
 	spec_free(cfg);
+}
+
+/* A pool no node is labelled for: the nodes GPU feature discovery found
+ * its accelerator on, and that no administrator gave a pool. */
+static void test_gpu_product_placement(void)
+{
+	struct spec *s = parse(&kind_endpoint, "image = r/m:1\npool = gpu\n"
+					       "accelerators = 1\n");
+	struct desired want = {
+		.env = "dev", .name = "chat", .rev = 1, .spec = s
+	};
+	struct kube_placement where = { .nodes = KPN_GPU_PRODUCT,
+					.accelerator = "nvidia-a100-80gb" };
+	json_t *d = kube_deployment(&want, "ns", 0, &where);
+	json_t *terms = at(d, "spec|template|spec|affinity|nodeAffinity|"
+			      "requiredDuringSchedulingIgnoredDuringExecution|"
+			      "nodeSelectorTerms");
+	json_t *in = at(terms, "0|matchExpressions|0");
+
+	CHECK_INT(json_array_size(terms), 1);
+	CHECK_STR(str_at(in, "key"), "nvidia.com/gpu.product");
+	CHECK_STR(str_at(in, "operator"), "In");
+	CHECK_STR(str_at(in, "values|0"), "NVIDIA-A100-SXM4-80GB");
+	CHECK_STR(str_at(in, "values|1"), "NVIDIA-A100-80GB-PCIe");
+	CHECK_STR(str_at(terms, "0|matchExpressions|1|key"),
+		  "infrafs.dev/pool");
+	CHECK_STR(str_at(terms, "0|matchExpressions|1|operator"),
+		  "DoesNotExist");
+	CHECK(!at(d, "spec|template|spec|nodeSelector"));
+	CHECK_STR(str_at(d, "metadata|annotations|infrafs.dev/pool-nodes"),
+		  "gpu-product");
+	json_decref(d);
+	/* The names are exact: an A10 is not an A10G, a slice not a GPU. */
+	CHECK(kube_gpu_product_is("nvidia-a10g", "NVIDIA-A10G"));
+	CHECK(!kube_gpu_product_is("nvidia-a10g", "NVIDIA-A10"));
+	CHECK(kube_gpu_product_is("nvidia-t4", "Tesla-T4"));
+	CHECK(kube_gpu_product_is("nvidia-a100-40gb", "A100-SXM4-40GB"));
+	CHECK(!kube_gpu_product_is("nvidia-a100-40gb",
+				   "NVIDIA-A100-SXM4-80GB"));
+	CHECK(!kube_gpu_product_is("nvidia-a100-40gb",
+				   "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"));
+	CHECK(!kube_gpu_product_is("nvidia-h100-80gb",
+				   "NVIDIA-H100-80GB-HBM3-SHARED"));
+	CHECK(!kube_gpu_product_is("cpu", "NVIDIA-H100-80GB-HBM3"));
+	CHECK(!kube_gpu_product_is("nvidia-h200-141gb", NULL));
+	CHECK(kube_gpu_products("cpu") == NULL);
+	spec_free(s);
 }
 
 static void test_autoscaler(void)
@@ -114,7 +166,8 @@ static void test_autoscaler(void)
 		.env = "dev", .name = "chat", .rev = 2, .spec = s
 	};
 	char err[200] = "";
-	json_t *d = kube_deployment(&want, "ns", 0, false);
+	struct kube_placement nowhere = { .nodes = KPN_NONE };
+	json_t *d = kube_deployment(&want, "ns", 0, &nowhere);
 	json_t *h = kube_hpa(&want, "ns", err, sizeof(err));
 
 	/* The replicas are the autoscaler's. */
@@ -216,6 +269,7 @@ static void test_pool(void)
 int main(void)
 {
 	test_deployment();
+	test_gpu_product_placement();
 	test_autoscaler();
 	test_secret();
 	test_pool();
