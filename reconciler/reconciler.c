@@ -54,6 +54,9 @@ struct rec {
 	bool seen; /* found in the model by a full sweep */
 	bool eval; /* to be observed and planned in this pass */
 	bool watched; /* observed every pass: it may change on its own */
+	/* Where the provider tells of changes: when the refresh looks at it
+	 * next (spread_looks), 0 until placed. */
+	double next_look;
 	/* The observed_at last published for a provider that looks live at
 	 * every pass: moved on once a second, not at every pass. */
 	double live_at;
@@ -1533,6 +1536,38 @@ static void take_requests(struct reconciler *r, struct ids *res_ids,
 	}
 }
 
+static bool rec_in_env(const struct rec *rc, const struct env_state *es)
+{
+	return rc->env_id == es->env_id || !strcmp(rc->env, es->name);
+}
+
+/*
+ * Where the provider tells of changes, the refresh is only a safety net:
+ * each resource is looked at once per refresh_s, at a moment of its own,
+ * so that a thousand endpoints cost a few looks a pass rather than one
+ * pass of a thousand that a write waits behind.
+ */
+static void spread_looks(struct reconciler *r, const struct env_state *es,
+			 double now)
+{
+	double period = (double)config_int(es->config, "refresh_s", 30);
+	void *w;
+
+	for (size_t at = 0; map_next(&r->recs, &at, &w);) {
+		struct rec *rc = w;
+		uint64_t slot = map_hash(rc->key, strlen(rc->key)) % 1000;
+
+		if (!rec_in_env(rc, es))
+			continue;
+		if (rc->next_look == 0) {
+			rc->next_look = now + period * (double)slot / 1000.0;
+		} else if (now >= rc->next_look) {
+			rc->next_look = now + period;
+			mark_eval(r, rc);
+		}
+	}
+}
+
 /* Every refresh_s, an environment's resources are all looked at again,
  * and the provider asked for what runs that is declared no more. */
 static void due_refreshes(struct reconciler *r, double now)
@@ -1543,17 +1578,21 @@ static void due_refreshes(struct reconciler *r, double now)
 		struct env_state *es = v;
 		int pi = 0;
 		const struct provider_ops *p = provider_of(es, &pi);
+		bool spread = p && p->info->tells_changes;
 		void *w;
 
-		if (!es->seen || now < es->next_refresh)
+		if (!es->seen)
+			continue;
+		if (spread)
+			spread_looks(r, es, now);
+		if (now < es->next_refresh)
 			continue;
 		es->next_refresh =
 			now + (double)config_int(es->config, "refresh_s", 30);
 		if (p && r->provider_state[pi])
 			adopt_orphans(r, es, p, r->provider_state[pi]);
-		for (size_t at = 0; map_next(&r->recs, &at, &w);) {
-			if (((struct rec *)w)->env_id == es->env_id ||
-			    !strcmp(((struct rec *)w)->env, es->name))
+		for (size_t at = 0; !spread && map_next(&r->recs, &at, &w);) {
+			if (rec_in_env(w, es))
 				mark_eval(r, w);
 		}
 	}

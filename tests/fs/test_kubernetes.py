@@ -800,6 +800,32 @@ def metric(m, name):
     raise AssertionError(f"no {name} in metrics")
 
 
+def test_the_refresh_looks_at_each_endpoint_at_a_moment_of_its_own(mnt,
+                                                                   kube):
+    """The watch tells of every change, so refresh_s is only a safety net:
+    each endpoint is looked at once per period, spread over it, never all
+    in one pass that a write would wait behind."""
+    (mnt / "dev" / "config").write_text(config_text(kube, "refresh_s = 4\n"))
+    names = [f"e{i}" for i in range(6)]
+    for n in names:
+        make_endpoint(mnt, path=f"dev/endpoints/{n}")
+    for n in names:
+        wait_synced(mnt, f"dev/endpoints/{n}")
+    time.sleep(1)
+    looks, last = [], metric(mnt, "infrafs_reconcile_pass_seconds")
+    end = time.time() + 10
+    while time.time() < end:
+        seconds = metric(mnt, "infrafs_reconcile_pass_seconds")
+        if seconds != last:
+            looks.append(metric(mnt, "infrafs_reconcile_pass_resources"))
+            last = seconds
+        time.sleep(0.05)
+    # Two and a half periods: every endpoint looked at, never all six at
+    # once.
+    assert sum(looks) >= len(names), looks
+    assert max(looks) < len(names), looks
+
+
 def test_a_change_in_the_cluster_looks_only_at_what_it_bears_on(mnt, kube):
     """A watch event about one endpoint's Deployment costs a look at that
     endpoint, not at every resource of the environment: with a thousand
