@@ -178,6 +178,18 @@ static json_t *pool_selector(const struct desired *want, const char *pool,
 	return json_pack("{s:s}", KUBE_LABEL_POOL, pool);
 }
 
+/* An endpoint on no pool that names its GPU model: the nodes GPU
+ * feature discovery found that model on, as for a pool of them. */
+static const char *own_gpu_model(const struct desired *want)
+{
+	const char *model = spec_str(want->spec, "accelerator", "cpu");
+
+	return spec_int(want->spec, "accelerators", 0) > 0 &&
+			       kube_gpu_products(model)
+		       ? model
+		       : NULL;
+}
+
 static json_t *pod_spec(const struct desired *want,
 			const struct kube_placement *where)
 {
@@ -190,6 +202,9 @@ static json_t *pod_spec(const struct desired *want,
 	else if (pool[0] && where->nodes != KPN_NONE)
 		json_object_set_new(spec, "nodeSelector",
 				    pool_selector(want, pool, where->nodes));
+	else if (!pool[0] && own_gpu_model(want))
+		json_object_set_new(spec, "affinity",
+				    gpu_product_affinity(own_gpu_model(want)));
 	if (spec_int(want->spec, "accelerators", 0) > 0)
 		json_object_set_new(spec, "tolerations",
 				    json_pack("[{s:s, s:s, s:s}]", "key",

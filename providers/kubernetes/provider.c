@@ -39,7 +39,8 @@ static const char *const kube_unsupported[] = {
 	"it is not the whole GPU declared; label its nodes "
 	"infrafs.dev/pool=NAME",
 	"endpoint.instance_type",
-	"the scheduler picks nodes; use pool and accelerators",
+	"the scheduler picks nodes; use pool, or accelerator and "
+	"accelerators",
 	"endpoint.min_replicas = 0 with autoscaling",
 	"a HorizontalPodAutoscaler keeps at least 1 replica",
 	"endpoint.scale_metric = gpu_utilization with kubernetes.serving = "

@@ -556,6 +556,26 @@ def test_gpu_feature_discovery_nodes_make_a_pool_nobody_labelled(mnt, kube):
         "spec"]
 
 
+def test_an_endpoint_that_names_its_gpu_runs_on_that_model(mnt, kube):
+    """No pool, accelerator = nvidia-l4: the pods go to the nodes GPU
+    feature discovery found an L4 on, though an A10G node has more room;
+    without a node of that model the scheduler's reason is in status."""
+    add_gpu_nodes(kube, 1, labels={"nvidia.com/gpu.product": "NVIDIA-A10G"},
+                  prefix="a10g", gpus=8)
+    make_endpoint(mnt, "accelerator = nvidia-l4\naccelerators = 1\n")
+    wait_for(lambda: "didn't match Pod's node affinity/selector" in
+             status_of(mnt / EP / "status").get("last_error", ""), 20,
+             "the scheduler's reason")
+    add_gpu_nodes(kube, 1, labels={"nvidia.com/gpu.product": "NVIDIA-L4"},
+                  prefix="l4", gpus=1)
+    wait_synced(mnt)
+    assert pod_nodes(kube) == {"l4-0"}
+    [term] = kube.get("deployment", "chat")["spec"]["template"]["spec"][
+        "affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"][0]["values"] == ["NVIDIA-L4"]
+
+
 def test_karpenter_pool_is_a_nodepool(mnt, kube):
     kube.control("config", {"karpenter": True})
     time.sleep(0.1)

@@ -152,6 +152,25 @@ static void test_gpu_product_placement(void)
 				   "NVIDIA-H100-80GB-HBM3-SHARED"));
 	CHECK(!kube_gpu_product_is("cpu", "NVIDIA-H100-80GB-HBM3"));
 	CHECK(!kube_gpu_product_is("nvidia-h200-141gb", NULL));
+	spec_free(s);
+	/* No pool, a model named: that model's nodes all the same. */
+	s = parse(&kind_endpoint, "image = r/m:1\naccelerators = 1\n"
+				  "accelerator = nvidia-l4\n");
+	want.spec = s;
+	d = kube_deployment(&want, "ns", 0, &(struct kube_placement){ 0 });
+	CHECK_STR(str_at(d, "spec|template|spec|affinity|nodeAffinity|"
+			    "requiredDuringSchedulingIgnoredDuringExecution|"
+			    "nodeSelectorTerms|0|matchExpressions|0|values|0"),
+		  "NVIDIA-L4");
+	CHECK(!at(d, "metadata|annotations|infrafs.dev/pool-nodes"));
+	json_decref(d);
+	spec_free(s);
+	/* Nor a model without GPUs asked for, nor cpu. */
+	s = parse(&kind_endpoint, "image = r/m:1\naccelerator = nvidia-l4\n");
+	want.spec = s;
+	d = kube_deployment(&want, "ns", 0, &(struct kube_placement){ 0 });
+	CHECK(!at(d, "spec|template|spec|affinity"));
+	json_decref(d);
 	CHECK(kube_gpu_products("cpu") == NULL);
 	spec_free(s);
 }
