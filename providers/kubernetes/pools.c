@@ -8,11 +8,13 @@
  *   within limits from max_nodes; the pool's status counts them.
  *
  *   Otherwise (clusters on premises): a pool is the nodes an
- *   administrator labelled infrafs.dev/pool=NAME. infrafs makes no
- *   node; it counts the ready ones against `nodes`, says "insufficient
- *   capacity" when they are fewer, and keeps the namespace's GPU quota
- *   (ResourceQuota infrafs-gpus) at the sum of the pools' GPUs, so the
- *   environment cannot take more than it declared.
+ *   administrator labelled infrafs.dev/pool=NAME, or, while none is,
+ *   the nodes in no pool where GPU feature discovery found the pool's
+ *   accelerator (nvidia.com/gpu.product, gpu_products.c). infrafs makes
+ *   no node; it counts the ready ones against `nodes`, says
+ *   "insufficient capacity" when they are fewer, and keeps the
+ *   namespace's GPU quota (ResourceQuota infrafs-gpus) at the sum of the
+ *   pools' GPUs, so the environment cannot take more than it declared.
  */
 #include "kube.h"
 
