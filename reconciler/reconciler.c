@@ -1559,7 +1559,8 @@ static void spread_looks(struct reconciler *r, const struct env_state *es,
 
 		if (!rec_in_env(rc, es))
 			continue;
-		if (rc->next_look == 0) {
+		/* 0: not placed yet; beyond a period: refresh_s was shortened. */
+		if (rc->next_look == 0 || rc->next_look > now + period) {
 			rc->next_look = now + period * (double)slot / 1000.0;
 		} else if (now >= rc->next_look) {
 			rc->next_look = now + period;
@@ -1579,16 +1580,20 @@ static void due_refreshes(struct reconciler *r, double now)
 		int pi = 0;
 		const struct provider_ops *p = provider_of(es, &pi);
 		bool spread = p && p->info->tells_changes;
+		double period = (double)config_int(es->config, "refresh_s", 30);
 		void *w;
 
 		if (!es->seen)
 			continue;
 		if (spread)
 			spread_looks(r, es, now);
+		/* A refresh_s shortened counts from now, not from the end of
+		 * the longer one already running. */
+		if (es->next_refresh > now + period)
+			es->next_refresh = now + period;
 		if (now < es->next_refresh)
 			continue;
-		es->next_refresh =
-			now + (double)config_int(es->config, "refresh_s", 30);
+		es->next_refresh = now + period;
 		if (p && r->provider_state[pi])
 			adopt_orphans(r, es, p, r->provider_state[pi]);
 		for (size_t at = 0; !spread && map_next(&r->recs, &at, &w);) {

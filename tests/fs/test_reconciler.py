@@ -348,3 +348,19 @@ def test_an_empty_environment_applies_its_config(mnt):
     mnt.sh("mkdir dev && echo 'refresh_s = 3600' >> dev/config")
     wait_for(lambda: len(set(applied_and_newest(mnt))) == 1, 10,
              f"the config applied: {applied_and_newest(mnt)}")
+
+
+def test_a_shorter_refresh_s_counts_from_now(mnt):
+    """refresh_s lowered from an hour to a second: the looks come every
+    second from then on, not once the hour set before has run out."""
+    mnt.sh("mkdir -p dev/pools/p && echo 'accelerator = cpu' > dev/pools/p/spec"
+           " && echo 'refresh_s = 3600' >> dev/config")
+    wait_for(lambda: len(set(applied_and_newest(mnt))) == 1, 10,
+             "the pool applied")
+    mnt.sh("sed -i 's/^refresh_s = .*/refresh_s = 1/' dev/config")
+    # The new config is looked at once; the looks after it are the
+    # refresh's.
+    time.sleep(2.5)
+    seen = status_of(mnt / "dev/pools/p/status")["observed_at"]
+    wait_for(lambda: status_of(mnt / "dev/pools/p/status")["observed_at"]
+             != seen, 6, "a look within a few refresh_s")
